@@ -1,0 +1,21 @@
+using System.CommandLine;
+using LlmBuild.Core.Diagnostics;
+
+namespace LlmBuild.Cli.Commands;
+
+/// <summary>Runs the parsed command; coded errors become one "error LLMB####: ..." line and exit code 1.</summary>
+public static class CommandRunner
+{
+    public static int Invoke(RootCommand root, string[] args)
+    {
+        try
+        {
+            return root.Parse(args).Invoke();
+        }
+        catch (LlmBuildException e)
+        {
+            Console.Error.WriteLine($"error {e.Code}: {e.Message}");
+            return 1;
+        }
+    }
+}

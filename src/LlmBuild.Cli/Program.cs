@@ -1,0 +1,15 @@
+using System.CommandLine;
+using LlmBuild.Cli.Commands;
+
+namespace LlmBuild.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var root = new RootCommand("LlmBuild: turn a Hugging Face LLM checkpoint into a bmodel for Sophgo chips, and run it.");
+        // One line per command; each command lives in Commands/<Name>Command.cs.
+        root.Subcommands.Add(CodesCommand.Create());
+        return CommandRunner.Invoke(root, args);
+    }
+}
