@@ -31,6 +31,8 @@ public sealed record ResolvedModel
     public required string Quantize { get; init; }
     public required QuantScheme Weights { get; init; }
     public bool QuantizeLmHead { get; init; }
+    /// <summary>Device memory budget for the codegen check, MiB; 0 = the chip's default.</summary>
+    public int DeviceMemoryMiB { get; init; }
     /// <summary>Source weight files, relative to the model directory.</summary>
     public required IReadOnlyList<string> WeightFiles { get; init; }
     public required IReadOnlyList<Piece> Pieces { get; init; }

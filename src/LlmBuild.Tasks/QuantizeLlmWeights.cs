@@ -1,0 +1,29 @@
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.IO;
+using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Quantization;
+using Microsoft.Build.Framework;
+
+namespace LlmBuild.Tasks;
+
+/// <summary>Stage 2: writes one npz per weight owner (embedding, block_i, lm_head), only for owners that are out of date.</summary>
+public sealed class QuantizeLlmWeights : LlmTask
+{
+    [Required] public string ResolvedFile { get; set; } = "";
+    /// <summary>Identity = owner name; metadata Spec (its spec file) and Npz (its output).</summary>
+    [Required] public ITaskItem[] Owners { get; set; } = [];
+    /// <summary>Inputs every owner depends on (weight files, SDK files, the task assembly).</summary>
+    public ITaskItem[]? SharedInputs { get; set; }
+
+    protected override void ExecuteCore()
+    {
+        ResolvedModel model = ResolvedModel.Load(ResolvedFile);
+        var shared = SharedInputs.Paths().ToArray();
+        var stale = Owners.Where(o => !Freshness.IsUpToDate([o.Path("Npz")], [o.Path("Spec"), .. shared])).ToList();
+        foreach (var o in Owners.Except(stale)) LogProgress($"{o.ItemSpec}: up to date");
+        if (stale.Count == 0) return;
+        using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
+        RunPieces(stale, o => o.ItemSpec, (o, log) =>
+            WeightOwnerWriter.Write(checkpoint, model, model.Owner(o.ItemSpec), o.Path("Npz")));
+    }
+}

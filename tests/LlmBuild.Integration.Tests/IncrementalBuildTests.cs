@@ -1,0 +1,205 @@
+using System.Diagnostics;
+
+namespace LlmBuild.Integration.Tests;
+
+/// <summary>
+/// The build graph's promises (DESIGN §3), checked on real `dotnet build` runs of the example model:
+/// no-op rebuilds, precise invalidation per option and per piece, kill -9 resume, clean, determinism.
+/// One clean build is made once; each test works on a copy of it (write times preserved).
+/// </summary>
+[TestClass]
+public sealed class IncrementalBuildTests
+{
+    private static string _baseline = "";
+    private static SortedDictionary<string, string> _baselineHashes = new();
+
+    [ClassInitialize]
+    public static void BuildBaseline(TestContext _)
+    {
+        _baseline = BuildHarness.NewTempDirectory("baseline");
+        BuildHarness.WriteProject(_baseline, BuildHarness.DefaultProperties());
+        BuildHarness.Build(_baseline).AssertSucceeded();
+        _baselineHashes = Artifacts(_baseline);
+    }
+
+    /// <summary>Hashes of everything the stages produce (obj/…/llm and bin/).</summary>
+    private static SortedDictionary<string, string> Artifacts(string dir)
+    {
+        var all = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (k, v) in BuildHarness.HashTree(Path.Combine(dir, "obj", "Debug", "llm"))) all["obj/" + k] = v;
+        foreach (var (k, v) in BuildHarness.HashTree(Path.Combine(dir, "bin"))) all["bin/" + k] = v;
+        return all;
+    }
+
+    private static SortedDictionary<string, long> ArtifactTimes(string dir)
+    {
+        var all = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var (k, v) in BuildHarness.TimeTree(Path.Combine(dir, "obj", "Debug", "llm"))) all["obj/" + k] = v;
+        foreach (var (k, v) in BuildHarness.TimeTree(Path.Combine(dir, "bin"))) all["bin/" + k] = v;
+        return all;
+    }
+
+    private static string CopyOfBaseline(string label)
+    {
+        string dir = BuildHarness.NewTempDirectory(label);
+        BuildHarness.CopyTree(_baseline, dir);
+        return dir;
+    }
+
+    private static void SetProperty(string dir, string name, string value)
+    {
+        var props = BuildHarness.DefaultProperties();
+        props[name] = value;
+        BuildHarness.WriteProject(dir, props);
+    }
+
+    [TestMethod]
+    public void CleanBuildProducesTheBModelAndConfig()
+    {
+        Assert.IsTrue(File.Exists(Path.Combine(_baseline, "bin", "tiny.bmodel")), "bin/tiny.bmodel");
+        foreach (string f in new[] { "config.json", "generation_config.json", "tokenizer_config.json", "vocab.json", "merges.txt" })
+            Assert.IsTrue(File.Exists(Path.Combine(_baseline, "bin", "config", f)), "bin/config/" + f);
+        Assert.IsFalse(File.Exists(Path.Combine(_baseline, "bin", "config", "model.safetensors")), "weights are not copied to config/");
+        string llm = Path.Combine(_baseline, "obj", "Debug", "llm");
+        foreach (string owner in new[] { "embedding", "block_0", "block_3", "lm_head" })
+            Assert.IsTrue(File.Exists(Path.Combine(llm, "weights", owner + "_top_weights.npz")), owner);
+        foreach (string piece in new[] { "embedding", "embedding_cache", "block_0", "block_cache_0", "block_3", "block_cache_3", "lm_head" })
+        {
+            Assert.IsTrue(File.Exists(Path.Combine(llm, "mlir", piece, piece + ".mlir")), piece + ".mlir");
+            Assert.IsTrue(File.Exists(Path.Combine(llm, "bm1684x", piece + ".bmodel")), piece + ".bmodel");
+        }
+        Assert.IsFalse(Directory.EnumerateFiles(_baseline, "*.tmp", SearchOption.AllDirectories).Any(), "no temporaries left");
+    }
+
+    [TestMethod]
+    public void SecondBuildIsANoOp()
+    {
+        string dir = CopyOfBaseline("noop");
+        var before = ArtifactTimes(dir);
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        CollectionAssert.IsSubsetOf(Stages.All, result.SkippedTargets.ToList(), "every stage skipped:\n" + result.Output);
+        Assert.AreEqual(0, result.RanTasks.Count, "no stage task ran");
+        CollectionAssert.AreEqual(before, ArtifactTimes(dir), "outputs untouched");
+    }
+
+    [TestMethod]
+    public void ChangingSeqLengthRerunsExportOnwardButNotQuantize()
+    {
+        string dir = CopyOfBaseline("seq");
+        SetProperty(dir, "SeqLength", "96");
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        Assert.IsTrue(result.SkippedTargets.Contains(Stages.Quantize), "quantize skipped:\n" + result.Output);
+        foreach (string s in new[] { Stages.Resolve, Stages.Export, Stages.Compile, Stages.Combine })
+            Assert.IsTrue(result.RanTasks.Contains(s), s + " ran");
+        Assert.AreNotEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
+    }
+
+    [TestMethod]
+    [DataRow("Quantize", "w8bf16")]
+    [DataRow("QGroupSize", "32")]
+    public void ChangingQuantizationRerunsQuantizeOnward(string property, string value)
+    {
+        string dir = CopyOfBaseline("quant");
+        SetProperty(dir, property, value);
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        foreach (string s in Stages.All) Assert.IsTrue(result.RanTasks.Contains(s), s + " ran:\n" + result.Output);
+        var after = Artifacts(dir);
+        Assert.AreNotEqual(_baselineHashes["obj/weights/block_0_top_weights.npz"], after["obj/weights/block_0_top_weights.npz"]);
+        // The embedding stays in the activation dtype: its weights do not change with the quantization of the linears.
+        Assert.AreEqual(_baselineHashes["obj/weights/embedding_top_weights.npz"], after["obj/weights/embedding_top_weights.npz"]);
+    }
+
+    [TestMethod]
+    public void DeletingOnePieceIntermediateRebuildsThatPieceOnly()
+    {
+        string dir = CopyOfBaseline("piece");
+        string llm = Path.Combine(dir, "obj", "Debug", "llm");
+        File.Delete(Path.Combine(llm, "weights", "block_1_top_weights.npz"));
+        var before = ArtifactTimes(dir);
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        CollectionAssert.AreEquivalent(new[] { "block_1", "block_cache_1" }, result.DonePieces.ToList(),
+            "only block_1's owner and its two pieces are rebuilt:\n" + result.Output);
+        var after = ArtifactTimes(dir);
+        var changed = after.Where(kv => !before.TryGetValue(kv.Key, out long t) || t != kv.Value).Select(kv => kv.Key).ToHashSet();
+        foreach (string f in changed)
+            Assert.IsTrue(f.Contains("block_1") || f.Contains("block_cache_1") || f.StartsWith("bin/"), "unexpectedly rewritten: " + f);
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "same bytes as the clean build");
+    }
+
+    [TestMethod]
+    [DataRow("ResolveLlmConfig")]
+    [DataRow("QuantizeLlmWeights")]
+    [DataRow("ExportLlmMlir")]
+    [DataRow("CompileLlmPieces")]
+    [DataRow("CombineLlmBModel")]
+    public void KilledBuildResumesToIdenticalBytes(string stage)
+    {
+        string dir = BuildHarness.NewTempDirectory("kill");
+        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
+        // Slow each piece down so the kill lands while the stage is half done.
+        var psi = BuildHarness.StartInfo(dir, ["build", "model.llmproj"]);
+        psi.FileName = "setsid";
+        psi.ArgumentList.Insert(0, "dotnet");
+        psi.Environment["LLMBUILD_PIECE_DELAY_MS"] = "150";
+        using var process = Process.Start(psi)!;
+        var seen = new ManualResetEventSlim();
+        string marker = $"Task \"{stage}\"";
+        var log = new System.Text.StringBuilder();
+        void OnLine(string? line)
+        {
+            if (line is null) return;
+            lock (log) log.AppendLine(line);
+            if (line.Contains(marker, StringComparison.Ordinal)) seen.Set();
+        }
+        process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        Assert.IsTrue(seen.Wait(TimeSpan.FromMinutes(5)), $"stage {stage} never started:\n{log}");
+        Thread.Sleep(stage == "ResolveLlmConfig" ? 300 : 400);
+        // Kill the whole process group: the build, its nodes and its task hosts.
+        using (var kill = Process.Start("kill", ["-9", "--", "-" + process.Id])) kill.WaitForExit();
+        process.WaitForExit();
+
+        var resumed = BuildHarness.Build(dir);
+        resumed.AssertSucceeded();
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), $"resumed build after a kill in {stage} equals the clean build");
+        Assert.IsFalse(Directory.EnumerateFiles(dir, "*.tmp", SearchOption.AllDirectories).Any(f => f.Contains("/bin/")), "no temporaries in bin/");
+    }
+
+    [TestMethod]
+    public void DryRunPrintsTheResolvedConfigurationAndWritesNothing()
+    {
+        string dir = BuildHarness.NewTempDirectory("dry");
+        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
+        var result = BuildHarness.Build(dir, "-p:DryRun=true");
+        result.AssertSucceeded();
+        foreach (string expected in new[] { "family", "qwen2", "SeqLength", "Quantize", "w4bf16", "QGroupSize", "Chip", "bm1684x", "NumDevice", "DistributeStrategy",
+                     "MaxInputLength", "UseBlockWithKv", "EmbeddingDisk", "embedding_cache", "block_cache_3", "lm_head" })
+            StringAssert.Contains(result.Output, expected);
+        Assert.IsFalse(Directory.Exists(Path.Combine(dir, "obj", "Debug", "llm")), "no llm intermediates");
+        Assert.IsFalse(Directory.Exists(Path.Combine(dir, "bin")), "no outputs");
+    }
+
+    [TestMethod]
+    public void TwoCleanBuildsAreByteIdentical()
+    {
+        string dir = BuildHarness.NewTempDirectory("again");
+        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
+        BuildHarness.Build(dir).AssertSucceeded();
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir));
+    }
+
+    [TestMethod]
+    public void CleanRemovesEverythingTheBuildMade()
+    {
+        string dir = CopyOfBaseline("clean");
+        BuildHarness.Build(dir).AssertSucceeded(); // records FileWrites in this folder's own paths
+        BuildHarness.Dotnet(dir, ["clean", "model.llmproj"]).AssertSucceeded();
+        Assert.AreEqual(0, Artifacts(dir).Count, "obj/…/llm and bin/ are empty after clean: " + string.Join(", ", Artifacts(dir).Keys));
+    }
+}
