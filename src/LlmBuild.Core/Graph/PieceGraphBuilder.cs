@@ -1,0 +1,393 @@
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Pipeline;
+
+namespace LlmBuild.Core.Graph;
+
+/// <summary>
+/// Builds the graph of one piece of the net contract (DESIGN §7) in TPU-MLIR's top dialect, for the llama, qwen2 and
+/// qwen3 families. The same graph feeds the MLIR writer, the interpreter and the codegen.
+/// Activations are f32 (TPU-MLIR's TOP_F32 state; the deploy step lowers them); weights keep their stored dtype.
+/// </summary>
+public static class PieceGraphBuilder
+{
+    /// <summary>The value the Dynamic static mask uses for masked positions (DESIGN §7: −10000-ish).</summary>
+    public const float MaskFill = -10000f;
+    /// <summary>sample_head: the largest top-k the net supports and the tokens top-p always keeps (as TPU-MLIR).</summary>
+    public const int SampleMaxTopK = 50;
+    public const int SampleMinTokensToKeep = 5;
+
+    public const string RotaryCosKey = "rotary_cos.weight";
+    public const string RotarySinKey = "rotary_sin.weight";
+    public const string CausalMaskKey = "causal_mask.weight";
+
+    public static PieceGraph Build(ResolvedModel model, Piece piece)
+    {
+        var ctx = new Context(model, piece);
+        return piece.Kind switch
+        {
+            PieceKind.Embedding => Embedding(ctx, EmbeddingLength(model)),
+            PieceKind.EmbeddingCache => Embedding(ctx, 1),
+            PieceKind.Block => Block(ctx),
+            PieceKind.BlockPrompt => Block(ctx),
+            PieceKind.BlockKv => Block(ctx),
+            PieceKind.BlockCache => Block(ctx),
+            PieceKind.LmHead => LmHead(ctx),
+            PieceKind.GreedyHead => GreedyHead(ctx),
+            PieceKind.SampleHead => SampleHead(ctx),
+            PieceKind.EmbeddingLora => EmbeddingLora(ctx, EmbeddingLength(model)),
+            PieceKind.EmbeddingCacheLora => EmbeddingLora(ctx, 1),
+            PieceKind.LmHeadLora => LmHeadLora(ctx),
+            _ => throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name}: kind {piece.Kind} has no graph builder."),
+        };
+    }
+
+    /// <summary>Prefill embedding length: MaxInputLength (or SeqLength), at least the shared prompt with SharePrompt.</summary>
+    public static int EmbeddingLength(ResolvedModel model) =>
+        model.Options.SharePrompt ? Math.Max(model.Options.MaxPrefillKvLength, model.PrefillLength) : model.PrefillLength;
+
+    /// <summary>History rows a block_kv piece attends to: the shared prompt, MaxPrefillKvLength, or SeqLength.</summary>
+    public static int HistoryLength(ResolvedModel model) =>
+        model.Options.MaxPrefillKvLength > 0 ? model.Options.MaxPrefillKvLength : model.SeqLength;
+
+    /// <summary>True for models whose logits leave lm_head (DoSample or LoRA) and go through greedy/sample heads.</summary>
+    public static bool LmHeadOutputsLogits(ResolvedModel model) => model.Options.DoSample || model.Options.LoraMaxRank > 0;
+
+    /// <summary>Batch of the decode nets (embedding_cache, block_cache, lm_head); prefill nets are batch 1.</summary>
+    public static int DecodeBatch(ResolvedModel model) => model.Options.Batch;
+
+    private sealed class Context
+    {
+        public Context(ResolvedModel model, Piece piece)
+        {
+            Model = model;
+            Piece = piece;
+            Config = model.Config;
+            G = new GraphAssembler(piece);
+            Activation = GraphDTypes.Activation(model.ActivationDtype);
+            Owner = piece.WeightOwner is null ? null : model.Owner(piece.WeightOwner);
+        }
+
+        public ResolvedModel Model { get; }
+        public Piece Piece { get; }
+        public ModelConfig Config { get; }
+        public GraphAssembler G { get; }
+        public GraphDType Activation { get; }
+        public WeightOwner? Owner { get; }
+        public bool AnyQuantized { get; set; }
+
+        public string Platform => AnyQuantized ? "LLM_QUANTIZED" : "LLM";
+
+        public WeightEntry? Find(WeightRole role, int layer) =>
+            Owner?.Entries.FirstOrDefault(e => e.Role == role && (!ModelFamily.IsLayerRole(role) || e.Layer == layer));
+
+        public WeightEntry Need(WeightRole role, int layer = 0) => Find(role, layer)
+            ?? throw new LlmBuildException(ErrorCodes.GraphMissingWeight,
+                $"Piece {Piece.Name}: weight owner '{Piece.WeightOwner ?? "(none)"}' has no {role}{(ModelFamily.IsLayerRole(role) ? $" of layer {layer}" : "")}. " +
+                "The resolved model is stale or inconsistent; rebuild.");
+
+        /// <summary>Declares a non-linear weight (norm, bias, embedding) after checking its shape.</summary>
+        public string Plain(WeightEntry e, params long[] expected)
+        {
+            CheckShape(e, expected);
+            if (e.Storage == WeightStorage.Quantized)
+                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Weight '{e.Key}' ({e.Role}) is quantized, but only linear layers may be.");
+            return G.Weight(e, WeightPart.Value, e.Key, StoredType(e), e.Shape);
+        }
+
+        public GraphDType StoredType(WeightEntry e) => e.Storage == WeightStorage.Float32 ? GraphDType.F32 : Activation;
+
+        public void CheckShape(WeightEntry e, long[] expected)
+        {
+            if (!e.Shape.SequenceEqual(expected))
+                throw new LlmBuildException(ErrorCodes.GraphBadShape,
+                    $"Weight '{e.Key}' ({e.Role}) has shape [{string.Join(",", e.Shape)}] but the model's config.json implies [{string.Join(",", expected)}].");
+        }
+    }
+
+    private static string Stem(string key) => key.EndsWith(".weight", StringComparison.Ordinal) ? key[..^".weight".Length] : key;
+
+    // ---------------------------------------------------------------- embedding
+
+    private static PieceGraph Embedding(Context c, int length)
+    {
+        int batch = c.Piece.Kind == PieceKind.EmbeddingCache ? DecodeBatch(c.Model) : 1;
+        var g = c.G;
+        string ids = g.Input("input_ids", GraphDType.SI32, batch, length);
+        WeightEntry e = c.Need(WeightRole.Embedding);
+        string table = c.Plain(e, c.Config.VocabSize, c.Config.HiddenSize);
+        string output = g.Op("top.Gather", [table, ids], c.Piece.Name, [batch, length, c.Config.HiddenSize], OpAttr.SI32("axis", 0));
+        return g.Build(c.Platform, false, output);
+    }
+
+    private static PieceGraph EmbeddingLora(Context c, int length)
+    {
+        var g = c.G;
+        int rank = c.Model.Options.LoraMaxRank;
+        int hidden = c.Config.HiddenSize;
+        string stem = Stem(c.Model.ModelFamily.TensorName(WeightRole.Embedding));
+        string ids = g.Input("input_ids", GraphDType.SI32, 1, length);
+        string states = g.Input("input_states", GraphDType.F32, 1, length, hidden);
+        string a = g.Constant(stem + ".lora_A.weight", c.Activation, [c.Config.VocabSize, rank], new float[(long)c.Config.VocabSize * rank]);
+        string b = g.Constant(stem + ".lora_B.weight", c.Activation, [rank, hidden], new float[rank * hidden]);
+        string name = c.Piece.Name;
+        string ga = g.Op("top.Gather", [a, ids], name + ".lora_A", [1, length, rank], OpAttr.SI32("axis", 0));
+        string mb = g.Op("top.MatMul", [ga, b, ""], name + ".lora_B", [1, length, hidden], OpAttr.Of("do_relu", false));
+        string sum = g.Op("top.Add", [states, mb], name + ".lora_add", [1, length, hidden]);
+        return g.Build(c.Platform, false, sum);
+    }
+
+    // ---------------------------------------------------------------- heads
+
+    private static PieceGraph LmHead(Context c)
+    {
+        var g = c.G;
+        int batch = DecodeBatch(c.Model);
+        int hidden = c.Config.HiddenSize, vocab = c.Config.VocabSize;
+        string x = g.Input("hidden_states", GraphDType.F32, batch, hidden);
+        if (!c.Model.FinalNormInLastBlock)
+        {
+            WeightEntry norm = c.Need(WeightRole.FinalNorm);
+            string gamma = c.Plain(norm, hidden);
+            x = g.Op("top.RMSNorm", [x, gamma], Stem(norm.Key), [batch, hidden], OpAttr.F64("eps", c.Config.RmsNormEps));
+        }
+        WeightEntry head = c.Need(WeightRole.LmHead);
+        string logits = Linear(c, head, null, x, "logits", [batch, vocab], hidden, vocab);
+        if (LmHeadOutputsLogits(c.Model)) return g.Build(c.Platform, false, logits);
+        string[] top = g.Op("top.TopK", [logits],
+            [("token_value", GraphDType.F32, [batch, 1]), ("token_id", GraphDType.F32, [batch, 1])],
+            OpAttr.I64("axis", 1), OpAttr.I64("K", 1));
+        return g.Build(c.Platform, false, top[1]);
+    }
+
+    private static PieceGraph LmHeadLora(Context c)
+    {
+        var g = c.G;
+        int rank = c.Model.Options.LoraMaxRank;
+        int hidden = c.Config.HiddenSize, vocab = c.Config.VocabSize;
+        string stem = Stem(c.Model.ModelFamily.TensorName(WeightRole.LmHead));
+        string x = g.Input("input_states", GraphDType.F32, 1, hidden);
+        string logits = g.Input("input_logits", GraphDType.F32, 1, vocab);
+        string a = g.Constant(stem + ".lora_A.weight", c.Activation, [rank, hidden], new float[rank * hidden]);
+        string b = g.Constant(stem + ".lora_B.weight", c.Activation, [rank, vocab], new float[(long)rank * vocab]);
+        string ma = g.Op("top.MatMul", [x, a, ""], "lm_head_lora.lora_A", [1, rank], OpAttr.Of("right_transpose", true), OpAttr.Of("do_relu", false));
+        string mb = g.Op("top.MatMul", [ma, b, ""], "lm_head_lora.lora_B", [1, vocab], OpAttr.Of("do_relu", false));
+        string sum = g.Op("top.Add", [logits, mb], "lm_head_lora.lora_add", [1, vocab]);
+        return g.Build(c.Platform, false, sum);
+    }
+
+    private static PieceGraph GreedyHead(Context c)
+    {
+        var g = c.G;
+        string logits = g.Input("m_logits", GraphDType.F32, 1, c.Config.VocabSize);
+        string[] top = g.Op("top.TopK", [logits],
+            [("token_value", GraphDType.F32, [1, 1]), ("token_id", GraphDType.F32, [1, 1])],
+            OpAttr.I64("axis", 1), OpAttr.I64("K", 1));
+        return g.Build(c.Platform, false, top[1]);
+    }
+
+    /// <summary>
+    /// Repetition penalty over the recent ids, temperature, top-k (≤ 50) and top-p (keeping at least 5 tokens), the
+    /// same network TPU-MLIR builds. Outputs the probabilities of the top-k candidates and their token ids.
+    /// </summary>
+    private static PieceGraph SampleHead(Context c)
+    {
+        var g = c.G;
+        int vocab = c.Config.VocabSize, seq = c.Model.SeqLength, k = SampleMaxTopK, keep = SampleMinTokensToKeep;
+        string logits = g.Input("m_logits", GraphDType.F32, 1, vocab);
+        string ids = g.Input("input_ids", GraphDType.SI32, 1, seq);
+        string penalty = g.Input("penalty", GraphDType.F32, 1);
+        string temperature = g.Input("temperature", GraphDType.F32, 1);
+        string topK = g.Input("top_k", GraphDType.SI32, 1);
+        string topP = g.Input("top_p", GraphDType.F32, 1);
+
+        var axisData = new float[] { 1f };
+        var keepIndices = new float[keep * 2];
+        for (int i = 0; i < keep; i++) keepIndices[2 * i + 1] = i;
+        string axisConst = g.Constant("sample_head.cumsum_axis", GraphDType.F32, [1], axisData);
+        string keepIdx = g.Constant("sample_head.keep_indices", GraphDType.F32, [1, keep, 2], keepIndices);
+        string keepVal = g.Constant("sample_head.keep_values", GraphDType.F32, [1, keep], Enumerable.Repeat(1f, keep).ToArray());
+
+        string seen = g.Op("top.GatherElements", [logits, ids], "sample_head.seen_logits", [1, seq], OpAttr.I64("axis", 1));
+        string negative = g.Op("top.CompareConst", [seen], "sample_head.seen_negative", [1, seq],
+            OpAttr.String("mode", "Less"), OpAttr.F64("const_val", 0), OpAttr.Of("inversed", false));
+        string times = g.Op("top.Mul", [seen, penalty], "sample_head.seen_mul", [1, seq]);
+        string divided = g.Op("top.Div", [seen, penalty], "sample_head.seen_div", [1, seq]);
+        string penalized = g.Op("top.Where", [negative, times, divided], "sample_head.seen_penalized", [1, seq]);
+        string scattered = g.Op("top.ScatterElements", [logits, ids, penalized], "sample_head.penalized_logits", [1, vocab],
+            OpAttr.I64("axis", 1));
+        string[] top = g.Op("top.TopK", [scattered, topK],
+            [("sample_head.topk_values", GraphDType.F32, [1, k]), ("token_idx", GraphDType.F32, [1, k])],
+            OpAttr.I64("axis", 1), OpAttr.I64("K", k));
+        string tempered = g.Op("top.Div", [top[0], temperature], "sample_head.tempered", [1, k]);
+        string soft = g.Op("top.Softmax", [tempered], "sample_head.softmax0", [1, k], OpAttr.SI32("axis", 1));
+        string cumsum = g.Op("top.CumSum", [soft, axisConst], "sample_head.cumsum", [1, k], OpAttr.I64("axis", 1));
+        string within = g.Op("top.Compare", [cumsum, topP], "sample_head.within_top_p", [1, k], OpAttr.String("mode", "Less"));
+        string kept = g.Op("top.ScatterND", [within, keepIdx, keepVal], "sample_head.kept", [1, k], OpAttr.I32("reduction", 0));
+        string filtered = g.Op("top.Where", [kept, tempered, ""], "sample_head.filtered", [1, k],
+            OpAttr.Of("y_is_const", true), OpAttr.F64("y_const_val", -1000));
+        string probs = g.Op("top.Softmax", [filtered], "probs", [1, k], OpAttr.SI32("axis", 1));
+        return g.Build(c.Platform, false, probs, top[1]);
+    }
+
+    // ---------------------------------------------------------------- blocks
+
+    private static PieceGraph Block(Context c)
+    {
+        var model = c.Model;
+        var cfg = c.Config;
+        var g = c.G;
+        int layer = c.Piece.Layer;
+        if (cfg.HiddenAct != "silu")
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported,
+                $"hidden_act '{cfg.HiddenAct}' is not supported by the block builder (supported: silu).");
+        if (model.ModelFamily.RopeMode != RopeMode.RotateHalf)
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Family {model.Family}: RoPE mode {model.ModelFamily.RopeMode} is not supported yet.");
+        if (layer < 0 || layer >= cfg.NumLayers)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {c.Piece.Name}: layer {layer} is outside 0..{cfg.NumLayers - 1}.");
+
+        PieceKind kind = c.Piece.Kind;
+        bool decode = kind == PieceKind.BlockCache;
+        bool withHistory = kind is PieceKind.BlockCache or PieceKind.BlockKv;
+        bool dynamic = model.Options.Dynamic && kind is PieceKind.Block or PieceKind.BlockPrompt;
+        int batch = decode ? DecodeBatch(model) : 1;
+        int len = kind switch
+        {
+            PieceKind.BlockCache => 1,
+            PieceKind.BlockPrompt => model.Options.MaxPrefillKvLength,
+            _ => model.PrefillLength,
+        };
+        int history = kind switch
+        {
+            PieceKind.BlockCache => model.SeqLength,
+            PieceKind.BlockKv => HistoryLength(model),
+            _ => 0,
+        };
+        if (len <= 0)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {c.Piece.Name}: input length {len} is not positive (check MaxPrefillKvLength).");
+        int keys = history + len;
+        long h = cfg.HiddenSize, nh = cfg.NumHeads, kvh = cfg.NumKvHeads, d = cfg.HeadDim, inter = cfg.IntermediateSize;
+        long qd = nh * d, kvd = kvh * d;
+
+        string x = g.Input("input_states", GraphDType.F32, batch, len, h);
+        string pos = g.Input("position_ids", GraphDType.SI32, batch, len);
+        string? mask = dynamic ? null : g.Input("attention_mask", GraphDType.F32, batch, 1, len, keys);
+        string? historyK = withHistory ? g.Input("history_k", GraphDType.F32, batch, history, kvh, d) : null;
+        string? historyV = withHistory ? g.Input("history_v", GraphDType.F32, batch, history, kvh, d) : null;
+
+        // attention
+        WeightEntry inNorm = c.Need(WeightRole.InputNorm, layer);
+        string ln = g.Op("top.RMSNorm", [x, c.Plain(inNorm, h)], Stem(inNorm.Key), [batch, len, h], OpAttr.F64("eps", cfg.RmsNormEps));
+        string q = Linear(c, c.Need(WeightRole.QProj, layer), c.Find(WeightRole.QBias, layer), ln, null, [batch, len, qd], h, qd);
+        string k = Linear(c, c.Need(WeightRole.KProj, layer), c.Find(WeightRole.KBias, layer), ln, null, [batch, len, kvd], h, kvd);
+        string v = Linear(c, c.Need(WeightRole.VProj, layer), c.Find(WeightRole.VBias, layer), ln, null, [batch, len, kvd], h, kvd);
+        q = g.Op("top.Reshape", [q], q + ".reshape", [batch, len, nh, d], OpAttr.I64s("shape", batch, len, nh, d));
+        k = g.Op("top.Reshape", [k], k + ".reshape", [batch, len, kvh, d], OpAttr.I64s("shape", batch, len, kvh, d));
+        v = g.Op("top.Reshape", [v], "v_cache", [batch, len, kvh, d], OpAttr.I64s("shape", batch, len, kvh, d));
+        if (c.Find(WeightRole.QNorm, layer) is { } qNorm)
+        {
+            WeightEntry kNorm = c.Need(WeightRole.KNorm, layer);
+            q = g.Op("top.RMSNorm", [q, c.Plain(qNorm, d)], Stem(qNorm.Key), [batch, len, nh, d], OpAttr.F64("eps", cfg.RmsNormEps));
+            k = g.Op("top.RMSNorm", [k, c.Plain(kNorm, d)], Stem(kNorm.Key), [batch, len, kvh, d], OpAttr.F64("eps", cfg.RmsNormEps));
+        }
+        var (cosTable, sinTable) = RotaryTables.Compute(cfg, model.SeqLength);
+        string cosW = g.Constant(RotaryCosKey, GraphDType.F32, [model.SeqLength, 1, d], cosTable);
+        string sinW = g.Constant(RotarySinKey, GraphDType.F32, [model.SeqLength, 1, d], sinTable);
+        string cos = g.Op("top.Gather", [cosW, pos], "rotary_cos", [batch, len, 1, d], OpAttr.SI32("axis", 0));
+        string sin = g.Op("top.Gather", [sinW, pos], "rotary_sin", [batch, len, 1, d], OpAttr.SI32("axis", 0));
+        string attnPrefix = $"model.layers.{layer}.self_attn.";
+        q = RotateHalf(g, q, cos, sin, attnPrefix + "q_rope");
+        k = RotateHalf(g, k, cos, sin, "k_cache");
+
+        string keysAll = k, valuesAll = v;
+        if (withHistory)
+        {
+            keysAll = g.Op("top.Concat", [historyK!, k], attnPrefix + "k_concat", [batch, keys, kvh, d], OpAttr.SI32("axis", 1));
+            valuesAll = g.Op("top.Concat", [historyV!, v], attnPrefix + "v_concat", [batch, keys, kvh, d], OpAttr.SI32("axis", 1));
+        }
+        var faAttrs = new List<OpAttr>
+        {
+            OpAttr.F64("scale", 1.0 / Math.Sqrt(d)), OpAttr.I64("batch", batch), OpAttr.I64("q_head", nh), OpAttr.I64("kv_head", kvh),
+            OpAttr.I64("dim", d), OpAttr.I64("mq", len), OpAttr.I64("mk", keys),
+        };
+        if (dynamic)
+        {
+            // The prefill length varies at run time, so the net takes no mask: a small static causal mask weight marks
+            // the attention as causal (TPU-MLIR's FAttention mask_size ≠ 0: key j is visible to query i iff j ≤ i + mk − mq).
+            mask = g.Constant(CausalMaskKey, GraphDType.F32, [1, 1, 2, 2], [0f, MaskFill, 0f, 0f]);
+            faAttrs.Add(OpAttr.I64("mask_size", 4));
+        }
+        string attn = g.Op("top.FAttention", [q, keysAll, valuesAll, mask!, ""], attnPrefix + "fattention", [batch, len, qd], faAttrs.ToArray());
+        string o = Linear(c, c.Need(WeightRole.OProj, layer), c.Find(WeightRole.OBias, layer), attn, null, [batch, len, h], qd, h);
+        string res = g.Op("top.Add", [x, o], Stem(c.Need(WeightRole.OProj, layer).Key) + ".add", [batch, len, h]);
+
+        // mlp
+        WeightEntry postNorm = c.Need(WeightRole.PostAttentionNorm, layer);
+        string ln2 = g.Op("top.RMSNorm", [res, c.Plain(postNorm, h)], Stem(postNorm.Key), [batch, len, h], OpAttr.F64("eps", cfg.RmsNormEps));
+        WeightEntry gateW = c.Need(WeightRole.MlpGate, layer), upW = c.Need(WeightRole.MlpUp, layer), downW = c.Need(WeightRole.MlpDown, layer);
+        string gate = Linear(c, gateW, null, ln2, null, [batch, len, inter], h, inter);
+        string act = g.Op("top.SiLU", [gate], Stem(gateW.Key) + ".silu", [batch, len, inter]);
+        string up = Linear(c, upW, null, ln2, null, [batch, len, inter], h, inter);
+        string mul = g.Op("top.Mul", [act, up], Stem(upW.Key) + ".mul", [batch, len, inter]);
+        string down = Linear(c, downW, null, mul, null, [batch, len, h], inter, h);
+        bool finalNorm = model.FinalNormInLastBlock && layer == cfg.NumLayers - 1;
+        string output = g.Op("top.Add", [res, down], finalNorm ? Stem(downW.Key) + ".add" : "output_states", [batch, len, h]);
+        if (finalNorm)
+        {
+            WeightEntry norm = c.Need(WeightRole.FinalNorm);
+            output = g.Op("top.RMSNorm", [output, c.Plain(norm, h)], "output_states", [batch, len, h], OpAttr.F64("eps", cfg.RmsNormEps));
+        }
+        return g.Build(c.Platform, dynamic, output, k, v);
+    }
+
+    /// <summary>x·cos + rotate_half(x)·sin with rotate_half(x) = [−x2, x1] over the halves of the head dimension.</summary>
+    private static string RotateHalf(GraphAssembler g, string x, string cos, string sin, string name)
+    {
+        long[] shape = g.Shape(x);
+        long half = shape[3] / 2;
+        long[] halfShape = [shape[0], shape[1], shape[2], half];
+        string mul0 = g.Op("top.Mul", [x, cos], name + ".mul0", shape);
+        string x1 = g.Op("top.Slice", [x, "", "", ""], name + ".slice1", halfShape,
+            OpAttr.I64s("offset", 0, 0, 0, 0), OpAttr.I64s("steps", 1, 1, 1, 1), OpAttr.I64s("ends", halfShape), OpAttr.I64s("axes"));
+        string x2 = g.Op("top.Slice", [x, "", "", ""], name + ".slice2", halfShape,
+            OpAttr.I64s("offset", 0, 0, 0, half), OpAttr.I64s("steps", 1, 1, 1, 1), OpAttr.I64s("ends", shape), OpAttr.I64s("axes"));
+        string neg = g.Op("top.MulConst", [x2], name + ".neg", halfShape, OpAttr.F64("const_val", -1.0));
+        string rotated = g.Op("top.Concat", [neg, x1], name + ".concat", shape, OpAttr.SI32("axis", 3));
+        string mul1 = g.Op("top.Mul", [rotated, sin], name + ".mul1", shape);
+        return g.Op("top.Add", [mul0, mul1], name, shape);
+    }
+
+    /// <summary>
+    /// y = x·Wᵀ (+ b) with W in the checkpoint's [N, K] layout: top.MatMul for activation-dtype weights, top.A16MatMul
+    /// with qweight/scales/qzeros for weight-only quantized ones. The result is named after the weight (its stem).
+    /// </summary>
+    private static string Linear(Context c, WeightEntry w, WeightEntry? bias, string input, string? name, long[] outShape, long k, long n)
+    {
+        var g = c.G;
+        c.CheckShape(w, [n, k]);
+        string result = name ?? Stem(w.Key);
+        string biasName = "";
+        if (bias is not null) biasName = c.Plain(bias, n);
+        if (w.Storage != WeightStorage.Quantized)
+        {
+            string weight = g.Weight(w, WeightPart.Value, w.Key, c.StoredType(w), w.Shape);
+            return g.Op("top.MatMul", [input, weight, biasName], result, outShape,
+                OpAttr.Of("right_transpose", true), OpAttr.Of("do_relu", false));
+        }
+        QuantScheme q = c.Model.Weights;
+        if (q.Bits is not (4 or 8))
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Weight '{w.Key}': {q.Bits}-bit weights are not supported (4 or 8).");
+        if (q.GroupSize > 0 && k % q.GroupSize != 0)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape,
+                $"Weight '{w.Key}': K={k} is not a multiple of QGroupSize={q.GroupSize}. Use a group size that divides {k}, or 0 (per channel).");
+        if (q.Bits == 4 && k % 2 != 0)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Weight '{w.Key}': K={k} is odd and cannot be packed two 4-bit values per byte.");
+        c.AnyQuantized = true;
+        long groups = q.GroupSize > 0 ? k / q.GroupSize : 1;
+        string qweight = g.Weight(w, WeightPart.QWeight, WeightKeys.QWeight(w.Key), GraphDType.UI8, [n, k * q.Bits / 8]);
+        string scales = g.Weight(w, WeightPart.Scales, WeightKeys.Scales(w.Key), GraphDType.F32, [n, groups]);
+        string zeros = g.Weight(w, WeightPart.QZeros, WeightKeys.QZeros(w.Key), GraphDType.UI8, [n, groups]);
+        return g.Op("top.A16MatMul", [input, qweight, scales, zeros, biasName], result, outShape,
+            OpAttr.Of("right_transpose", true), OpAttr.I64("q_group_size", q.GroupSize), OpAttr.I64("weight_bits", q.Bits));
+    }
+}
