@@ -68,6 +68,7 @@ public sealed class FlatBufferTests
     public void IdenticalVtablesAreShared()
     {
         var b = new FlatBufferBuilder();
+        b.StartTable(2); b.AddFieldUInt32(0, 5, 0); b.EndTable(); // leaves the head 2 bytes off alignment, as for t1 and t2
         b.StartTable(2); b.AddFieldUInt32(0, 1, 0); int t1 = b.EndTable();
         int sizeAfterFirst = b.Offset;
         b.StartTable(2); b.AddFieldUInt32(0, 2, 0); int t2 = b.EndTable();
