@@ -7,6 +7,8 @@ public enum TensorDType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, Bool, F8E4
 public sealed record TensorInfo(string Name, TensorDType DType, long[] Shape, string File)
 {
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
+    public long ByteLength => ElementCount * DTypes.Size(DType);
+    public string ShapeText => "[" + string.Join(", ", Shape) + "]";
 }
 
 /// <summary>
@@ -16,6 +18,9 @@ public sealed record TensorInfo(string Name, TensorDType DType, long[] Shape, st
 /// </summary>
 public interface ICheckpoint : IDisposable
 {
+    /// <summary>The checkpoint's directory (used in messages).</summary>
+    string Directory { get; }
+
     /// <summary>Every tensor name, sorted ordinally.</summary>
     IReadOnlyList<string> TensorNames { get; }
 
@@ -28,8 +33,17 @@ public interface ICheckpoint : IDisposable
     TensorInfo GetInfo(string name);
 
     /// <summary>Reads a float tensor (F32/F16/BF16/F64/F8E4M3) converted to f32, row-major, into <paramref name="destination"/>.</summary>
-    void ReadFloat32(string name, Span<float> destination);
+    void ReadFloat32(string name, Span<float> destination) => ReadFloat32(name, 0, destination);
 
     /// <summary>Copies a tensor's raw little-endian bytes into <paramref name="destination"/>.</summary>
-    void ReadRaw(string name, Span<byte> destination);
+    void ReadRaw(string name, Span<byte> destination) => ReadRaw(name, 0, destination);
+
+    /// <summary>
+    /// Reads <c>destination.Length</c> elements starting at element <paramref name="elementOffset"/> (row-major) converted to
+    /// f32: the streaming form, so a large tensor can be processed a block of rows at a time.
+    /// </summary>
+    void ReadFloat32(string name, long elementOffset, Span<float> destination);
+
+    /// <summary>Copies <c>destination.Length</c> raw bytes of a tensor starting at byte <paramref name="byteOffset"/>.</summary>
+    void ReadRaw(string name, long byteOffset, Span<byte> destination);
 }

@@ -1,0 +1,44 @@
+using LlmBuild.Core.Diagnostics;
+
+namespace LlmBuild.Core.Checkpoints;
+
+/// <summary>Finds and opens the weights of a Hugging Face model folder.</summary>
+public static class CheckpointLoader
+{
+    /// <summary>
+    /// Opens the folder's weights, preferring safetensors: <c>model.safetensors.index.json</c>, <c>model.safetensors</c>,
+    /// other <c>*.safetensors</c> (adapters excluded), then <c>pytorch_model.bin.index.json</c>, <c>pytorch_model.bin</c>,
+    /// <c>pytorch_model-*.bin</c>. A coded error when none is present.
+    /// </summary>
+    public static ICheckpoint Open(string modelDir)
+    {
+        string dir = Path.GetFullPath(modelDir);
+        if (!Directory.Exists(dir))
+            throw new LlmBuildException(ErrorCodes.ModelNotFound, $"Model directory '{dir}' does not exist. Set ModelPath to a Hugging Face checkpoint folder.", dir);
+        string Find(string name) => Path.Combine(dir, name);
+
+        if (File.Exists(Find("model.safetensors.index.json"))) return SafetensorsReader.OpenIndex(Find("model.safetensors.index.json"));
+        if (File.Exists(Find("model.safetensors"))) return SafetensorsReader.OpenFile(Find("model.safetensors"));
+        var loose = Directory.EnumerateFiles(dir, "*.safetensors")
+            .Where(f => !Path.GetFileName(f).StartsWith("adapter", StringComparison.Ordinal))
+            .Order(StringComparer.Ordinal).ToArray();
+        if (loose.Length == 1) return SafetensorsReader.OpenFile(loose[0]);
+        if (loose.Length > 1) return SafetensorsReader.OpenFiles(dir, loose);
+
+        if (File.Exists(Find("pytorch_model.bin.index.json"))) return TorchCheckpointReader.OpenIndex(Find("pytorch_model.bin.index.json"));
+        if (File.Exists(Find("pytorch_model.bin"))) return TorchCheckpointReader.OpenFiles(dir, [Find("pytorch_model.bin")]);
+        var bins = Directory.EnumerateFiles(dir, "pytorch_model-*.bin").Order(StringComparer.Ordinal).ToArray();
+        if (bins.Length > 0) return TorchCheckpointReader.OpenFiles(dir, bins);
+
+        throw new LlmBuildException(ErrorCodes.NoWeightFiles,
+            $"'{dir}' holds no weights: expected model.safetensors, model.safetensors.index.json with its shards, or pytorch_model*.bin. " +
+            "Download the full checkpoint (not only config.json and the tokenizer).", dir);
+    }
+
+    /// <summary>The weight files <see cref="Open"/> would read, relative to the folder (for MSBuild Inputs).</summary>
+    public static IReadOnlyList<string> WeightFiles(string modelDir)
+    {
+        using var checkpoint = Open(modelDir);
+        return checkpoint.Files;
+    }
+}

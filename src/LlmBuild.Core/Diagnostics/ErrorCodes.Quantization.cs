@@ -1,0 +1,19 @@
+namespace LlmBuild.Core.Diagnostics;
+
+public static partial class ErrorCodes
+{
+    [Code("A linear weight's input size K is not divisible by the quantization group size (or is odd for 4-bit).")]
+    public const string BadGroupSize = "LLMB0201";
+    [Code("The checkpoint's quantization_config names a method or variant LlmBuild does not support.")]
+    public const string UnsupportedQuantizationConfig = "LLMB0202";
+    [Code("The checkpoint's quantization_config lacks a field this method needs (e.g. bits or group_size).")]
+    public const string QuantizationConfigIncomplete = "LLMB0203";
+    [Code("The forced Quantize mode differs from the checkpoint's dtype; weights are converted (warning).")]
+    public const string QuantizeDtypeDiffers = "LLMB0204";
+    [Code("The forced Quantize mode contradicts the pre-quantized checkpoint (e.g. w8 on a 4-bit GPTQ source).")]
+    public const string QuantizeConflictsWithSource = "LLMB0205";
+    [Code("A pre-quantized tensor (qweight, qzeros, scales, g_idx) is missing or has a shape that disagrees with the others.")]
+    public const string BadPreQuantizedTensor = "LLMB0206";
+    [Code("A weight holds NaN or infinity, so it cannot be quantized.")]
+    public const string NonFiniteWeight = "LLMB0207";
+}

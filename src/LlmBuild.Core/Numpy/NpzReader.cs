@@ -1,0 +1,292 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using System.Runtime.InteropServices;
+using System.Text;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Quantization;
+using Microsoft.Win32.SafeHandles;
+
+namespace LlmBuild.Core.Numpy;
+
+/// <summary>One array of an .npz: its key, header, and where its bytes are.</summary>
+public sealed record NpzEntry(string Key, NpyHeader Header, uint Crc32, long NpyOffset, long NpyLength, long DataOffset, bool Stored)
+{
+    public string Descr => Header.Descr;
+    public long[] Shape => Header.Shape;
+    public long DataLength => Header.DataLength;
+}
+
+/// <summary>
+/// Reads an .npz (a zip of .npy arrays, as numpy.savez writes). Entries are located from the central directory
+/// (zip64 included) and read with positional reads, so nothing is loaded until asked for; STORED entries are read
+/// in place, DEFLATE entries (savez_compressed) are inflated on open. Every offset is bounds-checked: a truncated
+/// or corrupt file is a coded error, never a crash. Thread-safe for concurrent reads.
+/// </summary>
+public sealed class NpzReader : IDisposable
+{
+    private readonly SafeFileHandle _file;
+    private readonly long _length;
+    private readonly Dictionary<string, NpzEntry> _byKey = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, byte[]> _inflated = new(StringComparer.Ordinal);
+
+    public NpzReader(string path)
+    {
+        Path = System.IO.Path.GetFullPath(path);
+        try
+        {
+            _file = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            _length = RandomAccess.GetLength(_file);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot open '{Path}': {e.Message}", Path, e);
+        }
+        try
+        {
+            Entries = ReadDirectory();
+        }
+        catch
+        {
+            _file.Dispose();
+            throw;
+        }
+    }
+
+    public string Path { get; }
+
+    /// <summary>Entries in the order they are stored.</summary>
+    public IReadOnlyList<NpzEntry> Entries { get; }
+
+    public IReadOnlyList<string> Keys => Entries.Select(e => e.Key).ToArray();
+
+    public bool Contains(string key) => _byKey.ContainsKey(key);
+
+    public NpzEntry GetEntry(string key) =>
+        _byKey.TryGetValue(key, out var e) ? e
+            : throw new LlmBuildException(ErrorCodes.NpzKeyNotFound,
+                $"'{Path}' has no array '{key}' (it has {Entries.Count}: {string.Join(", ", Entries.Take(8).Select(x => x.Key))}{(Entries.Count > 8 ? ", …" : "")}). Rebuild so the weights match the model.", Path);
+
+    /// <summary>An entry's data bytes (little-endian, C order).</summary>
+    public byte[] ReadBytes(string key)
+    {
+        var e = GetEntry(key);
+        byte[] result = new byte[checked((int)e.DataLength)];
+        ReadBytes(key, 0, result);
+        return result;
+    }
+
+    /// <summary>Reads <c>destination.Length</c> data bytes of an entry starting at data byte <paramref name="offset"/>.</summary>
+    public void ReadBytes(string key, long offset, Span<byte> destination)
+    {
+        var e = GetEntry(key);
+        if (offset < 0 || offset + destination.Length > e.DataLength)
+            throw new LlmBuildException(ErrorCodes.BadNumpyFile,
+                $"Read of {destination.Length} bytes at {offset} is outside array '{key}' of '{Path}' ({e.DataLength} bytes).", Path);
+        if (e.Stored) ReadExactly(e.DataOffset + offset, destination);
+        else _inflated[key].AsSpan(checked((int)(e.DataOffset - e.NpyOffset + offset)), destination.Length).CopyTo(destination);
+    }
+
+    /// <summary>
+    /// An entry converted to f32: '&lt;f4', '&lt;f2', '&lt;f8', and '&lt;u2' read as bf16 bit patterns when
+    /// <paramref name="uint16IsBFloat16"/> (LlmBuild's convention: numpy has no bf16).
+    /// </summary>
+    public float[] ReadFloat32(string key, bool uint16IsBFloat16 = true)
+    {
+        var e = GetEntry(key);
+        float[] result = new float[checked((int)e.Header.ElementCount)];
+        ReadFloat32(key, result, uint16IsBFloat16);
+        return result;
+    }
+
+    public void ReadFloat32(string key, Span<float> destination, bool uint16IsBFloat16 = true)
+    {
+        var e = GetEntry(key);
+        if (destination.Length != e.Header.ElementCount)
+            throw new ArgumentException($"Array '{key}' has {e.Header.ElementCount} elements; the destination holds {destination.Length}.");
+        switch (e.Descr)
+        {
+            case NpyFormat.Float32:
+                ReadBytes(key, 0, MemoryMarshal.AsBytes(destination));
+                break;
+            case NpyFormat.Float16:
+            case NpyFormat.UInt16 when uint16IsBFloat16:
+            {
+                ushort[] bits = new ushort[destination.Length];
+                ReadBytes(key, 0, MemoryMarshal.AsBytes(bits.AsSpan()));
+                if (e.Descr == NpyFormat.Float16) FloatFormats.HalfToFloat(bits, destination);
+                else FloatFormats.BFloat16ToFloat(bits, destination);
+                break;
+            }
+            case NpyFormat.Float64:
+            {
+                double[] d = new double[destination.Length];
+                ReadBytes(key, 0, MemoryMarshal.AsBytes(d.AsSpan()));
+                for (int i = 0; i < d.Length; i++) destination[i] = (float)d[i];
+                break;
+            }
+            default:
+                throw new LlmBuildException(ErrorCodes.BadNumpyFile,
+                    $"Array '{key}' of '{Path}' has dtype '{e.Descr}', which is not a float type (expected <f4, <f2, <f8 or <u2 bf16 bits).", Path);
+        }
+    }
+
+    /// <summary>The whole .npy file of an entry (header and data), decoded.</summary>
+    internal byte[] ReadNpyBytes(NpzEntry e)
+    {
+        if (!e.Stored) return _inflated[e.Key];
+        byte[] result = new byte[checked((int)e.NpyLength)];
+        ReadExactly(e.NpyOffset, result);
+        return result;
+    }
+
+    /// <summary>Streams a stored entry's .npy bytes into <paramref name="destination"/> unchanged.</summary>
+    internal void CopyNpyBytes(NpzEntry e, Stream destination)
+    {
+        byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(1 << 20);
+        try
+        {
+            for (long done = 0; done < e.NpyLength;)
+            {
+                int n = (int)Math.Min(buffer.Length, e.NpyLength - done);
+                ReadExactly(e.NpyOffset + done, buffer.AsSpan(0, n));
+                destination.Write(buffer, 0, n);
+                done += n;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private void ReadExactly(long offset, Span<byte> destination)
+    {
+        if (offset < 0 || offset + destination.Length > _length) throw Bad($"a read of {destination.Length} bytes at {offset} runs past the end of the file ({_length} bytes); it is truncated");
+        while (destination.Length > 0)
+        {
+            int n = RandomAccess.Read(_file, destination, offset);
+            if (n <= 0) throw Bad("the file ended early; it is truncated");
+            destination = destination[n..];
+            offset += n;
+        }
+    }
+
+    private List<NpzEntry> ReadDirectory()
+    {
+        // The end-of-central-directory record is in the last 22 + 65535 bytes.
+        int tailLength = (int)Math.Min(_length, 22 + 65535);
+        if (tailLength < 22) throw Bad("it is too short to be a zip file");
+        byte[] tail = new byte[tailLength];
+        ReadExactly(_length - tailLength, tail);
+        int eocd = -1;
+        for (int i = tailLength - 22; i >= 0; i--)
+            if (BinaryPrimitives.ReadUInt32LittleEndian(tail.AsSpan(i)) == 0x06054b50) { eocd = i; break; }
+        if (eocd < 0) throw Bad("no zip end-of-central-directory record was found");
+        var end = tail.AsSpan(eocd);
+        long count = BinaryPrimitives.ReadUInt16LittleEndian(end[10..]);
+        long cdSize = BinaryPrimitives.ReadUInt32LittleEndian(end[12..]);
+        long cdOffset = BinaryPrimitives.ReadUInt32LittleEndian(end[16..]);
+        long eocdPosition = _length - tailLength + eocd;
+        if (count == ushort.MaxValue || cdSize == uint.MaxValue || cdOffset == uint.MaxValue)
+        {
+            if (eocdPosition < 20) throw Bad("the zip64 locator is missing");
+            byte[] locator = new byte[20];
+            ReadExactly(eocdPosition - 20, locator);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(locator) != 0x07064b50) throw Bad("the zip64 locator is missing");
+            long zip64End = BinaryPrimitives.ReadInt64LittleEndian(locator.AsSpan(8));
+            byte[] record = new byte[56];
+            ReadExactly(zip64End, record);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(record) != 0x06064b50) throw Bad("the zip64 end record is missing");
+            count = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(32));
+            cdSize = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(40));
+            cdOffset = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(48));
+        }
+        if (cdOffset < 0 || cdSize < 0 || cdOffset + cdSize > _length || cdSize > int.MaxValue) throw Bad("the central directory lies outside the file");
+        byte[] cd = new byte[cdSize];
+        ReadExactly(cdOffset, cd);
+
+        var entries = new List<NpzEntry>();
+        int at = 0;
+        for (long i = 0; i < count; i++)
+        {
+            if (at + 46 > cd.Length || BinaryPrimitives.ReadUInt32LittleEndian(cd.AsSpan(at)) != 0x02014b50) throw Bad("the central directory is corrupt");
+            var h = cd.AsSpan(at);
+            int method = BinaryPrimitives.ReadUInt16LittleEndian(h[10..]);
+            uint crc = BinaryPrimitives.ReadUInt32LittleEndian(h[16..]);
+            long compressed = BinaryPrimitives.ReadUInt32LittleEndian(h[20..]);
+            long size = BinaryPrimitives.ReadUInt32LittleEndian(h[24..]);
+            int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(h[28..]);
+            int extraLength = BinaryPrimitives.ReadUInt16LittleEndian(h[30..]);
+            int commentLength = BinaryPrimitives.ReadUInt16LittleEndian(h[32..]);
+            long localOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[42..]);
+            if (at + 46 + nameLength + extraLength + commentLength > cd.Length) throw Bad("the central directory is corrupt");
+            string name = Encoding.UTF8.GetString(h.Slice(46, nameLength));
+            var extra = h.Slice(46 + nameLength, extraLength);
+            while (extra.Length >= 4)
+            {
+                int tag = BinaryPrimitives.ReadUInt16LittleEndian(extra), len = BinaryPrimitives.ReadUInt16LittleEndian(extra[2..]);
+                if (4 + len > extra.Length) break;
+                if (tag == 1)
+                {
+                    var z = extra.Slice(4, len);
+                    if (size == uint.MaxValue && z.Length >= 8) { size = BinaryPrimitives.ReadInt64LittleEndian(z); z = z[8..]; }
+                    if (compressed == uint.MaxValue && z.Length >= 8) { compressed = BinaryPrimitives.ReadInt64LittleEndian(z); z = z[8..]; }
+                    if (localOffset == uint.MaxValue && z.Length >= 8) localOffset = BinaryPrimitives.ReadInt64LittleEndian(z);
+                }
+                extra = extra[(4 + len)..];
+            }
+            at += 46 + nameLength + extraLength + commentLength;
+            if (!name.EndsWith(".npy", StringComparison.Ordinal)) continue;
+            string key = name[..^4];
+            if (method is not (0 or 8)) throw Bad($"entry '{name}' uses zip compression method {method}; only stored and deflate are supported");
+
+            byte[] local = new byte[30];
+            ReadExactly(localOffset, local);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(local) != 0x04034b50) throw Bad($"the local header of entry '{name}' is corrupt");
+            long dataStart = localOffset + 30 + BinaryPrimitives.ReadUInt16LittleEndian(local.AsSpan(26)) + BinaryPrimitives.ReadUInt16LittleEndian(local.AsSpan(28));
+            if (dataStart + compressed > _length) throw Bad($"entry '{name}' runs past the end of the file; it is truncated");
+
+            NpyHeader header;
+            int headerLength;
+            bool stored = method == 0;
+            if (stored)
+            {
+                if (compressed != size) throw Bad($"stored entry '{name}' has different compressed and uncompressed sizes");
+                byte[] prefix = new byte[(int)Math.Min(size, 1 << 16)];
+                ReadExactly(dataStart, prefix);
+                (header, headerLength) = NpyFormat.DecodeHeader(prefix, $"{Path}:{name}");
+            }
+            else
+            {
+                if (size > int.MaxValue) throw Bad($"deflated entry '{name}' is too large; store it uncompressed (numpy.savez)");
+                byte[] packed = new byte[checked((int)compressed)];
+                ReadExactly(dataStart, packed);
+                byte[] npy = new byte[size];
+                using (var inflater = new DeflateStream(new MemoryStream(packed), CompressionMode.Decompress))
+                {
+                    try
+                    {
+                        inflater.ReadExactly(npy);
+                    }
+                    catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+                    {
+                        throw Bad($"deflated entry '{name}' is corrupt ({e.Message})");
+                    }
+                }
+                (header, headerLength) = NpyFormat.DecodeHeader(npy, $"{Path}:{name}");
+                _inflated[key] = npy;
+            }
+            if (headerLength + header.DataLength != size)
+                throw Bad($"entry '{name}' holds {size - headerLength} data bytes but its header says {header.Descr} {header.ShapeText} = {header.DataLength} bytes");
+            var entry = new NpzEntry(key, header, crc, dataStart, size, dataStart + headerLength, stored);
+            if (!_byKey.TryAdd(key, entry)) throw Bad($"entry '{name}' appears twice");
+            entries.Add(entry);
+        }
+        return entries;
+    }
+
+    private LlmBuildException Bad(string what) =>
+        new(ErrorCodes.BadNumpyFile, $"'{Path}' is not a readable .npz: {what}. Rebuild or re-export it.", Path);
+
+    public void Dispose() => _file.Dispose();
+}

@@ -1,0 +1,251 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Pipeline;
+
+namespace LlmBuild.Core.Quantization;
+
+/// <summary>
+/// Weight-only quantization of a linear weight W[N, K] (out, in) into the A16MatMul layout, per group of g
+/// inputs along K (DESIGN §5). Per group, with b bits and qmax = 2^b − 1:
+/// <list type="bullet">
+/// <item>asymmetric: lo = min(min w, 0), hi = max(max w, 0); scale = (hi − lo)/qmax; zero = clamp(round(−lo/scale), 0, qmax);</item>
+/// <item>symmetric: scale = 2·max|w|/qmax; zero = 2^(b−1);</item>
+/// <item>q = clamp(round(w/scale) + zero, 0, qmax); a group of zeros gets scale 0 and q = zero.</item>
+/// </list>
+/// round is round-half-to-even (numpy/torch). The range is widened to include 0 so the zero point is always
+/// representable and |dequant(q(w)) − w| ≤ scale/2 holds for every element. The vectorised path is bit-identical to
+/// <see cref="QuantizeRowScalar"/>, the reference the tests compare it with.
+/// </summary>
+public static class LinearQuantizer
+{
+    /// <summary>Quantizes W[N, K] (row-major). Rows are processed in parallel.</summary>
+    public static QuantizedLinear Quantize(ReadOnlySpan<float> w, int n, int k, QuantScheme scheme, string tensorName = "weight")
+    {
+        if (w.Length != (long)n * k) throw new ArgumentException($"Weight '{tensorName}' has {w.Length} elements, not {n}×{k}.");
+        int g = EffectiveGroupSize(k, scheme.GroupSize, scheme.Bits, tensorName);
+        int rowBytes = scheme.Bits == 4 ? k / 2 : k;
+        var result = new QuantizedLinear(n, k, scheme.Bits, g, new byte[(long)n * rowBytes], new float[(long)n * (k / g)], new byte[(long)n * (k / g)]);
+        QuantizeRows(w, n, k, scheme.Bits, g, scheme.Symmetric, result.QWeight, result.Scales, result.QZeros, tensorName);
+        return result;
+    }
+
+    /// <summary>Dequantizes into W[N, K]: (q − zero) · scale.</summary>
+    public static void Dequantize(QuantizedLinear q, Span<float> destination)
+    {
+        if (destination.Length < (long)q.N * q.K) throw new ArgumentException($"Destination holds {destination.Length} elements, not {q.N}×{q.K}.");
+        int groups = q.GroupsPerRow;
+        for (int r = 0; r < q.N; r++)
+        {
+            Span<float> row = destination.Slice(r * q.K, q.K);
+            for (int j = 0; j < groups; j++)
+            {
+                float scale = q.Scales[r * groups + j];
+                int zero = q.QZeros[r * groups + j];
+                for (int c = j * q.GroupSize; c < (j + 1) * q.GroupSize; c++) row[c] = (q.Q(r, c) - zero) * scale;
+            }
+        }
+    }
+
+    /// <summary>The group size actually used (K for per-channel); a coded error when K does not split into groups.</summary>
+    public static int EffectiveGroupSize(int k, int groupSize, int bits, string tensorName)
+    {
+        if (bits is not (4 or 8)) throw new ArgumentException($"Weight-only quantization takes 4 or 8 bits, not {bits}.");
+        int g = groupSize <= 0 ? k : groupSize;
+        if (k % g != 0)
+            throw new LlmBuildException(ErrorCodes.BadGroupSize,
+                $"Weight '{tensorName}' has K = {k} inputs, which is not divisible by QGroupSize = {groupSize}. Use a group size that divides {k} (e.g. 64 or 128), or 0 for per-channel.");
+        if (bits == 4 && (k % 2 != 0 || g % 2 != 0))
+            throw new LlmBuildException(ErrorCodes.BadGroupSize,
+                $"Weight '{tensorName}' has K = {k} and group size {g}; 4-bit packing needs both even. Use 8 bits or an even group size.");
+        return g;
+    }
+
+    /// <summary>Quantizes a block of rows (parallel over rows) into the given row-major outputs.</summary>
+    internal static unsafe void QuantizeRows(ReadOnlySpan<float> w, int rows, int k, int bits, int g, bool symmetric,
+        Span<byte> qweight, Span<float> scales, Span<byte> zeros, string tensorName)
+    {
+        int rowBytes = bits == 4 ? k / 2 : k, groups = k / g;
+        fixed (float* wp = w)
+        fixed (byte* qp = qweight)
+        fixed (float* sp = scales)
+        fixed (byte* zp = zeros)
+        {
+            nint wAddr = (nint)wp, qAddr = (nint)qp, sAddr = (nint)sp, zAddr = (nint)zp;
+            const int RowsPerTask = 16;
+            int tasks = (rows + RowsPerTask - 1) / RowsPerTask;
+            Parallelism.For(tasks, t =>
+            {
+                byte[] scratch = new byte[k];
+                for (int r = t * RowsPerTask; r < Math.Min(rows, (t + 1) * RowsPerTask); r++)
+                {
+                    var row = new ReadOnlySpan<float>((float*)wAddr + (long)r * k, k);
+                    QuantizeRow(row, bits, g, symmetric,
+                        new Span<byte>((byte*)qAddr + (long)r * rowBytes, rowBytes),
+                        new Span<float>((float*)sAddr + (long)r * groups, groups),
+                        new Span<byte>((byte*)zAddr + (long)r * groups, groups), scratch, tensorName, r);
+                }
+            });
+        }
+    }
+
+    /// <summary>Quantizes one row of K values (vectorised); <paramref name="scratch"/> holds at least K bytes.</summary>
+    public static void QuantizeRow(ReadOnlySpan<float> row, int bits, int g, bool symmetric,
+        Span<byte> qweightRow, Span<float> scalesRow, Span<byte> zerosRow, Span<byte> scratch, string tensorName = "weight", int rowIndex = 0)
+    {
+        int k = row.Length, qmax = (1 << bits) - 1;
+        Span<byte> q = bits == 8 ? qweightRow[..k] : scratch[..k];
+        for (int j = 0; j < k / g; j++)
+        {
+            ReadOnlySpan<float> group = row.Slice(j * g, g);
+            var (scale, zero) = GroupParameters(group, bits, symmetric, tensorName, rowIndex, j);
+            scalesRow[j] = scale;
+            zerosRow[j] = (byte)zero;
+            QuantizeGroup(group, scale, zero, qmax, q.Slice(j * g, g));
+        }
+        if (bits == 4) PackNibbles(q, qweightRow);
+    }
+
+    /// <summary>The per-group scale and zero point (shared by the vector and scalar paths).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (float Scale, int Zero) GroupParameters(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName, int row, int groupIndex)
+    {
+        int qmax = (1 << bits) - 1;
+        float scale;
+        int zero;
+        if (symmetric)
+        {
+            float absMax = MathF.Abs(TensorPrimitives.MaxMagnitude(group));
+            scale = 2 * absMax / qmax;
+            zero = 1 << (bits - 1);
+        }
+        else
+        {
+            float lo = MathF.Min(TensorPrimitives.Min(group), 0f), hi = MathF.Max(TensorPrimitives.Max(group), 0f);
+            scale = (hi - lo) / qmax;
+            zero = scale == 0 ? 0 : (int)Math.Clamp(MathF.Round(-lo / scale, MidpointRounding.ToEven), 0, qmax);
+        }
+        if (!float.IsFinite(scale))
+            throw new LlmBuildException(ErrorCodes.NonFiniteWeight,
+                $"Weight '{tensorName}' row {row}, group {groupIndex} holds NaN or infinity; it cannot be quantized. The checkpoint is corrupt or was saved mid-divergence.");
+        return (scale, zero);
+    }
+
+    private static void QuantizeGroup(ReadOnlySpan<float> group, float scale, int zero, int qmax, Span<byte> q)
+    {
+        if (scale == 0)
+        {
+            q.Fill((byte)zero);
+            return;
+        }
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated && group.Length >= 64)
+        {
+            var vScale = Vector512.Create(scale);
+            var vZero = Vector512.Create((float)zero);
+            var vMax = Vector512.Create((float)qmax);
+            ref float src = ref MemoryMarshal.GetReference(group);
+            ref byte dst = ref MemoryMarshal.GetReference(q);
+            for (; i <= group.Length - 64; i += 64)
+            {
+                var a = Level(Vector512.LoadUnsafe(ref src, (nuint)i), vScale, vZero, vMax);
+                var b = Level(Vector512.LoadUnsafe(ref src, (nuint)(i + 16)), vScale, vZero, vMax);
+                var c = Level(Vector512.LoadUnsafe(ref src, (nuint)(i + 32)), vScale, vZero, vMax);
+                var d = Level(Vector512.LoadUnsafe(ref src, (nuint)(i + 48)), vScale, vZero, vMax);
+                var shorts = Vector512.Narrow(Vector512.Narrow(a, b), Vector512.Narrow(c, d));
+                shorts.AsByte().StoreUnsafe(ref dst, (nuint)i);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated && group.Length >= 32)
+        {
+            var vScale = Vector256.Create(scale);
+            var vZero = Vector256.Create((float)zero);
+            var vMax = Vector256.Create((float)qmax);
+            ref float src = ref MemoryMarshal.GetReference(group);
+            ref byte dst = ref MemoryMarshal.GetReference(q);
+            for (; i <= group.Length - 32; i += 32)
+            {
+                var a = Level(Vector256.LoadUnsafe(ref src, (nuint)i), vScale, vZero, vMax);
+                var b = Level(Vector256.LoadUnsafe(ref src, (nuint)(i + 8)), vScale, vZero, vMax);
+                var c = Level(Vector256.LoadUnsafe(ref src, (nuint)(i + 16)), vScale, vZero, vMax);
+                var d = Level(Vector256.LoadUnsafe(ref src, (nuint)(i + 24)), vScale, vZero, vMax);
+                Vector256.Narrow(Vector256.Narrow(a, b), Vector256.Narrow(c, d)).AsByte().StoreUnsafe(ref dst, (nuint)i);
+            }
+        }
+        for (; i < group.Length; i++) q[i] = LevelScalar(group[i], scale, zero, qmax);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Level(Vector512<float> w, Vector512<float> scale, Vector512<float> zero, Vector512<float> max) =>
+        Vector512.ConvertToInt32(Vector512.Min(Vector512.Max(Vector512.Round(w / scale) + zero, Vector512<float>.Zero), max));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Level(Vector256<float> w, Vector256<float> scale, Vector256<float> zero, Vector256<float> max) =>
+        Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Round(w / scale) + zero, Vector256<float>.Zero), max));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte LevelScalar(float w, float scale, int zero, int qmax) =>
+        (byte)Math.Clamp(MathF.Round(w / scale, MidpointRounding.ToEven) + zero, 0f, qmax);
+
+    /// <summary>Packs 4-bit values: out[i] = q[2i] | q[2i+1] &lt;&lt; 4.</summary>
+    internal static void PackNibbles(ReadOnlySpan<byte> q, Span<byte> packed)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            ReadOnlySpan<ushort> pairs = MemoryMarshal.Cast<byte, ushort>(q);
+            ref ushort src = ref MemoryMarshal.GetReference(pairs);
+            ref byte dst = ref MemoryMarshal.GetReference(packed);
+            var low = Vector512.Create((ushort)0x000F);
+            var high = Vector512.Create((ushort)0x00F0);
+            for (; i <= pairs.Length - 64; i += 64)
+            {
+                var a = Vector512.LoadUnsafe(ref src, (nuint)i);
+                var b = Vector512.LoadUnsafe(ref src, (nuint)(i + 32));
+                var pa = (a & low) | ((a >> 4) & high);
+                var pb = (b & low) | ((b >> 4) & high);
+                Vector512.Narrow(pa, pb).StoreUnsafe(ref dst, (nuint)i);
+            }
+        }
+        for (; i < packed.Length && 2 * i + 1 < q.Length; i++) packed[i] = (byte)((q[2 * i] & 0xF) | (q[2 * i + 1] << 4));
+    }
+
+    /// <summary>The scalar reference: one row quantized element by element, straight from the formulas above.</summary>
+    public static void QuantizeRowScalar(ReadOnlySpan<float> row, int bits, int g, bool symmetric, Span<byte> qweightRow, Span<float> scalesRow, Span<byte> zerosRow)
+    {
+        int k = row.Length, qmax = (1 << bits) - 1;
+        for (int j = 0; j < k / g; j++)
+        {
+            float lo = 0, hi = 0, absMax = 0;
+            for (int c = j * g; c < (j + 1) * g; c++)
+            {
+                lo = Math.Min(lo, row[c]);
+                hi = Math.Max(hi, row[c]);
+                absMax = Math.Max(absMax, Math.Abs(row[c]));
+            }
+            float scale;
+            int zero;
+            if (symmetric)
+            {
+                scale = 2 * absMax / qmax;
+                zero = 1 << (bits - 1);
+            }
+            else
+            {
+                scale = (hi - lo) / qmax;
+                zero = scale == 0 ? 0 : (int)Math.Clamp(Math.Round(-lo / scale, MidpointRounding.ToEven), 0, qmax);
+            }
+            scalesRow[j] = scale;
+            zerosRow[j] = (byte)zero;
+            for (int c = j * g; c < (j + 1) * g; c++)
+            {
+                int q = scale == 0 ? zero : (int)Math.Clamp(Math.Round(row[c] / scale, MidpointRounding.ToEven) + zero, 0, qmax);
+                if (bits == 8) qweightRow[c] = (byte)q;
+                else if ((c & 1) == 0) qweightRow[c / 2] = (byte)((qweightRow[c / 2] & 0xF0) | q);
+                else qweightRow[c / 2] = (byte)((qweightRow[c / 2] & 0x0F) | (q << 4));
+            }
+        }
+    }
+}

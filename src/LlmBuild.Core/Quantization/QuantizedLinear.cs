@@ -1,0 +1,22 @@
+namespace LlmBuild.Core.Quantization;
+
+/// <summary>
+/// A weight-only quantized linear weight W[N, K] in the A16MatMul layout (DESIGN §5): groups of
+/// <see cref="GroupSize"/> consecutive inputs along K (here always the effective size: K when per-channel).
+/// <see cref="QWeight"/> is u8 [N, K/2] for 4 bits (element 2i in the low nibble, 2i+1 in the high nibble) or
+/// [N, K] for 8 bits; <see cref="Scales"/> is f32 [N, K/g]; <see cref="QZeros"/> is u8 [N, K/g].
+/// Dequantized value: (q − zero) · scale.
+/// </summary>
+public sealed record QuantizedLinear(int N, int K, int Bits, int GroupSize, byte[] QWeight, float[] Scales, byte[] QZeros)
+{
+    public int GroupsPerRow => K / GroupSize;
+    public int PackedRowBytes => Bits == 4 ? K / 2 : K;
+
+    /// <summary>The unpacked quantized value of element (row, col).</summary>
+    public int Q(int row, int col)
+    {
+        if (Bits == 8) return QWeight[(long)row * K + col];
+        byte b = QWeight[(long)row * (K / 2) + col / 2];
+        return (col & 1) == 0 ? b & 0xF : b >> 4;
+    }
+}

@@ -1,0 +1,111 @@
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Tests.Checkpoints;
+
+namespace LlmBuild.Core.Tests.Quantization;
+
+[TestClass]
+public sealed class LinearQuantizerTests
+{
+    public static IEnumerable<object[]> Schemes =>
+    [
+        [4, 64, false], [4, 64, true], [8, 64, false], [8, 64, true], [4, 0, false], [8, 0, true], [4, 16, false], [8, 32, true], [4, 128, true],
+    ];
+
+    private static float[] Weights(int n, int k, int seed)
+    {
+        float[] w = TestFiles.RandomFloats(n * k, seed, 0.05f);
+        // Include awkward groups: all zero, all positive, one outlier, exact ties.
+        for (int c = 0; c < Math.Min(k, 16); c++) w[c] = 0;
+        for (int c = 0; c < k; c++) w[k + c] = Math.Abs(w[k + c]) + 0.01f;
+        w[2 * k + 3] = 3f;
+        return w;
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Schemes))]
+    public void VectorisedQuantizationIsBitIdenticalToTheScalarReference(int bits, int group, bool symmetric)
+    {
+        int n = 37, k = 256;
+        float[] w = Weights(n, k, bits * 1000 + group);
+        var q = LinearQuantizer.Quantize(w, n, k, new QuantScheme(bits, group, symmetric));
+        int g = group == 0 ? k : group, rowBytes = bits == 4 ? k / 2 : k;
+        Assert.AreEqual(g, q.GroupSize);
+        var qw = new byte[rowBytes];
+        var s = new float[k / g];
+        var z = new byte[k / g];
+        for (int r = 0; r < n; r++)
+        {
+            LinearQuantizer.QuantizeRowScalar(w.AsSpan(r * k, k), bits, g, symmetric, qw, s, z);
+            CollectionAssert.AreEqual(qw, q.QWeight.AsSpan(r * rowBytes, rowBytes).ToArray(), $"qweight row {r}");
+            CollectionAssert.AreEqual(s, q.Scales.AsSpan(r * (k / g), k / g).ToArray(), $"scales row {r}");
+            CollectionAssert.AreEqual(z, q.QZeros.AsSpan(r * (k / g), k / g).ToArray(), $"zeros row {r}");
+        }
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Schemes))]
+    public void DequantizationErrorIsAtMostHalfAScale(int bits, int group, bool symmetric)
+    {
+        int n = 29, k = 256;
+        float[] w = Weights(n, k, 17 + bits + group);
+        var q = LinearQuantizer.Quantize(w, n, k, new QuantScheme(bits, group, symmetric));
+        float[] back = new float[w.Length];
+        LinearQuantizer.Dequantize(q, back);
+        int g = q.GroupSize;
+        for (int i = 0; i < w.Length; i++)
+        {
+            float scale = q.Scales[i / k * (k / g) + i % k / g];
+            // scale/2 plus the rounding of the f32 arithmetic itself (a few ulps of w).
+            float bound = scale / 2 + Math.Abs(w[i]) * 1e-6f + 1e-12f;
+            Assert.IsTrue(Math.Abs(back[i] - w[i]) <= bound, $"element {i}: {w[i]} → {back[i]}, scale {scale}");
+        }
+    }
+
+    [TestMethod]
+    public void FormulasOfDesignSection5OnAHandComputedGroup()
+    {
+        // One row, one group of 4, asymmetric 4 bit: lo = -1, hi = 2 → scale = 3/15 = 0.2, zero = round(5) = 5.
+        float[] w = [-1f, 0f, 0.5f, 2f];
+        var q = LinearQuantizer.Quantize(w, 1, 4, new QuantScheme(4, 4, false));
+        Assert.AreEqual(0.2f, q.Scales[0]);
+        Assert.AreEqual((byte)5, q.QZeros[0]);
+        // q = round(w/0.2) + 5 = 0, 5, round(2.5)=2 (ties to even) + 5 = 7, 15 → bytes (0 | 5<<4), (7 | 15<<4)
+        CollectionAssert.AreEqual(new byte[] { 0x50, 0xF7 }, q.QWeight);
+        // Symmetric 8 bit: absmax 2 → scale = 4/255, zero = 128.
+        var s = LinearQuantizer.Quantize(w, 1, 4, new QuantScheme(8, 0, true));
+        Assert.AreEqual(4f / 255, s.Scales[0]);
+        Assert.AreEqual((byte)128, s.QZeros[0]);
+        Assert.AreEqual((byte)255, s.QWeight[3]); // 2 / (4/255) = 127.5 → 128 (ties to even) + 128, clamped to 255
+        Assert.AreEqual((byte)(128 - 64), s.QWeight[0]); // -1 / (4/255) = -63.75 → -64
+    }
+
+    [TestMethod]
+    public void AllZeroGroupDequantizesToZero()
+    {
+        float[] w = new float[128];
+        var q = LinearQuantizer.Quantize(w, 2, 64, new QuantScheme(4, 32, false));
+        float[] back = new float[128];
+        LinearQuantizer.Dequantize(q, back);
+        Assert.IsTrue(back.All(v => v == 0));
+        Assert.IsTrue(q.Scales.All(v => v == 0));
+    }
+
+    [TestMethod]
+    public void KNotDivisibleByGroupSizeIsACodedError()
+    {
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => LinearQuantizer.Quantize(new float[2 * 96], 2, 96, new QuantScheme(4, 64, false), "model.layers.0.mlp.down_proj.weight"));
+        Assert.AreEqual(ErrorCodes.BadGroupSize, e.Code);
+        StringAssert.Contains(e.Message, "model.layers.0.mlp.down_proj.weight");
+    }
+
+    [TestMethod]
+    public void NaNWeightIsACodedError()
+    {
+        float[] w = new float[64];
+        w[5] = float.NaN;
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => LinearQuantizer.Quantize(w, 1, 64, new QuantScheme(4, 64, false), "x.weight"));
+        Assert.AreEqual(ErrorCodes.NonFiniteWeight, e.Code);
+    }
+}
