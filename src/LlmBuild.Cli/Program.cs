@@ -10,6 +10,7 @@ public static class Program
         var root = new RootCommand("LlmBuild: turn a Hugging Face LLM checkpoint into a bmodel for Sophgo chips, and run it.");
         // One line per command; each command lives in Commands/<Name>Command.cs.
         root.Subcommands.Add(CodesCommand.Create());
+        root.Subcommands.Add(TokenizeCommand.Create());
         return CommandRunner.Invoke(root, args);
     }
 }

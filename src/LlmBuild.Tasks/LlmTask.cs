@@ -15,6 +15,8 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
     {
         try
         {
+            // The stage name on its own line lets logs (and the integration tests) tell which stages ran.
+            LogProgress($"{GetType().Name}: running");
             ExecuteCore();
         }
         catch (LlmBuildException e)

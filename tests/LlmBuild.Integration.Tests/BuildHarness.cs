@@ -19,8 +19,8 @@ public sealed record BuildResult(int ExitCode, string Output)
     /// <summary>Stage targets MSBuild skipped as up to date.</summary>
     public IReadOnlySet<string> SkippedTargets => Skipped.Matches(Output).Select(m => m.Groups["t"].Value).ToHashSet();
 
-    /// <summary>Stage targets whose task ran (MSBuild logs 'Task "X"' when it starts one).</summary>
-    public IReadOnlySet<string> RanTasks => Stages.All.Where(s => Output.Contains($"Task \"{s}\"", StringComparison.Ordinal)).ToHashSet();
+    /// <summary>Stage tasks that ran (each logs "&lt;Stage&gt;: running" when it starts).</summary>
+    public IReadOnlySet<string> RanTasks => Stages.All.Where(s => Output.Contains($"{s}: running", StringComparison.Ordinal)).ToHashSet();
 
     /// <summary>The pieces a stage task rebuilt (it logs "name: done in ..." per piece).</summary>
     public IReadOnlySet<string> DonePieces =>

@@ -147,7 +147,7 @@ public sealed class IncrementalBuildTests
         psi.Environment["LLMBUILD_PIECE_DELAY_MS"] = "150";
         using var process = Process.Start(psi)!;
         var seen = new ManualResetEventSlim();
-        string marker = $"Task \"{stage}\"";
+        string marker = $"{stage}: running";
         var log = new System.Text.StringBuilder();
         void OnLine(string? line)
         {

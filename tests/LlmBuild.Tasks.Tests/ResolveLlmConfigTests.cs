@@ -1,0 +1,119 @@
+using Microsoft.Build.Utilities;
+
+namespace LlmBuild.Tasks.Tests;
+
+[TestClass]
+public sealed class ResolveLlmConfigTests
+{
+    private static string RepoRoot
+    {
+        get
+        {
+            string dir = AppContext.BaseDirectory;
+            while (!File.Exists(Path.Combine(dir, "LlmBuild.sln"))) dir = Path.GetDirectoryName(dir) ?? throw new InvalidOperationException("repository root not found");
+            return dir;
+        }
+    }
+
+    private static string Example => Path.Combine(RepoRoot, "examples", "tiny-qwen2", "checkpoint");
+
+    private static (ResolveLlmConfig Task, FakeBuildEngine Engine, string Dir) Create(Dictionary<string, string> options, bool dryRun = false)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "llmbuild-tasktests", Guid.NewGuid().ToString("N"));
+        var engine = new FakeBuildEngine();
+        var task = new ResolveLlmConfig
+        {
+            BuildEngine = engine,
+            Options = options.Select(kv => (Microsoft.Build.Framework.ITaskItem)new TaskItem(kv.Key, new Dictionary<string, string> { ["Value"] = kv.Value })).ToArray(),
+            IntermediateDirectory = dir,
+            DryRun = dryRun,
+        };
+        return (task, engine, dir);
+    }
+
+    private static Dictionary<string, string> Valid() => new() { ["ModelPath"] = Example, ["SeqLength"] = "64", ["Quantize"] = "w4bf16", ["QGroupSize"] = "64" };
+
+    [TestMethod]
+    public void WritesResolvedConfigurationAndSpecs()
+    {
+        var (task, engine, dir) = Create(Valid());
+        Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "resolved.json")));
+        CollectionAssert.AreEqual(new[] { "embedding", "block_0", "block_1", "block_2", "block_3", "lm_head" }, File.ReadAllLines(Path.Combine(dir, "owners.txt")));
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "pieces", "block_cache_3.json")));
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "weights", "block_3.json")));
+    }
+
+    [TestMethod]
+    public void SpecsAreRewrittenOnlyWhenTheirContentChanges()
+    {
+        var (task, engine, dir) = Create(Valid());
+        Assert.IsTrue(task.Execute());
+        string weightSpec = Path.Combine(dir, "specs", "weights", "block_0.json");
+        string pieceSpec = Path.Combine(dir, "specs", "pieces", "block_0.json");
+        var old = DateTime.UtcNow.AddHours(-1);
+        File.SetLastWriteTimeUtc(weightSpec, old);
+        File.SetLastWriteTimeUtc(pieceSpec, old);
+        var options = Valid();
+        options["SeqLength"] = "128";
+        var (again, engine2, _) = Create(options);
+        again.IntermediateDirectory = dir;
+        Assert.IsTrue(again.Execute(), string.Join("\n", engine2.Errors.Select(e => e.Message)));
+        Assert.AreEqual(old, File.GetLastWriteTimeUtc(weightSpec), "weights do not depend on SeqLength");
+        Assert.AreNotEqual(old, File.GetLastWriteTimeUtc(pieceSpec), "the block's graph does");
+    }
+
+    [TestMethod]
+    public void DryRunPrintsEverythingAndWritesNothing()
+    {
+        var (task, engine, dir) = Create(Valid(), dryRun: true);
+        Assert.IsTrue(task.Execute());
+        Assert.IsFalse(Directory.Exists(dir));
+        foreach (string s in new[] { "qwen2", "SeqLength", "64", "w4bf16", "block_cache_3", "lm_head", "activation dtype", "bf16" })
+            StringAssert.Contains(engine.AllMessages, s);
+    }
+
+    [TestMethod]
+    [DataRow("Quantize", "w3bf16", "LLMB0001")]
+    [DataRow("SeqLength", "0", "LLMB0001")]
+    [DataRow("Chip", "bm1690x", "LLMB0001")]
+    [DataRow("QGroupSize", "48", "LLMB0005")]
+    [DataRow("MaxInputLength", "100", "LLMB0005")]
+    [DataRow("NumCore", "2", "LLMB0005")]
+    public void InvalidOptionsAreCodedErrors(string name, string value, string code)
+    {
+        var options = Valid();
+        options[name] = value;
+        var (task, engine, dir) = Create(options);
+        Assert.IsFalse(task.Execute());
+        Assert.AreEqual(1, engine.Errors.Count);
+        Assert.AreEqual(code, engine.Errors[0].Code, engine.Errors[0].Message);
+        StringAssert.Contains(engine.Errors[0].Message, name);
+        Assert.IsFalse(Directory.Exists(dir), "nothing written");
+    }
+
+    [TestMethod]
+    public void UnknownModelTypeListsTheSupportedOnes()
+    {
+        string model = Path.Combine(Path.GetTempPath(), "llmbuild-tasktests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(model);
+        File.WriteAllText(Path.Combine(model, "config.json"), """{"model_type": "gpt_bigcode", "hidden_size": 64}""");
+        var options = Valid();
+        options["ModelPath"] = model;
+        var (task, engine, _) = Create(options);
+        Assert.IsFalse(task.Execute());
+        Assert.AreEqual("LLMB0004", engine.Errors.Single().Code);
+        StringAssert.Contains(engine.Errors[0].Message, "gpt_bigcode");
+        foreach (string t in new[] { "llama", "qwen2", "qwen3", "mistral" }) StringAssert.Contains(engine.Errors[0].Message, t);
+    }
+
+    [TestMethod]
+    public void MissingModelFolderIsACodedError()
+    {
+        var options = Valid();
+        options["ModelPath"] = "/nonexistent/model";
+        var (task, engine, _) = Create(options);
+        Assert.IsFalse(task.Execute());
+        Assert.AreEqual("LLMB0002", engine.Errors.Single().Code);
+    }
+}
