@@ -138,7 +138,7 @@ internal static class Builtins
 
     private static JinjaCallable? DictMethod(OrderedDictionary<string, object?> dict, string name) => name switch
     {
-        "items" => new JinjaCallable("items", (_, _) => dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()),
+        "items" => new JinjaCallable("items", (_, _) => dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()),
         "keys" => new JinjaCallable("keys", (_, _) => dict.Keys.Cast<object?>().ToList()),
         "values" => new JinjaCallable("values", (_, _) => dict.Values.ToList()),
         "get" => new JinjaCallable("get", (args, _) =>
@@ -426,11 +426,11 @@ internal static class Builtins
                 }
             case "items":
                 return v is OrderedDictionary<string, object?> dict
-                    ? dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
+                    ? dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()
                     : v is Undefined ? new List<object?>() : throw Error(line, $"items of a {Py.TypeName(v)}");
             case "dictsort":
                 return v is OrderedDictionary<string, object?> ds
-                    ? ds.OrderBy(p => p.Key, StringComparer.OrdinalIgnoreCase).Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
+                    ? ds.OrderBy(p => p.Key, StringComparer.OrdinalIgnoreCase).Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()
                     : throw Error(line, $"dictsort of a {Py.TypeName(v)}");
             case "reverse":
                 if (v is string rs) return string.Concat(rs.EnumerateRunes().Reverse().Select(r => r.ToString()));

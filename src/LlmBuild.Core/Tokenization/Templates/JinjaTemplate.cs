@@ -221,7 +221,7 @@ public sealed class JinjaTemplate
                 case ListExpr l:
                     return l.Items.Select(x => Eval(x, scope)).ToList();
                 case TupleExpr t:
-                    return t.Items.Select(x => Eval(x, scope)).ToList();
+                    return new JinjaTuple(t.Items.Select(x => Eval(x, scope)));
                 case DictExpr d:
                     {
                         var dict = new OrderedDictionary<string, object?>(StringComparer.Ordinal);

@@ -10,6 +10,12 @@ internal sealed class Undefined(string name)
     public string Name { get; } = name;
 }
 
+/// <summary>A Python tuple: a list that prints with parentheses (tuple literals, dict items).</summary>
+internal sealed class JinjaTuple : List<object?>
+{
+    public JinjaTuple(IEnumerable<object?> items) : base(items) { }
+}
+
 /// <summary>The object <c>namespace(...)</c> returns: attributes that can be set from inside loops.</summary>
 internal sealed class JinjaNamespace
 {
@@ -74,6 +80,7 @@ internal static class Py
         long => "int",
         double => "float",
         string => "str",
+        JinjaTuple => "tuple",
         List<object?> => "list",
         OrderedDictionary<string, object?> => "dict",
         JinjaNamespace => "namespace",
@@ -99,6 +106,7 @@ internal static class Py
         long l => l.ToString(CultureInfo.InvariantCulture),
         double d => FloatRepr(d),
         string s => StringRepr(s),
+        JinjaTuple tuple => "(" + string.Join(", ", tuple.Select(Repr)) + (tuple.Count == 1 ? ",)" : ")"),
         List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
         OrderedDictionary<string, object?> dict => "{" + string.Join(", ", dict.Select(p => StringRepr(p.Key) + ": " + Repr(p.Value))) + "}",
         JinjaNamespace => "<Namespace>",
