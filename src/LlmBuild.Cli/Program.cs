@@ -12,6 +12,7 @@ public static class Program
         root.Subcommands.Add(CodesCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
+        root.Subcommands.Add(TemplateCommand.Create());
         return CommandRunner.Invoke(root, args);
     }
 }
