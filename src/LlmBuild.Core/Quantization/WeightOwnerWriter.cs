@@ -23,13 +23,16 @@ public static class WeightOwnerWriter
 
     public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath)
     {
+        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream));
+    }
+
+    /// <summary>Writes the owner's npz into a seekable stream (the file form above adds the atomic rename).</summary>
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination)
+    {
         var source = PreQuantizedFormat.FromConfig(model.Config.QuantizationConfig, "config.json quantization_config");
-        AtomicFile.Write(npzPath, stream =>
-        {
-            using var npz = new NpzWriter(stream, leaveOpen: true);
-            foreach (var entry in owner.Entries) WriteEntry(checkpoint, model, source, entry, npz);
-            npz.Finish();
-        });
+        using var npz = new NpzWriter(destination, leaveOpen: true);
+        foreach (var entry in owner.Entries) WriteEntry(checkpoint, model, source, entry, npz);
+        npz.Finish();
     }
 
     private static void WriteEntry(ICheckpoint checkpoint, ResolvedModel model, PreQuantizedFormat? source, WeightEntry entry, NpzWriter npz)
