@@ -1,0 +1,473 @@
+using System.Numerics.Tensors;
+using LlmBuild.Core.Diagnostics;
+
+namespace LlmBuild.Core.Graph;
+
+/// <summary>Where an interpreter gets a piece's owner weights, by npz key.</summary>
+public interface IWeightSource
+{
+    /// <summary>The values of an f32, bf16 or f16 weight (its <see cref="GraphWeight.Key"/>), as f32, row-major.</summary>
+    float[] ReadFloat(string key);
+
+    /// <summary>The bytes of a ui8 weight (qweight, qzeros).</summary>
+    byte[] ReadBytes(string key);
+}
+
+/// <summary>
+/// Runs a <see cref="PieceGraph"/> in f32 on the CPU: the executable meaning of every op the builder emits, used to
+/// check exported pieces against the reference model and as the specification the codegen/emulator must match.
+/// Integer inputs (ids, positions, top_k) are passed as f32 values. Quantized weights are dequantized
+/// (w = (q − zp) · scale per group). Not tuned for speed beyond parallel matrix products.
+/// </summary>
+public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
+{
+    private readonly Dictionary<string, float[]> _floatWeights = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, byte[]> _byteWeights = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, float[]> _dequantized = new(StringComparer.Ordinal);
+
+    public PieceGraph Graph { get; } = graph;
+
+    /// <summary>Runs the graph; returns its outputs by name, in contract order.</summary>
+    public IReadOnlyDictionary<string, float[]> Run(IReadOnlyDictionary<string, float[]> inputs)
+    {
+        var values = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        foreach (GraphTensor t in Graph.InputTensors)
+        {
+            if (!inputs.TryGetValue(t.Name, out float[]? data))
+                throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: input '{t.Name}' was not given.");
+            if (data.Length != t.ElementCount)
+                throw new LlmBuildException(ErrorCodes.GraphBadInput,
+                    $"Piece {Graph.Name}: input '{t.Name}' has {data.Length} values, its shape [{string.Join(",", t.Shape)}] needs {t.ElementCount}.");
+            values[t.Name] = data;
+        }
+        foreach (GraphConstant c in Graph.Constants) values[c.Key] = c.Data;
+        foreach (GraphWeight w in Graph.Weights)
+        {
+            if (w.DType == GraphDType.UI8) continue; // read as bytes by the op that uses it
+            if (!_floatWeights.TryGetValue(w.Key, out float[]? data))
+            {
+                data = weights.ReadFloat(w.Key);
+                if (data.Length != w.Shape.Aggregate(1L, (a, b) => a * b))
+                    throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: weight '{w.Key}' has {data.Length} values, expected shape [{string.Join(",", w.Shape)}].");
+                _floatWeights[w.Key] = data;
+            }
+            values[w.Key] = data;
+        }
+        foreach (GraphOp op in Graph.Ops) Execute(op, values);
+        return Graph.Outputs.ToDictionary(o => o, o => values[o], StringComparer.Ordinal);
+    }
+
+    private long[] Shape(string name) => Graph.Tensor(name).Shape;
+
+    private void Execute(GraphOp op, Dictionary<string, float[]> v)
+    {
+        float[] In(int i) => v[op.Inputs[i]];
+        string outName = op.Outputs[0];
+        long[] outShape = Shape(outName);
+        switch (op.Kind)
+        {
+            case "top.Gather": v[outName] = Gather(op, In(0), Shape(op.Inputs[0]), In(1)); break;
+            case "top.RMSNorm": v[outName] = RmsNorm(In(0), In(1), op.Float("eps")); break;
+            case "top.MatMul": v[outName] = MatMul(op, In(0), Shape(op.Inputs[0]), In(1), Shape(op.Inputs[1]), op.Inputs[2].Length > 0 ? In(2) : null); break;
+            case "top.A16MatMul": v[outName] = A16MatMul(op, In(0), Shape(op.Inputs[0]), op.Inputs[4].Length > 0 ? In(4) : null); break;
+            case "top.Reshape": v[outName] = In(0); break;
+            case "top.Slice": v[outName] = Slice(op, In(0), Shape(op.Inputs[0]), outShape); break;
+            case "top.MulConst": v[outName] = Map(In(0), x => x * (float)op.Float("const_val")); break;
+            case "top.SiLU": v[outName] = Map(In(0), x => x / (1f + MathF.Exp(-x))); break;
+            case "top.Add": v[outName] = Binary(op, v, outShape, (a, b) => a + b); break;
+            case "top.Mul": v[outName] = Binary(op, v, outShape, (a, b) => a * b); break;
+            case "top.Div": v[outName] = Binary(op, v, outShape, (a, b) => a / b); break;
+            case "top.Compare": v[outName] = Binary(op, v, outShape, Comparison(op.Attr("mode").Str!)); break;
+            case "top.CompareConst":
+            {
+                var cmp = Comparison(op.Attr("mode").Str!);
+                float c = (float)op.Float("const_val");
+                bool inversed = op.BoolOr("inversed", false);
+                v[outName] = Map(In(0), x => inversed ? cmp(c, x) : cmp(x, c));
+                break;
+            }
+            case "top.Concat": v[outName] = Concat(op, v, outShape); break;
+            case "top.FAttention": v[outName] = Attention(op, In(0), In(1), In(2), op.Inputs[3].Length > 0 ? In(3) : null); break;
+            case "top.TopK": TopK(op, v); break;
+            case "top.Softmax": v[outName] = Softmax(In(0), LastAxis(op, outShape, "axis")); break;
+            case "top.GatherElements": v[outName] = GatherElements(op, In(0), Shape(op.Inputs[0]), In(1), outShape); break;
+            case "top.ScatterElements": v[outName] = ScatterElements(op, In(0), Shape(op.Inputs[0]), In(1), Shape(op.Inputs[1]), In(2)); break;
+            case "top.Where": v[outName] = Where(op, v, outShape); break;
+            case "top.CumSum": v[outName] = CumSum(In(0), LastAxis(op, outShape, "axis")); break;
+            case "top.ScatterND": v[outName] = ScatterND(In(0), Shape(op.Inputs[0]), In(1), Shape(op.Inputs[1]), In(2)); break;
+            default:
+                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: the interpreter has no implementation of {op.Kind}.");
+        }
+    }
+
+    private static float[] Map(float[] x, Func<float, float> f)
+    {
+        var y = new float[x.Length];
+        for (int i = 0; i < x.Length; i++) y[i] = f(x[i]);
+        return y;
+    }
+
+    private static Func<float, float, float> Comparison(string mode) => mode switch
+    {
+        "Less" => (a, b) => a < b ? 1f : 0f,
+        "LessOrEqual" => (a, b) => a <= b ? 1f : 0f,
+        "Greater" => (a, b) => a > b ? 1f : 0f,
+        "GreaterOrEqual" => (a, b) => a >= b ? 1f : 0f,
+        "Equal" => (a, b) => a == b ? 1f : 0f,
+        "NotEqual" => (a, b) => a != b ? 1f : 0f,
+        _ => throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Compare mode '{mode}' is not implemented by the interpreter."),
+    };
+
+    /// <summary>Checks that an axis attribute names the last axis (the only one the graphs reduce over).</summary>
+    private int LastAxis(GraphOp op, long[] shape, string attr)
+    {
+        long axis = op.Int(attr);
+        if (axis < 0) axis += shape.Length;
+        if (axis != shape.Length - 1)
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: {op.Kind} over axis {axis} of a rank-{shape.Length} tensor is not implemented.");
+        return (int)shape[^1];
+    }
+
+    private float[] Gather(GraphOp op, float[] table, long[] tableShape, float[] indices)
+    {
+        if (op.Int("axis") != 0) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: Gather over axis {op.Int("axis")}.");
+        long rows = tableShape[0];
+        int width = (int)(table.Length / rows);
+        var y = new float[indices.Length * width];
+        for (int i = 0; i < indices.Length; i++)
+        {
+            long row = (long)indices[i];
+            if (row < 0 || row >= rows || row != indices[i])
+                throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: index {indices[i]} given to {op.Outputs[0]} is outside 0..{rows - 1}.");
+            table.AsSpan((int)(row * width), width).CopyTo(y.AsSpan(i * width));
+        }
+        return y;
+    }
+
+    private static float[] RmsNorm(float[] x, float[] gamma, double eps)
+    {
+        int width = gamma.Length;
+        var y = new float[x.Length];
+        for (int r = 0; r < x.Length / width; r++)
+        {
+            var row = x.AsSpan(r * width, width);
+            float inv = 1f / MathF.Sqrt(TensorPrimitives.Dot(row, row) / width + (float)eps);
+            var o = y.AsSpan(r * width, width);
+            for (int i = 0; i < width; i++) o[i] = row[i] * inv * gamma[i];
+        }
+        return y;
+    }
+
+    private float[] MatMul(GraphOp op, float[] x, long[] xShape, float[] w, long[] wShape, float[]? bias)
+    {
+        if (wShape.Length != 2) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: MatMul with a rank-{wShape.Length} right operand.");
+        bool transposed = op.BoolOr("right_transpose", false);
+        int k = (int)xShape[^1];
+        int n = (int)(transposed ? wShape[0] : wShape[1]);
+        if ((transposed ? wShape[1] : wShape[0]) != k)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {Graph.Name}: {op.Outputs[0]} multiplies K={k} by [{string.Join(",", wShape)}].");
+        float[] nk = transposed ? w : Transpose(w, k, n);
+        return Dense(x, k, nk, n, bias);
+    }
+
+    private float[] A16MatMul(GraphOp op, float[] x, long[] xShape, float[]? bias)
+    {
+        string qweightKey = op.Inputs[1];
+        if (!_dequantized.TryGetValue(qweightKey, out float[]? w))
+        {
+            long[] qShape = Shape(qweightKey);
+            int bits = (int)op.IntOr("weight_bits", 8), group = (int)op.IntOr("q_group_size", 128);
+            if (!op.BoolOr("right_transpose", false))
+                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: A16MatMul without right_transpose.");
+            int n = (int)qShape[0], k = (int)qShape[1] * 8 / bits;
+            byte[] q = Bytes(qweightKey), zeros = Bytes(op.Inputs[3]);
+            float[] scales = _floatWeights.TryGetValue(op.Inputs[2], out var s) ? s : weights.ReadFloat(op.Inputs[2]);
+            w = Dequantize(q, scales, zeros, n, k, bits, group);
+            _dequantized[qweightKey] = w;
+        }
+        int kk = (int)xShape[^1];
+        return Dense(x, kk, w, w.Length / kk, bias);
+    }
+
+    /// <summary>w[n, k] = (q − zp[n, k/g]) · scale[n, k/g]; 4-bit codes sit two per byte, the even element in the low nibble.</summary>
+    public static float[] Dequantize(byte[] q, float[] scales, byte[] zeros, int n, int k, int bits, int group)
+    {
+        int groups = group > 0 ? k / group : 1, g = group > 0 ? group : k;
+        var w = new float[(long)n * k];
+        Parallel.For(0, n, row =>
+        {
+            for (int col = 0; col < k; col++)
+            {
+                int code = bits == 8 ? q[(long)row * k + col] : (q[((long)row * k + col) / 2] >> (col % 2 * 4)) & 0xF;
+                int gi = row * groups + col / g;
+                w[(long)row * k + col] = (code - zeros[gi]) * scales[gi];
+            }
+        });
+        return w;
+    }
+
+    private byte[] Bytes(string key)
+    {
+        if (!_byteWeights.TryGetValue(key, out byte[]? b)) _byteWeights[key] = b = weights.ReadBytes(key);
+        return b;
+    }
+
+    private static float[] Transpose(float[] kn, int k, int n)
+    {
+        var nk = new float[kn.Length];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < n; j++) nk[j * k + i] = kn[i * n + j];
+        return nk;
+    }
+
+    /// <summary>y[r, j] = x[r, :] · w[j, :] + b[j].</summary>
+    private static float[] Dense(float[] x, int k, float[] w, int n, float[]? bias)
+    {
+        int rows = x.Length / k;
+        var y = new float[rows * n];
+        Parallel.For(0, n, j =>
+        {
+            var wr = w.AsSpan(j * k, k);
+            for (int r = 0; r < rows; r++) y[r * n + j] = TensorPrimitives.Dot(x.AsSpan(r * k, k), wr) + (bias?[j] ?? 0f);
+        });
+        return y;
+    }
+
+    private static long[] Strides(long[] shape)
+    {
+        var s = new long[shape.Length];
+        long acc = 1;
+        for (int i = shape.Length - 1; i >= 0; i--) { s[i] = acc; acc *= shape[i]; }
+        return s;
+    }
+
+    private static float[] Slice(GraphOp op, float[] x, long[] inShape, long[] outShape)
+    {
+        long[] offset = op.Attr("offset").Ints!, steps = op.Attr("steps").Ints!;
+        long[] inStrides = Strides(inShape), outStrides = Strides(outShape);
+        var y = new float[outShape.Aggregate(1L, (a, b) => a * b)];
+        for (long i = 0; i < y.Length; i++)
+        {
+            long rest = i, src = 0;
+            for (int d = 0; d < outShape.Length; d++)
+            {
+                long idx = rest / outStrides[d];
+                rest %= outStrides[d];
+                src += (offset[d] + idx * steps[d]) * inStrides[d];
+            }
+            y[i] = x[src];
+        }
+        return y;
+    }
+
+    /// <summary>Elementwise op over two operands with numpy broadcasting (or one operand and a constant, for Where).</summary>
+    private float[] Binary(GraphOp op, Dictionary<string, float[]> v, long[] outShape, Func<float, float, float> f)
+    {
+        if (op.Inputs.Count != 2) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: {op.Kind} with {op.Inputs.Count} operands.");
+        var a = Broadcaster(op.Inputs[0], outShape);
+        var b = Broadcaster(op.Inputs[1], outShape);
+        float[] av = v[op.Inputs[0]], bv = v[op.Inputs[1]];
+        var y = new float[outShape.Aggregate(1L, (p, q) => p * q)];
+        if (av.Length == y.Length && bv.Length == y.Length)
+            for (int i = 0; i < y.Length; i++) y[i] = f(av[i], bv[i]);
+        else
+            for (long i = 0; i < y.Length; i++) y[i] = f(av[a(i)], bv[b(i)]);
+        return y;
+    }
+
+    /// <summary>Maps a flat index of the output to the flat index of a broadcast operand.</summary>
+    private Func<long, long> Broadcaster(string operand, long[] outShape)
+    {
+        long[] shape = Shape(operand);
+        int pad = outShape.Length - shape.Length;
+        long[] inStrides = Strides(shape), outStrides = Strides(outShape);
+        return i =>
+        {
+            long rest = i, src = 0;
+            for (int d = 0; d < outShape.Length; d++)
+            {
+                long idx = rest / outStrides[d];
+                rest %= outStrides[d];
+                int sd = d - pad;
+                if (sd >= 0 && shape[sd] != 1) src += idx * inStrides[sd];
+            }
+            return src;
+        };
+    }
+
+    private float[] Where(GraphOp op, Dictionary<string, float[]> v, long[] outShape)
+    {
+        var cond = Broadcaster(op.Inputs[0], outShape);
+        bool xConst = op.BoolOr("x_is_const", false), yConst = op.BoolOr("y_is_const", false);
+        float xc = (float)(op.Find("x_const_val")?.Float ?? 0), yc = (float)(op.Find("y_const_val")?.Float ?? 0);
+        Func<long, long>? tb = xConst ? null : Broadcaster(op.Inputs[1], outShape);
+        Func<long, long>? fb = yConst ? null : Broadcaster(op.Inputs[2], outShape);
+        float[] c = v[op.Inputs[0]];
+        float[]? t = xConst ? null : v[op.Inputs[1]], f = yConst ? null : v[op.Inputs[2]];
+        var y = new float[outShape.Aggregate(1L, (p, q) => p * q)];
+        for (long i = 0; i < y.Length; i++)
+            y[i] = c[cond(i)] != 0 ? (xConst ? xc : t![tb!(i)]) : (yConst ? yc : f![fb!(i)]);
+        return y;
+    }
+
+    private float[] Concat(GraphOp op, Dictionary<string, float[]> v, long[] outShape)
+    {
+        int axis = (int)op.Int("axis");
+        if (axis < 0) axis += outShape.Length;
+        long outer = outShape.Take(axis).Aggregate(1L, (a, b) => a * b);
+        long inner = outShape.Skip(axis + 1).Aggregate(1L, (a, b) => a * b);
+        var y = new float[outShape.Aggregate(1L, (a, b) => a * b)];
+        long outRow = outShape[axis] * inner, offset = 0;
+        foreach (string input in op.Inputs)
+        {
+            long rows = Shape(input)[axis] * inner;
+            float[] x = v[input];
+            for (long o = 0; o < outer; o++)
+                Array.Copy(x, o * rows, y, o * outRow + offset, rows);
+            offset += rows;
+        }
+        return y;
+    }
+
+    /// <summary>
+    /// softmax(q·kᵀ·scale + mask)·v per query head, heads sharing kv heads in groups. q [B, Mq, Hq, d],
+    /// k/v [B, Mk, Hkv, d] → [B, Mq, Hq·d]. The mask is [B or 1, 1, Mq, Mk] additive; with mask_size ≠ 0 (Dynamic)
+    /// the attention is causal instead: key j is visible to query i iff j ≤ i + Mk − Mq.
+    /// </summary>
+    private float[] Attention(GraphOp op, float[] q, float[] k, float[] v, float[]? mask)
+    {
+        int batch = (int)op.Int("batch"), mq = (int)op.Int("mq"), mk = (int)op.Int("mk");
+        int hq = (int)op.Int("q_head"), hkv = (int)op.Int("kv_head"), d = (int)op.Int("dim");
+        float scale = (float)op.Float("scale");
+        bool causal = op.IntOr("mask_size", 0) != 0;
+        if (q.Length != (long)batch * mq * hq * d || k.Length != (long)batch * mk * hkv * d)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {Graph.Name}: FAttention operands do not match its attributes.");
+        bool perBatchMask = mask is not null && mask.Length == (long)batch * mq * mk;
+        int group = hq / hkv;
+        var y = new float[(long)batch * mq * hq * d];
+        Parallel.For(0, batch * hq, bh =>
+        {
+            int b = bh / hq, head = bh % hq, kvHead = head / group;
+            var scores = new float[mk];
+            for (int i = 0; i < mq; i++)
+            {
+                var qv = q.AsSpan(((b * mq + i) * hq + head) * d, d);
+                float max = float.NegativeInfinity;
+                for (int j = 0; j < mk; j++)
+                {
+                    float s = TensorPrimitives.Dot(qv, k.AsSpan(((b * mk + j) * hkv + kvHead) * d, d)) * scale;
+                    if (causal) { if (j > i + mk - mq) s += -1e9f; }
+                    else if (mask is not null) s += mask[(perBatchMask ? b * mq * mk : 0) + i * mk + j];
+                    scores[j] = s;
+                    max = MathF.Max(max, s);
+                }
+                float sum = 0;
+                for (int j = 0; j < mk; j++) { scores[j] = MathF.Exp(scores[j] - max); sum += scores[j]; }
+                var o = y.AsSpan(((b * mq + i) * hq + head) * d, d);
+                for (int j = 0; j < mk; j++)
+                {
+                    float p = scores[j] / sum;
+                    var vv = v.AsSpan(((b * mk + j) * hkv + kvHead) * d, d);
+                    for (int e = 0; e < d; e++) o[e] += p * vv[e];
+                }
+            }
+        });
+        return y;
+    }
+
+    /// <summary>Top-K along the last axis, largest first, ties to the lower index; with a kT operand only the first
+    /// min(kT, K) values are kept and the rest are −∞ (so softmax gives them zero).</summary>
+    private void TopK(GraphOp op, Dictionary<string, float[]> v)
+    {
+        long[] inShape = Shape(op.Inputs[0]);
+        int width = LastAxis(op, inShape, "axis");
+        int k = (int)op.Int("K");
+        if (!op.BoolOr("largest", true)) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: TopK with largest=false.");
+        int keep = op.Inputs.Count > 1 ? Math.Clamp((int)v[op.Inputs[1]][0], 0, k) : k;
+        float[] x = v[op.Inputs[0]];
+        int rows = x.Length / width;
+        var values = new float[rows * k];
+        var indices = new float[rows * k];
+        var order = new int[width];
+        for (int r = 0; r < rows; r++)
+        {
+            var row = x.AsSpan(r * width, width).ToArray();
+            for (int i = 0; i < width; i++) order[i] = i;
+            Array.Sort(order, (a, b) => row[a] != row[b] ? row[b].CompareTo(row[a]) : a.CompareTo(b));
+            for (int i = 0; i < k; i++)
+            {
+                values[r * k + i] = i < keep ? row[order[i]] : float.NegativeInfinity;
+                indices[r * k + i] = order[i];
+            }
+        }
+        v[op.Outputs[0]] = values;
+        v[op.Outputs[1]] = indices;
+    }
+
+    private static float[] Softmax(float[] x, int width)
+    {
+        var y = new float[x.Length];
+        for (int r = 0; r < x.Length / width; r++)
+        {
+            var row = x.AsSpan(r * width, width);
+            float max = TensorPrimitives.Max(row);
+            var o = y.AsSpan(r * width, width);
+            float sum = 0;
+            for (int i = 0; i < width; i++) sum += o[i] = MathF.Exp(row[i] - max);
+            for (int i = 0; i < width; i++) o[i] /= sum;
+        }
+        return y;
+    }
+
+    private static float[] CumSum(float[] x, int width)
+    {
+        var y = new float[x.Length];
+        for (int r = 0; r < x.Length / width; r++)
+        {
+            float acc = 0;
+            for (int i = 0; i < width; i++) y[r * width + i] = acc += x[r * width + i];
+        }
+        return y;
+    }
+
+    private float[] GatherElements(GraphOp op, float[] x, long[] xShape, float[] indices, long[] outShape)
+    {
+        if (xShape.Length != 2 || op.Int("axis") != 1) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: GatherElements beyond rank 2, axis 1.");
+        int width = (int)xShape[1], outWidth = (int)outShape[1];
+        var y = new float[indices.Length];
+        for (int i = 0; i < y.Length; i++) y[i] = x[i / outWidth * width + CheckedIndex(indices[i], width)];
+        return y;
+    }
+
+    private float[] ScatterElements(GraphOp op, float[] x, long[] xShape, float[] indices, long[] indexShape, float[] updates)
+    {
+        if (xShape.Length != 2 || op.Int("axis") != 1) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: ScatterElements beyond rank 2, axis 1.");
+        int width = (int)xShape[1], indexWidth = (int)indexShape[1];
+        var y = (float[])x.Clone();
+        for (int i = 0; i < indices.Length; i++) y[i / indexWidth * width + CheckedIndex(indices[i], width)] = updates[i];
+        return y;
+    }
+
+    private float[] ScatterND(float[] x, long[] xShape, float[] indices, long[] indexShape, float[] updates)
+    {
+        int depth = (int)indexShape[^1];
+        long[] strides = Strides(xShape);
+        var y = (float[])x.Clone();
+        for (int u = 0; u < indices.Length / depth; u++)
+        {
+            long at = 0;
+            for (int d = 0; d < depth; d++) at += CheckedIndex(indices[u * depth + d], (int)xShape[d]) * strides[d];
+            long block = strides[depth - 1];
+            for (long e = 0; e < block; e++) y[at + e] = updates[u * block + e];
+        }
+        return y;
+    }
+
+    private int CheckedIndex(float value, int bound)
+    {
+        int i = (int)value;
+        if (i < 0 || i >= bound || i != value)
+            throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: index {value} is outside 0..{bound - 1}.");
+        return i;
+    }
+}

@@ -1,0 +1,261 @@
+using System.Numerics.Tensors;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+
+namespace LlmBuild.Core.Reference;
+
+/// <summary>What one forward call saw, layer by layer: the oracle for each exported piece.</summary>
+public sealed class ReferenceTrace
+{
+    /// <summary>The embeddings of the new tokens, [n, H].</summary>
+    public float[] Embeddings { get; set; } = [];
+    /// <summary>Per layer: the hidden state entering the layer, [n, H].</summary>
+    public List<float[]> LayerInputs { get; } = [];
+    /// <summary>Per layer: the keys (after RoPE) and values of the new tokens, [n, kv_heads, head_dim].</summary>
+    public List<float[]> Keys { get; } = [];
+    public List<float[]> Values { get; } = [];
+    /// <summary>The hidden state after the last layer, before the final norm, [n, H].</summary>
+    public float[] LastHidden { get; set; } = [];
+    /// <summary>After the final norm, [n, H] (what lm_head multiplies).</summary>
+    public float[] NormedHidden { get; set; } = [];
+}
+
+/// <summary>
+/// An f32 forward pass of a llama / qwen2 / qwen3 causal LM straight from the source checkpoint, written as plain
+/// loops over Hugging Face's math (RMSNorm, q/k/v projections with optional bias, qwen3's per-head q/k norm, RoPE
+/// with rope_scaling, grouped-query causal attention, SwiGLU MLP, tied or separate lm_head). It shares no code with
+/// the graph layer so that it can serve as the oracle for every exported piece and for the built model.
+/// <see cref="Forward"/> appends the given tokens to a KV cache: call it with the prompt (prefill), then with one
+/// token at a time (decode).
+/// </summary>
+public sealed class ReferenceModel
+{
+    private readonly ICheckpoint _checkpoint;
+    private readonly ModelFamily _family;
+    private readonly Dictionary<string, float[]> _weights = new(StringComparer.Ordinal);
+    private readonly bool _keepWeights;
+    private readonly List<float>[] _keyCache;
+    private readonly List<float>[] _valueCache;
+    private readonly float[] _invFreq;
+
+    /// <param name="keepWeights">Keep every weight in memory as f32 after its first use (fast; 4 bytes per parameter).
+    /// When false, each weight is read from the checkpoint whenever it is needed.</param>
+    public ReferenceModel(ICheckpoint checkpoint, ModelConfig config, bool keepWeights = true)
+    {
+        _checkpoint = checkpoint;
+        Config = config;
+        _family = ModelFamilies.Get(config.ModelType);
+        _keepWeights = keepWeights;
+        if (config.HiddenAct != "silu")
+            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"hidden_act '{config.HiddenAct}' is not supported by the reference model (silu).");
+        if (_family.RopeMode != RopeMode.RotateHalf)
+            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"RoPE mode {_family.RopeMode} is not supported by the reference model.");
+        _keyCache = Enumerable.Range(0, config.NumLayers).Select(_ => new List<float>()).ToArray();
+        _valueCache = Enumerable.Range(0, config.NumLayers).Select(_ => new List<float>()).ToArray();
+        _invFreq = InverseFrequencies(config);
+    }
+
+    public ModelConfig Config { get; }
+
+    /// <summary>Tokens in the KV cache: the position the next token gets.</summary>
+    public int Position { get; private set; }
+
+    public void Reset()
+    {
+        foreach (var c in _keyCache) c.Clear();
+        foreach (var c in _valueCache) c.Clear();
+        Position = 0;
+    }
+
+    /// <summary>Runs the tokens at positions Position..Position+n−1 and returns their logits, [n, vocab].</summary>
+    public float[] Forward(ReadOnlySpan<int> tokens, ReferenceTrace? trace = null)
+    {
+        var cfg = Config;
+        int n = tokens.Length, hidden = cfg.HiddenSize, vocab = cfg.VocabSize;
+        var h = new float[n * hidden];
+        float[] embedding = Weight(_family.TensorName(WeightRole.Embedding));
+        for (int t = 0; t < n; t++)
+        {
+            if ((uint)tokens[t] >= (uint)vocab)
+                throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"Token id {tokens[t]} is outside the vocabulary (0..{vocab - 1}).");
+            embedding.AsSpan(tokens[t] * hidden, hidden).CopyTo(h.AsSpan(t * hidden));
+        }
+        if (trace is not null) trace.Embeddings = (float[])h.Clone();
+
+        for (int layer = 0; layer < cfg.NumLayers; layer++)
+        {
+            trace?.LayerInputs.Add((float[])h.Clone());
+            Layer(layer, h, n, trace);
+        }
+        if (trace is not null) trace.LastHidden = (float[])h.Clone();
+
+        float[] normed = RmsNorm(h, n, hidden, Weight(_family.TensorName(WeightRole.FinalNorm)));
+        if (trace is not null) trace.NormedHidden = (float[])normed.Clone();
+        float[] head = Config.TieWordEmbeddings ? embedding : Weight(_family.TensorName(WeightRole.LmHead));
+        float[] logits = Linear(normed, n, hidden, head, vocab, null);
+        Position += n;
+        return logits;
+    }
+
+    private void Layer(int layer, float[] h, int n, ReferenceTrace? trace)
+    {
+        var cfg = Config;
+        int hidden = cfg.HiddenSize, heads = cfg.NumHeads, kvHeads = cfg.NumKvHeads, d = cfg.HeadDim, inter = cfg.IntermediateSize;
+        int qd = heads * d, kvd = kvHeads * d;
+
+        float[] x = RmsNorm(h, n, hidden, Weight(Name(WeightRole.InputNorm, layer)));
+        float[] q = Linear(x, n, hidden, Weight(Name(WeightRole.QProj, layer)), qd, Optional(WeightRole.QBias, layer));
+        float[] k = Linear(x, n, hidden, Weight(Name(WeightRole.KProj, layer)), kvd, Optional(WeightRole.KBias, layer));
+        float[] v = Linear(x, n, hidden, Weight(Name(WeightRole.VProj, layer)), kvd, Optional(WeightRole.VBias, layer));
+        if (_family.Has(WeightRole.QNorm))
+        {
+            // qwen3: RMSNorm over each head's vector before RoPE.
+            q = RmsNorm(q, n * heads, d, Weight(Name(WeightRole.QNorm, layer)));
+            k = RmsNorm(k, n * kvHeads, d, Weight(Name(WeightRole.KNorm, layer)));
+        }
+        for (int t = 0; t < n; t++)
+        {
+            int position = Position + t;
+            for (int head = 0; head < heads; head++) Rope(q.AsSpan((t * heads + head) * d, d), position);
+            for (int head = 0; head < kvHeads; head++) Rope(k.AsSpan((t * kvHeads + head) * d, d), position);
+        }
+        trace?.Keys.Add((float[])k.Clone());
+        trace?.Values.Add((float[])v.Clone());
+        _keyCache[layer].AddRange(k);
+        _valueCache[layer].AddRange(v);
+
+        // Causal grouped-query attention over the cache (which now ends with the new tokens).
+        float[] keys = [.. _keyCache[layer]], values = [.. _valueCache[layer]];
+        int total = Position + n, group = heads / kvHeads;
+        float scale = 1f / MathF.Sqrt(d);
+        var attn = new float[n * qd];
+        var scores = new float[total];
+        for (int t = 0; t < n; t++)
+        {
+            int visible = Position + t + 1;
+            for (int head = 0; head < heads; head++)
+            {
+                int kvHead = head / group;
+                var qv = q.AsSpan((t * heads + head) * d, d);
+                float max = float.NegativeInfinity;
+                for (int j = 0; j < visible; j++)
+                {
+                    scores[j] = TensorPrimitives.Dot(qv, keys.AsSpan((j * kvHeads + kvHead) * d, d)) * scale;
+                    max = MathF.Max(max, scores[j]);
+                }
+                float sum = 0;
+                for (int j = 0; j < visible; j++) { scores[j] = MathF.Exp(scores[j] - max); sum += scores[j]; }
+                var o = attn.AsSpan((t * heads + head) * d, d);
+                for (int j = 0; j < visible; j++)
+                {
+                    float p = scores[j] / sum;
+                    var vv = values.AsSpan((j * kvHeads + kvHead) * d, d);
+                    for (int i = 0; i < d; i++) o[i] += p * vv[i];
+                }
+            }
+        }
+        float[] projected = Linear(attn, n, qd, Weight(Name(WeightRole.OProj, layer)), hidden, Optional(WeightRole.OBias, layer));
+        TensorPrimitives.Add(h, projected, h);
+
+        float[] y = RmsNorm(h, n, hidden, Weight(Name(WeightRole.PostAttentionNorm, layer)));
+        float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, null);
+        float[] up = Linear(y, n, hidden, Weight(Name(WeightRole.MlpUp, layer)), inter, null);
+        for (int i = 0; i < gate.Length; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
+        float[] down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, null);
+        TensorPrimitives.Add(h, down, h);
+    }
+
+    /// <summary>Rotates one head vector in place: x·cos + rotate_half(x)·sin, angle = position · inv_freq (f32, as HF).</summary>
+    private void Rope(Span<float> x, int position)
+    {
+        int half = x.Length / 2;
+        for (int i = 0; i < half; i++)
+        {
+            float angle = position * _invFreq[i];
+            float c = MathF.Cos(angle), s = MathF.Sin(angle);
+            float a = x[i], b = x[i + half];
+            x[i] = a * c - b * s;
+            x[i + half] = b * c + a * s;
+        }
+    }
+
+    /// <summary>HF's inverse frequencies in f32 with rope_scaling (default, linear, llama3).</summary>
+    private static float[] InverseFrequencies(ModelConfig cfg)
+    {
+        int d = cfg.HeadDim;
+        var inv = new float[d / 2];
+        for (int i = 0; i < inv.Length; i++) inv[i] = 1f / MathF.Pow((float)cfg.RopeTheta, 2f * i / d);
+        if (cfg.RopeScaling is { } s)
+        {
+            if (s.Type == "linear")
+                for (int i = 0; i < inv.Length; i++) inv[i] /= (float)s.Factor;
+            else if (s.Type == "llama3")
+            {
+                float low = (float)(s.OriginalMaxPositionEmbeddings / s.LowFreqFactor);
+                float high = (float)(s.OriginalMaxPositionEmbeddings / s.HighFreqFactor);
+                for (int i = 0; i < inv.Length; i++)
+                {
+                    float wavelen = 2 * MathF.PI / inv[i];
+                    float scaled = wavelen > low ? inv[i] / (float)s.Factor : inv[i];
+                    if (!(wavelen < high) && !(wavelen > low))
+                    {
+                        float smooth = (float)((s.OriginalMaxPositionEmbeddings / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor));
+                        scaled = (1 - smooth) * scaled / (float)s.Factor + smooth * scaled;
+                    }
+                    inv[i] = scaled;
+                }
+            }
+            else throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"rope_scaling type '{s.Type}' is not supported.");
+        }
+        return inv;
+    }
+
+    /// <summary>HF RMSNorm: x / sqrt(mean(x²) + eps) · weight, over rows of <paramref name="width"/>.</summary>
+    private float[] RmsNorm(float[] x, int rows, int width, float[] weight)
+    {
+        var y = new float[rows * width];
+        float eps = (float)Config.RmsNormEps;
+        for (int r = 0; r < rows; r++)
+        {
+            var row = x.AsSpan(r * width, width);
+            float inv = 1f / MathF.Sqrt(TensorPrimitives.Dot(row, row) / width + eps);
+            var o = y.AsSpan(r * width, width);
+            for (int i = 0; i < width; i++) o[i] = weight[i] * (row[i] * inv);
+        }
+        return y;
+    }
+
+    /// <summary>y[r, o] = x[r, :] · W[o, :] + b[o] with W in the checkpoint's [out, in] layout.</summary>
+    private static float[] Linear(float[] x, int rows, int inFeatures, float[] w, int outFeatures, float[]? bias)
+    {
+        var y = new float[rows * outFeatures];
+        Parallel.For(0, outFeatures, o =>
+        {
+            var wr = w.AsSpan(o * inFeatures, inFeatures);
+            for (int r = 0; r < rows; r++)
+                y[r * outFeatures + o] = TensorPrimitives.Dot(x.AsSpan(r * inFeatures, inFeatures), wr) + (bias?[o] ?? 0f);
+        });
+        return y;
+    }
+
+    private string Name(WeightRole role, int layer) => _family.TensorName(role, layer);
+
+    private float[]? Optional(WeightRole role, int layer) =>
+        _family.Has(role) && _checkpoint.Contains(Name(role, layer)) ? Weight(Name(role, layer)) : null;
+
+    private float[] Weight(string name)
+    {
+        lock (_weights)
+        {
+            if (_weights.TryGetValue(name, out float[]? cached)) return cached;
+        }
+        if (!_checkpoint.Contains(name))
+            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"The checkpoint has no tensor '{name}', which model_type '{Config.ModelType}' needs.");
+        TensorInfo info = _checkpoint.GetInfo(name);
+        var data = new float[info.ElementCount];
+        _checkpoint.ReadFloat32(name, data);
+        if (_keepWeights) lock (_weights) _weights[name] = data;
+        return data;
+    }
+}
