@@ -19,6 +19,7 @@ public sealed class CombineLlmBModel : LlmTask
         ResolvedModel model = ResolvedModel.Load(ResolvedFile);
         AtomicFile.DeleteStaleTemporaries(OutputConfigDirectory);
         var result = CombineStage.Run(model, Pieces.Select(p => p.Path("BModel")).ToArray(), ConfigFiles.Paths().ToArray(), OutputBModel, OutputConfigDirectory);
-        LogProgress($"wrote {OutputBModel} ({result.Bytes / (1024.0 * 1024.0):0.0} MiB, {result.Nets} nets)");
+        LogProgress($"wrote {OutputBModel}: {result.OutputBytes / (1024.0 * 1024.0):0.0} MiB, {result.Nets} nets, " +
+            $"{result.UniqueBinaries} unique binaries, {result.DedupedBinaries} shared ones stored once ({result.DedupedBytes / (1024.0 * 1024.0):0.0} MiB saved)");
     }
 }

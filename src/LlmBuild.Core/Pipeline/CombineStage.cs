@@ -3,25 +3,20 @@ using LlmBuild.Core.IO;
 
 namespace LlmBuild.Core.Pipeline;
 
-/// <summary>What the combine stage wrote.</summary>
-public sealed record CombineResult(long Bytes, int Nets);
-
 /// <summary>
 /// Stage 5. Merges the piece bmodels into the deployable bin/&lt;name&gt;.bmodel (identical weight blobs stored
 /// once) and mirrors the model's non-weight files into bin/config/.
 /// </summary>
 public static class CombineStage
 {
-    public static CombineResult Run(ResolvedModel model, IReadOnlyList<string> pieceBModels, IReadOnlyList<string> configFiles,
+    public static BModelCombineResult Run(ResolvedModel model, IReadOnlyList<string> pieceBModels, IReadOnlyList<string> configFiles,
         string outputBModel, string outputConfigDir)
     {
         // Nets in the order the resolved model lists its pieces, whatever order MSBuild passed them in.
         var byName = pieceBModels.ToDictionary(p => Path.GetFileNameWithoutExtension(p), StringComparer.Ordinal);
         var ordered = model.Pieces.Select(p => byName[p.Name]).ToArray();
         CopyConfig(configFiles, outputConfigDir);
-        BModelCombiner.Combine(ordered, outputBModel);
-        using var combined = BModelReader.Read(outputBModel);
-        return new CombineResult(new FileInfo(outputBModel).Length, combined.Model.Nets.Count);
+        return BModelCombiner.Combine(ordered, outputBModel);
     }
 
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir)

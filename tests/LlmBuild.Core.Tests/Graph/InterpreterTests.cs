@@ -15,7 +15,7 @@ public sealed class InterpreterTests
 
     private sealed record Case(string Name, string Dir, ICheckpoint Checkpoint, int[] Prompt);
 
-    private static Case Tiny() => new("tiny-qwen2", TestResolver.TinyModelDir, TestCheckpoint.Open(TestResolver.TinyModelDir), Prompt);
+    private static Case Tiny() => new("tiny-qwen2", TestResolver.TinyModelDir, ReferenceModelTests.TinyCheckpoint, Prompt);
 
     private static Case Synthetic(string name, string json)
     {

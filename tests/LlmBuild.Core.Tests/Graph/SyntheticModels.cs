@@ -75,11 +75,13 @@ internal static class SyntheticModels
     private sealed class MemoryCheckpoint(Dictionary<string, (long[] Shape, float[] Data)> tensors) : ICheckpoint
     {
         public IReadOnlyList<string> TensorNames { get; } = tensors.Keys.Order(StringComparer.Ordinal).ToList();
+        public string Directory => "memory";
         public IReadOnlyList<string> Files => [];
         public bool Contains(string name) => tensors.ContainsKey(name);
         public TensorInfo GetInfo(string name) => new(name, TensorDType.F32, tensors[name].Shape, "memory");
-        public void ReadFloat32(string name, Span<float> destination) => tensors[name].Data.CopyTo(destination);
-        public void ReadRaw(string name, Span<byte> destination) => throw new NotSupportedException();
+        public void ReadFloat32(string name, long elementOffset, Span<float> destination) =>
+            tensors[name].Data.AsSpan((int)elementOffset, destination.Length).CopyTo(destination);
+        public void ReadRaw(string name, long byteOffset, Span<byte> destination) => throw new NotSupportedException();
         public void Dispose() { }
     }
 }

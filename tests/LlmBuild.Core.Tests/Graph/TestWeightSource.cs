@@ -1,14 +1,13 @@
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Graph;
 using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Quantization;
 
 namespace LlmBuild.Core.Tests.Graph;
 
 /// <summary>
 /// Serves a resolved model's owner weights straight from the checkpoint, as the quantize stage would store them:
-/// activation-dtype entries rounded to bf16/f16, quantized entries through a scalar test quantizer written from
-/// DESIGN §5 (asymmetric: scale = (max−min)/(2^b−1), zp = clamp(round(−min/scale)); symmetric: scale = 2·absmax/(2^b−1),
-/// zp = 2^(b−1); q = clamp(round(w/scale) + zp); 4-bit codes two per byte, even element low).
+/// activation-dtype entries rounded to bf16/f16, quantized entries through the weights stage's LinearQuantizer.
 /// </summary>
 internal sealed class TestWeightSource : IWeightSource
 {
@@ -89,30 +88,7 @@ internal sealed class TestWeightSource : IWeightSource
 
     internal static (byte[] Codes, float[] Scales, byte[] Zeros) Quantize(float[] w, int n, int k, QuantScheme scheme)
     {
-        int bits = scheme.Bits, g = scheme.GroupSize > 0 ? scheme.GroupSize : k, groups = k / g, max = (1 << bits) - 1;
-        var codes = new byte[bits == 4 ? n * k / 2 : n * k];
-        var scales = new float[n * groups];
-        var zeros = new byte[n * groups];
-        for (int row = 0; row < n; row++)
-            for (int gi = 0; gi < groups; gi++)
-            {
-                var span = w.AsSpan(row * k + gi * g, g);
-                float lo = float.MaxValue, hi = float.MinValue, absmax = 0;
-                foreach (float x in span) { lo = Math.Min(lo, x); hi = Math.Max(hi, x); absmax = Math.Max(absmax, Math.Abs(x)); }
-                float scale; int zp;
-                if (scheme.Symmetric) { scale = 2 * absmax / max; zp = 1 << (bits - 1); }
-                else { scale = (hi - lo) / max; zp = scale == 0 ? 0 : Math.Clamp((int)MathF.Round(-lo / scale, MidpointRounding.ToEven), 0, max); }
-                if (scale == 0) scale = 1e-8f;
-                scales[row * groups + gi] = scale;
-                zeros[row * groups + gi] = (byte)zp;
-                for (int i = 0; i < g; i++)
-                {
-                    int col = gi * g + i;
-                    int q = Math.Clamp((int)MathF.Round(span[i] / scale, MidpointRounding.ToEven) + zp, 0, max);
-                    if (bits == 8) codes[row * k + col] = (byte)q;
-                    else codes[(row * k + col) / 2] |= (byte)(col % 2 == 0 ? q : q << 4);
-                }
-            }
-        return (codes, scales, zeros);
+        var q = LinearQuantizer.Quantize(w, n, k, scheme);
+        return (q.QWeight, q.Scales, q.QZeros);
     }
 }

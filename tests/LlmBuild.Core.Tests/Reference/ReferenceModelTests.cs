@@ -1,3 +1,4 @@
+using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Reference;
 using LlmBuild.Core.Tests.Graph;
@@ -7,8 +8,12 @@ namespace LlmBuild.Core.Tests.Reference;
 [TestClass]
 public sealed class ReferenceModelTests
 {
-    internal static ReferenceModel TinyModel() =>
-        new(TestCheckpoint.Open(TestResolver.TinyModelDir), ModelConfig.Load(TestResolver.TinyModelDir));
+    private static readonly Lazy<ICheckpoint> Tiny = new(() => CheckpointLoader.Open(TestResolver.TinyModelDir));
+
+    /// <summary>The example checkpoint, opened once for all tests (reads are thread-safe).</summary>
+    internal static ICheckpoint TinyCheckpoint => Tiny.Value;
+
+    internal static ReferenceModel TinyModel() => new(TinyCheckpoint, ModelConfig.Load(TestResolver.TinyModelDir));
 
     /// <summary>max |a−b| / max |b| over one row.</summary>
     internal static double RelativeError(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)

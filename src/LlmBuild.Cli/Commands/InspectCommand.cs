@@ -1,0 +1,22 @@
+using System.CommandLine;
+using LlmBuild.Core.BModel;
+
+namespace LlmBuild.Cli.Commands;
+
+/// <summary><c>llmbuild inspect FILE.bmodel [--json]</c>: what TPU-MLIR's <c>model_tool --info</c> prints.</summary>
+public static class InspectCommand
+{
+    public static Command Create()
+    {
+        var file = new Argument<FileInfo>("file") { Description = "The .bmodel to describe." };
+        var json = new Option<bool>("--json") { Description = "Print JSON for machines instead of text." };
+        var command = new Command("inspect", "Describe a bmodel: version, chip, nets, stages, tensors and memory sizes.") { file, json };
+        command.SetAction(result =>
+        {
+            string path = result.GetValue(file)!.FullName;
+            Console.Out.Write(result.GetValue(json) ? BModelInspector.Json(path) : BModelInspector.Text(path));
+            return 0;
+        });
+        return command;
+    }
+}

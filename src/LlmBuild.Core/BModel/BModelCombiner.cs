@@ -1,0 +1,154 @@
+using LlmBuild.Core.Diagnostics;
+
+namespace LlmBuild.Core.BModel;
+
+/// <summary>What a combine produced.</summary>
+public sealed record BModelCombineResult(
+    int Nets, int Stages, int UniqueBinaries, ulong UniqueBytes, int DedupedBinaries, ulong DedupedBytes, long OutputBytes);
+
+/// <summary>
+/// Merges piece bmodels into one, as <c>model_tool --combine</c> does: nets keep their first-seen order; a net name
+/// seen again becomes another stage of that net once its inputs and outputs are checked to match (same names, types
+/// and scales; different shapes); every binary is copied into one blob where byte-identical binaries are stored once
+/// (block_i and block_cache_i share their weights).
+/// </summary>
+public static class BModelCombiner
+{
+    /// <param name="createTime">The combined model's time string; null keeps the first input's (never the wall clock).</param>
+    public static BModelCombineResult Combine(IReadOnlyList<string> inputPaths, string outputPath, string? createTime = null)
+    {
+        if (inputPaths.Count == 0) throw new LlmBuildException(ErrorCodes.BModelInvalid, "Nothing to combine: no input bmodels were given.");
+        var inputs = new List<BModelContainer>();
+        try
+        {
+            foreach (string path in inputPaths) inputs.Add(BModelReader.Read(path));
+            var (model, blob) = Merge(inputs, createTime);
+            byte[] flatBuffer = BModelWriter.BuildFlatBuffer(model, blob);
+            long expectedBytes = BModelHeader.Size + flatBuffer.LongLength + (long)blob.Length;
+            CheckAgainstUniqueParts(inputs, blob, expectedBytes, outputPath);
+            BModelWriter.WriteFile(outputPath, model, blob);
+            long written = new FileInfo(outputPath).Length;
+            if (written != expectedBytes)
+                throw new LlmBuildException(ErrorCodes.WriteFailed, $"'{outputPath}' is {written} bytes after writing, expected {expectedBytes}; check the disk and rebuild.", outputPath);
+            return new BModelCombineResult(model.Nets.Count, model.Nets.Sum(n => n.Stages.Count), blob.UniqueCount, blob.UniqueBytes,
+                blob.DedupedCount, blob.DedupedBytes, written);
+        }
+        finally
+        {
+            foreach (var c in inputs) c.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The reference checks the combined size against the sizes of the pieces whose weights are not shared. Here
+    /// the bound is exact: headers and flatbuffers of the inputs, plus each distinct binary once, plus alignment.
+    /// </summary>
+    private static void CheckAgainstUniqueParts(IReadOnlyList<BModelContainer> inputs, BModelBlobBuilder blob, long outputBytes, string outputPath)
+    {
+        long metadata = inputs.Sum(c => (long)c.Header.HeaderSize + c.Header.FlatBufferSize);
+        long bound = metadata + (long)blob.UniqueBytes + (long)blob.UniqueCount * (blob.Alignment - 1);
+        if (outputBytes > bound)
+            throw new LlmBuildException(ErrorCodes.BModelCombineTooLarge,
+                $"The combined bmodel '{outputPath}' would be {outputBytes} bytes, more than its unique parts ({bound} bytes: " +
+                $"{blob.UniqueCount} distinct binaries of {blob.UniqueBytes} bytes plus {metadata} bytes of headers and flatbuffers); weights were not deduplicated.", outputPath);
+    }
+
+    /// <summary>Merges opened bmodels into one model and the blob it refers to (the inputs must stay open until written).</summary>
+    public static (BModelFile Model, BModelBlobBuilder Blob) Merge(IReadOnlyList<BModelContainer> inputs, string? createTime = null)
+    {
+        if (inputs.Count == 0) throw new LlmBuildException(ErrorCodes.BModelInvalid, "Nothing to combine: no input bmodels were given.");
+        var first = inputs[0];
+        var blob = new BModelBlobBuilder();
+        var nets = new List<(NetInfo Net, List<NetParameter> Stages, List<string> From)>();
+        var byName = new Dictionary<string, int>(StringComparer.Ordinal);
+        KernelModule? kernel = null, cpuop = null;
+        BinaryRef? libBackend = null;
+        uint deviceNum = 0;
+        ulong neuronSize = 0;
+
+        foreach (var input in inputs)
+        {
+            if (!string.Equals(input.Model.Chip, first.Model.Chip, StringComparison.Ordinal))
+                throw new LlmBuildException(ErrorCodes.BModelCombineConflict,
+                    $"Cannot combine '{input.Name}' (chip {input.Model.Chip}) with '{first.Name}' (chip {first.Model.Chip}); build every piece for the same chip.", input.Name);
+            var copied = new Dictionary<BinaryRef, BinaryRef>();
+            var model = BModelBinaries.Map(input.Model, (_, b) =>
+            {
+                if (!copied.TryGetValue(b, out var to)) copied[b] = to = blob.Add(input.GetMemory(b));
+                return to;
+            });
+            kernel ??= model.KernelModule;
+            cpuop ??= model.CpuopModule;
+            libBackend ??= model.LibBackend;
+            deviceNum = Math.Max(deviceNum, model.DeviceNum);
+            foreach (var net in model.Nets)
+            {
+                if (net.Stages.Count == 0) continue;
+                foreach (var stage in net.Stages) neuronSize = Math.Max(neuronSize, stage.CtxSize);
+                if (!byName.TryGetValue(net.Name, out int index))
+                {
+                    byName[net.Name] = nets.Count;
+                    nets.Add((net, net.Stages.ToList(), Enumerable.Repeat(input.Name, net.Stages.Count).ToList()));
+                    continue;
+                }
+                var existing = nets[index];
+                if (existing.Net.AddrMode != net.AddrMode)
+                    throw Conflict(net.Name, existing.From[0], input.Name, $"addr_mode {existing.Net.AddrMode} vs {net.AddrMode}");
+                foreach (var stage in net.Stages)
+                {
+                    for (int s = 0; s < existing.Stages.Count; s++)
+                        CheckStages(net.Name, existing.Stages[s], existing.From[s], stage, input.Name);
+                    existing.Stages.Add(stage);
+                    existing.From.Add(input.Name);
+                }
+            }
+        }
+
+        var merged = new BModelFile
+        {
+            Type = first.Model.Type,
+            Version = first.Model.Version,
+            Time = createTime ?? first.Model.Time,
+            Chip = first.Model.Chip,
+            Nets = nets.Select(n => n.Net with { Stages = n.Stages.ToArray() }).ToArray(),
+            NeuronSize = neuronSize,
+            KernelModule = kernel,
+            DeviceNum = deviceNum,
+            CpuopModule = cpuop,
+            LibBackend = libBackend,
+        };
+        return (merged, blob);
+    }
+
+    private static LlmBuildException Conflict(string net, string fileA, string fileB, string what) =>
+        new(ErrorCodes.BModelCombineConflict,
+            $"Net '{net}' appears in '{fileA}' and '{fileB}' but the two cannot be stages of one net: {what}. Rebuild the pieces from the same graph.", fileB);
+
+    /// <summary>Two stages of one net must agree on everything but their input shapes, which must differ.</summary>
+    private static void CheckStages(string net, NetParameter a, string fileA, NetParameter b, string fileB)
+    {
+        if (a.IsDynamic != b.IsDynamic) throw Conflict(net, fileA, fileB, "one stage is dynamic, the other static");
+        if (a.NDynamic != b.NDynamic || a.HWDynamic != b.HWDynamic) throw Conflict(net, fileA, fileB, "their dynamic flags differ");
+        if ((a.SubNets.Count > 1) != (b.SubNets.Count > 1)) throw Conflict(net, fileA, fileB, "one has several subnets, the other one");
+        CheckTensors(net, "input", a.InputTensors, fileA, b.InputTensors, fileB, compareScale: true);
+        CheckTensors(net, "output", a.OutputTensors, fileA, b.OutputTensors, fileB, compareScale: false);
+        bool sameShapes = a.InputTensors.Zip(b.InputTensors).All(p => p.First.Shapes.Count == p.Second.Shapes.Count
+            && p.First.Shapes.Zip(p.Second.Shapes).All(s => s.First.SequenceEqual(s.Second)));
+        if (sameShapes) throw Conflict(net, fileA, fileB, "their input shapes are identical, so the second stage would never be chosen (a piece given twice?)");
+    }
+
+    private static void CheckTensors(string net, string kind, IReadOnlyList<BModelTensor> a, string fileA, IReadOnlyList<BModelTensor> b, string fileB, bool compareScale)
+    {
+        if (a.Count != b.Count) throw Conflict(net, fileA, fileB, $"{a.Count} vs {b.Count} {kind}s");
+        for (int i = 0; i < a.Count; i++)
+        {
+            var (x, y) = (a[i], b[i]);
+            if (x.Name != y.Name) throw Conflict(net, fileA, fileB, $"{kind} {i} is '{x.Name}' vs '{y.Name}'");
+            if (x.DataType != y.DataType)
+                throw Conflict(net, fileA, fileB, $"{kind} '{x.Name}' is {BModelDataTypes.Name(x.DataType)} vs {BModelDataTypes.Name(y.DataType)}");
+            if (compareScale && BitConverter.SingleToInt32Bits(x.Scale) != BitConverter.SingleToInt32Bits(y.Scale))
+                throw Conflict(net, fileA, fileB, $"{kind} '{x.Name}' has scale {x.Scale} vs {y.Scale}");
+            if (x.Shapes.Count != y.Shapes.Count) throw Conflict(net, fileA, fileB, $"{kind} '{x.Name}' has {x.Shapes.Count} vs {y.Shapes.Count} shapes");
+        }
+    }
+}
