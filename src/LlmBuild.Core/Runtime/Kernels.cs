@@ -1,0 +1,455 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using LlmBuild.Core.BModel;
+using LlmBuild.Core.Codegen;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Quantization;
+
+namespace LlmBuild.Core.Runtime;
+
+/// <summary>
+/// The emulator's kernels, one per <see cref="EmuOp"/>, over raw device memory. Activations are f32; weights are read
+/// in their stored dtype. Matmuls are split over output columns across threads; the quantized matmul dequantizes
+/// inside the dot product (per group: s·(Σx·q − z·Σx)), never materialising a dequantized weight.
+/// </summary>
+internal static unsafe class Kernels
+{
+    /// <summary>Output columns per parallel work item (large enough to amortise scheduling).</summary>
+    private const int ColumnChunk = 256;
+
+    public static float[] ToFloat(byte* p, BModelDataType t, long count)
+    {
+        var r = new float[count];
+        Convert(p, t, (byte*)Unsafe.AsPointer(ref r[0]), BModelDataType.Float32, count);
+        return r;
+    }
+
+    public static void Convert(byte* src, BModelDataType st, byte* dst, BModelDataType dt, long count)
+    {
+        if (count == 0) return;
+        int n = checked((int)count);
+        if (st == dt)
+        {
+            long bytes = count * TensorRef.ElementSize(st);
+            Buffer.MemoryCopy(src, dst, bytes, bytes);
+            return;
+        }
+        Span<float> f = dt == BModelDataType.Float32 ? new Span<float>(dst, n) : new float[n];
+        switch (st)
+        {
+            case BModelDataType.Float32: new ReadOnlySpan<float>(src, n).CopyTo(f); break;
+            case BModelDataType.BFloat16: FloatFormats.BFloat16ToFloat(new ReadOnlySpan<ushort>(src, n), f); break;
+            case BModelDataType.Float16: TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(src, n), f); break;
+            case BModelDataType.Int32: TensorPrimitives.ConvertTruncating<int, float>(new ReadOnlySpan<int>(src, n), f); break;
+            case BModelDataType.UInt8: for (int i = 0; i < n; i++) f[i] = src[i]; break;
+            default: throw Unsupported($"convert from {st}");
+        }
+        switch (dt)
+        {
+            case BModelDataType.Float32: break;
+            case BModelDataType.BFloat16: FloatFormats.FloatToBFloat16(f, new Span<ushort>(dst, n)); break;
+            case BModelDataType.Float16: TensorPrimitives.ConvertToHalf(f, new Span<Half>(dst, n)); break;
+            case BModelDataType.Int32:
+            {
+                var d = new Span<int>(dst, n);
+                for (int i = 0; i < n; i++) d[i] = (int)MathF.Round(f[i]);
+                break;
+            }
+            default: throw Unsupported($"convert to {dt}");
+        }
+    }
+
+    private static LlmBuildException Unsupported(string what) =>
+        new(ErrorCodes.NotEmulatorModel, $"The emulator has no kernel for {what}; the bmodel's program is damaged or newer than this LlmBuild.");
+
+    public static int Index(byte* ids, BModelDataType t, long i) => t switch
+    {
+        BModelDataType.Int32 => ((int*)ids)[i],
+        BModelDataType.Float32 => (int)((float*)ids)[i],
+        _ => throw Unsupported($"indices of type {t}"),
+    };
+
+    public static void Gather(byte* table, BModelDataType tt, long rows, long rowLen, byte* ids, BModelDataType it, long count, float* y, string where)
+    {
+        int es = TensorRef.ElementSize(tt);
+        for (long i = 0; i < count; i++)
+        {
+            int id = Index(ids, it, i);
+            if ((uint)id >= (ulong)rows)
+                throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"{where}: index {id} is outside 0..{rows - 1}.");
+            Convert(table + id * rowLen * es, tt, (byte*)(y + i * rowLen), BModelDataType.Float32, rowLen);
+        }
+    }
+
+    public static void RmsNorm(float* x, long rows, int h, float[] gamma, float eps, float* y)
+    {
+        for (long r = 0; r < rows; r++)
+        {
+            var xs = new ReadOnlySpan<float>(x + r * h, h);
+            var ys = new Span<float>(y + r * h, h);
+            float ms = TensorPrimitives.SumOfSquares(xs) / h;
+            float inv = 1f / MathF.Sqrt(ms + eps);
+            TensorPrimitives.Multiply(xs, inv, ys);
+            TensorPrimitives.Multiply(ys, gamma, ys);
+        }
+    }
+
+    // ------------------------------------------------------------------ matmuls
+
+    /// <summary>y[M,N] = x[M,K]·Wᵀ (W [N,K], rightTranspose) or x·W (W [K,N]), plus bias.</summary>
+    public static void MatMul(float* x, int m, int k, int n, byte* w, BModelDataType wt, bool rightTranspose, float[]? bias, float* y)
+    {
+        int es = TensorRef.ElementSize(wt);
+        nint xp = (nint)x, wp = (nint)w, yp = (nint)y;
+        if (!rightTranspose)
+        {
+            var row = new float[n];
+            new Span<float>(y, m * n).Clear();
+            for (int kk = 0; kk < k; kk++)
+            {
+                fixed (float* r = row) Convert(w + (long)kk * n * es, wt, (byte*)r, BModelDataType.Float32, n);
+                for (int mm = 0; mm < m; mm++)
+                {
+                    var ys = new Span<float>(y + (long)mm * n, n);
+                    TensorPrimitives.MultiplyAdd(row, x[(long)mm * k + kk], ys, ys);
+                }
+            }
+            AddBias(y, m, n, bias);
+            return;
+        }
+        int chunks = (n + ColumnChunk - 1) / ColumnChunk;
+        Parallel.For(0, chunks, () => new float[k], (c, _, row) =>
+        {
+            float* xs = (float*)xp, ys = (float*)yp;
+            int end = Math.Min(n, (c + 1) * ColumnChunk);
+            for (int j = c * ColumnChunk; j < end; j++)
+            {
+                fixed (float* r = row) Convert((byte*)wp + (long)j * k * es, wt, (byte*)r, BModelDataType.Float32, k);
+                float b = bias is null ? 0f : bias[j];
+                for (int mm = 0; mm < m; mm++)
+                    ys[(long)mm * n + j] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(xs + (long)mm * k, k)) + b;
+            }
+            return row;
+        }, _ => { });
+    }
+
+    private static void AddBias(float* y, int m, int n, float[]? bias)
+    {
+        if (bias is null) return;
+        for (int mm = 0; mm < m; mm++)
+        {
+            var ys = new Span<float>(y + (long)mm * n, n);
+            TensorPrimitives.Add(ys, bias, ys);
+        }
+    }
+
+    /// <summary>
+    /// Weight-only quantized y = x·Wᵀ (+ bias), W given as the A16MatMul layout: qweight u8 [N, K·bits/8] (4 bits: element
+    /// 2i in the low nibble), scales f32 [N, K/g], qzeros u8 [N, K/g]; w = (q − z)·s.
+    /// </summary>
+    public static void A16MatMul(float* x, int m, int k, int n, byte* qweight, float* scales, byte* zeros, int bits, int group, float[]? bias, float* y)
+    {
+        int groups = k / group;
+        // Per x row: its group sums (for the zero points) and, for 4 bits, its even and odd elements (the nibble order).
+        var prepared = new float[m * k];
+        var sums = new float[m * groups];
+        for (int mm = 0; mm < m; mm++)
+        {
+            var xs = new ReadOnlySpan<float>(x + (long)mm * k, k);
+            for (int g = 0; g < groups; g++) sums[mm * groups + g] = TensorPrimitives.Sum(xs.Slice(g * group, group));
+            var dst = prepared.AsSpan(mm * k, k);
+            if (bits == 8) xs.CopyTo(dst);
+            else
+            {
+                int half = k / 2;
+                for (int i = 0; i < half; i++)
+                {
+                    dst[i] = xs[2 * i];
+                    dst[half + i] = xs[2 * i + 1];
+                }
+            }
+        }
+        int rowBytes = k * bits / 8;
+        nint qp = (nint)qweight, sp = (nint)scales, zp = (nint)zeros, yp = (nint)y;
+        int chunks = (n + ColumnChunk - 1) / ColumnChunk;
+        Parallel.For(0, chunks, c =>
+        {
+            float* ys = (float*)yp;
+            int end = Math.Min(n, (c + 1) * ColumnChunk);
+            fixed (float* prep = prepared)
+            fixed (float* sm = sums)
+            {
+                for (int j = c * ColumnChunk; j < end; j++)
+                {
+                    byte* q = (byte*)qp + (long)j * rowBytes;
+                    float* s = (float*)sp + (long)j * groups;
+                    byte* z = (byte*)zp + (long)j * groups;
+                    float b = bias is null ? 0f : bias[j];
+                    for (int mm = 0; mm < m; mm++)
+                    {
+                        float* xr = prep + (long)mm * k;
+                        float* gs = sm + (long)mm * groups;
+                        float acc = 0;
+                        if (bits == 4)
+                        {
+                            int half = k / 2, hg = group / 2;
+                            for (int g = 0; g < groups; g++)
+                                acc += s[g] * (DotNibbles(q + g * hg, xr + g * hg, xr + half + g * hg, hg) - z[g] * gs[g]);
+                        }
+                        else
+                        {
+                            for (int g = 0; g < groups; g++)
+                                acc += s[g] * (DotBytes(q + g * group, xr + g * group, group) - z[g] * gs[g]);
+                        }
+                        ys[(long)mm * n + j] = acc + b;
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>Σ xe[i]·lo(q[i]) + xo[i]·hi(q[i]) over <paramref name="count"/> bytes.</summary>
+    internal static float DotNibbles(byte* q, float* xe, float* xo, int count)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Avx512F.IsSupported && count >= 16)
+        {
+            var acc0 = Vector512<float>.Zero;
+            var acc1 = Vector512<float>.Zero;
+            var mask = Vector512.Create(15);
+            for (; i <= count - 16; i += 16)
+            {
+                Vector512<int> v = Avx512F.ConvertToVector512Int32(Vector128.Load(q + i));
+                acc0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(v & mask), Vector512.Load(xe + i), acc0);
+                acc1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512F.ShiftRightLogical(v, 4)), Vector512.Load(xo + i), acc1);
+            }
+            sum = Vector512.Sum(acc0 + acc1);
+        }
+        for (; i < count; i++) sum += xe[i] * (q[i] & 15) + xo[i] * (q[i] >> 4);
+        return sum;
+    }
+
+    /// <summary>Σ x[i]·q[i] over <paramref name="count"/> bytes.</summary>
+    internal static float DotBytes(byte* q, float* x, int count)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Avx512F.IsSupported && count >= 16)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; i <= count - 16; i += 16)
+                acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(q + i))), Vector512.Load(x + i), acc);
+            sum = Vector512.Sum(acc);
+        }
+        for (; i < count; i++) sum += x[i] * q[i];
+        return sum;
+    }
+
+    // ------------------------------------------------------------------ elementwise
+
+    public static void Binary(BinaryMode mode, float* a, float* b, float* y, long[] shape, long[] sa, long[] sb)
+    {
+        int rank = shape.Length;
+        long inner = rank == 0 ? 1 : shape[rank - 1];
+        long outer = 1;
+        for (int d = 0; d < rank - 1; d++) outer *= shape[d];
+        long ia = rank == 0 ? 0 : sa[rank - 1], ib = rank == 0 ? 0 : sb[rank - 1];
+        var idx = new long[Math.Max(rank - 1, 0)];
+        for (long o = 0; o < outer; o++)
+        {
+            long offA = 0, offB = 0;
+            for (int d = 0; d < rank - 1; d++) { offA += idx[d] * sa[d]; offB += idx[d] * sb[d]; }
+            Row(mode, a + offA, ia, b + offB, ib, y + o * inner, (int)inner);
+            for (int d = rank - 2; d >= 0; d--)
+            {
+                if (++idx[d] < shape[d]) break;
+                idx[d] = 0;
+            }
+        }
+    }
+
+    private static void Row(BinaryMode mode, float* a, long ia, float* b, long ib, float* y, int n)
+    {
+        var ys = new Span<float>(y, n);
+        if (ia == 1 && ib == 1 && mode <= BinaryMode.Div)
+        {
+            var av = new ReadOnlySpan<float>(a, n);
+            var bv = new ReadOnlySpan<float>(b, n);
+            switch (mode)
+            {
+                case BinaryMode.Add: TensorPrimitives.Add(av, bv, ys); return;
+                case BinaryMode.Sub: TensorPrimitives.Subtract(av, bv, ys); return;
+                case BinaryMode.Mul: TensorPrimitives.Multiply(av, bv, ys); return;
+                case BinaryMode.Div: TensorPrimitives.Divide(av, bv, ys); return;
+            }
+        }
+        if (ia == 1 && ib == 0 && mode <= BinaryMode.Div)
+        {
+            var av = new ReadOnlySpan<float>(a, n);
+            float bs = *b;
+            switch (mode)
+            {
+                case BinaryMode.Add: TensorPrimitives.Add(av, bs, ys); return;
+                case BinaryMode.Sub: TensorPrimitives.Subtract(av, bs, ys); return;
+                case BinaryMode.Mul: TensorPrimitives.Multiply(av, bs, ys); return;
+                case BinaryMode.Div: TensorPrimitives.Divide(av, bs, ys); return;
+            }
+        }
+        for (int i = 0; i < n; i++) y[i] = Apply(mode, a[i * ia], b[i * ib]);
+    }
+
+    public static float Apply(BinaryMode mode, float a, float b) => mode switch
+    {
+        BinaryMode.Add => a + b,
+        BinaryMode.Sub => a - b,
+        BinaryMode.Mul => a * b,
+        BinaryMode.Div => a / b,
+        BinaryMode.Less => a < b ? 1 : 0,
+        BinaryMode.Greater => a > b ? 1 : 0,
+        BinaryMode.LessOrEqual => a <= b ? 1 : 0,
+        BinaryMode.GreaterOrEqual => a >= b ? 1 : 0,
+        BinaryMode.Equal => a == b ? 1 : 0,
+        BinaryMode.NotEqual => a != b ? 1 : 0,
+        _ => throw Unsupported($"binary mode {mode}"),
+    };
+
+    public static void SiLU(float* x, float* y, long count)
+    {
+        int n = checked((int)count);
+        var xs = new ReadOnlySpan<float>(x, n);
+        var ys = new Span<float>(y, n);
+        TensorPrimitives.Sigmoid(xs, ys);
+        TensorPrimitives.Multiply(xs, ys, ys);
+    }
+
+    public static void Slice(float* x, float* y, long[] outShape, long[] inStrides, long start)
+    {
+        int rank = outShape.Length;
+        long inner = outShape[rank - 1], innerStride = inStrides[rank - 1];
+        long outer = 1;
+        for (int d = 0; d < rank - 1; d++) outer *= outShape[d];
+        var idx = new long[rank - 1];
+        for (long o = 0; o < outer; o++)
+        {
+            long off = start;
+            for (int d = 0; d < rank - 1; d++) off += idx[d] * inStrides[d];
+            float* dst = y + o * inner;
+            if (innerStride == 1) Buffer.MemoryCopy(x + off, dst, inner * 4, inner * 4);
+            else for (long i = 0; i < inner; i++) dst[i] = x[off + i * innerStride];
+            for (int d = rank - 2; d >= 0; d--)
+            {
+                if (++idx[d] < outShape[d]) break;
+                idx[d] = 0;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ attention
+
+    /// <summary>
+    /// Grouped-query attention: q [B,Mq,Hq,D], k/v [B,Mk,Hkv,D], additive mask [B,1,Mq,Mk] (or causal: key j visible to
+    /// query i iff j ≤ i + Mk − Mq); softmax in f32; output [B,Mq,Hq·D].
+    /// </summary>
+    public static void Attention(float* q, float* k, float* v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale)
+    {
+        int group = qHeads / kvHeads;
+        nint qp = (nint)q, kp = (nint)k, vp = (nint)v, mp = (nint)mask, yp = (nint)y;
+        Parallel.For(0, batch * qHeads, () => new float[mk], (bh, _, scores) =>
+        {
+            int b = bh / qHeads, h = bh % qHeads, kh = h / group;
+            float* qs = (float*)qp, ks = (float*)kp, vs = (float*)vp, ms = (float*)mp, ys = (float*)yp;
+            for (int i = 0; i < mq; i++)
+            {
+                var qv = new ReadOnlySpan<float>(qs + (((long)b * mq + i) * qHeads + h) * dim, dim);
+                int visible = causal ? Math.Min(mk, i + mk - mq + 1) : mk;
+                float max = float.NegativeInfinity;
+                for (int j = 0; j < visible; j++)
+                {
+                    float sc = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(ks + (((long)b * mk + j) * kvHeads + kh) * dim, dim)) * scale;
+                    if (!causal) sc += ms[((long)b * mq + i) * mk + j];
+                    scores[j] = sc;
+                    if (sc > max) max = sc;
+                }
+                float sum = 0;
+                for (int j = 0; j < visible; j++)
+                {
+                    float e = MathF.Exp(scores[j] - max);
+                    scores[j] = e;
+                    sum += e;
+                }
+                var outRow = new Span<float>(ys + (((long)b * mq + i) * qHeads + h) * dim, dim);
+                outRow.Clear();
+                float inv = 1f / sum;
+                for (int j = 0; j < visible; j++)
+                {
+                    var vv = new ReadOnlySpan<float>(vs + (((long)b * mk + j) * kvHeads + kh) * dim, dim);
+                    TensorPrimitives.MultiplyAdd(vv, scores[j] * inv, outRow, outRow);
+                }
+            }
+            return scores;
+        }, _ => { });
+    }
+
+    // ------------------------------------------------------------------ heads
+
+    /// <summary>Top-k over the last axis, largest first, ties to the lower index. With a run-time k below K, the values past k are −∞.</summary>
+    public static void TopK(float* x, long rows, int n, int kMax, int kLimit, float* values, byte* indices, BModelDataType indexType)
+    {
+        var bestV = new float[kMax];
+        var bestI = new int[kMax];
+        for (long r = 0; r < rows; r++)
+        {
+            float* row = x + r * n;
+            int count = 0;
+            for (int j = 0; j < n; j++)
+            {
+                float val = row[j];
+                if (float.IsNaN(val)) continue;
+                if (count == kMax && !(val > bestV[kMax - 1])) continue;
+                int pos = count < kMax ? count++ : kMax - 1;
+                while (pos > 0 && val > bestV[pos - 1])
+                {
+                    bestV[pos] = bestV[pos - 1];
+                    bestI[pos] = bestI[pos - 1];
+                    pos--;
+                }
+                bestV[pos] = val;
+                bestI[pos] = j;
+            }
+            for (int t = 0; t < kMax; t++)
+            {
+                bool valid = t < count && t < kLimit;
+                values[r * kMax + t] = valid ? bestV[t] : float.NegativeInfinity;
+                int id = t < count ? bestI[t] : 0;
+                if (indexType == BModelDataType.Int32) ((int*)indices)[r * kMax + t] = id;
+                else ((float*)indices)[r * kMax + t] = id;
+            }
+        }
+    }
+
+    public static void Softmax(float* x, float* y, long rows, int n)
+    {
+        for (long r = 0; r < rows; r++)
+        {
+            var xs = new ReadOnlySpan<float>(x + r * n, n);
+            var ys = new Span<float>(y + r * n, n);
+            float max = TensorPrimitives.Max(xs);
+            TensorPrimitives.Subtract(xs, max, ys);
+            TensorPrimitives.Exp(ys, ys);
+            float sum = TensorPrimitives.Sum(ys);
+            TensorPrimitives.Divide(ys, sum, ys);
+        }
+    }
+
+    public static void CumSum(float* x, float* y, long rows, int n)
+    {
+        for (long r = 0; r < rows; r++)
+        {
+            float acc = 0;
+            for (int j = 0; j < n; j++) y[r * n + j] = acc += x[r * n + j];
+        }
+    }
+}
