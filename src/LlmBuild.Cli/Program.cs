@@ -13,6 +13,7 @@ public static class Program
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(TemplateCommand.Create());
+        root.Subcommands.Add(RunCommand.Create());
         return CommandRunner.Invoke(root, args);
     }
 }

@@ -91,9 +91,9 @@ public static class BuildHarness
         Dotnet(dir, ["build", "model.llmproj", .. extra]);
 
     /// <summary>Runs dotnet with plain, normal-verbosity console output and no node reuse.</summary>
-    public static BuildResult Dotnet(string dir, IEnumerable<string> args, TimeSpan? timeout = null)
+    public static BuildResult Dotnet(string dir, IEnumerable<string> args, TimeSpan? timeout = null, bool buildFlags = true)
     {
-        var psi = StartInfo(dir, args);
+        var psi = StartInfo(dir, args, buildFlags);
         using var process = Process.Start(psi)!;
         var output = new StringBuilder();
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };

@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Globalization;
+using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Tokenization;
+using LlmBuild.Core.Tokenization.Chat;
+
+namespace LlmBuild.Cli.Commands;
+
+/// <summary>
+/// <c>llmbuild run FILE.bmodel --config DIR [-p PROMPT] [--system S] [--sample]</c>: chat with a built model on the
+/// emulator, as LLM-TPU's board demos do — streamed answers, first-token latency (FTL) and tokens/s (TPS).
+/// </summary>
+public static class RunCommand
+{
+    public static Command Create()
+    {
+        var bmodel = new Argument<string>("bmodel") { Description = "The built model (bin/<name>.bmodel)." };
+        var config = new Option<string?>("--config") { Description = "The model's config folder (default: config/ beside the bmodel)." };
+        var prompt = new Option<string?>("-p", "--prompt") { Description = "Answer one prompt and exit (default: interactive chat)." };
+        var system = new Option<string?>("--system") { Description = "A system prompt put first in every conversation." };
+        var sample = new Option<bool>("--sample") { Description = "Sample per generation_config.json (temperature, top-k, top-p, repetition penalty) instead of greedy." };
+        var seed = new Option<int>("--seed") { Description = "Seed of the sampler.", DefaultValueFactory = _ => 0 };
+        var maxNew = new Option<int?>("--max-new-tokens") { Description = "Stop an answer after this many tokens." };
+        var command = new Command("run", "Chat with a built bmodel on the CPU emulator.");
+        command.Arguments.Add(bmodel);
+        foreach (var o in new Option[] { config, prompt, system, sample, seed, maxNew }) command.Options.Add(o);
+        command.SetAction(parse =>
+        {
+            string path = parse.GetValue(bmodel)!;
+            string configDir = parse.GetValue(config) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config");
+            var tokenizer = Tokenizer.Load(configDir);
+            var template = ChatTemplate.Load(configDir);
+            using var emulator = LlmEmulator.Load(path);
+            var sampling = parse.GetValue(sample) ? SamplingOptions.FromGenerationConfig(configDir) : null;
+            var generator = new EmulatorGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
+            var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
+            {
+                SeqLength = emulator.SeqLength,
+                MaxInputLength = emulator.PrefillLength,
+                SystemPrompt = parse.GetValue(system),
+                MaxNewTokens = parse.GetValue(maxNew),
+            });
+            Console.WriteLine($"Model: {Path.GetFileName(path)} (SeqLength {emulator.SeqLength}, {(sampling is null ? "greedy" : "sampling: " + sampling)})");
+            if (parse.GetValue(prompt) is { } once)
+            {
+                Answer(session, once);
+                return 0;
+            }
+            Console.WriteLine("Type a message; an empty line or 'exit' quits, 'clear' starts a new conversation.");
+            while (true)
+            {
+                Console.Write("\nQuestion: ");
+                string? line = Console.ReadLine();
+                if (line is null || line.Trim() is "" or "exit" or "quit") return 0;
+                if (line.Trim() == "clear")
+                {
+                    session.Clear();
+                    Console.WriteLine("(history cleared)");
+                    continue;
+                }
+                Answer(session, line);
+            }
+        });
+        return command;
+    }
+
+    private static void Answer(ChatSession session, string question)
+    {
+        Console.Write("Answer: ");
+        ChatTurn turn = session.Ask(question, text => { Console.Write(text); Console.Out.Flush(); });
+        Console.WriteLine();
+        if (turn.HistoryDroppedBeforeTurn) Console.WriteLine("(the conversation no longer fit SeqLength: history was dropped)");
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"FTL: {turn.FirstTokenLatency.TotalSeconds:0.000} s"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"TPS: {turn.TokensPerSecond:0.00} token/s ({turn.GeneratedTokens} tokens, stop: {turn.StopReason})"));
+        if (turn.HistoryClearedAfterTurn) Console.WriteLine("(SeqLength reached: history cleared)");
+    }
+
+    /// <summary>The emulator as a chat's token generator.</summary>
+    private sealed class EmulatorGenerator(LlmEmulator emulator, TokenSampler sampler) : ITokenGenerator
+    {
+        public int Prefill(ReadOnlySpan<int> ids)
+        {
+            sampler.Reset();
+            sampler.Observe(ids);
+            return sampler.Next(emulator.Prefill(ids));
+        }
+
+        public int Decode(int lastId) => sampler.Next(emulator.Decode(lastId));
+
+        public void Reset()
+        {
+            emulator.Reset();
+            sampler.Reset();
+        }
+    }
+}
