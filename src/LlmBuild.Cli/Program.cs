@@ -14,6 +14,7 @@ public static class Program
         root.Subcommands.Add(LogitsCommand.Create());
         root.Subcommands.Add(ReferenceLogitsCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
+        root.Subcommands.Add(TemplateCommand.Create());
         return CommandRunner.Invoke(root, args);
     }
 }

@@ -17,7 +17,7 @@ public sealed class CombineLlmBModel : LlmTask
     protected override void ExecuteCore()
     {
         ResolvedModel model = ResolvedModel.Load(ResolvedFile);
-        AtomicFile.DeleteStaleTemporaries(OutputConfigDirectory);
+        DeleteStaleTemporariesBeside([OutputBModel, System.IO.Path.Combine(OutputConfigDirectory, "config.json")]);
         var result = CombineStage.Run(model, Pieces.Select(p => p.Path("BModel")).ToArray(), ConfigFiles.Paths().ToArray(), OutputBModel, OutputConfigDirectory);
         LogProgress($"wrote {OutputBModel}: {result.OutputBytes / (1024.0 * 1024.0):0.0} MiB, {result.Nets} nets, " +
             $"{result.UniqueBinaries} unique binaries, {result.DedupedBinaries} shared ones stored once ({result.DedupedBytes / (1024.0 * 1024.0):0.0} MiB saved)");

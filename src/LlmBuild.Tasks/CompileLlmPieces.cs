@@ -15,6 +15,7 @@ public sealed class CompileLlmPieces : LlmTask
     protected override void ExecuteCore()
     {
         ResolvedModel model = ResolvedModel.Load(ResolvedFile);
+        DeleteStaleTemporariesBeside(Pieces.Select(p => p.Path("BModel")));
         var shared = SharedInputs.Paths().ToArray();
         var stale = Pieces.Where(p => !Freshness.IsUpToDate([p.Path("BModel")], [p.Path("Mlir"), p.Path("PieceNpz"), .. shared])).ToList();
         foreach (var p in Pieces.Except(stale)) LogProgress($"{p.ItemSpec}: up to date");

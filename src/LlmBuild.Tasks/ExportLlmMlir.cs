@@ -15,6 +15,7 @@ public sealed class ExportLlmMlir : LlmTask
     protected override void ExecuteCore()
     {
         ResolvedModel model = ResolvedModel.Load(ResolvedFile);
+        DeleteStaleTemporariesBeside(Pieces.SelectMany(p => new[] { p.Path("Mlir"), p.Path("PieceNpz") }));
         var shared = SharedInputs.Paths().ToArray();
         var stale = Pieces.Where(p => !Freshness.IsUpToDate(
             [p.Path("Mlir"), p.Path("PieceNpz")],

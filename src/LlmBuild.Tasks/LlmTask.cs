@@ -89,6 +89,16 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
         foreach (var e in errors.OrderBy(e => e.Message, StringComparer.Ordinal)) LogError(e.Code, e.Message, e.File);
     }
 
+    /// <summary>
+    /// Removes the temporaries a killed build left beside this stage's outputs (an output that was being written
+    /// when the build died is missing, so its stage always reruns and cleans up first).
+    /// </summary>
+    protected static void DeleteStaleTemporariesBeside(IEnumerable<string> outputs)
+    {
+        foreach (string dir in outputs.Select(o => System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(o))!).Distinct(StringComparer.Ordinal))
+            LlmBuild.Core.IO.AtomicFile.DeleteStaleTemporaries(dir);
+    }
+
     /// <summary>Fault-injection knob for the kill-and-resume tests: a pause after each piece (LLMBUILD_PIECE_DELAY_MS).</summary>
     private static readonly int PieceDelay =
         int.TryParse(Environment.GetEnvironmentVariable("LLMBUILD_PIECE_DELAY_MS"), out int ms) ? ms : 0;

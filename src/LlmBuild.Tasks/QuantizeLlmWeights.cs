@@ -18,6 +18,7 @@ public sealed class QuantizeLlmWeights : LlmTask
     protected override void ExecuteCore()
     {
         ResolvedModel model = ResolvedModel.Load(ResolvedFile);
+        DeleteStaleTemporariesBeside(Owners.Select(o => o.Path("Npz")));
         var shared = SharedInputs.Paths().ToArray();
         var stale = Owners.Where(o => !Freshness.IsUpToDate([o.Path("Npz")], [o.Path("Spec"), .. shared])).ToList();
         foreach (var o in Owners.Except(stale)) LogProgress($"{o.ItemSpec}: up to date");

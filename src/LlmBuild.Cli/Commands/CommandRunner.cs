@@ -10,7 +10,8 @@ public static class CommandRunner
     {
         try
         {
-            return root.Parse(args).Invoke();
+            // Coded errors are reported here, as one line, not as System.CommandLine's "Unhandled exception".
+            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (LlmBuildException e)
         {

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LlmBuild.Core.BModel;
+using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Cli.Commands;
 
@@ -14,8 +15,17 @@ public static class InspectCommand
         command.SetAction(result =>
         {
             string path = result.GetValue(file)!.FullName;
-            Console.Out.Write(result.GetValue(json) ? BModelInspector.Json(path) : BModelInspector.Text(path));
-            return 0;
+            try
+            {
+                Console.Out.Write(result.GetValue(json) ? BModelInspector.Json(path) : BModelInspector.Text(path));
+                return 0;
+            }
+            catch (LlmBuildException e)
+            {
+                // System.CommandLine's own handler would otherwise print it as an unhandled exception.
+                Console.Error.WriteLine($"error {e.Code}: {e.Message}");
+                return 1;
+            }
         });
         return command;
     }

@@ -41,7 +41,7 @@ public sealed unsafe class BModelContainer : IDisposable
         try { length = new FileInfo(full).Length; }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{full}': {e.Message}.", full, e);
+            throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{full}': {e.Message.TrimEnd('.')}.", full, e);
         }
         if (!File.Exists(full)) throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{full}': the file does not exist.", full);
         if (length < BModelHeader.Size)
@@ -68,7 +68,7 @@ public sealed unsafe class BModelContainer : IDisposable
             view?.Dispose();
             map?.Dispose();
             if (e is IOException or UnauthorizedAccessException)
-                throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{full}': {e.Message}.", full, e);
+                throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{full}': {e.Message.TrimEnd('.')}.", full, e);
             throw;
         }
     }

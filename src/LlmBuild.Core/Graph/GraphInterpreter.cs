@@ -225,10 +225,14 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
     {
         int rows = x.Length / k;
         var y = new float[rows * n];
-        Parallel.For(0, n, j =>
+        // Blocks of output columns per task: one column is far too little work to schedule alone.
+        Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, n, Math.Max(64, n / (4 * Environment.ProcessorCount))), range =>
         {
-            var wr = w.AsSpan(j * k, k);
-            for (int r = 0; r < rows; r++) y[r * n + j] = TensorPrimitives.Dot(x.AsSpan(r * k, k), wr) + (bias?[j] ?? 0f);
+            for (int j = range.Item1; j < range.Item2; j++)
+            {
+                var wr = w.AsSpan(j * k, k);
+                for (int r = 0; r < rows; r++) y[r * n + j] = TensorPrimitives.Dot(x.AsSpan(r * k, k), wr) + (bias?[j] ?? 0f);
+            }
         });
         return y;
     }
@@ -388,16 +392,26 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
         int rows = x.Length / width;
         var values = new float[rows * k];
         var indices = new float[rows * k];
-        var order = new int[width];
+        var best = new int[k];
         for (int r = 0; r < rows; r++)
         {
-            var row = x.AsSpan(r * width, width).ToArray();
-            for (int i = 0; i < width; i++) order[i] = i;
-            Array.Sort(order, (a, b) => row[a] != row[b] ? row[b].CompareTo(row[a]) : a.CompareTo(b));
+            var row = x.AsSpan(r * width, width);
+            // Insertion into a sorted list of the k best: O(width) for the small k the heads use. Only a strictly
+            // greater value moves ahead, so ties keep the lower index first.
+            int count = 0;
+            for (int i = 0; i < width; i++)
+            {
+                float value = row[i];
+                if (count == k && !(value > row[best[k - 1]])) continue;
+                int at = Math.Min(count, k - 1);
+                while (at > 0 && value > row[best[at - 1]]) { best[at] = best[at - 1]; at--; }
+                best[at] = i;
+                if (count < k) count++;
+            }
             for (int i = 0; i < k; i++)
             {
-                values[r * k + i] = i < keep ? row[order[i]] : float.NegativeInfinity;
-                indices[r * k + i] = order[i];
+                values[r * k + i] = i < keep && i < count ? row[best[i]] : float.NegativeInfinity;
+                indices[r * k + i] = i < count ? best[i] : 0;
             }
         }
         v[op.Outputs[0]] = values;

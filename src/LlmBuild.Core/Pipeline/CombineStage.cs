@@ -1,4 +1,6 @@
 using LlmBuild.Core.BModel;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Graph;
 using LlmBuild.Core.IO;
 
 namespace LlmBuild.Core.Pipeline;
@@ -16,13 +18,21 @@ public static class CombineStage
         var byName = pieceBModels.ToDictionary(p => Path.GetFileNameWithoutExtension(p), StringComparer.Ordinal);
         var ordered = model.Pieces.Select(p => byName[p.Name]).ToArray();
         CopyConfig(configFiles, outputConfigDir);
+        if (model.Options.EmbeddingDisk)
+        {
+            // No embedding nets: the runtime looks tokens up in config/embedding.bin (activation dtype) on the host.
+            using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
+            EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, EmbeddingBinName));
+        }
         return BModelCombiner.Combine(ordered, outputBModel);
     }
+
+    public const string EmbeddingBinName = "embedding.bin";
 
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir)
     {
         Directory.CreateDirectory(outputConfigDir);
-        var names = new HashSet<string>(StringComparer.Ordinal);
+        var names = new HashSet<string>(StringComparer.Ordinal) { EmbeddingBinName };
         foreach (string file in files.Order(StringComparer.Ordinal))
         {
             string name = Path.GetFileName(file);

@@ -3,7 +3,6 @@ using LlmBuild.Core.Graph;
 using LlmBuild.Core.IO;
 using LlmBuild.Core.Mlir;
 using LlmBuild.Core.Numpy;
-using LlmBuild.Core.Quantization;
 
 namespace LlmBuild.Core.Pipeline;
 
@@ -21,22 +20,17 @@ public static class ExportStage
         AtomicFile.WriteAllText(mlirPath, MlirWriter.Write(graph, Path.GetFileName(pieceNpzPath)));
     }
 
-    /// <summary>The npz descr a graph dtype is stored with (bf16 as its raw 16-bit pattern).</summary>
-    public static string NpyDescr(GraphDType dtype) => dtype switch
-    {
-        GraphDType.F32 => NpyFormat.Float32,
-        GraphDType.BF16 => NpyFormat.UInt16,
-        GraphDType.F16 => NpyFormat.Float16,
-        GraphDType.SI32 => NpyFormat.Int32,
-        GraphDType.UI8 => NpyFormat.UInt8,
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
-    };
-
     private static void WritePieceWeights(PieceGraph graph, string? ownerNpz, string path)
     {
         if (graph.Weights.Count > 0 && ownerNpz is null)
             throw new InvalidOperationException($"Piece {graph.Name} uses weights but has no weight owner.");
         using NpzReader? owner = ownerNpz is null ? null : new NpzReader(ownerNpz);
+        // An act-order GPTQ source stores its columns permuted (x.input_perm); the graph does not gather its input
+        // by that order yet, so refuse rather than export a silently wrong module.
+        if (owner?.Keys.FirstOrDefault(k => k.EndsWith(".input_perm", StringComparison.Ordinal)) is { } perm)
+            throw new LlmBuildException(ErrorCodes.QuantizeMismatch,
+                $"'{ownerNpz}' holds '{perm}': the checkpoint is act-order GPTQ (desc_act with a non-trivial g_idx), whose permuted " +
+                "layout the exported graph does not support yet. Use Quantize=bf16/f16 to dequantize it, or a checkpoint quantized without desc_act.", ownerNpz);
         AtomicFile.Write(path, stream =>
         {
             using var npz = new NpzWriter(stream, leaveOpen: true);
@@ -46,45 +40,13 @@ public static class ExportStage
                     throw new LlmBuildException(ErrorCodes.StaleIntermediate,
                         $"'{ownerNpz}' has no entry '{w.Key}' that piece {graph.Name} needs. Rebuild (or delete obj/) to regenerate the weights.", ownerNpz);
                 NpzEntry e = owner.GetEntry(w.Key);
-                if (e.Descr != NpyDescr(w.DType) || !e.Shape.SequenceEqual(w.Shape))
+                if (e.Descr != GraphNpz.Descr(w.DType) || !e.Shape.SequenceEqual(w.Shape))
                     throw new LlmBuildException(ErrorCodes.StaleIntermediate,
-                        $"'{ownerNpz}' entry '{w.Key}' is {e.Descr}{e.Header.ShapeText} but piece {graph.Name} expects {NpyDescr(w.DType)}[{string.Join(", ", w.Shape)}]. Rebuild to regenerate the weights.", ownerNpz);
+                        $"'{ownerNpz}' entry '{w.Key}' is {e.Descr}{e.Header.ShapeText} but piece {graph.Name} expects {GraphNpz.Descr(w.DType)}[{string.Join(", ", w.Shape)}]. Rebuild to regenerate the weights.", ownerNpz);
                 npz.CopyEntry(owner, w.Key);
             }
-            foreach (GraphConstant c in graph.Constants) AddConstant(npz, c);
+            GraphNpz.AddConstants(npz, graph);
             npz.Finish();
         });
-    }
-
-    private static void AddConstant(NpzWriter npz, GraphConstant c)
-    {
-        switch (c.DType)
-        {
-            case GraphDType.F32:
-                npz.AddFloat32(c.Key, c.Data, c.Shape);
-                break;
-            case GraphDType.BF16:
-            {
-                var bits = new ushort[c.Data.Length];
-                FloatFormats.FloatToBFloat16(c.Data, bits);
-                npz.AddBFloat16(c.Key, bits, c.Shape);
-                break;
-            }
-            case GraphDType.F16:
-            {
-                var bits = new ushort[c.Data.Length];
-                FloatFormats.FloatToHalf(c.Data, bits);
-                npz.AddHalf(c.Key, bits, c.Shape);
-                break;
-            }
-            case GraphDType.SI32:
-                npz.AddInt32(c.Key, c.Data.Select(v => checked((int)v)).ToArray(), c.Shape);
-                break;
-            case GraphDType.UI8:
-                npz.AddUInt8(c.Key, c.Data.Select(v => checked((byte)v)).ToArray(), c.Shape);
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(c), c.DType, "constant dtype");
-        }
     }
 }

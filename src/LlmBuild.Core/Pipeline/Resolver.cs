@@ -152,7 +152,11 @@ public static class Resolver
     private static bool IsPrequantized(ICheckpoint checkpoint, string weightName) =>
         weightName.EndsWith(".weight", StringComparison.Ordinal) && checkpoint.Contains(WeightKeys.QWeight(weightName));
 
-    /// <summary>The nets of the model, in the order the runtime loads them.</summary>
+    /// <summary>
+    /// The nets of the model, in the order the runtime loads them. SharePrompt replaces block_i by block_prompt_i (the
+    /// shared prompt's prefill) and adds block_kv_i for later prefills that attend to it, as UseBlockWithKv does.
+    /// DoSample or LoRA split the heads: lm_head emits logits and greedy_head / sample_head pick the token.
+    /// </summary>
     public static List<Piece> BuildPieces(BuildOptions o, ModelConfig c)
     {
         var pieces = new List<Piece>();
@@ -164,13 +168,14 @@ public static class Resolver
         for (int i = 0; i < c.NumLayers; i++)
         {
             string owner = Piece.BlockName(i);
-            pieces.Add(new Piece(owner, PieceKind.Block, i, owner));
+            pieces.Add(o.SharePrompt
+                ? new Piece($"block_prompt_{i}", PieceKind.BlockPrompt, i, owner)
+                : new Piece(owner, PieceKind.Block, i, owner));
+            if (o.UseBlockWithKv || o.SharePrompt) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
             pieces.Add(new Piece($"block_cache_{i}", PieceKind.BlockCache, i, owner));
-            if (o.UseBlockWithKv) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
-            if (o.SharePrompt) pieces.Add(new Piece($"block_prompt_{i}", PieceKind.BlockPrompt, i, owner));
         }
         pieces.Add(new Piece("lm_head", PieceKind.LmHead, -1, "lm_head"));
-        if (o.DoSample)
+        if (o.DoSample || o.LoraMaxRank > 0)
         {
             pieces.Add(new Piece("greedy_head", PieceKind.GreedyHead, -1, null));
             pieces.Add(new Piece("sample_head", PieceKind.SampleHead, -1, null));
@@ -179,10 +184,10 @@ public static class Resolver
         {
             if (!o.EmbeddingDisk)
             {
-                pieces.Add(new Piece("embedding_lora", PieceKind.EmbeddingLora, -1, "embedding"));
-                pieces.Add(new Piece("embedding_cache_lora", PieceKind.EmbeddingCacheLora, -1, "embedding"));
+                pieces.Add(new Piece("embedding_lora", PieceKind.EmbeddingLora, -1, null));
+                pieces.Add(new Piece("embedding_cache_lora", PieceKind.EmbeddingCacheLora, -1, null));
             }
-            pieces.Add(new Piece("lm_head_lora", PieceKind.LmHeadLora, -1, "lm_head"));
+            pieces.Add(new Piece("lm_head_lora", PieceKind.LmHeadLora, -1, null));
         }
         return pieces;
     }

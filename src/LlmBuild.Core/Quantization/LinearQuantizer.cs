@@ -123,7 +123,8 @@ public static class LinearQuantizer
         }
         else
         {
-            float lo = MathF.Min(TensorPrimitives.Min(group), 0f), hi = MathF.Max(TensorPrimitives.Max(group), 0f);
+            var (min, max) = MinMax(group);
+            float lo = MathF.Min(min, 0f), hi = MathF.Max(max, 0f);
             scale = (hi - lo) / qmax;
             zero = scale == 0 ? 0 : (int)Math.Clamp(MathF.Round(-lo / scale, MidpointRounding.ToEven), 0, qmax);
         }
@@ -131,6 +132,39 @@ public static class LinearQuantizer
             throw new LlmBuildException(ErrorCodes.NonFiniteWeight,
                 $"Weight '{tensorName}' row {row}, group {groupIndex} holds NaN or infinity; it cannot be quantized. The checkpoint is corrupt or was saved mid-divergence.");
         return (scale, zero);
+    }
+
+    /// <summary>Minimum and maximum in one pass; NaN anywhere makes both NaN (so the caller rejects the group).</summary>
+    private static (float Min, float Max) MinMax(ReadOnlySpan<float> x)
+    {
+        int i = 0;
+        float min = float.PositiveInfinity, max = float.NegativeInfinity;
+        bool nan = false;
+        if (Vector512.IsHardwareAccelerated && x.Length >= 16)
+        {
+            ref float src = ref MemoryMarshal.GetReference(x);
+            var vMin = Vector512.Create(float.PositiveInfinity);
+            var vMax = Vector512.Create(float.NegativeInfinity);
+            var vNaN = Vector512<float>.Zero;
+            for (; i <= x.Length - 16; i += 16)
+            {
+                var v = Vector512.LoadUnsafe(ref src, (nuint)i);
+                vMin = Vector512.Min(vMin, v);
+                vMax = Vector512.Max(vMax, v);
+                vNaN |= ~Vector512.Equals(v, v);
+            }
+            min = TensorPrimitives.Min(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.As<Vector512<float>, float>(ref vMin), 16));
+            max = TensorPrimitives.Max(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.As<Vector512<float>, float>(ref vMax), 16));
+            nan = vNaN != Vector512<float>.Zero;
+        }
+        for (; i < x.Length; i++)
+        {
+            float v = x[i];
+            nan |= float.IsNaN(v);
+            min = MathF.Min(min, v);
+            max = MathF.Max(max, v);
+        }
+        return nan ? (float.NaN, float.NaN) : (min, max);
     }
 
     private static void QuantizeGroup(ReadOnlySpan<float> group, float scale, int zero, int qmax, Span<byte> q)

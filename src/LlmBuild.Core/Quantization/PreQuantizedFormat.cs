@@ -62,8 +62,9 @@ public sealed record PreQuantizedFormat(PreQuantizedMethod Method, PackingLayout
                     if (bits != 4) throw Unsupported(source, $"AutoRound auto_awq packing with {bits} bits");
                     return new PreQuantizedFormat(PreQuantizedMethod.AutoRound, PackingLayout.AwqGemm, bits, group, sym, false, false);
                 }
+                // Every GPTQ-style AutoRound packing (its own triton kernels, auto_gptq, gptqmodel) stores zero − 1 like classic GPTQ.
                 if (packing.Contains("gptq", StringComparison.Ordinal) || packing is "auto_round" or "auto-round")
-                    return new PreQuantizedFormat(PreQuantizedMethod.AutoRound, PackingLayout.Gptq, bits, group, sym, false, ZeroMinusOne: !packing.Contains("v2", StringComparison.Ordinal) && packing != "auto_round");
+                    return new PreQuantizedFormat(PreQuantizedMethod.AutoRound, PackingLayout.Gptq, bits, group, sym, false, ZeroMinusOne: true);
                 throw Unsupported(source, $"AutoRound packing_format '{packing}' (supported: auto_round:auto_gptq, auto_round:gptq, auto_round, auto_round:auto_awq)");
             }
             case "compressed-tensors":
@@ -95,8 +96,6 @@ public sealed record PreQuantizedFormat(PreQuantizedMethod Method, PackingLayout
             _ => throw Unsupported(where, $"strategy '{strategy}' (supported: group, channel)"),
         };
         if (strategy == "group" && groupSize == 0) throw Missing(where, "group_size", "a positive group size for strategy group");
-        if (Bool(weights, "actorder", false) && weights["actorder"] is JsonValue)
-            throw Unsupported(where, "actorder (g_idx) in compressed-tensors");
         return new PreQuantizedFormat(PreQuantizedMethod.CompressedTensors, PackingLayout.PackQuantized, bits, groupSize, Bool(weights, "symmetric", true), false, false);
     }
 

@@ -9,6 +9,13 @@ namespace LlmBuild.Core.Quantization;
 /// </summary>
 public sealed record QuantizedLinear(int N, int K, int Bits, int GroupSize, byte[] QWeight, float[] Scales, byte[] QZeros)
 {
+    /// <summary>
+    /// Null, or the input order of the stored columns: stored column c holds original input InputPermutation[c]. Set
+    /// when a GPTQ act-order (desc_act) source's g_idx groups inputs out of order; the graph must gather the input
+    /// activations by it (y = W[:, p] · x[p]) so each group stays contiguous and the result stays exact.
+    /// </summary>
+    public int[]? InputPermutation { get; init; }
+
     public int GroupsPerRow => K / GroupSize;
     public int PackedRowBytes => Bits == 4 ? K / 2 : K;
 

@@ -23,13 +23,16 @@ public static class WeightOwnerWriter
 
     public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath)
     {
+        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream));
+    }
+
+    /// <summary>Writes the owner's npz into a seekable stream (the file form above adds the atomic rename).</summary>
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination)
+    {
         var source = PreQuantizedFormat.FromConfig(model.Config.QuantizationConfig, "config.json quantization_config");
-        AtomicFile.Write(npzPath, stream =>
-        {
-            using var npz = new NpzWriter(stream, leaveOpen: true);
-            foreach (var entry in owner.Entries) WriteEntry(checkpoint, model, source, entry, npz);
-            npz.Finish();
-        });
+        using var npz = new NpzWriter(destination, leaveOpen: true);
+        foreach (var entry in owner.Entries) WriteEntry(checkpoint, model, source, entry, npz);
+        npz.Finish();
     }
 
     private static void WriteEntry(ICheckpoint checkpoint, ResolvedModel model, PreQuantizedFormat? source, WeightEntry entry, NpzWriter npz)
@@ -193,11 +196,21 @@ public static class WeightOwnerWriter
                 npz.AddUInt8(WeightKeys.QWeight(entry.Key), q.QWeight, [q.N, q.PackedRowBytes]);
                 npz.AddFloat32(WeightKeys.Scales(entry.Key), q.Scales, [q.N, q.GroupsPerRow]);
                 npz.AddUInt8(WeightKeys.QZeros(entry.Key), q.QZeros, [q.N, q.GroupsPerRow]);
+                if (q.InputPermutation is not null)
+                    npz.AddInt32(PreQuantizedUnpacker.InputPermutationKey(entry.Key), q.InputPermutation, [q.K]);
                 break;
             case WeightStorage.Activation:
             case WeightStorage.Float32:
                 float[] w = new float[(long)q.N * q.K];
                 LinearQuantizer.Dequantize(q, w);
+                if (q.InputPermutation is { } perm)
+                {
+                    // Back to the source's input order: the activation-dtype weight is used without a gather.
+                    float[] ordered = new float[w.Length];
+                    for (int r = 0; r < q.N; r++)
+                        for (int col = 0; col < q.K; col++) ordered[(long)r * q.K + perm[col]] = w[(long)r * q.K + col];
+                    w = ordered;
+                }
                 if (entry.Storage == WeightStorage.Float32)
                 {
                     npz.AddFloat32(entry.Key, w, entry.Shape);

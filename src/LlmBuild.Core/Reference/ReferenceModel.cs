@@ -230,11 +230,14 @@ public sealed class ReferenceModel
     private static float[] Linear(float[] x, int rows, int inFeatures, float[] w, int outFeatures, float[]? bias)
     {
         var y = new float[rows * outFeatures];
-        Parallel.For(0, outFeatures, o =>
+        Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, outFeatures, Math.Max(64, outFeatures / (4 * Environment.ProcessorCount))), range =>
         {
-            var wr = w.AsSpan(o * inFeatures, inFeatures);
-            for (int r = 0; r < rows; r++)
-                y[r * outFeatures + o] = TensorPrimitives.Dot(x.AsSpan(r * inFeatures, inFeatures), wr) + (bias?[o] ?? 0f);
+            for (int o = range.Item1; o < range.Item2; o++)
+            {
+                var wr = w.AsSpan(o * inFeatures, inFeatures);
+                for (int r = 0; r < rows; r++)
+                    y[r * outFeatures + o] = TensorPrimitives.Dot(x.AsSpan(r * inFeatures, inFeatures), wr) + (bias?[o] ?? 0f);
+            }
         });
         return y;
     }

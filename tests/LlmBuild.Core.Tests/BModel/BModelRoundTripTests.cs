@@ -27,6 +27,14 @@ public sealed class BModelRoundTripTests
     }
 
     [TestMethod]
+    public void ModelAloneReadsFromASpan()
+    {
+        var (model, blob) = BModelSamples.Everything();
+        byte[] bytes = BModelWriter.ToBytes(model, blob);
+        Assert.AreEqual(BModelSamples.Dump(model), BModelSamples.Dump(BModelReader.ReadModel(bytes)));
+    }
+
+    [TestMethod]
     public void HeaderHasMagicAndSizesOfTheParts()
     {
         var (model, blob) = BModelSamples.Piece("block_0", 16, 1);

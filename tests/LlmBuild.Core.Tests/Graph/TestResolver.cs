@@ -82,36 +82,7 @@ internal static class TestResolver
             : Entry(WeightRole.LmHead, 0));
         owners.Add(new WeightOwner("lm_head", head));
 
-        var pieces = new List<Piece>();
-        if (!options.EmbeddingDisk)
-        {
-            pieces.Add(new Piece("embedding", PieceKind.Embedding, -1, "embedding"));
-            pieces.Add(new Piece("embedding_cache", PieceKind.EmbeddingCache, -1, "embedding"));
-        }
-        for (int i = 0; i < config.NumLayers; i++)
-        {
-            string owner = Piece.BlockName(i);
-            pieces.Add(options.SharePrompt
-                ? new Piece($"block_prompt_{i}", PieceKind.BlockPrompt, i, owner)
-                : new Piece($"block_{i}", PieceKind.Block, i, owner));
-            if (options.UseBlockWithKv || options.SharePrompt) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
-            pieces.Add(new Piece($"block_cache_{i}", PieceKind.BlockCache, i, owner));
-        }
-        pieces.Add(new Piece("lm_head", PieceKind.LmHead, -1, "lm_head"));
-        if (options.DoSample || options.LoraMaxRank > 0)
-        {
-            pieces.Add(new Piece("greedy_head", PieceKind.GreedyHead, -1, null));
-            pieces.Add(new Piece("sample_head", PieceKind.SampleHead, -1, null));
-        }
-        if (options.LoraMaxRank > 0)
-        {
-            if (!options.EmbeddingDisk)
-            {
-                pieces.Add(new Piece("embedding_lora", PieceKind.EmbeddingLora, -1, null));
-                pieces.Add(new Piece("embedding_cache_lora", PieceKind.EmbeddingCacheLora, -1, null));
-            }
-            pieces.Add(new Piece("lm_head_lora", PieceKind.LmHeadLora, -1, null));
-        }
+        var pieces = Resolver.BuildPieces(options, config);
 
         return new ResolvedModel
         {

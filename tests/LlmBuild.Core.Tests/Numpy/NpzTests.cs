@@ -151,6 +151,9 @@ public sealed class NpzTests
         new Random(3).NextBytes(data);
         Assert.AreEqual(Crc32.ComputeReference(data), Crc32.Compute(data));
         Assert.AreEqual(Crc32.ComputeReference(data), Crc32.Append(Crc32.Compute(data.AsSpan(0, 333)), data.AsSpan(333)));
+        // Every length around the folding thresholds (64-byte blocks, 16-byte tail, table remainder).
+        for (int n = 0; n < 600; n++)
+            Assert.AreEqual(Crc32.ComputeReference(data.AsSpan(7, n)), Crc32.Compute(data.AsSpan(7, n)), $"length {n}");
     }
 
     [TestMethod]

@@ -1,0 +1,567 @@
+using System.Globalization;
+using System.Text;
+using LlmBuild.Core.Diagnostics;
+
+namespace LlmBuild.Core.Tokenization.Templates;
+
+/// <summary>Operators, attribute and item access, string and dict methods, filters, tests and global functions.</summary>
+internal static class Builtins
+{
+    internal const string UndefinedMarker = "LlmBuild.Jinja.Undefined";
+
+    public static readonly IReadOnlyDictionary<string, JinjaCallable> Globals = new Dictionary<string, JinjaCallable>
+    {
+        ["raise_exception"] = new("raise_exception", (args, _) =>
+            throw new LlmBuildException(ErrorCodes.ChatTemplateRender,
+                $"the chat template raised an exception: {(args.Count > 0 ? Py.Str(args[0]) : "")}")),
+        ["namespace"] = new("namespace", (args, kwargs) =>
+        {
+            var ns = new JinjaNamespace();
+            foreach (var a in args)
+                if (a is OrderedDictionary<string, object?> d) foreach (var (k, v) in d) ns.Values[k] = v;
+            foreach (var (k, v) in kwargs) ns.Values[k] = v;
+            return ns;
+        }),
+        ["range"] = new("range", (args, _) =>
+        {
+            long start = 0, stop, step = 1;
+            if (args.Count == 1) stop = Int(args[0], "range");
+            else if (args.Count >= 2)
+            {
+                start = Int(args[0], "range");
+                stop = Int(args[1], "range");
+                if (args.Count > 2) step = Int(args[2], "range");
+            }
+            else throw Error(0, "range() needs at least one argument");
+            if (step == 0) throw Error(0, "range() step must not be zero");
+            var list = new List<object?>();
+            for (long i = start; step > 0 ? i < stop : i > stop; i += step) list.Add(i);
+            return list;
+        }),
+        ["dict"] = new("dict", (args, kwargs) =>
+        {
+            var dict = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
+            foreach (var a in args)
+                if (a is OrderedDictionary<string, object?> d) foreach (var (k, v) in d) dict[k] = v;
+            foreach (var (k, v) in kwargs) dict[k] = v;
+            return dict;
+        }),
+    };
+
+    private static long Int(object? v, string where) =>
+        v is long or bool ? Py.ToLong(v) : throw Error(0, $"{where}: expected an integer, got a {Py.TypeName(v)}");
+
+    internal static LlmBuildException Error(int line, string message) => JinjaTemplate.RenderError(line, message);
+
+    private static LlmBuildException UndefinedError(int line, Undefined u, string what)
+    {
+        var e = Error(line, $"'{u.Name}' is undefined ({what})");
+        e.Data[UndefinedMarker] = true;
+        return e;
+    }
+
+    // ---- access ----
+
+    public static object? GetAttr(object? target, string name, int line)
+    {
+        switch (target)
+        {
+            case Undefined u:
+                throw UndefinedError(line, u, $"has no attribute '{name}'");
+            case OrderedDictionary<string, object?> dict:
+                if (DictMethod(dict, name) is { } method) return method;
+                return dict.TryGetValue(name, out var v) ? v : new Undefined(name);
+            case JinjaNamespace ns:
+                return ns.Values.TryGetValue(name, out var nv) ? nv : new Undefined(name);
+            case LoopInfo loop:
+                return loop.Get(name);
+            case string s:
+                return StringMethod(s, name, line) ?? (object)new Undefined(name);
+            default:
+                return new Undefined(name);
+        }
+    }
+
+    public static object? GetItem(object? target, object? key, int line)
+    {
+        switch (target)
+        {
+            case Undefined u:
+                throw UndefinedError(line, u, $"cannot be indexed with {Py.Repr(key)}");
+            case List<object?> list when key is long or bool:
+                {
+                    long i = Py.ToLong(key);
+                    if (i < 0) i += list.Count;
+                    return i >= 0 && i < list.Count ? list[(int)i] : new Undefined($"[{Py.Repr(key)}]");
+                }
+            case string s when key is long or bool:
+                {
+                    var runes = s.EnumerateRunes().ToList();
+                    long i = Py.ToLong(key);
+                    if (i < 0) i += runes.Count;
+                    return i >= 0 && i < runes.Count ? runes[(int)i].ToString() : new Undefined($"[{Py.Repr(key)}]");
+                }
+            case OrderedDictionary<string, object?> dict:
+                return dict.TryGetValue(key as string ?? Py.Str(key), out var v) ? v : new Undefined(Py.Str(key));
+            default:
+                return key is string name ? GetAttr(target, name, line) : new Undefined($"[{Py.Repr(key)}]");
+        }
+    }
+
+    public static object? Slice(object? target, object? start, object? stop, object? step, int line)
+    {
+        List<object?> items;
+        bool isString = false;
+        switch (target)
+        {
+            case List<object?> list: items = list; break;
+            case string s: items = s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList(); isString = true; break;
+            case Undefined u: throw UndefinedError(line, u, "cannot be sliced");
+            default: throw Error(line, $"a {Py.TypeName(target)} cannot be sliced");
+        }
+        int n = items.Count;
+        long st = step is null ? 1 : Py.ToLong(step);
+        if (st == 0) throw Error(line, "slice step cannot be zero");
+        long Clamp(object? v, long dflt)
+        {
+            if (v is null) return dflt;
+            long x = Py.ToLong(v);
+            if (x < 0) x += n;
+            return st > 0 ? Math.Clamp(x, 0, n) : Math.Clamp(x, -1, n - 1);
+        }
+        long a = Clamp(start, st > 0 ? 0 : n - 1);
+        long b = Clamp(stop, st > 0 ? n : -1);
+        var result = new List<object?>();
+        for (long i = a; st > 0 ? i < b : i > b; i += st) result.Add(items[(int)i]);
+        return isString ? string.Concat(result.Cast<string>()) : result;
+    }
+
+    private static JinjaCallable? DictMethod(OrderedDictionary<string, object?> dict, string name) => name switch
+    {
+        "items" => new JinjaCallable("items", (_, _) => dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()),
+        "keys" => new JinjaCallable("keys", (_, _) => dict.Keys.Cast<object?>().ToList()),
+        "values" => new JinjaCallable("values", (_, _) => dict.Values.ToList()),
+        "get" => new JinjaCallable("get", (args, _) =>
+            args.Count > 0 && dict.TryGetValue(args[0] as string ?? Py.Str(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null),
+        _ => null,
+    };
+
+    private static JinjaCallable? StringMethod(string s, string name, int line)
+    {
+        string? Chars(List<object?> args) => args.Count > 0 && args[0] is string c ? c : null;
+        return name switch
+        {
+            "startswith" => new(name, (args, _) => args.Count > 0 && MatchesAffix(args[0], p => s.StartsWith(p, StringComparison.Ordinal), line)),
+            "endswith" => new(name, (args, _) => args.Count > 0 && MatchesAffix(args[0], p => s.EndsWith(p, StringComparison.Ordinal), line)),
+            "strip" => new(name, (args, _) => Chars(args) is { } c ? s.Trim(c.ToCharArray()) : s.Trim()),
+            "lstrip" => new(name, (args, _) => Chars(args) is { } c ? s.TrimStart(c.ToCharArray()) : s.TrimStart()),
+            "rstrip" => new(name, (args, _) => Chars(args) is { } c ? s.TrimEnd(c.ToCharArray()) : s.TrimEnd()),
+            "upper" => new(name, (_, _) => s.ToUpperInvariant()),
+            "lower" => new(name, (_, _) => s.ToLowerInvariant()),
+            "title" => new(name, (_, _) => Title(s)),
+            "capitalize" => new(name, (_, _) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant()),
+            "split" => new(name, (args, kwargs) => Split(s, args.Count > 0 ? args[0] : kwargs.GetValueOrDefault("sep"),
+                args.Count > 1 ? args[1] : kwargs.GetValueOrDefault("maxsplit"), line)),
+            "splitlines" => new(name, (_, _) => s.Split('\n').Select(x => (object?)x.TrimEnd('\r')).ToList() is var l && s.EndsWith('\n') ? l.Take(l.Count - 1).ToList() : s.Length == 0 ? [] : l),
+            "replace" => new(name, (args, _) => args.Count >= 2 && args[0] is string o && args[1] is string r
+                ? (o.Length == 0 ? s : s.Replace(o, r, StringComparison.Ordinal)) : throw Error(line, "replace() needs two strings")),
+            "find" => new(name, (args, _) => args.Count > 0 && args[0] is string f ? (long)s.IndexOf(f, StringComparison.Ordinal) : throw Error(line, "find() needs a string")),
+            "count" => new(name, (args, _) => args.Count > 0 && args[0] is string f && f.Length > 0
+                ? (long)((s.Length - s.Replace(f, "", StringComparison.Ordinal).Length) / f.Length) : throw Error(line, "count() needs a string")),
+            "join" => new(name, (args, _) => args.Count > 0 && Py.Iterate(args[0]) is { } items ? string.Join(s, items.Select(Py.Str)) : throw Error(line, "join() needs an iterable")),
+            "isdigit" => new(name, (_, _) => s.Length > 0 && s.All(char.IsDigit)),
+            "isalpha" => new(name, (_, _) => s.Length > 0 && s.All(char.IsLetter)),
+            "isspace" => new(name, (_, _) => s.Length > 0 && s.All(char.IsWhiteSpace)),
+            "format" => throw JinjaParser.Unsupport(line, "str.format()"),
+            _ => null,
+        };
+    }
+
+    private static bool MatchesAffix(object? arg, Func<string, bool> test, int line) => arg switch
+    {
+        string p => test(p),
+        List<object?> options => options.Any(o => o is string p && test(p)),
+        _ => throw Error(line, "startswith/endswith need a string or a tuple of strings"),
+    };
+
+    private static string Title(string s)
+    {
+        var sb = new StringBuilder(s.Length);
+        bool previousCased = false;
+        foreach (char c in s)
+        {
+            sb.Append(previousCased ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c));
+            previousCased = char.IsLetter(c);
+        }
+        return sb.ToString();
+    }
+
+    private static List<object?> Split(string s, object? sep, object? maxsplit, int line)
+    {
+        int max = maxsplit is null ? -1 : (int)Py.ToLong(maxsplit);
+        if (sep is null)
+        {
+            var parts = new List<object?>();
+            int i = 0;
+            while (i < s.Length)
+            {
+                while (i < s.Length && char.IsWhiteSpace(s[i])) i++;
+                if (i >= s.Length) break;
+                if (max >= 0 && parts.Count == max) { parts.Add(s[i..].TrimEnd()); break; }
+                int start = i;
+                while (i < s.Length && !char.IsWhiteSpace(s[i])) i++;
+                parts.Add(s[start..i]);
+            }
+            return parts;
+        }
+        if (sep is not string separator || separator.Length == 0) throw Error(line, "split() separator must be a non-empty string");
+        var result = s.Split(separator, max >= 0 ? max + 1 : int.MaxValue, StringSplitOptions.None);
+        return result.Select(x => (object?)x).ToList();
+    }
+
+    // ---- operators ----
+
+    public static object? Binary(string op, object? a, object? b, int line)
+    {
+        if (op == "~") return Py.Str(a) + Py.Str(b);
+        if (a is Undefined ua) throw UndefinedError(line, ua, $"used with '{op}'");
+        if (b is Undefined ub) throw UndefinedError(line, ub, $"used with '{op}'");
+        switch (op)
+        {
+            case "+":
+                if (a is string sa && b is string sb) return sa + sb;
+                if (a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
+                break;
+            case "*":
+                if (a is string rs && b is long or bool) return string.Concat(Enumerable.Repeat(rs, (int)Math.Max(0, Py.ToLong(b))));
+                if (a is List<object?> rl && b is long or bool) return Enumerable.Repeat(rl, (int)Math.Max(0, Py.ToLong(b))).SelectMany(x => x).ToList();
+                break;
+        }
+        if (Py.IsNumber(a) && Py.IsNumber(b))
+        {
+            bool isFloat = a is double || b is double;
+            switch (op)
+            {
+                case "+": return isFloat ? (object)(Py.ToDouble(a) + Py.ToDouble(b)) : Py.ToLong(a) + Py.ToLong(b);
+                case "-": return isFloat ? (object)(Py.ToDouble(a) - Py.ToDouble(b)) : Py.ToLong(a) - Py.ToLong(b);
+                case "*": return isFloat ? (object)(Py.ToDouble(a) * Py.ToDouble(b)) : Py.ToLong(a) * Py.ToLong(b);
+                case "/":
+                    if (Py.ToDouble(b) == 0) throw Error(line, "division by zero");
+                    return Py.ToDouble(a) / Py.ToDouble(b);
+                case "//":
+                    if (Py.ToDouble(b) == 0) throw Error(line, "division by zero");
+                    if (isFloat) return Math.Floor(Py.ToDouble(a) / Py.ToDouble(b));
+                    return (long)Math.Floor((double)Py.ToLong(a) / Py.ToLong(b));
+                case "%":
+                    if (Py.ToDouble(b) == 0) throw Error(line, "modulo by zero");
+                    if (isFloat)
+                    {
+                        double x = Py.ToDouble(a), y = Py.ToDouble(b);
+                        return x - y * Math.Floor(x / y);
+                    }
+                    {
+                        long x = Py.ToLong(a), y = Py.ToLong(b);
+                        long r = x % y;
+                        return r != 0 && (r < 0) != (y < 0) ? r + y : r;
+                    }
+                case "**":
+                    if (!isFloat && Py.ToLong(b) >= 0) return (long)Math.Pow(Py.ToLong(a), Py.ToLong(b));
+                    return Math.Pow(Py.ToDouble(a), Py.ToDouble(b));
+            }
+        }
+        if (op == "%" && a is string)
+            throw JinjaParser.Unsupport(line, "'%' string formatting");
+        throw Error(line, $"unsupported operand types for {op}: {Py.TypeName(a)} and {Py.TypeName(b)}");
+    }
+
+    public static bool Compare(string op, object? a, object? b, int line)
+    {
+        switch (op)
+        {
+            case "==": return Py.Equals(a, b);
+            case "!=": return !Py.Equals(a, b);
+            case "in": return Contains(b, a, line);
+            case "notin": return !Contains(b, a, line);
+        }
+        if (a is Undefined ua) throw UndefinedError(line, ua, $"compared with '{op}'");
+        if (b is Undefined ub) throw UndefinedError(line, ub, $"compared with '{op}'");
+        int c = Py.Compare(a, b) ?? throw Error(line, $"'{op}' is not supported between a {Py.TypeName(a)} and a {Py.TypeName(b)}");
+        return op switch { "<" => c < 0, ">" => c > 0, "<=" => c <= 0, ">=" => c >= 0, _ => throw Error(line, op) };
+    }
+
+    private static bool Contains(object? container, object? item, int line) => container switch
+    {
+        string s => item is string sub ? s.Contains(sub, StringComparison.Ordinal) : throw Error(line, $"'in <string>' requires a string, not a {Py.TypeName(item)}"),
+        List<object?> list => list.Any(x => Py.Equals(x, item)),
+        OrderedDictionary<string, object?> dict => item is string k && dict.ContainsKey(k),
+        JinjaNamespace ns => item is string k && ns.Values.ContainsKey(k),
+        Undefined u => throw UndefinedError(line, u, "used with 'in'"),
+        _ => throw Error(line, $"a {Py.TypeName(container)} does not support 'in'"),
+    };
+
+    // ---- tests ----
+
+    public static bool Test(string name, object? v, List<object?> args, int line) => name switch
+    {
+        "defined" => v is not Undefined,
+        "undefined" => v is Undefined,
+        "none" => v is null,
+        "string" => v is string,
+        "number" => v is long or double,
+        "integer" => v is long,
+        "float" => v is double,
+        "boolean" => v is bool,
+        "true" => v is true,
+        "false" => v is false,
+        "mapping" => v is OrderedDictionary<string, object?> or JinjaNamespace,
+        "iterable" => v is string or List<object?> or OrderedDictionary<string, object?>,
+        "sequence" => v is string or List<object?> or OrderedDictionary<string, object?>,
+        "callable" => v is JinjaCallable,
+        "lower" => v is string s && s == s.ToLowerInvariant(),
+        "upper" => v is string s && s == s.ToUpperInvariant(),
+        "even" => v is long l && l % 2 == 0,
+        "odd" => v is long l && l % 2 != 0,
+        "divisibleby" => v is long l && args.Count == 1 && args[0] is long d && d != 0 && l % d == 0,
+        "eq" or "equalto" or "==" => args.Count == 1 && Py.Equals(v, args[0]),
+        "ne" or "!=" => args.Count == 1 && !Py.Equals(v, args[0]),
+        "lt" or "lessthan" => args.Count == 1 && Compare("<", v, args[0], line),
+        "gt" or "greaterthan" => args.Count == 1 && Compare(">", v, args[0], line),
+        "le" => args.Count == 1 && Compare("<=", v, args[0], line),
+        "ge" => args.Count == 1 && Compare(">=", v, args[0], line),
+        "in" => args.Count == 1 && Contains(args[0], v, line),
+        "sameas" => args.Count == 1 && (ReferenceEquals(v, args[0]) || (v is null && args[0] is null) || (v is bool b && args[0] is bool c && b == c)),
+        _ => throw JinjaParser.Unsupport(line, $"the test 'is {name}'"),
+    };
+
+    // ---- filters ----
+
+    public static object? Filter(string name, object? v, List<object?> args, Dictionary<string, object?> kwargs, int line)
+    {
+        object? Arg(int i, string key, object? dflt = null) => i < args.Count ? args[i] : kwargs.TryGetValue(key, out var x) ? x : dflt;
+        switch (name)
+        {
+            case "trim":
+            case "strip":
+                {
+                    string s = Py.Str(v);
+                    return Arg(0, "chars") is string chars ? s.Trim(chars.ToCharArray()) : s.Trim();
+                }
+            case "tojson":
+                {
+                    object? indent = Arg(0, "indent");
+                    return PyJson.Dumps(v, indent is null ? null : (int)Py.ToLong(indent), Py.Truthy(kwargs.GetValueOrDefault("sort_keys")), line);
+                }
+            case "length":
+            case "count":
+                {
+                    int n = Py.Length(v);
+                    return n >= 0 ? (long)n : throw Error(line, $"a {Py.TypeName(v)} has no length");
+                }
+            case "first":
+                {
+                    var items = Items(v, line);
+                    return items.Count > 0 ? items[0] : new Undefined("first");
+                }
+            case "last":
+                {
+                    var items = Items(v, line);
+                    return items.Count > 0 ? items[^1] : new Undefined("last");
+                }
+            case "join":
+                {
+                    string sep = Py.Str(Arg(0, "d", ""));
+                    var items = Items(v, line);
+                    if (Arg(1, "attribute") is string attr) items = items.Select(x => GetAttrPath(x, attr, line)).ToList();
+                    return string.Join(sep, items.Select(Py.Str));
+                }
+            case "upper": return Py.Str(v).ToUpperInvariant();
+            case "lower": return Py.Str(v).ToLowerInvariant();
+            case "title": return Title(Py.Str(v));
+            case "capitalize":
+                {
+                    string s = Py.Str(v);
+                    return s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant();
+                }
+            case "replace":
+                {
+                    string s = Py.Str(v), old = Py.Str(Arg(0, "old")), replacement = Py.Str(Arg(1, "new"));
+                    return old.Length == 0 ? s : s.Replace(old, replacement, StringComparison.Ordinal);
+                }
+            case "default":
+            case "d":
+                {
+                    bool boolean = Py.Truthy(Arg(1, "boolean", false));
+                    bool useDefault = v is Undefined || (boolean && !Py.Truthy(v));
+                    return useDefault ? Arg(0, "default_value", "") : v;
+                }
+            case "list": return Items(v, line).ToList();
+            case "string": return Py.Str(v);
+            case "safe": return v;
+            case "int":
+                return v switch
+                {
+                    long l => l,
+                    bool b => b ? 1L : 0L,
+                    double d => (long)d,
+                    string s when long.TryParse(s.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out long p) => p,
+                    string s when double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double p) => (long)p,
+                    _ => Arg(0, "default", 0L),
+                };
+            case "float":
+                return v switch
+                {
+                    long or double or bool => Py.ToDouble(v),
+                    string s when double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double p) => p,
+                    _ => Arg(0, "default", 0.0),
+                };
+            case "abs":
+                return v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw Error(line, $"abs of a {Py.TypeName(v)}") };
+            case "round":
+                {
+                    int precision = (int)Py.ToLong(Arg(0, "precision", 0L));
+                    string method = Py.Str(Arg(1, "method", "common"));
+                    double x = Py.ToDouble(v) * Math.Pow(10, precision);
+                    x = method switch { "ceil" => Math.Ceiling(x), "floor" => Math.Floor(x), _ => Math.Round(x, MidpointRounding.AwayFromZero) };
+                    return x / Math.Pow(10, precision);
+                }
+            case "items":
+                return v is OrderedDictionary<string, object?> dict
+                    ? dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()
+                    : v is Undefined ? new List<object?>() : throw Error(line, $"items of a {Py.TypeName(v)}");
+            case "dictsort":
+                return v is OrderedDictionary<string, object?> ds
+                    ? ds.OrderBy(p => p.Key, StringComparer.OrdinalIgnoreCase).Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()
+                    : throw Error(line, $"dictsort of a {Py.TypeName(v)}");
+            case "reverse":
+                if (v is string rs) return string.Concat(rs.EnumerateRunes().Reverse().Select(r => r.ToString()));
+                return Items(v, line).AsEnumerable().Reverse().ToList();
+            case "sort":
+                {
+                    var items = Items(v, line).ToList();
+                    bool reverse = Py.Truthy(Arg(0, "reverse", false));
+                    string? attr = Arg(2, "attribute") as string;
+                    Comparison<object?> cmp = (x, y) =>
+                    {
+                        object? kx = attr is null ? x : GetAttrPath(x, attr, line), ky = attr is null ? y : GetAttrPath(y, attr, line);
+                        if (kx is string sx && ky is string sy && !Py.Truthy(Arg(1, "case_sensitive", false)))
+                            return string.Compare(sx.ToLowerInvariant(), sy.ToLowerInvariant(), StringComparison.Ordinal);
+                        return Py.Compare(kx, ky) ?? throw Error(line, $"cannot sort a {Py.TypeName(kx)} and a {Py.TypeName(ky)}");
+                    };
+                    var sorted = items.Select((x, i) => (x, i)).OrderBy(p => p.x, Comparer<object?>.Create(cmp)).ThenBy(p => p.i).Select(p => p.x).ToList();
+                    if (reverse) sorted.Reverse();
+                    return sorted;
+                }
+            case "unique":
+                {
+                    var result = new List<object?>();
+                    foreach (var x in Items(v, line)) if (!result.Any(y => Py.Equals(x, y))) result.Add(x);
+                    return result;
+                }
+            case "min":
+            case "max":
+                {
+                    var items = Items(v, line);
+                    if (items.Count == 0) return new Undefined(name);
+                    object? best = items[0];
+                    foreach (var x in items.Skip(1))
+                    {
+                        int c = Py.Compare(x, best) ?? throw Error(line, $"cannot compare a {Py.TypeName(x)} and a {Py.TypeName(best)}");
+                        if (name == "min" ? c < 0 : c > 0) best = x;
+                    }
+                    return best;
+                }
+            case "sum":
+                {
+                    object? total = Arg(1, "start", 0L);
+                    foreach (var x in Items(v, line))
+                        total = Binary("+", total, Arg(0, "attribute") is string a ? GetAttrPath(x, a, line) : x, line);
+                    return total;
+                }
+            case "map":
+                {
+                    var items = Items(v, line);
+                    if (kwargs.TryGetValue("attribute", out var attribute))
+                    {
+                        string path = Py.Str(attribute);
+                        return items.Select(x =>
+                        {
+                            object? r = GetAttrPath(x, path, line);
+                            return r is Undefined && kwargs.TryGetValue("default", out var d) ? d : r;
+                        }).ToList();
+                    }
+                    if (args.Count == 0) throw Error(line, "map needs a filter name or attribute=");
+                    string filter = Py.Str(args[0]);
+                    var rest = args.Skip(1).ToList();
+                    return items.Select(x => Filter(filter, x, rest, [], line)).ToList();
+                }
+            case "select":
+            case "reject":
+                {
+                    bool keep = name == "select";
+                    var items = Items(v, line);
+                    if (args.Count == 0) return items.Where(x => Py.Truthy(x) == keep).ToList();
+                    string test = Py.Str(args[0]);
+                    var rest = args.Skip(1).ToList();
+                    return items.Where(x => Test(test, x, rest, line) == keep).ToList();
+                }
+            case "selectattr":
+            case "rejectattr":
+                {
+                    bool keep = name == "selectattr";
+                    var items = Items(v, line);
+                    string attr = Py.Str(Arg(0, "attribute"));
+                    return items.Where(x =>
+                    {
+                        object? value = GetAttrPath(x, attr, line);
+                        bool passed = args.Count > 1 ? Test(Py.Str(args[1]), value, args.Skip(2).ToList(), line) : Py.Truthy(value);
+                        return passed == keep;
+                    }).ToList();
+                }
+            case "attr":
+                return GetAttr(v, Py.Str(Arg(0, "name")), line);
+            case "indent":
+                {
+                    string s = Py.Str(v);
+                    object? width = Arg(0, "width", 4L);
+                    string pad = width is string w ? w : new string(' ', (int)Py.ToLong(width));
+                    bool first = Py.Truthy(Arg(1, "first", false)), blank = Py.Truthy(Arg(2, "blank", false));
+                    var lines = s.Split('\n');
+                    for (int i = 0; i < lines.Length; i++)
+                    {
+                        if (i == 0 && !first) continue;
+                        if (lines[i].Length == 0 && !blank) continue;
+                        lines[i] = pad + lines[i];
+                    }
+                    return string.Join('\n', lines);
+                }
+            case "wordcount":
+                return (long)Split(Py.Str(v), null, null, line).Count;
+            case "center":
+                {
+                    string s = Py.Str(v);
+                    int width = (int)Py.ToLong(Arg(0, "width", 80L));
+                    if (s.Length >= width) return s;
+                    int left = (width - s.Length) / 2;
+                    return new string(' ', left) + s + new string(' ', width - s.Length - left);
+                }
+            case "escape":
+            case "e":
+                return Py.Str(v).Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;").Replace("\"", "&#34;").Replace("'", "&#39;");
+            default:
+                throw JinjaParser.Unsupport(line, $"the filter '|{name}'");
+        }
+    }
+
+    private static List<object?> Items(object? v, int line) =>
+        Py.Iterate(v) ?? throw Error(line, $"a {Py.TypeName(v)} is not iterable");
+
+    private static object? GetAttrPath(object? v, string path, int line)
+    {
+        foreach (string part in path.Split('.'))
+        {
+            if (v is Undefined) return v;
+            v = long.TryParse(part, out long index) ? GetItem(v, index, line) : GetItem(v, part, line);
+        }
+        return v;
+    }
+}
