@@ -11,6 +11,8 @@ public static class Program
         // One line per command; each command lives in Commands/<Name>Command.cs.
         root.Subcommands.Add(CodesCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
+        root.Subcommands.Add(LogitsCommand.Create());
+        root.Subcommands.Add(ReferenceLogitsCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(TemplateCommand.Create());
         root.Subcommands.Add(RunCommand.Create());

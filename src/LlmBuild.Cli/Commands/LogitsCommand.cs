@@ -1,0 +1,32 @@
+using System.CommandLine;
+using LlmBuild.Core.Numpy;
+using LlmBuild.Core.Runtime;
+
+namespace LlmBuild.Cli.Commands;
+
+/// <summary><c>llmbuild logits FILE.bmodel --ids 1,2,3 [--all-positions] --out F.npy</c>: f32 logits of the built model (emulator).</summary>
+public static class LogitsCommand
+{
+    public static Command Create()
+    {
+        var bmodel = new Argument<string>("bmodel") { Description = "A bmodel built by LlmBuild's built-in backend." };
+        var ids = new Option<string>("--ids") { Description = "Token ids (1,2,3) or the path of a file of ids; fed teacher-forced from position 0.", Required = true };
+        var all = new Option<bool>("--all-positions") { Description = "Write the logits of every position ([n, vocab]) instead of the last ([1, vocab])." };
+        var output = new Option<string>("--out") { Description = "The .npy file to write (f32).", Required = true };
+        var command = new Command("logits", "Run a built model in the emulator on token ids and write its f32 logits as .npy.");
+        command.Arguments.Add(bmodel);
+        command.Options.Add(ids);
+        command.Options.Add(all);
+        command.Options.Add(output);
+        command.SetAction(parse =>
+        {
+            int[] tokens = TokenIds.Parse(parse.GetValue(ids)!);
+            bool allPositions = parse.GetValue(all);
+            using var emu = LlmEmulator.Load(parse.GetValue(bmodel)!);
+            float[] logits = emu.TeacherForced(tokens, allPositions);
+            NpyFile.WriteFloat32(parse.GetValue(output)!, logits, [allPositions ? tokens.Length : 1, emu.VocabSize]);
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,20 @@
+using LlmBuild.Core.Pipeline;
+using Microsoft.Build.Framework;
+
+namespace LlmBuild.Tasks;
+
+/// <summary>Stage 6: runs the built model in the emulator against the f32 reference; writes verify.json; fails below thresholds.</summary>
+public sealed class VerifyLlmBuild : LlmTask
+{
+    [Required] public string ResolvedFile { get; set; } = "";
+    [Required] public string BModel { get; set; } = "";
+    /// <summary>bin/config/ (the emulator needs only the bmodel; kept so the target's inputs name what a board needs).</summary>
+    public string? ConfigDirectory { get; set; }
+    [Required] public string Report { get; set; } = "";
+
+    protected override void ExecuteCore()
+    {
+        ResolvedModel model = ResolvedModel.Load(ResolvedFile);
+        VerifyStage.Run(model, BModel, Report, LogProgress);
+    }
+}
