@@ -41,7 +41,8 @@ public static class Stages
     public const string Export = "ExportLlmMlir";
     public const string Compile = "CompileLlmPieces";
     public const string Combine = "CombineLlmBModel";
-    public static readonly string[] All = [Resolve, Quantize, Export, Compile, Combine];
+    public const string Verify = "VerifyLlmBuild";
+    public static readonly string[] All = [Resolve, Quantize, Export, Compile, Combine, Verify];
 }
 
 /// <summary>Creates example projects in temporary folders and runs the real `dotnet build` on them.</summary>

@@ -91,7 +91,7 @@ public sealed class IncrementalBuildTests
         var result = BuildHarness.Build(dir);
         result.AssertSucceeded();
         Assert.IsTrue(result.SkippedTargets.Contains(Stages.Quantize), "quantize skipped:\n" + result.Output);
-        foreach (string s in new[] { Stages.Resolve, Stages.Export, Stages.Compile, Stages.Combine })
+        foreach (string s in new[] { Stages.Resolve, Stages.Export, Stages.Compile, Stages.Combine, Stages.Verify })
             Assert.IsTrue(result.RanTasks.Contains(s), s + " ran");
         Assert.AreNotEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
     }
@@ -136,6 +136,7 @@ public sealed class IncrementalBuildTests
     [DataRow("ExportLlmMlir")]
     [DataRow("CompileLlmPieces")]
     [DataRow("CombineLlmBModel")]
+    [DataRow("VerifyLlmBuild")]
     public void KilledBuildResumesToIdenticalBytes(string stage)
     {
         string dir = BuildHarness.NewTempDirectory("kill");

@@ -15,7 +15,7 @@ namespace LlmBuild.Core.Pipeline;
 public static class ResolveStage
 {
     /// <summary>LlmBuild's own properties (not llm_convert flags) the resolve stage reads.</summary>
-    public static readonly string[] ExtraOptionNames = ["LlmModelName", "QuantizeLmHead", "DeviceMemoryMiB"];
+    public static readonly string[] ExtraOptionNames = ["LlmModelName", "QuantizeLmHead", "DeviceMemoryMiB", "LlmCodegenBackend"];
 
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
@@ -29,8 +29,11 @@ public static class ResolveStage
         if (values.TryGetValue("DeviceMemoryMiB", out string? dm) && !string.IsNullOrWhiteSpace(dm)
             && (!int.TryParse(dm, NumberStyles.None, CultureInfo.InvariantCulture, out deviceMemory) || deviceMemory < 0))
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property DeviceMemoryMiB='{dm}' is invalid: expected 0 (chip default) or a size in MiB.");
+        string backend = values.TryGetValue("LlmCodegenBackend", out string? b) && !string.IsNullOrWhiteSpace(b) ? b.Trim().ToLowerInvariant() : "builtin";
+        if (backend is not ("builtin" or "tpu-mlir"))
+            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
         ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings);
-        return model with { DeviceMemoryMiB = deviceMemory };
+        return model with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
     }
 
     /// <summary>Writes resolved.json, pieces.txt, owners.txt and the spec files under <paramref name="intermediateDir"/>.</summary>
@@ -66,7 +69,7 @@ public static class ResolveStage
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "pieces", piece.Name + ".json"), ToJson(spec));
         }
 
-        var codegen = new { Stage = "codegen", o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype };
+        var codegen = new { Stage = "codegen", model.CodegenBackend, o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "codegen.json"), ToJson(codegen));
         var combine = new { Stage = "combine", model.Name, o.Chip, o.EmbeddingDisk, Pieces = model.Pieces.Select(p => p.Name) };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "combine.json"), ToJson(combine));
@@ -91,6 +94,7 @@ public static class ResolveStage
             Line(p.Name, Format(p.GetValue(m.Options)));
         Line("QuantizeLmHead", m.QuantizeLmHead);
         Line("DeviceMemoryMiB", m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
+        Line("codegen backend", m.CodegenBackend);
         Line("resolved quantize", m.Quantize);
         Line("activation dtype", m.ActivationDtype);
         Line("weights", m.Weights.IsQuantized ? $"w{m.Weights.Bits}, group {(m.Weights.GroupSize == 0 ? "per-channel" : m.Weights.GroupSize)}, {(m.Weights.Symmetric ? "symmetric" : "asymmetric")}" : m.ActivationDtype);

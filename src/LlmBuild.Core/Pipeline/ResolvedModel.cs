@@ -33,6 +33,8 @@ public sealed record ResolvedModel
     public bool QuantizeLmHead { get; init; }
     /// <summary>Device memory budget for the codegen check, MiB; 0 = the chip's default.</summary>
     public int DeviceMemoryMiB { get; init; }
+    /// <summary>"builtin" (LlmBuild's emulator backend) or "tpu-mlir" (model_deploy.py per piece: silicon bmodels).</summary>
+    public string CodegenBackend { get; init; } = "builtin";
     /// <summary>Source weight files, relative to the model directory.</summary>
     public required IReadOnlyList<string> WeightFiles { get; init; }
     public required IReadOnlyList<Piece> Pieces { get; init; }
