@@ -3,19 +3,37 @@ using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Cli.Commands;
 
-/// <summary>Runs the parsed command; coded errors become one "error LLMB####: ..." line and exit code 1.</summary>
+/// <summary>
+/// Runs the parsed command. Coded errors become one "error LLMB####: ..." line and exit code 1; so do command
+/// line errors (unknown flag, missing value), as <see cref="ErrorCodes.BadCommandLine"/>.
+/// </summary>
 public static class CommandRunner
 {
     public static int Invoke(RootCommand root, string[] args)
     {
         try
         {
-            return root.Parse(args).Invoke();
+            var result = root.Parse(args);
+            if (result.Errors.Count > 0)
+            {
+                foreach (var error in result.Errors) Console.Error.WriteLine($"error {ErrorCodes.BadCommandLine}: {error.Message}");
+                Console.Error.WriteLine($"Run '{root.Name} {string.Join(' ', CommandPath(result))} --help' for the flags.");
+                return 1;
+            }
+            // Our own handler below prints coded errors; System.CommandLine's would print "Unhandled exception".
+            return result.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (LlmBuildException e)
         {
             Console.Error.WriteLine($"error {e.Code}: {e.Message}");
             return 1;
         }
+    }
+
+    private static IEnumerable<string> CommandPath(ParseResult result)
+    {
+        var names = new Stack<string>();
+        for (var c = result.CommandResult; c.Parent is System.CommandLine.Parsing.CommandResult parent; c = parent) names.Push(c.Command.Name);
+        return names;
     }
 }
