@@ -17,7 +17,11 @@ public static class CommandRunner
             if (result.Errors.Count > 0)
             {
                 foreach (var error in result.Errors) Console.Error.WriteLine($"error {ErrorCodes.BadCommandLine}: {error.Message}");
-                Console.Error.WriteLine($"Run '{root.Name} {string.Join(' ', CommandPath(result))} --help' for the flags.");
+                // The tool's own name: llmbuild, or llm_convert for the alias package (whose only command is convert).
+                string tool = typeof(CommandRunner).Assembly.GetName().Name!;
+                var path = CommandPath(result).ToList();
+                if (tool == "llm_convert" && path.FirstOrDefault() == "convert") path.RemoveAt(0);
+                Console.Error.WriteLine($"Run '{string.Join(' ', [tool, .. path])} --help' for the flags.");
                 return 1;
             }
             // Our own handler below prints coded errors; System.CommandLine's would print "Unhandled exception".

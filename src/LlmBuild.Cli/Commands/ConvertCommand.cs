@@ -15,12 +15,16 @@ namespace LlmBuild.Cli.Commands;
 /// </summary>
 public static class ConvertCommand
 {
-    public static Command Create()
+    public static Command Create() => Create(out _);
+
+    /// <summary>The command and its options, so a parse result can be read back (<see cref="ConvertFlags.OptionSet.Read"/>).</summary>
+    public static Command Create(out ConvertFlags.OptionSet options)
     {
-        var options = ConvertFlags.CreateOptions();
+        options = ConvertFlags.CreateOptions();
         var command = new Command("convert", "Convert a Hugging Face checkpoint into a bmodel, with llm_convert.py's flags, as an incremental build.");
         foreach (var option in options.All) command.Options.Add(option);
-        command.SetAction(result => Run(options.Read(result), Console.Out));
+        var set = options;
+        command.SetAction(result => Run(set.Read(result), Console.Out));
         return command;
     }
 

@@ -62,7 +62,7 @@ public static class ConvertFlags
     public sealed class OptionSet
     {
         internal readonly List<(PropertyFlag Flag, Option Option)> PropertyOptions = [];
-        internal readonly Option<string?> OutDir;
+        internal readonly Option<string[]> OutDir;
         internal readonly Option<bool> Again;
         internal readonly Option<bool> Version;
 
@@ -73,17 +73,20 @@ public static class ConvertFlags
                 var (name, aliases) = Split(flag.Names);
                 Option option = flag.IsSwitch
                     ? new Option<bool>(name, aliases) { Description = flag.Help, Arity = ArgumentArity.Zero }
-                    : new Option<string?>(name, aliases) { Description = flag.Help, HelpName = flag.Property };
+                    : LastWins(name, aliases, flag.Help, flag.Property);
                 PropertyOptions.Add((flag, option));
             }
-            OutDir = new Option<string?>("--out_dir", "-o")
-            {
-                Description = "Output folder (default ./<model_name>_<chip>_<quantize>). It receives model.llmproj, the bmodel, config/ and model.log.",
-                HelpName = "DIR",
-            };
+            OutDir = LastWins("--out_dir", ["-o"], "Output folder (default ./<model_name>_<chip>_<quantize>). It receives model.llmproj, the bmodel, config/ and model.log.", "DIR");
             Again = new Option<bool>(AgainNames[0]) { Description = "Accepted for llm_convert.py compatibility: every run is incremental.", Arity = ArgumentArity.Zero };
             Version = new Option<bool>("--version", "-V") { Description = "Print the tool and format versions and exit.", Arity = ArgumentArity.Zero };
         }
+
+        /// <summary>
+        /// A flag with one value per occurrence where a repeated flag overrides the earlier one, as argparse does
+        /// (scripts often append an override to a base command line).
+        /// </summary>
+        private static Option<string[]> LastWins(string name, string[] aliases, string help, string helpName) =>
+            new(name, aliases) { Description = help, HelpName = helpName, Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
 
         /// <summary>The first long name is the option's name; the others are aliases.</summary>
         private static (string Name, string[] Aliases) Split(string[] names)
@@ -104,15 +107,15 @@ public static class ConvertFlags
                 {
                     if (result.GetValue(sw)) values[flag.Property] = "true";
                 }
-                else if (result.GetValue((Option<string?>)option) is { } text)
+                else if (result.GetValue((Option<string[]>)option) is [.., var last])
                 {
-                    values[flag.Property] = text;
+                    values[flag.Property] = last;
                 }
             }
             return new ConvertRequest
             {
                 Values = values,
-                OutDir = result.GetValue(OutDir),
+                OutDir = result.GetValue(OutDir) is [.., var outDir] ? outDir : null,
                 Again = result.GetValue(Again),
                 ShowVersion = result.GetValue(Version),
             };
