@@ -83,7 +83,8 @@ public sealed class BuildProgressTests
         {
             "  ResolveLlmConfig: running", "  resolved qwen2", "", "  QuantizeLlmWeights: running",
             "  embedding: done in 0.50 s", "  block_0: up to date", "  lm_head: done in 0.25 s",
-            "x.json : error LLMB0006: missing tensor",
+            "x.json : error LLMB0006: missing tensor", "  Determining projects to restore...", "Build succeeded.", "    0 Warning(s)",
+            "Time Elapsed 00:00:05.32", "  Restored /tmp/o/model.llmproj (in 142 ms).",
         }) lines.Add(line);
         lines.CompleteAdding();
         clock.Now = clock.Now.AddSeconds(1);

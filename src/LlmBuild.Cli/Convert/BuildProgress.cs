@@ -37,8 +37,11 @@ public abstract record ProgressEvent
 {
     public sealed record StageStarted(StageProgress Stage) : ProgressEvent;
     public sealed record PieceFinished(StageProgress Stage, string Piece, double? Seconds) : ProgressEvent;
-    /// <summary>Anything else: warnings, errors, the resolve summary, compiler output.</summary>
-    public sealed record Other(string Line, bool IsError) : ProgressEvent;
+    /// <summary>
+    /// Anything else: warnings, errors, the resolve summary, compiler output. <paramref name="IsNoise"/> marks
+    /// MSBuild's own chatter (restore lines, the success summary) that the displays leave out.
+    /// </summary>
+    public sealed record Other(string Line, bool IsError, bool IsNoise = false) : ProgressEvent;
 }
 
 /// <summary>
@@ -104,7 +107,7 @@ public sealed partial class BuildProgress
                 return new ProgressEvent.PieceFinished(running, upToDate.Groups["piece"].Value, null);
             }
         }
-        return new ProgressEvent.Other(rawLine, ErrorLine().IsMatch(line));
+        return new ProgressEvent.Other(rawLine, ErrorLine().IsMatch(line), NoiseLine().IsMatch(line));
     }
 
     /// <summary>The build ended: every stage is finished (stages MSBuild skipped as up to date never logged).</summary>
@@ -146,6 +149,8 @@ public sealed partial class BuildProgress
     private static partial Regex PieceDoneLine();
     [GeneratedRegex(@"^(?<piece>[A-Za-z0-9_.\-]+): up to date$")]
     private static partial Regex PieceUpToDateLine();
+    [GeneratedRegex(@"^(Build succeeded\.|[0-9]+ Warning\(s\)|[0-9]+ Error\(s\)|Time Elapsed [0-9:.]+|Determining projects to restore\.\.\.|All projects are up-to-date for restore\.|Restored .+ \(in [0-9.]+ m?s\)\.|[0-9]+ of [0-9]+ projects are up-to-date for restore\.)?$")]
+    private static partial Regex NoiseLine();
     [GeneratedRegex(@"(^|\s)error [A-Z]+[0-9]+:")]
     private static partial Regex ErrorLine();
 }

@@ -55,7 +55,7 @@ public sealed class PlainProgressDisplay(TextWriter output, TextWriter error) : 
                     ? string.Create(CultureInfo.InvariantCulture, $"  {p.Piece}: done in {sec:0.00} s ({count}{(eta.Length > 0 && p.Stage.Done < p.Stage.Total ? $", ETA {eta}" : "")})")
                     : $"  {p.Piece}: up to date ({count})");
                 break;
-            case ProgressEvent.Other o when o.Line.Trim().Length > 0:
+            case ProgressEvent.Other o when !o.IsNoise:
                 (o.IsError ? error : output).WriteLine(o.IsError ? o.Line.Trim() : o.Line.TrimStart());
                 break;
         }
@@ -99,7 +99,7 @@ public sealed class LiveProgressDisplay : IProgressDisplay
                             t.Value = p.Stage.Done;
                             t.Description = $"{Markup.Escape(p.Stage.Label)} [grey]{Markup.Escape(p.Piece)}[/]";
                             break;
-                        case ProgressEvent.Other o when o.Line.Trim().Length > 0:
+                        case ProgressEvent.Other o when !o.IsNoise:
                             held.Add(o);
                             break;
                     }
