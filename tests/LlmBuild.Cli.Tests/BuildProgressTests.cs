@@ -68,7 +68,9 @@ public sealed class BuildProgressTests
         var error = (ProgressEvent.Other)progress.Observe("/m/config.json : error LLMB0003: config.json lacks hidden_size [/o/model.llmproj]");
         Assert.IsTrue(error.IsError);
         Assert.IsTrue(((ProgressEvent.Other)progress.Observe("/o/model.llmproj : error MSB4019: The imported project was not found.")).IsError);
+        Assert.IsTrue(((ProgressEvent.Other)progress.Observe("/o/model.llmproj(5,5): error : uncoded")).IsError);
         Assert.IsFalse(((ProgressEvent.Other)progress.Observe("/o/model.llmproj : warning LLMB0204: odd")).IsError);
+        Assert.IsFalse(((ProgressEvent.Other)progress.Observe("  0 Error(s)")).IsError);
     }
 
     [TestMethod]

@@ -61,3 +61,76 @@ public sealed class CommandLineTests
         CollectionAssert.AreEqual(new[] { "-m", "x" }, Program.AliasArguments(["-m", "x"]));
     }
 }
+
+/// <summary>A failing build, through a stand-in SDK whose Build target fails at once (a real build is the end-to-end test's job).</summary>
+[TestClass]
+[DoNotParallelize]
+public sealed class FailingBuildTests
+{
+    private static string FakeSdk(string errorElement)
+    {
+        string sdk = TestPaths.NewTempDirectory("fakesdk");
+        File.WriteAllText(Path.Combine(sdk, "Sdk.props"), "<Project />");
+        File.WriteAllText(Path.Combine(sdk, "Sdk.targets"), $"""
+            <Project>
+              <Target Name="Build">
+                <Message Importance="high" Text="ResolveLlmConfig: running" />
+                {errorElement}
+              </Target>
+              <Target Name="Restore" />
+            </Project>
+            """);
+        return sdk;
+    }
+
+    private static (int Exit, string Out, string Error, string OutDir) Convert(string sdk)
+    {
+        string outDir = Path.Combine(TestPaths.NewTempDirectory("fail"), "out");
+        var (_, request) = TestPaths.Parse(TestPaths.Example("-o", outDir));
+        var (oldOut, oldError) = (Console.Out, Console.Error);
+        var output = new StringWriter();
+        var error = new StringWriter();
+        Console.SetOut(output);
+        Console.SetError(error);
+        try
+        {
+            int exit;
+            try
+            {
+                exit = Commands.ConvertCommand.Run(request, output, sdk);
+            }
+            catch (LlmBuildException e)
+            {
+                error.WriteLine($"error {e.Code}: {e.Message}");
+                exit = 1;
+            }
+            return (exit, output.ToString(), error.ToString(), outDir);
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldError);
+        }
+    }
+
+    [TestMethod]
+    public void TheBuildsCodedErrorsPassThroughAndNothingIsLogged()
+    {
+        var (exit, output, error, outDir) = Convert(FakeSdk("""<Error Code="LLMB0006" Text="block_0: tensor missing" />"""));
+        Assert.AreEqual(1, exit, output + error);
+        StringAssert.Contains(output, "[1/5] resolve");
+        StringAssert.Contains(error, "error LLMB0006: block_0: tensor missing");
+        Assert.IsFalse(error.Contains(ErrorCodes.BuildFailed, StringComparison.Ordinal), "the build's own code is enough");
+        Assert.IsTrue(File.Exists(Path.Combine(outDir, "model.llmproj")));
+        Assert.IsFalse(File.Exists(Path.Combine(outDir, "model.log")));
+    }
+
+    [TestMethod]
+    public void AFailureWithoutACodeIsReportedAsABuildFailure()
+    {
+        var (exit, _, error, _) = Convert(FakeSdk("""<Error Text="something else broke" />"""));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "something else broke");
+        StringAssert.Contains(error, $"error {ErrorCodes.BuildFailed}: dotnet build of ");
+    }
+}

@@ -28,7 +28,8 @@ public static class ConvertCommand
         return command;
     }
 
-    public static int Run(ConvertRequest request, TextWriter output)
+    /// <summary>Runs a request; <paramref name="sdkDir"/> overrides where the SDK is found (tests).</summary>
+    public static int Run(ConvertRequest request, TextWriter output, string? sdkDir = null)
     {
         if (request.ShowVersion)
         {
@@ -43,7 +44,7 @@ public static class ConvertCommand
             return 0;
         }
 
-        string sdk = SdkLocator.Find();
+        string sdk = sdkDir ?? SdkLocator.Find();
         WriteProject(plan, ProjectFile.Generate(plan, sdk));
         var progress = new BuildProgress(plan.IntermediateDir);
         var outcome = BuildRunner.Build(plan.ProjectPath, ProgressDisplays.ForConsole(), progress);

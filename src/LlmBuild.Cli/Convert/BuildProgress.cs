@@ -151,6 +151,6 @@ public sealed partial class BuildProgress
     private static partial Regex PieceUpToDateLine();
     [GeneratedRegex(@"^(Build succeeded\.|[0-9]+ Warning\(s\)|[0-9]+ Error\(s\)|Time Elapsed [0-9:.]+|Determining projects to restore\.\.\.|All projects are up-to-date for restore\.|Restored .+ \(in [0-9.]+ m?s\)\.|[0-9]+ of [0-9]+ projects are up-to-date for restore\.)?$")]
     private static partial Regex NoiseLine();
-    [GeneratedRegex(@"(^|\s)error [A-Z]+[0-9]+:")]
+    [GeneratedRegex(@"(^|\s)error( [A-Z]+[0-9]+)? ?:")]
     private static partial Regex ErrorLine();
 }
