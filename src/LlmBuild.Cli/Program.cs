@@ -16,6 +16,11 @@ public static class Program
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(TemplateCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
-        return CommandRunner.Invoke(root, args);
+        root.Subcommands.Add(ConvertCommand.Create());
+        return CommandRunner.Invoke(root, AliasArguments(args));
     }
+
+    /// <summary>The same program installed as the <c>llm_convert</c> command is <c>llmbuild convert</c>.</summary>
+    public static string[] AliasArguments(string[] args) =>
+        typeof(Program).Assembly.GetName().Name == "llm_convert" ? ["convert", .. args] : args;
 }

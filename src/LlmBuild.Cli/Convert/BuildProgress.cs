@@ -1,0 +1,156 @@
+using System.Text.RegularExpressions;
+
+namespace LlmBuild.Cli.Convert;
+
+public enum StageState { Pending, Running, Finished }
+
+/// <summary>One stage of the build as the progress display sees it.</summary>
+public sealed class StageProgress(string task, string label)
+{
+    /// <summary>The stage task's name, as it logs "&lt;task&gt;: running".</summary>
+    public string Task { get; } = task;
+    public string Label { get; } = label;
+    public StageState State { get; internal set; }
+    /// <summary>Pieces (or weight owners) the stage handles; 0 until known.</summary>
+    public int Total { get; internal set; }
+    /// <summary>Pieces finished, rebuilt or found up to date.</summary>
+    public int Done { get; internal set; }
+    public int UpToDate { get; internal set; }
+    public DateTime StartedAt { get; internal set; }
+    /// <summary>Time spent on the pieces this stage rebuilt (sum of their own times).</summary>
+    public double RebuiltSeconds { get; internal set; }
+    internal DateTime LastRebuiltAt { get; set; }
+    internal int Rebuilt { get; set; }
+
+    /// <summary>Remaining time from the rate at which rebuilt pieces have finished, or null before the first one.</summary>
+    public TimeSpan? Eta(DateTime now)
+    {
+        if (State != StageState.Running || Total == 0 || Rebuilt == 0) return null;
+        int remaining = Math.Max(0, Total - Done);
+        double perPiece = (LastRebuiltAt - StartedAt).TotalSeconds / Rebuilt;
+        return TimeSpan.FromSeconds(Math.Max(0, perPiece * remaining - (now - LastRebuiltAt).TotalSeconds));
+    }
+}
+
+/// <summary>What one line of build output meant.</summary>
+public abstract record ProgressEvent
+{
+    public sealed record StageStarted(StageProgress Stage) : ProgressEvent;
+    public sealed record PieceFinished(StageProgress Stage, string Piece, double? Seconds) : ProgressEvent;
+    /// <summary>
+    /// Anything else: warnings, errors, the resolve summary, compiler output. <paramref name="IsNoise"/> marks
+    /// MSBuild's own chatter (restore lines, the success summary) that the displays leave out.
+    /// </summary>
+    public sealed record Other(string Line, bool IsError, bool IsNoise = false) : ProgressEvent;
+}
+
+/// <summary>
+/// Follows a build from its console output: each stage task logs "&lt;Stage&gt;: running" when it starts, then
+/// "&lt;piece&gt;: done in X s" per rebuilt piece and "&lt;piece&gt;: up to date" per skipped one. The number of
+/// pieces per stage comes from the resolve stage's owners.txt (quantize) and pieces.txt (export, codegen).
+/// </summary>
+public sealed partial class BuildProgress
+{
+    private readonly string _intermediateDir;
+    private readonly Func<DateTime> _clock;
+    private StageProgress? _current;
+
+    public BuildProgress(string intermediateDir, Func<DateTime>? clock = null)
+    {
+        _intermediateDir = intermediateDir;
+        _clock = clock ?? (() => DateTime.UtcNow);
+        Stages =
+        [
+            new("ResolveLlmConfig", "resolve"),
+            new("QuantizeLlmWeights", "quantize"),
+            new("ExportLlmMlir", "export MLIR"),
+            new("CompileLlmPieces", "codegen"),
+            new("CombineLlmBModel", "combine"),
+        ];
+    }
+
+    public IReadOnlyList<StageProgress> Stages { get; }
+    public DateTime Now => _clock();
+
+    public ProgressEvent Observe(string rawLine)
+    {
+        string line = StripNodePrefix().Replace(rawLine, "").Trim();
+        var started = StageStartLine().Match(line);
+        if (started.Success && Stages.FirstOrDefault(s => s.Task == started.Groups["stage"].Value) is { } stage)
+        {
+            if (_current is { State: StageState.Running } previous) Finish(previous);
+            stage.State = StageState.Running;
+            stage.StartedAt = stage.LastRebuiltAt = _clock();
+            stage.Done = stage.UpToDate = stage.Rebuilt = 0;
+            stage.RebuiltSeconds = 0;
+            stage.Total = TotalOf(stage);
+            _current = stage;
+            return new ProgressEvent.StageStarted(stage);
+        }
+        if (_current is { State: StageState.Running } running)
+        {
+            var done = PieceDoneLine().Match(line);
+            if (done.Success)
+            {
+                double seconds = double.Parse(done.Groups["s"].Value, System.Globalization.CultureInfo.InvariantCulture);
+                running.Done++;
+                running.Rebuilt++;
+                running.RebuiltSeconds += seconds;
+                running.LastRebuiltAt = _clock();
+                return new ProgressEvent.PieceFinished(running, done.Groups["piece"].Value, seconds);
+            }
+            var upToDate = PieceUpToDateLine().Match(line);
+            if (upToDate.Success)
+            {
+                running.Done++;
+                running.UpToDate++;
+                return new ProgressEvent.PieceFinished(running, upToDate.Groups["piece"].Value, null);
+            }
+        }
+        return new ProgressEvent.Other(rawLine, ErrorLine().IsMatch(line), NoiseLine().IsMatch(line));
+    }
+
+    /// <summary>The build ended: every stage is finished (stages MSBuild skipped as up to date never logged).</summary>
+    public void Complete()
+    {
+        foreach (var s in Stages) Finish(s);
+    }
+
+    private static void Finish(StageProgress s)
+    {
+        if (s.State == StageState.Running && s.Total > 0) s.Done = Math.Max(s.Done, s.Total);
+        s.State = StageState.Finished;
+    }
+
+    private int TotalOf(StageProgress stage) => stage.Task switch
+    {
+        "QuantizeLlmWeights" => CountLines("owners.txt"),
+        "ExportLlmMlir" or "CompileLlmPieces" => CountLines("pieces.txt"),
+        _ => 0,
+    };
+
+    private int CountLines(string file)
+    {
+        try
+        {
+            return File.ReadLines(Path.Combine(_intermediateDir, file)).Count(l => l.Trim().Length > 0);
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    [GeneratedRegex(@"^\s*\d+>")]
+    private static partial Regex StripNodePrefix();
+    [GeneratedRegex(@"^(?<stage>[A-Za-z]+): running$")]
+    private static partial Regex StageStartLine();
+    [GeneratedRegex(@"^(?<piece>[A-Za-z0-9_.\-]+): done in (?<s>[0-9]+(\.[0-9]+)?) s$")]
+    private static partial Regex PieceDoneLine();
+    [GeneratedRegex(@"^(?<piece>[A-Za-z0-9_.\-]+): up to date$")]
+    private static partial Regex PieceUpToDateLine();
+    [GeneratedRegex(@"^(Build succeeded\.|[0-9]+ Warning\(s\)|[0-9]+ Error\(s\)|Time Elapsed [0-9:.]+|Determining projects to restore\.\.\.|All projects are up-to-date for restore\.|Restored .+ \(in [0-9.]+ m?s\)\.|[0-9]+ of [0-9]+ projects are up-to-date for restore\.)?$")]
+    private static partial Regex NoiseLine();
+    [GeneratedRegex(@"(^|\s)error( [A-Z]+[0-9]+)? ?:")]
+    private static partial Regex ErrorLine();
+}

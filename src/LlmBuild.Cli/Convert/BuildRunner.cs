@@ -1,0 +1,77 @@
+using System.Collections.Concurrent;
+using System.ComponentModel;
+using System.Diagnostics;
+using LlmBuild.Core.Diagnostics;
+
+namespace LlmBuild.Cli.Convert;
+
+/// <summary>The outcome of one <c>dotnet build</c>: its exit code and whether it reported a coded error itself.</summary>
+public sealed record BuildOutcome(int ExitCode, bool ReportedCodedError);
+
+/// <summary>
+/// Runs <c>dotnet build</c> on the generated project with minimal console output (the stage tasks' progress
+/// lines are high-importance messages, so they still show) and feeds each line to a progress display.
+/// </summary>
+public static class BuildRunner
+{
+    /// <summary>Environment variables a parent MSBuild or test host may set that would steer the child build to other MSBuild files.</summary>
+    private static readonly string[] InheritedMsBuildVariables = ["MSBuildExtensionsPath", "MSBUILD_EXE_PATH", "MSBuildSDKsPath", "MSBuildLoadMicrosoftTargetsReadOnly"];
+
+    public static BuildOutcome Build(string projectPath, IProgressDisplay display, BuildProgress progress)
+    {
+        var psi = new ProcessStartInfo(DotnetHost())
+        {
+            WorkingDirectory = Path.GetDirectoryName(projectPath)!,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string a in new[] { "build", projectPath, "-nologo", "-tl:off", "-v:m", "-clp:NoSummary", "-nodeReuse:false", "-p:UseSharedCompilation=false" })
+            psi.ArgumentList.Add(a);
+        foreach (string key in InheritedMsBuildVariables) psi.Environment.Remove(key);
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+
+        using var lines = new BlockingCollection<string>();
+        bool coded = false;
+        int exitCode = -1;
+        Process process;
+        try
+        {
+            process = Process.Start(psi) ?? throw new Win32Exception("no process");
+        }
+        catch (Win32Exception e)
+        {
+            throw new LlmBuildException(ErrorCodes.BuildFailed,
+                $"Cannot start '{psi.FileName} build': {e.Message}. Install the .NET SDK (10.0 or later) and make sure `dotnet` is on PATH.");
+        }
+        using (process)
+        {
+            void OnLine(string? line)
+            {
+                if (line is null) return;
+                if (line.Contains(" error LLMB", StringComparison.Ordinal)) coded = true;
+                lines.Add(line);
+            }
+            process.OutputDataReceived += (_, e) => OnLine(e.Data);
+            process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+            process.BeginOutputReadLine();
+            process.BeginErrorReadLine();
+            var waiter = Task.Run(() =>
+            {
+                process.WaitForExit();
+                exitCode = process.ExitCode;
+                lines.CompleteAdding();
+            });
+            display.Run(progress, lines, () => exitCode == 0);
+            waiter.GetAwaiter().GetResult();
+        }
+        return new BuildOutcome(exitCode, coded);
+    }
+
+    /// <summary>The dotnet that runs this tool when known (DOTNET_HOST_PATH), else the one on PATH.</summary>
+    private static string DotnetHost()
+    {
+        string? host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
+        return !string.IsNullOrEmpty(host) && File.Exists(host) ? host : "dotnet";
+    }
+}
