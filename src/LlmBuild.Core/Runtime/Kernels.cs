@@ -1,5 +1,4 @@
 using System.Numerics.Tensors;
-using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using LlmBuild.Core.BModel;
@@ -19,10 +18,15 @@ internal static unsafe class Kernels
     /// <summary>Output columns per parallel work item (large enough to amortise scheduling).</summary>
     private const int ColumnChunk = 256;
 
+    /// <summary>Below this many multiply-adds a kernel runs on the calling thread: waking workers costs more.</summary>
+    private const long ParallelThreshold = 1L << 18;
+
+    private static ParallelOptions Options(long work) => new() { MaxDegreeOfParallelism = work < ParallelThreshold ? 1 : -1 };
+
     public static float[] ToFloat(byte* p, BModelDataType t, long count)
     {
         var r = new float[count];
-        Convert(p, t, (byte*)Unsafe.AsPointer(ref r[0]), BModelDataType.Float32, count);
+        fixed (float* d = r) Convert(p, t, (byte*)d, BModelDataType.Float32, count);
         return r;
     }
 
@@ -120,19 +124,56 @@ internal static unsafe class Kernels
             return;
         }
         int chunks = (n + ColumnChunk - 1) / ColumnChunk;
-        Parallel.For(0, chunks, () => new float[k], (c, _, row) =>
+        bool fused = wt is BModelDataType.BFloat16 or BModelDataType.Float32;
+        Parallel.For(0, chunks, Options((long)m * n * k), () => fused ? [] : new float[k], (c, _, row) =>
         {
             float* xs = (float*)xp, ys = (float*)yp;
             int end = Math.Min(n, (c + 1) * ColumnChunk);
             for (int j = c * ColumnChunk; j < end; j++)
             {
-                fixed (float* r = row) Convert((byte*)wp + (long)j * k * es, wt, (byte*)r, BModelDataType.Float32, k);
+                byte* wr = (byte*)wp + (long)j * k * es;
                 float b = bias is null ? 0f : bias[j];
+                if (wt == BModelDataType.BFloat16)
+                {
+                    for (int mm = 0; mm < m; mm++) ys[(long)mm * n + j] = DotBFloat16((ushort*)wr, xs + (long)mm * k, k) + b;
+                    continue;
+                }
+                if (wt == BModelDataType.Float32)
+                {
+                    for (int mm = 0; mm < m; mm++)
+                        ys[(long)mm * n + j] = TensorPrimitives.Dot(new ReadOnlySpan<float>(wr, k), new ReadOnlySpan<float>(xs + (long)mm * k, k)) + b;
+                    continue;
+                }
+                fixed (float* r = row) Convert(wr, wt, (byte*)r, BModelDataType.Float32, k);
                 for (int mm = 0; mm < m; mm++)
                     ys[(long)mm * n + j] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(xs + (long)mm * k, k)) + b;
             }
             return row;
         }, _ => { });
+    }
+
+    /// <summary>Σ bf16(w[i])·x[i]: the weight widened to f32 in registers (a bf16 is the high half of an f32).</summary>
+    internal static float DotBFloat16(ushort* w, float* x, int count)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Avx512F.IsSupported && count >= 16)
+        {
+            var acc0 = Vector512<float>.Zero;
+            var acc1 = Vector512<float>.Zero;
+            for (; i <= count - 32; i += 32)
+            {
+                var w0 = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i)), 16).AsSingle();
+                var w1 = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i + 16)), 16).AsSingle();
+                acc0 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x + i), acc0);
+                acc1 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x + i + 16), acc1);
+            }
+            for (; i <= count - 16; i += 16)
+                acc0 = Avx512F.FusedMultiplyAdd(Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i)), 16).AsSingle(), Vector512.Load(x + i), acc0);
+            sum = Vector512.Sum(acc0 + acc1);
+        }
+        for (; i < count; i++) sum += BitConverter.UInt32BitsToSingle((uint)w[i] << 16) * x[i];
+        return sum;
     }
 
     private static void AddBias(float* y, int m, int n, float[]? bias)
@@ -174,7 +215,7 @@ internal static unsafe class Kernels
         int rowBytes = k * bits / 8;
         nint qp = (nint)qweight, sp = (nint)scales, zp = (nint)zeros, yp = (nint)y;
         int chunks = (n + ColumnChunk - 1) / ColumnChunk;
-        Parallel.For(0, chunks, c =>
+        Parallel.For(0, chunks, Options((long)m * n * k), c =>
         {
             float* ys = (float*)yp;
             int end = Math.Min(n, (c + 1) * ColumnChunk);
@@ -357,7 +398,7 @@ internal static unsafe class Kernels
     {
         int group = qHeads / kvHeads;
         nint qp = (nint)q, kp = (nint)k, vp = (nint)v, mp = (nint)mask, yp = (nint)y;
-        Parallel.For(0, batch * qHeads, () => new float[mk], (bh, _, scores) =>
+        Parallel.For(0, batch * qHeads, Options((long)batch * qHeads * mq * mk * dim * 2), () => new float[mk], (bh, _, scores) =>
         {
             int b = bh / qHeads, h = bh % qHeads, kh = h / group;
             float* qs = (float*)qp, ks = (float*)kp, vs = (float*)vp, ms = (float*)mp, ys = (float*)yp;

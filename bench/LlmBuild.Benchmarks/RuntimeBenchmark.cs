@@ -1,0 +1,141 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using LlmBuild.Core.BModel;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Runtime;
+
+namespace LlmBuild.Benchmarks;
+
+/// <summary>
+/// The emulator at w4bf16: first-token latency (prefill of a 16-token prompt + lm_head) and decode tokens/s, for the
+/// example (examples/tiny-qwen2) and a Qwen2.5-0.5B-shaped random checkpoint (written by the `weights` benchmark),
+/// next to the bound a decode step cannot beat: the bytes one token reads (every block's and lm_head's coefficients
+/// plus the KV cache) ÷ the measured memory read bandwidth.
+/// usage: runtime [qwen-shaped checkpoint dir (default /tmp/llmbuild-bench/qwen2.5-0.5b-shaped)]
+/// </summary>
+public sealed class RuntimeBenchmark : IBenchmark
+{
+    public string Name => "runtime";
+    public string Description => "emulator decode tokens/s and first-token latency at w4bf16 vs the memory-bandwidth bound";
+
+    public int Run(string[] args)
+    {
+        string qwenDir = args.Length > 0 ? args[0] : Path.Combine(Path.GetTempPath(), "llmbuild-bench", "qwen2.5-0.5b-shaped");
+        double bandwidth = MeasureBandwidth();
+        Console.WriteLine($"{Environment.ProcessorCount} cores, Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}, memory read bandwidth {bandwidth / 1e9:F2} GB/s (all threads)");
+        string root = FindRoot();
+        Measure("tiny-qwen2 (example)", Path.Combine(root, "examples", "tiny-qwen2", "checkpoint"), 256, 64, bandwidth);
+        if (File.Exists(Path.Combine(qwenDir, "model.safetensors")))
+            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth);
+        else
+            Console.WriteLine($"(no checkpoint in {qwenDir}: run the `weights` benchmark first to write the Qwen2.5-0.5B-shaped one)");
+        return 0;
+    }
+
+    private static void Measure(string label, string modelDir, int seqLength, int groupSize, double bandwidth)
+    {
+        var props = new Dictionary<string, string?>
+        {
+            ["ModelPath"] = modelDir, ["SeqLength"] = seqLength.ToString(), ["MaxInputLength"] = "128", ["Quantize"] = "w4bf16",
+            ["QGroupSize"] = groupSize.ToString(), ["LlmModelName"] = "bench",
+        };
+        ResolvedModel model = ResolveStage.Resolve(props, new List<LlmBuildWarning>());
+        string dir = Path.Combine(Path.GetTempPath(), "llmbuild-bench", "runtime-" + Environment.ProcessId);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var build = Stopwatch.StartNew();
+            string bmodel = Build(model, dir);
+            build.Stop();
+
+            using var emu = LlmEmulator.Load(bmodel);
+            int[] prompt = Enumerable.Range(0, 16).Select(i => 1000 + 17 * i).ToArray();
+            emu.Prefill(prompt); // warm up (JIT, page faults)
+            var first = new List<double>();
+            for (int r = 0; r < 3; r++)
+            {
+                var t = Stopwatch.StartNew();
+                emu.Prefill(prompt);
+                first.Add(t.Elapsed.TotalMilliseconds);
+            }
+            int steps = 32, token = 1;
+            var decode = Stopwatch.StartNew();
+            for (int s = 0; s < steps; s++) token = LlmEmulator.ArgMax(emu.Decode(token));
+            decode.Stop();
+            double tokensPerSecond = steps / decode.Elapsed.TotalSeconds;
+
+            long bytesPerToken = DecodeBytes(bmodel, emu);
+            double bound = bandwidth / bytesPerToken;
+            Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128 (built in {build.Elapsed.TotalSeconds:F1} s)");
+            Console.WriteLine($"  first token (16-token prompt, padded prefill of 128 + lm_head): {first.Min():F1} ms (best of 3)");
+            Console.WriteLine($"  decode: {tokensPerSecond:F1} tokens/s ({1000 / tokensPerSecond:F2} ms/token over {steps} steps)");
+            Console.WriteLine($"  bytes read per decode token {bytesPerToken / 1e6:F1} MB -> bandwidth bound {bound:F1} tokens/s; achieved {100 * tokensPerSecond / bound:F0} % of it");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>Coefficient bytes of the nets one decode step runs (block_cache_i, lm_head; embedding_cache reads one row) plus the KV cache.</summary>
+    private static long DecodeBytes(string bmodel, LlmEmulator emu)
+    {
+        using var c = BModelReader.Read(bmodel);
+        long coeff = c.Model.Nets.Where(n => n.Name.StartsWith("block_cache_", StringComparison.Ordinal) || n.Name == "lm_head")
+            .Sum(n => (long)(n.Stages[0].CoeffMem?.BinaryCoeff?.Size ?? 0));
+        long kv = 2L * emu.NumLayers * emu.SeqLength * emu.KvHeads * emu.HeadDim * 2;
+        return coeff + kv + emu.HiddenSize * 2;
+    }
+
+    private static string Build(ResolvedModel model, string dir)
+    {
+        using (ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath))
+            Parallel.ForEach(model.Owners, owner => WeightOwnerWriter.Write(checkpoint, model, owner, Path.Combine(dir, owner.FileName)));
+        var pieces = new ConcurrentDictionary<string, string>();
+        Parallel.ForEach(model.Pieces, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, piece =>
+        {
+            string mlir = Path.Combine(dir, piece.Name + ".mlir"), npz = Path.Combine(dir, piece.Name + ".npz"), bmodel = Path.Combine(dir, piece.Name + ".bmodel");
+            ExportStage.Run(model, piece, piece.WeightOwner is null ? null : Path.Combine(dir, model.Owner(piece.WeightOwner).FileName), mlir, npz);
+            CompileStage.Run(model, piece, mlir, npz, bmodel);
+            File.Delete(npz);
+            pieces[piece.Name] = bmodel;
+        });
+        string output = Path.Combine(dir, "bench.bmodel");
+        CombineStage.Run(model, model.Pieces.Select(p => pieces[p.Name]).ToArray(), [], output, Path.Combine(dir, "config"));
+        return output;
+    }
+
+    /// <summary>Read bandwidth: threads summing disjoint slices of a 512 MiB buffer, best of 5.</summary>
+    private static double MeasureBandwidth()
+    {
+        var data = new float[128 << 20];
+        Parallel.For(0, Environment.ProcessorCount, t =>
+        {
+            int chunk = data.Length / Environment.ProcessorCount;
+            data.AsSpan(t * chunk, chunk).Fill(1f);
+        });
+        double best = 0;
+        for (int r = 0; r < 5; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, Environment.ProcessorCount, t =>
+            {
+                int chunk = data.Length / Environment.ProcessorCount;
+                _ = TensorPrimitives.Sum(data.AsSpan(t * chunk, chunk));
+            });
+            best = Math.Max(best, data.Length * 4.0 / sw.Elapsed.TotalSeconds);
+        }
+        return best;
+    }
+
+    private static string FindRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "LlmBuild.sln"))) return d.FullName;
+        throw new InvalidOperationException("Run the benchmark from inside the repository.");
+    }
+}

@@ -1,0 +1,68 @@
+using LlmBuild.Core.BModel;
+using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Runtime;
+
+namespace LlmBuild.Core.Tests.Runtime;
+
+/// <summary>The vectorised kernels (including their tails) against scalar loops written from the format description.</summary>
+[TestClass]
+public sealed unsafe class KernelTests
+{
+    [TestMethod]
+    [DataRow(1, 50, 7)]
+    [DataRow(3, 131, 300)]
+    public void Bf16MatMulMatchesScalar(int m, int k, int n)
+    {
+        var rng = new Random(3);
+        float[] x = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        ushort[] w = Enumerable.Range(0, n * k).Select(_ => FloatFormats.FloatToBFloat16Scalar((float)rng.NextDouble() - 0.5f)).ToArray();
+        float[] bias = Enumerable.Range(0, n).Select(i => i * 0.01f).ToArray();
+        var y = new float[m * n];
+        fixed (float* xp = x, yp = y)
+        fixed (ushort* wp = w)
+            Kernels.MatMul(xp, m, k, n, (byte*)wp, BModelDataType.BFloat16, true, bias, yp);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double want = bias[j];
+                for (int t = 0; t < k; t++) want += x[i * k + t] * (double)FloatFormats.BFloat16ToFloatScalar(w[j * k + t]);
+                Assert.AreEqual(want, y[i * n + j], 1e-4, $"[{i},{j}]");
+            }
+    }
+
+    [TestMethod]
+    [DataRow(4, 2, 96, 32, 300)]
+    [DataRow(4, 1, 40, 40, 5)]
+    [DataRow(8, 2, 96, 48, 17)]
+    [DataRow(8, 1, 21, 21, 3)]
+    public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
+    {
+        var rng = new Random(5);
+        int groups = k / group;
+        float[] x = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var q = new int[n * k];
+        for (int i = 0; i < q.Length; i++) q[i] = rng.Next(0, 1 << bits);
+        byte[] packed = bits == 8 ? q.Select(v => (byte)v).ToArray() : new byte[n * k / 2];
+        if (bits == 4)
+            for (int j = 0; j < n; j++)
+                for (int t = 0; t < k / 2; t++)
+                    packed[j * k / 2 + t] = (byte)(q[j * k + 2 * t] | (q[j * k + 2 * t + 1] << 4)); // element 2i in the low nibble
+        float[] scales = Enumerable.Range(0, n * groups).Select(_ => (float)rng.NextDouble() * 0.1f).ToArray();
+        byte[] zeros = Enumerable.Range(0, n * groups).Select(_ => (byte)rng.Next(0, 1 << bits)).ToArray();
+        var y = new float[m * n];
+        fixed (float* xp = x, yp = y, sp = scales)
+        fixed (byte* qp = packed, zp = zeros)
+            Kernels.A16MatMul(xp, m, k, n, qp, sp, zp, bits, group, null, yp);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double want = 0;
+                for (int t = 0; t < k; t++)
+                {
+                    int g = t / group;
+                    want += x[i * k + t] * (q[j * k + t] - zeros[j * groups + g]) * (double)scales[j * groups + g];
+                }
+                Assert.AreEqual(want, y[i * n + j], 1e-3, $"[{i},{j}]");
+            }
+    }
+}
