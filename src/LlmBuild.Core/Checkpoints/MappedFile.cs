@@ -16,7 +16,7 @@ internal sealed class MappedFile : IDisposable
         Path = path;
         try
         {
-            Length = new FileInfo(path).Length;
+            Length = LlmBuild.Core.IO.LinkedFile.Resolve(path).Length;
             if (Length > 0) _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

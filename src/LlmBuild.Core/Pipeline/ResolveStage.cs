@@ -43,7 +43,7 @@ public static class ResolveStage
         string modelDir = model.Options.ModelPath;
         var sources = model.WeightFiles.Select(f =>
         {
-            var info = new FileInfo(Path.Combine(modelDir, f));
+            var info = LinkedFile.Resolve(Path.Combine(modelDir, f));
             return new { File = f, info.Length, Modified = info.LastWriteTimeUtc.Ticks };
         }).ToArray();
 
