@@ -29,6 +29,31 @@ internal sealed class MappedCheckpoint : ICheckpoint
         Files = files.Select(f => System.IO.Path.GetRelativePath(directory, f.Path)).Order(StringComparer.Ordinal).ToArray();
     }
 
+    /// <summary>
+    /// Maps each file and lists its tensors with <paramref name="readTensors"/> (a safetensors header, a torch
+    /// archive); every mapping is released if any file fails.
+    /// </summary>
+    public static MappedCheckpoint OpenFiles(string directory, IReadOnlyList<string> paths, Func<MappedFile, IEnumerable<TensorLocation>> readTensors)
+    {
+        var files = new List<MappedFile>();
+        try
+        {
+            var tensors = new List<TensorLocation>();
+            foreach (string p in paths)
+            {
+                var file = new MappedFile(System.IO.Path.GetFullPath(p));
+                files.Add(file);
+                tensors.AddRange(readTensors(file));
+            }
+            return new MappedCheckpoint(System.IO.Path.GetFullPath(directory), files, tensors);
+        }
+        catch
+        {
+            foreach (var f in files) f.Dispose();
+            throw;
+        }
+    }
+
     public string Directory { get; }
     public IReadOnlyList<string> TensorNames { get; }
     public IReadOnlyList<string> Files { get; }

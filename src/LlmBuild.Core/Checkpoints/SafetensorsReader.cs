@@ -29,26 +29,8 @@ public static class SafetensorsReader
     }
 
     /// <summary>Opens several .safetensors files (shards without an index) as one checkpoint; a tensor may appear only once.</summary>
-    public static ICheckpoint OpenFiles(string directory, IReadOnlyList<string> paths)
-    {
-        var files = new List<MappedFile>();
-        try
-        {
-            var tensors = new List<TensorLocation>();
-            foreach (string p in paths)
-            {
-                var file = new MappedFile(Path.GetFullPath(p));
-                files.Add(file);
-                tensors.AddRange(ReadHeader(file));
-            }
-            return new MappedCheckpoint(Path.GetFullPath(directory), files, tensors);
-        }
-        catch
-        {
-            foreach (var f in files) f.Dispose();
-            throw;
-        }
-    }
+    public static ICheckpoint OpenFiles(string directory, IReadOnlyList<string> paths) =>
+        MappedCheckpoint.OpenFiles(directory, paths, ReadHeader);
 
     /// <summary>Opens a sharded checkpoint from its <c>model.safetensors.index.json</c>.</summary>
     public static ICheckpoint OpenIndex(string indexPath)

@@ -1,4 +1,5 @@
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 
 namespace LlmBuild.Core.Checkpoints;
 
@@ -28,26 +29,8 @@ public static class TorchCheckpointReader
     }
 
     /// <summary>Opens one or more .bin files as one checkpoint.</summary>
-    public static ICheckpoint OpenFiles(string directory, IReadOnlyList<string> paths)
-    {
-        var files = new List<MappedFile>();
-        try
-        {
-            var tensors = new List<TensorLocation>();
-            foreach (string p in paths)
-            {
-                var file = new MappedFile(Path.GetFullPath(p));
-                files.Add(file);
-                tensors.AddRange(ReadArchive(file));
-            }
-            return new MappedCheckpoint(Path.GetFullPath(directory), files, tensors);
-        }
-        catch
-        {
-            foreach (var f in files) f.Dispose();
-            throw;
-        }
-    }
+    public static ICheckpoint OpenFiles(string directory, IReadOnlyList<string> paths) =>
+        MappedCheckpoint.OpenFiles(directory, paths, ReadArchive);
 
     internal static List<TensorLocation> ReadArchive(MappedFile file)
     {
@@ -57,7 +40,8 @@ public static class TorchCheckpointReader
         if (magic.Length < 4 || magic[0] != 'P' || magic[1] != 'K')
             throw new LlmBuildException(ErrorCodes.BadTorchCheckpoint,
                 $"'{path}' is not a zip-format torch checkpoint (legacy torch.save format or not a checkpoint). Re-save it with a recent torch, or convert it to safetensors.", path);
-        var entries = ZipDirectory.Read(file, ErrorCodes.BadTorchCheckpoint);
+        var entries = ZipDirectory.Read(file.Length, (offset, span) => file.Read(offset, span),
+            what => new LlmBuildException(ErrorCodes.BadTorchCheckpoint, $"'{path}' is not a valid zip archive: {what}. The file is truncated or corrupt; download it again.", path));
         var pkl = entries.FirstOrDefault(e => e.Name.EndsWith("/data.pkl", StringComparison.Ordinal) && e.Name.Count(c => c == '/') == 1)
             ?? throw new LlmBuildException(ErrorCodes.BadTorchCheckpoint, $"'{path}' has no <archive>/data.pkl entry; it is not a torch checkpoint.", path);
         string prefix = pkl.Name[..^"data.pkl".Length];

@@ -1,8 +1,8 @@
-using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Quantization;
 using Microsoft.Win32.SafeHandles;
 
@@ -173,78 +173,16 @@ public sealed class NpzReader : IDisposable
 
     private List<NpzEntry> ReadDirectory()
     {
-        // The end-of-central-directory record is in the last 22 + 65535 bytes.
-        int tailLength = (int)Math.Min(_length, 22 + 65535);
-        if (tailLength < 22) throw Bad("it is too short to be a zip file");
-        byte[] tail = new byte[tailLength];
-        ReadExactly(_length - tailLength, tail);
-        int eocd = -1;
-        for (int i = tailLength - 22; i >= 0; i--)
-            if (BinaryPrimitives.ReadUInt32LittleEndian(tail.AsSpan(i)) == 0x06054b50) { eocd = i; break; }
-        if (eocd < 0) throw Bad("no zip end-of-central-directory record was found");
-        var end = tail.AsSpan(eocd);
-        long count = BinaryPrimitives.ReadUInt16LittleEndian(end[10..]);
-        long cdSize = BinaryPrimitives.ReadUInt32LittleEndian(end[12..]);
-        long cdOffset = BinaryPrimitives.ReadUInt32LittleEndian(end[16..]);
-        long eocdPosition = _length - tailLength + eocd;
-        if (count == ushort.MaxValue || cdSize == uint.MaxValue || cdOffset == uint.MaxValue)
-        {
-            if (eocdPosition < 20) throw Bad("the zip64 locator is missing");
-            byte[] locator = new byte[20];
-            ReadExactly(eocdPosition - 20, locator);
-            if (BinaryPrimitives.ReadUInt32LittleEndian(locator) != 0x07064b50) throw Bad("the zip64 locator is missing");
-            long zip64End = BinaryPrimitives.ReadInt64LittleEndian(locator.AsSpan(8));
-            byte[] record = new byte[56];
-            ReadExactly(zip64End, record);
-            if (BinaryPrimitives.ReadUInt32LittleEndian(record) != 0x06064b50) throw Bad("the zip64 end record is missing");
-            count = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(32));
-            cdSize = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(40));
-            cdOffset = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(48));
-        }
-        if (cdOffset < 0 || cdSize < 0 || cdOffset + cdSize > _length || cdSize > int.MaxValue) throw Bad("the central directory lies outside the file");
-        byte[] cd = new byte[cdSize];
-        ReadExactly(cdOffset, cd);
-
         var entries = new List<NpzEntry>();
-        int at = 0;
-        for (long i = 0; i < count; i++)
+        foreach (ZipEntry zip in ZipDirectory.Read(_length, ReadExactly, Bad))
         {
-            if (at + 46 > cd.Length || BinaryPrimitives.ReadUInt32LittleEndian(cd.AsSpan(at)) != 0x02014b50) throw Bad("the central directory is corrupt");
-            var h = cd.AsSpan(at);
-            int method = BinaryPrimitives.ReadUInt16LittleEndian(h[10..]);
-            uint crc = BinaryPrimitives.ReadUInt32LittleEndian(h[16..]);
-            long compressed = BinaryPrimitives.ReadUInt32LittleEndian(h[20..]);
-            long size = BinaryPrimitives.ReadUInt32LittleEndian(h[24..]);
-            int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(h[28..]);
-            int extraLength = BinaryPrimitives.ReadUInt16LittleEndian(h[30..]);
-            int commentLength = BinaryPrimitives.ReadUInt16LittleEndian(h[32..]);
-            long localOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[42..]);
-            if (at + 46 + nameLength + extraLength + commentLength > cd.Length) throw Bad("the central directory is corrupt");
-            string name = Encoding.UTF8.GetString(h.Slice(46, nameLength));
-            var extra = h.Slice(46 + nameLength, extraLength);
-            while (extra.Length >= 4)
-            {
-                int tag = BinaryPrimitives.ReadUInt16LittleEndian(extra), len = BinaryPrimitives.ReadUInt16LittleEndian(extra[2..]);
-                if (4 + len > extra.Length) break;
-                if (tag == 1)
-                {
-                    var z = extra.Slice(4, len);
-                    if (size == uint.MaxValue && z.Length >= 8) { size = BinaryPrimitives.ReadInt64LittleEndian(z); z = z[8..]; }
-                    if (compressed == uint.MaxValue && z.Length >= 8) { compressed = BinaryPrimitives.ReadInt64LittleEndian(z); z = z[8..]; }
-                    if (localOffset == uint.MaxValue && z.Length >= 8) localOffset = BinaryPrimitives.ReadInt64LittleEndian(z);
-                }
-                extra = extra[(4 + len)..];
-            }
-            at += 46 + nameLength + extraLength + commentLength;
+            string name = zip.Name;
+            int method = zip.Method;
+            uint crc = zip.Crc32;
+            long compressed = zip.CompressedSize, size = zip.Size, dataStart = zip.DataOffset;
             if (!name.EndsWith(".npy", StringComparison.Ordinal)) continue;
             string key = name[..^4];
             if (method is not (0 or 8)) throw Bad($"entry '{name}' uses zip compression method {method}; only stored and deflate are supported");
-
-            byte[] local = new byte[30];
-            ReadExactly(localOffset, local);
-            if (BinaryPrimitives.ReadUInt32LittleEndian(local) != 0x04034b50) throw Bad($"the local header of entry '{name}' is corrupt");
-            long dataStart = localOffset + 30 + BinaryPrimitives.ReadUInt16LittleEndian(local.AsSpan(26)) + BinaryPrimitives.ReadUInt16LittleEndian(local.AsSpan(28));
-            if (dataStart + compressed > _length) throw Bad($"entry '{name}' runs past the end of the file; it is truncated");
 
             NpyHeader header;
             int headerLength;

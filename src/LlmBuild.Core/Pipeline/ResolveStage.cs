@@ -14,9 +14,6 @@ namespace LlmBuild.Core.Pipeline;
 /// </summary>
 public static class ResolveStage
 {
-    /// <summary>LlmBuild's own properties (not llm_convert flags) the resolve stage reads.</summary>
-    public static readonly string[] ExtraOptionNames = ["LlmModelName", "QuantizeLmHead", "DeviceMemoryMiB", "LlmCodegenBackend"];
-
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
         BuildOptions options = BuildOptions.Parse(values);

@@ -20,7 +20,7 @@ public static class Resolver
         ModelConfig config = ModelConfig.Load(modelDir);
         ModelFamily family = ModelFamilies.Get(config.ModelType, Path.Combine(modelDir, "config.json"));
         var (quantize, activation, scheme) = QuantizationResolver.Resolve(config, options.Quantize, options.QGroupSize, options.Symmetric, warnings);
-        CheckGroupSize(config, scheme, quantizeLmHead);
+        CheckGroupSize(config, scheme);
         CheckLengths(options, config, warnings);
 
         using ICheckpoint checkpoint = CheckpointLoader.Open(modelDir);
@@ -45,7 +45,7 @@ public static class Resolver
         };
     }
 
-    private static void CheckGroupSize(ModelConfig c, QuantScheme scheme, bool quantizeLmHead)
+    private static void CheckGroupSize(ModelConfig c, QuantScheme scheme)
     {
         if (!scheme.IsQuantized || scheme.GroupSize == 0) return;
         var ks = new List<(string What, int K)> { ("hidden_size", c.HiddenSize), ("intermediate_size", c.IntermediateSize), ("num_attention_heads × head_dim", c.QDim) };
@@ -58,7 +58,6 @@ public static class Resolver
         }
         if (scheme.Bits == 4 && scheme.GroupSize % 2 != 0)
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"QGroupSize={scheme.GroupSize} must be even for 4-bit quantization (two weights per byte).");
-        _ = quantizeLmHead;
     }
 
     private static int LargestDividingGroup(int k)
