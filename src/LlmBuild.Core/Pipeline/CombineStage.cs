@@ -22,17 +22,15 @@ public static class CombineStage
         {
             // No embedding nets: the runtime looks tokens up in config/embedding.bin (activation dtype) on the host.
             using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
-            EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, EmbeddingBinName));
+            EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, EmbeddingBin.FileName));
         }
         return BModelCombiner.Combine(ordered, outputBModel);
     }
 
-    public const string EmbeddingBinName = "embedding.bin";
-
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir)
     {
         Directory.CreateDirectory(outputConfigDir);
-        var names = new HashSet<string>(StringComparer.Ordinal) { EmbeddingBinName };
+        var names = new HashSet<string>(StringComparer.Ordinal) { EmbeddingBin.FileName };
         foreach (string file in files.Order(StringComparer.Ordinal))
         {
             string name = Path.GetFileName(file);

@@ -111,15 +111,16 @@ public static class VerifyStage
             s.Add(actual, expected, newCall);
         }
 
-        void CompareBlocks(string prefix, EmulatorTrace t, ReferenceTrace r)
+        void CompareBlocks(bool prefill, EmulatorTrace t, ReferenceTrace r)
         {
-            Compare(prefix == "block_" ? "embedding" : "embedding_cache", t.Embeddings, r.Embeddings);
+            Compare(emu.EmbedsOnHost ? "embedding.bin" : prefill ? "embedding" : "embedding_cache", t.Embeddings, r.Embeddings);
             for (int i = 0; i < layers; i++)
             {
+                string net = prefill ? emu.PrefillNet(i) : $"block_cache_{i}";
                 float[] expected = i + 1 < layers ? r.LayerInputs[i + 1] : model.FinalNormInLastBlock ? r.NormedHidden : r.LastHidden;
-                Compare(prefix + i, t.BlockOutputs[i], expected);
-                Compare(prefix + i, t.Keys[i], r.Keys[i], newCall: false);
-                Compare(prefix + i, t.Values[i], r.Values[i], newCall: false);
+                Compare(net, t.BlockOutputs[i], expected);
+                Compare(net, t.Keys[i], r.Keys[i], newCall: false);
+                Compare(net, t.Values[i], r.Values[i], newCall: false);
             }
         }
 
@@ -128,7 +129,7 @@ public static class VerifyStage
         var rt = new ReferenceTrace();
         float[] emuLogits = emu.Prefill(prompt, allPositions: true, et);
         float[] refLogits = reference.Forward(prompt, rt);
-        CompareBlocks("block_", et, rt);
+        CompareBlocks(prefill: true, et, rt);
         for (int p = 0; p < prompt.Length; p++)
         {
             Compare("lm_head", emuLogits.AsSpan(p * vocab, vocab), refLogits.AsSpan(p * vocab, vocab));
@@ -146,7 +147,7 @@ public static class VerifyStage
             rt = new ReferenceTrace();
             last = emu.Decode(token, et);
             float[] expected = reference.Forward([token], rt);
-            CompareBlocks("block_cache_", et, rt);
+            CompareBlocks(prefill: false, et, rt);
             Compare("lm_head", last, expected);
             logits.Add(last, expected);
         }

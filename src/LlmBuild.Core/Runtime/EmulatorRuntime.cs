@@ -5,23 +5,33 @@ using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Core.Runtime;
 
-/// <summary>A net input or output as the runtime sees it.</summary>
-public sealed record NetTensor(string Name, BModelDataType DType, long[] Shape, long Bytes)
+/// <summary>
+/// A net input or output as the runtime sees it. <see cref="Hidden"/> and <see cref="Index"/> place a cascade part's
+/// tensor in its main net (bmodel Tensor.hidden: 0 between steps, 1/3 a main input, 2/4 a main output; index: its
+/// position in the main net's inputs or outputs).
+/// </summary>
+public sealed record NetTensor(string Name, BModelDataType DType, long[] Shape, long Bytes, int Hidden = 0, int Index = 0)
 {
     public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+    public bool IsMainInput => Hidden is 1 or 3;
+    public bool IsMainOutput => Hidden is 2 or 4;
 }
 
 /// <summary>A loaded net: its program, where its coefficients and constants sit in device memory, and its default io buffers.</summary>
 public sealed class EmulatorNet
 {
-    internal EmulatorNet(string name, EmuProgram program, DeviceMem coeff, DeviceMem constants, NetTensor[] inputs, NetTensor[] outputs,
-        DeviceMem[] inputMems, DeviceMem[] outputMems)
+    internal EmulatorNet(string name, int device, Cascade? cascade, EmuProgram program, DeviceMem coeff, DeviceMem constants,
+        NetTensor[] inputs, NetTensor[] outputs, DeviceMem[] inputMems, DeviceMem[] outputMems)
     {
-        Name = name; Program = program; Coeff = coeff; Constants = constants; Inputs = inputs; Outputs = outputs;
-        InputMems = inputMems; OutputMems = outputMems;
+        Name = name; Device = device; Cascade = cascade; Program = program; Coeff = coeff; Constants = constants;
+        Inputs = inputs; Outputs = outputs; InputMems = inputMems; OutputMems = outputMems;
     }
 
     public string Name { get; }
+    /// <summary>The device whose memory holds this net's coefficients, ctx and io (0 unless it is a cascade part).</summary>
+    public int Device { get; }
+    /// <summary>Set for a part of a tensor-parallel net: its device, step and main net.</summary>
+    public Cascade? Cascade { get; }
     public EmuProgram Program { get; }
     public DeviceMem Coeff { get; }
     public DeviceMem Constants { get; }
@@ -42,15 +52,62 @@ public sealed class EmulatorNet
 }
 
 /// <summary>
+/// A net as a board application calls it by name: either one plain net, or a tensor-parallel cascade — parts per step and
+/// device whose main inputs and outputs exist once per device (inputs listed by main-net position and device). Launching
+/// runs the steps in order, the devices of a step concurrently, and moves each step's hidden outputs to the parts of
+/// the next step that read them (the emulated all-reduce transfer).
+/// </summary>
+public sealed class EmulatorGroup
+{
+    private readonly DeviceMem[][] _inputMems, _outputMems;
+    private readonly NetTensor[][] _inputs, _outputs;
+
+    internal EmulatorGroup(string name, IReadOnlyList<IReadOnlyList<EmulatorNet>> steps, int devices, string[] inputNames, string[] outputNames,
+        NetTensor[][] inputs, NetTensor[][] outputs, DeviceMem[][] inputMems, DeviceMem[][] outputMems)
+    {
+        Name = name; Steps = steps; Devices = devices; InputNames = inputNames; OutputNames = outputNames;
+        _inputs = inputs; _outputs = outputs; _inputMems = inputMems; _outputMems = outputMems;
+    }
+
+    public string Name { get; }
+    public int Devices { get; }
+    public IReadOnlyList<IReadOnlyList<EmulatorNet>> Steps { get; }
+    /// <summary>Main input and output names in net-contract order (without the per-device suffix).</summary>
+    public IReadOnlyList<string> InputNames { get; }
+    public IReadOnlyList<string> OutputNames { get; }
+    public bool IsCascade => Devices > 1 || Steps.Count > 1;
+
+    public NetTensor Input(int index, int device = 0) => _inputs[index][device];
+    public NetTensor Output(int index, int device = 0) => _outputs[index][device];
+    /// <summary>The default buffer of main input <paramref name="index"/> on <paramref name="device"/>.</summary>
+    public DeviceMem InputMem(int index, int device = 0) => _inputMems[index][device];
+    public DeviceMem OutputMem(int index, int device = 0) => _outputMems[index][device];
+    public bool HasInput(string name) => InputNames.Contains(name);
+
+    public int InputIndex(string name) => IndexOf(InputNames, name, "input");
+    public int OutputIndex(string name) => IndexOf(OutputNames, name, "output");
+
+    private int IndexOf(IReadOnlyList<string> names, string name, string what)
+    {
+        for (int i = 0; i < names.Count; i++) if (names[i] == name) return i;
+        throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Net '{Name}' has no {what} '{name}' (it has {string.Join(", ", names)}).");
+    }
+}
+
+/// <summary>
 /// Runs a bmodel built by LlmBuild's built-in backend on the CPU, the way a board runtime drives silicon: loading copies
-/// every distinct coefficient blob into one device-memory buffer (nets that share weights share the copy), reserves the
-/// neuron (ctx) memory once for all nets and io buffers per net; <see cref="Launch"/> runs a net's program with any
-/// device memory bound to its inputs and outputs (io_alone), e.g. the KV cache. Needs nothing but the bmodel.
+/// every distinct coefficient blob into device memory (nets on one device that share weights share the copy), reserves
+/// neuron (ctx) memory once per device and io buffers per net; <see cref="Launch(EmulatorNet, DeviceMem?[], DeviceMem?[])"/>
+/// runs a net's program with any device memory bound to its inputs and outputs (io_alone), e.g. the KV cache. A model
+/// built for several devices (tensor parallel) gets one region of the emulated memory per device. Needs nothing but the bmodel.
 /// </summary>
 public sealed unsafe class EmulatorRuntime : IDisposable
 {
     private readonly Dictionary<string, EmulatorNet> _nets = new(StringComparer.Ordinal);
-    private readonly DeviceMem _ctx;
+    private readonly Dictionary<string, EmulatorGroup> _groups = new(StringComparer.Ordinal);
+    private readonly DeviceMem[] _ctx;
+    private readonly long[] _deviceBytes;
+    private long _transferredBytes;
 
     private EmulatorRuntime(BModelContainer container, long extraBytes)
     {
@@ -61,47 +118,60 @@ public sealed unsafe class EmulatorRuntime : IDisposable
         DeviceCount = (int)Math.Max(1, model.DeviceNum);
         long align = Chip.Alignment;
         long Align(long v) => (v + align - 1) / align * align;
+        int DeviceOf(NetInfo net)
+        {
+            int d = (int)(net.Cascade?.DeviceId ?? 0);
+            if (d >= DeviceCount)
+                throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}': net '{net.Name}' runs on device {d} but the model has {DeviceCount} device(s).", container.Name);
+            return d;
+        }
 
-        // Size the one device buffer: distinct blobs (by their place in the file), the shared ctx, every net's io, and extras.
-        var blobs = new SortedDictionary<ulong, ulong>();
-        long ioBytes = 0, ctx = (long)model.NeuronSize;
+        // Size the buffer: distinct blobs per device (by their place in the file), one ctx per device, every net's io, and extras.
+        var blobs = new SortedDictionary<(int Device, ulong Start), ulong>();
+        var ctx = new long[DeviceCount];
+        long ioBytes = 0;
         foreach (NetInfo net in model.Nets)
         {
             if (net.Stages.Count != 1)
                 throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}': net '{net.Name}' has {net.Stages.Count} stages; the emulator runs static one-stage nets.", container.Name);
+            int device = DeviceOf(net);
             NetParameter p = net.Stages[0];
-            if (p.CoeffMem?.BinaryCoeff is { } cb) blobs[cb.Start] = cb.Size;
             if (p.CmdGroups.Count != 1 || p.CmdGroups[0].BinaryBdc is null)
                 throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}': net '{net.Name}' has no emulator program.", container.Name);
-            if (p.CmdGroups[0].BinaryGdma is { } gb) blobs[gb.Start] = Math.Max(blobs.GetValueOrDefault(gb.Start), gb.Size);
-            ctx = Math.Max(ctx, (long)p.CtxSize);
-            foreach (var t in p.InputTensors.Concat(p.OutputTensors)) ioBytes += Align((long)t.Size);
+            // An empty binary may start where another one does (a weightless net's coeff at the embedding's offset): keep the largest.
+            foreach (BinaryRef b in new[] { p.CoeffMem?.BinaryCoeff, p.CmdGroups[0].BinaryGdma }.OfType<BinaryRef>())
+                blobs[(device, b.Start)] = Math.Max(blobs.GetValueOrDefault((device, b.Start)), b.Size);
+            ctx[device] = Math.Max(ctx[device], (long)p.CtxSize);
+            foreach (var t in p.InputTensors.Concat(p.OutputTensors)) ioBytes += 2 * Align((long)t.Size); // own buffers + a cascade's main io
         }
-        long total = blobs.Values.Sum(s => Align((long)s)) + Align(ctx) + ioBytes + extraBytes + align * 4;
+        long total = blobs.Values.Sum(s => Align((long)s)) + ctx.Sum(Align) + ioBytes + extraBytes + align * (4 + DeviceCount);
         Memory = new DeviceMemory(total, Chip.Alignment);
+        _deviceBytes = new long[DeviceCount];
 
-        var placed = new Dictionary<ulong, DeviceMem>();
-        foreach (var (start, size) in blobs)
+        var placed = new Dictionary<(int, ulong), DeviceMem>();
+        foreach (var ((device, start), size) in blobs)
         {
-            DeviceMem mem = Memory.Allocate((long)size);
+            DeviceMem mem = Allocate((long)size, device);
             Memory.Write(mem, container.GetSpan(new BinaryRef(start, size)));
-            placed[start] = mem;
+            placed[(device, start)] = mem;
         }
-        _ctx = Memory.Allocate(Math.Max(ctx, 1));
+        _ctx = Enumerable.Range(0, DeviceCount).Select(d => Allocate(Math.Max(ctx[d], 1), d)).ToArray();
         foreach (NetInfo net in model.Nets)
         {
+            int device = DeviceOf(net);
             NetParameter p = net.Stages[0];
             EmuProgram program = EmuProgram.Decode(container.GetSpan(p.CmdGroups[0].BinaryBdc!.Value), $"'{container.Name}' net '{net.Name}'");
-            DeviceMem coeff = p.CoeffMem?.BinaryCoeff is { Size: > 0 } cb ? placed[cb.Start] : default;
-            DeviceMem consts = p.CmdGroups[0].BinaryGdma is { Size: > 0 } gb ? placed[gb.Start].Slice(0, (long)gb.Size) : default;
-            NetTensor ToTensor(BModelTensor t) => new(t.Name, t.DataType, t.Shape.ToArray(), (long)t.Size);
+            DeviceMem coeff = p.CoeffMem?.BinaryCoeff is { Size: > 0 } cb ? placed[(device, cb.Start)] : default;
+            DeviceMem consts = p.CmdGroups[0].BinaryGdma is { Size: > 0 } gb ? placed[(device, gb.Start)].Slice(0, (long)gb.Size) : default;
+            NetTensor ToTensor(BModelTensor t) => new(t.Name, t.DataType, t.Shape.ToArray(), (long)t.Size, t.Hidden, t.Index);
             var inputs = p.InputTensors.Select(ToTensor).ToArray();
             var outputs = p.OutputTensors.Select(ToTensor).ToArray();
-            var inMems = inputs.Select(t => Memory.Allocate(t.Bytes)).ToArray();
-            var outMems = outputs.Select(t => Memory.Allocate(t.Bytes)).ToArray();
-            _nets.Add(net.Name, new EmulatorNet(net.Name, program, coeff, consts, inputs, outputs, inMems, outMems));
+            var inMems = inputs.Select(t => Allocate(t.Bytes, device)).ToArray();
+            var outMems = outputs.Select(t => Allocate(t.Bytes, device)).ToArray();
+            _nets.Add(net.Name, new EmulatorNet(net.Name, device, net.Cascade, program, coeff, consts, inputs, outputs, inMems, outMems));
         }
         NetNames = model.Nets.Select(n => n.Name).ToArray();
+        BuildGroups(container.Name);
     }
 
     /// <summary>Loads a bmodel; <paramref name="extraDeviceBytes"/> reserves device memory for <see cref="Allocate"/> (e.g. the KV cache).</summary>
@@ -119,16 +189,150 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     }
 
     public ChipProfile Chip { get; }
+    /// <summary>Devices the model was built for (NumDevice); each has its own region of <see cref="Memory"/>.</summary>
     public int DeviceCount { get; }
     public DeviceMemory Memory { get; }
     public IReadOnlyList<string> NetNames { get; }
+    /// <summary>Bytes moved between devices by cascade launches so far (the all-reduce traffic).</summary>
+    public long TransferredBytes => Interlocked.Read(ref _transferredBytes);
+
+    /// <summary>Device memory allocated on <paramref name="device"/> (coefficients, ctx, io, and what callers allocated there).</summary>
+    public long DeviceBytes(int device) => _deviceBytes[device];
 
     public bool HasNet(string name) => _nets.ContainsKey(name);
+
+    /// <summary>True when <paramref name="name"/> is a net or a cascade's main net.</summary>
+    public bool HasGroup(string name) => _groups.ContainsKey(name);
 
     public EmulatorNet Net(string name) => _nets.TryGetValue(name, out var n) ? n
         : throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The model has no net '{name}' (it has {string.Join(", ", NetNames)}).");
 
-    public DeviceMem Allocate(long bytes) => Memory.Allocate(bytes);
+    /// <summary>A net by the name a board application uses: a plain net, or the main name of a tensor-parallel cascade.</summary>
+    public EmulatorGroup Group(string name) => _groups.TryGetValue(name, out var g) ? g
+        : throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The model has no net '{name}' (it has {string.Join(", ", _groups.Keys)}).");
+
+    /// <summary>Allocates device memory on <paramref name="device"/>.</summary>
+    public DeviceMem Allocate(long bytes, int device = 0)
+    {
+        DeviceMem mem = Memory.Allocate(bytes);
+        _deviceBytes[device] += (bytes + Chip.Alignment - 1) / Chip.Alignment * Chip.Alignment;
+        return mem;
+    }
+
+    private void BuildGroups(string file)
+    {
+        foreach (EmulatorNet net in _nets.Values.Where(n => string.IsNullOrEmpty(n.Cascade?.MainName)))
+            _groups.Add(net.Name, new EmulatorGroup(net.Name, [[net]], 1,
+                net.Inputs.Select(t => t.Name).ToArray(), net.Outputs.Select(t => t.Name).ToArray(),
+                net.Inputs.Select(t => new[] { t }).ToArray(), net.Outputs.Select(t => new[] { t }).ToArray(),
+                net.InputMems.Select(m => new[] { m }).ToArray(), net.OutputMems.Select(m => new[] { m }).ToArray()));
+
+        foreach (var parts in _nets.Values.Where(n => !string.IsNullOrEmpty(n.Cascade?.MainName)).GroupBy(n => n.Cascade!.MainName!, StringComparer.Ordinal))
+        {
+            string main = parts.Key;
+            LlmBuildException Bad(string why) => new(ErrorCodes.NotEmulatorModel, $"'{file}': tensor-parallel net '{main}' {why}; the bmodel is damaged.", file);
+            if (_groups.ContainsKey(main)) throw Bad("shares its name with a plain net");
+            var steps = parts.GroupBy(n => n.Cascade!.Step).OrderBy(g => g.Key)
+                .Select(g => (IReadOnlyList<EmulatorNet>)g.OrderBy(n => n.Device).ToArray()).ToArray();
+            int devices = parts.Max(n => n.Device) + 1;
+
+            // Main inputs/outputs: each (index, device) once; the name without the part's "_<device>" suffix.
+            string MainName(NetTensor t, int device) =>
+                t.Hidden is 3 or 4 && t.Name.EndsWith("_" + device, StringComparison.Ordinal) ? t.Name[..^(("_" + device).Length)] : t.Name;
+            (string[] Names, NetTensor[][] Tensors, DeviceMem[][] Mems) Collect(bool input)
+            {
+                var found = new SortedDictionary<(int Index, int Device), (NetTensor Tensor, DeviceMem Mem)>();
+                foreach (EmulatorNet part in parts)
+                {
+                    var list = input ? part.Inputs : part.Outputs;
+                    for (int i = 0; i < list.Count; i++)
+                    {
+                        NetTensor t = list[i];
+                        if (!(input ? t.IsMainInput : t.IsMainOutput)) continue;
+                        var key = (t.Index, part.Device);
+                        if (found.TryGetValue(key, out var seen))
+                        {
+                            if (!input) throw Bad($"has two producers of output {t.Index} on device {part.Device}");
+                            if (seen.Tensor.Bytes != t.Bytes) throw Bad($"reads input {t.Index} on device {part.Device} with two sizes");
+                            continue;
+                        }
+                        // Inputs get a buffer of their own per device (several parts read them); outputs default to the producer's buffer.
+                        found[key] = (t, input ? Allocate(t.Bytes, part.Device) : part.OutputMems[i]);
+                    }
+                }
+                int count = found.Count == 0 ? 0 : found.Keys.Max(k => k.Index) + 1;
+                var names = new string[count];
+                var tensors = new NetTensor[count][];
+                var mems = new DeviceMem[count][];
+                for (int i = 0; i < count; i++)
+                {
+                    tensors[i] = new NetTensor[devices];
+                    mems[i] = new DeviceMem[devices];
+                    for (int d = 0; d < devices; d++)
+                    {
+                        if (!found.TryGetValue((i, d), out var f)) throw Bad($"has no {(input ? "input" : "output")} {i} on device {d}");
+                        tensors[i][d] = f.Tensor;
+                        mems[i][d] = f.Mem;
+                        string name = MainName(f.Tensor, d);
+                        if (d == 0) names[i] = name;
+                        else if (names[i] != name) throw Bad($"names {(input ? "input" : "output")} {i} '{names[i]}' on device 0 but '{name}' on device {d}");
+                    }
+                }
+                return (names, tensors, mems);
+            }
+            var ins = Collect(input: true);
+            var outs = Collect(input: false);
+            _groups.Add(main, new EmulatorGroup(main, steps, devices, ins.Names, outs.Names, ins.Tensors, outs.Tensors, ins.Mems, outs.Mems));
+        }
+    }
+
+    /// <summary>
+    /// Runs a net or cascade by name. <paramref name="inputs"/>/<paramref name="outputs"/> bind main tensor (index, device)
+    /// to device memory; null (or a null result) uses the group's default buffer.
+    /// </summary>
+    public void Launch(EmulatorGroup group, Func<int, int, DeviceMem?>? inputs = null, Func<int, int, DeviceMem?>? outputs = null)
+    {
+        if (!group.IsCascade)
+        {
+            EmulatorNet net = group.Steps[0][0];
+            Launch(net, Enumerable.Range(0, net.Inputs.Count).Select(i => inputs?.Invoke(i, 0)).ToArray(),
+                Enumerable.Range(0, net.Outputs.Count).Select(i => outputs?.Invoke(i, 0)).ToArray());
+            return;
+        }
+        var hidden = new Dictionary<string, DeviceMem>(StringComparer.Ordinal);
+        foreach (IReadOnlyList<EmulatorNet> step in group.Steps)
+        {
+            var launches = new (EmulatorNet Net, DeviceMem?[] In, DeviceMem?[] Out)[step.Count];
+            for (int p = 0; p < step.Count; p++)
+            {
+                EmulatorNet net = step[p];
+                var ins = new DeviceMem?[net.Inputs.Count];
+                for (int i = 0; i < ins.Length; i++)
+                {
+                    NetTensor t = net.Inputs[i];
+                    if (t.IsMainInput) ins[i] = inputs?.Invoke(t.Index, net.Device) ?? group.InputMem(t.Index, net.Device);
+                    else
+                    {
+                        // A hidden tensor another part produced: move it into this part's buffer on its own device.
+                        if (!hidden.TryGetValue(t.Name, out DeviceMem source))
+                            throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"Net '{net.Name}' reads '{t.Name}', which no earlier step of '{group.Name}' produced; the bmodel is damaged.");
+                        Memory.Copy(net.InputMems[i], source, t.Bytes);
+                        Interlocked.Add(ref _transferredBytes, t.Bytes);
+                    }
+                }
+                var outs = new DeviceMem?[net.Outputs.Count];
+                for (int i = 0; i < outs.Length; i++)
+                    if (net.Outputs[i].IsMainOutput) outs[i] = outputs?.Invoke(net.Outputs[i].Index, net.Device);
+                launches[p] = (net, ins, outs);
+            }
+            // The devices of a step run concurrently, as boards do.
+            if (launches.Length == 1) Launch(launches[0].Net, launches[0].In, launches[0].Out);
+            else Parallel.ForEach(launches, l => Launch(l.Net, l.In, l.Out));
+            foreach (var (net, _, outs) in launches)
+                for (int i = 0; i < net.Outputs.Count; i++)
+                    if (!net.Outputs[i].IsMainOutput) hidden[net.Outputs[i].Name] = outs[i] ?? net.OutputMems[i];
+        }
+    }
 
     /// <summary>Runs a net. Inputs and outputs not bound (null entries, or null arrays) use the net's own io buffers.</summary>
     public void Launch(EmulatorNet net, DeviceMem?[]? inputs = null, DeviceMem?[]? outputs = null)
@@ -156,7 +360,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     {
         EmuProbe probe = net.Program.Probes.FirstOrDefault(p => p.Name == name)
             ?? throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Net '{net.Name}' keeps no tensor '{name}' after it runs.");
-        return Kernels.ToFloat(Memory.Pointer(_ctx.Offset + probe.Tensor.Offset), probe.Tensor.DType, probe.Tensor.Count);
+        return Kernels.ToFloat(Memory.Pointer(_ctx[net.Device].Offset + probe.Tensor.Offset), probe.Tensor.DType, probe.Tensor.Count);
     }
 
     /// <summary>Reads a device buffer holding <paramref name="count"/> elements of <paramref name="dtype"/> as f32.</summary>
@@ -183,7 +387,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             long bytes = t.Bytes;
             DeviceMem region = t.Region switch
             {
-                Region.Ctx => rt._ctx,
+                Region.Ctx => rt._ctx[net.Device],
                 Region.Coeff => net.Coeff,
                 Region.Const => net.Constants,
                 Region.Input => inputs[checked((int)t.Offset)],

@@ -12,111 +12,163 @@ public sealed class EmulatorTrace
     public float[] Embeddings { get; set; } = [];
     /// <summary>Per layer: the block's output_states for the new tokens, [n, H].</summary>
     public List<float[]> BlockOutputs { get; } = [];
-    /// <summary>Per layer: the new tokens' keys and values, [n, kvh, d].</summary>
+    /// <summary>Per layer: the new tokens' keys and values, [n, kvh, d] (all devices' heads, in head order).</summary>
     public List<float[]> Keys { get; } = [];
     public List<float[]> Values { get; } = [];
 }
 
 /// <summary>
 /// Drives a built LLM through the emulator exactly per the net contract (DESIGN §7), as LLM-TPU's board pipeline does:
-/// prefill = embedding → block_0..block_{n−1} (input padded to L, causal mask, positions 0..) → lm_head on the last
-/// real row, the blocks' k/v copied into the KV cache; decode = embedding_cache → block_cache_i (history_k/v bound to
-/// the KV cache in device memory, mask over the filled history plus the new token) → lm_head, the new k/v written at
-/// the token's position. Logits come from lm_head's output (DoSample) or from its logits tensor before the TopK.
+/// prefill = embedding → block_0..block_{n−1} (or block_prompt_i with SharePrompt; input padded to L, causal mask,
+/// positions 0..) → lm_head on the last real row, the blocks' k/v copied into the KV cache; decode = embedding_cache →
+/// block_cache_i (history_k/v bound to the KV cache in device memory, mask over the filled history plus the new token) →
+/// lm_head, the new k/v written at the token's position. Logits come from lm_head's output (DoSample) or from its logits
+/// tensor before the TopK.
+/// <para>EmbeddingDisk models have no embedding nets: tokens are looked up on the host in config/embedding.bin. Models
+/// built with Batch B decode B sequences at once: each has a slot of the KV cache, prefilled one at a time. Models built
+/// for several devices (NumDevice) run their blocks as cascades: every device holds its heads' share of the KV cache,
+/// the hidden states live on every device, and lm_head runs on device 0.</para>
 /// </summary>
 public sealed class LlmEmulator : IDisposable
 {
     private readonly EmulatorRuntime _rt;
-    private readonly EmulatorNet _embedding, _embeddingCache, _lmHead;
-    private readonly EmulatorNet[] _blocks, _blockCaches;
-    private readonly DeviceMem[] _keyCache, _valueCache;
-    private readonly long _kvRowBytes;
+    private readonly EmulatorGroup? _embedding, _embeddingCache;
+    private readonly HostEmbedding? _hostEmbedding;
+    private readonly DeviceMem _hostPrefillRows, _hostDecodeRows;
+    private readonly EmulatorGroup _lmHead;
+    private readonly EmulatorGroup[] _prefill, _decode;
+    /// <summary>[layer][device]: [B, S, kvh/D, d] in the activation dtype.</summary>
+    private readonly DeviceMem[][] _keyCache, _valueCache;
+    /// <summary>Bytes of one token's keys (or values) on each device.</summary>
+    private readonly long[] _kvRowBytes;
+    private readonly int[] _positions;
 
-    private LlmEmulator(EmulatorRuntime rt, int layers)
+    private LlmEmulator(EmulatorRuntime rt, int layers, string? configDir)
     {
         _rt = rt;
         NumLayers = layers;
-        _embedding = rt.Net("embedding");
-        _embeddingCache = rt.Net("embedding_cache");
-        _lmHead = rt.Net("lm_head");
-        _blocks = Enumerable.Range(0, layers).Select(i => rt.Net($"block_{i}")).ToArray();
-        _blockCaches = Enumerable.Range(0, layers).Select(i => rt.Net($"block_cache_{i}")).ToArray();
-        NetTensor ids = _embedding.Inputs[0];
-        PrefillLength = (int)ids.Shape[^1];
-        NetTensor hidden = _embedding.Outputs[0];
-        HiddenSize = (int)hidden.Shape[^1];
-        ActivationType = hidden.DType;
-        NetTensor history = _blockCaches[0].Inputs[_blockCaches[0].InputIndex("history_k")];
-        SeqLength = (int)history.Shape[1];
-        KvHeads = (int)history.Shape[2];
-        HeadDim = (int)history.Shape[3];
-        if (_blockCaches[0].Inputs[0].Shape[0] != 1)
-            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, "The emulator pipeline runs batch-1 models; this model was built with Batch > 1.");
-        _kvRowBytes = (long)KvHeads * HeadDim * TensorRef.ElementSize(history.DType);
-        _keyCache = new DeviceMem[layers];
-        _valueCache = new DeviceMem[layers];
+        _prefill = Enumerable.Range(0, layers).Select(i => rt.Group(PrefillNetName(rt, i))).ToArray();
+        _decode = Enumerable.Range(0, layers).Select(i => rt.Group($"block_cache_{i}")).ToArray();
+        _lmHead = rt.Group("lm_head");
+        Devices = _prefill[0].Devices;
+
+        EmulatorGroup first = _prefill[0], cache = _decode[0];
+        NetTensor states = first.Input(first.InputIndex("input_states"));
+        PrefillLength = (int)states.Shape[1];
+        HiddenSize = (int)states.Shape[^1];
+        ActivationType = states.DType;
+        Batch = (int)cache.Input(cache.InputIndex("input_states")).Shape[0];
+        int historyIndex = cache.InputIndex("history_k");
+        SeqLength = (int)cache.Input(historyIndex).Shape[1];
+        HeadDim = (int)cache.Input(historyIndex).Shape[3];
+        _kvRowBytes = new long[Devices];
+        _keyCache = new DeviceMem[layers][];
+        _valueCache = new DeviceMem[layers][];
+        for (int d = 0; d < Devices; d++)
+        {
+            NetTensor history = cache.Input(historyIndex, d);
+            KvHeads += (int)history.Shape[2];
+            _kvRowBytes[d] = history.Shape[2] * history.Shape[3] * TensorRef.ElementSize(history.DType);
+        }
         for (int i = 0; i < layers; i++)
         {
-            _keyCache[i] = rt.Allocate(history.Bytes);
-            _valueCache[i] = rt.Allocate(history.Bytes);
+            _keyCache[i] = Enumerable.Range(0, Devices).Select(d => rt.Allocate(cache.Input(historyIndex, d).Bytes, d)).ToArray();
+            _valueCache[i] = Enumerable.Range(0, Devices).Select(d => rt.Allocate(cache.Input(historyIndex, d).Bytes, d)).ToArray();
         }
-        LmHeadOutputsLogits = _lmHead.Outputs[0].DType == BModelDataType.Float32 && _lmHead.Outputs[0].Shape[^1] > 1;
-        VocabSize = LmHeadOutputsLogits ? (int)_lmHead.Outputs[0].Shape[^1]
-            : (int)_lmHead.Program.Probes.First(p => p.Name == "logits").Tensor.Shape[^1];
+        _positions = new int[Batch];
+
+        NetTensor lmOut = _lmHead.Output(0);
+        LmHeadOutputsLogits = lmOut.DType == BModelDataType.Float32 && lmOut.Shape[^1] > 1;
+        VocabSize = LmHeadOutputsLogits ? (int)lmOut.Shape[^1]
+            : (int)_lmHead.Steps[0][0].Program.Probes.First(p => p.Name == "logits").Tensor.Shape[^1];
+
+        if (rt.HasGroup("embedding"))
+        {
+            _embedding = rt.Group("embedding");
+            _embeddingCache = rt.Group("embedding_cache");
+        }
+        else
+        {
+            string dir = configDir ?? throw new LlmBuildException(ErrorCodes.RuntimeBadInput,
+                "The model has no embedding nets (built with EmbeddingDisk) and no config folder was given for config/embedding.bin.");
+            _hostEmbedding = new HostEmbedding(Path.Combine(dir, EmbeddingBin.FileName), HiddenSize, ActivationType);
+            _hostPrefillRows = rt.Allocate((long)PrefillLength * HiddenSize * TensorRef.ElementSize(ActivationType));
+            _hostDecodeRows = rt.Allocate((long)Batch * HiddenSize * TensorRef.ElementSize(ActivationType));
+        }
     }
 
-    /// <summary>Loads a combined bmodel (config/ is not needed to compute; the CLI reads it for tokenizing).</summary>
-    public static LlmEmulator Load(string bmodelPath)
+    /// <summary>
+    /// Loads a combined bmodel. Only EmbeddingDisk models read anything else: config/embedding.bin from
+    /// <paramref name="configDir"/> (default: the config folder beside the bmodel, as the build writes it).
+    /// </summary>
+    public static LlmEmulator Load(string bmodelPath, string? configDir = null)
     {
         BModelFile model = EmulatorRuntime.ReadModel(bmodelPath);
+        bool Has(string name) => model.Nets.Any(n => n.Name == name || n.Cascade?.MainName == name);
         int layers = 0;
-        while (model.Nets.Any(n => n.Name == $"block_{layers}")) layers++;
-        if (layers == 0 || model.Nets.All(n => n.Name != "embedding"))
-            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"'{bmodelPath}' has no embedding/block_0 nets; it is not an LLM built by LlmBuild.", bmodelPath);
-        NetInfo cache = model.Nets.First(n => n.Name == "block_cache_0");
-        BModelTensor history = cache.Stages[0].InputTensors.First(t => t.Name == "history_k");
-        long kv = 2L * layers * (long)history.Size + 64L * 1024 * 2 * layers;
-        var rt = EmulatorRuntime.Load(bmodelPath, kv);
-        try { return new LlmEmulator(rt, layers); }
+        while (Has($"block_{layers}") || Has($"block_prompt_{layers}")) layers++;
+        if (layers == 0 || !Has("block_cache_0") || !Has("lm_head"))
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"'{bmodelPath}' has no block_0/block_cache_0/lm_head nets; it is not an LLM built by LlmBuild.", bmodelPath);
+        // The KV cache: per layer as large as block_cache's history inputs on every device; a little slack per buffer for alignment.
+        long historyBytes = model.Nets.Where(n => n.Name == "block_cache_0" || n.Cascade?.MainName == "block_cache_0")
+            .SelectMany(n => n.Stages[0].InputTensors).Where(t => t.Name.StartsWith("history_", StringComparison.Ordinal)).Sum(t => (long)t.Size);
+        long extra = layers * (historyBytes + 64L * 1024 * 2 * Math.Max(1, model.DeviceNum)) + 4L * 1024 * 1024;
+        BModelTensor states = model.Nets.First(n => n.Name == "block_cache_0" || n.Cascade?.MainName == "block_cache_0").Stages[0].InputTensors[0];
+        extra += 64L * (long)states.Size; // host-embedded rows with EmbeddingDisk (generous: L·H elements)
+        var rt = EmulatorRuntime.Load(bmodelPath, extra);
+        try { return new LlmEmulator(rt, layers, configDir ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(bmodelPath))!, "config")); }
         catch { rt.Dispose(); throw; }
     }
 
+    private static string PrefillNetName(EmulatorRuntime rt, int layer) =>
+        rt.HasGroup($"block_{layer}") ? $"block_{layer}" : $"block_prompt_{layer}";
+
     public EmulatorRuntime Runtime => _rt;
     public int NumLayers { get; }
+    /// <summary>Devices the blocks run on (NumDevice).</summary>
+    public int Devices { get; }
+    /// <summary>Sequences the decode nets take at once (Batch).</summary>
+    public int Batch { get; }
     /// <summary>L: tokens the prefill nets take at once.</summary>
     public int PrefillLength { get; }
-    /// <summary>S: KV cache rows.</summary>
+    /// <summary>S: KV cache rows per sequence.</summary>
     public int SeqLength { get; }
     public int HiddenSize { get; }
+    /// <summary>KV heads over all devices.</summary>
     public int KvHeads { get; }
     public int HeadDim { get; }
     public int VocabSize { get; }
     public BModelDataType ActivationType { get; }
     public bool LmHeadOutputsLogits { get; }
-    /// <summary>Tokens in the KV cache (the position of the next token).</summary>
-    public int Position { get; private set; }
+    /// <summary>True when tokens are embedded on the host from config/embedding.bin (EmbeddingDisk).</summary>
+    public bool EmbedsOnHost => _hostEmbedding is not null;
+    /// <summary>The prefill net of a layer: block_i, or block_prompt_i with SharePrompt.</summary>
+    public string PrefillNet(int layer) => _prefill[layer].Name;
+    /// <summary>Tokens in slot 0's KV cache (the position of its next token).</summary>
+    public int Position => _positions[0];
+    /// <summary>Tokens in a slot's KV cache.</summary>
+    public int PositionOf(int slot) => _positions[CheckSlot(slot)];
 
-    public void Reset() => Position = 0;
+    public void Reset() => Array.Clear(_positions);
 
-    private float MaskFill => PieceGraphBuilder.MaskFill;
+    private static float MaskFill => PieceGraphBuilder.MaskFill;
 
     /// <summary>
-    /// Prefills a prompt (at most L tokens) from position 0 and returns the logits of the last token, or of every
-    /// token ([n, vocab]) with <paramref name="allPositions"/>.
+    /// Prefills a prompt (at most L tokens) into a batch slot from position 0 and returns the logits of the last token,
+    /// or of every token ([n, vocab]) with <paramref name="allPositions"/>.
     /// </summary>
-    public float[] Prefill(ReadOnlySpan<int> ids, bool allPositions = false, EmulatorTrace? trace = null)
+    public float[] Prefill(ReadOnlySpan<int> ids, bool allPositions = false, EmulatorTrace? trace = null, int slot = 0)
     {
         int n = ids.Length, L = PrefillLength;
+        CheckSlot(slot);
         if (n == 0 || n > L)
             throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"A prefill takes 1..{L} tokens (MaxInputLength), got {n}.");
         CheckIds(ids);
-        Position = 0;
+        _positions[slot] = 0;
         var padded = new int[L];
         ids.CopyTo(padded);
-        _rt.Memory.Write(_embedding.InputMems[0], (ReadOnlySpan<int>)padded);
-        _rt.Launch(_embedding);
-        DeviceMem hidden = _embedding.OutputMems[0];
-        if (trace is not null) trace.Embeddings = ReadRows(hidden, n, HiddenSize);
+        DeviceMem hidden = Embed(padded, _embedding, _hostPrefillRows);
+        if (trace is not null) trace.Embeddings = ReadRows(hidden, 0, n, HiddenSize);
 
         var positions = new int[L];
         for (int i = 0; i < n; i++) positions[i] = i;
@@ -124,69 +176,85 @@ public sealed class LlmEmulator : IDisposable
         for (int i = 0; i < L; i++)
             for (int j = 0; j < L; j++)
                 mask[i * L + j] = i < n && j <= i ? 0f : MaskFill;
+        DeviceMem[] states = Broadcast(hidden, _prefill[0]);
+        long rows = Math.Min(L, SeqLength);
         for (int layer = 0; layer < NumLayers; layer++)
         {
-            EmulatorNet net = _blocks[layer];
-            WriteInput(net, "position_ids", positions);
-            if (HasInput(net, "attention_mask")) WriteInputFloat(net, "attention_mask", mask);
-            var inputs = new DeviceMem?[net.Inputs.Count];
-            inputs[net.InputIndex("input_states")] = hidden;
-            _rt.Launch(net, inputs);
-            hidden = net.OutputMems[0];
-            DeviceMem k = net.OutputMems[1], v = net.OutputMems[2];
-            long rows = Math.Min(L, SeqLength);
-            _rt.Memory.Copy(_keyCache[layer], k, rows * _kvRowBytes);
-            _rt.Memory.Copy(_valueCache[layer], v, rows * _kvRowBytes);
-            if (trace is not null)
+            EmulatorGroup net = _prefill[layer];
+            states = RunBlock(net, states, positions, net.HasInput("attention_mask") ? mask : null, null);
+            for (int d = 0; d < Devices; d++)
             {
-                trace.BlockOutputs.Add(ReadRows(hidden, n, HiddenSize));
-                trace.Keys.Add(ReadRows(k, n, KvHeads * HeadDim));
-                trace.Values.Add(ReadRows(v, n, KvHeads * HeadDim));
+                long offset = (long)slot * SeqLength * _kvRowBytes[d];
+                _rt.Memory.Copy(_keyCache[layer][d].Slice(offset, rows * _kvRowBytes[d]), net.OutputMem(1, d), rows * _kvRowBytes[d]);
+                _rt.Memory.Copy(_valueCache[layer][d].Slice(offset, rows * _kvRowBytes[d]), net.OutputMem(2, d), rows * _kvRowBytes[d]);
             }
+            if (trace is not null) Trace(trace, net, states[0], 0, n);
         }
-        Position = n;
-        if (!allPositions) return LmHead(hidden, n - 1);
+        _positions[slot] = n;
+        if (!allPositions) return LmHead(states[0], n - 1);
         var all = new float[(long)n * VocabSize];
-        for (int i = 0; i < n; i++) LmHead(hidden, i).CopyTo(all.AsSpan(i * VocabSize));
+        for (int i = 0; i < n; i++) LmHead(states[0], i).CopyTo(all.AsSpan(i * VocabSize));
         return all;
     }
 
-    /// <summary>Runs one token at <see cref="Position"/> through the decode nets and returns its logits.</summary>
-    public float[] Decode(int id, EmulatorTrace? trace = null)
+    /// <summary>Runs one token of one slot at its position through the decode nets (other slots idle) and returns its logits.</summary>
+    public float[] Decode(int id, EmulatorTrace? trace = null, int slot = 0)
     {
-        if (Position >= SeqLength)
-            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The KV cache is full: the model was built with SeqLength={SeqLength}.");
-        CheckIds([id]);
-        _rt.Memory.Write(_embeddingCache.InputMems[0], (ReadOnlySpan<int>)[id]);
-        _rt.Launch(_embeddingCache);
-        DeviceMem hidden = _embeddingCache.OutputMems[0];
-        if (trace is not null) trace.Embeddings = ReadRows(hidden, 1, HiddenSize);
-        int S = SeqLength;
-        var mask = new float[S + 1];
-        for (int j = 0; j < S; j++) mask[j] = j < Position ? 0f : MaskFill;
+        CheckSlot(slot);
+        var ids = new int[Batch];
+        var active = new bool[Batch];
+        ids[slot] = id;
+        active[slot] = true;
+        return DecodeCore(ids, active, trace, slot).AsSpan(slot * VocabSize, VocabSize).ToArray();
+    }
+
+    /// <summary>Decodes one token for every slot at once (each at its own position); returns [Batch, vocab].</summary>
+    public float[] DecodeBatch(ReadOnlySpan<int> ids)
+    {
+        if (ids.Length != Batch)
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The model decodes {Batch} sequence(s) at once (Batch); got {ids.Length} ids.");
+        return DecodeCore(ids.ToArray(), Enumerable.Repeat(true, Batch).ToArray(), null, 0);
+    }
+
+    private float[] DecodeCore(int[] ids, bool[] active, EmulatorTrace? trace, int traceSlot)
+    {
+        int S = SeqLength, B = Batch;
+        for (int b = 0; b < B; b++)
+            if (active[b] && _positions[b] >= S)
+                throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The KV cache of slot {b} is full: the model was built with SeqLength={S}.");
+        CheckIds(ids);
+        DeviceMem hidden = Embed(ids, _embeddingCache, _hostDecodeRows);
+        if (trace is not null) trace.Embeddings = ReadRows(hidden, traceSlot, 1, HiddenSize);
+        var positions = new int[B];
+        var mask = new float[B * (S + 1)];
+        for (int b = 0; b < B; b++)
+        {
+            // An idle slot attends to its own token only; its cache is left untouched.
+            positions[b] = active[b] ? _positions[b] : 0;
+            for (int j = 0; j < S; j++) mask[b * (S + 1) + j] = active[b] && j < _positions[b] ? 0f : MaskFill;
+        }
+        DeviceMem[] states = Broadcast(hidden, _decode[0]);
         for (int layer = 0; layer < NumLayers; layer++)
         {
-            EmulatorNet net = _blockCaches[layer];
-            WriteInput(net, "position_ids", [Position]);
-            WriteInputFloat(net, "attention_mask", mask);
-            var inputs = new DeviceMem?[net.Inputs.Count];
-            inputs[net.InputIndex("input_states")] = hidden;
-            inputs[net.InputIndex("history_k")] = _keyCache[layer];
-            inputs[net.InputIndex("history_v")] = _valueCache[layer];
-            _rt.Launch(net, inputs);
-            hidden = net.OutputMems[0];
-            DeviceMem k = net.OutputMems[1], v = net.OutputMems[2];
-            _rt.Memory.Copy(_keyCache[layer].Slice(Position * _kvRowBytes, _kvRowBytes), k, _kvRowBytes);
-            _rt.Memory.Copy(_valueCache[layer].Slice(Position * _kvRowBytes, _kvRowBytes), v, _kvRowBytes);
-            if (trace is not null)
+            EmulatorGroup net = _decode[layer];
+            states = RunBlock(net, states, positions, mask, layer);
+            for (int d = 0; d < Devices; d++)
             {
-                trace.BlockOutputs.Add(ReadRows(hidden, 1, HiddenSize));
-                trace.Keys.Add(ReadRows(k, 1, KvHeads * HeadDim));
-                trace.Values.Add(ReadRows(v, 1, KvHeads * HeadDim));
+                long row = _kvRowBytes[d];
+                for (int b = 0; b < B; b++)
+                {
+                    if (!active[b]) continue;
+                    long at = ((long)b * S + _positions[b]) * row;
+                    _rt.Memory.Copy(_keyCache[layer][d].Slice(at, row), net.OutputMem(1, d).Slice(b * row, row), row);
+                    _rt.Memory.Copy(_valueCache[layer][d].Slice(at, row), net.OutputMem(2, d).Slice(b * row, row), row);
+                }
             }
+            if (trace is not null) Trace(trace, net, states[0], traceSlot, 1);
         }
-        Position++;
-        return LmHead(hidden, 0);
+        for (int b = 0; b < B; b++) if (active[b]) _positions[b]++;
+        // lm_head takes [B, H]: the decode states [B, 1, H] as they are.
+        _rt.Launch(_lmHead, (i, _) => i == 0 ? states[0] : null);
+        return ReadLogits(B);
     }
 
     /// <summary>
@@ -215,37 +283,155 @@ public sealed class LlmEmulator : IDisposable
         return best;
     }
 
+    /// <summary>Embeds ids (the net's full input length) through the embedding net, or from embedding.bin into device rows.</summary>
+    private DeviceMem Embed(int[] ids, EmulatorGroup? net, DeviceMem hostRows)
+    {
+        if (net is not null)
+        {
+            _rt.Memory.Write(net.InputMem(0), (ReadOnlySpan<int>)ids);
+            _rt.Launch(net);
+            return net.OutputMem(0);
+        }
+        _hostEmbedding!.Read(ids, _rt.Memory.Bytes(hostRows));
+        return hostRows;
+    }
+
+    /// <summary>The hidden states on every device: device 0's buffer, copied into the first block's input on the others.</summary>
+    private DeviceMem[] Broadcast(DeviceMem hidden, EmulatorGroup firstBlock)
+    {
+        var states = new DeviceMem[Devices];
+        states[0] = hidden;
+        int index = firstBlock.InputIndex("input_states");
+        for (int d = 1; d < Devices; d++)
+        {
+            states[d] = firstBlock.InputMem(index, d);
+            _rt.Memory.Copy(states[d], hidden, firstBlock.Input(index, d).Bytes);
+        }
+        return states;
+    }
+
+    /// <summary>Runs one block (prefill or decode) on every device; returns its output_states per device.</summary>
+    private DeviceMem[] RunBlock(EmulatorGroup net, DeviceMem[] states, int[] positions, float[]? mask, int? decodeLayer)
+    {
+        int statesIndex = net.InputIndex("input_states"), positionIndex = net.InputIndex("position_ids");
+        int maskIndex = mask is null ? -1 : net.InputIndex("attention_mask");
+        int historyK = decodeLayer is null ? -1 : net.InputIndex("history_k"), historyV = decodeLayer is null ? -1 : net.InputIndex("history_v");
+        for (int d = 0; d < Devices; d++)
+        {
+            _rt.Memory.Write(net.InputMem(positionIndex, d), (ReadOnlySpan<int>)positions);
+            if (mask is not null) _rt.WriteFloat(net.InputMem(maskIndex, d), net.Input(maskIndex, d).DType, mask);
+        }
+        _rt.Launch(net, (i, d) =>
+            i == statesIndex ? states[d]
+            : i == historyK ? _keyCache[decodeLayer!.Value][d]
+            : i == historyV ? _valueCache[decodeLayer!.Value][d]
+            : null);
+        return Enumerable.Range(0, Devices).Select(d => net.OutputMem(0, d)).ToArray();
+    }
+
+    private void Trace(EmulatorTrace trace, EmulatorGroup net, DeviceMem output, int firstRow, int rows)
+    {
+        trace.BlockOutputs.Add(ReadRows(output, firstRow, rows, HiddenSize));
+        trace.Keys.Add(GatherHeads(net, 1, firstRow, rows));
+        trace.Values.Add(GatherHeads(net, 2, firstRow, rows));
+    }
+
+    /// <summary>Rows of a k/v output of every device, joined per row in head order: [rows, kvh·d].</summary>
+    private float[] GatherHeads(EmulatorGroup net, int output, int firstRow, int rows)
+    {
+        var parts = Enumerable.Range(0, Devices).Select(d =>
+        {
+            int width = (int)(_kvRowBytes[d] / TensorRef.ElementSize(ActivationType));
+            return (Width: width, Data: ReadRows(net.OutputMem(output, d), firstRow, rows, width));
+        }).ToArray();
+        int total = parts.Sum(p => p.Width);
+        var result = new float[(long)rows * total];
+        for (int r = 0; r < rows; r++)
+        {
+            int at = r * total;
+            foreach (var (width, data) in parts)
+            {
+                data.AsSpan(r * width, width).CopyTo(result.AsSpan(at));
+                at += width;
+            }
+        }
+        return result;
+    }
+
     private float[] LmHead(DeviceMem hidden, int row)
     {
         long rowBytes = (long)HiddenSize * TensorRef.ElementSize(ActivationType);
-        DeviceMem input = _lmHead.InputMems[0];
+        DeviceMem input = _lmHead.InputMem(0);
         _rt.Memory.Copy(input, hidden.Slice(row * rowBytes, rowBytes), rowBytes);
         _rt.Launch(_lmHead);
-        return LmHeadOutputsLogits
-            ? _rt.ReadFloat(_lmHead.OutputMems[0], BModelDataType.Float32, VocabSize)
-            : _rt.ReadProbe(_lmHead, "logits");
+        return ReadLogits(1);
+    }
+
+    /// <summary>The logits of lm_head's first <paramref name="rows"/> rows: its output (DoSample) or the tensor before its TopK.</summary>
+    private float[] ReadLogits(int rows)
+    {
+        if (LmHeadOutputsLogits) return _rt.ReadFloat(_lmHead.OutputMem(0), BModelDataType.Float32, (long)rows * VocabSize);
+        float[] all = _rt.ReadProbe(_lmHead.Steps[0][0], "logits");
+        return rows * VocabSize == all.Length ? all : all.AsSpan(0, rows * VocabSize).ToArray();
     }
 
     private void CheckIds(ReadOnlySpan<int> ids)
     {
-        int vocab = (int)_embedding.Coeff.Size > 0 ? VocabSize : int.MaxValue;
+        int vocab = _hostEmbedding is null ? VocabSize : Math.Min(VocabSize, _hostEmbedding.Rows);
         foreach (int id in ids)
             if (id < 0 || id >= vocab)
                 throw new LlmBuildException(ErrorCodes.BadTokenIds, $"Token id {id} is outside the vocabulary 0..{vocab - 1}.");
     }
 
-    private static bool HasInput(EmulatorNet net, string name) => net.Inputs.Any(t => t.Name == name);
+    private int CheckSlot(int slot) => slot >= 0 && slot < Batch ? slot
+        : throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Batch slot {slot} does not exist: the model decodes {Batch} sequence(s) (slots 0..{Batch - 1}).");
 
-    private void WriteInput(EmulatorNet net, string name, int[] values) =>
-        _rt.Memory.Write(net.InputMems[net.InputIndex(name)], (ReadOnlySpan<int>)values);
-
-    private void WriteInputFloat(EmulatorNet net, string name, float[] values)
+    private float[] ReadRows(DeviceMem mem, int firstRow, int rows, int width)
     {
-        int i = net.InputIndex(name);
-        _rt.WriteFloat(net.InputMems[i], net.Inputs[i].DType, values);
+        long rowBytes = (long)width * TensorRef.ElementSize(ActivationType);
+        return _rt.ReadFloat(mem.Slice(firstRow * rowBytes, rows * rowBytes), ActivationType, (long)rows * width);
     }
 
-    private float[] ReadRows(DeviceMem mem, int rows, int width) => _rt.ReadFloat(mem, ActivationType, (long)rows * width);
+    public void Dispose()
+    {
+        _hostEmbedding?.Dispose();
+        _rt.Dispose();
+    }
 
-    public void Dispose() => _rt.Dispose();
+    /// <summary>config/embedding.bin: [vocab, H] in the activation dtype, read a row at a time (never loaded whole).</summary>
+    private sealed class HostEmbedding : IDisposable
+    {
+        private readonly Microsoft.Win32.SafeHandles.SafeFileHandle _file;
+        private readonly long _rowBytes;
+
+        public HostEmbedding(string path, int hidden, BModelDataType dtype)
+        {
+            if (!File.Exists(path))
+                throw new LlmBuildException(ErrorCodes.RuntimeBadInput,
+                    $"The model was built with EmbeddingDisk, so tokens are embedded from '{path}', which does not exist. Keep the build's config/ folder beside the bmodel (or pass its folder).", path);
+            _file = File.OpenHandle(path);
+            _rowBytes = (long)hidden * TensorRef.ElementSize(dtype);
+            long length = RandomAccess.GetLength(_file);
+            if (length == 0 || length % _rowBytes != 0)
+            {
+                _file.Dispose();
+                throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"'{path}' has {length} bytes, not a whole number of {_rowBytes}-byte rows of hidden size {hidden}. Rebuild the model.", path);
+            }
+            Rows = checked((int)(length / _rowBytes));
+        }
+
+        public int Rows { get; }
+
+        public void Read(ReadOnlySpan<int> ids, Span<byte> destination)
+        {
+            for (int i = 0; i < ids.Length; i++)
+            {
+                Span<byte> row = destination.Slice(checked((int)(i * _rowBytes)), (int)_rowBytes);
+                if (RandomAccess.Read(_file, row, ids[i] * _rowBytes) != _rowBytes)
+                    throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"embedding.bin ended before row {ids[i]}.");
+            }
+        }
+
+        public void Dispose() => _file.Dispose();
+    }
 }
