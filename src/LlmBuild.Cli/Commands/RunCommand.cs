@@ -30,7 +30,7 @@ public static class RunCommand
             string configDir = parse.GetValue(config) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config");
             var tokenizer = Tokenizer.Load(configDir);
             var template = ChatTemplate.Load(configDir);
-            using var emulator = LlmEmulator.Load(path);
+            using var emulator = LlmEmulator.Load(path, configDir);
             var sampling = parse.GetValue(sample) ? SamplingOptions.FromGenerationConfig(configDir) : null;
             var generator = new EmulatorGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
