@@ -213,7 +213,7 @@ public sealed class IncrementalBuildTests
             done
             cp "{{stash}}/$(basename "$mlir" .mlir).bmodel" "$out"
             """.Replace("\r\n", "\n"));
-        File.SetUnixFileMode(tool, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(tool, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var path = new Dictionary<string, string> { ["PATH"] = toolDir + Path.PathSeparator + Environment.GetEnvironmentVariable("PATH") };
         int Calls() => File.Exists(calls) ? File.ReadAllLines(calls).Length : 0;
         var props = BuildHarness.DefaultProperties();
@@ -249,6 +249,37 @@ public sealed class IncrementalBuildTests
         foreach (string s in new[] { Stages.Compile, Stages.Combine, Stages.Verify })
             Assert.IsTrue(builtin.RanTasks.Contains(s), s + " ran:\n" + builtin.Output);
         CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "back to the built-in build's bytes");
+    }
+
+    /// <summary>
+    /// An upgraded SDK whose files are all older than the existing outputs (package files keep their packing times)
+    /// still rebuilds: its hash is in the options stamp and in every spec. The SDK is laid out as the package lays it
+    /// out (Sdk/, targets/, tasks/net10.0/), copied with the repository's files and times.
+    /// </summary>
+    [TestMethod]
+    public void AnotherSdkWithOlderFilesRerunsEveryStage()
+    {
+        string dir = CopyOfBaseline("sdkup");
+        string sdk = Path.Combine(dir, "sdk");
+        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "build", "LlmBuild.Sdk", "Sdk"), Path.Combine(sdk, "Sdk"));
+        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "targets"), Path.Combine(sdk, "targets"));
+        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "src", "LlmBuild.Tasks", "bin", "Release", "net10.0"), Path.Combine(sdk, "tasks", "net10.0"));
+        string project = BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
+        File.WriteAllText(project, File.ReadAllText(project).Replace(Path.Combine(BuildHarness.RepoRoot, "build", "LlmBuild.Sdk", "Sdk"), Path.Combine(sdk, "Sdk")));
+
+        var same = BuildHarness.Build(dir);
+        same.AssertSucceeded();
+        Assert.IsFalse(same.Output.Contains("building the task assembly from source"), "the copied task assembly is used");
+        Assert.AreEqual(0, same.RanTasks.Count, "the same SDK elsewhere is the same SDK:\n" + same.Output);
+
+        string stages = Path.Combine(sdk, "targets", "LlmBuild.Stages.targets");
+        var time = File.GetLastWriteTimeUtc(stages);
+        File.AppendAllText(stages, "<!-- the next version -->\n");
+        File.SetLastWriteTimeUtc(stages, time);
+        var upgraded = BuildHarness.Build(dir);
+        upgraded.AssertSucceeded();
+        foreach (string s in Stages.All) Assert.IsTrue(upgraded.RanTasks.Contains(s), s + " ran:\n" + upgraded.Output);
+        Assert.AreEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
     }
 
     [TestMethod]
