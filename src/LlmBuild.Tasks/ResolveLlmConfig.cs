@@ -26,7 +26,7 @@ public sealed class ResolveLlmConfig : LlmTask
             return;
         }
         AtomicFile.DeleteStaleTemporaries(IntermediateDirectory);
-        ResolveStage.WriteOutputs(model, IntermediateDirectory);
+        ResolveStage.WriteOutputs(model, IntermediateDirectory, values.GetValueOrDefault(ResolveStage.SdkHashOption));
         LogProgress($"resolved {model.Config.ModelType} ({model.Family}), {model.Quantize}, seq {model.SeqLength}, {model.Pieces.Count} pieces");
     }
 }

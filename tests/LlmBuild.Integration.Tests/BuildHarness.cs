@@ -69,6 +69,8 @@ public static class BuildHarness
         ["QGroupSize"] = "64",
         ["Chip"] = "bm1684x",
         ["LlmModelName"] = "tiny",
+        // Explicit, so a TPU-MLIR installation on the machine's PATH never switches these builds to the tpu-mlir backend.
+        ["LlmCodegenBackend"] = "builtin",
     };
 
     /// <summary>Writes dir/model.llmproj importing the repository's SDK by path.</summary>
@@ -92,9 +94,12 @@ public static class BuildHarness
         Dotnet(dir, ["build", "model.llmproj", .. extra]);
 
     /// <summary>Runs dotnet with plain, normal-verbosity console output and no node reuse.</summary>
-    public static BuildResult Dotnet(string dir, IEnumerable<string> args, TimeSpan? timeout = null, bool buildFlags = true)
+    /// <param name="environment">Variables to set (or override, e.g. PATH) in the build's environment.</param>
+    public static BuildResult Dotnet(string dir, IEnumerable<string> args, TimeSpan? timeout = null, bool buildFlags = true,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var psi = StartInfo(dir, args, buildFlags);
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         using var process = Process.Start(psi)!;
         var output = new StringBuilder();
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };

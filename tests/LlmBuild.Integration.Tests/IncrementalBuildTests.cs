@@ -180,10 +180,106 @@ public sealed class IncrementalBuildTests
         var result = BuildHarness.Build(dir, "-p:DryRun=true");
         result.AssertSucceeded();
         foreach (string expected in new[] { "family", "qwen2", "SeqLength", "Quantize", "w4bf16", "QGroupSize", "Chip", "bm1684x", "NumDevice", "DistributeStrategy",
-                     "MaxInputLength", "UseBlockWithKv", "EmbeddingDisk", "embedding_cache", "block_cache_3", "lm_head" })
+                     "MaxInputLength", "UseBlockWithKv", "EmbeddingDisk", "embedding_cache", "block_cache_3", "lm_head",
+                     "codegen backend: builtin (LlmCodegenBackend=builtin)" })
             StringAssert.Contains(result.Output, expected);
         Assert.IsFalse(Directory.Exists(Path.Combine(dir, "obj", "Debug", "llm")), "no llm intermediates");
         Assert.IsFalse(Directory.Exists(Path.Combine(dir, "bin")), "no outputs");
+    }
+
+    /// <summary>
+    /// DESIGN §8: model_deploy.py on PATH selects the tpu-mlir backend when neither LlmCodegenBackend nor TpuMlirPath is
+    /// set, the build says so (also in a dry run) and skips verify; LlmCodegenBackend=builtin overrides it. Switching the
+    /// backend either way recompiles every piece and nothing before codegen.
+    /// </summary>
+    [TestMethod]
+    public void ModelDeployOnPathSelectsTpuMlirAndBuiltinOverridesIt()
+    {
+        string dir = CopyOfBaseline("tpumlir");
+        string llm = Path.Combine(dir, "obj", "Debug", "llm");
+        // A stand-in model_deploy.py: records each call and "compiles" a piece by copying the baseline's bmodel of that
+        // piece (combine needs real bmodels), so the combined bmodel must equal the baseline's.
+        string stash = Path.Combine(dir, "stash");
+        BuildHarness.CopyTree(Path.Combine(llm, "bm1684x"), stash);
+        string toolDir = Path.Combine(dir, "fake-tpu-mlir");
+        Directory.CreateDirectory(toolDir);
+        string tool = Path.Combine(toolDir, "model_deploy.py"), calls = Path.Combine(toolDir, "calls.txt");
+        File.WriteAllText(tool, $$"""
+            #!/bin/sh
+            echo "$*" >> "{{calls}}"
+            while [ $# -gt 0 ]; do
+              case "$1" in --mlir) mlir="$2" ;; --model) out="$2" ;; esac
+              shift
+            done
+            cp "{{stash}}/$(basename "$mlir" .mlir).bmodel" "$out"
+            """.Replace("\r\n", "\n"));
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(tool, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var path = new Dictionary<string, string> { ["PATH"] = toolDir + Path.PathSeparator + Environment.GetEnvironmentVariable("PATH") };
+        int Calls() => File.Exists(calls) ? File.ReadAllLines(calls).Length : 0;
+        var props = BuildHarness.DefaultProperties();
+        props.Remove("LlmCodegenBackend");
+        BuildHarness.WriteProject(dir, props);
+        string detected = $"codegen backend: tpu-mlir (model_deploy.py found on PATH at {tool})";
+
+        var dry = BuildHarness.Dotnet(dir, ["build", "model.llmproj", "-p:DryRun=true"], environment: path);
+        dry.AssertSucceeded();
+        StringAssert.Contains(dry.Output, detected);
+        StringAssert.Matches(dry.Output, new System.Text.RegularExpressions.Regex(@"codegen backend\s+tpu-mlir\s*$", System.Text.RegularExpressions.RegexOptions.Multiline));
+        Assert.AreEqual(0, Calls(), "a dry run runs nothing");
+
+        var tpu = BuildHarness.Dotnet(dir, ["build", "model.llmproj"], environment: path);
+        tpu.AssertSucceeded();
+        StringAssert.Contains(tpu.Output, detected);
+        int pieces = File.ReadAllLines(Path.Combine(llm, "pieces.txt")).Length;
+        Assert.AreEqual(pieces, Calls(), "model_deploy.py ran once per piece:\n" + tpu.Output);
+        foreach (string s in new[] { Stages.Quantize, Stages.Export })
+            Assert.IsTrue(tpu.SkippedTargets.Contains(s), s + " skipped: the backend changes neither weights nor MLIR");
+        Assert.IsFalse(tpu.RanTasks.Contains(Stages.Compile), "the built-in codegen did not run");
+        Assert.IsFalse(tpu.RanTasks.Contains(Stages.Verify), "the emulator cannot verify silicon bmodels");
+        StringAssert.Contains(tpu.Output, "VerifyLlmBuild skipped: the tpu-mlir backend builds silicon bmodels");
+        Assert.AreEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"], "combine merged the tool's bmodels");
+        string stamp = File.ReadAllText(Path.Combine(llm, "options.stamp"));
+        StringAssert.Contains(stamp, "LlmCodegenBackend=tpu-mlir");
+        StringAssert.Matches(stamp, new System.Text.RegularExpressions.Regex("^LlmBuildSdkHash=[0-9a-f]{16,}$", System.Text.RegularExpressions.RegexOptions.Multiline));
+
+        var builtin = BuildHarness.Dotnet(dir, ["build", "model.llmproj", "-p:LlmCodegenBackend=builtin"], environment: path);
+        builtin.AssertSucceeded();
+        StringAssert.Contains(builtin.Output, "codegen backend: builtin (LlmCodegenBackend=builtin)");
+        Assert.AreEqual(pieces, Calls(), "model_deploy.py did not run again");
+        foreach (string s in new[] { Stages.Compile, Stages.Combine, Stages.Verify })
+            Assert.IsTrue(builtin.RanTasks.Contains(s), s + " ran:\n" + builtin.Output);
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "back to the built-in build's bytes");
+    }
+
+    /// <summary>
+    /// An upgraded SDK whose files are all older than the existing outputs (package files keep their packing times)
+    /// still rebuilds: its hash is in the options stamp and in every spec. The SDK is laid out as the package lays it
+    /// out (Sdk/, targets/, tasks/net10.0/), copied with the repository's files and times.
+    /// </summary>
+    [TestMethod]
+    public void AnotherSdkWithOlderFilesRerunsEveryStage()
+    {
+        string dir = CopyOfBaseline("sdkup");
+        string sdk = Path.Combine(dir, "sdk");
+        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "build", "LlmBuild.Sdk", "Sdk"), Path.Combine(sdk, "Sdk"));
+        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "targets"), Path.Combine(sdk, "targets"));
+        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "src", "LlmBuild.Tasks", "bin", "Release", "net10.0"), Path.Combine(sdk, "tasks", "net10.0"));
+        string project = BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
+        File.WriteAllText(project, File.ReadAllText(project).Replace(Path.Combine(BuildHarness.RepoRoot, "build", "LlmBuild.Sdk", "Sdk"), Path.Combine(sdk, "Sdk")));
+
+        var same = BuildHarness.Build(dir);
+        same.AssertSucceeded();
+        Assert.IsFalse(same.Output.Contains("building the task assembly from source"), "the copied task assembly is used");
+        Assert.AreEqual(0, same.RanTasks.Count, "the same SDK elsewhere is the same SDK:\n" + same.Output);
+
+        string stages = Path.Combine(sdk, "targets", "LlmBuild.Stages.targets");
+        var time = File.GetLastWriteTimeUtc(stages);
+        File.AppendAllText(stages, "<!-- the next version -->\n");
+        File.SetLastWriteTimeUtc(stages, time);
+        var upgraded = BuildHarness.Build(dir);
+        upgraded.AssertSucceeded();
+        foreach (string s in Stages.All) Assert.IsTrue(upgraded.RanTasks.Contains(s), s + " ran:\n" + upgraded.Output);
+        Assert.AreEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
     }
 
     [TestMethod]

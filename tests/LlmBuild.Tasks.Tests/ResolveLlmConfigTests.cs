@@ -1,3 +1,4 @@
+using LlmBuild.Core.Pipeline;
 using Microsoft.Build.Utilities;
 
 namespace LlmBuild.Tasks.Tests;
@@ -61,6 +62,35 @@ public sealed class ResolveLlmConfigTests
         Assert.IsTrue(again.Execute(), string.Join("\n", engine2.Errors.Select(e => e.Message)));
         Assert.AreEqual(old, File.GetLastWriteTimeUtc(weightSpec), "weights do not depend on SeqLength");
         Assert.AreNotEqual(old, File.GetLastWriteTimeUtc(pieceSpec), "the block's graph does");
+    }
+
+    [TestMethod]
+    public void ADifferentSdkRewritesEverySpec()
+    {
+        var options = Valid();
+        options[ResolveStage.SdkHashOption] = "sdk-hash-1";
+        var (task, engine, dir) = Create(options);
+        Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
+        string[] specs = Directory.GetFiles(Path.Combine(dir, "specs"), "*.json", SearchOption.AllDirectories);
+        Assert.AreEqual(6 + 11 + 2, specs.Length, "weight owners, pieces, codegen and combine");
+        foreach (string spec in specs)
+            Assert.AreEqual($"{ResolveStage.Version} sdk-hash-1", System.Text.Json.JsonDocument.Parse(File.ReadAllText(spec)).RootElement.GetProperty("Sdk").GetString(), spec);
+        var old = DateTime.UtcNow.AddHours(-1);
+        foreach (string spec in specs) File.SetLastWriteTimeUtc(spec, old);
+
+        Assert.IsTrue(Rerun(options), "same SDK");
+        foreach (string spec in specs) Assert.AreEqual(old, File.GetLastWriteTimeUtc(spec), "same SDK, same spec: " + spec);
+
+        options[ResolveStage.SdkHashOption] = "sdk-hash-2";
+        Assert.IsTrue(Rerun(options), "another SDK");
+        foreach (string spec in specs) Assert.AreNotEqual(old, File.GetLastWriteTimeUtc(spec), "another SDK, every stage reruns: " + spec);
+
+        bool Rerun(Dictionary<string, string> o)
+        {
+            var (again, _, _) = Create(o);
+            again.IntermediateDirectory = dir;
+            return again.Execute();
+        }
     }
 
     [TestMethod]

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Reflection;
 using System.Text;
 using System.Text.Json;
 using LlmBuild.Core.Diagnostics;
@@ -14,6 +15,13 @@ namespace LlmBuild.Core.Pipeline;
 /// </summary>
 public static class ResolveStage
 {
+    /// <summary>The option the SDK targets set to a hash of the SDK's own files (targets, task assemblies, dependency list).</summary>
+    public const string SdkHashOption = "LlmBuildSdkHash";
+
+    /// <summary>This LlmBuild's informational version (e.g. 0.1.0+commit).</summary>
+    public static string Version { get; } =
+        typeof(ResolveStage).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
+
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
         BuildOptions options = BuildOptions.Parse(values);
@@ -33,10 +41,15 @@ public static class ResolveStage
         return model with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
     }
 
-    /// <summary>Writes resolved.json, pieces.txt, owners.txt and the spec files under <paramref name="intermediateDir"/>.</summary>
-    public static void WriteOutputs(ResolvedModel model, string intermediateDir)
+    /// <summary>
+    /// Writes resolved.json, pieces.txt, owners.txt and the spec files under <paramref name="intermediateDir"/>.
+    /// <paramref name="sdkHash"/> (the <see cref="SdkHashOption"/> value) joins <see cref="Version"/> in every spec:
+    /// another SDK reruns every stage even when its files are older than the outputs.
+    /// </summary>
+    public static void WriteOutputs(ResolvedModel model, string intermediateDir, string? sdkHash = null)
     {
         string specs = Path.Combine(intermediateDir, "specs");
+        string sdk = string.IsNullOrWhiteSpace(sdkHash) ? Version : $"{Version} {sdkHash.Trim()}";
         string modelDir = model.Options.ModelPath;
         var sources = model.WeightFiles.Select(f =>
         {
@@ -46,7 +59,7 @@ public static class ResolveStage
 
         foreach (var owner in model.Owners)
         {
-            var spec = new { Stage = "quantize", Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources };
+            var spec = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources };
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "weights", owner.Name + ".json"), ToJson(spec));
         }
 
@@ -60,15 +73,15 @@ public static class ResolveStage
         {
             var spec = new
             {
-                Stage = "export", Piece = piece, model.Family, model.Config, Options = graphOptions, model.ActivationDtype, model.Weights,
+                Stage = "export", Sdk = sdk, Piece = piece, model.Family, model.Config, Options = graphOptions, model.ActivationDtype, model.Weights,
                 model.QuantizeLmHead, model.FinalNormInLastBlock, OwnerEntries = piece.WeightOwner is null ? null : model.Owner(piece.WeightOwner).Entries,
             };
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "pieces", piece.Name + ".json"), ToJson(spec));
         }
 
-        var codegen = new { Stage = "codegen", model.CodegenBackend, o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype };
+        var codegen = new { Stage = "codegen", Sdk = sdk, model.CodegenBackend, o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "codegen.json"), ToJson(codegen));
-        var combine = new { Stage = "combine", model.Name, o.Chip, o.EmbeddingDisk, Pieces = model.Pieces.Select(p => p.Name) };
+        var combine = new { Stage = "combine", Sdk = sdk, model.Name, o.Chip, o.EmbeddingDisk, Pieces = model.Pieces.Select(p => p.Name) };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "combine.json"), ToJson(combine));
 
         // The resolve target's own outputs: always written, so their times mark the last resolve.
@@ -84,6 +97,7 @@ public static class ResolveStage
         var sb = new StringBuilder();
         sb.AppendLine("=== LlmBuild resolved configuration ===");
         void Line(string key, object? value) => sb.AppendLine(CultureInfo.InvariantCulture, $"  {key,-22} {value}");
+        Line("LlmBuild", Version);
         Line("name", m.Name);
         Line("model_type", m.Config.ModelType);
         Line("family", m.Family);
