@@ -28,21 +28,30 @@ public sealed class RuntimeBenchmark : IBenchmark
         double bandwidth = MeasureBandwidth();
         Console.WriteLine($"{Environment.ProcessorCount} cores, Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}, memory read bandwidth {bandwidth / 1e9:F2} GB/s (all threads)");
         string root = FindRoot();
-        Measure("tiny-qwen2 (example)", Path.Combine(root, "examples", "tiny-qwen2", "checkpoint"), 256, 64, bandwidth);
+        string example = Path.Combine(root, "examples", "tiny-qwen2", "checkpoint");
+        Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth);
+        Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth, ("Batch", "4"));
+        Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth, ("NumDevice", "2"));
         if (File.Exists(Path.Combine(qwenDir, "model.safetensors")))
+        {
             Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth);
+            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("Batch", "4"));
+            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("NumDevice", "2"));
+        }
         else
             Console.WriteLine($"(no checkpoint in {qwenDir}: run the `weights` benchmark first to write the Qwen2.5-0.5B-shaped one)");
         return 0;
     }
 
-    private static void Measure(string label, string modelDir, int seqLength, int groupSize, double bandwidth)
+    private static void Measure(string label, string modelDir, int seqLength, int groupSize, double bandwidth, params (string Name, string Value)[] extra)
     {
         var props = new Dictionary<string, string?>
         {
             ["ModelPath"] = modelDir, ["SeqLength"] = seqLength.ToString(), ["MaxInputLength"] = "128", ["Quantize"] = "w4bf16",
             ["QGroupSize"] = groupSize.ToString(), ["LlmModelName"] = "bench",
         };
+        foreach (var (name, value) in extra) props[name] = value;
+        string options = string.Concat(extra.Select(e => $", {e.Name}={e.Value}"));
         ResolvedModel model = ResolveStage.Resolve(props, new List<LlmBuildWarning>());
         string dir = Path.Combine(Path.GetTempPath(), "llmbuild-bench", "runtime-" + Environment.ProcessId);
         Directory.CreateDirectory(dir);
@@ -62,18 +71,28 @@ public sealed class RuntimeBenchmark : IBenchmark
                 emu.Prefill(prompt);
                 first.Add(t.Elapsed.TotalMilliseconds);
             }
-            int steps = 32, token = 1;
+            int steps = 32;
+            var ids = Enumerable.Repeat(1, emu.Batch).ToArray();
+            for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
+            long transferred = emu.Runtime.TransferredBytes;
             var decode = Stopwatch.StartNew();
-            for (int s = 0; s < steps; s++) token = LlmEmulator.ArgMax(emu.Decode(token));
+            for (int s = 0; s < steps; s++)
+            {
+                float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
+                for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+            }
             decode.Stop();
-            double tokensPerSecond = steps / decode.Elapsed.TotalSeconds;
+            double tokensPerSecond = steps * emu.Batch / decode.Elapsed.TotalSeconds;
+            long transferPerStep = (emu.Runtime.TransferredBytes - transferred) / steps;
 
-            long bytesPerToken = DecodeBytes(bmodel, emu);
-            double bound = bandwidth / bytesPerToken;
-            Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128 (built in {build.Elapsed.TotalSeconds:F1} s)");
+            long bytesPerStep = DecodeBytes(bmodel, emu);
+            double bound = bandwidth / bytesPerStep * emu.Batch;
+            Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128{options} (built in {build.Elapsed.TotalSeconds:F1} s)");
             Console.WriteLine($"  first token (16-token prompt, padded prefill of 128 + lm_head): {first.Min():F1} ms (best of 3)");
-            Console.WriteLine($"  decode: {tokensPerSecond:F1} tokens/s ({1000 / tokensPerSecond:F2} ms/token over {steps} steps)");
-            Console.WriteLine($"  bytes read per decode token {bytesPerToken / 1e6:F1} MB -> bandwidth bound {bound:F1} tokens/s; achieved {100 * tokensPerSecond / bound:F0} % of it");
+            Console.WriteLine($"  decode: {tokensPerSecond:F1} tokens/s over {emu.Batch} sequence(s) ({1000 * decode.Elapsed.TotalSeconds / steps:F2} ms/step over {steps} steps)");
+            Console.WriteLine($"  bytes read per decode step {bytesPerStep / 1e6:F1} MB -> bandwidth bound {bound:F1} tokens/s; achieved {100 * tokensPerSecond / bound:F0} % of it");
+            if (emu.Devices > 1)
+                Console.WriteLine($"  {emu.Devices} devices: {transferPerStep / 1e3:F1} KB moved between devices per step (all-reduce); device memory {string.Join(" + ", Enumerable.Range(0, emu.Devices).Select(d => $"{emu.Runtime.DeviceBytes(d) / 1e6:F1} MB"))}");
         }
         finally
         {
@@ -87,8 +106,8 @@ public sealed class RuntimeBenchmark : IBenchmark
         using var c = BModelReader.Read(bmodel);
         long coeff = c.Model.Nets.Where(n => n.Name.StartsWith("block_cache_", StringComparison.Ordinal) || n.Name == "lm_head")
             .Sum(n => (long)(n.Stages[0].CoeffMem?.BinaryCoeff?.Size ?? 0));
-        long kv = 2L * emu.NumLayers * emu.SeqLength * emu.KvHeads * emu.HeadDim * 2;
-        return coeff + kv + emu.HiddenSize * 2;
+        long kv = 2L * emu.Batch * emu.NumLayers * emu.SeqLength * emu.KvHeads * emu.HeadDim * 2;
+        return coeff + kv + emu.Batch * emu.HiddenSize * 2;
     }
 
     private static string Build(ResolvedModel model, string dir)

@@ -34,11 +34,24 @@ public static class ResolveStage
         if (values.TryGetValue("DeviceMemoryMiB", out string? dm) && !string.IsNullOrWhiteSpace(dm)
             && (!int.TryParse(dm, NumberStyles.None, CultureInfo.InvariantCulture, out deviceMemory) || deviceMemory < 0))
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property DeviceMemoryMiB='{dm}' is invalid: expected 0 (chip default) or a size in MiB.");
-        string backend = values.TryGetValue("LlmCodegenBackend", out string? b) && !string.IsNullOrWhiteSpace(b) ? b.Trim().ToLowerInvariant() : "builtin";
+        string backend = values.TryGetValue("LlmCodegenBackend", out string? b) && !string.IsNullOrWhiteSpace(b) ? b.Trim().ToLowerInvariant()
+            : DefaultBackend(values.TryGetValue("TpuMlirPath", out string? tpu) ? tpu : null, Environment.GetEnvironmentVariable("PATH"));
         if (backend is not ("builtin" or "tpu-mlir"))
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
         ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings);
         return model with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
+    }
+
+    /// <summary>
+    /// The backend when LlmCodegenBackend is not set (DESIGN §8; the targets decide the same way before resolve runs):
+    /// tpu-mlir when TpuMlirPath is set or a PATH entry holds model_deploy.py, else builtin.
+    /// </summary>
+    public static string DefaultBackend(string? tpuMlirPath, string? path)
+    {
+        if (!string.IsNullOrWhiteSpace(tpuMlirPath)) return "tpu-mlir";
+        foreach (string dir in (path ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+            if (File.Exists(Path.Combine(dir, "model_deploy.py"))) return "tpu-mlir";
+        return "builtin";
     }
 
     /// <summary>
