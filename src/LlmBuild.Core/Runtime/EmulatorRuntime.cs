@@ -299,7 +299,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 Enumerable.Range(0, net.Outputs.Count).Select(i => outputs?.Invoke(i, 0)).ToArray());
             return;
         }
-        var hidden = new Dictionary<string, DeviceMem>(StringComparer.Ordinal);
+        var hidden = new Dictionary<string, (DeviceMem Mem, int Device)>(StringComparer.Ordinal);
         foreach (IReadOnlyList<EmulatorNet> step in group.Steps)
         {
             var launches = new (EmulatorNet Net, DeviceMem?[] In, DeviceMem?[] Out)[step.Count];
@@ -313,11 +313,15 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                     if (t.IsMainInput) ins[i] = inputs?.Invoke(t.Index, net.Device) ?? group.InputMem(t.Index, net.Device);
                     else
                     {
-                        // A hidden tensor another part produced: move it into this part's buffer on its own device.
-                        if (!hidden.TryGetValue(t.Name, out DeviceMem source))
+                        // A hidden tensor an earlier step produced: read in place on its own device, else moved over.
+                        if (!hidden.TryGetValue(t.Name, out var source))
                             throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"Net '{net.Name}' reads '{t.Name}', which no earlier step of '{group.Name}' produced; the bmodel is damaged.");
-                        Memory.Copy(net.InputMems[i], source, t.Bytes);
-                        Interlocked.Add(ref _transferredBytes, t.Bytes);
+                        if (source.Device == net.Device) ins[i] = source.Mem;
+                        else
+                        {
+                            Memory.Copy(net.InputMems[i], source.Mem, t.Bytes);
+                            Interlocked.Add(ref _transferredBytes, t.Bytes);
+                        }
                     }
                 }
                 var outs = new DeviceMem?[net.Outputs.Count];
@@ -330,7 +334,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             else Parallel.ForEach(launches, l => Launch(l.Net, l.In, l.Out));
             foreach (var (net, _, outs) in launches)
                 for (int i = 0; i < net.Outputs.Count; i++)
-                    if (!net.Outputs[i].IsMainOutput) hidden[net.Outputs[i].Name] = outs[i] ?? net.OutputMems[i];
+                    if (!net.Outputs[i].IsMainOutput) hidden[net.Outputs[i].Name] = (outs[i] ?? net.OutputMems[i], net.Device);
         }
     }
 
