@@ -140,7 +140,9 @@ public static class CompileStage
         Func<BModelTensor, bool, BModelTensor> rename)
     {
         var (coeffAddr, ctxAddr, ioAddr) = Addresses(chip, piece.Coeff.Length, piece.CtxSize);
-        CoeffMem coeff = blob.AddCoeff(piece.Coeff, coeffAddr, piece.CoeffLocations);
+        // A weightless sub-net (the reduce step) has no coefficient memory rather than an empty binary at offset 0,
+        // which a loader keying blobs by offset could mistake for another net's. Whole pieces keep today's layout.
+        CoeffMem? coeff = cascade is not null && piece.Coeff.Length == 0 ? null : blob.AddCoeff(piece.Coeff, coeffAddr, piece.CoeffLocations);
         byte[] program = piece.Program.Encode();
         var cmd = new CmdGroup
         {
