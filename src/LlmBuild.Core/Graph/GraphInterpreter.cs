@@ -6,7 +6,10 @@ namespace LlmBuild.Core.Graph;
 /// <summary>Where an interpreter gets a piece's owner weights, by npz key.</summary>
 public interface IWeightSource
 {
-    /// <summary>The values of an f32, bf16 or f16 weight (its <see cref="GraphWeight.Key"/>), as f32, row-major.</summary>
+    /// <summary>
+    /// The values of an f32, bf16 or f16 weight (its <see cref="GraphWeight.Key"/>), as f32, row-major: the whole stored
+    /// entry (the interpreter cuts a tensor-parallel shard's slice itself).
+    /// </summary>
     float[] ReadFloat(string key);
 
     /// <summary>The bytes of a ui8 weight (qweight, qzeros).</summary>

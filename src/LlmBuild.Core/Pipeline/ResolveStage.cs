@@ -29,10 +29,8 @@ public static class ResolveStage
         string backend = values.TryGetValue("LlmCodegenBackend", out string? b) && !string.IsNullOrWhiteSpace(b) ? b.Trim().ToLowerInvariant() : "builtin";
         if (backend is not ("builtin" or "tpu-mlir"))
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
-        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
-        // The built-in backend's tensor-parallel split fails here, before the weights are quantized, rather than at codegen.
-        if (backend == "builtin" && !options.OnlyMlir) Graph.TensorParallel.Check(model);
-        return model;
+        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings);
+        return model with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
     }
 
     /// <summary>Writes resolved.json, pieces.txt, owners.txt and the spec files under <paramref name="intermediateDir"/>.</summary>

@@ -22,8 +22,12 @@ public sealed class SplitCheckTests
         return props;
     }
 
-    private static LlmBuildException Refused(params (string Name, string Value)[] extra) =>
-        Assert.ThrowsExactly<LlmBuildException>(() => ExampleBuild.Resolve(Props(extra)));
+    /// <summary>The example resolves with these options (the split is a codegen matter), then the split check refuses it.</summary>
+    private static LlmBuildException Refused(params (string Name, string Value)[] extra)
+    {
+        ResolvedModel model = ExampleBuild.Resolve(Props(extra));
+        return Assert.ThrowsExactly<LlmBuildException>(() => TP.Check(model));
+    }
 
     [TestMethod]
     public void DevicesMustDivideTheHeads()
@@ -46,8 +50,8 @@ public sealed class SplitCheckTests
         StringAssert.Contains(e.Message, "QGroupSize=64");
         StringAssert.Contains(e.Message, "Use QGroupSize=32");
         Console.WriteLine(e.Message);
-        ExampleBuild.Resolve(Props(("NumDevice", "2"), ("Quantize", "w4bf16"), ("QGroupSize", "32")));
-        ExampleBuild.Resolve(Props(("NumDevice", "2"), ("Quantize", "w4bf16"), ("QGroupSize", "0")));
+        TP.Check(ExampleBuild.Resolve(Props(("NumDevice", "2"), ("Quantize", "w4bf16"), ("QGroupSize", "32"))));
+        TP.Check(ExampleBuild.Resolve(Props(("NumDevice", "2"), ("Quantize", "w4bf16"), ("QGroupSize", "0"))));
     }
 
     [TestMethod]
@@ -72,12 +76,10 @@ public sealed class SplitCheckTests
         var e = Refused(("NumDevice", "2"), ("DistributeStrategy", "pp"));
         Assert.AreEqual(ErrorCodes.TensorParallelSplit, e.Code);
         StringAssert.Contains(e.Message, "DistributeStrategy=tp");
-        Assert.AreEqual(ErrorCodes.InvalidProperty, Refused(("NumDevice", "0")).Code);
+        Assert.AreEqual(ErrorCodes.InvalidProperty, Assert.ThrowsExactly<LlmBuildException>(() => ExampleBuild.Resolve(Props(("NumDevice", "0")))).Code);
         var options = TestResolver.Options(TestResolver.TinyModelDir) with { NumDevice = 0 };
         Assert.AreEqual(ErrorCodes.InvalidProperty, Assert.ThrowsExactly<LlmBuildException>(options.Validate).Code);
-        // The tpu-mlir backend splits by itself (model_deploy.py --num_device); one device never needs a check.
-        ExampleBuild.Resolve(Props(("NumDevice", "4"), ("LlmCodegenBackend", "tpu-mlir")));
-        ExampleBuild.Resolve(Props(("NumDevice", "2"), ("DistributeStrategy", "pp"), ("LlmCodegenBackend", "tpu-mlir")));
+        TP.Check(ExampleBuild.Resolve(Props(("NumDevice", "1"), ("DistributeStrategy", "pp"))));
     }
 
     [TestMethod]
@@ -105,6 +107,19 @@ public sealed class SplitCheckTests
         Assert.AreEqual(ErrorCodes.DeviceMemoryOverflow, e.Code);
         StringAssert.Contains(e.Message, "on device 1 (of NumDevice=2)");
         StringAssert.Contains(e.Message, "activations 2.0 MiB of block_0_s1_d1");
+    }
+
+    [TestMethod]
+    public void CompileStageRefusesAnUnsplittableModel()
+    {
+        var built = ExampleBuild.Get("bf16", 64, 64, "bm1684x", ("NumDevice", "2"));
+        var model = built.Model with { Options = built.Model.Options with { NumDevice = 4 } };
+        foreach (string piece in new[] { "block_0", "embedding" })
+        {
+            var e = Assert.ThrowsExactly<LlmBuildException>(() =>
+                CompileStage.Build(model, model.Piece(piece), Path.Combine(built.Dir, piece + "_top_weights.npz")));
+            Assert.AreEqual(ErrorCodes.TensorParallelSplit, e.Code);
+        }
     }
 
     [TestMethod]
