@@ -141,8 +141,9 @@ public static class BModelInspector
                     if (t.Hidden is 1 or 3) ins.Add((t, net.Cascade!.DeviceId));
                     else if (t.Hidden is 2 or 4) outs.Add((t, net.Cascade!.DeviceId));
                 }
+            // A main-net input several steps read (input_states in tensor-parallel steps 0 and 1) is listed once per device.
             static List<(BModelTensor, uint)> Order(List<(BModelTensor T, uint Dev)> l) =>
-                l.OrderBy(p => p.Dev).ThenBy(p => p.T.Index).ToList();
+                l.DistinctBy(p => (p.Dev, p.T.Name)).OrderBy(p => p.Dev).ThenBy(p => p.T.Index).ToList();
             result.Add((main, Order(ins), Order(outs)));
         }
         return result;

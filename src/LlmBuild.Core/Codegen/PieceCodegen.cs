@@ -137,12 +137,14 @@ public static class PieceCodegen
             long size = 0;
             foreach (GraphWeight w in weights)
             {
-                PieceTensorData data = ReadChecked(w.Key, w.DType, w.Shape);
+                PieceTensorData data = ReadChecked(w.Key, w.DType, w.StoredShape);
+                // A tensor-parallel shard keeps only its slice of the stored entry.
+                ReadOnlyMemory<byte> bytes = w.Slice is { } slice ? slice.ApplyBytes(data.Data.Span, TensorRef.ElementSize(ToBModel(w.DType))) : data.Data;
                 long offset = chip.AlignUp(size);
-                locations.Add(new CoeffLocation(w.Key, (ulong)offset, (ulong)data.Data.Length));
-                datas.Add(data.Data);
+                locations.Add(new CoeffLocation(w.Key, (ulong)offset, (ulong)bytes.Length));
+                datas.Add(bytes);
                 _values[w.Key] = new Val(Region.Coeff, offset, -1, ToBModel(w.DType), w.Shape);
-                size = offset + data.Data.Length;
+                size = offset + bytes.Length;
             }
             var blob = new byte[size];
             for (int i = 0; i < datas.Count; i++) datas[i].Span.CopyTo(blob.AsSpan((int)locations[i].Offset));
@@ -181,7 +183,9 @@ public static class PieceCodegen
             long io = 0;
             CompiledIo Place(GraphTensor t, bool isOutput)
             {
-                var dtype = IoType(graph.Piece.Kind, t, activation, isOutput);
+                // The partial sums and residual passed between tensor-parallel steps stay f32 (TensorParallel's contract).
+                var dtype = graph.Shard is not null && !TensorParallel.IsContractTensor(t.Name) ? BModelDataType.Float32
+                    : IoType(graph.Piece.Kind, t, activation, isOutput);
                 long bytes = t.ElementCount * TensorRef.ElementSize(dtype);
                 long offset = chip.AlignUp(io);
                 io = offset + bytes;

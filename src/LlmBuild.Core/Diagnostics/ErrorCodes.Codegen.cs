@@ -20,4 +20,8 @@ public static partial class ErrorCodes
     public const string TpuMlirFailed = "LLMB0508";
     [Code("A token id list (--ids) is empty, malformed or outside the vocabulary.")]
     public const string BadTokenIds = "LLMB0509";
+    [Code("NumDevice cannot split the model's blocks: it must divide the attention heads, kv heads and intermediate size, with DistributeStrategy=tp.")]
+    public const string TensorParallelSplit = "LLMB0520";
+    [Code("With NumDevice > 1, each device's share of o_proj/down_proj inputs must hold whole quantization groups (and whole bytes for 4-bit).")]
+    public const string TensorParallelGroups = "LLMB0521";
 }

@@ -30,19 +30,29 @@ internal sealed class GraphAssembler(Piece piece)
         return name;
     }
 
-    /// <summary>Declares an owner weight (once; a second use of the same key must agree).</summary>
-    public string Weight(WeightEntry entry, WeightPart part, string key, GraphDType dtype, long[] shape)
+    /// <summary>
+    /// Declares an owner weight (once; a second use of the same key must agree). With a slice, the graph tensor is the
+    /// slice (its shape) of the stored entry (the slice's source shape).
+    /// </summary>
+    public string Weight(WeightEntry entry, WeightPart part, string key, GraphDType dtype, long[] shape, WeightSlice? slice = null)
     {
+        long[] graphShape = slice?.Shape ?? shape;
+        if (slice is not null && !slice.SourceShape.SequenceEqual(shape))
+            throw new InvalidOperationException($"Piece {Piece.Name}: weight '{key}' is sliced from [{string.Join(",", slice.SourceShape)}] but stored as [{string.Join(",", shape)}].");
         if (_byName.TryGetValue(key, out var existing))
         {
-            if (existing.DType != dtype || !existing.Shape.SequenceEqual(shape))
-                throw new InvalidOperationException($"Piece {Piece.Name}: weight '{key}' is declared with two types.");
+            var declared = _weights.First(w => w.Key == key);
+            if (existing.DType != dtype || !existing.Shape.SequenceEqual(graphShape) || !SameSlice(declared.Slice, slice))
+                throw new InvalidOperationException($"Piece {Piece.Name}: weight '{key}' is declared with two types or slices.");
             return key;
         }
-        Define(new GraphTensor(key, dtype, shape));
-        _weights.Add(new GraphWeight(key, dtype, shape, entry, part));
+        Define(new GraphTensor(key, dtype, graphShape));
+        _weights.Add(new GraphWeight(key, dtype, graphShape, entry, part, slice));
         return key;
     }
+
+    private static bool SameSlice(WeightSlice? a, WeightSlice? b) => a is null ? b is null
+        : b is not null && a.Axis == b.Axis && a.Start == b.Start && a.Length == b.Length && a.SourceShape.SequenceEqual(b.SourceShape);
 
     public string Constant(string key, GraphDType dtype, long[] shape, float[] data)
     {
@@ -67,10 +77,12 @@ internal sealed class GraphAssembler(Piece piece)
         return outputs.Select(o => o.Name).ToArray();
     }
 
-    public PieceGraph Build(string platform, bool dynamic, params string[] outputs)
+    public PieceGraph Build(string platform, bool dynamic, params string[] outputs) => Build(platform, dynamic, null, outputs);
+
+    public PieceGraph Build(string platform, bool dynamic, GraphShard? shard, params string[] outputs)
     {
         foreach (string o in outputs) Get(o);
-        return new PieceGraph(Piece, platform, dynamic, _tensors, _inputs, outputs, _weights, _constants, _ops);
+        return new PieceGraph(Piece, platform, dynamic, _tensors, _inputs, outputs, _weights, _constants, _ops, shard);
     }
 
     private void Define(GraphTensor tensor)

@@ -6,7 +6,10 @@ namespace LlmBuild.Core.Graph;
 /// <summary>Where an interpreter gets a piece's owner weights, by npz key.</summary>
 public interface IWeightSource
 {
-    /// <summary>The values of an f32, bf16 or f16 weight (its <see cref="GraphWeight.Key"/>), as f32, row-major.</summary>
+    /// <summary>
+    /// The values of an f32, bf16 or f16 weight (its <see cref="GraphWeight.Key"/>), as f32, row-major: the whole stored
+    /// entry (the interpreter cuts a tensor-parallel shard's slice itself).
+    /// </summary>
     float[] ReadFloat(string key);
 
     /// <summary>The bytes of a ui8 weight (qweight, qzeros).</summary>
@@ -47,8 +50,8 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             if (!_floatWeights.TryGetValue(w.Key, out float[]? data))
             {
                 data = weights.ReadFloat(w.Key);
-                if (data.Length != w.Shape.Aggregate(1L, (a, b) => a * b))
-                    throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: weight '{w.Key}' has {data.Length} values, expected shape [{string.Join(",", w.Shape)}].");
+                CheckStored(w, data.Length);
+                if (w.Slice is { } slice) data = slice.Apply<float>(data);
                 _floatWeights[w.Key] = data;
             }
             values[w.Key] = data;
@@ -58,6 +61,13 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
     }
 
     private long[] Shape(string name) => Graph.Tensor(name).Shape;
+
+    /// <summary>Checks the element count of a weight as stored (the whole entry, before any tensor-parallel slice).</summary>
+    private void CheckStored(GraphWeight w, long count)
+    {
+        if (count != w.StoredShape.Aggregate(1L, (a, b) => a * b))
+            throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: weight '{w.Key}' has {count} values, expected shape [{string.Join(",", w.StoredShape)}].");
+    }
 
     private void Execute(GraphOp op, Dictionary<string, float[]> v)
     {
@@ -181,7 +191,7 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
                 throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: A16MatMul without right_transpose.");
             int n = (int)qShape[0], k = (int)qShape[1] * 8 / bits;
             byte[] q = Bytes(qweightKey), zeros = Bytes(op.Inputs[3]);
-            float[] scales = _floatWeights.TryGetValue(op.Inputs[2], out var s) ? s : weights.ReadFloat(op.Inputs[2]);
+            float[] scales = _floatWeights[op.Inputs[2]]; // f32 weights (sliced if need be) are loaded by Run
             w = Dequantize(q, scales, zeros, n, k, bits, group);
             _dequantized[qweightKey] = w;
         }
@@ -208,7 +218,14 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
 
     private byte[] Bytes(string key)
     {
-        if (!_byteWeights.TryGetValue(key, out byte[]? b)) _byteWeights[key] = b = weights.ReadBytes(key);
+        if (!_byteWeights.TryGetValue(key, out byte[]? b))
+        {
+            b = weights.ReadBytes(key);
+            GraphWeight w = Graph.Weights.First(x => x.Key == key);
+            CheckStored(w, b.Length);
+            if (w.Slice is { } slice) b = slice.ApplyBytes(b, 1);
+            _byteWeights[key] = b;
+        }
         return b;
     }
 

@@ -69,10 +69,10 @@ public sealed class NpzWeightSource : IWeightSource, IDisposable
         foreach (GraphWeight w in graph.Weights)
         {
             NpzEntry e = Find(w.Key).GetEntry(w.Key);
-            if (e.Header.Descr != GraphNpz.Descr(w.DType) || !e.Header.Shape.AsSpan().SequenceEqual(w.Shape))
+            if (e.Header.Descr != GraphNpz.Descr(w.DType) || !e.Header.Shape.AsSpan().SequenceEqual(w.StoredShape))
                 throw new LlmBuildException(ErrorCodes.GraphBadShape,
                     $"Piece {graph.Name}: weight '{w.Key}' is stored as {e.Header.Descr} {e.Header.ShapeText}, the graph expects " +
-                    $"{GraphNpz.Descr(w.DType)} [{string.Join(", ", w.Shape)}]. The weights and the export disagree; rebuild both.");
+                    $"{GraphNpz.Descr(w.DType)} [{string.Join(", ", w.StoredShape)}]. The weights and the export disagree; rebuild both.");
         }
     }
 

@@ -80,8 +80,72 @@ public sealed record GraphOp(string Kind, IReadOnlyList<string> Inputs, IReadOnl
 /// <summary>Which part of a stored weight entry a graph weight is.</summary>
 public enum WeightPart { Value, QWeight, Scales, QZeros }
 
-/// <summary>A tensor the piece reads from its weight owner's npz (key = npz key = top.Weight location name).</summary>
-public sealed record GraphWeight(string Key, GraphDType DType, long[] Shape, WeightEntry Entry, WeightPart Part);
+/// <summary>
+/// A tensor the piece reads from its weight owner's npz (key = npz key = top.Weight location name). With a
+/// <see cref="Slice"/> (tensor-parallel shards) the npz entry has the slice's source shape and the graph uses only
+/// the slice, whose shape is <see cref="Shape"/>.
+/// </summary>
+public sealed record GraphWeight(string Key, GraphDType DType, long[] Shape, WeightEntry Entry, WeightPart Part, WeightSlice? Slice = null)
+{
+    /// <summary>The shape of the stored npz entry (the slice's source, or <see cref="Shape"/>).</summary>
+    public long[] StoredShape => Slice?.SourceShape ?? Shape;
+}
+
+/// <summary>
+/// A contiguous range [Start, Start + Length) along one axis of a stored row-major tensor of shape
+/// <see cref="SourceShape"/>: what one device reads of a weight split for tensor parallelism.
+/// </summary>
+public sealed record WeightSlice(int Axis, long Start, long Length, long[] SourceShape)
+{
+    public long[] Shape
+    {
+        get
+        {
+            var shape = (long[])SourceShape.Clone();
+            shape[Axis] = Length;
+            return shape;
+        }
+    }
+
+    private (long Outer, long Extent, long Inner) Layout()
+    {
+        if (Axis < 0 || Axis >= SourceShape.Length || Start < 0 || Length <= 0 || Start + Length > SourceShape[Axis])
+            throw new InvalidOperationException($"Slice [{Start}, +{Length}) of axis {Axis} does not fit shape [{string.Join(",", SourceShape)}].");
+        long outer = 1, inner = 1;
+        for (int i = 0; i < Axis; i++) outer *= SourceShape[i];
+        for (int i = Axis + 1; i < SourceShape.Length; i++) inner *= SourceShape[i];
+        return (outer, SourceShape[Axis], inner);
+    }
+
+    /// <summary>Copies the slice out of the whole tensor's elements (any element type, row-major).</summary>
+    public T[] Apply<T>(ReadOnlySpan<T> source)
+    {
+        var (outer, extent, inner) = Layout();
+        if (source.Length != outer * extent * inner)
+            throw new InvalidOperationException($"A tensor of shape [{string.Join(",", SourceShape)}] has {outer * extent * inner} elements, not {source.Length}.");
+        long run = Length * inner;
+        var result = new T[outer * run];
+        for (long o = 0; o < outer; o++)
+            source.Slice((int)((o * extent + Start) * inner), (int)run).CopyTo(result.AsSpan((int)(o * run)));
+        return result;
+    }
+
+    /// <summary>Copies the slice out of a whole tensor's raw bytes, <paramref name="elementSize"/> bytes per element.</summary>
+    public byte[] ApplyBytes(ReadOnlySpan<byte> source, int elementSize)
+    {
+        var (outer, extent, inner) = Layout();
+        long rowBytes = inner * elementSize, run = Length * rowBytes;
+        if (source.Length != outer * extent * rowBytes)
+            throw new InvalidOperationException($"A tensor of shape [{string.Join(",", SourceShape)}] has {outer * extent * rowBytes} bytes, not {source.Length}.");
+        var result = new byte[outer * run];
+        for (long o = 0; o < outer; o++)
+            source.Slice((int)((o * extent + Start) * rowBytes), (int)run).CopyTo(result.AsSpan((int)(o * run)));
+        return result;
+    }
+}
+
+/// <summary>Which sub-net of a tensor-parallel block a graph is (see <see cref="TensorParallel"/>).</summary>
+public sealed record GraphShard(int Step, int Device, int Devices);
 
 /// <summary>
 /// A tensor that depends on options rather than on the checkpoint (RoPE tables, the Dynamic mask, zero LoRA weights,
@@ -101,9 +165,10 @@ public sealed class PieceGraph
 
     public PieceGraph(Piece piece, string platform, bool dynamic, IReadOnlyList<GraphTensor> tensors,
         IReadOnlyList<string> inputs, IReadOnlyList<string> outputs, IReadOnlyList<GraphWeight> weights,
-        IReadOnlyList<GraphConstant> constants, IReadOnlyList<GraphOp> ops)
+        IReadOnlyList<GraphConstant> constants, IReadOnlyList<GraphOp> ops, GraphShard? shard = null)
     {
         Piece = piece;
+        Shard = shard;
         Platform = platform;
         Dynamic = dynamic;
         _tensors = new Dictionary<string, GraphTensor>(StringComparer.Ordinal);
@@ -118,7 +183,10 @@ public sealed class PieceGraph
     }
 
     public Piece Piece { get; }
-    public string Name => Piece.Name;
+    /// <summary>Set for one sub-net of a tensor-parallel block; null for a whole piece.</summary>
+    public GraphShard? Shard { get; }
+    /// <summary>The net's name: the piece's, or the sub-net's (block_0_s1_d0) for a shard.</summary>
+    public string Name => Shard is { } s ? TensorParallel.NetName(Piece.Name, s.Step, s.Device) : Piece.Name;
     /// <summary>module.platform: "LLM" or "LLM_QUANTIZED".</summary>
     public string Platform { get; }
     /// <summary>Built for dynamic prefill lengths (module.top_run_mode = "DYNAMIC").</summary>

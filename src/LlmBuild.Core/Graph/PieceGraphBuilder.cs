@@ -95,6 +95,15 @@ public static class PieceGraphBuilder
             return G.Weight(e, WeightPart.Value, e.Key, StoredType(e), e.Shape);
         }
 
+        /// <summary>Declares elements [start, start + count) of a 1-D non-linear weight (a column-parallel bias).</summary>
+        public string PlainSlice(WeightEntry e, long length, long start, long count)
+        {
+            CheckShape(e, [length]);
+            if (e.Storage == WeightStorage.Quantized)
+                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Weight '{e.Key}' ({e.Role}) is quantized, but only linear layers may be.");
+            return G.Weight(e, WeightPart.Value, e.Key, StoredType(e), e.Shape, new WeightSlice(0, start, count, e.Shape));
+        }
+
         public GraphDType StoredType(WeightEntry e) => e.Storage == WeightStorage.Float32 ? GraphDType.F32 : Activation;
 
         public void CheckShape(WeightEntry e, long[] expected)
@@ -232,11 +241,27 @@ public static class PieceGraphBuilder
 
     // ---------------------------------------------------------------- blocks
 
-    private static PieceGraph Block(Context c)
+    /// <summary>A block piece's lengths and the model's dimensions.</summary>
+    private sealed record BlockDims(int Layer, bool Dynamic, bool WithHistory, int Batch, int Len, int History,
+        long Hidden, long Heads, long KvHeads, long HeadDim, long Inter)
+    {
+        public int Keys => History + Len;
+        public long[] States => [Batch, Len, Hidden];
+    }
+
+    /// <summary>What one device computes of a block: all of it (one device) or its share of heads and MLP columns.</summary>
+    private readonly record struct Part(int Device, int Devices)
+    {
+        public static Part Whole => new(0, 1);
+        public bool IsWhole => Devices == 1;
+        public (long Start, long Count) Of(long total) => TensorParallel.Range(total, Device, Devices);
+        public long Share(long total) => total / Devices;
+    }
+
+    private static BlockDims BlockSetup(Context c)
     {
         var model = c.Model;
         var cfg = c.Config;
-        var g = c.G;
         int layer = c.Piece.Layer;
         if (cfg.HiddenAct != "silu")
             throw new LlmBuildException(ErrorCodes.GraphUnsupported,
@@ -265,22 +290,101 @@ public static class PieceGraphBuilder
         };
         if (len <= 0)
             throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {c.Piece.Name}: input length {len} is not positive (check MaxPrefillKvLength).");
-        int keys = history + len;
-        long h = cfg.HiddenSize, nh = cfg.NumHeads, kvh = cfg.NumKvHeads, d = cfg.HeadDim, inter = cfg.IntermediateSize;
-        long qd = nh * d, kvd = kvh * d;
+        return new BlockDims(layer, dynamic, withHistory, batch, len, history, cfg.HiddenSize, cfg.NumHeads, cfg.NumKvHeads, cfg.HeadDim, cfg.IntermediateSize);
+    }
 
-        string x = g.Input("input_states", GraphDType.F32, batch, len, h);
-        string pos = g.Input("position_ids", GraphDType.SI32, batch, len);
-        string? mask = dynamic ? null : g.Input("attention_mask", GraphDType.F32, batch, 1, len, keys);
-        string? historyK = withHistory ? g.Input("history_k", GraphDType.F32, batch, history, kvh, d) : null;
-        string? historyV = withHistory ? g.Input("history_v", GraphDType.F32, batch, history, kvh, d) : null;
+    private static PieceGraph Block(Context c)
+    {
+        BlockDims b = BlockSetup(c);
+        var g = c.G;
+        var (x, pos, mask, historyK, historyV) = BlockInputs(c, b, Part.Whole);
+        var (attn, k, v) = Attention(c, b, Part.Whole, x, pos, mask, historyK, historyV);
+        WeightEntry oW = c.Need(WeightRole.OProj, b.Layer);
+        string o = Linear(c, oW, c.Find(WeightRole.OBias, b.Layer), attn, null, b.States, b.Heads * b.HeadDim, b.Hidden);
+        string res = g.Op("top.Add", [x, o], Stem(oW.Key) + ".add", b.States);
+        string down = Mlp(c, b, Part.Whole, res, null);
+        string output = BlockOutput(c, b, res, [down]);
+        return g.Build(c.Platform, b.Dynamic, output, k, v);
+    }
 
-        // attention
+    /// <summary>
+    /// One sub-net of a tensor-parallel block (<see cref="TensorParallel"/>): step 0 attention of the device's heads
+    /// with its share of o_proj, step 1 the all-reduced residual and the device's MLP columns, step 2 the reduced
+    /// output. The graph reads the device's slices of the unsplit piece's weights.
+    /// </summary>
+    public static PieceGraph BuildShard(ResolvedModel model, Piece piece, int step, int device)
+    {
+        if (!TensorParallel.IsBlock(piece.Kind))
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name} ({piece.Kind}) is not a block; only blocks are split across devices.");
+        TensorParallel.Check(model);
+        int devices = TensorParallel.Devices(model);
+        if (step is < 0 or >= TensorParallel.Steps) throw new ArgumentOutOfRangeException(nameof(step), step, $"steps are 0..{TensorParallel.Steps - 1}");
+        if (device < 0 || device >= devices) throw new ArgumentOutOfRangeException(nameof(device), device, $"devices are 0..{devices - 1}");
+        var c = new Context(model, piece);
+        var part = new Part(device, devices);
+        var shard = new GraphShard(step, device, devices);
+        BlockDims b = BlockSetup(c);
+        var g = c.G;
+        WeightEntry oW = c.Need(WeightRole.OProj, b.Layer);
+        switch (step)
+        {
+            case 0:
+            {
+                var (x, pos, mask, historyK, historyV) = BlockInputs(c, b, part);
+                var (attn, k, v) = Attention(c, b, part, x, pos, mask, historyK, historyV);
+                string partial = Linear(c, oW, null, attn, TensorParallel.AttnPartial(device), b.States, b.Heads * b.HeadDim, b.Hidden, part);
+                return g.Build(c.Platform, b.Dynamic, shard, partial, k, v);
+            }
+            case 1:
+            {
+                string x = g.Input("input_states", GraphDType.F32, b.States);
+                var addends = Enumerable.Range(0, devices).Select(j => g.Input(TensorParallel.AttnPartial(j), GraphDType.F32, b.States)).ToList();
+                // The row-parallel o_proj's bias is added once, after the partial sums.
+                if (c.Find(WeightRole.OBias, b.Layer) is { } oBias) addends.Add(c.Plain(oBias, b.Hidden));
+                string res = Sum(g, x, addends, Stem(oW.Key), TensorParallel.Residual(device), b.States);
+                string partial = Mlp(c, b, part, res, TensorParallel.MlpPartial(device));
+                return g.Build(c.Platform, b.Dynamic, shard, res, partial);
+            }
+            default:
+            {
+                string res = g.Input(TensorParallel.Residual(device), GraphDType.F32, b.States);
+                var partials = Enumerable.Range(0, devices).Select(j => g.Input(TensorParallel.MlpPartial(j), GraphDType.F32, b.States)).ToList();
+                string output = BlockOutput(c, b, res, partials);
+                return g.Build(c.Platform, b.Dynamic, shard, output);
+            }
+        }
+    }
+
+    /// <summary>The block's inputs in contract order; the history holds the part's kv heads.</summary>
+    private static (string X, string Pos, string? Mask, string? HistoryK, string? HistoryV) BlockInputs(Context c, BlockDims b, Part part)
+    {
+        var g = c.G;
+        long kvh = part.Share(b.KvHeads);
+        string x = g.Input("input_states", GraphDType.F32, b.States);
+        string pos = g.Input("position_ids", GraphDType.SI32, b.Batch, b.Len);
+        string? mask = b.Dynamic ? null : g.Input("attention_mask", GraphDType.F32, b.Batch, 1, b.Len, b.Keys);
+        string? historyK = b.WithHistory ? g.Input("history_k", GraphDType.F32, b.Batch, b.History, kvh, b.HeadDim) : null;
+        string? historyV = b.WithHistory ? g.Input("history_v", GraphDType.F32, b.Batch, b.History, kvh, b.HeadDim) : null;
+        return (x, pos, mask, historyK, historyV);
+    }
+
+    /// <summary>Input norm, q/k/v of the part's heads, q/k norms, RoPE and attention: returns [B, L, heads·d] and the new k, v.</summary>
+    private static (string Attn, string K, string V) Attention(Context c, BlockDims b, Part part, string x, string pos, string? mask,
+        string? historyK, string? historyV)
+    {
+        var model = c.Model;
+        var cfg = c.Config;
+        var g = c.G;
+        int layer = b.Layer, batch = b.Batch, len = b.Len, keys = b.Keys;
+        long h = b.Hidden, d = b.HeadDim;
+        long nh = part.Share(b.Heads), kvh = part.Share(b.KvHeads), qd = nh * d, kvd = kvh * d;
+        long qdAll = b.Heads * d, kvdAll = b.KvHeads * d;
+
         WeightEntry inNorm = c.Need(WeightRole.InputNorm, layer);
         string ln = g.Op("top.RMSNorm", [x, c.Plain(inNorm, h)], Stem(inNorm.Key), [batch, len, h], OpAttr.F64("eps", cfg.RmsNormEps));
-        string q = Linear(c, c.Need(WeightRole.QProj, layer), c.Find(WeightRole.QBias, layer), ln, null, [batch, len, qd], h, qd);
-        string k = Linear(c, c.Need(WeightRole.KProj, layer), c.Find(WeightRole.KBias, layer), ln, null, [batch, len, kvd], h, kvd);
-        string v = Linear(c, c.Need(WeightRole.VProj, layer), c.Find(WeightRole.VBias, layer), ln, null, [batch, len, kvd], h, kvd);
+        string q = Linear(c, c.Need(WeightRole.QProj, layer), c.Find(WeightRole.QBias, layer), ln, null, [batch, len, qd], h, qdAll, part);
+        string k = Linear(c, c.Need(WeightRole.KProj, layer), c.Find(WeightRole.KBias, layer), ln, null, [batch, len, kvd], h, kvdAll, part);
+        string v = Linear(c, c.Need(WeightRole.VProj, layer), c.Find(WeightRole.VBias, layer), ln, null, [batch, len, kvd], h, kvdAll, part);
         q = g.Op("top.Reshape", [q], q + ".reshape", [batch, len, nh, d], OpAttr.I64s("shape", batch, len, nh, d));
         k = g.Op("top.Reshape", [k], k + ".reshape", [batch, len, kvh, d], OpAttr.I64s("shape", batch, len, kvh, d));
         v = g.Op("top.Reshape", [v], "v_cache", [batch, len, kvh, d], OpAttr.I64s("shape", batch, len, kvh, d));
@@ -300,7 +404,7 @@ public static class PieceGraphBuilder
         k = RotateHalf(g, k, cos, sin, "k_cache");
 
         string keysAll = k, valuesAll = v;
-        if (withHistory)
+        if (b.WithHistory)
         {
             keysAll = g.Op("top.Concat", [historyK!, k], attnPrefix + "k_concat", [batch, keys, kvh, d], OpAttr.SI32("axis", 1));
             valuesAll = g.Op("top.Concat", [historyV!, v], attnPrefix + "v_concat", [batch, keys, kvh, d], OpAttr.SI32("axis", 1));
@@ -310,7 +414,7 @@ public static class PieceGraphBuilder
             OpAttr.F64("scale", 1.0 / Math.Sqrt(d)), OpAttr.I64("batch", batch), OpAttr.I64("q_head", nh), OpAttr.I64("kv_head", kvh),
             OpAttr.I64("dim", d), OpAttr.I64("mq", len), OpAttr.I64("mk", keys),
         };
-        if (dynamic)
+        if (b.Dynamic)
         {
             // The prefill length varies at run time, so the net takes no mask: a small static causal mask weight marks
             // the attention as causal (TPU-MLIR's FAttention mask_size ≠ 0: key j is visible to query i iff j ≤ i + mk − mq).
@@ -318,26 +422,47 @@ public static class PieceGraphBuilder
             faAttrs.Add(OpAttr.I64("mask_size", 4));
         }
         string attn = g.Op("top.FAttention", [q, keysAll, valuesAll, mask!, ""], attnPrefix + "fattention", [batch, len, qd], faAttrs.ToArray());
-        string o = Linear(c, c.Need(WeightRole.OProj, layer), c.Find(WeightRole.OBias, layer), attn, null, [batch, len, h], qd, h);
-        string res = g.Op("top.Add", [x, o], Stem(c.Need(WeightRole.OProj, layer).Key) + ".add", [batch, len, h]);
+        return (attn, k, v);
+    }
 
-        // mlp
+    /// <summary>Post-attention norm, gate/up of the part's intermediate columns, SiLU·up and down_proj (of those columns).</summary>
+    private static string Mlp(Context c, BlockDims b, Part part, string res, string? name)
+    {
+        var g = c.G;
+        int layer = b.Layer, batch = b.Batch, len = b.Len;
+        long h = b.Hidden, inter = part.Share(b.Inter);
         WeightEntry postNorm = c.Need(WeightRole.PostAttentionNorm, layer);
-        string ln2 = g.Op("top.RMSNorm", [res, c.Plain(postNorm, h)], Stem(postNorm.Key), [batch, len, h], OpAttr.F64("eps", cfg.RmsNormEps));
+        string ln2 = g.Op("top.RMSNorm", [res, c.Plain(postNorm, h)], Stem(postNorm.Key), [batch, len, h], OpAttr.F64("eps", c.Config.RmsNormEps));
         WeightEntry gateW = c.Need(WeightRole.MlpGate, layer), upW = c.Need(WeightRole.MlpUp, layer), downW = c.Need(WeightRole.MlpDown, layer);
-        string gate = Linear(c, gateW, null, ln2, null, [batch, len, inter], h, inter);
+        string gate = Linear(c, gateW, null, ln2, null, [batch, len, inter], h, b.Inter, part);
         string act = g.Op("top.SiLU", [gate], Stem(gateW.Key) + ".silu", [batch, len, inter]);
-        string up = Linear(c, upW, null, ln2, null, [batch, len, inter], h, inter);
+        string up = Linear(c, upW, null, ln2, null, [batch, len, inter], h, b.Inter, part);
         string mul = g.Op("top.Mul", [act, up], Stem(upW.Key) + ".mul", [batch, len, inter]);
-        string down = Linear(c, downW, null, mul, null, [batch, len, h], inter, h);
-        bool finalNorm = model.FinalNormInLastBlock && layer == cfg.NumLayers - 1;
-        string output = g.Op("top.Add", [res, down], finalNorm ? Stem(downW.Key) + ".add" : "output_states", [batch, len, h]);
+        return Linear(c, downW, null, mul, name, [batch, len, h], b.Inter, h, part);
+    }
+
+    /// <summary>output_states = residual + the MLP result(s), then the final RMSNorm when the last block carries it.</summary>
+    private static string BlockOutput(Context c, BlockDims b, string res, IReadOnlyList<string> mlp)
+    {
+        var g = c.G;
+        WeightEntry downW = c.Need(WeightRole.MlpDown, b.Layer);
+        bool finalNorm = c.Model.FinalNormInLastBlock && b.Layer == c.Config.NumLayers - 1;
+        string output = Sum(g, res, mlp, Stem(downW.Key), finalNorm ? Stem(downW.Key) + ".add" : "output_states", b.States);
         if (finalNorm)
         {
             WeightEntry norm = c.Need(WeightRole.FinalNorm);
-            output = g.Op("top.RMSNorm", [output, c.Plain(norm, h)], "output_states", [batch, len, h], OpAttr.F64("eps", cfg.RmsNormEps));
+            output = g.Op("top.RMSNorm", [output, c.Plain(norm, b.Hidden)], "output_states", b.States, OpAttr.F64("eps", c.Config.RmsNormEps));
         }
-        return g.Build(c.Platform, dynamic, output, k, v);
+        return output;
+    }
+
+    /// <summary>first + addends[0] + addends[1] + …, left to right; the last add is named <paramref name="name"/>, the others prefix.sum{i}.</summary>
+    private static string Sum(GraphAssembler g, string first, IReadOnlyList<string> addends, string prefix, string name, long[] shape)
+    {
+        string acc = first;
+        for (int i = 0; i < addends.Count; i++)
+            acc = g.Op("top.Add", [acc, addends[i]], i == addends.Count - 1 ? name : $"{prefix}.sum{i}", shape);
+        return acc;
     }
 
     /// <summary>x·cos + rotate_half(x)·sin with rotate_half(x) = [−x2, x1] over the halves of the head dimension.</summary>
@@ -360,33 +485,58 @@ public static class PieceGraphBuilder
     /// <summary>
     /// y = x·Wᵀ (+ b) with W in the checkpoint's [N, K] layout: top.MatMul for activation-dtype weights, top.A16MatMul
     /// with qweight/scales/qzeros for weight-only quantized ones. The result is named after the weight (its stem).
+    /// <paramref name="k"/> and <paramref name="n"/> are the stored weight's dimensions; with a device <paramref name="part"/>
+    /// the graph reads only the device's slice (<see cref="TensorParallel.SplitOf"/>): output rows N (and the bias) for a
+    /// column-parallel layer, input columns K for a row-parallel one, whose bias the caller adds once after the reduce.
     /// </summary>
-    private static string Linear(Context c, WeightEntry w, WeightEntry? bias, string input, string? name, long[] outShape, long k, long n)
+    private static string Linear(Context c, WeightEntry w, WeightEntry? bias, string input, string? name, long[] outShape, long k, long n, Part? part = null)
     {
         var g = c.G;
         c.CheckShape(w, [n, k]);
+        Part p = part ?? Part.Whole;
+        WeightSplit split = p.IsWhole ? WeightSplit.Replicated : TensorParallel.SplitOf(w.Role);
+        var (n0, nl) = split == WeightSplit.OutputRows ? p.Of(n) : (0L, n);
+        var (k0, kl) = split == WeightSplit.InputColumns ? p.Of(k) : (0L, k);
+        if (outShape[^1] != nl)
+            throw new InvalidOperationException($"Piece {c.Piece.Name}: {w.Key} gives {nl} columns, the caller expects {outShape[^1]}.");
         string result = name ?? Stem(w.Key);
         string biasName = "";
-        if (bias is not null) biasName = c.Plain(bias, n);
+        if (bias is not null)
+        {
+            if (split == WeightSplit.InputColumns)
+                throw new InvalidOperationException($"Piece {c.Piece.Name}: the bias of row-parallel {w.Key} must be added once after the reduce.");
+            biasName = split == WeightSplit.OutputRows ? c.PlainSlice(bias, n, n0, nl) : c.Plain(bias, n);
+        }
+        // The slice of a stored [N, ·] tensor: rows n0.. for a column-parallel layer, the given columns for a row-parallel one.
+        WeightSlice? Cut(long[] stored, long columnStart, long columnCount) => split switch
+        {
+            WeightSplit.OutputRows => new WeightSlice(0, n0, nl, stored),
+            WeightSplit.InputColumns => new WeightSlice(1, columnStart, columnCount, stored),
+            _ => null,
+        };
         if (w.Storage != WeightStorage.Quantized)
         {
-            string weight = g.Weight(w, WeightPart.Value, w.Key, c.StoredType(w), w.Shape);
+            string weight = g.Weight(w, WeightPart.Value, w.Key, c.StoredType(w), w.Shape, Cut(w.Shape, k0, kl));
             return g.Op("top.MatMul", [input, weight, biasName], result, outShape,
                 OpAttr.Of("right_transpose", true), OpAttr.Of("do_relu", false));
         }
         QuantScheme q = c.Model.Weights;
         if (q.Bits is not (4 or 8))
             throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Weight '{w.Key}': {q.Bits}-bit weights are not supported (4 or 8).");
-        if (q.GroupSize > 0 && k % q.GroupSize != 0)
+        if (q.GroupSize > 0 && kl % q.GroupSize != 0)
             throw new LlmBuildException(ErrorCodes.GraphBadShape,
-                $"Weight '{w.Key}': K={k} is not a multiple of QGroupSize={q.GroupSize}. Use a group size that divides {k}, or 0 (per channel).");
-        if (q.Bits == 4 && k % 2 != 0)
-            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Weight '{w.Key}': K={k} is odd and cannot be packed two 4-bit values per byte.");
+                $"Weight '{w.Key}': K={kl} is not a multiple of QGroupSize={q.GroupSize}. Use a group size that divides {kl}, or 0 (per channel).");
+        if (q.Bits == 4 && kl % 2 != 0)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Weight '{w.Key}': K={kl} is odd and cannot be packed two 4-bit values per byte.");
         c.AnyQuantized = true;
         long groups = q.GroupSize > 0 ? k / q.GroupSize : 1;
-        string qweight = g.Weight(w, WeightPart.QWeight, WeightKeys.QWeight(w.Key), GraphDType.UI8, [n, k * q.Bits / 8]);
-        string scales = g.Weight(w, WeightPart.Scales, WeightKeys.Scales(w.Key), GraphDType.F32, [n, groups]);
-        string zeros = g.Weight(w, WeightPart.QZeros, WeightKeys.QZeros(w.Key), GraphDType.UI8, [n, groups]);
+        long[] qShape = [n, k * q.Bits / 8], groupShape = [n, groups];
+        string qweight = g.Weight(w, WeightPart.QWeight, WeightKeys.QWeight(w.Key), GraphDType.UI8, qShape, Cut(qShape, k0 * q.Bits / 8, kl * q.Bits / 8));
+        // A K slice covers whole groups of scales/zeros; per-channel (group 0) scales span the full row and stay whole.
+        WeightSlice? groupSlice = split == WeightSplit.InputColumns && q.GroupSize == 0 ? null
+            : Cut(groupShape, q.GroupSize > 0 ? k0 / q.GroupSize : 0, q.GroupSize > 0 ? kl / q.GroupSize : 0);
+        string scales = g.Weight(w, WeightPart.Scales, WeightKeys.Scales(w.Key), GraphDType.F32, groupShape, groupSlice);
+        string zeros = g.Weight(w, WeightPart.QZeros, WeightKeys.QZeros(w.Key), GraphDType.UI8, groupShape, groupSlice);
         return g.Op("top.A16MatMul", [input, qweight, scales, zeros, biasName], result, outShape,
             OpAttr.Of("right_transpose", true), OpAttr.I64("q_group_size", q.GroupSize), OpAttr.I64("weight_bits", q.Bits));
     }

@@ -14,6 +14,10 @@ public static class MlirWriter
 {
     public static string Write(PieceGraph graph, string weightFileName)
     {
+        // The MLIR is always the whole piece (TPU-MLIR splits it itself with --num_device); a shard's sliced weights
+        // have no top.Weight form.
+        if (graph.Shard is not null)
+            throw new InvalidOperationException($"{graph.Name} is a tensor-parallel shard of {graph.Piece.Name}; export the whole piece.");
         var sb = new StringBuilder();
         var ids = new Dictionary<string, string>(StringComparer.Ordinal);
         int next = 0;

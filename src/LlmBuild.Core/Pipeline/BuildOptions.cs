@@ -79,6 +79,8 @@ public sealed record BuildOptions
     /// <summary>The cross-option checks llm_convert.py makes, plus ours.</summary>
     public void Validate()
     {
+        if (NumDevice < 1)
+            throw Invalid(nameof(NumDevice), NumDevice.ToString(CultureInfo.InvariantCulture), "a positive integer (the number of devices the model is split across)");
         if (QGroupSize < 0)
             throw Invalid(nameof(QGroupSize), QGroupSize.ToString(CultureInfo.InvariantCulture), "0 (per-channel) or a positive group size such as 64 or 128");
         if (MaxInputLength > SeqLength)
