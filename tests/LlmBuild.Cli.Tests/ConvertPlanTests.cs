@@ -53,7 +53,7 @@ public sealed class ConvertPlanTests
 
     [TestMethod]
     [DataRow("", "checkpoint_w4bf16_seq64_bm1684x_1dev_static")]
-    [DataRow("--num_device 2", "checkpoint_w4bf16_seq64_bm1684x_2dev_static")]
+    [DataRow("--num_device 2 -g 32", "checkpoint_w4bf16_seq64_bm1684x_2dev_static")]
     [DataRow("--dynamic", "checkpoint_w4bf16_seq64_bm1684x_1dev_dynamic")]
     [DataRow("-c bm1688", "checkpoint_w4bf16_seq64_bm1688_2core_static")]
     [DataRow("-c bm1688 --num_core 1", "checkpoint_w4bf16_seq64_bm1688_1core_static")]

@@ -38,8 +38,10 @@ public static class ResolveStage
             : DefaultBackend(values.TryGetValue("TpuMlirPath", out string? tpu) ? tpu : null, Environment.GetEnvironmentVariable("PATH"));
         if (backend is not ("builtin" or "tpu-mlir"))
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
-        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings);
-        return model with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
+        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
+        // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
+        if (backend == "builtin") Graph.TensorParallel.Check(model);
+        return model;
     }
 
     /// <summary>

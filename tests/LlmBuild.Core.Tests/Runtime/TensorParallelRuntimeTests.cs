@@ -33,7 +33,9 @@ public sealed class TensorParallelRuntimeTests
         Assert.IsTrue(VerifyStage.Cosine(l1, l2) > 0.99999, $"prefill logits cosine {VerifyStage.Cosine(l1, l2)}");
         for (int layer = 0; layer < e1.NumLayers; layer++)
         {
-            Assert.IsTrue(VerifyStage.Cosine(t1.BlockOutputs[layer], t2.BlockOutputs[layer]) > 0.9999, $"layer {layer} output");
+            // With several devices the final norm stays in lm_head (DESIGN §7): the last block's outputs differ by it.
+            bool sameOutput = layer + 1 < e1.NumLayers || one.Model.FinalNormInLastBlock == two.Model.FinalNormInLastBlock;
+            if (sameOutput) Assert.IsTrue(VerifyStage.Cosine(t1.BlockOutputs[layer], t2.BlockOutputs[layer]) > 0.9999, $"layer {layer} output");
             Assert.IsTrue(VerifyStage.Cosine(t1.Keys[layer], t2.Keys[layer]) > 0.9999, $"layer {layer} keys (device shards joined in head order)");
             Assert.IsTrue(VerifyStage.Cosine(t1.Values[layer], t2.Values[layer]) > 0.9999, $"layer {layer} values");
         }
@@ -44,9 +46,9 @@ public sealed class TensorParallelRuntimeTests
             Assert.IsTrue(VerifyStage.Cosine(d1, d2) > 0.99999, $"decode position {i}");
             Assert.AreEqual(LlmEmulator.ArgMax(d1), LlmEmulator.ArgMax(d2), $"decode position {i}");
         }
-        // Per layer and token: each device sends its attention and mlp partials ([1,1,H] f32) to both devices.
+        // Per layer and token: two all-reduces (attention, mlp), in each a device sends its partial ([1,1,H] f32) to the other.
         long hidden = e2.HiddenSize;
-        Assert.AreEqual((ids.Length - 6) * e2.NumLayers * 2L * 2 * 2 * hidden * 4, e2.Runtime.TransferredBytes - before);
+        Assert.AreEqual((ids.Length - 6) * e2.NumLayers * 2L * 2 * hidden * 4, e2.Runtime.TransferredBytes - before);
         Assert.IsTrue(e2.Runtime.DeviceBytes(1) > 0 && e2.Runtime.DeviceBytes(1) < e2.Runtime.DeviceBytes(0), "device 1 holds block shards only");
 
         var lines = new List<string>();
