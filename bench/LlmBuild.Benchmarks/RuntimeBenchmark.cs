@@ -31,7 +31,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         string example = Path.Combine(root, "examples", "tiny-qwen2", "checkpoint");
         Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth);
         Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth, ("Batch", "4"));
-        Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth, ("NumDevice", "2"));
+        Measure("tiny-qwen2 (example)", example, 256, 32, bandwidth, ("NumDevice", "2")); // a device's 32 o_proj columns: group 32
         if (File.Exists(Path.Combine(qwenDir, "model.safetensors")))
         {
             Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth);
@@ -73,6 +73,8 @@ public sealed class RuntimeBenchmark : IBenchmark
             }
             int steps = 32;
             var ids = Enumerable.Repeat(1, emu.Batch).ToArray();
+            for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
+            if (emu.Batch == 1) emu.Decode(1); else emu.DecodeBatch(ids); // warm up the decode path too
             for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
             long transferred = emu.Runtime.TransferredBytes;
             var decode = Stopwatch.StartNew();
