@@ -218,6 +218,8 @@ internal static unsafe class Kernels
         Parallel.For(0, chunks, Options((long)m * n * k), c =>
         {
             float* ys = (float*)yp;
+            float* dots = stackalloc float[RowBlock];
+            float* accs = stackalloc float[RowBlock];
             int end = Math.Min(n, (c + 1) * ColumnChunk);
             fixed (float* prep = prepared)
             fixed (float* sm = sums)
@@ -228,6 +230,23 @@ internal static unsafe class Kernels
                     float* s = (float*)sp + (long)j * groups;
                     byte* z = (byte*)zp + (long)j * groups;
                     float b = bias is null ? 0f : bias[j];
+                    if (bits == 4 && m > 1 && Avx512F.IsSupported)
+                    {
+                        // Several rows (a batch decode, a prefill): unpack each 4-bit chunk once for a block of rows.
+                        int half = k / 2, hg = group / 2;
+                        for (int first = 0; first < m; first += RowBlock)
+                        {
+                            int rows = Math.Min(RowBlock, m - first);
+                            new Span<float>(accs, rows).Clear();
+                            for (int g = 0; g < groups; g++)
+                            {
+                                DotNibblesRows(q + g * hg, prep + (long)first * k + g * hg, half, k, hg, rows, dots);
+                                for (int r = 0; r < rows; r++) accs[r] += s[g] * (dots[r] - z[g] * sm[(long)(first + r) * groups + g]);
+                            }
+                            for (int r = 0; r < rows; r++) ys[(long)(first + r) * n + j] = accs[r] + b;
+                        }
+                        continue;
+                    }
                     for (int mm = 0; mm < m; mm++)
                     {
                         float* xr = prep + (long)mm * k;
@@ -252,6 +271,40 @@ internal static unsafe class Kernels
     }
 
     /// <summary>Σ xe[i]·lo(q[i]) + xo[i]·hi(q[i]) over <paramref name="count"/> bytes.</summary>
+    /// <summary>Rows of x the multi-row 4-bit dot handles at once (accumulators stay in registers).</summary>
+    private const int RowBlock = 4;
+
+    /// <summary>
+    /// <see cref="DotNibbles"/> for <paramref name="rows"/> ≤ <see cref="RowBlock"/> prepared x rows (row r's even
+    /// elements at x + r·stride, odd ones <paramref name="half"/> further), unpacking each byte once.
+    /// </summary>
+    internal static void DotNibblesRows(byte* q, float* x, int half, int stride, int count, int rows, float* result)
+    {
+        var mask = Vector512.Create(15);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int i = 0;
+        for (; i <= count - 16; i += 16)
+        {
+            Vector512<int> v = Avx512F.ConvertToVector512Int32(Vector128.Load(q + i));
+            Vector512<float> lo = Avx512F.ConvertToVector512Single(v & mask), hi = Avx512F.ConvertToVector512Single(Avx512F.ShiftRightLogical(v, 4));
+            float* x0 = x + i;
+            a0 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0), a0));
+            if (rows > 1) a1 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + stride + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0 + stride), a1));
+            if (rows > 2) a2 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + 2 * stride + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0 + 2 * stride), a2));
+            if (rows > 3) a3 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + 3 * stride + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0 + 3 * stride), a3));
+        }
+        result[0] = Vector512.Sum(a0);
+        if (rows > 1) result[1] = Vector512.Sum(a1);
+        if (rows > 2) result[2] = Vector512.Sum(a2);
+        if (rows > 3) result[3] = Vector512.Sum(a3);
+        for (; i < count; i++)
+            for (int r = 0; r < rows; r++)
+            {
+                float* xr = x + (long)r * stride;
+                result[r] += xr[i] * (q[i] & 15) + xr[half + i] * (q[i] >> 4);
+            }
+    }
+
     internal static float DotNibbles(byte* q, float* xe, float* xo, int count)
     {
         int i = 0;

@@ -32,6 +32,9 @@ public sealed unsafe class KernelTests
 
     [TestMethod]
     [DataRow(4, 2, 96, 32, 300)]
+    [DataRow(4, 5, 80, 40, 33)]
+    [DataRow(4, 3, 256, 128, 9)]
+    [DataRow(4, 4, 64, 64, 7)]
     [DataRow(4, 1, 40, 40, 5)]
     [DataRow(8, 2, 96, 48, 17)]
     [DataRow(8, 1, 21, 21, 3)]
