@@ -111,12 +111,12 @@ public static class VerifyStage
             s.Add(actual, expected, newCall);
         }
 
-        void CompareBlocks(bool prefill, EmulatorTrace t, ReferenceTrace r)
+        void CompareBlocks(string kind, EmulatorTrace t, ReferenceTrace r)
         {
-            Compare(emu.EmbedsOnHost ? "embedding.bin" : prefill ? "embedding" : "embedding_cache", t.Embeddings, r.Embeddings);
+            Compare(emu.EmbedsOnHost ? "embedding.bin" : kind == "decode" ? "embedding_cache" : "embedding", t.Embeddings, r.Embeddings);
             for (int i = 0; i < layers; i++)
             {
-                string net = prefill ? emu.PrefillNet(i) : $"block_cache_{i}";
+                string net = kind switch { "prefill" => emu.PrefillNet(i), "history" => $"block_kv_{i}", _ => $"block_cache_{i}" };
                 float[] expected = i + 1 < layers ? r.LayerInputs[i + 1] : model.FinalNormInLastBlock ? r.NormedHidden : r.LastHidden;
                 Compare(net, t.BlockOutputs[i], expected);
                 Compare(net, t.Keys[i], r.Keys[i], newCall: false);
@@ -124,19 +124,35 @@ public static class VerifyStage
             }
         }
 
-        // Prefill.
+        void CompareLogits(float[] actual, float[] expected, int positions)
+        {
+            for (int p = 0; p < positions; p++)
+            {
+                Compare("lm_head", actual.AsSpan(p * vocab, vocab), expected.AsSpan(p * vocab, vocab));
+                logits.Add(actual.AsSpan(p * vocab, vocab), expected.AsSpan(p * vocab, vocab));
+            }
+        }
+
+        // Prefill: the whole prompt, or (with block_kv nets) its first half and then the rest through block_kv.
+        int head = emu.HasHistoryPrefill && prompt.Length > 1 ? Math.Min((prompt.Length + 1) / 2, emu.HistoryLength) : prompt.Length;
         var et = new EmulatorTrace();
         var rt = new ReferenceTrace();
-        float[] emuLogits = emu.Prefill(prompt, allPositions: true, et);
-        float[] refLogits = reference.Forward(prompt, rt);
-        CompareBlocks(prefill: true, et, rt);
-        for (int p = 0; p < prompt.Length; p++)
+        float[] emuLogits = emu.Prefill(prompt.AsSpan(0, head), allPositions: true, et);
+        float[] refLogits = reference.Forward(prompt[..head], rt);
+        CompareBlocks("prefill", et, rt);
+        CompareLogits(emuLogits, refLogits, head);
+        float[] last = emuLogits.AsSpan((head - 1) * vocab, vocab).ToArray();
+        if (head < prompt.Length)
         {
-            Compare("lm_head", emuLogits.AsSpan(p * vocab, vocab), refLogits.AsSpan(p * vocab, vocab));
-            logits.Add(emuLogits.AsSpan(p * vocab, vocab), refLogits.AsSpan(p * vocab, vocab));
+            et = new EmulatorTrace();
+            rt = new ReferenceTrace();
+            emuLogits = emu.PrefillWithHistory(prompt.AsSpan(head), allPositions: true, et);
+            refLogits = reference.Forward(prompt[head..], rt);
+            CompareBlocks("history", et, rt);
+            CompareLogits(emuLogits, refLogits, prompt.Length - head);
+            last = emuLogits.AsSpan((prompt.Length - head - 1) * vocab, vocab).ToArray();
         }
         var tokens = new List<int>(prompt);
-        float[] last = emuLogits.AsSpan((prompt.Length - 1) * vocab, vocab).ToArray();
 
         // Greedy decode by the built model, teacher-forced into the reference.
         for (int step = 0; step < decodeSteps; step++)
@@ -147,7 +163,7 @@ public static class VerifyStage
             rt = new ReferenceTrace();
             last = emu.Decode(token, et);
             float[] expected = reference.Forward([token], rt);
-            CompareBlocks(prefill: false, et, rt);
+            CompareBlocks("decode", et, rt);
             Compare("lm_head", last, expected);
             logits.Add(last, expected);
         }

@@ -37,6 +37,8 @@ public sealed class LlmEmulator : IDisposable
     private readonly DeviceMem _hostPrefillRows, _hostDecodeRows;
     private readonly EmulatorGroup _lmHead;
     private readonly EmulatorGroup[] _prefill, _decode;
+    /// <summary>block_kv_i (UseBlockWithKv, SharePrompt): a prefill segment that attends to the cache's first rows.</summary>
+    private readonly EmulatorGroup[]? _prefillKv;
     /// <summary>[layer][device]: [B, S, kvh/D, d] in the activation dtype.</summary>
     private readonly DeviceMem[][] _keyCache, _valueCache;
     /// <summary>Bytes of one token's keys (or values) on each device.</summary>
@@ -51,6 +53,13 @@ public sealed class LlmEmulator : IDisposable
         _decode = Enumerable.Range(0, layers).Select(i => rt.Group($"block_cache_{i}")).ToArray();
         _lmHead = rt.Group("lm_head");
         Devices = _prefill[0].Devices;
+        if (rt.HasGroup("block_kv_0"))
+        {
+            _prefillKv = Enumerable.Range(0, layers).Select(i => rt.Group($"block_kv_{i}")).ToArray();
+            EmulatorGroup kv = _prefillKv[0];
+            HistoryPrefillLength = (int)kv.Input(kv.InputIndex("input_states")).Shape[1];
+            HistoryLength = (int)kv.Input(kv.InputIndex("history_k")).Shape[1];
+        }
 
         EmulatorGroup first = _prefill[0], cache = _decode[0];
         NetTensor states = first.Input(first.InputIndex("input_states"));
@@ -92,7 +101,7 @@ public sealed class LlmEmulator : IDisposable
             string dir = configDir ?? throw new LlmBuildException(ErrorCodes.RuntimeBadInput,
                 "The model has no embedding nets (built with EmbeddingDisk) and no config folder was given for config/embedding.bin.");
             _hostEmbedding = new HostEmbedding(Path.Combine(dir, EmbeddingBin.FileName), HiddenSize, ActivationType);
-            _hostPrefillRows = rt.Allocate((long)PrefillLength * HiddenSize * TensorRef.ElementSize(ActivationType));
+            _hostPrefillRows = rt.Allocate((long)Math.Max(PrefillLength, HistoryPrefillLength) * HiddenSize * TensorRef.ElementSize(ActivationType));
             _hostDecodeRows = rt.Allocate((long)Batch * HiddenSize * TensorRef.ElementSize(ActivationType));
         }
     }
@@ -113,8 +122,8 @@ public sealed class LlmEmulator : IDisposable
         long historyBytes = model.Nets.Where(n => n.Name == "block_cache_0" || n.Cascade?.MainName == "block_cache_0")
             .SelectMany(n => n.Stages[0].InputTensors).Where(t => t.Name.StartsWith("history_", StringComparison.Ordinal)).Sum(t => (long)t.Size);
         long extra = layers * (historyBytes + 64L * 1024 * 2 * Math.Max(1, model.DeviceNum)) + 4L * 1024 * 1024;
-        BModelTensor states = model.Nets.First(n => n.Name == "block_cache_0" || n.Cascade?.MainName == "block_cache_0").Stages[0].InputTensors[0];
-        extra += 64L * (long)states.Size; // host-embedded rows with EmbeddingDisk (generous: L·H elements)
+        // EmbeddingDisk: device rows for the host-embedded tokens, as large as any net's input_states.
+        extra += 2 * model.Nets.SelectMany(n => n.Stages[0].InputTensors).Where(t => t.Name.StartsWith("input_states", StringComparison.Ordinal)).Max(t => (long)t.Size);
         var rt = EmulatorRuntime.Load(bmodelPath, extra);
         try { return new LlmEmulator(rt, layers, configDir ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(bmodelPath))!, "config")); }
         catch { rt.Dispose(); throw; }
@@ -140,6 +149,11 @@ public sealed class LlmEmulator : IDisposable
     public int VocabSize { get; }
     public BModelDataType ActivationType { get; }
     public bool LmHeadOutputsLogits { get; }
+    /// <summary>True when the model has block_kv nets: <see cref="PrefillWithHistory"/> appends a segment to a prefilled cache.</summary>
+    public bool HasHistoryPrefill => _prefillKv is not null;
+    /// <summary>Tokens a block_kv call takes, and the cache rows it attends to.</summary>
+    public int HistoryPrefillLength { get; }
+    public int HistoryLength { get; }
     /// <summary>True when tokens are embedded on the host from config/embedding.bin (EmbeddingDisk).</summary>
     public bool EmbedsOnHost => _hostEmbedding is not null;
     /// <summary>The prefill net of a layer: block_i, or block_prompt_i with SharePrompt.</summary>
@@ -181,7 +195,7 @@ public sealed class LlmEmulator : IDisposable
         for (int layer = 0; layer < NumLayers; layer++)
         {
             EmulatorGroup net = _prefill[layer];
-            states = RunBlock(net, states, positions, net.HasInput("attention_mask") ? mask : null, null);
+            states = RunBlock(net, states, positions, net.HasInput("attention_mask") ? mask : null, null, null);
             for (int d = 0; d < Devices; d++)
             {
                 long offset = (long)slot * SeqLength * _kvRowBytes[d];
@@ -191,6 +205,55 @@ public sealed class LlmEmulator : IDisposable
             if (trace is not null) Trace(trace, net, states[0], 0, n);
         }
         _positions[slot] = n;
+        if (!allPositions) return LmHead(states[0], n - 1);
+        var all = new float[(long)n * VocabSize];
+        for (int i = 0; i < n; i++) LmHead(states[0], i).CopyTo(all.AsSpan(i * VocabSize));
+        return all;
+    }
+
+    /// <summary>
+    /// Appends a segment (at most <see cref="HistoryPrefillLength"/> tokens) to a slot's prefilled cache through block_kv_i,
+    /// which attends to the first <see cref="HistoryLength"/> cache rows; returns the last (or every) token's logits.
+    /// </summary>
+    public float[] PrefillWithHistory(ReadOnlySpan<int> ids, bool allPositions = false, EmulatorTrace? trace = null, int slot = 0)
+    {
+        if (_prefillKv is null)
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, "The model has no block_kv nets; build it with UseBlockWithKv=true or SharePrompt=true.");
+        int n = ids.Length, L = HistoryPrefillLength, H = HistoryLength, start = _positions[CheckSlot(slot)];
+        if (n == 0 || n > L)
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"A block_kv prefill takes 1..{L} tokens, got {n}.");
+        if (start == 0 || start > H || start + n > SeqLength)
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput,
+                $"A block_kv prefill continues a cache of 1..{H} tokens (MaxPrefillKvLength) with room for the segment (SeqLength={SeqLength}); slot {slot} holds {start}.");
+        CheckIds(ids);
+        var padded = new int[Math.Max(L, PrefillLength)];
+        ids.CopyTo(padded);
+        DeviceMem hidden = Embed(padded, _embedding, _hostPrefillRows);
+        if (trace is not null) trace.Embeddings = ReadRows(hidden, 0, n, HiddenSize);
+        var positions = new int[L];
+        var mask = new float[L * (H + L)];
+        for (int i = 0; i < L; i++)
+        {
+            positions[i] = i < n ? start + i : 0;
+            for (int j = 0; j < H + L; j++)
+                mask[i * (H + L) + j] = i < n && (j < H ? j < start : j - H <= i) ? 0f : MaskFill;
+        }
+        DeviceMem[] states = Broadcast(hidden, _prefillKv[0]);
+        for (int layer = 0; layer < NumLayers; layer++)
+        {
+            EmulatorGroup net = _prefillKv[layer];
+            DeviceMem[] History(DeviceMem[][] cache) =>
+                Enumerable.Range(0, Devices).Select(d => cache[layer][d].Slice((long)slot * SeqLength * _kvRowBytes[d], H * _kvRowBytes[d])).ToArray();
+            states = RunBlock(net, states, positions, net.HasInput("attention_mask") ? mask : null, History(_keyCache), History(_valueCache));
+            for (int d = 0; d < Devices; d++)
+            {
+                long row = _kvRowBytes[d], at = ((long)slot * SeqLength + start) * row;
+                _rt.Memory.Copy(_keyCache[layer][d].Slice(at, n * row), net.OutputMem(1, d), n * row);
+                _rt.Memory.Copy(_valueCache[layer][d].Slice(at, n * row), net.OutputMem(2, d), n * row);
+            }
+            if (trace is not null) Trace(trace, net, states[0], 0, n);
+        }
+        _positions[slot] = start + n;
         if (!allPositions) return LmHead(states[0], n - 1);
         var all = new float[(long)n * VocabSize];
         for (int i = 0; i < n; i++) LmHead(states[0], i).CopyTo(all.AsSpan(i * VocabSize));
@@ -237,7 +300,7 @@ public sealed class LlmEmulator : IDisposable
         for (int layer = 0; layer < NumLayers; layer++)
         {
             EmulatorGroup net = _decode[layer];
-            states = RunBlock(net, states, positions, mask, layer);
+            states = RunBlock(net, states, positions, mask, _keyCache[layer], _valueCache[layer]);
             for (int d = 0; d < Devices; d++)
             {
                 long row = _kvRowBytes[d];
@@ -310,12 +373,12 @@ public sealed class LlmEmulator : IDisposable
         return states;
     }
 
-    /// <summary>Runs one block (prefill or decode) on every device; returns its output_states per device.</summary>
-    private DeviceMem[] RunBlock(EmulatorGroup net, DeviceMem[] states, int[] positions, float[]? mask, int? decodeLayer)
+    /// <summary>Runs one block on every device (history_k/v bound per device when it has them); returns its output_states per device.</summary>
+    private DeviceMem[] RunBlock(EmulatorGroup net, DeviceMem[] states, int[] positions, float[]? mask, DeviceMem[]? historyK, DeviceMem[]? historyV)
     {
         int statesIndex = net.InputIndex("input_states"), positionIndex = net.InputIndex("position_ids");
         int maskIndex = mask is null ? -1 : net.InputIndex("attention_mask");
-        int historyK = decodeLayer is null ? -1 : net.InputIndex("history_k"), historyV = decodeLayer is null ? -1 : net.InputIndex("history_v");
+        int kIndex = historyK is null ? -1 : net.InputIndex("history_k"), vIndex = historyV is null ? -1 : net.InputIndex("history_v");
         for (int d = 0; d < Devices; d++)
         {
             _rt.Memory.Write(net.InputMem(positionIndex, d), (ReadOnlySpan<int>)positions);
@@ -323,8 +386,8 @@ public sealed class LlmEmulator : IDisposable
         }
         _rt.Launch(net, (i, d) =>
             i == statesIndex ? states[d]
-            : i == historyK ? _keyCache[decodeLayer!.Value][d]
-            : i == historyV ? _valueCache[decodeLayer!.Value][d]
+            : i == kIndex ? historyK![d]
+            : i == vIndex ? historyV![d]
             : null);
         return Enumerable.Range(0, Devices).Select(d => net.OutputMem(0, d)).ToArray();
     }

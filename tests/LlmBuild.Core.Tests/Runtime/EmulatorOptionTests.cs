@@ -29,6 +29,7 @@ public sealed class EmulatorOptionTests
         Assert.IsTrue(r.Logits.Top1Agreement >= 0.95, $"top-1 {r.Logits.Top1Agreement}");
         if (name == "EmbeddingDisk") Assert.AreEqual("embedding.bin", r.Pieces[0].Piece);
         if (name == "SharePrompt") Assert.IsTrue(r.Pieces.Any(p => p.Piece == "block_prompt_0"));
+        if (name is "SharePrompt" or "UseBlockWithKv") Assert.IsTrue(r.Pieces.Any(p => p.Piece == "block_kv_0"), "verify runs the block_kv nets too");
     }
 
     /// <summary>Two sequences decoded in one batch give each the logits it gets alone.</summary>
@@ -69,6 +70,32 @@ public sealed class EmulatorOptionTests
         }
         Assert.AreEqual(ErrorCodes.RuntimeBadInput, Assert.ThrowsExactly<LlmBuildException>(() => two.Prefill(a, slot: 2)).Code);
         Assert.AreEqual(ErrorCodes.RuntimeBadInput, Assert.ThrowsExactly<LlmBuildException>(() => two.DecodeBatch([1])).Code);
+    }
+
+    /// <summary>A prompt prefilled in two parts (block_i, then block_kv_i over the cached first part) gives the one-part logits.</summary>
+    [TestMethod]
+    public void HistoryPrefillContinuesTheCache()
+    {
+        var built = ExampleBuild.Get("bf16", seqLength: 48, extra: [("UseBlockWithKv", "true"), ("MaxInputLength", "8"), ("MaxPrefillKvLength", "16")]);
+        using var emu = LlmEmulator.Load(built.BModel);
+        Assert.IsTrue(emu.HasHistoryPrefill);
+        Assert.AreEqual(16, emu.HistoryLength);
+        int[] ids = [9707, 11, 1879, 374, 264, 1273, 315, 279, 2041, 13, 576, 3974];
+        float[] whole = emu.Prefill(ids.AsSpan(0, 8), allPositions: true);
+        float[] rest = emu.PrefillWithHistory(ids.AsSpan(8), allPositions: true);
+        float[] next = emu.Decode(5);
+        emu.Reset();
+        float[] part = emu.Prefill(ids.AsSpan(0, 5), allPositions: true);
+        float[] tail = emu.PrefillWithHistory(ids.AsSpan(5, 3), allPositions: true);
+        int vocab = emu.VocabSize;
+        Assert.IsTrue(EmulatorGoldenTests.Cosine(whole.AsSpan(0, 5 * vocab), part) > 0.99999);
+        Assert.IsTrue(EmulatorGoldenTests.Cosine(whole.AsSpan(5 * vocab), tail) > 0.9999, "block_kv over a 5-token history = block rows 5..7");
+        Assert.AreEqual(8, emu.Position);
+        float[] rest2 = emu.PrefillWithHistory(ids.AsSpan(8), allPositions: true);
+        Assert.IsTrue(EmulatorGoldenTests.Cosine(rest, rest2) > 0.9999);
+        Assert.IsTrue(EmulatorGoldenTests.Cosine(next, emu.Decode(5)) > 0.9999, "decode after a block_kv prefill");
+        emu.Reset();
+        Assert.AreEqual(ErrorCodes.RuntimeBadInput, Assert.ThrowsExactly<LlmBuildException>(() => emu.PrefillWithHistory([1, 2])).Code, "nothing to continue");
     }
 
     [TestMethod]
