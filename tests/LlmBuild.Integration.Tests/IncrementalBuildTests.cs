@@ -71,6 +71,30 @@ public sealed class IncrementalBuildTests
         Assert.IsFalse(Directory.EnumerateFiles(_baseline, "*.tmp", SearchOption.AllDirectories).Any(), "no temporaries left");
     }
 
+    /// <summary>NumDevice=2 through MSBuild: a split the model cannot take fails at resolve; one it can builds cascades and verifies.</summary>
+    [TestMethod]
+    public void TwoDeviceBuildSplitsBlocksAndVerifies()
+    {
+        string dir = CopyOfBaseline("tp");
+        SetProperty(dir, "NumDevice", "2");
+        var refused = BuildHarness.Build(dir);
+        Assert.AreNotEqual(0, refused.ExitCode);
+        StringAssert.Contains(refused.Output, "LLMB0521", "a device's o_proj share (32 columns) is not a whole 64-group");
+        Assert.IsFalse(refused.RanTasks.Contains(Stages.Quantize), "refused before any weights are written");
+
+        var props = BuildHarness.DefaultProperties();
+        props["NumDevice"] = "2";
+        props["QGroupSize"] = "32";
+        BuildHarness.WriteProject(dir, props);
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        Assert.IsTrue(result.RanTasks.Contains(Stages.Verify), "verify ran on the two-device model:\n" + result.Output);
+        using var bmodel = LlmBuild.Core.BModel.BModelReader.Read(Path.Combine(dir, "bin", "tiny.bmodel"));
+        Assert.AreEqual(2u, bmodel.Model.DeviceNum);
+        Assert.AreEqual(4 * 2 * 3 * 2, bmodel.Model.Nets.Count(n => n.Cascade is not null), "4 layers × (block, block_cache) × 3 steps × 2 devices");
+        StringAssert.Contains(File.ReadAllText(Path.Combine(dir, "obj", "Debug", "llm", "verify.json")), "\"failures\": []");
+    }
+
     [TestMethod]
     public void SecondBuildIsANoOp()
     {
