@@ -316,7 +316,6 @@ public static class PieceGraphBuilder
     {
         if (!TensorParallel.IsBlock(piece.Kind))
             throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name} ({piece.Kind}) is not a block; only blocks are split across devices.");
-        TensorParallel.Check(model);
         int devices = TensorParallel.Devices(model);
         if (step is < 0 or >= TensorParallel.Steps) throw new ArgumentOutOfRangeException(nameof(step), step, $"steps are 0..{TensorParallel.Steps - 1}");
         if (device < 0 || device >= devices) throw new ArgumentOutOfRangeException(nameof(device), device, $"devices are 0..{devices - 1}");

@@ -87,9 +87,7 @@ public static class TensorParallel
     /// </summary>
     public static void Check(ResolvedModel model)
     {
-        int devices = model.Options.NumDevice;
-        if (devices < 1)
-            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property NumDevice='{devices}' is invalid: expected a positive integer.");
+        int devices = Devices(model); // NumDevice ≥ 1 is BuildOptions.Validate's check
         if (devices == 1) return;
         string where = $"model '{model.Name}' ({Path.Combine(model.Options.ModelPath, "config.json")})";
         if (model.Options.DistributeStrategy != "tp")
@@ -120,7 +118,7 @@ public static class TensorParallel
             if (q.GroupSize > 0 && k % q.GroupSize != 0)
             {
                 long both = Gcd((int)shares[0].K, (int)shares[1].K);
-                int group = new[] { 128, 64, 32, 16, 8 }.FirstOrDefault(g => both % g == 0);
+                int group = Resolver.LargestDividingGroup((int)both);
                 string fix = group > 0 ? $"Use QGroupSize={group} (it divides both shares), 0 (per channel), or another NumDevice."
                     : "Use QGroupSize=0 (per channel) or another NumDevice.";
                 throw new LlmBuildException(ErrorCodes.TensorParallelGroups,

@@ -60,7 +60,8 @@ public static class Resolver
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"QGroupSize={scheme.GroupSize} must be even for 4-bit quantization (two weights per byte).");
     }
 
-    private static int LargestDividingGroup(int k)
+    /// <summary>The largest usual group size (128 … 8) that divides <paramref name="k"/>, or 0.</summary>
+    internal static int LargestDividingGroup(int k)
     {
         foreach (int g in new[] { 128, 64, 32, 16, 8 }) if (k % g == 0) return g;
         return 0;

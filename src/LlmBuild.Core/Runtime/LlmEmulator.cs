@@ -196,19 +196,11 @@ public sealed class LlmEmulator : IDisposable
         {
             EmulatorGroup net = _prefill[layer];
             states = RunBlock(net, states, positions, net.HasInput("attention_mask") ? mask : null, null, null);
-            for (int d = 0; d < Devices; d++)
-            {
-                long offset = (long)slot * SeqLength * _kvRowBytes[d];
-                _rt.Memory.Copy(_keyCache[layer][d].Slice(offset, rows * _kvRowBytes[d]), net.OutputMem(1, d), rows * _kvRowBytes[d]);
-                _rt.Memory.Copy(_valueCache[layer][d].Slice(offset, rows * _kvRowBytes[d]), net.OutputMem(2, d), rows * _kvRowBytes[d]);
-            }
+            StoreKv(net, layer, slot, 0, 0, rows);
             if (trace is not null) Trace(trace, net, states[0], 0, n);
         }
         _positions[slot] = n;
-        if (!allPositions) return LmHead(states[0], n - 1);
-        var all = new float[(long)n * VocabSize];
-        for (int i = 0; i < n; i++) LmHead(states[0], i).CopyTo(all.AsSpan(i * VocabSize));
-        return all;
+        return PrefillLogits(states[0], n, allPositions);
     }
 
     /// <summary>
@@ -245,19 +237,11 @@ public sealed class LlmEmulator : IDisposable
             DeviceMem[] History(DeviceMem[][] cache) =>
                 Enumerable.Range(0, Devices).Select(d => cache[layer][d].Slice((long)slot * SeqLength * _kvRowBytes[d], H * _kvRowBytes[d])).ToArray();
             states = RunBlock(net, states, positions, net.HasInput("attention_mask") ? mask : null, History(_keyCache), History(_valueCache));
-            for (int d = 0; d < Devices; d++)
-            {
-                long row = _kvRowBytes[d], at = ((long)slot * SeqLength + start) * row;
-                _rt.Memory.Copy(_keyCache[layer][d].Slice(at, n * row), net.OutputMem(1, d), n * row);
-                _rt.Memory.Copy(_valueCache[layer][d].Slice(at, n * row), net.OutputMem(2, d), n * row);
-            }
+            StoreKv(net, layer, slot, start, 0, n);
             if (trace is not null) Trace(trace, net, states[0], 0, n);
         }
         _positions[slot] = start + n;
-        if (!allPositions) return LmHead(states[0], n - 1);
-        var all = new float[(long)n * VocabSize];
-        for (int i = 0; i < n; i++) LmHead(states[0], i).CopyTo(all.AsSpan(i * VocabSize));
-        return all;
+        return PrefillLogits(states[0], n, allPositions);
     }
 
     /// <summary>Runs one token of one slot at its position through the decode nets (other slots idle) and returns its logits.</summary>
@@ -301,17 +285,8 @@ public sealed class LlmEmulator : IDisposable
         {
             EmulatorGroup net = _decode[layer];
             states = RunBlock(net, states, positions, mask, _keyCache[layer], _valueCache[layer]);
-            for (int d = 0; d < Devices; d++)
-            {
-                long row = _kvRowBytes[d];
-                for (int b = 0; b < B; b++)
-                {
-                    if (!active[b]) continue;
-                    long at = ((long)b * S + _positions[b]) * row;
-                    _rt.Memory.Copy(_keyCache[layer][d].Slice(at, row), net.OutputMem(1, d).Slice(b * row, row), row);
-                    _rt.Memory.Copy(_valueCache[layer][d].Slice(at, row), net.OutputMem(2, d).Slice(b * row, row), row);
-                }
-            }
+            for (int b = 0; b < B; b++)
+                if (active[b]) StoreKv(net, layer, b, _positions[b], b, 1);
             if (trace is not null) Trace(trace, net, states[0], traceSlot, 1);
         }
         for (int b = 0; b < B; b++) if (active[b]) _positions[b]++;
@@ -344,6 +319,29 @@ public sealed class LlmEmulator : IDisposable
         int best = 0;
         for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
         return best;
+    }
+
+    /// <summary>
+    /// Copies <paramref name="rows"/> rows of a block's k/v outputs (from row <paramref name="outputRow"/>) into a slot's
+    /// KV cache at <paramref name="position"/>, on every device.
+    /// </summary>
+    private void StoreKv(EmulatorGroup net, int layer, int slot, int position, int outputRow, long rows)
+    {
+        for (int d = 0; d < Devices; d++)
+        {
+            long row = _kvRowBytes[d], at = ((long)slot * SeqLength + position) * row;
+            _rt.Memory.Copy(_keyCache[layer][d].Slice(at, rows * row), net.OutputMem(1, d).Slice(outputRow * row, rows * row), rows * row);
+            _rt.Memory.Copy(_valueCache[layer][d].Slice(at, rows * row), net.OutputMem(2, d).Slice(outputRow * row, rows * row), rows * row);
+        }
+    }
+
+    /// <summary>The last prefilled token's logits, or every one's ([n, vocab]).</summary>
+    private float[] PrefillLogits(DeviceMem states, int n, bool allPositions)
+    {
+        if (!allPositions) return LmHead(states, n - 1);
+        var all = new float[(long)n * VocabSize];
+        for (int i = 0; i < n; i++) LmHead(states, i).CopyTo(all.AsSpan(i * VocabSize));
+        return all;
     }
 
     /// <summary>Embeds ids (the net's full input length) through the embedding net, or from embedding.bin into device rows.</summary>
