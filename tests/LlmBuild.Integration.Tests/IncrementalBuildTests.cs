@@ -10,13 +10,16 @@ namespace LlmBuild.Integration.Tests;
 [TestClass]
 public sealed class IncrementalBuildTests
 {
+    [TestCleanup]
+    public void DeleteTestDirectories() => BuildHarness.DeleteTestDirectories();
+
     private static string _baseline = "";
     private static SortedDictionary<string, string> _baselineHashes = new();
 
     [ClassInitialize]
     public static void BuildBaseline(TestContext _)
     {
-        _baseline = BuildHarness.NewTempDirectory("baseline");
+        _baseline = BuildHarness.NewTempDirectory("baseline", keepUntilRunEnds: true);
         BuildHarness.WriteProject(_baseline, BuildHarness.DefaultProperties());
         BuildHarness.Build(_baseline).AssertSucceeded();
         _baselineHashes = Artifacts(_baseline);

@@ -7,6 +7,9 @@ namespace LlmBuild.Integration.Tests;
 [TestClass]
 public sealed class RunCommandTests
 {
+    [TestCleanup]
+    public void DeleteTestDirectories() => BuildHarness.DeleteTestDirectories();
+
     private static string BuiltExample()
     {
         BuildHarness.Dotnet(BuildHarness.RepoRoot, ["build", Path.Combine("examples", "tiny-qwen2", "model.llmproj")]).AssertSucceeded();

@@ -4,6 +4,9 @@ namespace LlmBuild.Integration.Tests;
 [TestClass]
 public sealed class SdkPackageTests
 {
+    [TestCleanup]
+    public void DeleteTestDirectories() => BuildHarness.DeleteTestDirectories();
+
     [TestMethod]
     public void PackedSdkBuildsAProjectOutsideTheRepository()
     {
@@ -32,13 +35,15 @@ public sealed class SdkPackageTests
               </PropertyGroup>
             </Project>
             """);
-        var result = BuildHarness.Build(dir);
+        // A private package folder: the machine's cache would keep every test version of the SDK forever.
+        var packages = new Dictionary<string, string> { ["NUGET_PACKAGES"] = Path.Combine(dir, "packages") };
+        var result = BuildHarness.Dotnet(dir, ["build", "model.llmproj"], environment: packages);
         result.AssertSucceeded();
         StringAssert.Contains(result.Output, "CombineLlmBModel: running");
         Assert.IsFalse(result.Output.Contains("building the task assembly from source"), "the package's task assembly is used");
         Assert.IsTrue(File.Exists(Path.Combine(dir, "bin", "tiny.bmodel")));
 
-        var again = BuildHarness.Build(dir);
+        var again = BuildHarness.Dotnet(dir, ["build", "model.llmproj"], environment: packages);
         again.AssertSucceeded();
         Assert.AreEqual(0, again.RanTasks.Count, "second build is a no-op:\n" + again.Output);
     }

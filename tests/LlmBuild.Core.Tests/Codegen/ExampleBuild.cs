@@ -35,17 +35,8 @@ internal static class ExampleBuild
 
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> props) => ResolveStage.Resolve(props, new List<LlmBuildWarning>());
 
-    private static readonly string Root = CleanRoot();
-
-    /// <summary>The parent of the build folders, cleared of folders left by runs more than an hour old.</summary>
-    private static string CleanRoot()
-    {
-        string root = Path.Combine(Path.GetTempPath(), "llmbuild-codegen-tests");
-        if (Directory.Exists(root))
-            foreach (var d in new DirectoryInfo(root).GetDirectories().Where(d => d.LastWriteTimeUtc < DateTime.UtcNow.AddHours(-1)))
-                try { d.Delete(recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-        return root;
-    }
+    /// <summary>The parent of the build folders, in the test run's temporary folder (deleted when the run ends).</summary>
+    private static string Root => Path.Combine(Path.GetTempPath(), "example-builds");
 
     private static Built BuildNow(IReadOnlyDictionary<string, string?> props)
     {
