@@ -42,10 +42,12 @@ internal static class ExampleBuild
     {
         ResolvedModel model = Resolve(props);
         string dir = Path.Combine(Root, Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
+        // Owners and pieces share names (block_0 …): owners get their own folder, as in the build's weights/.
+        string weights = Path.Combine(dir, "weights");
+        Directory.CreateDirectory(weights);
         using (ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath))
         {
-            Parallel.ForEach(model.Owners, owner => WeightOwnerWriter.Write(checkpoint, model, owner, Path.Combine(dir, owner.FileName)));
+            Parallel.ForEach(model.Owners, owner => WeightOwnerWriter.Write(checkpoint, model, owner, Path.Combine(weights, owner.FileName)));
         }
         var pieces = new ConcurrentDictionary<string, string>();
         Parallel.ForEach(model.Pieces, piece =>
@@ -53,10 +55,12 @@ internal static class ExampleBuild
             string mlir = Path.Combine(dir, piece.Name + ".mlir");
             string npz = Path.Combine(dir, piece.Name + "_top_weights.npz");
             string bmodel = Path.Combine(dir, piece.Name + ".bmodel");
-            ExportStage.Run(model, piece, piece.WeightOwner is null ? null : Path.Combine(dir, model.Owner(piece.WeightOwner).FileName), mlir, npz);
+            ExportStage.Run(model, piece, piece.WeightOwner is null ? null : Path.Combine(weights, model.Owner(piece.WeightOwner).FileName), mlir, npz);
             CompileStage.Run(model, piece, mlir, npz, bmodel);
             pieces[piece.Name] = bmodel;
         });
+        // The quantized owner files are read only by export: drop them to keep a test run's disk use down.
+        Directory.Delete(weights, recursive: true);
         string bin = Path.Combine(dir, "bin");
         string config = Path.Combine(bin, "config");
         var configFiles = Directory.GetFiles(model.Options.ModelPath).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)).ToArray();
