@@ -26,7 +26,8 @@ public enum EmuOp : ushort
 {
     /// <summary>out = in converted to out's dtype (same element count).</summary>
     Convert = 1,
-    /// <summary>in: table [V, H], ids (i32). out [n, H]: rows of the table.</summary>
+    /// <summary>in: table, ids (i32 [n]). ints: outer, extent, inner (the table around the axis). out [outer, n, inner]:
+    /// the table's rows (axis 0: outer 1) or an input's columns (last axis: inner 1) at the ids.</summary>
     Gather = 2,
     /// <summary>in: x, gamma [H]. floats: eps. Over the last dimension.</summary>
     RmsNorm = 3,

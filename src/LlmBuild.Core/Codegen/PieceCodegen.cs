@@ -251,8 +251,8 @@ public static class PieceCodegen
             {
                 case "top.Gather":
                 {
-                    if (op.IntOr("axis", 0) != 0) throw Unsupported(op, "only axis 0 is supported");
-                    Emit(EmuOp.Gather, [ins[0], ins[1]], [Define(outName)], [], [], outName);
+                    var (outer, extent, inner) = GraphInterpreter.GatherLayout(op, graph.Tensor(op.Inputs[0]).Shape);
+                    Emit(EmuOp.Gather, [ins[0], ins[1]], [Define(outName)], [outer, extent, inner], [], outName);
                     break;
                 }
                 case "top.RMSNorm":

@@ -138,20 +138,33 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
         return (int)shape[^1];
     }
 
+    /// <summary>y = table taken at <paramref name="indices"/> along the op's axis (rows of a table, or an input's columns).</summary>
     private float[] Gather(GraphOp op, float[] table, long[] tableShape, float[] indices)
     {
-        if (op.Int("axis") != 0) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: Gather over axis {op.Int("axis")}.");
-        long rows = tableShape[0];
-        int width = (int)(table.Length / rows);
-        var y = new float[indices.Length * width];
+        var (outer, extent, inner) = GatherLayout(op, tableShape);
+        var y = new float[outer * indices.Length * inner];
         for (int i = 0; i < indices.Length; i++)
         {
-            long row = (long)indices[i];
-            if (row < 0 || row >= rows || row != indices[i])
-                throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: index {indices[i]} given to {op.Outputs[0]} is outside 0..{rows - 1}.");
-            table.AsSpan((int)(row * width), width).CopyTo(y.AsSpan(i * width));
+            long at = (long)indices[i];
+            if (at < 0 || at >= extent || at != indices[i])
+                throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: index {indices[i]} given to {op.Outputs[0]} is outside 0..{extent - 1}.");
+            for (long o = 0; o < outer; o++)
+                table.AsSpan((int)((o * extent + at) * inner), (int)inner).CopyTo(y.AsSpan((int)((o * indices.Length + i) * inner)));
         }
         return y;
+    }
+
+    /// <summary>A gather's input as [outer, extent, inner] around its axis (negative axes count from the end).</summary>
+    internal static (long Outer, long Extent, long Inner) GatherLayout(GraphOp op, long[] shape)
+    {
+        long axis = op.Int("axis");
+        if (axis < 0) axis += shape.Length;
+        if (axis < 0 || axis >= shape.Length)
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"{op.Kind} ({op.Outputs[0]}): axis {op.Int("axis")} of a rank-{shape.Length} tensor.");
+        long outer = 1, inner = 1;
+        for (int d = 0; d < axis; d++) outer *= shape[d];
+        for (long d = axis + 1; d < shape.Length; d++) inner *= shape[d];
+        return (outer, shape[axis], inner);
     }
 
     private static float[] RmsNorm(float[] x, float[] gamma, double eps)

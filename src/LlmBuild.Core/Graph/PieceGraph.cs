@@ -78,7 +78,7 @@ public sealed record GraphOp(string Kind, IReadOnlyList<string> Inputs, IReadOnl
 }
 
 /// <summary>Which part of a stored weight entry a graph weight is.</summary>
-public enum WeightPart { Value, QWeight, Scales, QZeros }
+public enum WeightPart { Value, QWeight, Scales, QZeros, InputPermutation }
 
 /// <summary>
 /// A tensor the piece reads from its weight owner's npz (key = npz key = top.Weight location name). With a

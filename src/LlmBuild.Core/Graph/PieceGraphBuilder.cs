@@ -528,6 +528,14 @@ public static class PieceGraphBuilder
         if (q.Bits == 4 && kl % 2 != 0)
             throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Weight '{w.Key}': K={kl} is odd and cannot be packed two 4-bit values per byte.");
         c.AnyQuantized = true;
+        if (w.InputPermuted)
+        {
+            // Act-order: stored column j holds source input perm[j], so the matmul reads x[…, perm] (groups stay contiguous).
+            if (split == WeightSplit.InputColumns)
+                throw new InvalidOperationException($"Piece {c.Piece.Name}: row-parallel {w.Key} has permuted inputs; resolve refuses this split.");
+            string perm = g.Weight(w, WeightPart.InputPermutation, WeightKeys.InputPermutation(w.Key), GraphDType.SI32, [k]);
+            input = g.Op("top.Gather", [input, perm], Stem(w.Key) + ".input", [.. outShape[..^1], k], OpAttr.SI32("axis", outShape.Length - 1));
+        }
         long groups = q.GroupSize > 0 ? k / q.GroupSize : 1;
         long[] qShape = [n, k * q.Bits / 8], groupShape = [n, groups];
         string qweight = g.Weight(w, WeightPart.QWeight, WeightKeys.QWeight(w.Key), GraphDType.UI8, qShape, Cut(qShape, k0 * q.Bits / 8, kl * q.Bits / 8));

@@ -83,7 +83,7 @@ public static class TensorParallel
     /// <summary>
     /// Checks that the model splits across NumDevice devices: DistributeStrategy=tp, the heads, kv heads and
     /// intermediate size divisible by D and, for quantized weights, each device's K share of o_proj and down_proj made
-    /// of whole groups (and bytes for 4-bit). Nothing to check for one device.
+    /// of whole groups (and bytes for 4-bit), and none of those act-order permuted. Nothing to check for one device.
     /// </summary>
     public static void Check(ResolvedModel model)
     {
@@ -130,6 +130,12 @@ public static class TensorParallel
                     $"NumDevice={devices} gives each device K={k} input columns of {what} of {where}: an odd count cannot be cut from " +
                     "4-bit weights packed two per byte. Use another NumDevice or an 8-bit Quantize mode.");
         }
+        // An act-order weight's stored inputs are permuted across the whole K: no device holds a contiguous share of them.
+        if (model.Owners.SelectMany(o => o.Entries).FirstOrDefault(e => e.InputPermuted && SplitOf(e.Role) == WeightSplit.InputColumns) is { } permuted)
+            throw new LlmBuildException(ErrorCodes.TensorParallelPermuted,
+                $"NumDevice={devices} splits the inputs of '{permuted.SourceTensor}' of {where} across devices, but the checkpoint quantized it in " +
+                "activation order (GPTQ desc_act): its inputs are permuted over the whole row. Use NumDevice=1, Quantize=bf16/f16 (dequantized " +
+                "in source order), or a checkpoint quantized without desc_act.");
     }
 
     private static int Gcd(int a, int b) => b == 0 ? Math.Abs(a) : Gcd(b, a % b);

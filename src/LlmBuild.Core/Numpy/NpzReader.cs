@@ -117,6 +117,14 @@ public sealed class NpzReader : IDisposable
                 else FloatFormats.BFloat16ToFloat(bits, destination);
                 break;
             }
+            case NpyFormat.Int32:
+            {
+                // Indices (an act-order input permutation): exact as f32 below 2^24.
+                int[] ints = new int[destination.Length];
+                ReadBytes(key, 0, MemoryMarshal.AsBytes(ints.AsSpan()));
+                for (int i = 0; i < ints.Length; i++) destination[i] = ints[i];
+                break;
+            }
             case NpyFormat.Float64:
             {
                 double[] d = new double[destination.Length];
@@ -126,7 +134,7 @@ public sealed class NpzReader : IDisposable
             }
             default:
                 throw new LlmBuildException(ErrorCodes.BadNumpyFile,
-                    $"Array '{key}' of '{Path}' has dtype '{e.Descr}', which is not a float type (expected <f4, <f2, <f8 or <u2 bf16 bits).", Path);
+                    $"Array '{key}' of '{Path}' has dtype '{e.Descr}', which cannot be read as f32 (expected <f4, <f2, <f8, <u2 bf16 bits or <i4).", Path);
         }
     }
 

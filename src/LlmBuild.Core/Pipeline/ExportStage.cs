@@ -25,12 +25,6 @@ public static class ExportStage
         if (graph.Weights.Count > 0 && ownerNpz is null)
             throw new InvalidOperationException($"Piece {graph.Name} uses weights but has no weight owner.");
         using NpzReader? owner = ownerNpz is null ? null : new NpzReader(ownerNpz);
-        // An act-order GPTQ source stores its columns permuted (x.input_perm); the graph does not gather its input
-        // by that order yet, so refuse rather than export a silently wrong module.
-        if (owner?.Keys.FirstOrDefault(k => k.EndsWith(".input_perm", StringComparison.Ordinal)) is { } perm)
-            throw new LlmBuildException(ErrorCodes.QuantizeMismatch,
-                $"'{ownerNpz}' holds '{perm}': the checkpoint is act-order GPTQ (desc_act with a non-trivial g_idx), whose permuted " +
-                "layout the exported graph does not support yet. Use Quantize=bf16/f16 to dequantize it, or a checkpoint quantized without desc_act.", ownerNpz);
         AtomicFile.Write(path, stream =>
         {
             using var npz = new NpzWriter(stream, leaveOpen: true);

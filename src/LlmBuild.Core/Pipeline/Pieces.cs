@@ -50,7 +50,14 @@ public enum WeightStorage
 /// <paramref name="Key"/> is the npz key (and the top.Weight location name); a quantized entry expands to
 /// the keys <see cref="WeightKeys"/> gives.
 /// </summary>
-public sealed record WeightEntry(WeightRole Role, int Layer, string SourceTensor, string Key, WeightStorage Storage, long[] Shape);
+public sealed record WeightEntry(WeightRole Role, int Layer, string SourceTensor, string Key, WeightStorage Storage, long[] Shape)
+{
+    /// <summary>
+    /// A quantized weight whose stored inputs are permuted (an act-order GPTQ source): the npz holds
+    /// <see cref="WeightKeys.InputPermutation"/> and the graph gathers the input by it before the matmul.
+    /// </summary>
+    public bool InputPermuted { get; init; }
+}
 
 /// <summary>A weight owner: one npz shared by every piece that uses these weights (block_i and block_cache_i).</summary>
 public sealed record WeightOwner(string Name, IReadOnlyList<WeightEntry> Entries)
@@ -65,4 +72,6 @@ public static class WeightKeys
     public static string QWeight(string key) => Stem(key) + ".qweight";
     public static string Scales(string key) => Stem(key) + ".scales";
     public static string QZeros(string key) => Stem(key) + ".qzeros";
+    /// <summary>'&lt;i4' [K]: stored input column c holds the source's input [c] (act-order sources only).</summary>
+    public static string InputPermutation(string key) => Stem(key) + ".input_perm";
 }

@@ -25,7 +25,7 @@ public static class Resolver
 
         using ICheckpoint checkpoint = CheckpointLoader.Open(modelDir);
         bool fuseFinalNorm = options.NumDevice == 1;
-        var owners = BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir);
+        var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);
         var pieces = BuildPieces(options, config);
 
         return new ResolvedModel
@@ -148,9 +148,24 @@ public static class Resolver
         static bool FamilyLayer(WeightRole role) => ModelFamily.IsLayerRole(role);
     }
 
-    /// <summary>A GPTQ/AWQ-style checkpoint stores x.qweight instead of x.weight.</summary>
+    /// <summary>
+    /// Marks the pre-quantized weights kept quantized whose g_idx permutes their inputs (act-order): their graphs gather
+    /// the input first. Dequantized weights (Quantize=bf16/f16) are written in source order and need no gather.
+    /// </summary>
+    private static List<WeightOwner> MarkPermutedInputs(List<WeightOwner> owners, ModelConfig config, ICheckpoint checkpoint, string modelDir)
+    {
+        var format = PreQuantizedFormat.FromConfig(config.QuantizationConfig, Path.Combine(modelDir, "config.json"));
+        if (format is null) return owners;
+        return owners.Select(o => o with
+        {
+            Entries = o.Entries.Select(e => e.Storage == WeightStorage.Quantized && IsPrequantized(checkpoint, e.SourceTensor)
+                && PreQuantizedUnpacker.PermutesInputs(checkpoint, format, e.SourceTensor) ? e with { InputPermuted = true } : e).ToList(),
+        }).ToList();
+    }
+
+    /// <summary>A pre-quantized checkpoint stores x.qweight (GPTQ, AWQ) or x.weight_packed (compressed-tensors) instead of x.weight.</summary>
     private static bool IsPrequantized(ICheckpoint checkpoint, string weightName) =>
-        weightName.EndsWith(".weight", StringComparison.Ordinal) && checkpoint.Contains(WeightKeys.QWeight(weightName));
+        weightName.EndsWith(".weight", StringComparison.Ordinal) && PreQuantizedUnpacker.IsPacked(checkpoint, weightName);
 
     /// <summary>
     /// The nets of the model, in the order the runtime loads them. SharePrompt replaces block_i by block_prompt_i (the

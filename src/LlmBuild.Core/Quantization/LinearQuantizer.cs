@@ -49,6 +49,21 @@ public static class LinearQuantizer
         }
     }
 
+    /// <summary>
+    /// The dequantized weight [N, K] with its inputs in the source's order: an act-order weight's stored columns are put
+    /// back where <see cref="QuantizedLinear.InputPermutation"/> says they came from.
+    /// </summary>
+    public static float[] DequantizeInSourceOrder(QuantizedLinear q)
+    {
+        float[] w = new float[(long)q.N * q.K];
+        Dequantize(q, w);
+        if (q.InputPermutation is not { } perm) return w;
+        float[] ordered = new float[w.Length];
+        for (int r = 0; r < q.N; r++)
+            for (int col = 0; col < q.K; col++) ordered[(long)r * q.K + perm[col]] = w[(long)r * q.K + col];
+        return ordered;
+    }
+
     /// <summary>The group size actually used (K for per-channel); a coded error when K does not split into groups.</summary>
     public static int EffectiveGroupSize(int k, int groupSize, int bits, string tensorName)
     {

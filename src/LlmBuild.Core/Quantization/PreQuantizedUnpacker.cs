@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Pipeline;
 
 namespace LlmBuild.Core.Quantization;
 
@@ -31,8 +32,27 @@ public static class PreQuantizedUnpacker
     public static bool IsPacked(ICheckpoint checkpoint, string weightName) =>
         checkpoint.Contains(Stem(weightName) + ".qweight") || checkpoint.Contains(Stem(weightName) + ".weight_packed");
 
-    /// <summary>The npz key of the input permutation written next to a quantized weight with act-order ('&lt;i4' [K]).</summary>
-    public static string InputPermutationKey(string key) => Stem(key) + ".input_perm";
+    /// <summary>
+    /// True when the weight's group index orders its inputs out of group order (act-order), so <see cref="Unpack"/>
+    /// permutes them and the graph must gather its input. Reads only the small g_idx tensor.
+    /// </summary>
+    public static bool PermutesInputs(ICheckpoint checkpoint, PreQuantizedFormat format, string weightName)
+    {
+        string stem = Stem(weightName);
+        var (gIdxName, scalesName, groupAxis) = format.Layout switch
+        {
+            PackingLayout.Gptq => (stem + ".g_idx", stem + ".scales", 0),
+            PackingLayout.PackQuantized => (stem + ".weight_g_idx", stem + ".weight_scale", 1),
+            _ => ("", "", 0),
+        };
+        if (gIdxName.Length == 0 || !checkpoint.Contains(gIdxName)) return false;
+        var gIdxInfo = checkpoint.GetInfo(gIdxName);
+        var scales = Tensor(checkpoint, stem, scalesName[(stem.Length + 1)..], null, 2);
+        if (gIdxInfo.Shape.Length != 1) throw Bad(checkpoint, $"'{gIdxName}' has shape {gIdxInfo.ShapeText}; expected one dimension.");
+        int k = checked((int)gIdxInfo.Shape[0]);
+        int[] gIdx = ReadGroupIndex(checkpoint, gIdxName, k, checked((int)scales.Shape[groupAxis]), format.GroupSize, out int g)!;
+        return !IsTrivial(gIdx, g);
+    }
 
     public static QuantizedLinear Unpack(ICheckpoint checkpoint, PreQuantizedFormat format, string weightName) => format.Layout switch
     {

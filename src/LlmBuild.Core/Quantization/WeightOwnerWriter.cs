@@ -193,24 +193,21 @@ public static class WeightOwnerWriter
         switch (entry.Storage)
         {
             case WeightStorage.Quantized:
+                // Resolve read the g_idx to decide whether the graph gathers this weight's input; the data must agree.
+                if ((q.InputPermutation is not null) != entry.InputPermuted)
+                    throw new LlmBuildException(ErrorCodes.StaleIntermediate,
+                        $"'{entry.SourceTensor}' {(entry.InputPermuted ? "no longer" : "now")} permutes its inputs (act-order g_idx), unlike when the build was resolved. Rebuild to resolve again.",
+                        checkpoint.Directory);
                 npz.AddUInt8(WeightKeys.QWeight(entry.Key), q.QWeight, [q.N, q.PackedRowBytes]);
                 npz.AddFloat32(WeightKeys.Scales(entry.Key), q.Scales, [q.N, q.GroupsPerRow]);
                 npz.AddUInt8(WeightKeys.QZeros(entry.Key), q.QZeros, [q.N, q.GroupsPerRow]);
                 if (q.InputPermutation is not null)
-                    npz.AddInt32(PreQuantizedUnpacker.InputPermutationKey(entry.Key), q.InputPermutation, [q.K]);
+                    npz.AddInt32(WeightKeys.InputPermutation(entry.Key), q.InputPermutation, [q.K]);
                 break;
             case WeightStorage.Activation:
             case WeightStorage.Float32:
-                float[] w = new float[(long)q.N * q.K];
-                LinearQuantizer.Dequantize(q, w);
-                if (q.InputPermutation is { } perm)
-                {
-                    // Back to the source's input order: the activation-dtype weight is used without a gather.
-                    float[] ordered = new float[w.Length];
-                    for (int r = 0; r < q.N; r++)
-                        for (int col = 0; col < q.K; col++) ordered[(long)r * q.K + perm[col]] = w[(long)r * q.K + col];
-                    w = ordered;
-                }
+                // In the source's input order: the activation-dtype weight is used without a gather.
+                float[] w = LinearQuantizer.DequantizeInSourceOrder(q);
                 if (entry.Storage == WeightStorage.Float32)
                 {
                     npz.AddFloat32(entry.Key, w, entry.Shape);

@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
+using LlmBuild.Core.Quantization;
 
 namespace LlmBuild.Core.Reference;
 
@@ -38,6 +39,7 @@ public sealed class ReferenceModel
     private readonly List<float>[] _keyCache;
     private readonly List<float>[] _valueCache;
     private readonly float[] _invFreq;
+    private readonly PreQuantizedFormat? _preQuantized;
 
     /// <param name="keepWeights">Keep every weight in memory as f32 after its first use (fast; 4 bytes per parameter).
     /// When false, each weight is read from the checkpoint whenever it is needed.</param>
@@ -47,6 +49,7 @@ public sealed class ReferenceModel
         Config = config;
         _family = ModelFamilies.Get(config.ModelType);
         _keepWeights = keepWeights;
+        _preQuantized = PreQuantizedFormat.FromConfig(config.QuantizationConfig, Path.Combine(checkpoint.Directory, "config.json"));
         if (config.HiddenAct != "silu")
             throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"hidden_act '{config.HiddenAct}' is not supported by the reference model (silu).");
         if (_family.RopeMode != RopeMode.RotateHalf)
@@ -253,11 +256,17 @@ public sealed class ReferenceModel
         {
             if (_weights.TryGetValue(name, out float[]? cached)) return cached;
         }
-        if (!_checkpoint.Contains(name))
+        float[] data;
+        if (_checkpoint.Contains(name))
+        {
+            data = new float[_checkpoint.GetInfo(name).ElementCount];
+            _checkpoint.ReadFloat32(name, data);
+        }
+        else if (_preQuantized is not null && PreQuantizedUnpacker.IsPacked(_checkpoint, name))
+            // The source's own dequantization (scale · (q − zero), act-order inputs in their original places).
+            data = LinearQuantizer.DequantizeInSourceOrder(PreQuantizedUnpacker.Unpack(_checkpoint, _preQuantized, name));
+        else
             throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"The checkpoint has no tensor '{name}', which model_type '{Config.ModelType}' needs.");
-        TensorInfo info = _checkpoint.GetInfo(name);
-        var data = new float[info.ElementCount];
-        _checkpoint.ReadFloat32(name, data);
         if (_keepWeights) lock (_weights) _weights[name] = data;
         return data;
     }

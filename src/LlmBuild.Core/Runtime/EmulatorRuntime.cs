@@ -425,8 +425,8 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                     break;
                 case EmuOp.Gather:
                 {
-                    long rows = a[0].Shape[0], rowLen = a[0].Count / rows;
-                    Kernels.Gather(P(a[0]), a[0].DType, rows, rowLen, P(a[1]), a[1].DType, a[1].Count, F(o[0]), $"Net '{net.Name}' {i.Name}");
+                    if (n.Length != 3 || n[0] * n[1] * n[2] != a[0].Count) throw Bad(i, "the gather layout does not match the table");
+                    Kernels.Gather(P(a[0]), a[0].DType, n[0], n[1], n[2], P(a[1]), a[1].DType, a[1].Count, F(o[0]), $"Net '{net.Name}' {i.Name}");
                     break;
                 }
                 case EmuOp.RmsNorm:

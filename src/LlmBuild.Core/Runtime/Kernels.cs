@@ -75,15 +75,30 @@ internal static unsafe class Kernels
         _ => throw Unsupported($"indices of type {t}"),
     };
 
-    public static void Gather(byte* table, BModelDataType tt, long rows, long rowLen, byte* ids, BModelDataType it, long count, float* y, string where)
+    /// <summary>
+    /// y[o, i, :] = table[o, ids[i], :] for a table laid out [outer, extent, inner]: embedding rows (outer 1) or the
+    /// columns of an activation (inner 1, an act-order input permutation).
+    /// </summary>
+    public static void Gather(byte* table, BModelDataType tt, long outer, long extent, long inner, byte* ids, BModelDataType it, long count, float* y, string where)
     {
         int es = TensorRef.ElementSize(tt);
         for (long i = 0; i < count; i++)
         {
             int id = Index(ids, it, i);
-            if ((uint)id >= (ulong)rows)
-                throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"{where}: index {id} is outside 0..{rows - 1}.");
-            Convert(table + id * rowLen * es, tt, (byte*)(y + i * rowLen), BModelDataType.Float32, rowLen);
+            if ((uint)id >= (ulong)extent)
+                throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"{where}: index {id} is outside 0..{extent - 1}.");
+            if (inner == 1 && tt == BModelDataType.Float32) continue; // the column gather below, row by row
+            for (long o = 0; o < outer; o++)
+                Convert(table + (o * extent + id) * inner * es, tt, (byte*)(y + (o * count + i) * inner), BModelDataType.Float32, inner);
+        }
+        if (inner == 1 && tt == BModelDataType.Float32)
+        {
+            float* x = (float*)table;
+            for (long o = 0; o < outer; o++)
+            {
+                float* xs = x + o * extent, ys = y + o * count;
+                for (long i = 0; i < count; i++) ys[i] = xs[Index(ids, it, i)];
+            }
         }
     }
 

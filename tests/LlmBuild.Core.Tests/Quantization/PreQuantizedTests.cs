@@ -45,33 +45,9 @@ public sealed class PreQuantizedTests
         return new Source(n, k, bits, g, q, zeros, scales, gIdx);
     }
 
-    private static int[] PackGptqWeight(Source s)
-    {
-        int p = 32 / s.Bits;
-        var words = new int[s.K / p * s.N];
-        for (int i = 0; i < s.K / p; i++)
-            for (int n = 0; n < s.N; n++)
-            {
-                uint w = 0;
-                for (int j = 0; j < p; j++) w |= (uint)s.Q[i * p + j, n] << (s.Bits * j);
-                words[i * s.N + n] = unchecked((int)w);
-            }
-        return words;
-    }
+    private static int[] PackGptqWeight(Source s) => GptqPacking.Weight(s.Q, s.Bits);
 
-    private static int[] PackGptqZeros(Source s, bool minusOne)
-    {
-        int p = 32 / s.Bits, groups = s.K / s.G, mask = (1 << s.Bits) - 1;
-        var words = new int[groups * (s.N / p)];
-        for (int grp = 0; grp < groups; grp++)
-            for (int c = 0; c < s.N / p; c++)
-            {
-                uint w = 0;
-                for (int j = 0; j < p; j++) w |= (uint)((s.Zeros[grp, c * p + j] - (minusOne ? 1 : 0)) & mask) << (s.Bits * j);
-                words[grp * (s.N / p) + c] = unchecked((int)w);
-            }
-        return words;
-    }
+    private static int[] PackGptqZeros(Source s, bool minusOne) => GptqPacking.Zeros(s.Zeros, s.Bits, minusOne);
 
     private static readonly int[] AwqOrder = [0, 2, 4, 6, 1, 3, 5, 7];
 
@@ -114,11 +90,15 @@ public sealed class PreQuantizedTests
     {
         string dir = TestFiles.TempDir();
         TestFiles.WriteSafetensors(Path.Combine(dir, "model.safetensors"), tensors);
-        var entry = new WeightEntry(WeightRole.QProj, 0, "m.proj.weight", "m.proj.weight", storage, [n, k]);
-        var owner = new WeightOwner("block_0", [entry]);
         var source = PreQuantizedFormat.FromConfig(config.QuantizationConfig, "test")!;
-        var model = WeightOwnerWriterTests.Model(config, activation, new QuantScheme(source.Bits, source.GroupSize, source.Symmetric), [owner]);
         using var checkpoint = CheckpointLoader.Open(dir);
+        // As resolve decides: a quantized entry is marked when its g_idx permutes the inputs.
+        var entry = new WeightEntry(WeightRole.QProj, 0, "m.proj.weight", "m.proj.weight", storage, [n, k])
+        {
+            InputPermuted = storage == WeightStorage.Quantized && PreQuantizedUnpacker.PermutesInputs(checkpoint, source, "m.proj.weight"),
+        };
+        var owner = new WeightOwner("block_0", [entry]);
+        var model = WeightOwnerWriterTests.Model(config, activation, new QuantScheme(source.Bits, source.GroupSize, source.Symmetric), [owner]);
         string npzPath = Path.Combine(dir, owner.FileName);
         WeightOwnerWriter.Write(checkpoint, model, owner, npzPath);
         return (new NpzReader(npzPath), dir);
@@ -189,6 +169,15 @@ public sealed class PreQuantizedTests
             Assert.IsTrue(npz.Contains("m.proj.input_perm"));
             CollectionAssert.AreEqual(new long[] { 128 }, npz.GetEntry("m.proj.input_perm").Shape);
             AssertExact(npz, s);
+        }
+        // An entry resolved before the g_idx changed (marked unpermuted) is stale: a coded error, not a wrong graph.
+        using (var checkpoint = CheckpointLoader.Open(dir))
+        {
+            var stale = new WeightEntry(WeightRole.QProj, 0, "m.proj.weight", "m.proj.weight", WeightStorage.Quantized, [48, 128]);
+            var model = WeightOwnerWriterTests.Model(config, "bf16", new QuantScheme(4, 32, false), [new WeightOwner("block_0", [stale])]);
+            var e = Assert.ThrowsExactly<LlmBuildException>(() =>
+                WeightOwnerWriter.Write(checkpoint, model, model.Owners[0], Path.Combine(dir, "stale.npz")));
+            Assert.AreEqual(ErrorCodes.StaleIntermediate, e.Code);
         }
         // What a reader that ignores g_idx (group = k / g) would compute differs from the source's values.
         bool differs = false;
