@@ -45,24 +45,11 @@ public sealed class PreQuantizedTests
         return new Source(n, k, bits, g, q, zeros, scales, gIdx);
     }
 
-    private static int[] PackGptqWeight(Source s) => GptqPacking.Weight(s.Q, s.Bits);
+    private static int[] PackGptqWeight(Source s) => PackingRules.Weight(s.Q, s.Bits);
 
-    private static int[] PackGptqZeros(Source s, bool minusOne) => GptqPacking.Zeros(s.Zeros, s.Bits, minusOne);
+    private static int[] PackGptqZeros(Source s, bool minusOne) => PackingRules.Zeros(s.Zeros, s.Bits, minusOne);
 
-    private static readonly int[] AwqOrder = [0, 2, 4, 6, 1, 3, 5, 7];
-
-    private static int[] PackAwq(int rows, int n, Func<int, int, int> value)
-    {
-        var words = new int[rows * (n / 8)];
-        for (int i = 0; i < rows; i++)
-            for (int c = 0; c < n / 8; c++)
-            {
-                uint w = 0;
-                for (int j = 0; j < 8; j++) w |= (uint)value(i, c * 8 + AwqOrder[j]) << (4 * j);
-                words[i * (n / 8) + c] = unchecked((int)w);
-            }
-        return words;
-    }
+    private static int[] PackAwq(int rows, int n, Func<int, int, int> value) => PackingRules.Awq(rows, n, value);
 
     private static ushort[] ScalesF16(Source s)
     {

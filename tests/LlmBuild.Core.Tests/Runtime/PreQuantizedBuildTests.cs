@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
@@ -13,7 +14,8 @@ using LlmBuild.Core.Tests.Quantization;
 namespace LlmBuild.Core.Tests.Runtime;
 
 /// <summary>
-/// GPTQ checkpoints of the example, built through every stage and run: with act-order (desc_act) the stored inputs of
+/// Pre-quantized checkpoints of the example (GPTQ, AWQ, compressed-tensors), built through every stage and run: with
+/// act-order (GPTQ desc_act, compressed-tensors actorder=group) the stored inputs of
 /// each block linear are permuted, the graph gathers the input by the permutation, and the built model must compute
 /// what the source's own dequantized weights compute (the reference forward reads them the same way).
 /// </summary>
@@ -21,26 +23,29 @@ namespace LlmBuild.Core.Tests.Runtime;
 public sealed class PreQuantizedBuildTests
 {
     private const int Group = 32;
-    private static readonly Lazy<string> ActOrder = new(() => GptqCheckpoint.Create(ExampleBuild.ModelDir, Group, actOrder: true));
-    private static readonly Lazy<string> Sequential = new(() => GptqCheckpoint.Create(ExampleBuild.ModelDir, Group, actOrder: false));
+    private static readonly ConcurrentDictionary<(PackedFormat, bool), Lazy<string>> Checkpoints = new();
 
-    private static string Dir(bool actOrder) => (actOrder ? ActOrder : Sequential).Value;
+    private static string Dir(bool actOrder, PackedFormat format = PackedFormat.Gptq) => Checkpoints.GetOrAdd((format, actOrder),
+        key => new Lazy<string>(() => PreQuantizedCheckpoint.Create(ExampleBuild.ModelDir, key.Item1, Group, key.Item2))).Value;
 
-    private static ExampleBuild.Built Build(bool actOrder) =>
-        ExampleBuild.Get("auto", seqLength: 48, groupSize: Group, extra: ("ModelPath", Dir(actOrder)));
+    private static ExampleBuild.Built Build(bool actOrder, PackedFormat format = PackedFormat.Gptq) =>
+        ExampleBuild.Get("auto", seqLength: 48, groupSize: Group, extra: ("ModelPath", Dir(actOrder, format)));
 
-    private static Dictionary<string, string?> Properties(bool actOrder, int devices) => new()
+    private static Dictionary<string, string?> Properties(bool actOrder, int devices, PackedFormat format = PackedFormat.Gptq) => new()
     {
-        ["ModelPath"] = Dir(actOrder), ["SeqLength"] = "48", ["Quantize"] = "auto", ["QGroupSize"] = Group.ToString(),
-        ["Chip"] = "bm1684x", ["LlmModelName"] = "gptq", ["NumDevice"] = devices.ToString(),
+        ["ModelPath"] = Dir(actOrder, format), ["SeqLength"] = "48", ["Quantize"] = "auto", ["QGroupSize"] = Group.ToString(),
+        ["Chip"] = "bm1684x", ["LlmModelName"] = "prequantized", ["NumDevice"] = devices.ToString(),
     };
 
     [TestMethod]
-    [DataRow(true)]
-    [DataRow(false)]
-    public void ResolveMarksExactlyTheWeightsWhoseGroupIndexPermutesInputs(bool actOrder)
+    [DataRow(PackedFormat.Gptq, true)]
+    [DataRow(PackedFormat.Gptq, false)]
+    [DataRow(PackedFormat.CompressedTensors, true)]
+    [DataRow(PackedFormat.CompressedTensors, false)]
+    [DataRow(PackedFormat.Awq, false)]
+    public void ResolveMarksExactlyTheWeightsWhoseGroupIndexPermutesInputs(PackedFormat format, bool actOrder)
     {
-        ResolvedModel model = ExampleBuild.Resolve(Properties(actOrder, 1));
+        ResolvedModel model = ExampleBuild.Resolve(Properties(actOrder, 1, format));
         Assert.AreEqual("w4bf16", model.Quantize);
         var entries = model.Owners.SelectMany(o => o.Entries).ToList();
         var linears = entries.Where(e => e.Storage == WeightStorage.Quantized).ToList();
@@ -53,16 +58,18 @@ public sealed class PreQuantizedBuildTests
         var loaded = ResolvedModel.Load(json).Owners.SelectMany(o => o.Entries);
         CollectionAssert.AreEqual(entries.Select(e => e.InputPermuted).ToList(), loaded.Select(e => e.InputPermuted).ToList());
         // Dequantized to bf16, the weights are written in source order and nothing is gathered.
-        ResolvedModel dense = ExampleBuild.Resolve(new Dictionary<string, string?>(Properties(actOrder, 1)) { ["Quantize"] = "bf16" });
+        ResolvedModel dense = ExampleBuild.Resolve(new Dictionary<string, string?>(Properties(actOrder, 1, format)) { ["Quantize"] = "bf16" });
         Assert.IsFalse(dense.Owners.SelectMany(o => o.Entries).Any(e => e.InputPermuted));
     }
 
     [TestMethod]
-    [DataRow(true)]
-    [DataRow(false)]
-    public void GptqBuildPassesVerifyAgainstTheSourcesDequantizedWeights(bool actOrder)
+    [DataRow(PackedFormat.Gptq, true)]
+    [DataRow(PackedFormat.Gptq, false)]
+    [DataRow(PackedFormat.CompressedTensors, true)]
+    [DataRow(PackedFormat.Awq, false)]
+    public void PreQuantizedBuildPassesVerifyAgainstTheSourcesDequantizedWeights(PackedFormat format, bool actOrder)
     {
-        var built = Build(actOrder);
+        var built = Build(actOrder, format);
         var lines = new List<string>();
         VerifyReport r = VerifyStage.Run(built.Model, built.BModel, Path.Combine(built.Dir, "verify.json"), lines.Add);
         foreach (string l in lines) Console.WriteLine(l);
