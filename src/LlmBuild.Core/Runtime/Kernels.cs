@@ -143,6 +143,7 @@ internal static unsafe class Kernels
         Parallel.For(0, chunks, Options((long)m * n * k), () => fused ? [] : new float[k], (c, _, row) =>
         {
             float* xs = (float*)xp, ys = (float*)yp;
+            float* sums = stackalloc float[RowBlock];
             int end = Math.Min(n, (c + 1) * ColumnChunk);
             for (int j = c * ColumnChunk; j < end; j++)
             {
@@ -150,7 +151,13 @@ internal static unsafe class Kernels
                 float b = bias is null ? 0f : bias[j];
                 if (wt == BModelDataType.BFloat16)
                 {
-                    for (int mm = 0; mm < m; mm++) ys[(long)mm * n + j] = DotBFloat16((ushort*)wr, xs + (long)mm * k, k) + b;
+                    // Up to 4 rows per pass: each weight vector is widened once and used for every row.
+                    for (int mm = 0; mm < m; mm += RowBlock)
+                    {
+                        int rows = Math.Min(RowBlock, m - mm);
+                        DotBFloat16Rows((ushort*)wr, xs + (long)mm * k, k, rows, k, sums);
+                        for (int r = 0; r < rows; r++) ys[(long)(mm + r) * n + j] = sums[r] + b;
+                    }
                     continue;
                 }
                 if (wt == BModelDataType.Float32)
@@ -165,6 +172,42 @@ internal static unsafe class Kernels
             }
             return row;
         }, _ => { });
+    }
+
+    /// <summary>
+    /// sums[r] = Σ bf16(w[i])·x[r·stride + i] for r &lt; <paramref name="rows"/> (≤ 4): batch decode and prefill read each
+    /// weight once for several rows, so widening it is paid once.
+    /// </summary>
+    internal static void DotBFloat16Rows(ushort* w, float* x, long stride, int rows, int count, float* sums)
+    {
+        if (rows == 1 || !Avx512F.IsSupported || count < 16)
+        {
+            for (int r = 0; r < rows; r++) sums[r] = DotBFloat16(w, x + r * stride, count);
+            return;
+        }
+        float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var a2 = Vector512<float>.Zero;
+        var a3 = Vector512<float>.Zero;
+        int i = 0;
+        for (; i <= count - 16; i += 16)
+        {
+            var wv = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i)), 16).AsSingle();
+            a0 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x0 + i), a0);
+            a1 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x1 + i), a1);
+            if (rows > 2) a2 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x2 + i), a2);
+            if (rows > 3) a3 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x3 + i), a3);
+        }
+        sums[0] = Vector512.Sum(a0);
+        sums[1] = Vector512.Sum(a1);
+        if (rows > 2) sums[2] = Vector512.Sum(a2);
+        if (rows > 3) sums[3] = Vector512.Sum(a3);
+        for (; i < count; i++)
+        {
+            float wi = BitConverter.UInt32BitsToSingle((uint)w[i] << 16);
+            for (int r = 0; r < rows; r++) sums[r] += wi * x[r * stride + i];
+        }
     }
 
     /// <summary>Σ bf16(w[i])·x[i]: the weight widened to f32 in registers (a bf16 is the high half of an f32).</summary>

@@ -11,6 +11,9 @@ public sealed unsafe class KernelTests
     [TestMethod]
     [DataRow(1, 50, 7)]
     [DataRow(3, 131, 300)]
+    [DataRow(2, 64, 5)]
+    [DataRow(4, 16, 9)]
+    [DataRow(6, 160, 70)]
     public void Bf16MatMulMatchesScalar(int m, int k, int n)
     {
         var rng = new Random(3);
