@@ -39,15 +39,16 @@ public static class PreQuantizedUnpacker
     public static bool PermutesInputs(ICheckpoint checkpoint, PreQuantizedFormat format, string weightName)
     {
         string stem = Stem(weightName);
-        var (gIdxName, scalesName, groupAxis) = format.Layout switch
+        var (gIdxSuffix, scalesSuffix, groupAxis) = format.Layout switch
         {
-            PackingLayout.Gptq => (stem + ".g_idx", stem + ".scales", 0),
-            PackingLayout.PackQuantized => (stem + ".weight_g_idx", stem + ".weight_scale", 1),
-            _ => ("", "", 0),
+            PackingLayout.Gptq => ("g_idx", "scales", 0),
+            PackingLayout.PackQuantized => ("weight_g_idx", "weight_scale", 1),
+            _ => ("", "", 0), // AWQ has no group index
         };
-        if (gIdxName.Length == 0 || !checkpoint.Contains(gIdxName)) return false;
+        string gIdxName = stem + "." + gIdxSuffix;
+        if (gIdxSuffix.Length == 0 || !checkpoint.Contains(gIdxName)) return false;
         var gIdxInfo = checkpoint.GetInfo(gIdxName);
-        var scales = Tensor(checkpoint, stem, scalesName[(stem.Length + 1)..], null, 2);
+        var scales = Tensor(checkpoint, stem, scalesSuffix, null, 2);
         if (gIdxInfo.Shape.Length != 1) throw Bad(checkpoint, $"'{gIdxName}' has shape {gIdxInfo.ShapeText}; expected one dimension.");
         int k = checked((int)gIdxInfo.Shape[0]);
         int[] gIdx = ReadGroupIndex(checkpoint, gIdxName, k, checked((int)scales.Shape[groupAxis]), format.GroupSize, out int g)!;

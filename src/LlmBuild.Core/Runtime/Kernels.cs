@@ -87,18 +87,11 @@ internal static unsafe class Kernels
             int id = Index(ids, it, i);
             if ((uint)id >= (ulong)extent)
                 throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"{where}: index {id} is outside 0..{extent - 1}.");
-            if (inner == 1 && tt == BModelDataType.Float32) continue; // the column gather below, row by row
-            for (long o = 0; o < outer; o++)
-                Convert(table + (o * extent + id) * inner * es, tt, (byte*)(y + (o * count + i) * inner), BModelDataType.Float32, inner);
-        }
-        if (inner == 1 && tt == BModelDataType.Float32)
-        {
-            float* x = (float*)table;
-            for (long o = 0; o < outer; o++)
-            {
-                float* xs = x + o * extent, ys = y + o * count;
-                for (long i = 0; i < count; i++) ys[i] = xs[Index(ids, it, i)];
-            }
+            if (inner == 1 && tt == BModelDataType.Float32)
+                for (long o = 0; o < outer; o++) y[o * count + i] = ((float*)table)[o * extent + id]; // a column: one element per row
+            else
+                for (long o = 0; o < outer; o++)
+                    Convert(table + (o * extent + id) * inner * es, tt, (byte*)(y + (o * count + i) * inner), BModelDataType.Float32, inner);
         }
     }
 

@@ -154,13 +154,11 @@ public sealed class PreQuantizedBuildTests
         // error only (with the permutation undone; a scrambled input order would destroy the agreement).
         using ICheckpoint dense = CheckpointLoader.Open(ExampleBuild.ModelDir);
         using ICheckpoint gptq = CheckpointLoader.Open(Dir(actOrder: true));
-        var a = new ReferenceModel(dense, ModelConfig(ExampleBuild.ModelDir));
-        var b = new ReferenceModel(gptq, ModelConfig(Dir(actOrder: true)));
+        var a = new ReferenceModel(dense, Core.Models.ModelConfig.Load(ExampleBuild.ModelDir));
+        var b = new ReferenceModel(gptq, Core.Models.ModelConfig.Load(Dir(actOrder: true)));
         int[] ids = [9707, 11, 1879, 374, 264, 1273];
         double cosine = VerifyStage.Cosine(a.Forward(ids), b.Forward(ids));
         Console.WriteLine($"GPTQ (act-order, 4-bit g{Group}) vs dense reference logits: cosine {cosine:F4}");
         Assert.IsTrue(cosine > 0.97, $"GPTQ vs dense reference logits cosine {cosine}");
     }
-
-    private static Core.Models.ModelConfig ModelConfig(string dir) => Core.Models.ModelConfig.Load(dir);
 }
