@@ -2,7 +2,8 @@ using LlmBuild.Core.BModel;
 using LlmBuild.Core.Chips;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Codegen;
 

@@ -1,5 +1,7 @@
 using System.Numerics.Tensors;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Graph;
 

@@ -1,6 +1,6 @@
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Graph;
 
@@ -11,8 +11,6 @@ namespace LlmBuild.Core.Graph;
 /// </summary>
 public static class PieceGraphBuilder
 {
-    /// <summary>The value the Dynamic static mask uses for masked positions (DESIGN §7: −10000-ish).</summary>
-    public const float MaskFill = -10000f;
     /// <summary>sample_head: the largest top-k the net supports and the tokens top-p always keeps (as TPU-MLIR).</summary>
     public const int SampleMaxTopK = 50;
     public const int SampleMinTokensToKeep = 5;
@@ -417,7 +415,7 @@ public static class PieceGraphBuilder
         {
             // The prefill length varies at run time, so the net takes no mask: a small static causal mask weight marks
             // the attention as causal (TPU-MLIR's FAttention mask_size ≠ 0: key j is visible to query i iff j ≤ i + mk − mq).
-            mask = g.Constant(CausalMaskKey, GraphDType.F32, [1, 1, 2, 2], [0f, MaskFill, 0f, 0f]);
+            mask = g.Constant(CausalMaskKey, GraphDType.F32, [1, 1, 2, 2], [0f, NetContract.MaskFill, 0f, 0f]);
             faAttrs.Add(OpAttr.I64("mask_size", 4));
         }
         string attn = g.Op("top.FAttention", [q, keysAll, valuesAll, mask!, ""], attnPrefix + "fattention", [batch, len, qd], faAttrs.ToArray());

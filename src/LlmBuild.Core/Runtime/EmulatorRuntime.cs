@@ -1,7 +1,7 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Chips;
-using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
 
 namespace LlmBuild.Core.Runtime;
 

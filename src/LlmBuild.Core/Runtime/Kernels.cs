@@ -2,9 +2,9 @@ using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using LlmBuild.Core.BModel;
-using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Runtime;
 

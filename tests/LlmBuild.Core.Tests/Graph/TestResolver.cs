@@ -1,13 +1,13 @@
 using System.Text.Json.Nodes;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.Graph;
 
 /// <summary>
 /// Test-only stand-in for the resolve stage: builds a <see cref="ResolvedModel"/> (pieces, weight owners and their
 /// entries, shapes from config.json) from a model directory and options, following the contract the real resolver
-/// (Pipeline/Resolver.Resolve) implements. Replace its uses with the real resolver once it exists.
+/// (Plan/Resolver.Resolve) implements. Replace its uses with the real resolver once it exists.
 /// Piece list: embedding + embedding_cache (unless EmbeddingDisk); per layer block_i (block_prompt_i with SharePrompt),
 /// block_kv_i (UseBlockWithKv or SharePrompt), block_cache_i; lm_head; greedy_head + sample_head (DoSample or LoRA);
 /// embedding_lora, embedding_cache_lora, lm_head_lora (LoraMaxRank &gt; 0).

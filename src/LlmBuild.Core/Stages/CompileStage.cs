@@ -4,8 +4,9 @@ using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Graph;
 using LlmBuild.Core.Numpy;
+using LlmBuild.Core.Plan;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Stages;
 
 /// <summary>
 /// Stage 4 (built-in backend): lowers one piece for the chip and writes its bmodel — one net named after the piece,

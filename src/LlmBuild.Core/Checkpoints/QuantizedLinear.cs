@@ -1,4 +1,7 @@
-namespace LlmBuild.Core.Quantization;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace LlmBuild.Core.Checkpoints;
 
 /// <summary>
 /// A weight-only quantized linear weight W[N, K] in the A16MatMul layout (DESIGN §5): groups of
@@ -25,5 +28,28 @@ public sealed record QuantizedLinear(int N, int K, int Bits, int GroupSize, byte
         if (Bits == 8) return QWeight[(long)row * K + col];
         byte b = QWeight[(long)row * (K / 2) + col / 2];
         return (col & 1) == 0 ? b & 0xF : b >> 4;
+    }
+
+    /// <summary>Packs 4-bit values: out[i] = q[2i] | q[2i+1] &lt;&lt; 4.</summary>
+    public static void PackNibbles(ReadOnlySpan<byte> q, Span<byte> packed)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            ReadOnlySpan<ushort> pairs = MemoryMarshal.Cast<byte, ushort>(q);
+            ref ushort src = ref MemoryMarshal.GetReference(pairs);
+            ref byte dst = ref MemoryMarshal.GetReference(packed);
+            var low = Vector512.Create((ushort)0x000F);
+            var high = Vector512.Create((ushort)0x00F0);
+            for (; i <= pairs.Length - 64; i += 64)
+            {
+                var a = Vector512.LoadUnsafe(ref src, (nuint)i);
+                var b = Vector512.LoadUnsafe(ref src, (nuint)(i + 32));
+                var pa = (a & low) | ((a >> 4) & high);
+                var pb = (b & low) | ((b >> 4) & high);
+                Vector512.Narrow(pa, pb).StoreUnsafe(ref dst, (nuint)i);
+            }
+        }
+        for (; i < packed.Length && 2 * i + 1 < q.Length; i++) packed[i] = (byte)((q[2 * i] & 0xF) | (q[2 * i + 1] << 4));
     }
 }

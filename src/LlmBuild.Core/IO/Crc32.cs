@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
-namespace LlmBuild.Core.Numpy;
+namespace LlmBuild.Core.IO;
 
 /// <summary>
 /// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) as zip uses it. Large inputs fold 64 bytes at a time with

@@ -5,10 +5,11 @@ using System.Text.Json.Serialization;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Reference;
 using LlmBuild.Core.Runtime;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Stages;
 
 /// <summary>Minimum fidelity a build must reach: per piece output cosine, final-logit cosine and top-1 agreement.</summary>
 public sealed record VerifyThresholds(double PieceCosine, double LogitsCosine, double Top1Agreement)

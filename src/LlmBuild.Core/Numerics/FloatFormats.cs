@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
-namespace LlmBuild.Core.Quantization;
+namespace LlmBuild.Core.Numerics;
 
 /// <summary>
 /// Conversions between f32 and the 16-bit float formats, span in, span out. bf16 and f16 values travel as their

@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Plan;
 
 /// <summary>Weight-only quantization: 16 = none (activation dtype), 8 or 4 bits per group of GroupSize along K (0 = per channel).</summary>
 public sealed record QuantScheme(int Bits, int GroupSize, bool Symmetric)

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Diagnostics;
 
-namespace LlmBuild.Core.Codegen;
+namespace LlmBuild.Core.Models;
 
 /// <summary>Where an operand lives. Offsets are relative to the region's base, which the runtime decides.</summary>
 public enum Region : byte

@@ -1,9 +1,8 @@
 using System.Runtime.InteropServices;
-using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Numerics;
 
-namespace LlmBuild.Core.Quantization;
+namespace LlmBuild.Core.Checkpoints;
 
 /// <summary>
 /// Unpacks pre-quantized linear weights into the A16MatMul layout (<see cref="QuantizedLinear"/>), exactly: the
@@ -177,7 +176,7 @@ public static class PreQuantizedUnpacker
             for (int r = t * 64; r < Math.Min(n, (t + 1) * 64); r++)
             {
                 for (int col = 0; col < k; col++) row[col] = (byte)q(r, permutation is null ? col : permutation[col]);
-                if (bits == 4) LinearQuantizer.PackNibbles(row, result.QWeight.AsSpan(r * rowBytes, rowBytes));
+                if (bits == 4) QuantizedLinear.PackNibbles(row, result.QWeight.AsSpan(r * rowBytes, rowBytes));
                 else row.CopyTo(result.QWeight.AsSpan(r * rowBytes, rowBytes));
                 for (int j = 0; j < groups; j++)
                 {

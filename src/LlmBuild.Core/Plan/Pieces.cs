@@ -1,6 +1,6 @@
 using LlmBuild.Core.Models;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Plan;
 
 /// <summary>The kinds of net a built model contains (the bmodel net contract, DESIGN §7).</summary>
 public enum PieceKind

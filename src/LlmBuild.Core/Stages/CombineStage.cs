@@ -1,9 +1,11 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Checkpoints;
-using LlmBuild.Core.Graph;
 using LlmBuild.Core.IO;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Quantization;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Stages;
 
 /// <summary>
 /// Stage 5. Merges the piece bmodels into the deployable bin/&lt;name&gt;.bmodel (identical weight blobs stored
@@ -22,7 +24,7 @@ public static class CombineStage
         {
             // No embedding nets: the runtime looks tokens up in config/embedding.bin (activation dtype) on the host.
             using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
-            EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, EmbeddingBin.FileName));
+            EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, NetContract.EmbeddingFileName));
         }
         return BModelCombiner.Combine(ordered, outputBModel);
     }
@@ -30,7 +32,7 @@ public static class CombineStage
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir)
     {
         Directory.CreateDirectory(outputConfigDir);
-        var names = new HashSet<string>(StringComparer.Ordinal) { EmbeddingBin.FileName };
+        var names = new HashSet<string>(StringComparer.Ordinal) { NetContract.EmbeddingFileName };
         foreach (string file in files.Order(StringComparer.Ordinal))
         {
             string name = Path.GetFileName(file);

@@ -1,8 +1,8 @@
+using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
 
-namespace LlmBuild.Core.Quantization;
+namespace LlmBuild.Core.Plan;
 
 /// <summary>
 /// Decides the Quantize mode, activation dtype and weight scheme from the user's request and the checkpoint:

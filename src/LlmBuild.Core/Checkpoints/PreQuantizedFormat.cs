@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using LlmBuild.Core.Diagnostics;
 
-namespace LlmBuild.Core.Quantization;
+namespace LlmBuild.Core.Checkpoints;
 
 /// <summary>The pre-quantization methods whose packed weights LlmBuild unpacks.</summary>
 public enum PreQuantizedMethod { Gptq, Awq, AutoRound, CompressedTensors }

@@ -1,6 +1,6 @@
 using System.Runtime.ExceptionServices;
 
-namespace LlmBuild.Core.Quantization;
+namespace LlmBuild.Core.Numerics;
 
 /// <summary>Parallel.For that rethrows the first failure itself (a coded error stays a coded error, not an AggregateException).</summary>
 internal static class Parallelism

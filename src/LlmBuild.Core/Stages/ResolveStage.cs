@@ -4,8 +4,10 @@ using System.Text;
 using System.Text.Json;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Stages;
 
 /// <summary>
 /// Stage 1. Resolves the options into resolved.json and writes, only when their content changes, the spec files
@@ -40,7 +42,7 @@ public static class ResolveStage
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
         ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
-        if (backend == "builtin") Graph.TensorParallel.Check(model);
+        if (backend == "builtin") Plan.TensorParallel.Check(model);
         return model;
     }
 

@@ -1,9 +1,8 @@
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Quantization;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Plan;
 
 /// <summary>
 /// The resolve stage's decisions: reads config.json, picks the family, resolves Quantize=auto, checks every

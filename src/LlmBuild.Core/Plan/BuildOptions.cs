@@ -1,7 +1,7 @@
 using System.Globalization;
 using LlmBuild.Core.Diagnostics;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Plan;
 
 /// <summary>
 /// The user's options: one property per llm_convert.py flag, same defaults and checks. The SDK's props declare

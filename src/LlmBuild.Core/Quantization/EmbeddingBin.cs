@@ -2,10 +2,10 @@ using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Numerics;
+using LlmBuild.Core.Plan;
 
-namespace LlmBuild.Core.Graph;
+namespace LlmBuild.Core.Quantization;
 
 /// <summary>
 /// EmbeddingDisk: instead of embedding nets the runtime reads <c>config/embedding.bin</c>, the raw [vocab, hidden]
@@ -13,7 +13,6 @@ namespace LlmBuild.Core.Graph;
 /// </summary>
 public static class EmbeddingBin
 {
-    public const string FileName = "embedding.bin";
 
     public static void Write(ICheckpoint checkpoint, ResolvedModel model, string path)
     {

@@ -1,9 +1,8 @@
 using System.Globalization;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
 
-namespace LlmBuild.Core.Graph;
+namespace LlmBuild.Core.Plan;
 
 /// <summary>How a block weight is divided among tensor-parallel devices.</summary>
 public enum WeightSplit

@@ -3,8 +3,9 @@ using LlmBuild.Core.Graph;
 using LlmBuild.Core.IO;
 using LlmBuild.Core.Mlir;
 using LlmBuild.Core.Numpy;
+using LlmBuild.Core.Plan;
 
-namespace LlmBuild.Core.Pipeline;
+namespace LlmBuild.Core.Stages;
 
 /// <summary>
 /// Stage 3. Builds a piece's graph and writes its MLIR module plus the module's own weight file: the owner
