@@ -87,6 +87,7 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             case "top.MulConst": v[outName] = Map(In(0), x => x * (float)op.Float("const_val")); break;
             case "top.SiLU": v[outName] = Map(In(0), x => x / (1f + MathF.Exp(-x))); break;
             case "top.Add": v[outName] = Binary(op, v, outShape, (a, b) => a + b); break;
+            case "top.Sub": v[outName] = Binary(op, v, outShape, (a, b) => a - b); break;
             case "top.Mul": v[outName] = Binary(op, v, outShape, (a, b) => a * b); break;
             case "top.Div": v[outName] = Binary(op, v, outShape, (a, b) => a / b); break;
             case "top.Compare": v[outName] = Binary(op, v, outShape, Comparison(op.Attr("mode").Str!)); break;

@@ -18,7 +18,7 @@ public sealed record QuantScheme(int Bits, int GroupSize, bool Symmetric)
 /// </summary>
 public sealed record ResolvedModel
 {
-    public const int FormatVersion = 1;
+    public const int FormatVersion = 2;
 
     public int Version { get; init; } = FormatVersion;
     public required string Name { get; init; }

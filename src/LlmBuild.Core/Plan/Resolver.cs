@@ -13,7 +13,9 @@ public static class Resolver
 {
     /// <param name="name">The output model's name (bin/&lt;name&gt;.bmodel).</param>
     /// <param name="quantizeLmHead">Quantize lm_head like the block linears (off by default).</param>
-    public static ResolvedModel Resolve(BuildOptions options, string name, bool quantizeLmHead, ICollection<LlmBuildWarning> warnings)
+    /// <param name="ignoreTensors">Checkpoint tensors (names or <c>*</c> patterns) the user drops on purpose (LlmIgnoreTensors).</param>
+    public static ResolvedModel Resolve(BuildOptions options, string name, bool quantizeLmHead, ICollection<LlmBuildWarning> warnings,
+        IReadOnlyList<string>? ignoreTensors = null)
     {
         string modelDir = Path.GetFullPath(options.ModelPath);
         ModelConfig config = ModelConfig.Load(modelDir);
@@ -22,9 +24,11 @@ public static class Resolver
         CheckGroupSize(config, scheme);
         CheckLengths(options, config, warnings);
 
-        using ICheckpoint checkpoint = CheckpointLoader.Open(modelDir);
+        CheckAttention(options, config, family);
+        using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(modelDir, config);
         bool fuseFinalNorm = options.NumDevice == 1;
         var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);
+        AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
         var pieces = BuildPieces(options, config);
 
         return new ResolvedModel
@@ -80,7 +84,8 @@ public static class Resolver
         long[] Shape(WeightRole role) => role switch
         {
             WeightRole.Embedding or WeightRole.LmHead => [vocab, h],
-            WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.FinalNorm or WeightRole.OBias => [h],
+            WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.FinalNorm or WeightRole.OBias or WeightRole.MlpDownBias => [h],
+            WeightRole.MlpGateBias or WeightRole.MlpUpBias => [inter],
             WeightRole.QProj => [q, h],
             WeightRole.QBias => [q],
             WeightRole.KProj or WeightRole.VProj => [kv, h],
@@ -145,6 +150,57 @@ public static class Resolver
         return owners;
 
         static bool FamilyLayer(WeightRole role) => ModelFamily.IsLayerRole(role);
+    }
+
+    /// <summary>
+    /// Attention features the build implements only in some forms: a sliding window needs the mask input (not Dynamic)
+    /// and is a no-op when it covers the whole sequence.
+    /// </summary>
+    private static void CheckAttention(BuildOptions o, ModelConfig c, ModelFamily family)
+    {
+        bool windowed = Enumerable.Range(0, c.NumLayers).Any(l => c.WindowOf(l) > 0 && c.WindowOf(l) < o.SeqLength);
+        if (windowed && o.Dynamic)
+            throw new LlmBuildException(ErrorCodes.ConflictingProperties,
+                $"Family {family.Name}: sliding_window {c.SlidingWindows.Where(w => w > 0).Min()} is shorter than SeqLength={o.SeqLength}, and Dynamic=true builds " +
+                "prefill nets without an attention mask, which the window needs. Set Dynamic=false, or SeqLength ≤ the window.");
+    }
+
+    /// <summary>
+    /// Every checkpoint tensor must be consumed by a role of the family (directly, as a fused tensor's part, or as a
+    /// pre-quantized weight's companion), be one the family declares ignorable, or be dropped on purpose with
+    /// LlmIgnoreTensors (a warning). Anything else means the build would not be the user's model: a coded error.
+    /// </summary>
+    private static void AccountForEveryTensor(ICheckpoint checkpoint, ModelFamily family, IReadOnlyList<WeightOwner> owners,
+        IReadOnlyList<string> ignoreTensors, string modelDir, ICollection<LlmBuildWarning> warnings)
+    {
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var packedStems = new List<string>();
+        foreach (WeightEntry e in owners.SelectMany(o => o.Entries))
+        {
+            consumed.Add(e.SourceTensor);
+            if (!checkpoint.Contains(e.SourceTensor) && e.SourceTensor.EndsWith(".weight", StringComparison.Ordinal))
+                packedStems.Add(e.SourceTensor[..^"weight".Length]);
+        }
+        var unknown = new List<string>();
+        var dropped = new List<string>();
+        foreach (string tensor in checkpoint.TensorNames)
+        {
+            if (consumed.Contains(tensor) || family.IsIgnorable(tensor) || packedStems.Any(stem => tensor.StartsWith(stem, StringComparison.Ordinal))) continue;
+            if (ignoreTensors.Any(p => ModelFamily.WildcardMatch(p, tensor))) dropped.Add(tensor);
+            else unknown.Add(tensor);
+        }
+        if (dropped.Count > 0)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.UnusedTensor,
+                $"LlmIgnoreTensors drops {dropped.Count} checkpoint tensor(s) from the build: {Listing(dropped)}. The built model does not use them."));
+        if (unknown.Count > 0)
+            throw new LlmBuildException(ErrorCodes.UnusedTensor,
+                $"{unknown.Count} tensor(s) of the checkpoint in '{modelDir}' are not used by family {family.Name}: {Listing(unknown)}. " +
+                "Building without them would give a model that is not the checkpoint's (an unknown bias, adapter or renamed weight). " +
+                "If the config.json fields that enable them are missing, fix config.json; to drop them deliberately, list them (or * patterns) in LlmIgnoreTensors.",
+                modelDir);
+
+        static string Listing(List<string> names) =>
+            string.Join(", ", names.Take(5).Select(n => $"'{n}'")) + (names.Count > 5 ? $" and {names.Count - 5} more" : "");
     }
 
     /// <summary>

@@ -23,7 +23,7 @@ public static class CombineStage
         if (model.Options.EmbeddingDisk)
         {
             // No embedding nets: the runtime looks tokens up in config/embedding.bin (activation dtype) on the host.
-            using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
+            using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
             EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, NetContract.EmbeddingFileName));
         }
         return BModelCombiner.Combine(ordered, outputBModel);

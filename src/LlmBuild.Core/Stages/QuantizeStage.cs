@@ -1,4 +1,5 @@
 using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Models;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 
@@ -10,7 +11,7 @@ namespace LlmBuild.Core.Stages;
 /// </summary>
 public static class QuantizeStage
 {
-    public static ICheckpoint OpenSource(ResolvedModel model) => CheckpointLoader.Open(model.Options.ModelPath);
+    public static ICheckpoint OpenSource(ResolvedModel model) => FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
 
     public static void Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath) =>
         WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath);

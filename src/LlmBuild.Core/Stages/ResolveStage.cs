@@ -40,7 +40,9 @@ public static class ResolveStage
             : DefaultBackend(values.TryGetValue("TpuMlirPath", out string? tpu) ? tpu : null, Environment.GetEnvironmentVariable("PATH"));
         if (backend is not ("builtin" or "tpu-mlir"))
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
-        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
+        string[] ignoreTensors = values.TryGetValue("LlmIgnoreTensors", out string? ignore) && ignore is not null
+            ? ignore.Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [];
+        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
         if (backend == "builtin") Plan.TensorParallel.Check(model);
         return model;

@@ -5,6 +5,7 @@ using System.Text.Json.Serialization;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
+using LlmBuild.Core.Models;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Reference;
 using LlmBuild.Core.Runtime;
@@ -120,9 +121,22 @@ public static class VerifyStage
                 string net = kind switch { "prefill" => emu.PrefillNet(i), "history" => $"block_kv_{i}", _ => $"block_cache_{i}" };
                 float[] expected = i + 1 < layers ? r.LayerInputs[i + 1] : model.FinalNormInLastBlock ? r.NormedHidden : r.LastHidden;
                 Compare(net, t.BlockOutputs[i], expected);
-                Compare(net, t.Keys[i], r.Keys[i], newCall: false);
+                Compare(net, t.Keys[i], BuildKeyLayout(r.Keys[i]), newCall: false);
                 Compare(net, t.Values[i], r.Values[i], newCall: false);
             }
+        }
+
+        // The build stores keys in its own head layout when RoPE is partial or interleaved (RotaryLayout).
+        ModelFamily family = ModelFamilies.Get(model.Config.ModelType);
+        int[]? keyOrder = RotaryLayout.NeedsReorder(family, model.Config) ? RotaryLayout.SourceDimOrder(family, model.Config) : null;
+        float[] BuildKeyLayout(float[] keys)
+        {
+            if (keyOrder is null) return keys;
+            var reordered = new float[keys.Length];
+            int d = keyOrder.Length;
+            for (int head = 0; head < keys.Length / d; head++)
+                for (int dim = 0; dim < d; dim++) reordered[head * d + dim] = keys[head * d + keyOrder[dim]];
+            return reordered;
         }
 
         void CompareLogits(float[] actual, float[] expected, int positions)
