@@ -29,6 +29,7 @@ internal static class TestResolver
         ModelFamily family = ModelFamilies.Get(config.ModelType);
         var raw = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(modelDir, "config.json")))!;
         bool llamaBias = raw["attention_bias"] is JsonValue v && v.TryGetValue(out bool b) && b;
+        bool mlpBias = raw["mlp_bias"] is JsonValue mv && mv.TryGetValue(out bool mb) && mb;
 
         string quantize = options.Quantize == "auto"
             ? (config.TorchDtype == "float16" ? "f16" : "bf16")
@@ -51,6 +52,8 @@ internal static class TestResolver
             WeightRole.QNorm or WeightRole.KNorm => [d],
             WeightRole.MlpGate or WeightRole.MlpUp => [inter, h],
             WeightRole.MlpDown => [h, inter],
+            WeightRole.MlpGateBias or WeightRole.MlpUpBias => [inter],
+            WeightRole.MlpDownBias => [h],
             _ => throw new ArgumentOutOfRangeException(nameof(role)),
         };
         WeightEntry Entry(WeightRole role, int layer, string? source = null, string? key = null)
@@ -69,7 +72,8 @@ internal static class TestResolver
             foreach (WeightRole role in Enum.GetValues<WeightRole>())
             {
                 if (!ModelFamily.IsLayerRole(role) || !family.Has(role)) continue;
-                if (family.OptionalRoles.Contains(role) && !llamaBias) continue;
+                bool isMlpBias = role is WeightRole.MlpGateBias or WeightRole.MlpUpBias or WeightRole.MlpDownBias;
+                if (family.OptionalRoles.Contains(role) && !(isMlpBias ? mlpBias : llamaBias)) continue;
                 entries.Add(Entry(role, i));
             }
             if (fuseNorm && i == config.NumLayers - 1) entries.Add(Entry(WeightRole.FinalNorm, 0));
