@@ -18,6 +18,9 @@ public static class PieceGraphBuilder
     public const string RotaryCosKey = "rotary_cos.weight";
     public const string RotarySinKey = "rotary_sin.weight";
     public const string CausalMaskKey = "causal_mask.weight";
+    /// <summary>The RoPE tables of sliding-window layers with their own base (gemma3's rope_local_base_freq).</summary>
+    public const string RotaryLocalCosKey = "rotary_local_cos.weight";
+    public const string RotaryLocalSinKey = "rotary_local_sin.weight";
 
     public static PieceGraph Build(ResolvedModel model, Piece piece)
     {
@@ -164,7 +167,9 @@ public static class PieceGraphBuilder
                 x = g.Op("top.MulConst", [x], Stem(norm.Key) + ".scale", [batch, hidden], OpAttr.F64("const_val", c.Config.FinalHiddenMultiplier));
         }
         WeightEntry head = c.Need(WeightRole.LmHead);
-        string logits = Linear(c, head, null, x, "logits", [batch, vocab], hidden, vocab);
+        double cap = c.Config.FinalLogitSoftcap;
+        string logits = Linear(c, head, null, x, cap > 0 ? "logits_uncapped" : "logits", [batch, vocab], hidden, vocab);
+        if (cap > 0) logits = SoftCap(g, logits, cap, "logits", [batch, vocab]);
         if (LmHeadOutputsLogits(c.Model)) return g.Build(c.Platform, false, logits);
         string[] top = g.Op("top.TopK", [logits],
             [("token_value", GraphDType.F32, [batch, 1]), ("token_id", GraphDType.F32, [batch, 1])],
@@ -266,9 +271,12 @@ public static class PieceGraphBuilder
         var model = c.Model;
         var cfg = c.Config;
         int layer = c.Piece.Layer;
-        if (cfg.HiddenAct != "silu")
+        if (cfg.HiddenAct is not ("silu" or "gelu_pytorch_tanh"))
             throw new LlmBuildException(ErrorCodes.GraphUnsupported,
-                $"hidden_act '{cfg.HiddenAct}' is not supported by the block builder (supported: silu).");
+                $"hidden_act '{cfg.HiddenAct}' is not supported by the block builder (supported: silu, gelu_pytorch_tanh).");
+        if (cfg.AttentionSoftcap > 0)
+            throw new LlmBuildException(ErrorCodes.UnsupportedConfigField,
+                $"attn_logit_softcapping {cfg.AttentionSoftcap} is set: soft-capped attention scores are not built yet (top.FAttention has no soft-cap, and the decomposed attention is not implemented).");
         if (layer < 0 || layer >= cfg.NumLayers)
             throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {c.Piece.Name}: layer {layer} is outside 0..{cfg.NumLayers - 1}.");
 
@@ -301,7 +309,8 @@ public static class PieceGraphBuilder
         var (x, pos, mask, historyK, historyV) = BlockInputs(c, b, Part.Whole);
         var (attn, k, v) = Attention(c, b, Part.Whole, x, pos, mask, historyK, historyV);
         WeightEntry oW = c.Need(WeightRole.OProj, b.Layer);
-        string o = ResidualBranch(c, Linear(c, oW, c.Find(WeightRole.OBias, b.Layer), attn, null, b.States, b.Heads * b.HeadDim, b.Hidden), b.States);
+        string o = ResidualBranch(c, OutputNorm(c, WeightRole.AttentionOutputNorm, b,
+            Linear(c, oW, c.Find(WeightRole.OBias, b.Layer), attn, null, b.States, b.Heads * b.HeadDim, b.Hidden)), b.States);
         string res = g.Op("top.Add", [x, o], Stem(oW.Key) + ".add", b.States);
         string down = Mlp(c, b, Part.Whole, res, null);
         string output = BlockOutput(c, b, res, [down]);
@@ -326,6 +335,8 @@ public static class PieceGraphBuilder
         BlockDims b = BlockSetup(c);
         var g = c.G;
         WeightEntry oW = c.Need(WeightRole.OProj, b.Layer);
+        if (c.Find(WeightRole.AttentionOutputNorm, b.Layer) is not null)
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name}: a norm on the attention output cannot be split across devices; use NumDevice=1.");
         switch (step)
         {
             case 0:
@@ -404,9 +415,10 @@ public static class PieceGraphBuilder
             q = g.Op("top.RMSNorm", [q, c.Plain(qNorm, d)], Stem(qNorm.Key), [batch, len, nh, d], OpAttr.F64("eps", cfg.RmsNormEps));
             k = g.Op("top.RMSNorm", [k, c.Plain(kNorm, d)], Stem(kNorm.Key), [batch, len, kvh, d], OpAttr.F64("eps", cfg.RmsNormEps));
         }
-        var (cosTable, sinTable) = RotaryTables.Compute(cfg, model.SeqLength);
-        string cosW = g.Constant(RotaryCosKey, GraphDType.F32, [model.SeqLength, 1, d], cosTable);
-        string sinW = g.Constant(RotarySinKey, GraphDType.F32, [model.SeqLength, 1, d], sinTable);
+        bool local = cfg.UsesLocalRope(layer);
+        var (cosTable, sinTable) = RotaryTables.Compute(local ? RotaryTables.LocalConfig(cfg) : cfg, model.SeqLength);
+        string cosW = g.Constant(local ? RotaryLocalCosKey : RotaryCosKey, GraphDType.F32, [model.SeqLength, 1, d], cosTable);
+        string sinW = g.Constant(local ? RotaryLocalSinKey : RotarySinKey, GraphDType.F32, [model.SeqLength, 1, d], sinTable);
         string cos = g.Op("top.Gather", [cosW, pos], "rotary_cos", [batch, len, 1, d], OpAttr.SI32("axis", 0));
         string sin = g.Op("top.Gather", [sinW, pos], "rotary_sin", [batch, len, 1, d], OpAttr.SI32("axis", 0));
         string attnPrefix = $"model.layers.{layer}.self_attn.";
@@ -421,7 +433,7 @@ public static class PieceGraphBuilder
         }
         var faAttrs = new List<OpAttr>
         {
-            OpAttr.F64("scale", 1.0 / Math.Sqrt(d)), OpAttr.I64("batch", batch), OpAttr.I64("q_head", nh), OpAttr.I64("kv_head", kvh),
+            OpAttr.F64("scale", cfg.ScoreScale), OpAttr.I64("batch", batch), OpAttr.I64("q_head", nh), OpAttr.I64("kv_head", kvh),
             OpAttr.I64("dim", d), OpAttr.I64("mq", len), OpAttr.I64("mk", keys),
         };
         int window = cfg.WindowOf(layer);
@@ -483,13 +495,34 @@ public static class PieceGraphBuilder
         string ln2 = g.Op("top.RMSNorm", [res, c.Plain(postNorm, h)], Stem(postNorm.Key), [batch, len, h], OpAttr.F64("eps", c.Config.RmsNormEps));
         WeightEntry gateW = c.Need(WeightRole.MlpGate, layer), upW = c.Need(WeightRole.MlpUp, layer), downW = c.Need(WeightRole.MlpDown, layer);
         string gate = Linear(c, gateW, c.Find(WeightRole.MlpGateBias, layer), ln2, null, [batch, len, inter], h, b.Inter, part);
-        string act = g.Op("top.SiLU", [gate], Stem(gateW.Key) + ".silu", [batch, len, inter]);
+        string act = c.Config.HiddenAct == "gelu_pytorch_tanh"
+            ? g.Op("top.GELU", [gate], Stem(gateW.Key) + ".gelu", [batch, len, inter], OpAttr.String("approx_mode", "tanh"))
+            : g.Op("top.SiLU", [gate], Stem(gateW.Key) + ".silu", [batch, len, inter]);
         string up = Linear(c, upW, c.Find(WeightRole.MlpUpBias, layer), ln2, null, [batch, len, inter], h, b.Inter, part);
         string mul = g.Op("top.Mul", [act, up], Stem(upW.Key) + ".mul", [batch, len, inter]);
         // A row-parallel down_proj's bias is added once after the reduce (BuildShard step 2).
         WeightEntry? downBias = part.IsWhole ? c.Find(WeightRole.MlpDownBias, layer) : null;
-        string down = Linear(c, downW, downBias, mul, c.Config.ResidualMultiplier == 1 ? name : null, [batch, len, h], b.Inter, h, part);
+        bool outputNorm = c.Find(WeightRole.MlpOutputNorm, layer) is not null;
+        if (outputNorm && !part.IsWhole)
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {c.Piece.Name}: a norm on the MLP output cannot be split across devices; use NumDevice=1.");
+        string down = Linear(c, downW, downBias, mul, c.Config.ResidualMultiplier == 1 && !outputNorm ? name : null, [batch, len, h], b.Inter, h, part);
+        down = OutputNorm(c, WeightRole.MlpOutputNorm, b, down, c.Config.ResidualMultiplier == 1 ? name : null);
         return ResidualBranch(c, down, [batch, len, h], name);
+    }
+
+    /// <summary>cap · tanh(x / cap): gemma2's soft-capping, named <paramref name="name"/>.</summary>
+    private static string SoftCap(GraphAssembler g, string x, double cap, string name, long[] shape)
+    {
+        string scaled = g.Op("top.MulConst", [x], name + ".softcap_in", shape, OpAttr.F64("const_val", 1.0 / cap));
+        string tanh = g.Op("top.Tanh", [scaled], name + ".softcap_tanh", shape);
+        return g.Op("top.MulConst", [tanh], name, shape, OpAttr.F64("const_val", cap));
+    }
+
+    /// <summary>Gemma's norm on a branch's output before the residual add, when the family has <paramref name="role"/>.</summary>
+    private static string OutputNorm(Context c, WeightRole role, BlockDims b, string branch, string? name = null)
+    {
+        if (c.Find(role, b.Layer) is not { } norm) return branch;
+        return c.G.Op("top.RMSNorm", [branch, c.Plain(norm, b.Hidden)], name ?? Stem(norm.Key), b.States, OpAttr.F64("eps", c.Config.RmsNormEps));
     }
 
     /// <summary>A residual branch's output times the family's residual multiplier (minicpm's scale_depth/√layers); named

@@ -53,6 +53,10 @@ public static class RotaryTables
         return inv;
     }
 
+    /// <summary>The config a sliding-window layer computes RoPE with when the family gives it its own base: that base, no scaling.</summary>
+    public static ModelConfig LocalConfig(ModelConfig config) =>
+        config with { RopeTheta = config.LocalRopeTheta ?? config.RopeTheta, RopeScaling = config.LocalRopeTheta is null ? config.RopeScaling : null };
+
     /// <summary>cos and sin tables, row-major [rows, 1, head_dim].</summary>
     public static (float[] Cos, float[] Sin) Compute(ModelConfig config, int rows)
     {

@@ -65,6 +65,10 @@ public enum EmuOp : ushort
     ScatterElements = 19,
     /// <summary>in: data, indices (float) [n, rank], updates [n]. ints: rank, shape[rank]. out = data with the points set.</summary>
     ScatterND = 20,
+    /// <summary>in: x. out = gelu(x) with the tanh approximation: ½x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
+    GeluTanh = 21,
+    /// <summary>in: x. out = tanh(x).</summary>
+    Tanh = 22,
 }
 
 /// <summary>Binary modes (also <see cref="EmuOp.Compare"/> modes, which continue the numbering).</summary>

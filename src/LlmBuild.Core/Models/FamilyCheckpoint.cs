@@ -19,7 +19,7 @@ public sealed class FamilyCheckpoint : ICheckpoint
     private readonly IReadOnlyList<string> _names;
 
     /// <summary>A tensor presented by the view: <see cref="Rows"/> rows of <see cref="Source"/>, row r read from SourceRow(r).</summary>
-    private sealed record View(TensorInfo Info, string Source, long Columns, long FirstRow, int[]? RowOrder)
+    private sealed record View(TensorInfo Info, string Source, long Columns, long FirstRow, int[]? RowOrder, float AddedValue = 0)
     {
         public long SourceRow(long row) => FirstRow + (RowOrder is null ? row : RowOrder[row % RowOrder.Length] + row / RowOrder.Length * RowOrder.Length);
     }
@@ -78,6 +78,22 @@ public sealed class FamilyCheckpoint : ICheckpoint
                             $"'{name}' is stored pre-quantized, but family {family.Name}'s RoPE layout needs its rows reordered; use the checkpoint's float weights.", inner.Directory);
                 }
         }
+        if (reorderRotaryDims && family.NormWeightOffset != 0)
+        {
+            // (offset + w) norms: the build reads offset + w, computed in f32 as Hugging Face does, and stores it in f32.
+            for (int layer = 0; layer < config.NumLayers; layer++)
+                foreach (WeightRole role in Enum.GetValues<WeightRole>().Where(r => ModelFamily.IsNorm(r) && family.Has(r)))
+                {
+                    if (!ModelFamily.IsLayerRole(role) && layer > 0) continue;
+                    string name = family.TensorName(role, layer);
+                    if (_views.TryGetValue(name, out View? existing)) _views[name] = existing with { AddedValue = (float)family.NormWeightOffset };
+                    else if (inner.Contains(name))
+                    {
+                        TensorInfo info = inner.GetInfo(name);
+                        _views[name] = new View(info with { DType = TensorDType.F32 }, name, info.Shape.Length == 2 ? info.Shape[1] : 1, 0, null, (float)family.NormWeightOffset);
+                    }
+                }
+        }
         _names = inner.TensorNames.Where(n => !hidden.Contains(n)).Concat(_views.Keys.Where(k => !inner.Contains(k)))
             .Order(StringComparer.Ordinal).ToArray();
     }
@@ -93,7 +109,8 @@ public sealed class FamilyCheckpoint : ICheckpoint
     private static ICheckpoint Wrap(ICheckpoint inner, ModelFamily family, ModelConfig config, bool reorderRotaryDims)
     {
         if (inner is FamilyCheckpoint) return inner;
-        if (family.FusedWeights.Count == 0 && !(reorderRotaryDims && RotaryLayout.NeedsReorder(family, config))) return inner;
+        bool transforms = reorderRotaryDims && (RotaryLayout.NeedsReorder(family, config) || family.NormWeightOffset != 0);
+        if (family.FusedWeights.Count == 0 && !transforms) return inner;
         try { return new FamilyCheckpoint(inner, family, config, reorderRotaryDims); }
         catch { inner.Dispose(); throw; }
     }
@@ -121,11 +138,21 @@ public sealed class FamilyCheckpoint : ICheckpoint
         CheckRange(v, elementOffset, destination.Length);
         foreach (var (source, start, count) in Segments(v, elementOffset, destination.Length))
             _inner.ReadFloat32(v.Source, source, destination.Slice(start, count));
+        if (v.AddedValue != 0)
+            foreach (ref float x in destination) x += v.AddedValue;
     }
 
     public void ReadRaw(string name, long byteOffset, Span<byte> destination)
     {
         if (!_views.TryGetValue(name, out View? v)) { _inner.ReadRaw(name, byteOffset, destination); return; }
+        if (v.AddedValue != 0)
+        {
+            // Computed values (offset + w) exist only as f32: the view's dtype says so.
+            if (byteOffset % 4 != 0 || destination.Length % 4 != 0)
+                throw new LlmBuildException(ErrorCodes.BadTensorOffsets, $"Reads of '{name}' must cover whole f32 elements.", v.Info.File);
+            ReadFloat32(name, byteOffset / 4, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(destination));
+            return;
+        }
         int size = DTypes.Size(v.Info.DType);
         if (byteOffset % size != 0 || destination.Length % size != 0)
             throw new LlmBuildException(ErrorCodes.BadTensorOffsets, $"Reads of '{name}' must cover whole elements.", v.Info.File);

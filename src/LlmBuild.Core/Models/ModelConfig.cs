@@ -50,6 +50,13 @@ public sealed record ModelConfig
     public double ResidualMultiplier { get; init; } = 1.0;
     /// <summary>Multiplies the final hidden state after the final norm (minicpm's dim_model_base / hidden_size).</summary>
     public double FinalHiddenMultiplier { get; init; } = 1.0;
+    /// <summary>Scales attention scores; 0 = head_dim^−½ (see <see cref="ScoreScale"/>).</summary>
+    public double AttentionScale { get; init; }
+    /// <summary>The RoPE base of sliding-window layers, which then use no rope_scaling (gemma3); null = rope_theta everywhere.</summary>
+    public double? LocalRopeTheta { get; init; }
+    /// <summary>tanh soft-capping: scores = cap · tanh(scores / cap); 0 = none.</summary>
+    public double AttentionSoftcap { get; init; }
+    public double FinalLogitSoftcap { get; init; }
     public required bool TieWordEmbeddings { get; init; }
     /// <summary>The checkpoint's torch_dtype: "bfloat16", "float16" or "float32".</summary>
     public required string TorchDtype { get; init; }
@@ -64,6 +71,10 @@ public sealed record ModelConfig
     public int RotatedDims => RotaryDim > 0 ? RotaryDim : HeadDim;
     /// <summary>The sliding window of a layer, 0 = full attention.</summary>
     public int WindowOf(int layer) => layer < SlidingWindows.Count ? SlidingWindows[layer] : 0;
+    /// <summary>The factor applied to q·k.</summary>
+    public double ScoreScale => AttentionScale > 0 ? AttentionScale : 1.0 / Math.Sqrt(HeadDim);
+    /// <summary>True when a layer computes RoPE with <see cref="LocalRopeTheta"/> (its sliding-window layers).</summary>
+    public bool UsesLocalRope(int layer) => LocalRopeTheta is not null && WindowOf(layer) > 0;
     public int QDim => NumHeads * HeadDim;
 
     /// <summary>Reads <c>config.json</c> (and, when present, <c>generation_config.json</c>) from a model directory.</summary>
@@ -134,12 +145,16 @@ public sealed record ModelConfig
             MaxPositionEmbeddings = reader.IntOr(f.MaxPositionEmbeddings, 2048),
             SlidingWindows = LayerWindows(family, root, reader, numLayers),
             RotaryDim = rotaryDim,
-            EmbeddingMultiplier = family.EmbeddingScaleField is { } emb ? reader.Double(emb) : 1.0,
+            EmbeddingMultiplier = family.EmbeddingScaleField is { } emb ? reader.Double(emb) : family.EmbeddingTimesSqrtHidden ? Math.Sqrt(hidden) : 1.0,
+            AttentionScale = family.QueryScaleField is { } qs ? 1.0 / Math.Sqrt(reader.Double(qs)) : 0,
+            LocalRopeTheta = family.LocalRopeThetaField is { } local ? reader.Double(local) : null,
+            AttentionSoftcap = family.AttentionSoftcapField is { } ac ? reader.DoubleOr(ac, 0) : 0,
+            FinalLogitSoftcap = family.FinalSoftcapField is { } fc ? reader.DoubleOr(fc, 0) : 0,
             ResidualMultiplier = family.ResidualDepthScaleField is { } depth ? reader.Double(depth) / Math.Sqrt(numLayers) : 1.0,
             FinalHiddenMultiplier = family.LogitWidthBaseField is { } width ? reader.Double(width) / hidden : 1.0,
             TieWordEmbeddings = reader.BoolOr("tie_word_embeddings", family.TieWordEmbeddingsDefault),
             TorchDtype = root["torch_dtype"]?.GetValue<string>() ?? root["dtype"]?.GetValue<string>() ?? "float32",
-            HiddenAct = root["hidden_act"]?.GetValue<string>() ?? "silu",
+            HiddenAct = root[f.HiddenAct]?.GetValue<string>() ?? "silu",
             BosTokenId = root["bos_token_id"] is JsonValue b && b.TryGetValue(out int bos) ? bos : null,
             EosTokenIds = eos.ToArray(),
             QuantizationConfig = root["quantization_config"] as JsonObject,
@@ -194,6 +209,13 @@ public sealed record ModelConfig
             case SlidingWindowLayers.FromMaxWindowLayers:
                 if (!reader.BoolOr("use_sliding_window", false)) break;
                 for (int i = reader.IntOr("max_window_layers", layers); i < layers; i++) windows[i] = window;
+                break;
+            case SlidingWindowLayers.EvenLayers:
+                for (int i = 0; i < layers; i += 2) windows[i] = window;
+                break;
+            case SlidingWindowLayers.AllButEveryPatternth:
+                int pattern = reader.IntOr("sliding_window_pattern", 6);
+                for (int i = 0; i < layers; i++) if ((i + 1) % pattern != 0) windows[i] = window;
                 break;
             default:
                 throw new LlmBuildException(ErrorCodes.BadModelConfig,

@@ -11,7 +11,12 @@ public enum WeightRole
     QProj, QBias, KProj, KBias, VProj, VBias, OProj, OBias,
     /// <summary>Per-head RMSNorm on queries/keys before RoPE (qwen3, gemma3).</summary>
     QNorm, KNorm,
+    /// <summary>The norm before the MLP (llama's post_attention_layernorm, gemma's pre_feedforward_layernorm).</summary>
     PostAttentionNorm,
+    /// <summary>Gemma: a norm on the attention output before the residual add (its post_attention_layernorm).</summary>
+    AttentionOutputNorm,
+    /// <summary>Gemma: a norm on the MLP output before the residual add (its post_feedforward_layernorm).</summary>
+    MlpOutputNorm,
     MlpGate, MlpGateBias, MlpUp, MlpUpBias, MlpDown, MlpDownBias,
     FinalNorm,
     LmHead,
@@ -28,7 +33,8 @@ public sealed record ConfigFieldNames(
     string VocabSize = "vocab_size",
     string RmsNormEps = "rms_norm_eps",
     string RopeTheta = "rope_theta",
-    string MaxPositionEmbeddings = "max_position_embeddings");
+    string MaxPositionEmbeddings = "max_position_embeddings",
+    string HiddenAct = "hidden_act");
 
 /// <summary>How RoPE pairs the dimensions of a head: rotate_half (first/second half) or interleaved (even/odd).</summary>
 public enum RopeMode { RotateHalf, Interleaved }
@@ -42,6 +48,10 @@ public enum SlidingWindowLayers
     All,
     /// <summary>Layers ≥ <c>max_window_layers</c>, when <c>use_sliding_window</c> is true (qwen2, qwen3).</summary>
     FromMaxWindowLayers,
+    /// <summary>Even layers (gemma2: 0, 2, …); odd layers attend globally.</summary>
+    EvenLayers,
+    /// <summary>All but every <c>sliding_window_pattern</c>-th layer (gemma3: layer i slides unless (i + 1) % pattern == 0).</summary>
+    AllButEveryPatternth,
 }
 
 /// <summary>
@@ -77,6 +87,17 @@ public sealed record ModelFamily
     public string? EmbeddingScaleField { get; init; }
     public string? ResidualDepthScaleField { get; init; }
     public string? LogitWidthBaseField { get; init; }
+    /// <summary>Gemma: embeddings × √hidden_size.</summary>
+    public bool EmbeddingTimesSqrtHidden { get; init; }
+    /// <summary>Gemma's norms multiply by (offset + w): 1 for its (1 + w) RMSNorm. The build stores such weights in f32.</summary>
+    public double NormWeightOffset { get; init; }
+    /// <summary>The config field whose −½ power scales attention scores instead of head_dim^−½ (gemma's query_pre_attn_scalar).</summary>
+    public string? QueryScaleField { get; init; }
+    /// <summary>The config field of the RoPE base of sliding-window layers (gemma3's rope_local_base_freq; no rope_scaling there).</summary>
+    public string? LocalRopeThetaField { get; init; }
+    /// <summary>Config fields of tanh soft-capping: of the attention scores and of the final logits (gemma2).</summary>
+    public string? AttentionSoftcapField { get; init; }
+    public string? FinalSoftcapField { get; init; }
     /// <summary>
     /// Checkpoint tensors known to carry no model information (buffers such as <c>rotary_emb.inv_freq</c>), as patterns
     /// with <c>*</c> wildcards; every other tensor must be consumed by a role.
@@ -108,6 +129,10 @@ public sealed record ModelFamily
 
     /// <summary>True for roles that exist once per decoder layer.</summary>
     public static bool IsLayerRole(WeightRole role) => role is not (WeightRole.Embedding or WeightRole.FinalNorm or WeightRole.LmHead);
+
+    /// <summary>True for the RMSNorm weights (the ones <see cref="NormWeightOffset"/> applies to).</summary>
+    public static bool IsNorm(WeightRole role) => role is WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.AttentionOutputNorm
+        or WeightRole.MlpOutputNorm or WeightRole.FinalNorm or WeightRole.QNorm or WeightRole.KNorm;
 
     /// <summary>True for the linear layers of a block (the tensors weight-only quantization applies to).</summary>
     public static bool IsBlockLinear(WeightRole role) =>
@@ -181,6 +206,8 @@ public static class ModelFamilies
         Families.Phi3.Family,
         Families.MiniCpm.Family,
         Families.ChatGlm.Family,
+        Families.Gemma2.Family,
+        Families.Gemma3.Family,
     ];
 
     public static IEnumerable<string> SupportedModelTypes => All.SelectMany(f => f.ModelTypes).Order(StringComparer.Ordinal);

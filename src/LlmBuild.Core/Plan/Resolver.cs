@@ -84,7 +84,8 @@ public static class Resolver
         long[] Shape(WeightRole role) => role switch
         {
             WeightRole.Embedding or WeightRole.LmHead => [vocab, h],
-            WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.FinalNorm or WeightRole.OBias or WeightRole.MlpDownBias => [h],
+            WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.FinalNorm or WeightRole.OBias or WeightRole.MlpDownBias
+                or WeightRole.AttentionOutputNorm or WeightRole.MlpOutputNorm => [h],
             WeightRole.MlpGateBias or WeightRole.MlpUpBias => [inter],
             WeightRole.QProj => [q, h],
             WeightRole.QBias => [q],
@@ -125,21 +126,24 @@ public static class Resolver
             new("embedding", [Entry(WeightRole.Embedding, 0, WeightStorage.Activation)!]),
         };
         WeightStorage linear = scheme.IsQuantized ? WeightStorage.Quantized : WeightStorage.Activation;
+        // (1 + w) norms keep their computed weights in f32: rounding 1 + w to bf16 would lose w's low bits.
+        WeightStorage normStorage(WeightRole role) =>
+            family.NormWeightOffset != 0 && ModelFamily.IsNorm(role) ? WeightStorage.Float32 : WeightStorage.Activation;
         for (int layer = 0; layer < c.NumLayers; layer++)
         {
             var entries = new List<WeightEntry>();
             foreach (WeightRole role in Enum.GetValues<WeightRole>())
             {
                 if (!ModelFamily.IsLayerRole(role) || !family.Has(role)) continue;
-                var e = Entry(role, layer, ModelFamily.IsBlockLinear(role) ? linear : WeightStorage.Activation);
+                var e = Entry(role, layer, ModelFamily.IsBlockLinear(role) ? linear : normStorage(role));
                 if (e is not null) entries.Add(e);
             }
-            if (fuseFinalNorm && layer == c.NumLayers - 1) entries.Add(Entry(WeightRole.FinalNorm, 0, WeightStorage.Activation)!);
+            if (fuseFinalNorm && layer == c.NumLayers - 1) entries.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);
             owners.Add(new WeightOwner(Piece.BlockName(layer), entries));
         }
 
         var head = new List<WeightEntry>();
-        if (!fuseFinalNorm) head.Add(Entry(WeightRole.FinalNorm, 0, WeightStorage.Activation)!);
+        if (!fuseFinalNorm) head.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);
         WeightStorage headStorage = quantizeLmHead && scheme.IsQuantized ? WeightStorage.Quantized : WeightStorage.Activation;
         string lmHeadName = family.TensorName(WeightRole.LmHead);
         bool tied = c.TieWordEmbeddings || !(checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName));

@@ -62,7 +62,7 @@ public sealed class FamilyGoldenTests
         return worst;
     }
 
-    public static IEnumerable<object[]> Fixtures => new[] { "llama", "mistral", "qwen3", "phi3", "minicpm", "chatglm" }.Select(f => new object[] { f });
+    public static IEnumerable<object[]> Fixtures => new[] { "llama", "mistral", "qwen3", "phi3", "minicpm", "chatglm", "gemma3_text", "gemma2" }.Select(f => new object[] { f });
 
     [TestMethod]
     [DynamicData(nameof(Fixtures))]
