@@ -51,7 +51,17 @@ public static class CompileStage
         if (!File.Exists(npzPath))
             throw new LlmBuildException(ErrorCodes.StaleIntermediate,
                 $"'{mlirPath}' names the weight file '{module.WeightFile}', which is missing ('{npzPath}'). Rebuild to regenerate it.", mlirPath);
-        return Compile(model, graph, npzPath);
+        try
+        {
+            return Compile(model, graph, npzPath);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or KeyNotFoundException or IndexOutOfRangeException)
+        {
+            // The module is an input like any other: one the lowering cannot follow (an op without an attribute it
+            // needs, too few operands, a shape that does not fit) is a coded error naming the module, not a crash.
+            throw new LlmBuildException(ErrorCodes.CodegenUnsupported,
+                $"Piece {piece.Name}: '{mlirPath}' describes a graph the built-in backend cannot lower: {e.Message} Re-export the piece, or fix the module.", mlirPath, e);
+        }
     }
 
     /// <summary>Compiles a piece graph read from its module, reading weights from <paramref name="npzPath"/>.</summary>

@@ -230,6 +230,21 @@ public sealed class MlirCompileTests
     }
 
     [TestMethod]
+    [DataRow(@"\{eps = [^}]+\}", "", "has no attribute 'eps'")]
+    [DataRow(@"""top.RMSNorm""\((%[0-9]+), (%[0-9]+)\) \{eps = [^}]+\} : \((tensor<[^>]+>), (tensor<[^>]+>)\)", "\"top.RMSNorm\"($1) : ($3)", "cannot lower")]
+    public void AModuleTheBackendCannotLowerIsACodedError(string pattern, string replacement, string message)
+    {
+        var built = ExampleBuild.Get("bf16");
+        string dir = CopyPiece(built, "block_0");
+        string mlir = Path.Combine(dir, "block_0.mlir");
+        File.WriteAllText(mlir, new Regex(pattern).Replace(File.ReadAllText(mlir), replacement, 1));
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => CompileStage.Build(built.Model, built.Model.Piece("block_0"), mlir));
+        Assert.AreEqual(ErrorCodes.CodegenUnsupported, e.Code, e.Message);
+        StringAssert.Contains(e.Message, message);
+        StringAssert.Contains(e.Message, mlir);
+    }
+
+    [TestMethod]
     public void AModuleOfAnotherPieceOrWithoutItsWeightFileIsStale()
     {
         var built = ExampleBuild.Get("bf16");
