@@ -21,6 +21,8 @@ internal sealed class GraphAssembler(Piece piece)
 
     public long[] Shape(string tensor) => Get(tensor).Shape;
 
+    public bool Has(string tensor) => _byName.ContainsKey(tensor);
+
     public GraphTensor Get(string tensor) => _byName.TryGetValue(tensor, out var t) ? t
         : throw new InvalidOperationException($"Piece {Piece.Name}: tensor '{tensor}' is used before it is defined.");
 
@@ -35,7 +37,7 @@ internal sealed class GraphAssembler(Piece piece)
     /// Declares an owner weight (once; a second use of the same key must agree). With a slice, the graph tensor is the
     /// slice (its shape) of the stored entry (the slice's source shape).
     /// </summary>
-    public string Weight(WeightEntry entry, WeightPart part, string key, GraphDType dtype, long[] shape, WeightSlice? slice = null)
+    public string Weight(WeightEntry? entry, WeightPart part, string key, GraphDType dtype, long[] shape, WeightSlice? slice = null)
     {
         long[] graphShape = slice?.Shape ?? shape;
         if (slice is not null && !slice.SourceShape.SequenceEqual(shape))
@@ -62,6 +64,14 @@ internal sealed class GraphAssembler(Piece piece)
         Define(new GraphTensor(key, dtype, shape));
         _constants.Add(new GraphConstant(key, dtype, shape, data));
         return key;
+    }
+
+    /// <summary>Declares a constant of another graph (a module read back keeps its values in the weight file, not in Data).</summary>
+    public string Constant(GraphConstant constant)
+    {
+        Define(new GraphTensor(constant.Key, constant.DType, constant.Shape));
+        _constants.Add(constant);
+        return constant.Key;
     }
 
     /// <summary>Adds a single-result f32 op and returns its result name.</summary>

@@ -59,9 +59,10 @@ public enum WeightPart { Value, QWeight, Scales, QZeros, InputPermutation }
 /// <summary>
 /// A tensor the piece reads from its weight owner's npz (key = npz key = top.Weight location name). With a
 /// <see cref="Slice"/> (tensor-parallel shards) the npz entry has the slice's source shape and the graph uses only
-/// the slice, whose shape is <see cref="Shape"/>.
+/// the slice, whose shape is <see cref="Shape"/>. <see cref="Entry"/> is the owner's entry it comes from, null in a
+/// graph read back from MLIR (a module names its weights, not their roles).
 /// </summary>
-public sealed record GraphWeight(string Key, GraphDType DType, long[] Shape, WeightEntry Entry, WeightPart Part, WeightSlice? Slice = null)
+public sealed record GraphWeight(string Key, GraphDType DType, long[] Shape, WeightEntry? Entry, WeightPart Part, WeightSlice? Slice = null)
 {
     /// <summary>The shape of the stored npz entry (the slice's source, or <see cref="Shape"/>).</summary>
     public long[] StoredShape => Slice?.SourceShape ?? Shape;

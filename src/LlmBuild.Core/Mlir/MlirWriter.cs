@@ -14,6 +14,15 @@ namespace LlmBuild.Core.Mlir;
 /// </summary>
 public static class MlirWriter
 {
+    public const string WeightFileAttribute = "module.weight_file";
+    public const string PlatformAttribute = "module.platform";
+    public const string StateAttribute = "module.state";
+    public const string RunModeAttribute = "module.top_run_mode";
+    /// <summary>The piece's <see cref="PieceKind"/> (its place in the net contract, which fixes its I/O dtypes).</summary>
+    public const string PieceKindAttribute = "llmbuild.piece_kind";
+    /// <summary>The top.Weight names that are option-dependent constants (RoPE tables, masks), not checkpoint weights.</summary>
+    public const string ConstantsAttribute = "llmbuild.constants";
+
     public static string Write(PieceGraph graph, string weightFileName)
     {
         // The MLIR is always the whole piece (TPU-MLIR splits it itself with --num_device); a shard's sliced weights
@@ -25,12 +34,19 @@ public static class MlirWriter
         int next = 0;
 
         string runMode = graph.Dynamic ? "DYNAMIC" : "STATIC";
-        sb.Append("module @").Append(Quote(graph.Name)).Append(" attributes {")
+        // Attributes sorted by name, as MLIR prints a dictionary. The llmbuild.* ones tell the built-in backend what
+        // model_deploy.py learns from its flags: which net of the contract this is, and which weights are
+        // option-dependent constants (program constants rather than coefficients). MLIR keeps dialect-prefixed module
+        // attributes it does not know, and TPU-MLIR reads only its module.* ones.
+        sb.Append("module @").Append(Quote(graph.Name)).Append(" attributes {");
+        if (graph.Constants.Count > 0)
+            sb.Append(ConstantsAttribute).Append(" = [").AppendJoin(", ", graph.Constants.Select(c => Quote(c.Key))).Append("], ");
+        sb.Append(PieceKindAttribute).Append(" = ").Append(Quote(graph.Piece.Kind.ToString())).Append(", ")
           .Append("module.chip = \"ALL\", ")
-          .Append("module.platform = ").Append(Quote(graph.Platform)).Append(", ")
-          .Append("module.state = \"TOP_F32\", ")
-          .Append("module.top_run_mode = ").Append(Quote(runMode)).Append(", ")
-          .Append("module.weight_file = ").Append(Quote(weightFileName))
+          .Append(PlatformAttribute).Append(" = ").Append(Quote(graph.Platform)).Append(", ")
+          .Append(StateAttribute).Append(" = \"TOP_F32\", ")
+          .Append(RunModeAttribute).Append(" = ").Append(Quote(runMode)).Append(", ")
+          .Append(WeightFileAttribute).Append(" = ").Append(Quote(weightFileName))
           .Append("} {\n");
 
         sb.Append("  func.func @main(");

@@ -3,15 +3,19 @@ using LlmBuild.Core.Chips;
 using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Graph;
+using LlmBuild.Core.Mlir;
 using LlmBuild.Core.Numpy;
 using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Stages;
 
 /// <summary>
-/// Stage 4 (built-in backend): lowers one piece for the chip and writes its bmodel — one net named after the piece,
-/// one stage with the weights as coefficient memory, the emulator program as the command stream and the planned
-/// ctx/io memory; with NumDevice &gt; 1 a block piece is instead the 3·D sub-nets of <see cref="TensorParallel"/>.
+/// Stage 4 (built-in backend): compiles one piece's MLIR module — the only input besides the weight file it names,
+/// exactly what TPU-MLIR's model_deploy.py receives — for the chip and writes its bmodel: one net named after the
+/// piece, one stage with the weights as coefficient memory, the emulator program as the command stream and the planned
+/// ctx/io memory; with NumDevice &gt; 1 a block module is split into the 3·D sub-nets of <see cref="TensorParallel"/>
+/// (<see cref="TensorParallelShards"/>). From the resolved model it takes only the deploy options (chip, NumCore,
+/// NumDevice, Quantize's activation dtype, the device-memory budget), as model_deploy.py takes them from its flags.
 /// Deterministic bytes: the Time field is fixed, everything else comes from the inputs.
 /// </summary>
 public static class CompileStage
@@ -19,54 +23,83 @@ public static class CompileStage
     /// <summary>The bmodel Time field of built-in bmodels (never the clock, so rebuilds are byte-identical).</summary>
     public const string FixedTime = "LlmBuild built-in backend";
 
+    /// <param name="pieceNpzPath">The weight file the build declares as the piece's input; the module must name it.</param>
     public static void Run(ResolvedModel model, Piece piece, string mlirPath, string pieceNpzPath, string bmodelPath)
     {
-        if (!File.Exists(mlirPath))
-            throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"Piece {piece.Name}: '{mlirPath}' is missing. Rebuild to regenerate the MLIR.", mlirPath);
-        var (file, blob) = Build(model, piece, pieceNpzPath);
+        var (file, blob) = Build(model, piece, mlirPath, pieceNpzPath);
         BModelWriter.WriteFile(bmodelPath, file, blob);
     }
 
     /// <summary>
-    /// Compiles a piece into a bmodel object model and its blob (without writing it). With NumDevice &gt; 1 a block piece
-    /// becomes the 3·D cascade nets of <see cref="TensorParallel"/>; every other piece stays one net (device 0).
+    /// Compiles a piece's module into a bmodel object model and its blob (without writing it). With NumDevice &gt; 1 a
+    /// block becomes the 3·D cascade nets of <see cref="TensorParallel"/>; every other piece stays one net (device 0).
     /// </summary>
-    public static (BModelFile File, BModelBlobBuilder Blob) Build(ResolvedModel model, Piece piece, string pieceNpzPath)
+    /// <param name="expectedNpzPath">When given, the weight file the module must name (the build's declared input).</param>
+    public static (BModelFile File, BModelBlobBuilder Blob) Build(ResolvedModel model, Piece piece, string mlirPath, string? expectedNpzPath = null)
+    {
+        if (!File.Exists(mlirPath))
+            throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"Piece {piece.Name}: '{mlirPath}' is missing. Rebuild to regenerate the MLIR.", mlirPath);
+        MlirPieceModule module = MlirReader.ReadFile(mlirPath);
+        PieceGraph graph = module.Graph;
+        if (graph.Name != piece.Name)
+            throw new LlmBuildException(ErrorCodes.StaleIntermediate,
+                $"'{mlirPath}' is the module of {graph.Name}, not of piece {piece.Name}. Rebuild to regenerate the MLIR.", mlirPath);
+        string npzPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(mlirPath))!, module.WeightFile);
+        if (expectedNpzPath is not null && !string.Equals(Path.GetFullPath(expectedNpzPath), npzPath, StringComparison.Ordinal))
+            throw new LlmBuildException(ErrorCodes.StaleIntermediate,
+                $"'{mlirPath}' names the weight file '{module.WeightFile}', but the build gives piece {piece.Name} '{expectedNpzPath}'. Rebuild to regenerate the MLIR.", mlirPath);
+        if (!File.Exists(npzPath))
+            throw new LlmBuildException(ErrorCodes.StaleIntermediate,
+                $"'{mlirPath}' names the weight file '{module.WeightFile}', which is missing ('{npzPath}'). Rebuild to regenerate it.", mlirPath);
+        try
+        {
+            return Compile(model, graph, npzPath);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or KeyNotFoundException or IndexOutOfRangeException)
+        {
+            // The module is an input like any other: one the lowering cannot follow (an op without an attribute it
+            // needs, too few operands, a shape that does not fit) is a coded error naming the module, not a crash.
+            throw new LlmBuildException(ErrorCodes.CodegenUnsupported,
+                $"Piece {piece.Name}: '{mlirPath}' describes a graph the built-in backend cannot lower: {e.Message} Re-export the piece, or fix the module.", mlirPath, e);
+        }
+    }
+
+    /// <summary>Compiles a piece graph read from its module, reading weights from <paramref name="npzPath"/>.</summary>
+    public static (BModelFile File, BModelBlobBuilder Blob) Compile(ResolvedModel model, PieceGraph graph, string npzPath)
     {
         ChipProfile chip = ChipProfile.Get(model.Options.Chip);
         TensorParallel.Check(model);
-        if (TensorParallel.IsSplit(model, piece)) return BuildSplit(model, piece, chip, pieceNpzPath);
-        PieceGraph graph = PieceGraphBuilder.Build(model, piece);
+        if (TensorParallel.Devices(model) > 1 && TensorParallel.IsBlock(graph.Piece.Kind)) return BuildSplit(model, graph, chip, npzPath);
         CompiledPiece compiled;
-        using (var npz = new NpzReader(pieceNpzPath))
+        using (var npz = new NpzReader(npzPath))
         {
-            compiled = PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, piece, pieceNpzPath));
+            compiled = PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, graph.Name, npzPath));
         }
-        DeviceMemoryBudget.Compute(model, chip, compiled.CtxSize + compiled.IoSize, piece.Name).Check(model, chip);
+        DeviceMemoryBudget.Compute(model, chip, compiled.CtxSize + compiled.IoSize, graph.Name).Check(model, chip);
         return ToBModel(model, chip, compiled);
     }
 
-    private static PieceTensorData Read(NpzReader npz, string key, Piece piece, string pieceNpzPath)
+    private static PieceTensorData Read(NpzReader npz, string key, string piece, string npzPath)
     {
         if (!npz.Contains(key))
             throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch,
-                $"'{pieceNpzPath}' has no entry '{key}' that piece {piece.Name} needs. Rebuild (or delete obj/) to regenerate it.", pieceNpzPath);
+                $"'{npzPath}' has no entry '{key}' that piece {piece} needs. Rebuild (or delete obj/) to regenerate it.", npzPath);
         NpzEntry e = npz.GetEntry(key);
         return new PieceTensorData(e.Descr, e.Shape, npz.ReadBytes(key));
     }
 
     /// <summary>The 3·D sub-nets of a tensor-parallel block, each reading its slices of the whole piece's weight file.</summary>
-    private static (BModelFile File, BModelBlobBuilder Blob) BuildSplit(ResolvedModel model, Piece piece, ChipProfile chip, string pieceNpzPath)
+    private static (BModelFile File, BModelBlobBuilder Blob) BuildSplit(ResolvedModel model, PieceGraph whole, ChipProfile chip, string npzPath)
     {
         int devices = TensorParallel.Devices(model);
         var nets = new List<(GraphShard Shard, CompiledPiece Compiled)>();
-        using (var npz = new NpzReader(pieceNpzPath))
+        using (var npz = new NpzReader(npzPath))
         {
             for (int step = 0; step < TensorParallel.Steps; step++)
                 for (int device = 0; device < devices; device++)
                 {
-                    PieceGraph graph = PieceGraphBuilder.BuildShard(model, piece, step, device);
-                    nets.Add((graph.Shard!, PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, piece, pieceNpzPath))));
+                    PieceGraph graph = TensorParallelShards.Shard(whole, step, device, devices);
+                    nets.Add((graph.Shard!, PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, whole.Name, npzPath))));
                 }
         }
         for (int device = 0; device < devices; device++)
@@ -74,8 +107,9 @@ public static class CompileStage
             var largest = nets.Where(n => n.Shard.Device == device).MaxBy(n => n.Compiled.CtxSize + n.Compiled.IoSize);
             DeviceMemoryBudget.Compute(model, chip, largest.Compiled.CtxSize + largest.Compiled.IoSize, largest.Compiled.Name, device).Check(model, chip);
         }
-        return ToBModel(model, chip, piece, nets);
+        return ToBModel(model, chip, whole, nets);
     }
+
     /// <summary>Device address map of the built-in backend: coeff, then ctx, then io (tagged regions on BM1688-family chips).</summary>
     public static (ulong Coeff, ulong Ctx, ulong Io) Addresses(ChipProfile chip, long coeffSize, long ctxSize)
     {
@@ -97,10 +131,10 @@ public static class CompileStage
     /// info; a sub-net's main-net inputs/outputs renamed {name}_{device} with hidden 3/4 and their index in the whole
     /// piece's input/output list, the inter-step tensors kept as they are (hidden 0).
     /// </summary>
-    public static (BModelFile File, BModelBlobBuilder Blob) ToBModel(ResolvedModel model, ChipProfile chip, Piece piece,
+    public static (BModelFile File, BModelBlobBuilder Blob) ToBModel(ResolvedModel model, ChipProfile chip, PieceGraph whole,
         IReadOnlyList<(GraphShard Shard, CompiledPiece Compiled)> nets)
     {
-        PieceGraph whole = PieceGraphBuilder.Build(model, piece);
+        Piece piece = whole.Piece;
         var blob = new BModelBlobBuilder();
         var infos = new List<NetInfo>();
         foreach (var (shard, compiled) in nets)

@@ -58,6 +58,7 @@ internal static class ExampleBuild
             string bmodel = Path.Combine(dir, piece.Name + ".bmodel");
             ExportStage.Run(model, piece, piece.WeightOwner is null ? null : Path.Combine(weights, model.Owner(piece.WeightOwner).FileName), mlir, npz);
             CompileStage.Run(model, piece, mlir, npz, bmodel);
+            MlirCompileCheck.Check(model, piece, mlir, npz, bmodel);
             pieces[piece.Name] = bmodel;
         });
         // The quantized owner files are read only by export: drop them to keep a test run's disk use down.

@@ -118,7 +118,7 @@ public sealed class MemoryPlanningTests
         var built = ExampleBuild.Get("bf16");
         var model = built.Model with { DeviceMemoryMiB = 8 };
         var e = Assert.ThrowsExactly<LlmBuildException>(() =>
-            CompileStage.Build(model, model.Piece("embedding"), Path.Combine(built.Dir, "embedding_top_weights.npz")));
+            CompileStage.Build(model, model.Piece("embedding"), Path.Combine(built.Dir, "embedding.mlir")));
         Assert.AreEqual(ErrorCodes.DeviceMemoryOverflow, e.Code);
     }
 
@@ -154,7 +154,7 @@ public sealed class MemoryPlanningTests
     {
         var built = ExampleBuild.Get("w4bf16");
         var model = built.Model;
-        var (file, blob) = CompileStage.Build(model, model.Piece("block_0"), Path.Combine(built.Dir, "block_0_top_weights.npz"));
+        var (file, blob) = CompileStage.Build(model, model.Piece("block_0"), Path.Combine(built.Dir, "block_0.mlir"));
         CollectionAssert.AreEqual(File.ReadAllBytes(built.PieceBModels["block_0"]), BModelWriter.ToBytes(file, blob));
     }
 

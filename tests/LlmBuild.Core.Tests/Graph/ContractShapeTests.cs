@@ -75,7 +75,7 @@ public sealed class ContractShapeTests
                     case PieceKind.LmHead:
                         Expect(g, g.InputTensors, [("hidden_states", F, [B, h])], "inputs");
                         Expect(g, g.OutputTensors, o.DoSample || o.LoraMaxRank > 0 ? [("logits", F, [B, v])] : [("token_id", F, [B, 1])], "outputs");
-                        Assert.AreEqual(!m.FinalNormInLastBlock, g.Weights.Any(w => w.Entry.Role == Models.WeightRole.FinalNorm), g.Name);
+                        Assert.AreEqual(!m.FinalNormInLastBlock, g.Weights.Any(w => w.Entry!.Role == Models.WeightRole.FinalNorm), g.Name);
                         break;
                     case PieceKind.GreedyHead:
                         Expect(g, g.InputTensors, [("m_logits", F, [1, v])], "inputs");
@@ -115,29 +115,29 @@ public sealed class ContractShapeTests
         foreach (GraphWeight w in g.Weights)
         {
             Assert.IsNotNull(g.Piece.WeightOwner, g.Name);
-            Assert.IsTrue(m.Owner(g.Piece.WeightOwner!).Entries.Contains(w.Entry), $"{g.Name}: {w.Key} is not an entry of its owner");
-            long n = w.Entry.Shape[0], k = w.Entry.Shape.Length > 1 ? w.Entry.Shape[1] : 0;
+            Assert.IsTrue(m.Owner(g.Piece.WeightOwner!).Entries.Contains(w.Entry!), $"{g.Name}: {w.Key} is not an entry of its owner");
+            long n = w.Entry!.Shape[0], k = w.Entry!.Shape.Length > 1 ? w.Entry!.Shape[1] : 0;
             long groups = m.Weights.GroupSize > 0 ? k / m.Weights.GroupSize : 1;
             switch (w.Part)
             {
                 case WeightPart.Value:
-                    Assert.AreEqual(w.Entry.Key, w.Key);
-                    CollectionAssert.AreEqual(w.Entry.Shape, w.Shape, w.Key);
-                    Assert.AreEqual(w.Entry.Storage == WeightStorage.Float32 ? GraphDType.F32 : GraphDTypes.Activation(m.ActivationDtype), w.DType, w.Key);
+                    Assert.AreEqual(w.Entry!.Key, w.Key);
+                    CollectionAssert.AreEqual(w.Entry!.Shape, w.Shape, w.Key);
+                    Assert.AreEqual(w.Entry!.Storage == WeightStorage.Float32 ? GraphDType.F32 : GraphDTypes.Activation(m.ActivationDtype), w.DType, w.Key);
                     break;
                 case WeightPart.QWeight:
                     quantized = true;
-                    Assert.AreEqual(WeightKeys.QWeight(w.Entry.Key), w.Key);
+                    Assert.AreEqual(WeightKeys.QWeight(w.Entry!.Key), w.Key);
                     CollectionAssert.AreEqual(new[] { n, k * m.Weights.Bits / 8 }, w.Shape, w.Key);
                     Assert.AreEqual(GraphDType.UI8, w.DType);
                     break;
                 case WeightPart.Scales:
-                    Assert.AreEqual(WeightKeys.Scales(w.Entry.Key), w.Key);
+                    Assert.AreEqual(WeightKeys.Scales(w.Entry!.Key), w.Key);
                     CollectionAssert.AreEqual(new[] { n, groups }, w.Shape, w.Key);
                     Assert.AreEqual(GraphDType.F32, w.DType);
                     break;
                 case WeightPart.QZeros:
-                    Assert.AreEqual(WeightKeys.QZeros(w.Entry.Key), w.Key);
+                    Assert.AreEqual(WeightKeys.QZeros(w.Entry!.Key), w.Key);
                     CollectionAssert.AreEqual(new[] { n, groups }, w.Shape, w.Key);
                     Assert.AreEqual(GraphDType.UI8, w.DType);
                     break;
@@ -169,11 +169,11 @@ public sealed class ContractShapeTests
     {
         var qwen3 = TestScenarios.All.Single(s => s.Name == "qwen3-4b").Model;
         PieceGraph head = PieceGraphBuilder.Build(qwen3, qwen3.Piece("lm_head"));
-        GraphWeight w = head.Weights.Single(x => x.Entry.Role == Models.WeightRole.LmHead);
+        GraphWeight w = head.Weights.Single(x => x.Entry!.Role == Models.WeightRole.LmHead);
         Assert.AreEqual("lm_head.weight", w.Key);
-        Assert.AreEqual("model.embed_tokens.weight", w.Entry.SourceTensor);
+        Assert.AreEqual("model.embed_tokens.weight", w.Entry!.SourceTensor);
         var qwen25 = TestScenarios.All.Single(s => s.Name == "qwen2.5-7b-instruct").Model;
-        Assert.AreEqual("lm_head.weight", PieceGraphBuilder.Build(qwen25, qwen25.Piece("lm_head")).Weights.Single().Entry.SourceTensor);
+        Assert.AreEqual("lm_head.weight", PieceGraphBuilder.Build(qwen25, qwen25.Piece("lm_head")).Weights.Single().Entry!.SourceTensor);
     }
 
     [TestMethod]

@@ -121,7 +121,8 @@ public sealed class MlirExportTests
     {
         var model = TestScenarios.All[1].Model; // w4bf16, g32
         string text = MlirWriter.Write(PieceGraphBuilder.Build(model, model.Piece("block_0")), "block_0_top_weights.npz");
-        StringAssert.StartsWith(text, "module @\"block_0\" attributes {module.chip = \"ALL\", module.platform = \"LLM_QUANTIZED\", " +
+        StringAssert.StartsWith(text, "module @\"block_0\" attributes {llmbuild.constants = [\"rotary_cos.weight\", \"rotary_sin.weight\"], " +
+            "llmbuild.piece_kind = \"Block\", module.chip = \"ALL\", module.platform = \"LLM_QUANTIZED\", " +
             "module.state = \"TOP_F32\", module.top_run_mode = \"STATIC\", module.weight_file = \"block_0_top_weights.npz\"} {\n");
         StringAssert.Contains(text, "func.func @main(%arg0: tensor<1x64x64xf32> loc(unknown), %arg1: tensor<1x64xsi32> loc(unknown), " +
             "%arg2: tensor<1x1x64x64xf32> loc(unknown)) -> (tensor<1x64x64xf32>, tensor<1x64x2x16xf32>, tensor<1x64x2x16xf32>)");

@@ -121,7 +121,7 @@ public sealed class SplitCheckTests
         foreach (string piece in new[] { "block_0", "embedding" })
         {
             var e = Assert.ThrowsExactly<LlmBuildException>(() =>
-                CompileStage.Build(model, model.Piece(piece), Path.Combine(built.Dir, piece + "_top_weights.npz")));
+                CompileStage.Build(model, model.Piece(piece), Path.Combine(built.Dir, piece + ".mlir")));
             Assert.AreEqual(ErrorCodes.TensorParallelSplit, e.Code);
         }
     }
@@ -133,7 +133,7 @@ public sealed class SplitCheckTests
         // Device 0 holds the embedding and lm_head tables (18.5 MiB each), more than 30 MiB; the message names the device.
         var model = built.Model with { DeviceMemoryMiB = 30 };
         var e = Assert.ThrowsExactly<LlmBuildException>(() =>
-            CompileStage.Build(model, model.Piece("block_0"), Path.Combine(built.Dir, "block_0_top_weights.npz")));
+            CompileStage.Build(model, model.Piece("block_0"), Path.Combine(built.Dir, "block_0.mlir")));
         Assert.AreEqual(ErrorCodes.DeviceMemoryOverflow, e.Code);
         StringAssert.Contains(e.Message, "on device 0 (of NumDevice=2)");
     }
