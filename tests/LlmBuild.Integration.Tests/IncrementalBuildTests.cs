@@ -83,7 +83,7 @@ public sealed class IncrementalBuildTests
         SetProperty(dir, "NumDevice", "2");
         var refused = BuildHarness.Build(dir);
         Assert.AreNotEqual(0, refused.ExitCode);
-        StringAssert.Contains(refused.Output, "LLMB0521", "a device's o_proj share (32 columns) is not a whole 64-group");
+        StringAssert.Contains(refused.Output, "LLMB0201", "a device's o_proj share (32 columns) is not a whole 64-group");
         Assert.IsFalse(refused.RanTasks.Contains(Stages.Quantize), "refused before any weights are written");
 
         var props = BuildHarness.DefaultProperties();

@@ -107,7 +107,7 @@ public sealed class ResolveLlmConfigTests
     [DataRow("Quantize", "w3bf16", "LLMB0001")]
     [DataRow("SeqLength", "0", "LLMB0001")]
     [DataRow("Chip", "bm1690x", "LLMB0001")]
-    [DataRow("QGroupSize", "48", "LLMB0005")]
+    [DataRow("QGroupSize", "48", "LLMB0201")]
     [DataRow("MaxInputLength", "100", "LLMB0005")]
     [DataRow("NumCore", "2", "LLMB0005")]
     public void InvalidOptionsAreCodedErrors(string name, string value, string code)
