@@ -79,6 +79,27 @@ public sealed class OptionTableTests
     }
 
     [TestMethod]
+    public void ParseBindsEachOptionToItsOwnProperty()
+    {
+        foreach (var option in OptionTable.BuildOptionsFields)
+        {
+            string value = option.Kind switch
+            {
+                OptionKind.Switch => "true",
+                OptionKind.Choice => option.Choices[^1],
+                OptionKind.Integer => option.Name == "NumCore" ? "1" : option.Name == "SeqLength" ? "63" : (option.Minimum + 2).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                _ => option.Name == "MaxPixels" ? "28,56" : "some/where",
+            };
+            var values = new Dictionary<string, string?> { ["ModelPath"] = "m", ["SeqLength"] = "64", [option.Name] = value };
+            // The cross-option checks some values need to pass.
+            if (option.Name == "SharePrompt") values["MaxPrefillKvLength"] = "8";
+            if (option.Name == "NumDevice" || option.Name == "Chip") values["Chip"] = option.Name == "Chip" ? value : "bm1684x";
+            BuildOptions parsed = BuildOptions.Parse(values);
+            Assert.AreEqual(value, OptionDefinition.Format(option.Value!(parsed)), option.Name);
+        }
+    }
+
+    [TestMethod]
     public void ChipChoicesAreTheChipProfiles()
     {
         CollectionAssert.AreEqual(ChipProfile.All.Select(c => c.Name).ToList(), OptionTable.Chip.Choices.ToList());
