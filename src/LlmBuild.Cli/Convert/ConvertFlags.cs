@@ -35,9 +35,9 @@ public static class ConvertFlags
         .Select(o => new PropertyFlag(o.Name, [.. o.Flags], o.IsSwitch, Help(o)))
         .ToArray();
 
-    /// <summary>The option's description, with its default when it has one and the description does not say "Required".</summary>
+    /// <summary>The option's description, plus its default for an option that takes a value and has one.</summary>
     private static string Help(OptionDefinition o) =>
-        o.IsSwitch || o.Required || o.Default.Length == 0 ? o.Doc : $"{o.Doc} (default {o.Default})";
+        o.IsSwitch || o.Required || o.Default.Length == 0 ? o.Doc : $"{o.Doc.TrimEnd('.')} (default {o.Default}).";
 
     public static readonly string[] OutDirNames = ["-o", "--out_dir"];
     public static readonly string[] AgainNames = ["--again"];

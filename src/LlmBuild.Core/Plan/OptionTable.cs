@@ -319,9 +319,6 @@ public static class OptionTable
     /// <summary>The options <see cref="BuildOptions"/> holds, in its order.</summary>
     public static IReadOnlyList<OptionDefinition> BuildOptionsFields { get; } = All.Where(o => o.Value is not null).ToArray();
 
-    public static OptionDefinition Get(string name) =>
-        All.FirstOrDefault(o => o.Name == name) ?? throw new ArgumentException($"No option named '{name}'.", nameof(name));
-
     /// <summary>The README's property table (between its options markers; a test compares them).</summary>
     public static string MarkdownTable()
     {
