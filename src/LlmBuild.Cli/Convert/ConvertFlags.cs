@@ -19,7 +19,7 @@ public sealed record ConvertRequest
     public string? OutDir { get; init; }
     public bool Again { get; init; }
     public bool ShowVersion { get; init; }
-    public bool DryRun => Values.TryGetValue("DryRun", out string? v) && v == "true";
+    public bool DryRun => Values.TryGetValue(OptionTable.DryRun.Name, out string? v) && v == "true";
 }
 
 /// <summary>

@@ -113,8 +113,8 @@ public static class ResolveStage
         Line("model_type", m.Config.ModelType);
         Line("family", m.Family);
         foreach (var option in OptionTable.BuildOptionsFields) Line(option.Name, Format(option.Value!(m.Options)));
-        Line("QuantizeLmHead", m.QuantizeLmHead);
-        Line("DeviceMemoryMiB", m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
+        Line(OptionTable.QuantizeLmHead.Name, m.QuantizeLmHead);
+        Line(OptionTable.DeviceMemoryMiB.Name, m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
         Line("codegen backend", m.CodegenBackend);
         Line("resolved quantize", m.Quantize);
         Line("activation dtype", m.ActivationDtype);
