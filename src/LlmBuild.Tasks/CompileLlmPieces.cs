@@ -19,7 +19,7 @@ public sealed class CompileLlmPieces : LlmTask
         DeleteStaleTemporariesBeside(Pieces.Select(p => p.Path("BModel")));
         var shared = SharedInputs.Paths().ToArray();
         var stale = Pieces.Where(p => !Freshness.IsUpToDate([p.Path("BModel")], [p.Path("Mlir"), p.Path("PieceNpz"), .. shared])).ToList();
-        foreach (var p in Pieces.Except(stale)) LogProgress($"{p.ItemSpec}: up to date");
+        foreach (var p in Pieces.Except(stale)) LogPieceUpToDate(p.ItemSpec);
         RunPieces(stale, p => p.ItemSpec, (p, log) =>
             CompileStage.Run(model, model.Piece(p.ItemSpec), p.Path("Mlir"), p.Path("PieceNpz"), p.Path("BModel")));
     }

@@ -21,7 +21,7 @@ public sealed class ExportLlmMlir : LlmTask
         var stale = Pieces.Where(p => !Freshness.IsUpToDate(
             [p.Path("Mlir"), p.Path("PieceNpz")],
             [p.Path("Spec"), .. p.OptionalPath("OwnerNpz") is { } npz ? new[] { npz } : [], .. shared])).ToList();
-        foreach (var p in Pieces.Except(stale)) LogProgress($"{p.ItemSpec}: up to date");
+        foreach (var p in Pieces.Except(stale)) LogPieceUpToDate(p.ItemSpec);
         RunPieces(stale, p => p.ItemSpec, (p, log) =>
             ExportStage.Run(model, model.Piece(p.ItemSpec), p.OptionalPath("OwnerNpz"), p.Path("Mlir"), p.Path("PieceNpz")));
     }

@@ -12,37 +12,43 @@ namespace LlmBuild.Tasks;
 /// </summary>
 public abstract class LlmTask : Microsoft.Build.Utilities.Task
 {
+    /// <summary>The file the build's progress events go to (the LlmBuildProgressFile property); empty: none.</summary>
+    public string? ProgressFile { get; set; }
+
+    /// <summary>The stage this task runs, as progress events and log lines name it.</summary>
+    protected string Stage => GetType().Name;
+
     public sealed override bool Execute()
     {
         try
         {
             // The stage name on its own line lets logs (and the integration tests) tell which stages ran.
-            LogProgress($"{GetType().Name}: running");
+            CodedLog.Progress(Log, ProgressFile, new BuildEvent(BuildEventKind.StageStarted, Stage), $"{Stage}: running");
             ExecuteCore();
         }
         catch (LlmBuildException e)
         {
-            LogError(e.Code, e.Message, e.File);
+            CodedLog.Error(Log, e);
         }
         catch (AggregateException e) when (e.Flatten().InnerExceptions.All(x => x is LlmBuildException))
         {
-            foreach (var x in e.Flatten().InnerExceptions.Cast<LlmBuildException>()) LogError(x.Code, x.Message, x.File);
+            foreach (var x in e.Flatten().InnerExceptions.Cast<LlmBuildException>()) CodedLog.Error(Log, x);
         }
         return !Log.HasLoggedErrors;
     }
 
     protected abstract void ExecuteCore();
 
-    protected void LogError(string code, string message, string? file = null) =>
-        Log.LogError(subcategory: "LlmBuild", errorCode: code, helpKeyword: null, file: file, lineNumber: 0, columnNumber: 0,
-            endLineNumber: 0, endColumnNumber: 0, message: message);
+    protected void LogError(string code, string message, string? file = null) => CodedLog.Error(Log, code, message, file);
 
-    protected void LogWarning(LlmBuildWarning w) =>
-        Log.LogWarning(subcategory: "LlmBuild", warningCode: w.Code, helpKeyword: null, file: w.File, lineNumber: 0, columnNumber: 0,
-            endLineNumber: 0, endColumnNumber: 0, message: w.Message);
+    protected void LogWarning(LlmBuildWarning w) => CodedLog.Warning(Log, w);
 
     /// <summary>Progress line shown by the terminal logger (high importance so it is visible at normal verbosity).</summary>
     protected void LogProgress(string message) => Log.LogMessage(MessageImportance.High, message);
+
+    /// <summary>Reports a piece (or weight owner) whose outputs are newer than its inputs.</summary>
+    protected void LogPieceUpToDate(string piece) =>
+        CodedLog.Progress(Log, ProgressFile, new BuildEvent(BuildEventKind.PieceUpToDate, Stage, piece), $"{piece}: up to date");
 
     /// <summary>
     /// Runs per-piece work in parallel on as many cores as MSBuild grants, while this (the MSBuild) thread
@@ -58,7 +64,8 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
         {
             granted = Math.Max(1, engine9.RequestCores(cores));
         }
-        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        // A piece's own lines, then its completion event: logged and appended on this (the MSBuild) thread, in order.
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<(string Line, BuildEvent? Done)>();
         var errors = new System.Collections.Concurrent.ConcurrentQueue<LlmBuildException>();
         try
         {
@@ -70,9 +77,9 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
                     var watch = System.Diagnostics.Stopwatch.StartNew();
                     try
                     {
-                        work(item, line => lines.Enqueue($"{name}: {line}"));
-                        if (PieceDelay > 0) Thread.Sleep(PieceDelay);
-                        lines.Enqueue($"{name}: done in {watch.Elapsed.TotalSeconds:0.00} s");
+                        work(item, line => lines.Enqueue(($"{name}: {line}", null)));
+                        double seconds = Math.Round(watch.Elapsed.TotalSeconds, 2);
+                        lines.Enqueue(($"{name}: done in {seconds:0.00} s", new BuildEvent(BuildEventKind.PieceDone, Stage, name, seconds)));
                     }
                     catch (LlmBuildException e)
                     {
@@ -87,7 +94,7 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
         {
             if (BuildEngine is IBuildEngine9 engine) engine.ReleaseCores(granted);
         }
-        foreach (var e in errors.OrderBy(e => e.Message, StringComparer.Ordinal)) LogError(e.Code, e.Message, e.File);
+        foreach (var e in errors.OrderBy(e => e.Message, StringComparer.Ordinal)) CodedLog.Error(Log, e);
     }
 
     /// <summary>
@@ -100,12 +107,12 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
             LlmBuild.Core.IO.AtomicFile.DeleteStaleTemporaries(dir);
     }
 
-    /// <summary>Fault-injection knob for the kill-and-resume tests: a pause after each piece (LLMBUILD_PIECE_DELAY_MS).</summary>
-    private static readonly int PieceDelay =
-        int.TryParse(Environment.GetEnvironmentVariable("LLMBUILD_PIECE_DELAY_MS"), out int ms) ? ms : 0;
-
-    private void Drain(System.Collections.Concurrent.ConcurrentQueue<string> lines)
+    private void Drain(System.Collections.Concurrent.ConcurrentQueue<(string Line, BuildEvent? Done)> lines)
     {
-        while (lines.TryDequeue(out string? line)) LogProgress(line);
+        while (lines.TryDequeue(out var entry))
+        {
+            if (entry.Done is { } done) CodedLog.Progress(Log, ProgressFile, done, entry.Line);
+            else LogProgress(entry.Line);
+        }
     }
 }

@@ -21,7 +21,7 @@ public sealed class QuantizeLlmWeights : LlmTask
         DeleteStaleTemporariesBeside(Owners.Select(o => o.Path("Npz")));
         var shared = SharedInputs.Paths().ToArray();
         var stale = Owners.Where(o => !Freshness.IsUpToDate([o.Path("Npz")], [o.Path("Spec"), .. shared])).ToList();
-        foreach (var o in Owners.Except(stale)) LogProgress($"{o.ItemSpec}: up to date");
+        foreach (var o in Owners.Except(stale)) LogPieceUpToDate(o.ItemSpec);
         if (stale.Count == 0) return;
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         RunPieces(stale, o => o.ItemSpec, (o, log) =>

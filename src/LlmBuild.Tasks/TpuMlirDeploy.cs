@@ -19,6 +19,8 @@ public sealed class TpuMlirDeploy : ToolTask
     [Required] public string BModel { get; set; } = "";
     /// <summary>model_deploy.py itself, its folder, or a TPU-MLIR checkout; empty = search PATH.</summary>
     public string? TpuMlirPath { get; set; }
+    /// <summary>The file the build's progress events go to (the LlmBuildProgressFile property); empty: none.</summary>
+    public string? ProgressFile { get; set; }
 
     private ResolvedModel? _model;
     private string TemporaryBModel => BModel + ".tmp.bmodel";
@@ -46,7 +48,7 @@ public sealed class TpuMlirDeploy : ToolTask
         }
         catch (LlmBuildException e)
         {
-            LogCoded(e.Code, e.Message, e.File);
+            CodedLog.Error(Log, e);
             return false;
         }
         return true;
@@ -67,10 +69,14 @@ public sealed class TpuMlirDeploy : ToolTask
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(BModel))!);
         File.Delete(TemporaryBModel);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
         int exit = base.ExecuteTool(pathToTool, responseFileCommands, commandLineCommands);
         if (exit == 0 && File.Exists(TemporaryBModel))
         {
             File.Move(TemporaryBModel, BModel, overwrite: true);
+            // The pieces are this backend's codegen stage: progress reports them under the built-in stage's name.
+            double seconds = Math.Round(watch.Elapsed.TotalSeconds, 2);
+            CodedLog.Progress(Log, ProgressFile, new BuildEvent(BuildEventKind.PieceDone, nameof(CompileLlmPieces), Piece, seconds), $"{Piece}: done in {seconds:0.00} s");
             return 0;
         }
         File.Delete(TemporaryBModel);
@@ -88,7 +94,5 @@ public sealed class TpuMlirDeploy : ToolTask
         return false;
     }
 
-    private void LogCoded(string code, string message, string? file = null) =>
-        Log.LogError(subcategory: "LlmBuild", errorCode: code, helpKeyword: null, file: file, lineNumber: 0, columnNumber: 0,
-            endLineNumber: 0, endColumnNumber: 0, message: message);
+    private void LogCoded(string code, string message, string? file = null) => CodedLog.Error(Log, code, message, file);
 }

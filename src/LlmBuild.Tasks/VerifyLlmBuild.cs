@@ -9,8 +9,6 @@ public sealed class VerifyLlmBuild : LlmTask
 {
     [Required] public string ResolvedFile { get; set; } = "";
     [Required] public string BModel { get; set; } = "";
-    /// <summary>bin/config/ (the emulator needs only the bmodel; kept so the target's inputs name what a board needs).</summary>
-    public string? ConfigDirectory { get; set; }
     [Required] public string Report { get; set; } = "";
 
     protected override void ExecuteCore()

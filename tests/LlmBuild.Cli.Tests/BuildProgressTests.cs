@@ -1,9 +1,9 @@
 using LlmBuild.Cli.Convert;
-using LlmBuild.Core.Plan;
+using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Cli.Tests;
 
-/// <summary>The progress display's reading of the build's console output.</summary>
+/// <summary>The progress display's reading of the build's progress events and console output.</summary>
 [TestClass]
 public sealed class BuildProgressTests
 {
@@ -21,28 +21,33 @@ public sealed class BuildProgressTests
         return (new BuildProgress(obj, () => clock.Now), clock);
     }
 
+    private static BuildOutput Started(string stage) => new BuildOutput.Event(new BuildEvent(BuildEventKind.StageStarted, stage));
+    private static BuildOutput Done(string stage, string piece, double seconds) => new BuildOutput.Event(new BuildEvent(BuildEventKind.PieceDone, stage, piece, seconds));
+    private static BuildOutput UpToDate(string stage, string piece) => new BuildOutput.Event(new BuildEvent(BuildEventKind.PieceUpToDate, stage, piece));
+    private static BuildOutput Line(string text) => new BuildOutput.Line(text);
+
     [TestMethod]
     public void StagesPiecesTotalsAndEta()
     {
         var (progress, clock) = Start();
-        var e = progress.Observe("  ResolveLlmConfig: running");
+        var e = progress.Observe(Started("ResolveLlmConfig"));
         Assert.IsInstanceOfType<ProgressEvent.StageStarted>(e);
         Assert.AreEqual(StageState.Running, progress.Stages[0].State);
-        var other = (ProgressEvent.Other)progress.Observe("  resolved qwen2 (qwen2), w4bf16, seq 64, 5 pieces");
+        var other = (ProgressEvent.Other)progress.Observe(Line("  resolved qwen2 (qwen2), w4bf16, seq 64, 5 pieces"));
         Assert.IsFalse(other.IsError);
 
-        var quantize = (ProgressEvent.StageStarted)progress.Observe("1>  QuantizeLlmWeights: running");
+        var quantize = (ProgressEvent.StageStarted)progress.Observe(Started("QuantizeLlmWeights"));
         Assert.AreEqual("quantize", quantize.Stage.Label);
         Assert.AreEqual(3, quantize.Stage.Total, "owners.txt");
         Assert.AreEqual(StageState.Finished, progress.Stages[0].State);
         Assert.IsNull(quantize.Stage.Eta(clock.Now), "no estimate before the first piece");
 
         clock.Now = clock.Now.AddSeconds(2);
-        var piece = (ProgressEvent.PieceFinished)progress.Observe("  block_0: done in 1.75 s");
+        var piece = (ProgressEvent.PieceFinished)progress.Observe(Done("QuantizeLlmWeights", "block_0", 1.75));
         Assert.AreEqual("block_0", piece.Piece);
         Assert.AreEqual(1.75, piece.Seconds);
         Assert.AreEqual(1, quantize.Stage.Done);
-        var upToDate = (ProgressEvent.PieceFinished)progress.Observe("embedding: up to date");
+        var upToDate = (ProgressEvent.PieceFinished)progress.Observe(UpToDate("QuantizeLlmWeights", "embedding"));
         Assert.IsNull(upToDate.Seconds);
         Assert.AreEqual(2, quantize.Stage.Done);
         Assert.AreEqual(1, quantize.Stage.UpToDate);
@@ -51,10 +56,10 @@ public sealed class BuildProgressTests
         clock.Now = clock.Now.AddSeconds(0.5);
         Assert.AreEqual(TimeSpan.FromSeconds(1.5), quantize.Stage.Eta(clock.Now));
 
-        var export = (ProgressEvent.StageStarted)progress.Observe("  ExportLlmMlir: running");
+        var export = (ProgressEvent.StageStarted)progress.Observe(Started("ExportLlmMlir"));
         Assert.AreEqual(5, export.Stage.Total, "pieces.txt");
         Assert.AreEqual(3, quantize.Stage.Done, "a finished stage is complete");
-        Assert.IsInstanceOfType<ProgressEvent.Other>(progress.Observe("  block_0: wrote 3 tensors"), "only 'done in' and 'up to date' count");
+        Assert.IsInstanceOfType<ProgressEvent.Other>(progress.Observe(Line("  block_0: done in 1.00 s")), "log text is never progress");
 
         progress.Complete();
         Assert.IsTrue(progress.Stages.All(s => s.State == StageState.Finished));
@@ -62,16 +67,39 @@ public sealed class BuildProgressTests
     }
 
     [TestMethod]
-    public void ErrorsAreRecognisedAndPieceLinesOutsideAStageAreNotProgress()
+    public void ErrorLinesAreRecognised()
+    {
+        Assert.IsTrue(BuildProgress.Other("/m/config.json : error LLMB0003: config.json lacks hidden_size [/o/model.llmproj]").IsError);
+        Assert.IsTrue(BuildProgress.Other("/o/model.llmproj : error MSB4019: The imported project was not found.").IsError);
+        Assert.IsTrue(BuildProgress.Other("/o/model.llmproj(5,5): error : uncoded").IsError);
+        Assert.IsFalse(BuildProgress.Other("/o/model.llmproj : warning LLMB0204: odd").IsError);
+        Assert.IsFalse(BuildProgress.Other("  0 Error(s)").IsError);
+    }
+
+    [TestMethod]
+    public void APieceOfAStageNotYetStartedStartsItAndVerifyIsNotShown()
     {
         var (progress, _) = Start();
-        Assert.IsInstanceOfType<ProgressEvent.Other>(progress.Observe("block_0: done in 1.00 s"));
-        var error = (ProgressEvent.Other)progress.Observe("/m/config.json : error LLMB0003: config.json lacks hidden_size [/o/model.llmproj]");
-        Assert.IsTrue(error.IsError);
-        Assert.IsTrue(((ProgressEvent.Other)progress.Observe("/o/model.llmproj : error MSB4019: The imported project was not found.")).IsError);
-        Assert.IsTrue(((ProgressEvent.Other)progress.Observe("/o/model.llmproj(5,5): error : uncoded")).IsError);
-        Assert.IsFalse(((ProgressEvent.Other)progress.Observe("/o/model.llmproj : warning LLMB0204: odd")).IsError);
-        Assert.IsFalse(((ProgressEvent.Other)progress.Observe("  0 Error(s)")).IsError);
+        Assert.IsInstanceOfType<ProgressEvent.StageStarted>(progress.Observe(Done("CompileLlmPieces", "block_0", 3)));
+        Assert.AreEqual(1, progress.Stages[3].Done);
+        Assert.IsInstanceOfType<ProgressEvent.PieceFinished>(progress.Observe(Done("CompileLlmPieces", "lm_head", 1)));
+        Assert.IsTrue(((ProgressEvent.Other)progress.Observe(Started("VerifyLlmBuild"))).IsNoise);
+    }
+
+    [TestMethod]
+    public void EventsRoundTripThroughAProgressFileReadWhileItIsWritten()
+    {
+        string file = Path.Combine(TestPaths.NewTempDirectory("events"), "progress.jsonl");
+        var reader = new BuildEventReader(file);
+        Assert.AreEqual(0, reader.ReadNew().Count, "no file yet");
+        var first = new BuildEvent(BuildEventKind.StageStarted, "QuantizeLlmWeights");
+        var second = new BuildEvent(BuildEventKind.PieceDone, "QuantizeLlmWeights", "block_0", 0.25);
+        BuildEventLog.Append(file, first);
+        string line = second.ToJsonLine();
+        File.AppendAllText(file, line[..5]);
+        CollectionAssert.AreEqual(new[] { first }, reader.ReadNew().ToList(), "a torn last line waits");
+        File.AppendAllText(file, line[5..] + "\nnot an event\n");
+        CollectionAssert.AreEqual(new[] { second }, reader.ReadNew().ToList(), "the rest of the line completes it; foreign lines are skipped");
     }
 
     [TestMethod]
@@ -81,14 +109,14 @@ public sealed class BuildProgressTests
         var output = new StringWriter { NewLine = "\n" };
         var error = new StringWriter { NewLine = "\n" };
         var display = new PlainProgressDisplay(output, error);
-        using var lines = new System.Collections.Concurrent.BlockingCollection<string>();
-        foreach (string line in new[]
+        using var lines = new System.Collections.Concurrent.BlockingCollection<BuildOutput>();
+        foreach (var item in new[]
         {
-            "  ResolveLlmConfig: running", "  resolved qwen2", "", "  QuantizeLlmWeights: running",
-            "  embedding: done in 0.50 s", "  block_0: up to date", "  lm_head: done in 0.25 s",
-            "x.json : error LLMB0006: missing tensor", "  Determining projects to restore...", "Build succeeded.", "    0 Warning(s)",
-            "Time Elapsed 00:00:05.32", "  Restored /tmp/o/model.llmproj (in 142 ms).",
-        }) lines.Add(line);
+            Started("ResolveLlmConfig"), Line("  resolved qwen2"), Line(""), Started("QuantizeLlmWeights"),
+            Done("QuantizeLlmWeights", "embedding", 0.5), UpToDate("QuantizeLlmWeights", "block_0"), Done("QuantizeLlmWeights", "lm_head", 0.25),
+            Line("x.json : error LLMB0006: missing tensor"), Line("  Determining projects to restore..."), Line("Build succeeded."), Line("    0 Warning(s)"),
+            Line("Time Elapsed 00:00:05.32"), Line("  Restored /tmp/o/model.llmproj (in 142 ms)."),
+        }) lines.Add(item);
         lines.CompleteAdding();
         clock.Now = clock.Now.AddSeconds(1);
         display.Run(progress, lines, () => false);

@@ -71,11 +71,12 @@ public sealed class FailingBuildTests
     {
         string sdk = TestPaths.NewTempDirectory("fakesdk");
         File.WriteAllText(Path.Combine(sdk, "Sdk.props"), "<Project />");
-        File.WriteAllText(Path.Combine(sdk, "Sdk.targets"), $"""
+        // The stage tasks report their start as an event in the file the tool names (LlmBuildProgressFile).
+        File.WriteAllText(Path.Combine(sdk, "Sdk.targets"), $$"""
             <Project>
               <Target Name="Build">
-                <Message Importance="high" Text="ResolveLlmConfig: running" />
-                {errorElement}
+                <WriteLinesToFile File="$(LlmBuildProgressFile)" Lines='{"kind":"StageStarted","stage":"ResolveLlmConfig"}' />
+                {{errorElement}}
               </Target>
               <Target Name="Restore" />
             </Project>

@@ -94,8 +94,8 @@ public static class BuildHarness
         ["LlmCodegenBackend"] = "builtin",
     };
 
-    /// <summary>Writes dir/model.llmproj importing the repository's SDK by path.</summary>
-    public static string WriteProject(string dir, IReadOnlyDictionary<string, string> properties)
+    /// <summary>Writes dir/model.llmproj importing the repository's SDK by path; <paramref name="afterSdk"/> follows the SDK's targets.</summary>
+    public static string WriteProject(string dir, IReadOnlyDictionary<string, string> properties, string afterSdk = "")
     {
         string sdk = Path.Combine(RepoRoot, "build", "LlmBuild.Sdk", "Sdk");
         var sb = new StringBuilder();
@@ -105,6 +105,7 @@ public static class BuildHarness
         foreach (var (k, v) in properties.OrderBy(p => p.Key, StringComparer.Ordinal)) sb.AppendLine($"    <{k}>{v}</{k}>");
         sb.AppendLine("  </PropertyGroup>");
         sb.AppendLine($"  <Import Project=\"{Path.Combine(sdk, "Sdk.targets")}\" />");
+        if (afterSdk.Length > 0) sb.AppendLine(afterSdk);
         sb.AppendLine("</Project>");
         string path = Path.Combine(dir, "model.llmproj");
         File.WriteAllText(path, sb.ToString());

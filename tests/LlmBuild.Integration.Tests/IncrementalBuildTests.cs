@@ -83,7 +83,7 @@ public sealed class IncrementalBuildTests
         SetProperty(dir, "NumDevice", "2");
         var refused = BuildHarness.Build(dir);
         Assert.AreNotEqual(0, refused.ExitCode);
-        StringAssert.Contains(refused.Output, "LLMB0521", "a device's o_proj share (32 columns) is not a whole 64-group");
+        StringAssert.Contains(refused.Output, "LLMB0201", "a device's o_proj share (32 columns) is not a whole 64-group");
         Assert.IsFalse(refused.RanTasks.Contains(Stages.Quantize), "refused before any weights are written");
 
         var props = BuildHarness.DefaultProperties();
@@ -140,6 +140,53 @@ public sealed class IncrementalBuildTests
         Assert.AreEqual(_baselineHashes["obj/weights/embedding_top_weights.npz"], after["obj/weights/embedding_top_weights.npz"]);
     }
 
+    /// <summary>
+    /// The SDK's extension points (as Grpc.Tools and NoTargets offer them): a project redefines an
+    /// empty LlmBuildAfter&lt;Stage&gt; target after the SDK's import, CustomBeforeLlmBuildSdk sets a property the
+    /// stages' evaluation sees, and a CustomAfterLlmBuildSdk file hooks another extension point with AfterTargets. Each
+    /// runs once, between the stages it names; the artifacts do not change.
+    /// </summary>
+    [TestMethod]
+    public void UsersHookTheStagesThroughTheExtensionPoints()
+    {
+        string dir = CopyOfBaseline("hooks");
+        // One rebuilt owner makes quantize and export run, so their "running" lines order the hooks.
+        File.Delete(Path.Combine(dir, "obj", "Debug", "llm", "weights", "block_1_top_weights.npz"));
+        File.WriteAllText(Path.Combine(dir, "before.props"), """
+            <Project>
+              <PropertyGroup><HookProbe>seen-by-stages</HookProbe></PropertyGroup>
+            </Project>
+            """);
+        File.WriteAllText(Path.Combine(dir, "after.targets"), """
+            <Project>
+              <Target Name="ProbeAfterExport" AfterTargets="LlmBuildAfterExport">
+                <Message Importance="high" Text="hook: after export ($(HookProbe))" />
+              </Target>
+            </Project>
+            """);
+        var props = BuildHarness.DefaultProperties();
+        props["CustomBeforeLlmBuildSdk"] = "$(MSBuildProjectDirectory)/before.props";
+        props["CustomAfterLlmBuildSdk"] = "$(MSBuildProjectDirectory)/after.targets";
+        BuildHarness.WriteProject(dir, props, """
+              <Target Name="LlmBuildAfterQuantize">
+                <ItemGroup><_HookNpz Include="$(LlmWeightsDir)*_top_weights.npz" /></ItemGroup>
+                <Message Importance="high" Text="hook: after quantize, @(_HookNpz->Count()) weight files" />
+              </Target>
+            """);
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        string o = result.Output;
+        int quantize = o.IndexOf("QuantizeLlmWeights: running", StringComparison.Ordinal);
+        int afterQuantize = o.IndexOf("hook: after quantize, 6 weight files", StringComparison.Ordinal);
+        int export = o.IndexOf("ExportLlmMlir: running", StringComparison.Ordinal);
+        int afterExport = o.IndexOf("hook: after export (seen-by-stages)", StringComparison.Ordinal);
+        int compile = o.IndexOf("CompileLlmPieces: running", StringComparison.Ordinal);
+        Assert.IsTrue(quantize >= 0 && quantize < afterQuantize && afterQuantize < export && export < afterExport && afterExport < compile,
+            $"hooks run between their stages (quantize {quantize}, hook {afterQuantize}, export {export}, hook {afterExport}, compile {compile}):\n{o}");
+        Assert.AreEqual(afterQuantize, o.LastIndexOf("hook: after quantize", StringComparison.Ordinal), "each hook runs once");
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "hooks change no artifact");
+    }
+
     [TestMethod]
     public void DeletingOnePieceIntermediateRebuildsThatPieceOnly()
     {
@@ -169,11 +216,10 @@ public sealed class IncrementalBuildTests
     {
         string dir = BuildHarness.NewTempDirectory("kill");
         BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
-        // Slow each piece down so the kill lands while the stage is half done.
+        // Its own process group (setsid), so the throttle and the kill reach the build, its nodes and its task hosts.
         var psi = BuildHarness.StartInfo(dir, ["build", "model.llmproj"]);
         psi.FileName = "setsid";
         psi.ArgumentList.Insert(0, "dotnet");
-        psi.Environment["LLMBUILD_PIECE_DELAY_MS"] = "150";
         using var process = Process.Start(psi)!;
         var seen = new ManualResetEventSlim();
         string marker = $"{stage}: running";
@@ -189,7 +235,7 @@ public sealed class IncrementalBuildTests
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         Assert.IsTrue(seen.Wait(TimeSpan.FromMinutes(5)), $"stage {stage} never started:\n{log}");
-        Thread.Sleep(stage == "ResolveLlmConfig" ? 300 : 400);
+        Throttle(process.Id, TimeSpan.FromMilliseconds(stage == "ResolveLlmConfig" ? 300 : 400));
         // Kill the whole process group: the build, its nodes and its task hosts.
         using (var kill = Process.Start("kill", ["-9", "--", "-" + process.Id])) kill.WaitForExit();
         process.WaitForExit();
@@ -198,6 +244,29 @@ public sealed class IncrementalBuildTests
         resumed.AssertSucceeded();
         CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), $"resumed build after a kill in {stage} equals the clean build");
         Assert.IsFalse(Directory.EnumerateFiles(dir, "*.tmp", SearchOption.AllDirectories).Any(f => f.Contains("/bin/")), "no temporaries in bin/");
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int SendSignal(int pid, int signal);
+
+    private const int SignalContinue = 18, SignalStop = 19;
+
+    /// <summary>
+    /// The fault injection of the kill tests, kept out of the product: runs a process group at a tenth of its speed
+    /// (stopped 45 ms, running 5 ms) for <paramref name="duration"/>, so the kill that follows lands while the stage
+    /// that just started is part done. The group is left stopped; SIGKILL ends stopped processes too.
+    /// </summary>
+    private static void Throttle(int processGroup, TimeSpan duration)
+    {
+        var until = DateTime.UtcNow + duration;
+        while (true)
+        {
+            SendSignal(-processGroup, SignalStop);
+            Thread.Sleep(45);
+            if (DateTime.UtcNow >= until) return;
+            SendSignal(-processGroup, SignalContinue);
+            Thread.Sleep(5);
+        }
     }
 
     [TestMethod]

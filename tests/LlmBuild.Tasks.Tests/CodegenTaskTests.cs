@@ -65,6 +65,7 @@ public sealed class CodegenTaskTests
         string dir = TempDir();
         var (model, resolved) = Resolve(dir, "w4bf16", ("Chip", "bm1688"), ("Symmetric", "true"));
         string tool = FakeTool(dir);
+        string progress = Path.Combine(dir, "progress.jsonl");
         foreach (string piece in new[] { "embedding", "block_0", "block_cache_0", "lm_head" })
         {
             string mlir = Path.Combine(dir, "mlir", piece, piece + ".mlir");
@@ -74,12 +75,16 @@ public sealed class CodegenTaskTests
             var task = new TpuMlirDeploy
             {
                 BuildEngine = engine, ResolvedFile = resolved, Piece = piece, Mlir = mlir,
-                BModel = Path.Combine(dir, "bm1688", piece + ".bmodel"), TpuMlirPath = Path.GetDirectoryName(tool),
+                BModel = Path.Combine(dir, "bm1688", piece + ".bmodel"), TpuMlirPath = Path.GetDirectoryName(tool), ProgressFile = progress,
             };
             Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
             Assert.AreEqual("fake\n", File.ReadAllText(task.BModel));
             Assert.IsFalse(File.Exists(task.BModel + ".tmp.bmodel"));
         }
+        // Each piece is reported as the codegen stage's progress, like the built-in backend's pieces.
+        var events = new BuildEventReader(progress).ReadNew();
+        CollectionAssert.AreEqual(new[] { "embedding", "block_0", "block_cache_0", "lm_head" }, events.Select(e => e.Piece).ToList());
+        Assert.IsTrue(events.All(e => e.Kind == BuildEventKind.PieceDone && e.Stage == "CompileLlmPieces" && e.Seconds >= 0));
         var calls = Calls(tool);
         Assert.AreEqual(4, calls.Count);
         string Joined(int i) => string.Join(" ", calls[i].Select(a => a.StartsWith(dir, StringComparison.Ordinal) ? Path.GetFileName(a) : a));
@@ -102,6 +107,7 @@ public sealed class CodegenTaskTests
         var task = new TpuMlirDeploy { BuildEngine = engine, ResolvedFile = resolved, Piece = "block_0", Mlir = mlir, BModel = Path.Combine(dir, "block_0.bmodel"), TpuMlirPath = tool };
         Assert.IsFalse(task.Execute());
         Assert.IsTrue(engine.Errors.Any(e => e.Code == ErrorCodes.TpuMlirFailed));
+        Assert.IsTrue(engine.Errors.All(e => e.Subcategory == "LlmBuild" && ErrorCodes.IsValid(e.Code)), "logged as every LlmBuild task logs");
         Assert.IsFalse(File.Exists(task.BModel));
 
         var missing = new TpuMlirDeploy { BuildEngine = engine, ResolvedFile = resolved, Piece = "block_0", Mlir = mlir, BModel = task.BModel, TpuMlirPath = Path.Combine(dir, "nowhere") };

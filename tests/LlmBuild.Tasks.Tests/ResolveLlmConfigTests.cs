@@ -1,4 +1,5 @@
 using Microsoft.Build.Utilities;
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks.Tests;
@@ -43,6 +44,20 @@ public sealed class ResolveLlmConfigTests
         CollectionAssert.AreEqual(new[] { "embedding", "block_0", "block_1", "block_2", "block_3", "lm_head" }, File.ReadAllLines(Path.Combine(dir, "owners.txt")));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "pieces", "block_cache_3.json")));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "weights", "block_3.json")));
+    }
+
+    [TestMethod]
+    public void WithAProgressFileTheStageReportsAnEventAndItsLineStaysQuiet()
+    {
+        var (task, engine, dir) = Create(Valid());
+        string progress = Path.Combine(Path.GetTempPath(), $"llmbuild-progress-{Guid.NewGuid():N}.jsonl");
+        task.ProgressFile = progress;
+        Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
+        CollectionAssert.AreEqual(new[] { new BuildEvent(BuildEventKind.StageStarted, "ResolveLlmConfig") }, new BuildEventReader(progress).ReadNew().ToList());
+        Assert.AreEqual(Microsoft.Build.Framework.MessageImportance.Normal, engine.Messages.Single(m => m.Message == "ResolveLlmConfig: running").Importance,
+            "the reader of the progress file shows it; minimal-verbosity output does not repeat it");
+        File.Delete(progress);
+        Directory.Delete(dir, recursive: true);
     }
 
     [TestMethod]
@@ -107,7 +122,7 @@ public sealed class ResolveLlmConfigTests
     [DataRow("Quantize", "w3bf16", "LLMB0001")]
     [DataRow("SeqLength", "0", "LLMB0001")]
     [DataRow("Chip", "bm1690x", "LLMB0001")]
-    [DataRow("QGroupSize", "48", "LLMB0005")]
+    [DataRow("QGroupSize", "48", "LLMB0201")]
     [DataRow("MaxInputLength", "100", "LLMB0005")]
     [DataRow("NumCore", "2", "LLMB0005")]
     public void InvalidOptionsAreCodedErrors(string name, string value, string code)

@@ -1,5 +1,5 @@
 using System.Text.RegularExpressions;
-using LlmBuild.Core.Plan;
+using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Cli.Convert;
 
@@ -8,7 +8,7 @@ public enum StageState { Pending, Running, Finished }
 /// <summary>One stage of the build as the progress display sees it.</summary>
 public sealed class StageProgress(string task, string label)
 {
-    /// <summary>The stage task's name, as it logs "&lt;task&gt;: running".</summary>
+    /// <summary>The stage task's name, as its progress events name it.</summary>
     public string Task { get; } = task;
     public string Label { get; } = label;
     public StageState State { get; internal set; }
@@ -33,7 +33,14 @@ public sealed class StageProgress(string task, string label)
     }
 }
 
-/// <summary>What one line of build output meant.</summary>
+/// <summary>What the build printed or reported: a console line, or a structured event from the progress file.</summary>
+public abstract record BuildOutput
+{
+    public sealed record Line(string Text) : BuildOutput;
+    public sealed record Event(BuildEvent Value) : BuildOutput;
+}
+
+/// <summary>What one piece of build output meant.</summary>
 public abstract record ProgressEvent
 {
     public sealed record StageStarted(StageProgress Stage) : ProgressEvent;
@@ -46,9 +53,10 @@ public abstract record ProgressEvent
 }
 
 /// <summary>
-/// Follows a build from its console output: each stage task logs "&lt;Stage&gt;: running" when it starts, then
-/// "&lt;piece&gt;: done in X s" per rebuilt piece and "&lt;piece&gt;: up to date" per skipped one. The number of
-/// pieces per stage comes from the resolve stage's owners.txt (quantize) and pieces.txt (export, codegen).
+/// Follows a build from the structured events its stage tasks append to the progress file (<see cref="BuildEvent"/>):
+/// a stage started, a piece rebuilt in X s, a piece up to date. The number of pieces per stage comes from the resolve
+/// stage's owners.txt (quantize) and pieces.txt (export, codegen). Console lines are passed on, marked as errors or as
+/// MSBuild's own chatter.
 /// </summary>
 public sealed partial class BuildProgress
 {
@@ -73,41 +81,51 @@ public sealed partial class BuildProgress
     public IReadOnlyList<StageProgress> Stages { get; }
     public DateTime Now => _clock();
 
-    public ProgressEvent Observe(string rawLine)
+    public ProgressEvent Observe(BuildOutput output) => output switch
     {
-        string line = StripNodePrefix().Replace(rawLine, "").Trim();
-        var started = StageStartLine().Match(line);
-        if (started.Success && Stages.FirstOrDefault(s => s.Task == started.Groups["stage"].Value) is { } stage)
+        BuildOutput.Event { Value: var e } => Observe(e),
+        BuildOutput.Line { Text: var line } => Other(line),
+        _ => throw new ArgumentOutOfRangeException(nameof(output)),
+    };
+
+    /// <summary>
+    /// Applies one event. A piece event of a stage not yet running starts it and counts the piece, but is seen as the
+    /// stage's start (the tpu-mlir backend's per-piece runs report pieces only); events of stages the display does not
+    /// show (verify) are noise.
+    /// </summary>
+    public ProgressEvent Observe(BuildEvent e)
+    {
+        if (Stages.FirstOrDefault(s => s.Task == e.Stage) is not { } stage) return new ProgressEvent.Other("", false, IsNoise: true);
+        ProgressEvent? started = null;
+        if (e.Kind == BuildEventKind.StageStarted || stage.State != StageState.Running)
         {
-            if (_current is { State: StageState.Running } previous) Finish(previous);
+            if (_current is { State: StageState.Running } previous && previous != stage) Finish(previous);
             stage.State = StageState.Running;
             stage.StartedAt = stage.LastRebuiltAt = _clock();
             stage.Done = stage.UpToDate = stage.Rebuilt = 0;
             stage.RebuiltSeconds = 0;
             stage.Total = TotalOf(stage);
             _current = stage;
-            return new ProgressEvent.StageStarted(stage);
+            started = new ProgressEvent.StageStarted(stage);
+            if (e.Kind == BuildEventKind.StageStarted) return started;
         }
-        if (_current is { State: StageState.Running } running)
+        stage.Done++;
+        if (e.Kind == BuildEventKind.PieceUpToDate)
         {
-            var done = PieceDoneLine().Match(line);
-            if (done.Success)
-            {
-                double seconds = double.Parse(done.Groups["s"].Value, System.Globalization.CultureInfo.InvariantCulture);
-                running.Done++;
-                running.Rebuilt++;
-                running.RebuiltSeconds += seconds;
-                running.LastRebuiltAt = _clock();
-                return new ProgressEvent.PieceFinished(running, done.Groups["piece"].Value, seconds);
-            }
-            var upToDate = PieceUpToDateLine().Match(line);
-            if (upToDate.Success)
-            {
-                running.Done++;
-                running.UpToDate++;
-                return new ProgressEvent.PieceFinished(running, upToDate.Groups["piece"].Value, null);
-            }
+            stage.UpToDate++;
+            return started ?? new ProgressEvent.PieceFinished(stage, e.Piece ?? "", null);
         }
+        double seconds = e.Seconds ?? 0;
+        stage.Rebuilt++;
+        stage.RebuiltSeconds += seconds;
+        stage.LastRebuiltAt = _clock();
+        return started ?? new ProgressEvent.PieceFinished(stage, e.Piece ?? "", seconds);
+    }
+
+    /// <summary>A console line: never progress (that comes as events), only marked as an error or as noise.</summary>
+    public static ProgressEvent.Other Other(string rawLine)
+    {
+        string line = StripNodePrefix().Replace(rawLine, "").Trim();
         return new ProgressEvent.Other(rawLine, ErrorLine().IsMatch(line), NoiseLine().IsMatch(line));
     }
 
@@ -144,12 +162,6 @@ public sealed partial class BuildProgress
 
     [GeneratedRegex(@"^\s*\d+>")]
     private static partial Regex StripNodePrefix();
-    [GeneratedRegex(@"^(?<stage>[A-Za-z]+): running$")]
-    private static partial Regex StageStartLine();
-    [GeneratedRegex(@"^(?<piece>[A-Za-z0-9_.\-]+): done in (?<s>[0-9]+(\.[0-9]+)?) s$")]
-    private static partial Regex PieceDoneLine();
-    [GeneratedRegex(@"^(?<piece>[A-Za-z0-9_.\-]+): up to date$")]
-    private static partial Regex PieceUpToDateLine();
     [GeneratedRegex(@"^(Build succeeded\.|[0-9]+ Warning\(s\)|[0-9]+ Error\(s\)|Time Elapsed [0-9:.]+|Determining projects to restore\.\.\.|All projects are up-to-date for restore\.|Restored .+ \(in [0-9.]+ m?s\)\.|[0-9]+ of [0-9]+ projects are up-to-date for restore\.)?$")]
     private static partial Regex NoiseLine();
     [GeneratedRegex(@"(^|\s)error( [A-Z]+[0-9]+)? ?:")]

@@ -9,8 +9,9 @@ namespace LlmBuild.Cli.Convert;
 public sealed record BuildOutcome(int ExitCode, bool ReportedCodedError);
 
 /// <summary>
-/// Runs <c>dotnet build</c> on the generated project with minimal console output (the stage tasks' progress
-/// lines are high-importance messages, so they still show) and feeds each line to a progress display.
+/// Runs <c>dotnet build</c> on the generated project with minimal console output and feeds a progress display both
+/// the console lines (warnings, errors, the resolve and verify summaries) and the stage tasks' structured progress
+/// events, which they append to a temporary progress file named by the LlmBuildProgressFile property.
 /// </summary>
 public static class BuildRunner
 {
@@ -26,12 +27,14 @@ public static class BuildRunner
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string a in new[] { "build", projectPath, "-nologo", "-tl:off", "-v:m", "-clp:NoSummary", "-nodeReuse:false", "-p:UseSharedCompilation=false" })
+        string progressFile = Path.Combine(Path.GetTempPath(), $"llmbuild-progress-{Guid.NewGuid():N}.jsonl");
+        foreach (string a in new[] { "build", projectPath, "-nologo", "-tl:off", "-v:m", "-clp:NoSummary", "-nodeReuse:false", "-p:UseSharedCompilation=false",
+                     $"-p:LlmBuildProgressFile={progressFile}" })
             psi.ArgumentList.Add(a);
         foreach (string key in InheritedMsBuildVariables) psi.Environment.Remove(key);
         psi.Environment["DOTNET_NOLOGO"] = "1";
 
-        using var lines = new BlockingCollection<string>();
+        using var outputs = new BlockingCollection<BuildOutput>();
         bool coded = false;
         int exitCode = -1;
         Process process;
@@ -50,20 +53,35 @@ public static class BuildRunner
             {
                 if (line is null) return;
                 if (line.Contains(" error LLMB", StringComparison.Ordinal)) coded = true;
-                lines.Add(line);
+                outputs.Add(new BuildOutput.Line(line));
             }
             process.OutputDataReceived += (_, e) => OnLine(e.Data);
             process.ErrorDataReceived += (_, e) => OnLine(e.Data);
             process.BeginOutputReadLine();
             process.BeginErrorReadLine();
+            var events = new BuildEventReader(progressFile);
+            void ForwardEvents()
+            {
+                foreach (var e in events.ReadNew()) outputs.Add(new BuildOutput.Event(e));
+            }
             var waiter = Task.Run(() =>
             {
+                // Poll the progress file while the build runs; the last read after exit catches the final events.
+                while (!process.WaitForExit(100)) ForwardEvents();
                 process.WaitForExit();
+                ForwardEvents();
                 exitCode = process.ExitCode;
-                lines.CompleteAdding();
+                outputs.CompleteAdding();
             });
-            display.Run(progress, lines, () => exitCode == 0);
-            waiter.GetAwaiter().GetResult();
+            try
+            {
+                display.Run(progress, outputs, () => exitCode == 0);
+                waiter.GetAwaiter().GetResult();
+            }
+            finally
+            {
+                File.Delete(progressFile);
+            }
         }
         return new BuildOutcome(exitCode, coded);
     }

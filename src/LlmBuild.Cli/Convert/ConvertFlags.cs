@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Convert;
 
@@ -18,41 +19,25 @@ public sealed record ConvertRequest
     public string? OutDir { get; init; }
     public bool Again { get; init; }
     public bool ShowVersion { get; init; }
-    public bool DryRun => Values.TryGetValue("DryRun", out string? v) && v == "true";
+    public bool DryRun => Values.TryGetValue(OptionTable.DryRun.Name, out string? v) && v == "true";
 }
 
 /// <summary>
 /// The flags of <c>llm_convert.py</c> with the same short and long names. Values are read as text and checked by
-/// <see cref="LlmBuild.Core.Plan.BuildOptions.Parse"/>, the same code the build's resolve stage runs, so a
+/// <see cref="BuildOptions.Parse"/>, the same code the build's resolve stage runs, so a
 /// bad flag gives the same coded error the build would.
 /// </summary>
 public static class ConvertFlags
 {
-    public static readonly IReadOnlyList<PropertyFlag> Properties =
-    [
-        new("ModelPath", ["-m", "--model_path"], false, "Hugging Face checkpoint folder (config.json + *.safetensors or pytorch_model*.bin). Required."),
-        new("SeqLength", ["-s", "--seq_length"], false, "Maximum sequence length (KV cache length). Required, > 0."),
-        new("Quantize", ["-q", "--quantize"], false, "auto | bf16 | f16 | w8bf16 | w4bf16 | w8f16 | w4f16 (default auto)."),
-        new("QGroupSize", ["-g", "--q_group_size"], false, "Group size for w4/w8 quantization; 0 = per channel (default 64)."),
-        new("Symmetric", ["--symmetric"], true, "Symmetric weight quantization."),
-        new("Chip", ["-c", "--chip", "--processor"], false, "bm1684x | bm1688 | cv186x (default bm1684x)."),
-        new("NumDevice", ["--num_device"], false, "Devices the model is split across (default 1)."),
-        new("DistributeStrategy", ["--distribute_strategy"], false, "tp | pp, used when --num_device > 1 (default tp)."),
-        new("NumCore", ["--num_core"], false, "Cores per chip; 0 = all cores of the chip (default 0)."),
-        new("Batch", ["-b", "--batch"], false, "Decode batch size (default 1)."),
-        new("MaxInputLength", ["--max_input_length"], false, "Prefill length; 0 = seq_length (default 0)."),
-        new("MaxPrefillKvLength", ["--max_prefill_kv_length"], false, "Shared-prompt KV length for --share_prompt (default 0)."),
-        new("UseBlockWithKv", ["--use_block_with_kv"], true, "Add block_kv nets: prefill that attends to history KV."),
-        new("SharePrompt", ["--share_prompt"], true, "Add block_prompt nets whose KV later prefills reuse."),
-        new("MaxPixels", ["--max_pixels"], false, "W,H for vision models; W*H must be a multiple of the family's pixel unit (28*28 or 32*32)."),
-        new("LoraMaxRank", ["--lora_max_rank"], false, "> 0 adds LoRA nets of this rank (default 0)."),
-        new("DoSample", ["--do_sample"], true, "lm_head emits logits; add greedy_head and sample_head."),
-        new("EmbeddingDisk", ["--embedding_disk"], true, "No embedding nets; config/embedding.bin holds the table."),
-        new("Dynamic", ["--dynamic"], true, "Dynamic prefill."),
-        new("OnlyMlir", ["--only_mlir"], true, "Stop after MLIR export."),
-        new("Debug", ["--debug"], true, "Keep extra intermediates and log more."),
-        new("DryRun", ["--dry_run"], true, "Print the resolved configuration and exit; build nothing."),
-    ];
+    /// <summary>Every option of <see cref="OptionTable"/> that llm_convert.py has a flag for, in its order.</summary>
+    public static readonly IReadOnlyList<PropertyFlag> Properties = OptionTable.All
+        .Where(o => o.Flags.Count > 0)
+        .Select(o => new PropertyFlag(o.Name, [.. o.Flags], o.IsSwitch, Help(o)))
+        .ToArray();
+
+    /// <summary>The option's description, plus its default for an option that takes a value and has one.</summary>
+    private static string Help(OptionDefinition o) =>
+        o.IsSwitch || o.Required || o.Default.Length == 0 ? o.Doc : $"{o.Doc.TrimEnd('.')} (default {o.Default}).";
 
     public static readonly string[] OutDirNames = ["-o", "--out_dir"];
     public static readonly string[] AgainNames = ["--again"];

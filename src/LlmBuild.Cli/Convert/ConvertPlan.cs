@@ -33,8 +33,9 @@ public sealed record ConvertPlan
     {
         var values = request.Values.ToDictionary(p => p.Key, p => (string?)p.Value, StringComparer.Ordinal);
         // Relative paths are relative to where the command runs, as in llm_convert.py.
-        if (values.TryGetValue("ModelPath", out string? model) && !string.IsNullOrWhiteSpace(model))
-            values["ModelPath"] = Path.TrimEndingDirectorySeparator(Path.GetFullPath(model.Trim(), currentDirectory));
+        string modelPath = OptionTable.ModelPath.Name;
+        if (values.TryGetValue(modelPath, out string? model) && !string.IsNullOrWhiteSpace(model))
+            values[modelPath] = Path.TrimEndingDirectorySeparator(Path.GetFullPath(model.Trim(), currentDirectory));
 
         BuildOptions options;
         ResolvedModel resolved;

@@ -1,18 +1,17 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using Spectre.Console;
-using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Convert;
 
-/// <summary>Shows a build's progress from the lines <see cref="BuildProgress"/> interprets.</summary>
+/// <summary>Shows a build's progress from the output <see cref="BuildProgress"/> interprets.</summary>
 public interface IProgressDisplay
 {
     /// <summary>
-    /// Consumes every line until <paramref name="lines"/> completes; then, if <paramref name="succeeded"/> says
-    /// so, marks every stage finished (stages MSBuild skipped as up to date log nothing).
+    /// Consumes every output until <paramref name="outputs"/> completes; then, if <paramref name="succeeded"/> says
+    /// so, marks every stage finished (stages MSBuild skipped as up to date report nothing).
     /// </summary>
-    void Run(BuildProgress progress, BlockingCollection<string> lines, Func<bool> succeeded);
+    void Run(BuildProgress progress, BlockingCollection<BuildOutput> outputs, Func<bool> succeeded);
 }
 
 public static class ProgressDisplays
@@ -34,9 +33,9 @@ public static class ProgressDisplays
 /// </summary>
 public sealed class PlainProgressDisplay(TextWriter output, TextWriter error) : IProgressDisplay
 {
-    public void Run(BuildProgress progress, BlockingCollection<string> lines, Func<bool> succeeded)
+    public void Run(BuildProgress progress, BlockingCollection<BuildOutput> outputs, Func<bool> succeeded)
     {
-        foreach (string line in lines.GetConsumingEnumerable()) Write(progress, progress.Observe(line));
+        foreach (var output in outputs.GetConsumingEnumerable()) Write(progress, progress.Observe(output));
         if (succeeded()) progress.Complete();
     }
 
@@ -70,7 +69,7 @@ public sealed class PlainProgressDisplay(TextWriter output, TextWriter error) : 
 /// </summary>
 public sealed class LiveProgressDisplay : IProgressDisplay
 {
-    public void Run(BuildProgress progress, BlockingCollection<string> lines, Func<bool> succeeded)
+    public void Run(BuildProgress progress, BlockingCollection<BuildOutput> outputs, Func<bool> succeeded)
     {
         var held = new List<ProgressEvent.Other>();
         AnsiConsole.Progress()
@@ -81,9 +80,9 @@ public sealed class LiveProgressDisplay : IProgressDisplay
             .Start(ctx =>
             {
                 var tasks = progress.Stages.ToDictionary(s => s, s => ctx.AddTask(Markup.Escape(s.Label), autoStart: false, maxValue: 1));
-                foreach (string line in lines.GetConsumingEnumerable())
+                foreach (var output in outputs.GetConsumingEnumerable())
                 {
-                    switch (progress.Observe(line))
+                    switch (progress.Observe(output))
                     {
                         case ProgressEvent.StageStarted s:
                             foreach (var (stage, task) in tasks)

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Security;
 using System.Text;
 using LlmBuild.Core.Plan;
@@ -21,32 +20,12 @@ public static class ProjectFile
     /// <summary>The project text for a plan; <paramref name="sdkDir"/> is the folder holding Sdk.props and Sdk.targets.</summary>
     public static string Generate(ConvertPlan plan, string sdkDir)
     {
-        BuildOptions o = plan.Options;
-        var properties = new List<(string Name, string Value)>
-        {
-            ("ModelPath", o.ModelPath),
-            ("SeqLength", Int(o.SeqLength)),
-            ("Quantize", o.Quantize),
-            ("QGroupSize", Int(o.QGroupSize)),
-            ("Symmetric", Bool(o.Symmetric)),
-            ("Chip", o.Chip),
-            ("NumDevice", Int(o.NumDevice)),
-            ("DistributeStrategy", o.DistributeStrategy),
-            ("NumCore", Int(o.NumCore)),
-            ("Batch", Int(o.Batch)),
-            ("MaxInputLength", Int(o.MaxInputLength)),
-            ("MaxPrefillKvLength", Int(o.MaxPrefillKvLength)),
-            ("UseBlockWithKv", Bool(o.UseBlockWithKv)),
-            ("SharePrompt", Bool(o.SharePrompt)),
-            ("MaxPixels", o.MaxPixels),
-            ("LoraMaxRank", Int(o.LoraMaxRank)),
-            ("DoSample", Bool(o.DoSample)),
-            ("EmbeddingDisk", Bool(o.EmbeddingDisk)),
-            ("Dynamic", Bool(o.Dynamic)),
-            ("OnlyMlir", Bool(o.OnlyMlir)),
-            ("Debug", Bool(o.Debug)),
-            ("LlmModelName", plan.BModelName),
-        };
+        // Every option BuildOptions holds (a dry run never writes a project), then the bmodel's name.
+        var properties = OptionTable.BuildOptionsFields
+            .Where(option => option != OptionTable.DryRun)
+            .Select(option => (option.Name, Value: OptionDefinition.Format(option.Value!(plan.Options))))
+            .Append((OptionTable.LlmModelName.Name, plan.BModelName))
+            .ToList();
 
         string props = Path.Combine(sdkDir, "Sdk.props");
         string targets = Path.Combine(sdkDir, "Sdk.targets");
@@ -94,7 +73,4 @@ public static class ProjectFile
         }
         return SecurityElement.Escape(sb.ToString());
     }
-
-    private static string Int(int v) => v.ToString(CultureInfo.InvariantCulture);
-    private static string Bool(bool v) => v ? "true" : "false";
 }

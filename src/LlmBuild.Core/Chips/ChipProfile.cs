@@ -28,6 +28,8 @@ public sealed record ChipProfile
     public required IReadOnlyList<GraphDType> ActivationDTypes { get; init; }
     /// <summary>Weight-only quantization widths the matrix unit supports.</summary>
     public required IReadOnlyList<int> WeightBits { get; init; }
+    /// <summary>True when the chip's boards carry one chip, so a model cannot be split across devices.</summary>
+    public bool SingleDevice { get; init; }
 
     public const string EmulatorSuffix = "-EMU";
 
@@ -49,9 +51,10 @@ public sealed record ChipProfile
     {
         Name = "cv186x", BModelChip = "CV186X" + EmulatorSuffix, NpuNum = 32, LocalMemPerLaneBytes = 128 * 1024, EuBytes = 16,
         MaxCores = 1, FrequencyMHz = 900, Alignment = 64, DefaultDeviceMemoryMiB = 4 * 1024, TaggedAddresses = true,
-        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16],
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16], SingleDevice = true,
     };
 
+    /// <summary>Every chip LlmBuild targets, the default first: the Chip option's values come from this list.</summary>
     public static IReadOnlyList<ChipProfile> All { get; } = [BM1684X, BM1688, CV186X];
 
     public static ChipProfile Get(string name) =>

@@ -69,7 +69,7 @@ public static class TpuMlirCommand
     }
 
     /// <summary>llm_convert's default: 2 cores on BM1688, 1 elsewhere, when NumCore is 0.</summary>
-    public static int NumCore(ResolvedModel model) => model.Options.NumCore > 0 ? model.Options.NumCore : model.Options.Chip == "bm1688" ? 2 : 1;
+    public static int NumCore(ResolvedModel model) => model.Options.EffectiveNumCore;
 
     /// <summary>
     /// Finds model_deploy.py: in <paramref name="tpuMlirPath"/> (the script itself, its folder, or a TPU-MLIR checkout with

@@ -22,8 +22,6 @@ public static partial class ErrorCodes
     public const string BadTokenIds = "LLMB0509";
     [Code("NumDevice cannot split the model's blocks: it must divide the attention heads, kv heads and intermediate size, with DistributeStrategy=tp.")]
     public const string TensorParallelSplit = "LLMB0520";
-    [Code("With NumDevice > 1, each device's share of o_proj/down_proj inputs must hold whole quantization groups (and whole bytes for 4-bit).")]
-    public const string TensorParallelGroups = "LLMB0521";
     [Code("With NumDevice > 1, o_proj/down_proj inputs are split across devices, which an act-order (desc_act) GPTQ weight's permuted inputs do not allow.")]
     public const string TensorParallelPermuted = "LLMB0522";
 }

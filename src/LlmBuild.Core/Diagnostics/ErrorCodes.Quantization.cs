@@ -2,7 +2,7 @@ namespace LlmBuild.Core.Diagnostics;
 
 public static partial class ErrorCodes
 {
-    [Code("A linear weight's input size K is not divisible by the quantization group size (or is odd for 4-bit).")]
+    [Code("QGroupSize does not split a linear weight's inputs K (or, with NumDevice > 1, a device's share of them) into whole groups, or K or the group is odd for 4-bit.")]
     public const string BadGroupSize = "LLMB0201";
     [Code("The checkpoint's quantization_config names a method or variant LlmBuild does not support.")]
     public const string UnsupportedQuantizationConfig = "LLMB0202";

@@ -649,11 +649,7 @@ public static class PieceGraphBuilder
         QuantScheme q = c.Model.Weights;
         if (q.Bits is not (4 or 8))
             throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Weight '{w.Key}': {q.Bits}-bit weights are not supported (4 or 8).");
-        if (q.GroupSize > 0 && kl % q.GroupSize != 0)
-            throw new LlmBuildException(ErrorCodes.GraphBadShape,
-                $"Weight '{w.Key}': K={kl} is not a multiple of QGroupSize={q.GroupSize}. Use a group size that divides {kl}, or 0 (per channel).");
-        if (q.Bits == 4 && kl % 2 != 0)
-            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Weight '{w.Key}': K={kl} is odd and cannot be packed two 4-bit values per byte.");
+        GroupSizeRule.Check(q, kl, $"Weight '{w.Key}'");
         c.AnyQuantized = true;
         if (w.InputPermuted)
         {

@@ -1,28 +1,30 @@
 using System.Globalization;
+using LlmBuild.Core.Chips;
 using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Core.Plan;
 
 /// <summary>
-/// The user's options: one property per llm_convert.py flag, same defaults and checks. The SDK's props declare
-/// the same names with the same defaults; <see cref="Parse"/> turns MSBuild's strings into checked values.
+/// The user's options: one property per llm_convert.py flag, same defaults and checks. Each is declared in
+/// <see cref="OptionTable"/> (name, flags, default, values, check); <see cref="Parse"/> reads MSBuild's strings through
+/// it and <see cref="Validate"/> applies its checks, so options set in code are checked the same way.
 /// </summary>
 public sealed record BuildOptions
 {
-    public static readonly string[] QuantizeModes = ["auto", "bf16", "f16", "w8bf16", "w8f16", "w4bf16", "w4f16"];
-    public static readonly string[] Chips = ["bm1684x", "bm1688", "cv186x"];
-    public static readonly string[] DistributeStrategies = ["tp", "pp"];
+    public static IReadOnlyList<string> QuantizeModes => OptionTable.Quantize.Choices;
+    public static IReadOnlyList<string> Chips => OptionTable.Chip.Choices;
+    public static IReadOnlyList<string> DistributeStrategies => OptionTable.DistributeStrategy.Choices;
 
     public required string ModelPath { get; init; }
     public required int SeqLength { get; init; }
-    public string Quantize { get; init; } = "auto";
-    public int QGroupSize { get; init; } = 64;
+    public string Quantize { get; init; } = OptionTable.Quantize.Default;
+    public int QGroupSize { get; init; } = DefaultInteger(OptionTable.QGroupSize);
     public bool Symmetric { get; init; }
-    public string Chip { get; init; } = "bm1684x";
-    public int NumDevice { get; init; } = 1;
-    public string DistributeStrategy { get; init; } = "tp";
+    public string Chip { get; init; } = OptionTable.Chip.Default;
+    public int NumDevice { get; init; } = DefaultInteger(OptionTable.NumDevice);
+    public string DistributeStrategy { get; init; } = OptionTable.DistributeStrategy.Default;
     public int NumCore { get; init; }
-    public int Batch { get; init; } = 1;
+    public int Batch { get; init; } = DefaultInteger(OptionTable.Batch);
     public int MaxInputLength { get; init; }
     public int MaxPrefillKvLength { get; init; }
     public bool UseBlockWithKv { get; init; }
@@ -38,51 +40,44 @@ public sealed record BuildOptions
     public bool DryRun { get; init; }
 
     /// <summary>
-    /// Parses named string values (MSBuild properties or CLI flags). Unknown names are a programming error;
+    /// Parses named string values (MSBuild properties or CLI flags). Names that are not options are ignored;
     /// missing names take the default. Every bad value is an <see cref="ErrorCodes.InvalidProperty"/> error.
     /// </summary>
     public static BuildOptions Parse(IReadOnlyDictionary<string, string?> values)
     {
-        string? Get(string name) => values.TryGetValue(name, out string? v) && !string.IsNullOrWhiteSpace(v) ? v.Trim() : null;
-
-        string modelPath = Get(nameof(ModelPath))
-            ?? throw Invalid(nameof(ModelPath), "", "the path of a Hugging Face checkpoint folder (it is required)");
         var options = new BuildOptions
         {
-            ModelPath = modelPath,
-            SeqLength = Int(nameof(SeqLength), Get(nameof(SeqLength)) ?? throw Invalid(nameof(SeqLength), "", "a positive integer (it is required)"), 1),
-            Quantize = Choice(nameof(Quantize), Get(nameof(Quantize)) ?? "auto", QuantizeModes),
-            QGroupSize = Int(nameof(QGroupSize), Get(nameof(QGroupSize)) ?? "64", -1),
-            Symmetric = Bool(nameof(Symmetric), Get(nameof(Symmetric))),
-            Chip = Choice(nameof(Chip), Get(nameof(Chip)) ?? "bm1684x", Chips),
-            NumDevice = Int(nameof(NumDevice), Get(nameof(NumDevice)) ?? "1", 1),
-            DistributeStrategy = Choice(nameof(DistributeStrategy), Get(nameof(DistributeStrategy)) ?? "tp", DistributeStrategies),
-            NumCore = Int(nameof(NumCore), Get(nameof(NumCore)) ?? "0", 0),
-            Batch = Int(nameof(Batch), Get(nameof(Batch)) ?? "1", 1),
-            MaxInputLength = Int(nameof(MaxInputLength), Get(nameof(MaxInputLength)) ?? "0", 0),
-            MaxPrefillKvLength = Int(nameof(MaxPrefillKvLength), Get(nameof(MaxPrefillKvLength)) ?? "0", 0),
-            UseBlockWithKv = Bool(nameof(UseBlockWithKv), Get(nameof(UseBlockWithKv))),
-            SharePrompt = Bool(nameof(SharePrompt), Get(nameof(SharePrompt))),
-            MaxPixels = Get(nameof(MaxPixels)) ?? "",
-            LoraMaxRank = Int(nameof(LoraMaxRank), Get(nameof(LoraMaxRank)) ?? "0", 0),
-            DoSample = Bool(nameof(DoSample), Get(nameof(DoSample))),
-            EmbeddingDisk = Bool(nameof(EmbeddingDisk), Get(nameof(EmbeddingDisk))),
-            Dynamic = Bool(nameof(Dynamic), Get(nameof(Dynamic))),
-            OnlyMlir = Bool(nameof(OnlyMlir), Get(nameof(OnlyMlir))),
-            Debug = Bool(nameof(Debug), Get(nameof(Debug))),
-            DryRun = Bool(nameof(DryRun), Get(nameof(DryRun))),
+            ModelPath = OptionTable.ModelPath.ReadText(values),
+            SeqLength = OptionTable.SeqLength.ReadInteger(values),
+            Quantize = OptionTable.Quantize.ReadText(values),
+            QGroupSize = OptionTable.QGroupSize.ReadInteger(values),
+            Symmetric = OptionTable.Symmetric.ReadSwitch(values),
+            Chip = OptionTable.Chip.ReadText(values),
+            NumDevice = OptionTable.NumDevice.ReadInteger(values),
+            DistributeStrategy = OptionTable.DistributeStrategy.ReadText(values),
+            NumCore = OptionTable.NumCore.ReadInteger(values),
+            Batch = OptionTable.Batch.ReadInteger(values),
+            MaxInputLength = OptionTable.MaxInputLength.ReadInteger(values),
+            MaxPrefillKvLength = OptionTable.MaxPrefillKvLength.ReadInteger(values),
+            UseBlockWithKv = OptionTable.UseBlockWithKv.ReadSwitch(values),
+            SharePrompt = OptionTable.SharePrompt.ReadSwitch(values),
+            MaxPixels = OptionTable.MaxPixels.ReadText(values),
+            LoraMaxRank = OptionTable.LoraMaxRank.ReadInteger(values),
+            DoSample = OptionTable.DoSample.ReadSwitch(values),
+            EmbeddingDisk = OptionTable.EmbeddingDisk.ReadSwitch(values),
+            Dynamic = OptionTable.Dynamic.ReadSwitch(values),
+            OnlyMlir = OptionTable.OnlyMlir.ReadSwitch(values),
+            Debug = OptionTable.Debug.ReadSwitch(values),
+            DryRun = OptionTable.DryRun.ReadSwitch(values),
         };
         options.Validate();
         return options;
     }
 
-    /// <summary>The cross-option checks llm_convert.py makes, plus ours.</summary>
+    /// <summary>Each option's own check (range, choices, format), then the cross-option checks llm_convert.py makes, plus ours.</summary>
     public void Validate()
     {
-        if (NumDevice < 1)
-            throw Invalid(nameof(NumDevice), NumDevice.ToString(CultureInfo.InvariantCulture), "a positive integer (the number of devices the model is split across)");
-        if (QGroupSize < 0)
-            throw Invalid(nameof(QGroupSize), QGroupSize.ToString(CultureInfo.InvariantCulture), "0 (per-channel) or a positive group size such as 64 or 128");
+        foreach (var option in OptionTable.BuildOptionsFields) option.CheckValue(option.Value!(this));
         if (MaxInputLength > SeqLength)
             throw new LlmBuildException(ErrorCodes.ConflictingProperties,
                 $"MaxInputLength ({MaxInputLength}) is larger than SeqLength ({SeqLength}). Use 0 (= SeqLength) or a value ≤ SeqLength.");
@@ -92,20 +87,19 @@ public sealed record BuildOptions
         if (MaxPrefillKvLength >= SeqLength)
             throw new LlmBuildException(ErrorCodes.ConflictingProperties,
                 $"MaxPrefillKvLength ({MaxPrefillKvLength}) must be smaller than SeqLength ({SeqLength}).");
-        if (MaxPixels.Length > 0) ParseMaxPixels(MaxPixels);
-        if (Chip == "cv186x" && NumDevice > 1)
-            throw new LlmBuildException(ErrorCodes.ConflictingProperties, "cv186x boards have one chip: NumDevice must be 1.");
-        int maxCores = Chip == "bm1688" ? 2 : 1;
-        if (NumCore > maxCores)
+        ChipProfile chip = ChipProfile.Get(Chip);
+        if (chip.SingleDevice && NumDevice > 1)
+            throw new LlmBuildException(ErrorCodes.ConflictingProperties, $"{Chip} boards have one chip: NumDevice must be 1.");
+        if (NumCore > chip.MaxCores)
             throw new LlmBuildException(ErrorCodes.ConflictingProperties,
-                $"NumCore={NumCore} but {Chip} has {maxCores} core{(maxCores > 1 ? "s" : "")}. Use 0 (all cores) or 1..{maxCores}.");
+                $"NumCore={NumCore} but {Chip} has {chip.MaxCores} core{(chip.MaxCores > 1 ? "s" : "")}. Use 0 (all cores) or 1..{chip.MaxCores}.");
     }
 
     /// <summary>Prefill length L: MaxInputLength, or SeqLength when 0.</summary>
     public int PrefillLength => MaxInputLength > 0 ? MaxInputLength : SeqLength;
 
     /// <summary>Cores the program uses: NumCore, or every core of the chip when 0.</summary>
-    public int EffectiveNumCore => NumCore > 0 ? NumCore : Chip == "bm1688" ? 2 : 1;
+    public int EffectiveNumCore => NumCore > 0 ? NumCore : ChipProfile.Get(Chip).MaxCores;
 
     /// <summary>Parses "W,H" into two positive integers.</summary>
     public static (int Width, int Height) ParseMaxPixels(string value)
@@ -118,29 +112,7 @@ public sealed record BuildOptions
         throw Invalid(nameof(MaxPixels), value, "two positive integers separated by a comma, e.g. 672,896");
     }
 
-    private static int Int(string name, string text, int min)
-    {
-        if (int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int v) && v >= min) return v;
-        return min switch
-        {
-            1 => throw Invalid(name, text, "a positive integer"),
-            0 => throw Invalid(name, text, "an integer ≥ 0"),
-            _ => throw Invalid(name, text, "an integer"),
-        };
-    }
-
-    private static bool Bool(string name, string? text) => text?.ToLowerInvariant() switch
-    {
-        null or "false" or "0" or "no" => false,
-        "true" or "1" or "yes" => true,
-        _ => throw Invalid(name, text, "true or false"),
-    };
-
-    private static string Choice(string name, string text, string[] choices)
-    {
-        string lower = text.ToLowerInvariant();
-        return choices.Contains(lower) ? lower : throw Invalid(name, text, "one of " + string.Join(", ", choices));
-    }
+    private static int DefaultInteger(OptionDefinition option) => int.Parse(option.Default, CultureInfo.InvariantCulture);
 
     private static LlmBuildException Invalid(string name, string value, string expected) =>
         new(ErrorCodes.InvalidProperty, $"Property {name}='{value}' is invalid: expected {expected}.");

@@ -47,7 +47,6 @@ public static class QuantizationResolver
 
         if (source is null)
         {
-            if (bits < 16) LinearQuantizerGroupCheck(groupSize);
             return (requested, activation, bits < 16 ? new QuantScheme(bits, groupSize, symmetric) : new QuantScheme(16, 0, false));
         }
 
@@ -62,20 +61,9 @@ public static class QuantizationResolver
             throw new LlmBuildException(ErrorCodes.QuantizeConflictsWithSource,
                 $"Quantize={requested} asks for {bits}-bit weights but the checkpoint is pre-quantized by {source.Method} with {source.Bits} bits; " +
                 $"re-quantizing quantized weights would lose accuracy. Use Quantize=auto or w{source.Bits}{activation}, or start from the unquantized model.");
-        if (groupSize != source.GroupSize && groupSize != BuildOptionsDefaults.QGroupSize)
+        if (groupSize != source.GroupSize && groupSize.ToString(System.Globalization.CultureInfo.InvariantCulture) != OptionTable.QGroupSize.Default)
             warnings.Add(new LlmBuildWarning(ErrorCodes.QuantizeDtypeDiffers,
                 $"QGroupSize={groupSize} is ignored: the pre-quantized checkpoint's weights are grouped by {(source.GroupSize == 0 ? "channel" : source.GroupSize.ToString(System.Globalization.CultureInfo.InvariantCulture))}."));
         return (requested, activation, new QuantScheme(source.Bits, source.GroupSize, source.Symmetric));
-    }
-
-    private static void LinearQuantizerGroupCheck(int groupSize)
-    {
-        if (groupSize < 0)
-            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property QGroupSize='{groupSize}' is invalid: expected 0 (per-channel) or a positive group size such as 64 or 128.");
-    }
-
-    private static class BuildOptionsDefaults
-    {
-        public static readonly int QGroupSize = new BuildOptions { ModelPath = ".", SeqLength = 1 }.QGroupSize;
     }
 }

@@ -51,24 +51,8 @@ public static class Resolver
 
     private static void CheckGroupSize(ModelConfig c, QuantScheme scheme)
     {
-        if (!scheme.IsQuantized || scheme.GroupSize == 0) return;
         var ks = new List<(string What, int K)> { ("hidden_size", c.HiddenSize), ("intermediate_size", c.IntermediateSize), ("num_attention_heads × head_dim", c.QDim) };
-        foreach (var (what, k) in ks)
-        {
-            if (k % scheme.GroupSize != 0)
-                throw new LlmBuildException(ErrorCodes.ConflictingProperties,
-                    $"QGroupSize={scheme.GroupSize} does not divide {what} ({k}) of this model, so the linear layers cannot be split into groups. " +
-                    $"Use a group size that divides {k} (e.g. {LargestDividingGroup(k)}) or 0 for per-channel quantization.");
-        }
-        if (scheme.Bits == 4 && scheme.GroupSize % 2 != 0)
-            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"QGroupSize={scheme.GroupSize} must be even for 4-bit quantization (two weights per byte).");
-    }
-
-    /// <summary>The largest usual group size (128 … 8) that divides <paramref name="k"/>, or 0.</summary>
-    internal static int LargestDividingGroup(int k)
-    {
-        foreach (int g in new[] { 128, 64, 32, 16, 8 }) if (k % g == 0) return g;
-        return 0;
+        foreach (var (what, k) in ks) GroupSizeRule.Check(scheme, k, $"The linear layers that take {what} ({k}) of this model as inputs");
     }
 
     private static void CheckLengths(BuildOptions o, ModelConfig c, ICollection<LlmBuildWarning> warnings)

@@ -112,23 +112,13 @@ public static class TensorParallel
             ("o_proj (num_attention_heads × head_dim / NumDevice)", (long)cfg.NumHeads * cfg.HeadDim / devices),
             ("down_proj (intermediate_size / NumDevice)", cfg.IntermediateSize / devices),
         };
+        long both = Gcd((int)shares[0].K, (int)shares[1].K);
+        int group = GroupSizeRule.LargestDividingGroup(both);
+        string fix = group > 0 ? $"Use QGroupSize={group} (it divides both shares), 0 (per channel), or another NumDevice."
+            : "Use QGroupSize=0 (per channel) or another NumDevice.";
         foreach (var (what, k) in shares)
-        {
-            if (q.GroupSize > 0 && k % q.GroupSize != 0)
-            {
-                long both = Gcd((int)shares[0].K, (int)shares[1].K);
-                int group = Resolver.LargestDividingGroup((int)both);
-                string fix = group > 0 ? $"Use QGroupSize={group} (it divides both shares), 0 (per channel), or another NumDevice."
-                    : "Use QGroupSize=0 (per channel) or another NumDevice.";
-                throw new LlmBuildException(ErrorCodes.TensorParallelGroups,
-                    $"NumDevice={devices} gives each device K={k} input columns of {what} of {where}, which is not a multiple of " +
-                    $"QGroupSize={q.GroupSize}: a device's slice must hold whole quantization groups. {fix}");
-            }
-            if (q.Bits == 4 && k % 2 != 0)
-                throw new LlmBuildException(ErrorCodes.TensorParallelGroups,
-                    $"NumDevice={devices} gives each device K={k} input columns of {what} of {where}: an odd count cannot be cut from " +
-                    "4-bit weights packed two per byte. Use another NumDevice or an 8-bit Quantize mode.");
-        }
+            GroupSizeRule.Check(q, k, $"NumDevice={devices} gives each device K={k} input columns of {what} of {where}; a device's slice must hold whole quantization groups",
+                q.Bits == 4 && k % 2 != 0 ? "Use another NumDevice or an 8-bit Quantize mode." : fix);
         // An act-order weight's stored inputs are permuted across the whole K: no device holds a contiguous share of them.
         if (model.Owners.SelectMany(o => o.Entries).FirstOrDefault(e => e.InputPermuted && SplitOf(e.Role) == WeightSplit.InputColumns) is { } permuted)
             throw new LlmBuildException(ErrorCodes.TensorParallelPermuted,

@@ -66,19 +66,9 @@ public static class LinearQuantizer
         return ordered;
     }
 
-    /// <summary>The group size actually used (K for per-channel); a coded error when K does not split into groups.</summary>
-    public static int EffectiveGroupSize(int k, int groupSize, int bits, string tensorName)
-    {
-        if (bits is not (4 or 8)) throw new ArgumentException($"Weight-only quantization takes 4 or 8 bits, not {bits}.");
-        int g = groupSize <= 0 ? k : groupSize;
-        if (k % g != 0)
-            throw new LlmBuildException(ErrorCodes.BadGroupSize,
-                $"Weight '{tensorName}' has K = {k} inputs, which is not divisible by QGroupSize = {groupSize}. Use a group size that divides {k} (e.g. 64 or 128), or 0 for per-channel.");
-        if (bits == 4 && (k % 2 != 0 || g % 2 != 0))
-            throw new LlmBuildException(ErrorCodes.BadGroupSize,
-                $"Weight '{tensorName}' has K = {k} and group size {g}; 4-bit packing needs both even. Use 8 bits or an even group size.");
-        return g;
-    }
+    /// <summary>The group size actually used (K for per-channel); the QGroupSize rule's coded error when K does not split into groups.</summary>
+    public static int EffectiveGroupSize(int k, int groupSize, int bits, string tensorName) =>
+        GroupSizeRule.Check(bits, groupSize, k, $"Weight '{tensorName}'");
 
     /// <summary>Quantizes a block of rows (parallel over rows) into the given row-major outputs.</summary>
     internal static unsafe void QuantizeRows(ReadOnlySpan<float> w, int rows, int k, int bits, int g, bool symmetric,

@@ -27,21 +27,15 @@ public static class ResolveStage
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
         BuildOptions options = BuildOptions.Parse(values);
-        string name = values.TryGetValue("LlmModelName", out string? n) && !string.IsNullOrWhiteSpace(n) ? n.Trim()
+        string name = OptionTable.LlmModelName.ReadText(values) is { Length: > 0 } n ? n
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.ModelPath)));
-        if (name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
-            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmModelName='{name}' is not a valid file name.");
-        bool quantizeLmHead = ParseBool(values, "QuantizeLmHead");
-        int deviceMemory = 0;
-        if (values.TryGetValue("DeviceMemoryMiB", out string? dm) && !string.IsNullOrWhiteSpace(dm)
-            && (!int.TryParse(dm, NumberStyles.None, CultureInfo.InvariantCulture, out deviceMemory) || deviceMemory < 0))
-            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property DeviceMemoryMiB='{dm}' is invalid: expected 0 (chip default) or a size in MiB.");
-        string backend = values.TryGetValue("LlmCodegenBackend", out string? b) && !string.IsNullOrWhiteSpace(b) ? b.Trim().ToLowerInvariant()
-            : DefaultBackend(values.TryGetValue("TpuMlirPath", out string? tpu) ? tpu : null, Environment.GetEnvironmentVariable("PATH"));
-        if (backend is not ("builtin" or "tpu-mlir"))
-            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
-        string[] ignoreTensors = values.TryGetValue("LlmIgnoreTensors", out string? ignore) && ignore is not null
-            ? ignore.Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [];
+        OptionTable.LlmModelName.CheckValue(name);
+        bool quantizeLmHead = OptionTable.QuantizeLmHead.ReadSwitch(values);
+        int deviceMemory = OptionTable.DeviceMemoryMiB.ReadInteger(values);
+        string backend = OptionTable.LlmCodegenBackend.ReadText(values) is { Length: > 0 } b ? b
+            : DefaultBackend(OptionTable.TpuMlirPath.Text(values), Environment.GetEnvironmentVariable("PATH"));
+        string[] ignoreTensors = OptionTable.LlmIgnoreTensors.ReadText(values)
+            .Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
         if (backend == "builtin") Plan.TensorParallel.Check(model);
@@ -120,10 +114,9 @@ public static class ResolveStage
         Line("name", m.Name);
         Line("model_type", m.Config.ModelType);
         Line("family", m.Family);
-        foreach (var p in typeof(BuildOptions).GetProperties().Where(p => p.GetMethod!.IsPublic && p.CanWrite))
-            Line(p.Name, Format(p.GetValue(m.Options)));
-        Line("QuantizeLmHead", m.QuantizeLmHead);
-        Line("DeviceMemoryMiB", m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
+        foreach (var option in OptionTable.BuildOptionsFields) Line(option.Name, Format(option.Value!(m.Options)));
+        Line(OptionTable.QuantizeLmHead.Name, m.QuantizeLmHead);
+        Line(OptionTable.DeviceMemoryMiB.Name, m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
         Line("codegen backend", m.CodegenBackend);
         Line("resolved quantize", m.Quantize);
         Line("activation dtype", m.ActivationDtype);
@@ -146,17 +139,6 @@ public static class ResolveStage
         string s when s.Length == 0 => "(default)",
         _ => Convert.ToString(v, CultureInfo.InvariantCulture) ?? "",
     };
-
-    private static bool ParseBool(IReadOnlyDictionary<string, string?> values, string name)
-    {
-        if (!values.TryGetValue(name, out string? v) || string.IsNullOrWhiteSpace(v)) return false;
-        return v.Trim().ToLowerInvariant() switch
-        {
-            "true" or "1" or "yes" => true,
-            "false" or "0" or "no" => false,
-            _ => throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property {name}='{v}' is invalid: expected true or false."),
-        };
-    }
 
     private static string ToJson(object value) => JsonSerializer.Serialize(value, ResolvedModel.Json) + "\n";
 }

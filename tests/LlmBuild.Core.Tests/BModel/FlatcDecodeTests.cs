@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Plan;
+using LlmBuild.Tests;
 
 namespace LlmBuild.Core.Tests.BModel;
 
@@ -12,7 +13,7 @@ namespace LlmBuild.Core.Tests.BModel;
 [TestClass]
 public sealed class FlatcDecodeTests
 {
-    private const string Flatc = "/usr/bin/flatc";
+    private const string Flatc = ExternalDecoders.FlatcPath;
 
     [TestMethod]
     public void FlatcDecodesAPieceFieldByField() => CheckWithFlatc(BModelSamples.Piece("block_cache_3", 16, 5, addrMode: 1));
@@ -23,7 +24,7 @@ public sealed class FlatcDecodeTests
     [TestMethod]
     public void FlatcAcceptsTheGeneratedSchema()
     {
-        if (!File.Exists(Flatc)) Assert.Inconclusive("flatc is not installed (Debian package flatbuffers-compiler).");
+        ExternalDecoders.Flatc();
         string dir = TempDir();
         try
         {
@@ -46,7 +47,7 @@ public sealed class FlatcDecodeTests
 
     private static void CheckWithFlatc((BModelFile Model, BModelBlobBuilder Blob) sample)
     {
-        if (!File.Exists(Flatc)) Assert.Inconclusive("flatc is not installed (Debian package flatbuffers-compiler).");
+        ExternalDecoders.Flatc();
         byte[] file = BModelWriter.ToBytes(sample.Model, sample.Blob);
         uint fbSize = BitConverter.ToUInt32(file, 8);
         string dir = TempDir();

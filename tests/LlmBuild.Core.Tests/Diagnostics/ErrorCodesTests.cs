@@ -6,7 +6,8 @@ namespace LlmBuild.Core.Tests.Diagnostics;
 [TestClass]
 public sealed class ErrorCodesTests
 {
-    private static string RepoRoot
+    /// <summary>The repository checkout these tests run in (the folder holding LlmBuild.sln).</summary>
+    internal static string RepoRoot
     {
         get
         {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LlmBuild.Core.FlatBuffers;
+using LlmBuild.Tests;
 
 namespace LlmBuild.Core.Tests.FlatBuffers;
 
@@ -45,14 +46,14 @@ public sealed class FlatBufferTests
     [TestMethod]
     public void FlatcDecodesTheGoldenBuffer()
     {
-        if (!File.Exists("/usr/bin/flatc")) Assert.Inconclusive("flatc is not installed (Debian package flatbuffers-compiler).");
+        string flatc = ExternalDecoders.Flatc();
         string dir = Path.Combine(Path.GetTempPath(), $"llmb-fb-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
         try
         {
             File.WriteAllText(Path.Combine(dir, "t.fbs"), "table T { a:uint32 (id: 0); b:uint64 (id: 1); s:string (id: 2); }\nroot_type T;\n");
             File.WriteAllBytes(Path.Combine(dir, "t.bin"), BuildGolden());
-            var psi = new ProcessStartInfo("/usr/bin/flatc", ["--json", "--raw-binary", "--strict-json", "--defaults-json", "-o", dir, "t.fbs", "--", "t.bin"])
+            var psi = new ProcessStartInfo(flatc, ["--json", "--raw-binary", "--strict-json", "--defaults-json", "-o", dir, "t.fbs", "--", "t.bin"])
             { WorkingDirectory = dir, RedirectStandardError = true, RedirectStandardOutput = true };
             using var p = Process.Start(psi)!;
             string err = p.StandardError.ReadToEnd() + p.StandardOutput.ReadToEnd();

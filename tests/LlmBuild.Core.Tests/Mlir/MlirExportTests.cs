@@ -3,13 +3,14 @@ using LlmBuild.Core.Graph;
 using LlmBuild.Core.Mlir;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Tests.Graph;
+using LlmBuild.Tests;
 
 namespace LlmBuild.Core.Tests.Mlir;
 
 [TestClass]
 public sealed class MlirExportTests
 {
-    private const string MlirOpt = "/usr/bin/mlir-opt-16";
+    private const string MlirOpt = ExternalDecoders.MlirOptPath;
 
     private static IEnumerable<(TestScenarios.Scenario? Scenario, PieceGraph Graph)> AllGraphs() =>
         TestScenarios.All.SelectMany(s => TestScenarios.Pieces(s).Select(p => ((TestScenarios.Scenario?)s, PieceGraphBuilder.Build(s.Model, p))))
@@ -76,7 +77,7 @@ public sealed class MlirExportTests
     [TestMethod]
     public void EveryExportedModuleParsesWithMlirOpt()
     {
-        Assert.IsTrue(File.Exists(MlirOpt), $"{MlirOpt} is missing: install Debian's mlir-16-tools (.ci/run does).");
+        ExternalDecoders.MlirOpt();
         string dir = Path.Combine(Path.GetTempPath(), "llmbuild-mlir-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         try

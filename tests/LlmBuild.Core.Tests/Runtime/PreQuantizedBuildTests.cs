@@ -11,6 +11,7 @@ using LlmBuild.Core.Tests.Codegen;
 using LlmBuild.Core.Tests.Graph;
 using LlmBuild.Core.Tests.Mlir;
 using LlmBuild.Core.Tests.Quantization;
+using LlmBuild.Tests;
 
 namespace LlmBuild.Core.Tests.Runtime;
 
@@ -129,7 +130,7 @@ public sealed class PreQuantizedBuildTests
         Assert.AreEqual(0, problems.Count, string.Join("\n", problems.Distinct().Take(20)));
         string mlir = Path.Combine(built.Dir, "block_0.mlir");
         StringAssert.Contains(File.ReadAllText(mlir), "\"top.Gather\"");
-        var psi = new ProcessStartInfo("/usr/bin/mlir-opt-16", ["--allow-unregistered-dialect", "--mlir-print-op-generic", mlir, "-o", "/dev/null"])
+        var psi = new ProcessStartInfo(ExternalDecoders.MlirOpt(), ["--allow-unregistered-dialect", "--mlir-print-op-generic", mlir, "-o", "/dev/null"])
         {
             RedirectStandardError = true,
         };

@@ -50,7 +50,7 @@ public sealed class SplitCheckTests
     {
         // A device gets 32 of o_proj's 64 input columns and 96 of down_proj's 192: 64 divides neither, 32 both.
         var e = Refused(("NumDevice", "2"), ("Quantize", "w4bf16"), ("QGroupSize", "64"));
-        Assert.AreEqual(ErrorCodes.TensorParallelGroups, e.Code);
+        Assert.AreEqual(ErrorCodes.BadGroupSize, e.Code);
         StringAssert.Contains(e.Message, "QGroupSize=64");
         StringAssert.Contains(e.Message, "Use QGroupSize=32");
         Console.WriteLine(e.Message);
@@ -69,7 +69,7 @@ public sealed class SplitCheckTests
         var (dir, _) = SyntheticModels.Create("qwen3-odd-mlp", oddMlp);
         var model = TestResolver.Resolve(dir, TestResolver.Options(dir) with { Quantize = "w4bf16", QGroupSize = 0, NumDevice = 2 });
         var e = Assert.ThrowsExactly<LlmBuildException>(() => TP.Check(model));
-        Assert.AreEqual(ErrorCodes.TensorParallelGroups, e.Code);
+        Assert.AreEqual(ErrorCodes.BadGroupSize, e.Code);
         StringAssert.Contains(e.Message, "K=49");
         TP.Check(model with { Quantize = "w8bf16", Weights = model.Weights with { Bits = 8 } });
     }

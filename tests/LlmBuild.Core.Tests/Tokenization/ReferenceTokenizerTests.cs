@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using LlmBuild.Core.Tokenization;
+using LlmBuild.Tests;
 
 namespace LlmBuild.Core.Tests.Tokenization;
 
@@ -51,7 +52,7 @@ public sealed class ReferenceTokenizerTests
         try
         {
             File.WriteAllText(input, JsonSerializer.Serialize(texts));
-            var start = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+            var start = new ProcessStartInfo(ExternalDecoders.Python3()) { RedirectStandardOutput = true, RedirectStandardError = true };
             foreach (var a in new[] { script, mode, path, input }) start.ArgumentList.Add(a);
             using var process = Process.Start(start)!;
             string stdout = process.StandardOutput.ReadToEnd();

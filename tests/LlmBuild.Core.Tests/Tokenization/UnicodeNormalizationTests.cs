@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using LlmBuild.Core.Tokenization.Unicode;
+using LlmBuild.Tests;
 
 namespace LlmBuild.Core.Tests.Tokenization;
 
@@ -44,7 +45,7 @@ public sealed class UnicodeNormalizationTests
         try
         {
             File.WriteAllText(input, JsonSerializer.Serialize(texts));
-            var start = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+            var start = new ProcessStartInfo(ExternalDecoders.Python3()) { RedirectStandardOutput = true, RedirectStandardError = true };
             start.ArgumentList.Add("-c");
             start.ArgumentList.Add("import json,sys,unicodedata as u; t=json.load(open(sys.argv[1])); " +
                 "print(json.dumps([[u.normalize(f,s) for f in ('NFC','NFD','NFKC','NFKD')] for s in t]))");
