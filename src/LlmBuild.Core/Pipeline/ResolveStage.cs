@@ -26,6 +26,7 @@ public static class ResolveStage
     {
         BuildOptions options = BuildOptions.Parse(values);
         string name = values.TryGetValue("LlmModelName", out string? n) && !string.IsNullOrWhiteSpace(n) ? n.Trim()
+            : Checkpoints.GgufCheckpoint.IsGgufPath(options.ModelPath) ? Path.GetFileNameWithoutExtension(options.ModelPath)
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.ModelPath)));
         if (name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmModelName='{name}' is not a valid file name.");
@@ -68,7 +69,7 @@ public static class ResolveStage
         string modelDir = model.Options.ModelPath;
         var sources = model.WeightFiles.Select(f =>
         {
-            var info = LinkedFile.Resolve(Path.Combine(modelDir, f));
+            var info = LinkedFile.Resolve(Checkpoints.CheckpointLoader.WeightFilePath(modelDir, f));
             return new { File = f, info.Length, Modified = info.LastWriteTimeUtc.Ticks };
         }).ToArray();
 

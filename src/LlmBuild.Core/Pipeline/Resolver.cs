@@ -24,6 +24,7 @@ public static class Resolver
         CheckLengths(options, config, warnings);
 
         using ICheckpoint checkpoint = CheckpointLoader.Open(modelDir);
+        QuantizationResolver.NoteGgufRequantization(checkpoint, quantize, scheme, warnings);
         bool fuseFinalNorm = options.NumDevice == 1;
         var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);
         var pieces = BuildPieces(options, config);

@@ -1,3 +1,4 @@
+using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Pipeline;
@@ -10,6 +11,7 @@ namespace LlmBuild.Core.Quantization;
 /// (bfloat16 → bf16, float16 → f16, float32 → bf16). A forced mode that contradicts the source is a coded warning
 /// when the weights can be converted (dtype change, dequantizing a pre-quantized source, a group size overridden
 /// by the source's) and a coded error when they cannot (another bit width than the pre-quantized source's).
+/// Block-wise FP8 checkpoints read as floats (their scales folded in); auto picks w8 for them.
 /// </summary>
 public static class QuantizationResolver
 {
@@ -29,6 +31,12 @@ public static class QuantizationResolver
             _ => "bf16",
         };
 
+        // Block-wise FP8 weights are dequantized when read; auto keeps 8 bits (the closest A16MatMul mode).
+        if (requested == "auto" && PreQuantizedFormat.IsFp8(config.QuantizationConfig, "config.json quantization_config"))
+        {
+            LinearQuantizerGroupCheck(groupSize);
+            return ($"w8{sourceActivation}", sourceActivation, new QuantScheme(8, groupSize, symmetric));
+        }
         if (requested == "auto")
         {
             if (source is null) return (sourceActivation, sourceActivation, new QuantScheme(16, 0, false));
@@ -58,6 +66,12 @@ public static class QuantizationResolver
                 $"which makes the model larger without improving accuracy. Use Quantize=auto or w{source.Bits}{activation}."));
             return (requested, activation, new QuantScheme(16, 0, false));
         }
+        // A GGUF file's blocks dequantize exactly, so another bit width is a plain requantization (logged as LLMB0210).
+        if (bits != source.Bits && source.Method == PreQuantizedMethod.Gguf)
+        {
+            LinearQuantizerGroupCheck(groupSize);
+            return (requested, activation, new QuantScheme(bits, groupSize, symmetric));
+        }
         if (bits != source.Bits)
             throw new LlmBuildException(ErrorCodes.QuantizeConflictsWithSource,
                 $"Quantize={requested} asks for {bits}-bit weights but the checkpoint is pre-quantized by {source.Method} with {source.Bits} bits; " +
@@ -66,6 +80,24 @@ public static class QuantizationResolver
             warnings.Add(new LlmBuildWarning(ErrorCodes.QuantizeDtypeDiffers,
                 $"QGroupSize={groupSize} is ignored: the pre-quantized checkpoint's weights are grouped by {(source.GroupSize == 0 ? "channel" : source.GroupSize.ToString(System.Globalization.CultureInfo.InvariantCulture))}."));
         return (requested, activation, new QuantScheme(source.Bits, source.GroupSize, source.Symmetric));
+    }
+
+    /// <summary>
+    /// Says in the build log (LLMB0210) which GGUF block types are not kept as they are — everything but Q8_0/Q4_0 in
+    /// a matching scheme — and so are dequantized exactly and stored in the resolved mode.
+    /// </summary>
+    public static void NoteGgufRequantization(ICheckpoint checkpoint, string quantize, QuantScheme scheme, ICollection<LlmBuildWarning> warnings)
+    {
+        if (checkpoint is not GgufCheckpoint gguf) return;
+        var types = gguf.TensorNames.Where(n => GgmlTypes.IsBlockQuantized(gguf.StoredType(n)) && !GgufBlockUnpacker.KeepsExactly(gguf, n, scheme))
+            .Select(gguf.StoredType).Distinct().Order().ToArray();
+        if (types.Length == 0) return;
+        string target = scheme.IsQuantized
+            ? $"{quantize} ({scheme.Bits}-bit, group {(scheme.GroupSize == 0 ? "per-channel" : scheme.GroupSize.ToString(System.Globalization.CultureInfo.InvariantCulture))}, {(scheme.Symmetric ? "symmetric" : "asymmetric")}; embeddings and norms in the activation dtype)"
+            : quantize;
+        warnings.Add(new LlmBuildWarning(ErrorCodes.GgufRequantized,
+            $"GGUF tensors of type {string.Join(", ", types.Select(GgmlTypes.Name))} in '{gguf.Gguf.Path}' are dequantized exactly (as ggml does) and stored as {target}. " +
+            "Only Q8_0 (w8) and Q4_0 (w4) with QGroupSize 32 and Symmetric map onto A16MatMul unchanged.", gguf.Gguf.Path));
     }
 
     private static void LinearQuantizerGroupCheck(int groupSize)
