@@ -209,7 +209,9 @@ public sealed class GgufFile
         if (!Metadata.TryGetValue(key, out object? v)) return null;
         return v switch
         {
-            float f => f, double d => d,
+            // The shortest decimal that round-trips the f32 (1e-06, not 9.99999997e-07): what the converter was given.
+            float f => double.Parse(f.ToString("R", System.Globalization.CultureInfo.InvariantCulture), System.Globalization.CultureInfo.InvariantCulture),
+            double d => d,
             _ when v is not GgufArray and not string and not bool => Integer(key),
             _ => throw WrongType(key, "a number", v),
         };

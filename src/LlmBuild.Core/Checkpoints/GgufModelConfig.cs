@@ -65,12 +65,33 @@ public static class GgufModelConfig
 
         var generation = new JsonObject();
         if (gguf.Integer("tokenizer.ggml.bos_token_id") is long b) generation["bos_token_id"] = b;
-        if (gguf.Integer("tokenizer.ggml.eos_token_id") is long e) generation["eos_token_id"] = e;
+        long[] endIds = EndOfGenerationIds(gguf);
+        if (endIds.Length > 0) generation["eos_token_id"] = endIds.Length == 1 ? endIds[0] : new JsonArray(endIds.Select(id => (JsonNode?)id).ToArray());
         // Round-trip through text so every value reads as parsed JSON does (a JsonValue built from a long is no double).
         return (Reparse(config), Reparse(generation));
     }
 
     private static JsonObject Reparse(JsonObject o) => (JsonObject)JsonNode.Parse(o.ToJsonString())!;
+
+    /// <summary>Control tokens that end a turn in the chat formats llama.cpp knows (it stops on them too).</summary>
+    private static readonly string[] EndOfTurnTokens = ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>"];
+
+    /// <summary>
+    /// Every id that ends generation: the eos id, the eot/eom ids, and the control tokens that end a chat turn — a GGUF
+    /// file keeps one eos id where generation_config.json listed several (Qwen2: im_end and endoftext).
+    /// </summary>
+    private static long[] EndOfGenerationIds(GgufFile gguf)
+    {
+        var ids = new SortedSet<long>();
+        foreach (string key in new[] { "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id" })
+            if (gguf.Integer(key) is long id) ids.Add(id);
+        string[]? tokens = gguf.Strings("tokenizer.ggml.tokens");
+        long[]? types = gguf.Integers("tokenizer.ggml.token_type");
+        if (tokens is not null && types is not null && types.Length == tokens.Length)
+            for (int i = 0; i < tokens.Length; i++)
+                if (types[i] == 3 && EndOfTurnTokens.Contains(tokens[i], StringComparer.Ordinal)) ids.Add(i);
+        return ids.ToArray();
+    }
 
     /// <summary>
     /// 8 or 4 when every block linear is stored Q8_0, or every one Q4_0 (what A16MatMul holds exactly); else null, and
