@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
+using LlmBuild.Core.Runtime;
 using LlmBuild.Core.Tests.Graph;
+using LlmBuild.Core.Tests.Runtime;
 using LlmBuild.Core.Tests.Reference;
 
 namespace LlmBuild.Core.Tests.Checkpoints;
@@ -24,20 +26,6 @@ internal sealed record GoldenFixture(string Name, string ModelPath, int[] Prompt
             Goldens.ReadNpyF32(Path.Combine(dir, $"golden-{name}.logits.npy")), Goldens.ReadNpyF32(Path.Combine(dir, $"golden-{name}.gen_logits.npy")));
     }
 
-    public static double Cosine(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        double dot = 0, na = 0, nb = 0;
-        for (int i = 0; i < a.Length; i++) { dot += (double)a[i] * b[i]; na += (double)a[i] * a[i]; nb += (double)b[i] * b[i]; }
-        return dot / Math.Sqrt(na * nb);
-    }
-
-    public static int ArgMax(ReadOnlySpan<float> v)
-    {
-        int best = 0;
-        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
-        return best;
-    }
-
     /// <summary>
     /// Runs a model through the golden's prompt (every position's logits) and its 16 greedy steps, comparing each row
     /// with Hugging Face's; returns the worst cosine and the greedy ids chosen.
@@ -47,13 +35,13 @@ internal sealed record GoldenFixture(string Name, string ModelPath, int[] Prompt
         float[] logits = prefillAllPositions(PromptIds);
         double worst = 1;
         for (int t = 0; t < PromptIds.Length; t++)
-            worst = Math.Min(worst, Cosine(logits.AsSpan(t * vocab, vocab), PromptLogits.AsSpan(t * vocab, vocab)));
+            worst = Math.Min(worst, EmulatorGoldenTests.Cosine(logits.AsSpan(t * vocab, vocab), PromptLogits.AsSpan(t * vocab, vocab)));
         float[] last = logits.AsSpan((PromptIds.Length - 1) * vocab, vocab).ToArray();
         var greedy = new List<int>();
         for (int step = 0; step < GeneratedIds.Length; step++)
         {
-            worst = Math.Min(worst, Cosine(last, GeneratedLogits.AsSpan(step * vocab, vocab)));
-            int token = ArgMax(last);
+            worst = Math.Min(worst, EmulatorGoldenTests.Cosine(last, GeneratedLogits.AsSpan(step * vocab, vocab)));
+            int token = LlmEmulator.ArgMax(last);
             greedy.Add(token);
             // Teacher-forced on Hugging Face's ids, so one early tie cannot derail every later comparison.
             last = decode(GeneratedIds[step]);
