@@ -103,6 +103,8 @@ public sealed partial class GgufCheckpoint : ICheckpoint
         bool permuted = arch == "llama";
         long heads = permuted ? RequiredCount(gguf, arch + ".attention.head_count") : 0;
         long kvHeads = permuted ? gguf.Integer(arch + ".attention.head_count_kv") ?? heads : 0;
+        if (kvHeads is < 0 or > int.MaxValue)
+            throw new LlmBuildException(ErrorCodes.UnsupportedGgufArchitecture, $"'{gguf.Path}': {arch}.attention.head_count_kv = {kvHeads} is not a head count.", gguf.Path);
         var result = new Dictionary<string, Entry>(StringComparer.Ordinal);
         foreach (var t in gguf.Tensors)
         {
@@ -114,7 +116,8 @@ public sealed partial class GgufCheckpoint : ICheckpoint
             if (permuted && name.Contains(".self_attn.q_proj.", StringComparison.Ordinal)) permuteHeads = checked((int)heads);
             if (permuted && name.Contains(".self_attn.k_proj.", StringComparison.Ordinal)) permuteHeads = checked((int)kvHeads);
             long[] shape = t.Dims.Reverse().ToArray();
-            if (permuteHeads > 0 && (shape[0] % (2L * permuteHeads) != 0))
+            if (permuted && (name.Contains(".self_attn.q_proj.", StringComparison.Ordinal) || name.Contains(".self_attn.k_proj.", StringComparison.Ordinal))
+                && (permuteHeads == 0 || shape[0] % (2L * permuteHeads) != 0))
                 throw new LlmBuildException(ErrorCodes.UnmappedGgufTensor,
                     $"'{gguf.Path}': tensor '{t.Name}' has {shape[0]} rows, which do not split into {permuteHeads} heads of two RoPE halves.", gguf.Path);
             var info = new TensorInfo(name, GgmlTypes.PresentedDType(t.Type), shape, gguf.Path);
@@ -124,7 +127,7 @@ public sealed partial class GgufCheckpoint : ICheckpoint
     }
 
     private static long RequiredCount(GgufFile gguf, string key) =>
-        gguf.Integer(key) is long v and > 0 ? v : throw new LlmBuildException(ErrorCodes.UnsupportedGgufArchitecture,
+        gguf.Integer(key) is long v and > 0 and <= int.MaxValue ? v : throw new LlmBuildException(ErrorCodes.UnsupportedGgufArchitecture,
             $"'{gguf.Path}' lacks metadata '{key}' (a positive integer), which the architecture needs.", gguf.Path);
 
     // ---- ICheckpoint ----

@@ -309,7 +309,7 @@ public sealed class GgufFile
                 GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.Float32 => 4,
                 _ => 8, // 64-bit values, and strings (their u64 length)
             };
-            if (count > (ulong)((view.Length - Position) / minSize))
+            if (count > (ulong)((view.Length - Position) / minSize) || count > int.MaxValue)
                 throw Metadata($"array '{key}' claims {count} elements, more than the rest of the file holds");
             int n = (int)count;
             switch (elementType)

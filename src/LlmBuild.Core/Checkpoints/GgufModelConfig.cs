@@ -49,8 +49,8 @@ public static class GgufModelConfig
             ["num_attention_heads"] = heads,
             ["num_key_value_heads"] = gguf.Integer($"{arch}.attention.head_count_kv") ?? heads,
             ["vocab_size"] = vocab,
-            ["rms_norm_eps"] = gguf.Number($"{arch}.attention.layer_norm_rms_epsilon") ?? throw Unsupported(gguf, $"it lacks '{arch}.attention.layer_norm_rms_epsilon'"),
-            ["rope_theta"] = gguf.Number($"{arch}.rope.freq_base") ?? 10000.0,
+            ["rms_norm_eps"] = Finite(gguf, $"{arch}.attention.layer_norm_rms_epsilon") ?? throw Unsupported(gguf, $"it lacks '{arch}.attention.layer_norm_rms_epsilon'"),
+            ["rope_theta"] = Finite(gguf, $"{arch}.rope.freq_base") ?? 10000.0,
             ["max_position_embeddings"] = gguf.Integer($"{arch}.context_length") ?? 2048,
             ["tie_word_embeddings"] = !gguf.Tensors.Any(t => t.Name == "output.weight"),
             ["hidden_act"] = "silu",
@@ -132,9 +132,16 @@ public static class GgufModelConfig
         if (type is null or "none") return null;
         if (type != "linear")
             throw Unsupported(gguf, $"its RoPE scaling '{type}' is not supported (linear only)");
-        double factor = gguf.Number($"{arch}.rope.scaling.factor") ?? throw Unsupported(gguf, $"it lacks '{arch}.rope.scaling.factor'");
+        double factor = Finite(gguf, $"{arch}.rope.scaling.factor") ?? throw Unsupported(gguf, $"it lacks '{arch}.rope.scaling.factor'");
         return new JsonObject { ["rope_type"] = "linear", ["factor"] = factor };
     }
+
+    private static double? Finite(GgufFile gguf, string key) => gguf.Number(key) switch
+    {
+        null => null,
+        double v when double.IsFinite(v) => v,
+        double v => throw new LlmBuildException(ErrorCodes.BadGgufMetadata, $"'{gguf.Path}': metadata '{key}' is {v}, not a finite number.", gguf.Path),
+    };
 
     private static LlmBuildException Unsupported(GgufFile gguf, string what) =>
         new(ErrorCodes.UnsupportedGgufArchitecture, $"'{gguf.Path}' cannot be mapped to a Hugging Face config: {what}.", gguf.Path);
