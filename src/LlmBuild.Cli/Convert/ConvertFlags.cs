@@ -30,7 +30,7 @@ public static class ConvertFlags
 {
     public static readonly IReadOnlyList<PropertyFlag> Properties =
     [
-        new("ModelPath", ["-m", "--model_path"], false, "Hugging Face checkpoint folder (config.json + *.safetensors or pytorch_model*.bin). Required."),
+        new("ModelPath", ["-m", "--model_path"], false, "Hugging Face checkpoint folder (config.json + *.safetensors or pytorch_model*.bin), or a .gguf file. Required."),
         new("SeqLength", ["-s", "--seq_length"], false, "Maximum sequence length (KV cache length). Required, > 0."),
         new("Quantize", ["-q", "--quantize"], false, "auto | bf16 | f16 | w8bf16 | w4bf16 | w8f16 | w4f16 (default auto)."),
         new("QGroupSize", ["-g", "--q_group_size"], false, "Group size for w4/w8 quantization; 0 = per channel (default 64)."),
