@@ -130,10 +130,15 @@ public sealed class Fp8BlockCheckpoint : ICheckpoint
         _inner.ReadFloat32(name, elementOffset, destination); // the FP8 codes, widened exactly
         float[] scales = Scales(name);
         long cols = info.Shape[1], scaleCols = (cols + _blockCols - 1) / _blockCols;
-        for (int i = 0; i < destination.Length; i++)
+        long position = elementOffset, end = elementOffset + destination.Length;
+        // One scale per run of a row inside one block: a vector multiply each (one f32 rounding per element, as a scalar one).
+        while (position < end)
         {
-            long element = elementOffset + i, row = element / cols, col = element % cols;
-            destination[i] *= scales[row / _blockRows * scaleCols + col / _blockCols];
+            long row = position / cols, col = position % cols;
+            long runEnd = Math.Min(Math.Min((col / _blockCols + 1) * _blockCols, cols) + row * cols, end);
+            var run = destination.Slice((int)(position - elementOffset), (int)(runEnd - position));
+            System.Numerics.Tensors.TensorPrimitives.Multiply(run, scales[row / _blockRows * scaleCols + col / _blockCols], run);
+            position = runEnd;
         }
     }
 

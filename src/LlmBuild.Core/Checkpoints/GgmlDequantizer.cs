@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using LlmBuild.Core.Quantization;
 
 namespace LlmBuild.Core.Checkpoints;
 
@@ -52,7 +51,8 @@ public static class GgmlDequantizer
         }
     }
 
-    private static float Half(ReadOnlySpan<byte> b, int offset) => FloatFormats.HalfToFloatScalar(BinaryPrimitives.ReadUInt16LittleEndian(b[offset..]));
+    /// <summary>An f16 field widened to f32 (exact).</summary>
+    private static float Half(ReadOnlySpan<byte> b, int offset) => (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(b[offset..]));
 
     private static void Q4_0(ReadOnlySpan<byte> b, Span<float> y)
     {

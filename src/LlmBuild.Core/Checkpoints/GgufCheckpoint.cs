@@ -154,6 +154,17 @@ public sealed partial class GgufCheckpoint : ICheckpoint
     }
 
     /// <summary>
+    /// The source rows [first, end) that hold Hugging Face rows <paramref name="firstRow"/>..<paramref name="lastRow"/>:
+    /// the permutation stays inside a head, so whole heads cover them.
+    /// </summary>
+    private static (long First, long End) SourceSpan(Entry e, long firstRow, long lastRow)
+    {
+        if (e.PermutedHeads == 0) return (firstRow, lastRow + 1);
+        long headDim = e.Info.Shape[0] / e.PermutedHeads;
+        return (firstRow / headDim * headDim, (lastRow / headDim + 1) * headDim);
+    }
+
+    /// <summary>
     /// Copies the stored bytes of <paramref name="rowCount"/> rows, starting at Hugging Face row <paramref name="firstRow"/>,
     /// in Hugging Face row order: for block-quantized types, whole rows of ggml blocks.
     /// </summary>
@@ -163,13 +174,11 @@ public sealed partial class GgufCheckpoint : ICheckpoint
         long rowBytes = e.Source.RowBytes;
         if (firstRow < 0 || rowCount < 0 || firstRow + rowCount > e.Source.Rows || destination.Length != rowCount * rowBytes)
             throw new ArgumentOutOfRangeException(nameof(firstRow), $"Rows {firstRow}+{rowCount} are outside tensor '{name}' ({e.Source.Rows} rows) or the buffer does not fit them.");
-        if (e.PermutedHeads == 0)
-        {
-            _file.Read(e.Source.Offset + firstRow * rowBytes, destination);
-            return;
-        }
+        if (rowCount == 0) return;
+        var (first, end) = SourceSpan(e, firstRow, firstRow + rowCount - 1);
+        using var view = _file.Map(e.Source.Offset + first * rowBytes, (end - first) * rowBytes);
         for (int r = 0; r < rowCount; r++)
-            _file.Read(e.Source.Offset + SourceRow(e, firstRow + r) * rowBytes, destination.Slice(checked((int)(r * rowBytes)), (int)rowBytes));
+            view.Slice((SourceRow(e, firstRow + r) - first) * rowBytes, (int)rowBytes).CopyTo(destination.Slice(checked((int)(r * rowBytes)), (int)rowBytes));
     }
 
     public void ReadFloat32(string name, long elementOffset, Span<float> destination)
@@ -186,25 +195,28 @@ public sealed partial class GgufCheckpoint : ICheckpoint
             for (int done = 0; done < destination.Length; done += ChunkElements)
             {
                 int n = Math.Min(ChunkElements, destination.Length - done);
-                using var view = _file.Map(e.Source.Offset + (elementOffset + done) * size, (long)n * size);
-                MappedCheckpoint.ConvertToFloat32(e.Info.DType, view.Span, destination.Slice(done, n));
+                using var chunk = _file.Map(e.Source.Offset + (elementOffset + done) * size, (long)n * size);
+                MappedCheckpoint.ConvertToFloat32(e.Info.DType, chunk.Span, destination.Slice(done, n));
             }
             return;
         }
-        // Row by row: a row is the unit of both the permutation and the block layout.
+        // Row by row: a row is the unit of both the permutation and the block layout. One mapping covers the rows read.
+        if (destination.Length == 0) return;
+        long end = elementOffset + destination.Length;
+        var (firstSource, endSource) = SourceSpan(e, elementOffset / rowLength, (end - 1) / rowLength);
+        using var view = _file.Map(e.Source.Offset + firstSource * rowBytes, (endSource - firstSource) * rowBytes);
         float[] row = ArrayPool<float>.Shared.Rent(checked((int)rowLength));
-        byte[] raw = ArrayPool<byte>.Shared.Rent(rowBytes);
         try
         {
-            long position = elementOffset, end = elementOffset + destination.Length;
+            long position = elementOffset;
             while (position < end)
             {
                 long r = position / rowLength, start = position % rowLength;
                 int take = (int)Math.Min(rowLength - start, end - position);
-                _file.Read(e.Source.Offset + SourceRow(e, r) * rowBytes, raw.AsSpan(0, rowBytes));
+                var raw = view.Slice((SourceRow(e, r) - firstSource) * rowBytes, rowBytes);
                 var values = row.AsSpan(0, (int)rowLength);
-                if (GgmlTypes.IsBlockQuantized(e.Source.Type)) GgmlDequantizer.Dequantize(e.Source.Type, raw.AsSpan(0, rowBytes), values);
-                else MappedCheckpoint.ConvertToFloat32(e.Info.DType, raw.AsSpan(0, rowBytes), values);
+                if (GgmlTypes.IsBlockQuantized(e.Source.Type)) GgmlDequantizer.Dequantize(e.Source.Type, raw, values);
+                else MappedCheckpoint.ConvertToFloat32(e.Info.DType, raw, values);
                 values.Slice((int)start, take).CopyTo(destination.Slice((int)(position - elementOffset), take));
                 position += take;
             }
@@ -212,7 +224,6 @@ public sealed partial class GgufCheckpoint : ICheckpoint
         finally
         {
             ArrayPool<float>.Shared.Return(row);
-            ArrayPool<byte>.Shared.Return(raw);
         }
     }
 
