@@ -19,8 +19,17 @@ public sealed partial class GgufCheckpoint : ICheckpoint
     private readonly MappedFile _file;
     private readonly Dictionary<string, Entry> _tensors;
 
-    /// <summary>A mapped tensor: its GGUF description and, for permuted Q/K, the number of heads whose rows interleave.</summary>
-    private sealed record Entry(TensorInfo Info, GgufTensor Source, int PermutedHeads);
+    /// <summary>
+    /// A mapped tensor: its GGUF description and, for permuted Q/K, the number of heads whose rows interleave. A row is
+    /// the unit the permutation moves: ggml's row (ne[0] elements) of a matrix, one element of a permuted bias.
+    /// </summary>
+    private sealed record Entry(TensorInfo Info, GgufTensor Source, int PermutedHeads)
+    {
+        private bool ElementRows => PermutedHeads > 0 && Source.Dims.Length == 1;
+        public long RowLength => ElementRows ? 1 : Source.RowLength;
+        public long Rows => ElementRows ? Source.ElementCount : Source.Rows;
+        public long RowBytes => ElementRows ? Source.ByteLength / Source.ElementCount : Source.RowBytes;
+    }
 
     private GgufCheckpoint(MappedFile file, GgufFile gguf, Dictionary<string, Entry> tensors)
     {
@@ -171,9 +180,9 @@ public sealed partial class GgufCheckpoint : ICheckpoint
     public void ReadStoredRows(string name, long firstRow, int rowCount, Span<byte> destination)
     {
         var e = Locate(name);
-        long rowBytes = e.Source.RowBytes;
-        if (firstRow < 0 || rowCount < 0 || firstRow + rowCount > e.Source.Rows || destination.Length != rowCount * rowBytes)
-            throw new ArgumentOutOfRangeException(nameof(firstRow), $"Rows {firstRow}+{rowCount} are outside tensor '{name}' ({e.Source.Rows} rows) or the buffer does not fit them.");
+        long rowBytes = e.RowBytes;
+        if (firstRow < 0 || rowCount < 0 || firstRow + rowCount > e.Rows || destination.Length != rowCount * rowBytes)
+            throw new ArgumentOutOfRangeException(nameof(firstRow), $"Rows {firstRow}+{rowCount} are outside tensor '{name}' ({e.Rows} rows) or the buffer does not fit them.");
         if (rowCount == 0) return;
         var (first, end) = SourceSpan(e, firstRow, firstRow + rowCount - 1);
         using var view = _file.Map(e.Source.Offset + first * rowBytes, (end - first) * rowBytes);
@@ -186,8 +195,8 @@ public sealed partial class GgufCheckpoint : ICheckpoint
         var e = Locate(name);
         DTypes.RequireFloat(e.Info);
         CheckRange(e, elementOffset, destination.Length, e.Info.ElementCount, "elements");
-        long rowLength = e.Source.RowLength;
-        int rowBytes = checked((int)e.Source.RowBytes);
+        long rowLength = e.RowLength;
+        int rowBytes = checked((int)e.RowBytes);
         if (e.PermutedHeads == 0 && !GgmlTypes.IsBlockQuantized(e.Source.Type))
         {
             int size = DTypes.Size(e.Info.DType);
@@ -241,7 +250,7 @@ public sealed partial class GgufCheckpoint : ICheckpoint
             MemoryMarshal.AsBytes(values.AsSpan()).Slice((int)(byteOffset - first * size), destination.Length).CopyTo(destination);
             return;
         }
-        long rowBytes = e.Source.RowBytes;
+        long rowBytes = e.RowBytes;
         long position = byteOffset, end = byteOffset + destination.Length;
         while (position < end)
         {

@@ -40,7 +40,7 @@ public sealed class GgufReaderTests
         string path = Write(GgufTestFile.SmallLlama());
         ReadAll(path);
         using var checkpoint = GgufCheckpoint.Open(path);
-        Assert.AreEqual(12 - 1, checkpoint.TensorNames.Count);
+        Assert.AreEqual(12, checkpoint.TensorNames.Count);
         CollectionAssert.AreEqual(new long[] { 32, 64 }, checkpoint.GetInfo("model.layers.0.self_attn.k_proj.weight").Shape);
         Assert.AreEqual(TensorDType.F16, checkpoint.GetInfo("model.layers.0.self_attn.k_proj.weight").DType);
         Assert.AreEqual(TensorDType.F32, checkpoint.GetInfo("model.layers.0.self_attn.q_proj.weight").DType, "Q4_0 reads as its f32 dequantization");
@@ -59,6 +59,12 @@ public sealed class GgufReaderTests
             int j = row / 16, i = row % 16;
             for (int col = 0; col < 64; col++) Assert.AreEqual(StoredRow(2 * i + j, col), hf[row * 64 + col], $"row {row} col {col}");
         }
+        // The bias is permuted element by element, like the rows.
+        var biasSource = gguf.Tensors.Single(t => t.Name == "blk.0.attn_k.bias");
+        float[] bias = new float[32];
+        checkpoint.ReadFloat32("model.layers.0.self_attn.k_proj.bias", 0, bias);
+        for (int row = 0; row < 32; row++)
+            Assert.AreEqual(BinaryPrimitives.ReadSingleLittleEndian(file.AsSpan((int)biasSource.Offset + 4 * (2 * (row % 16) + row / 16))), bias[row], $"bias {row}");
         // Raw reads follow the same row order.
         byte[] raw = new byte[64 * 2];
         checkpoint.ReadRaw("model.layers.0.self_attn.k_proj.weight", 16 * 64 * 2, raw);

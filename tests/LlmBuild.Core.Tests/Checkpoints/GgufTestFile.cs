@@ -112,6 +112,7 @@ internal static class GgufTestFile
             new("blk.0.ffn_norm.weight", [64], GgmlType.F32, F32(64, 4)),
             new("blk.0.attn_q.weight", [64, 64], GgmlType.Q4_0, RandomBlocks(GgmlType.Q4_0, 128, 5)),
             new("blk.0.attn_k.weight", [64, 32], GgmlType.F16, F16(64 * 32, 6)),
+            new("blk.0.attn_k.bias", [32], GgmlType.F32, F32(32, 12)),
             new("blk.0.attn_v.weight", [64, 32], GgmlType.Q5_1, RandomBlocks(GgmlType.Q5_1, 64, 7)),
             new("blk.0.attn_output.weight", [64, 64], GgmlType.Q4_1, RandomBlocks(GgmlType.Q4_1, 128, 8)),
             new("blk.0.ffn_gate.weight", [64, 64], GgmlType.Q5_0, RandomBlocks(GgmlType.Q5_0, 128, 9)),
