@@ -117,9 +117,11 @@ public sealed partial class GgufCheckpoint : ICheckpoint
         var result = new Dictionary<string, Entry>(StringComparer.Ordinal);
         foreach (var t in gguf.Tensors)
         {
+            // llama 3.1+ files precompute their RoPE scaling as frequency factors; the config carries it instead.
+            if (t.Name == GgufModelConfig.RopeFactorsTensor) continue;
             string name = HuggingFaceName(t.Name) ?? throw new LlmBuildException(ErrorCodes.UnmappedGgufTensor,
                 $"'{gguf.Path}': tensor '{t.Name}' has no Hugging Face counterpart LlmBuild knows " +
-                (t.Name == "rope_freqs.weight" ? "(llama.cpp's precomputed RoPE frequency factors, as llama 3.1+ files carry; LlmBuild needs the rope_scaling parameters instead)." : "(a feature of the architecture LlmBuild does not support)."),
+                "(a feature of the architecture LlmBuild does not support).",
                 gguf.Path);
             int permuteHeads = 0;
             if (permuted && name.Contains(".self_attn.q_proj.", StringComparison.Ordinal)) permuteHeads = checked((int)heads);

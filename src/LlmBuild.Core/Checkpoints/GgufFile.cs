@@ -185,6 +185,17 @@ public sealed class GgufFile
         _ => $"{value} ({value.GetType().Name})",
     };
 
+    /// <summary>The f32 values of a small F32 tensor (metadata-like tensors such as RoPE factors), read from the file.</summary>
+    public float[] ReadFloat32Tensor(GgufTensor tensor)
+    {
+        if (tensor.Type != GgmlType.F32 || tensor.ElementCount > 1 << 20)
+            throw new LlmBuildException(ErrorCodes.BadGgufTensorInfo, $"'{Path}': tensor '{tensor.Name}' is {GgmlTypes.Name(tensor.Type)} with {tensor.ElementCount} elements; a small F32 vector is expected.", Path);
+        using var file = new MappedFile(Path);
+        float[] values = new float[tensor.ElementCount];
+        file.Read(tensor.Offset, System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        return values;
+    }
+
     // ---- typed metadata access; a wrong type is a coded error naming the key ----
 
     public bool Has(string key) => Metadata.ContainsKey(key);

@@ -126,14 +126,60 @@ public static class GgufModelConfig
         return floatMatrices is [GgmlType.F16] ? "float16" : floatMatrices is [GgmlType.F32] ? "float32" : "bfloat16";
     }
 
+    /// <summary>llama.cpp's tensor of per-frequency RoPE divisors (llama 3.1+ scaling, precomputed by the converter).</summary>
+    public const string RopeFactorsTensor = "rope_freqs.weight";
+
+    /// <summary>The llama-3 scaling parameters every llama 3.1/3.2/3.3 release uses besides its factor.</summary>
+    private const double Llama3LowFreqFactor = 1.0, Llama3HighFreqFactor = 4.0;
+    private const int Llama3OriginalContext = 8192;
+
     private static JsonObject? RopeScaling(GgufFile gguf, string arch)
     {
+        if (gguf.Tensors.FirstOrDefault(t => t.Name == RopeFactorsTensor) is { } factors) return Llama3Scaling(gguf, arch, factors);
         string? type = gguf.String($"{arch}.rope.scaling.type");
         if (type is null or "none") return null;
         if (type != "linear")
             throw Unsupported(gguf, $"its RoPE scaling '{type}' is not supported (linear only)");
         double factor = Finite(gguf, $"{arch}.rope.scaling.factor") ?? throw Unsupported(gguf, $"it lacks '{arch}.rope.scaling.factor'");
         return new JsonObject { ["rope_type"] = "linear", ["factor"] = factor };
+    }
+
+    /// <summary>
+    /// Recovers Hugging Face's llama3 rope_scaling from the divisors llama.cpp stored: 1 for short wavelengths, the
+    /// factor for long ones, 1 / ((1 − s)/factor + s) in between, s rising linearly in original_context / wavelength
+    /// from low_freq_factor to high_freq_factor. The factor is the largest divisor; the other three parameters are the
+    /// ones every llama 3 release uses (or the file's own original_context_length), accepted only if they reproduce
+    /// every stored divisor.
+    /// </summary>
+    private static JsonObject? Llama3Scaling(GgufFile gguf, string arch, GgufTensor tensor)
+    {
+        float[] stored = gguf.ReadFloat32Tensor(tensor);
+        int headDim = checked((int)(gguf.Integer($"{arch}.rope.dimension_count") ?? gguf.Integer($"{arch}.attention.key_length")
+            ?? (gguf.Integer($"{arch}.embedding_length") ?? 0) / Math.Max(1, gguf.Integer($"{arch}.attention.head_count") ?? 1)));
+        if (stored.Length * 2 != headDim || stored.Any(f => !float.IsFinite(f) || f < 1))
+            throw Unsupported(gguf, $"its {RopeFactorsTensor} ({stored.Length} values) is not a set of RoPE divisors ≥ 1 for head_dim {headDim}");
+        double factor = stored.Max();
+        if (factor == 1) return null;
+        double theta = Finite(gguf, $"{arch}.rope.freq_base") ?? 10000.0;
+        long original = gguf.Integer($"{arch}.rope.scaling.original_context_length") ?? Llama3OriginalContext;
+        double lowWavelength = original / Llama3LowFreqFactor, highWavelength = original / Llama3HighFreqFactor;
+        for (int i = 0; i < stored.Length; i++)
+        {
+            double wavelength = 2 * Math.PI * Math.Pow(theta, 2.0 * i / headDim);
+            double expected = wavelength < highWavelength ? 1 : wavelength > lowWavelength ? factor
+                : 1 / ((1 - Smooth(original, wavelength)) / factor + Smooth(original, wavelength));
+            if (Math.Abs(expected - stored[i]) > 1e-4 * expected)
+                throw Unsupported(gguf, $"its {RopeFactorsTensor}[{i}] = {stored[i]} does not follow llama3 RoPE scaling (factor {factor}, low/high frequency factors " +
+                    $"{Llama3LowFreqFactor}/{Llama3HighFreqFactor}, original context {original}, which give {expected:G6})");
+        }
+        return new JsonObject
+        {
+            ["rope_type"] = "llama3", ["factor"] = factor, ["low_freq_factor"] = Llama3LowFreqFactor,
+            ["high_freq_factor"] = Llama3HighFreqFactor, ["original_max_position_embeddings"] = original,
+        };
+
+        static double Smooth(long original, double wavelength) =>
+            (original / wavelength - Llama3LowFreqFactor) / (Llama3HighFreqFactor - Llama3LowFreqFactor);
     }
 
     private static double? Finite(GgufFile gguf, string key) => gguf.Number(key) switch

@@ -71,6 +71,33 @@ public sealed class GgufReaderTests
         Assert.AreEqual(StoredRow(1, 0), (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(raw)));
     }
 
+    /// <summary>
+    /// llama 3.1+ files store RoPE scaling as divisors per frequency (rope_freqs.weight); the config gets Hugging Face's
+    /// llama3 rope_scaling back. The divisors here follow transformers' llama3 rule, written out independently:
+    /// inv_freq' = inv_freq / factor for wavelengths above 8192, unchanged below 8192 / 4, blended between.
+    /// </summary>
+    [TestMethod]
+    public void RopeFrequencyFactorsBecomeLlama3Scaling()
+    {
+        const double Theta = 10000, Factor = 8;
+        float[] divisors = new float[16];
+        for (int i = 0; i < 16; i++)
+        {
+            double invFreq = 1 / Math.Pow(Theta, 2.0 * i / 32), wavelength = 2 * Math.PI / invFreq;
+            double scaled = wavelength > 8192 ? invFreq / Factor : wavelength < 2048 ? invFreq
+                : (1 - (8192 / wavelength - 1) / 3) * invFreq / Factor + (8192 / wavelength - 1) / 3 * invFreq;
+            divisors[i] = (float)(invFreq / scaled);
+        }
+        Assert.IsTrue(divisors.Distinct().Count() > 2, "the test frequencies cover the blended band");
+        string path = Write(GgufTestFile.SmallLlama(ropeFactors: divisors));
+        var scaling = ModelConfig.Load(path).RopeScaling;
+        Assert.AreEqual(new RopeScaling("llama3", Factor, 1.0, 4.0, 8192), scaling);
+        using (var checkpoint = GgufCheckpoint.Open(path)) Assert.IsFalse(checkpoint.TensorNames.Any(n => n.Contains("rope", StringComparison.Ordinal)));
+
+        divisors[3] *= 1.01f;
+        Assert.AreEqual(ErrorCodes.UnsupportedGgufArchitecture, Code(() => ModelConfig.Load(Write(GgufTestFile.SmallLlama(ropeFactors: divisors)))));
+    }
+
     [TestMethod]
     public void MalformedFilesAreCodedErrors()
     {

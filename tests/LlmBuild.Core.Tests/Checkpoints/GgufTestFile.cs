@@ -90,7 +90,8 @@ internal static class GgufTestFile
     }
 
     /// <summary>A small llama-architecture file: 1 layer, hidden 64, 2 heads, 1 kv head, 8 tokens, several tensor types.</summary>
-    public static byte[] SmallLlama(uint alignment = 32)
+    /// <param name="ropeFactors">A llama.cpp rope_freqs.weight tensor to add (head_dim / 2 = 16 values).</param>
+    public static byte[] SmallLlama(uint alignment = 32, float[]? ropeFactors = null)
     {
         string[] tokens = ["<unk>", "<s>", "</s>", "\u2581a", "\u2581b", "a", "b", "\u2581"];
         var metadata = new List<(string, object)>
@@ -119,6 +120,7 @@ internal static class GgufTestFile
             new("blk.0.ffn_up.weight", [64, 64], GgmlType.F32, F32(64 * 64, 10)),
             new("blk.0.ffn_down.weight", [64, 64], GgmlType.Q8_0, RandomBlocks(GgmlType.Q8_0, 128, 11)),
         };
+        if (ropeFactors is not null) tensors.Add(new("rope_freqs.weight", [ropeFactors.Length], GgmlType.F32, TestFiles.Bytes(ropeFactors)));
         return Build(metadata, tensors, alignment);
     }
 }
