@@ -52,6 +52,14 @@ public sealed class ConvertPlanTests
     }
 
     [TestMethod]
+    public void AGgufModelIsNamedWithoutItsExtensionAndKeepsItsQuantization()
+    {
+        string gguf = Path.Combine(TestPaths.RepoRoot, "tests", "fixtures", "gguf", "tiny-llama-q8_0.gguf");
+        var plan = TestPaths.Plan(["-m", gguf, "-s", "64"]);
+        Assert.AreEqual("tiny-llama-q8_0_w8bf16_seq64_bm1684x_1dev_static", plan.BModelName);
+    }
+
+    [TestMethod]
     [DataRow("", "checkpoint_w4bf16_seq64_bm1684x_1dev_static")]
     [DataRow("--num_device 2 -g 32", "checkpoint_w4bf16_seq64_bm1684x_2dev_static")]
     [DataRow("--dynamic", "checkpoint_w4bf16_seq64_bm1684x_1dev_dynamic")]

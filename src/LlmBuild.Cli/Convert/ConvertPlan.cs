@@ -50,7 +50,9 @@ public sealed record ConvertPlan
             throw ConvertFlags.NameFlag(e);
         }
 
-        string modelName = Path.GetFileName(options.ModelPath).ToLowerInvariant();
+        // A .gguf file names the model without its extension.
+        string modelName = (LlmBuild.Core.Checkpoints.GgufCheckpoint.IsGgufPath(options.ModelPath)
+            ? Path.GetFileNameWithoutExtension(options.ModelPath) : Path.GetFileName(options.ModelPath)).ToLowerInvariant();
         string bmodelName = OutputNames.BModelName(modelName, resolved.Quantize, options);
         string outDir = string.IsNullOrWhiteSpace(request.OutDir)
             ? Path.Combine(currentDirectory, OutputNames.DefaultOutDir(modelName, options.Chip, resolved.Quantize))

@@ -8,11 +8,18 @@ public static class CheckpointLoader
     /// <summary>
     /// Opens the folder's weights, preferring safetensors: <c>model.safetensors.index.json</c>, <c>model.safetensors</c>,
     /// other <c>*.safetensors</c> (adapters excluded), then <c>pytorch_model.bin.index.json</c>, <c>pytorch_model.bin</c>,
-    /// <c>pytorch_model-*.bin</c>. A coded error when none is present.
+    /// <c>pytorch_model-*.bin</c>. A coded error when none is present. A path ending in <c>.gguf</c> opens that GGUF file
+    /// under Hugging Face names; a folder whose config.json declares block-wise FP8 weights reads them dequantized.
     /// </summary>
     public static ICheckpoint Open(string modelDir)
     {
+        if (GgufCheckpoint.IsGgufPath(modelDir)) return GgufCheckpoint.Open(modelDir);
         string dir = Path.GetFullPath(modelDir);
+        return Fp8BlockCheckpoint.WrapIfFp8(OpenFolder(dir), dir);
+    }
+
+    private static ICheckpoint OpenFolder(string dir)
+    {
         if (!Directory.Exists(dir))
             throw new LlmBuildException(ErrorCodes.ModelNotFound, $"Model directory '{dir}' does not exist. Set ModelPath to a Hugging Face checkpoint folder.", dir);
         string Find(string name) => Path.Combine(dir, name);
@@ -41,4 +48,11 @@ public static class CheckpointLoader
         using var checkpoint = Open(modelDir);
         return checkpoint.Files;
     }
+
+    /// <summary>
+    /// The full path of a weight file <see cref="ICheckpoint.Files"/> lists for <paramref name="modelPath"/>: relative to
+    /// the folder, or to the folder holding a .gguf file.
+    /// </summary>
+    public static string WeightFilePath(string modelPath, string file) =>
+        Path.Combine(GgufCheckpoint.IsGgufPath(modelPath) ? Path.GetDirectoryName(Path.GetFullPath(modelPath))! : modelPath, file);
 }

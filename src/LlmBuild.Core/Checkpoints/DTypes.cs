@@ -13,7 +13,7 @@ public static class DTypes
         _ => 1,
     };
 
-    public static bool IsFloat(TensorDType t) => t is TensorDType.F32 or TensorDType.F16 or TensorDType.BF16 or TensorDType.F64 or TensorDType.F8E4M3;
+    public static bool IsFloat(TensorDType t) => t is TensorDType.F32 or TensorDType.F16 or TensorDType.BF16 or TensorDType.F64 or TensorDType.F8E4M3 or TensorDType.F8E5M2;
 
     /// <summary>The safetensors spelling of a dtype, or null when safetensors has no such dtype.</summary>
     public static TensorDType? FromSafetensors(string name) => name switch
@@ -29,6 +29,7 @@ public static class DTypes
         "U8" => TensorDType.U8,
         "BOOL" => TensorDType.Bool,
         "F8_E4M3" => TensorDType.F8E4M3,
+        "F8_E5M2" => TensorDType.F8E5M2,
         _ => null,
     };
 
@@ -36,6 +37,7 @@ public static class DTypes
     {
         TensorDType.Bool => "BOOL",
         TensorDType.F8E4M3 => "F8_E4M3",
+        TensorDType.F8E5M2 => "F8_E5M2",
         _ => t.ToString(),
     };
 
@@ -43,6 +45,6 @@ public static class DTypes
     {
         if (!IsFloat(info.DType))
             throw new LlmBuildException(ErrorCodes.UnsupportedTensorDType,
-                $"Tensor '{info.Name}' in '{info.File}' has dtype {info.DType}, but a float tensor (F32, F16, BF16, F64, F8_E4M3) is expected here.", info.File);
+                $"Tensor '{info.Name}' in '{info.File}' has dtype {info.DType}, but a float tensor (F32, F16, BF16, F64, F8_E4M3, F8_E5M2) is expected here.", info.File);
     }
 }

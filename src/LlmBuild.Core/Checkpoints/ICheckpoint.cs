@@ -1,7 +1,7 @@
 namespace LlmBuild.Core.Checkpoints;
 
 /// <summary>Element types a checkpoint tensor may have.</summary>
-public enum TensorDType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, Bool, F8E4M3 }
+public enum TensorDType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, Bool, F8E4M3, F8E5M2 }
 
 /// <summary>A tensor's metadata: name, dtype, shape, and the file it lives in.</summary>
 public sealed record TensorInfo(string Name, TensorDType DType, long[] Shape, string File)
@@ -32,7 +32,7 @@ public interface ICheckpoint : IDisposable
     /// <summary>Metadata of a tensor; a coded error naming the checkpoint when absent.</summary>
     TensorInfo GetInfo(string name);
 
-    /// <summary>Reads a float tensor (F32/F16/BF16/F64/F8E4M3) converted to f32, row-major, into <paramref name="destination"/>.</summary>
+    /// <summary>Reads a float tensor (F32/F16/BF16/F64/F8E4M3/F8E5M2) converted to f32, row-major, into <paramref name="destination"/>.</summary>
     void ReadFloat32(string name, Span<float> destination) => ReadFloat32(name, 0, destination);
 
     /// <summary>Copies a tensor's raw little-endian bytes into <paramref name="destination"/>.</summary>

@@ -98,6 +98,7 @@ internal sealed class MappedCheckpoint : ICheckpoint
             case TensorDType.BF16: FloatFormats.BFloat16ToFloat(MemoryMarshal.Cast<byte, ushort>(source), destination); break;
             case TensorDType.F16: FloatFormats.HalfToFloat(MemoryMarshal.Cast<byte, ushort>(source), destination); break;
             case TensorDType.F8E4M3: FloatFormats.Float8E4M3ToFloat(source, destination); break;
+            case TensorDType.F8E5M2: FloatFormats.Float8E5M2ToFloat(source, destination); break;
             case TensorDType.F64:
                 var d = MemoryMarshal.Cast<byte, double>(source);
                 for (int i = 0; i < d.Length; i++) destination[i] = (float)d[i];

@@ -4,7 +4,7 @@ using LlmBuild.Core.Diagnostics;
 namespace LlmBuild.Core.Checkpoints;
 
 /// <summary>The pre-quantization methods whose packed weights LlmBuild unpacks.</summary>
-public enum PreQuantizedMethod { Gptq, Awq, AutoRound, CompressedTensors }
+public enum PreQuantizedMethod { Gptq, Awq, AutoRound, CompressedTensors, Gguf }
 
 /// <summary>How a pre-quantized checkpoint packs its linear weights.</summary>
 public enum PackingLayout
@@ -15,6 +15,8 @@ public enum PackingLayout
     AwqGemm,
     /// <summary>compressed-tensors pack-quantized: weight_packed i32 [N, K/(32/b)] packed along K; weight_scale [N, G]; weight_zero_point [N/(32/b), G] (asymmetric).</summary>
     PackQuantized,
+    /// <summary>GGUF Q8_0 / Q4_0 blocks of 32 along K, one f16 scale each, symmetric (zero 128 / 8); read through <see cref="Checkpoints.GgufCheckpoint"/>.</summary>
+    GgufBlocks,
 }
 
 /// <summary>
@@ -25,10 +27,14 @@ public enum PackingLayout
 /// </summary>
 public sealed record PreQuantizedFormat(PreQuantizedMethod Method, PackingLayout Layout, int Bits, int GroupSize, bool Symmetric, bool DescAct, bool ZeroMinusOne)
 {
-    /// <summary>Parses quantization_config; null when absent. Coded errors for unsupported or incomplete configs.</summary>
+    /// <summary>
+    /// Parses quantization_config; null when absent, and for block-wise FP8 (whose weights the checkpoint reader
+    /// dequantizes, so nothing is unpacked). Coded errors for unsupported or incomplete configs.
+    /// </summary>
     public static PreQuantizedFormat? FromConfig(JsonObject? config, string source)
     {
         if (config is null) return null;
+        if (IsFp8(config, source)) return null;
         string method = (Str(config, "quant_method") ?? throw Missing(source, "quant_method", "the quantization method (gptq, awq, auto-round, compressed-tensors)")).ToLowerInvariant();
         switch (method)
         {
@@ -69,10 +75,17 @@ public sealed record PreQuantizedFormat(PreQuantizedMethod Method, PackingLayout
             }
             case "compressed-tensors":
                 return CompressedTensors(config, source);
+            case "gguf":
+                // Written by GgufModelConfig only when every block linear is Q8_0 or every one Q4_0.
+                return new PreQuantizedFormat(PreQuantizedMethod.Gguf, PackingLayout.GgufBlocks, ReadBits(config, source, "bits"), 32, true, false, false);
             default:
-                throw Unsupported(source, $"quant_method '{method}' (supported: gptq, awq, auto-round, compressed-tensors)");
+                throw Unsupported(source, $"quant_method '{method}' (supported: gptq, awq, auto-round, compressed-tensors, fp8)");
         }
     }
+
+    /// <summary>True for a block-wise FP8 quantization_config (validated: weight_block_size, format).</summary>
+    public static bool IsFp8(JsonObject? config, string source) =>
+        config is not null && Checkpoints.Fp8BlockCheckpoint.BlockSize(config, source) is not null;
 
     private static PreQuantizedFormat CompressedTensors(JsonObject config, string source)
     {

@@ -59,6 +59,7 @@ public static class PreQuantizedUnpacker
         PackingLayout.Gptq => UnpackGptq(checkpoint, format, Stem(weightName)),
         PackingLayout.AwqGemm => UnpackAwq(checkpoint, format, Stem(weightName)),
         PackingLayout.PackQuantized => UnpackPackQuantized(checkpoint, format, Stem(weightName)),
+        PackingLayout.GgufBlocks => GgufBlockUnpacker.Unpack(checkpoint, weightName),
         _ => throw new InvalidOperationException(format.Layout.ToString()),
     };
 

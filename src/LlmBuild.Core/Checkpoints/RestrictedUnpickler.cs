@@ -24,7 +24,7 @@ internal sealed class RestrictedUnpickler
         ["FloatStorage"] = TensorDType.F32, ["HalfStorage"] = TensorDType.F16, ["BFloat16Storage"] = TensorDType.BF16,
         ["DoubleStorage"] = TensorDType.F64, ["LongStorage"] = TensorDType.I64, ["IntStorage"] = TensorDType.I32,
         ["ShortStorage"] = TensorDType.I16, ["CharStorage"] = TensorDType.I8, ["ByteStorage"] = TensorDType.U8,
-        ["BoolStorage"] = TensorDType.Bool, ["Float8_e4m3fnStorage"] = TensorDType.F8E4M3,
+        ["BoolStorage"] = TensorDType.Bool, ["Float8_e4m3fnStorage"] = TensorDType.F8E4M3, ["Float8_e5m2Storage"] = TensorDType.F8E5M2,
     };
 
     private static readonly HashSet<string> Callables = new(StringComparer.Ordinal)

@@ -16,4 +16,6 @@ public static partial class ErrorCodes
     public const string BadPreQuantizedTensor = "LLMB0206";
     [Code("A weight holds NaN or infinity, so it cannot be quantized.")]
     public const string NonFiniteWeight = "LLMB0207";
+    [Code("GGUF tensors of a type that does not map exactly onto A16MatMul are dequantized exactly and quantized again to the requested mode (warning).")]
+    public const string GgufRequantized = "LLMB0210";
 }

@@ -77,9 +77,20 @@ public sealed record ModelConfig
     public bool UsesLocalRope(int layer) => LocalRopeTheta is not null && WindowOf(layer) > 0;
     public int QDim => NumHeads * HeadDim;
 
-    /// <summary>Reads <c>config.json</c> (and, when present, <c>generation_config.json</c>) from a model directory.</summary>
+    /// <summary>
+    /// Reads <c>config.json</c> (and, when present, <c>generation_config.json</c>) from a model directory, or the
+    /// configuration a <c>.gguf</c> file's metadata stands for.
+    /// </summary>
     public static ModelConfig Load(string modelDir)
     {
+        if (Checkpoints.GgufCheckpoint.IsGgufPath(modelDir))
+        {
+            string gguf = Path.GetFullPath(modelDir);
+            if (!File.Exists(gguf))
+                throw new LlmBuildException(ErrorCodes.ModelNotFound, $"GGUF file '{gguf}' does not exist. Set ModelPath to a .gguf file or a Hugging Face checkpoint folder.", gguf);
+            var (config, generationConfig) = Checkpoints.GgufModelConfig.Synthesize(Checkpoints.GgufFile.Read(gguf));
+            return FromJson(config, generationConfig, gguf);
+        }
         string path = Path.Combine(modelDir, "config.json");
         if (!Directory.Exists(modelDir))
             throw new LlmBuildException(ErrorCodes.ModelNotFound,

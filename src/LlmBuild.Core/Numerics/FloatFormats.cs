@@ -204,6 +204,15 @@ public static class FloatFormats
         for (int i = 0; i < source.Length; i++) destination[i] = table[source[i]];
     }
 
+    /// <summary>FP8 E5M2 → f32: E5M2 is the upper byte of an IEEE half (bias 15, with infinities and NaNs), so widening is exact.</summary>
+    public static float Float8E5M2ToFloat(byte bits) => HalfToFloatScalar((ushort)(bits << 8));
+
+    public static void Float8E5M2ToFloat(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        CheckLengths(source.Length, destination.Length);
+        for (int i = 0; i < source.Length; i++) destination[i] = Float8E5M2ToFloat(source[i]);
+    }
+
     private static void CheckLengths(int source, int destination)
     {
         if (destination < source)

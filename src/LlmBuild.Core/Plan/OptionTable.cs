@@ -133,9 +133,9 @@ public static class OptionTable
     public static readonly OptionDefinition ModelPath = new()
     {
         Name = "ModelPath", Flags = ["-m", "--model_path"], Kind = OptionKind.Text, Required = true,
-        Expected = "the path of a Hugging Face checkpoint folder",
-        Doc = "Hugging Face checkpoint folder (config.json + *.safetensors or pytorch_model*.bin). Required.",
-        DefaultDoc = "(required)", ValuesDoc = "checkpoint folder: config.json + `*.safetensors` or `pytorch_model*.bin`",
+        Expected = "the path of a Hugging Face checkpoint folder or a .gguf file",
+        Doc = "Hugging Face checkpoint folder (config.json + *.safetensors or pytorch_model*.bin), or a .gguf file. Required.",
+        DefaultDoc = "(required)", ValuesDoc = "checkpoint folder (config.json + `*.safetensors` or `pytorch_model*.bin`) or a `.gguf` file",
         Value = o => o.ModelPath,
     };
     public static readonly OptionDefinition SeqLength = new()

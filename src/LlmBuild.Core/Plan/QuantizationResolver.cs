@@ -10,6 +10,7 @@ namespace LlmBuild.Core.Plan;
 /// (bfloat16 → bf16, float16 → f16, float32 → bf16). A forced mode that contradicts the source is a coded warning
 /// when the weights can be converted (dtype change, dequantizing a pre-quantized source, a group size overridden
 /// by the source's) and a coded error when they cannot (another bit width than the pre-quantized source's).
+/// Block-wise FP8 checkpoints read as floats (their scales folded in); auto picks w8 for them.
 /// </summary>
 public static class QuantizationResolver
 {
@@ -29,6 +30,11 @@ public static class QuantizationResolver
             _ => "bf16",
         };
 
+        // Block-wise FP8 weights are dequantized when read; auto keeps 8 bits (the closest A16MatMul mode).
+        if (requested == "auto" && PreQuantizedFormat.IsFp8(config.QuantizationConfig, "config.json quantization_config"))
+        {
+            return ($"w8{sourceActivation}", sourceActivation, new QuantScheme(8, groupSize, symmetric));
+        }
         if (requested == "auto")
         {
             if (source is null) return (sourceActivation, sourceActivation, new QuantScheme(16, 0, false));
@@ -56,6 +62,11 @@ public static class QuantizationResolver
                 $"The checkpoint is pre-quantized ({source.Method}, {source.Bits} bits) but Quantize={requested}: its weights are dequantized to {activation}, " +
                 $"which makes the model larger without improving accuracy. Use Quantize=auto or w{source.Bits}{activation}."));
             return (requested, activation, new QuantScheme(16, 0, false));
+        }
+        // A GGUF file's blocks dequantize exactly, so another bit width is a plain requantization (logged as LLMB0210).
+        if (bits != source.Bits && source.Method == PreQuantizedMethod.Gguf)
+        {
+            return (requested, activation, new QuantScheme(bits, groupSize, symmetric));
         }
         if (bits != source.Bits)
             throw new LlmBuildException(ErrorCodes.QuantizeConflictsWithSource,

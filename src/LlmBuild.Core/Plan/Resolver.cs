@@ -25,7 +25,9 @@ public static class Resolver
         CheckLengths(options, config, warnings);
 
         CheckAttention(options, config, family);
-        ConfigFieldAudit.Audit(ModelConfig.ParseObject(Path.Combine(modelDir, "config.json")), family, config, Path.Combine(modelDir, "config.json"), warnings);
+        // A GGUF's config is synthesized from its metadata by LlmBuild itself; a folder's config.json is the user's.
+        if (!GgufCheckpoint.IsGgufPath(modelDir))
+            ConfigFieldAudit.Audit(ModelConfig.ParseObject(Path.Combine(modelDir, "config.json")), family, config, Path.Combine(modelDir, "config.json"), warnings);
         using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(modelDir, config);
         bool fuseFinalNorm = options.NumDevice == 1;
         var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);

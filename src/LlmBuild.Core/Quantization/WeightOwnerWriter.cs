@@ -13,7 +13,7 @@ namespace LlmBuild.Core.Quantization;
 /// The core of the QuantizeLlmWeights stage: writes one weight owner's npz (DESIGN §5) from the source checkpoint,
 /// entry by entry in the owner's order. Activation entries are stored in the activation dtype (bf16 as '&lt;u2' bit
 /// patterns, f16 as '&lt;f2'), Float32 entries as '&lt;f4', Quantized entries as three arrays (qweight, scales,
-/// qzeros) in the A16MatMul layout. Pre-quantized sources (GPTQ, AWQ, AutoRound, compressed-tensors) are unpacked
+/// qzeros) in the A16MatMul layout. Pre-quantized sources (GPTQ, AWQ, AutoRound, compressed-tensors, GGUF Q8_0/Q4_0) are unpacked
 /// into the same layout instead of being quantized again. Tensors are streamed a block of rows at a time, so memory
 /// stays near one block, not one checkpoint; the file is written atomically and its bytes are deterministic.
 /// </summary>
@@ -38,7 +38,11 @@ public static class WeightOwnerWriter
 
     private static void WriteEntry(ICheckpoint checkpoint, ResolvedModel model, PreQuantizedFormat? source, WeightEntry entry, NpzWriter npz)
     {
-        if (source is not null && !checkpoint.Contains(entry.SourceTensor) && PreQuantizedUnpacker.IsPacked(checkpoint, entry.SourceTensor))
+        bool packed = source is not null && !checkpoint.Contains(entry.SourceTensor) && PreQuantizedUnpacker.IsPacked(checkpoint, entry.SourceTensor);
+        // GGUF Q8_0/Q4_0 blocks already in the scheme's layout are kept; other GGUF tensors read as exact floats below.
+        bool ggufExact = source?.Layout == PackingLayout.GgufBlocks && entry.Storage == WeightStorage.Quantized
+            && GgufBlockUnpacker.KeepsExactly(checkpoint, entry.SourceTensor, model.Weights.Bits, model.Weights.GroupSize, model.Weights.Symmetric);
+        if (source is not null && (packed || ggufExact))
         {
             WritePreQuantized(checkpoint, model, source, entry, npz);
             return;

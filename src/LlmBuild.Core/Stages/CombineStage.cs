@@ -19,7 +19,10 @@ public static class CombineStage
         // Nets in the order the resolved model lists its pieces, whatever order MSBuild passed them in.
         var byName = pieceBModels.ToDictionary(p => Path.GetFileNameWithoutExtension(p), StringComparer.Ordinal);
         var ordered = model.Pieces.Select(p => byName[p.Name]).ToArray();
-        CopyConfig(configFiles, outputConfigDir);
+        // A GGUF file carries its configuration and tokenizer as metadata: they are written as Hugging Face files.
+        bool gguf = GgufCheckpoint.IsGgufPath(model.Options.ModelPath);
+        CopyConfig(configFiles, outputConfigDir, gguf ? GgufTokenizerFiles.FileNames : []);
+        if (gguf) GgufTokenizerFiles.Write(model.Options.ModelPath, outputConfigDir);
         if (model.Options.EmbeddingDisk)
         {
             // No embedding nets: the runtime looks tokens up in config/embedding.bin (activation dtype) on the host.
@@ -29,10 +32,10 @@ public static class CombineStage
         return BModelCombiner.Combine(ordered, outputBModel);
     }
 
-    private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir)
+    private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir, IReadOnlyList<string> generated)
     {
         Directory.CreateDirectory(outputConfigDir);
-        var names = new HashSet<string>(StringComparer.Ordinal) { NetContract.EmbeddingFileName };
+        var names = new HashSet<string>(generated, StringComparer.Ordinal) { NetContract.EmbeddingFileName };
         foreach (string file in files.Order(StringComparer.Ordinal))
         {
             string name = Path.GetFileName(file);

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using System.Text;
 using System.Text.Json;
+using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
 using LlmBuild.Core.Models;
@@ -28,6 +29,7 @@ public static class ResolveStage
     {
         BuildOptions options = BuildOptions.Parse(values);
         string name = OptionTable.LlmModelName.ReadText(values) is { Length: > 0 } n ? n
+            : Checkpoints.GgufCheckpoint.IsGgufPath(options.ModelPath) ? Path.GetFileNameWithoutExtension(options.ModelPath)
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.ModelPath)));
         OptionTable.LlmModelName.CheckValue(name);
         bool quantizeLmHead = OptionTable.QuantizeLmHead.ReadSwitch(values);
@@ -37,6 +39,11 @@ public static class ResolveStage
         string[] ignoreTensors = OptionTable.LlmIgnoreTensors.ReadText(values)
             .Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
+        if (Checkpoints.GgufCheckpoint.IsGgufPath(model.Options.ModelPath))
+        {
+            using var gguf = Checkpoints.CheckpointLoader.Open(model.Options.ModelPath);
+            NoteGgufRequantization(gguf, model.Quantize, model.Weights, warnings);
+        }
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
         if (backend == "builtin") Plan.TensorParallel.Check(model);
         return model;
@@ -66,7 +73,7 @@ public static class ResolveStage
         string modelDir = model.Options.ModelPath;
         var sources = model.WeightFiles.Select(f =>
         {
-            var info = LinkedFile.Resolve(Path.Combine(modelDir, f));
+            var info = LinkedFile.Resolve(Checkpoints.CheckpointLoader.WeightFilePath(modelDir, f));
             return new { File = f, info.Length, Modified = info.LastWriteTimeUtc.Ticks };
         }).ToArray();
 
@@ -141,4 +148,22 @@ public static class ResolveStage
     };
 
     private static string ToJson(object value) => JsonSerializer.Serialize(value, ResolvedModel.Json) + "\n";
+
+    /// <summary>
+    /// Says in the build log (LLMB0210) which GGUF block types are not kept as they are — everything but Q8_0/Q4_0 in
+    /// a matching scheme — and so are dequantized exactly and stored in the resolved mode.
+    /// </summary>
+    private static void NoteGgufRequantization(ICheckpoint checkpoint, string quantize, QuantScheme scheme, ICollection<LlmBuildWarning> warnings)
+    {
+        if (checkpoint is not GgufCheckpoint gguf) return;
+        var types = gguf.TensorNames.Where(n => GgmlTypes.IsBlockQuantized(gguf.StoredType(n)) && !GgufBlockUnpacker.KeepsExactly(gguf, n, scheme.Bits, scheme.GroupSize, scheme.Symmetric))
+            .Select(gguf.StoredType).Distinct().Order().ToArray();
+        if (types.Length == 0) return;
+        string target = scheme.IsQuantized
+            ? $"{quantize} ({scheme.Bits}-bit, group {(scheme.GroupSize == 0 ? "per-channel" : scheme.GroupSize.ToString(System.Globalization.CultureInfo.InvariantCulture))}, {(scheme.Symmetric ? "symmetric" : "asymmetric")}; embeddings and norms in the activation dtype)"
+            : quantize;
+        warnings.Add(new LlmBuildWarning(ErrorCodes.GgufRequantized,
+            $"GGUF tensors of type {string.Join(", ", types.Select(GgmlTypes.Name))} in '{gguf.Gguf.Path}' are dequantized exactly (as ggml does) and stored as {target}. " +
+            "Only Q8_0 (w8) and Q4_0 (w4) with QGroupSize 32 and Symmetric map onto A16MatMul unchanged.", gguf.Gguf.Path));
+    }
 }

@@ -65,7 +65,9 @@ internal static class ExampleBuild
         Directory.Delete(weights, recursive: true);
         string bin = Path.Combine(dir, "bin");
         string config = Path.Combine(bin, "config");
-        var configFiles = Directory.GetFiles(model.Options.ModelPath).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)).ToArray();
+        // A .gguf model has no folder of config files: combine writes them from its metadata.
+        var configFiles = File.Exists(model.Options.ModelPath) ? []
+            : Directory.GetFiles(model.Options.ModelPath).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)).ToArray();
         string output = Path.Combine(bin, model.Name + ".bmodel");
         CombineStage.Run(model, model.Pieces.Select(p => pieces[p.Name]).ToArray(), configFiles, output, config);
         return new Built(model, dir, output, config, pieces);
