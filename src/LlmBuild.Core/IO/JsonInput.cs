@@ -111,7 +111,12 @@ public readonly struct JsonField
             : new JsonField(File, Child(name), Code, Fix);
 
     private string Child(string name) =>
-        IsIdentifier(name) ? (Path.Length == 0 ? name : $"{Path}.{name}") : $"{Path}[{JsonSerializer.Serialize(name)}]";
+        IsIdentifier(name) ? (Path.Length == 0 ? name : $"{Path}.{name}") : $"{Path}[{Quote(name)}]";
+
+    // Names appear in messages as written: no \u escapes for non-ASCII tokens or '<'.
+    private static readonly JsonSerializerOptions QuoteOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private static string Quote(string name) => JsonSerializer.Serialize(name, QuoteOptions);
 
     private static bool IsIdentifier(string name) =>
         name.Length > 0 && !char.IsAsciiDigit(name[0]) && name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_');
@@ -147,7 +152,9 @@ public readonly struct JsonField
     public IEnumerable<(string Name, JsonField Value)> Members()
     {
         var self = RequireObject();
-        return self._element.EnumerateObject().Select(p => (p.Name, new JsonField(p.Value, self.File, self.Child(p.Name), self.Code, self.Fix)));
+        // Enumerated names are data (tokens, ids), so they are always quoted: vocab["a"], not vocab.a.
+        return self._element.EnumerateObject().Select(p =>
+            (p.Name, new JsonField(p.Value, self.File, $"{self.Path}[{Quote(p.Name)}]", self.Code, self.Fix)));
     }
 
     /// <summary>The items of a list.</summary>

@@ -67,9 +67,10 @@ public sealed class ChatTemplate
         foreach (var doc in new[] { specialMap, config })
         {
             if (doc is not { } d) continue;
-            foreach (var (name, value) in d.Members())
+            foreach (var (name, _) in d.Members())
             {
                 if (!name.EndsWith("_token", StringComparison.Ordinal) && name != "additional_special_tokens") continue;
+                var value = d[name];
                 // Flags such as add_bos_token also end in "_token": only strings, token objects and lists are tokens.
                 object? token = value.Kind switch
                 {

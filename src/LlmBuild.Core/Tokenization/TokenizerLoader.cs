@@ -434,11 +434,20 @@ internal static class TokenizerRegex
 
     public static Regex Compile(string pattern, JsonField where) => Compile(pattern, $"{where.File}: {where.Path}", where.File);
 
+    // Compiling a pattern to IL takes milliseconds, and every load of a byte-level tokenizer needs the same few
+    // (GPT-2's and Qwen2's split patterns). A Regex is thread-safe, so compiled ones are shared; the cache is small
+    // and stops growing when full, so files with ever-new patterns cannot grow it without bound.
+    private const int CacheLimit = 32;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Regex> Compiled = new(StringComparer.Ordinal);
+
     public static Regex Compile(string pattern, string where, string file)
     {
+        if (Compiled.TryGetValue(pattern, out var cached)) return cached;
         try
         {
-            return new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled, MatchTimeout);
+            var regex = new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled, MatchTimeout);
+            if (Compiled.Count < CacheLimit) Compiled.TryAdd(pattern, regex);
+            return regex;
         }
         catch (ArgumentException e)
         {

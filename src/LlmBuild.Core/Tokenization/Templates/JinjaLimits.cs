@@ -15,7 +15,7 @@ public sealed record JinjaLimits
     public static JinjaLimits Default { get; } = new();
 
     /// <summary>Work allowed in one render: a step is one statement, one expression, one loop iteration, one
-    /// element a filter or comparison walks, or 64 characters of text built (default 10,000,000, about a second).</summary>
+    /// element a filter or comparison walks, or 16 characters of text built or read (default 10,000,000, about a second).</summary>
     public long MaxSteps { get; init; } = 10_000_000;
 
     /// <summary>Nesting allowed: block tags inside each other and brackets/operators in one expression (at parse
@@ -36,7 +36,7 @@ public sealed record JinjaLimits
 internal sealed class RenderBudget
 {
     /// <summary>Characters of built text that cost one step.</summary>
-    private const int CharsPerStep = 64;
+    private const int CharsPerStep = 16;
 
     [ThreadStatic] private static RenderBudget? t_current;
 
@@ -85,7 +85,7 @@ internal sealed class RenderBudget
     }
 
     /// <summary>Charges for an operation that may read all of <paramref name="value"/>: a string costs one step per
-    /// 64 characters (walking a list is charged where it is walked, item by item).</summary>
+    /// 16 characters (walking a list is charged where it is walked, item by item).</summary>
     public static void Touch(object? value)
     {
         if (value is string s && t_current is { } b) b.Charge(1 + s.Length / CharsPerStep);
@@ -99,12 +99,27 @@ internal sealed class RenderBudget
     /// fits the output limit, and charges for building it.</summary>
     public static void Length(long length, string what)
     {
+        Fits(length, what);
+        Step(length / CharsPerStep);
+    }
+
+    /// <summary>Text grows by <paramref name="added"/> characters to <paramref name="total"/>: checks the total
+    /// against the output limit and charges for the added part.</summary>
+    public static void Grow(long total, long added, string what)
+    {
+        Fits(total, what);
+        Step(added / CharsPerStep);
+    }
+
+    /// <summary>Checks that text growing to <paramref name="length"/> fits the output limit, without charging for
+    /// it (the caller charges for the part it adds).</summary>
+    public static void Fits(long length, string what)
+    {
         if (t_current is not { } b) return;
         if (length > b._limits.MaxOutputLength)
             throw Error(ErrorCodes.TemplateOutputLimit,
                 $"{what} would be {Number(length)} long, over the limit of {Number(b._limits.MaxOutputLength)} (JinjaLimits.MaxOutputLength). " +
                 "Shorten the conversation, or check the template for a string or list that grows without bound");
-        b.Charge(length / CharsPerStep);
     }
 
     /// <summary>Enters a macro call; dispose the result to leave it.</summary>

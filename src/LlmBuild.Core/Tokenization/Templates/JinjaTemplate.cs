@@ -108,7 +108,7 @@ public sealed class JinjaTemplate
 
         private static void Emit(StringBuilder output, string text)
         {
-            RenderBudget.Length((long)output.Length + text.Length, "the rendered text");
+            RenderBudget.Grow((long)output.Length + text.Length, text.Length, "the rendered text");
             output.Append(text);
         }
 

@@ -307,7 +307,7 @@ internal static class PyJson
         RenderBudget.EnsureStack();
         RenderBudget.Step();
         // Each value's indentation is written before it, so check that it fits first: indent × depth can be huge.
-        RenderBudget.Length(sb.Length + (long)(indent ?? 0) * (depth + 1), "the JSON text");
+        RenderBudget.Fits(sb.Length + (long)(indent ?? 0) * (depth + 1), "the JSON text");
         switch (v)
         {
             case null: sb.Append("null"); break;
@@ -317,7 +317,8 @@ internal static class PyJson
                 sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : Py.FloatRepr(d));
                 break;
             case string s:
-                RenderBudget.Length(sb.Length + 2L + s.Length, "the JSON text");
+                RenderBudget.Fits(sb.Length + 2L + s.Length, "the JSON text");
+                RenderBudget.Touch(s);
                 WriteString(sb, s);
                 break;
             case List<object?> list:
