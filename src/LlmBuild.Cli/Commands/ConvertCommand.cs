@@ -52,7 +52,8 @@ public static class ConvertCommand
         {
             if (outcome.ReportedCodedError) return 1;
             throw new LlmBuildException(ErrorCodes.BuildFailed,
-                $"dotnet build of '{plan.ProjectPath}' failed (exit code {outcome.ExitCode}); its errors are above.", plan.ProjectPath);
+                $"dotnet build of '{plan.ProjectPath}' failed (exit code {outcome.ExitCode}); its errors are above, its whole output (with any stack traces) is in '{outcome.LogPath}'.",
+                plan.ProjectPath);
         }
         if (plan.Options.OnlyMlir)
         {

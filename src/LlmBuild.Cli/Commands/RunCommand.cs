@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Runtime;
 using LlmBuild.Core.Tokenization;
 using LlmBuild.Core.Tokenization.Chat;
@@ -27,6 +28,10 @@ public static class RunCommand
         command.SetAction(parse =>
         {
             string path = parse.GetValue(bmodel)!;
+            int? maxNewTokens = CommandRunner.AtLeast(parse.GetValue(maxNew), 1, "--max-new-tokens");
+            string? once = parse.GetValue(prompt);
+            // Check before loading the model: interactive chat on a closed stdin would wait forever for a question.
+            if (once is null && ConsoleStreams.InputCanNeverArrive()) throw InputClosed();
             string configDir = parse.GetValue(config) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config");
             var tokenizer = Tokenizer.Load(configDir);
             var template = ChatTemplate.Load(configDir);
@@ -38,10 +43,10 @@ public static class RunCommand
                 SeqLength = emulator.SeqLength,
                 MaxInputLength = emulator.PrefillLength,
                 SystemPrompt = parse.GetValue(system),
-                MaxNewTokens = parse.GetValue(maxNew),
+                MaxNewTokens = maxNewTokens,
             });
             Console.WriteLine($"Model: {Path.GetFileName(path)} (SeqLength {emulator.SeqLength}, {(sampling is null ? "greedy" : "sampling: " + sampling)})");
-            if (parse.GetValue(prompt) is { } once)
+            if (once is not null)
             {
                 Answer(session, once);
                 return 0;
@@ -50,7 +55,7 @@ public static class RunCommand
             while (true)
             {
                 Console.Write("\nQuestion: ");
-                string? line = Console.ReadLine();
+                string? line = ReadQuestion();
                 if (line is null || line.Trim() is "" or "exit" or "quit") return 0;
                 if (line.Trim() == "clear")
                 {
@@ -62,6 +67,23 @@ public static class RunCommand
             }
         });
         return command;
+    }
+
+    private static LlmBuildException InputClosed() =>
+        new(ErrorCodes.StandardInputClosed,
+            "Standard input is closed, so interactive chat would wait forever for a question. Pass -p PROMPT to answer one prompt, " +
+            "or run it from a terminal or with questions piped in (one per line).");
+
+    private static string? ReadQuestion()
+    {
+        try
+        {
+            return Console.ReadLine();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw InputClosed();
+        }
     }
 
     private static void Answer(ChatSession session, string question)

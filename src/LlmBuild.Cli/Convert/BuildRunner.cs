@@ -2,15 +2,19 @@ using System.Collections.Concurrent;
 using System.ComponentModel;
 using System.Diagnostics;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 
 namespace LlmBuild.Cli.Convert;
 
-/// <summary>The outcome of one <c>dotnet build</c>: its exit code and whether it reported a coded error itself.</summary>
-public sealed record BuildOutcome(int ExitCode, bool ReportedCodedError);
+/// <summary>The outcome of one <c>dotnet build</c>: its exit code, whether it reported a coded error itself, and the
+/// file holding its whole output.</summary>
+public sealed record BuildOutcome(int ExitCode, bool ReportedCodedError, string LogPath);
 
 /// <summary>
 /// Runs <c>dotnet build</c> on the generated project with minimal console output (the stage tasks' progress
-/// lines are high-importance messages, so they still show) and feeds each line to a progress display.
+/// lines are high-importance messages, so they still show) and feeds each line to a progress display. The whole
+/// output, including what the display leaves out (MSBuild's stack traces of a crashed task), is kept in
+/// <c>build.log</c> beside the project.
 /// </summary>
 public static class BuildRunner
 {
@@ -32,6 +36,7 @@ public static class BuildRunner
         psi.Environment["DOTNET_NOLOGO"] = "1";
 
         using var lines = new BlockingCollection<string>();
+        var log = new System.Text.StringBuilder();
         bool coded = false;
         int exitCode = -1;
         Process process;
@@ -50,6 +55,7 @@ public static class BuildRunner
             {
                 if (line is null) return;
                 if (line.Contains(" error LLMB", StringComparison.Ordinal)) coded = true;
+                lock (log) log.AppendLine(line);
                 lines.Add(line);
             }
             process.OutputDataReceived += (_, e) => OnLine(e.Data);
@@ -65,7 +71,9 @@ public static class BuildRunner
             display.Run(progress, lines, () => exitCode == 0);
             waiter.GetAwaiter().GetResult();
         }
-        return new BuildOutcome(exitCode, coded);
+        string logPath = Path.Combine(Path.GetDirectoryName(projectPath)!, "build.log");
+        AtomicFile.WriteAllTextIfChanged(logPath, log.ToString());
+        return new BuildOutcome(exitCode, coded, logPath);
     }
 
     /// <summary>The dotnet that runs this tool when known (DOTNET_HOST_PATH), else the one on PATH.</summary>
