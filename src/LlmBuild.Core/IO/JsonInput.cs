@@ -69,24 +69,20 @@ public readonly struct JsonField
     private readonly JsonElement _element;
 
     internal JsonField(JsonElement element, string file, string path, string code, string fix)
-    {
-        _element = element;
-        File = file;
-        Path = path;
-        Code = code;
-        Fix = fix;
-        Exists = true;
-    }
+        : this(file, path, code, fix, exists: true) => _element = element;
 
-    private JsonField(string file, string path, string code, string fix)
+    private JsonField(string file, string path, string code, string fix, bool exists)
     {
         _element = default;
         File = file;
         Path = path;
         Code = code;
         Fix = fix;
-        Exists = false;
+        Exists = exists;
     }
+
+    /// <summary>The absent field at <paramref name="path"/>.</summary>
+    private JsonField Missing(string path) => new(File, path, Code, Fix, exists: false);
 
     public string File { get; }
     /// <summary>The value's place in the document ("" for the root).</summary>
@@ -108,7 +104,7 @@ public readonly struct JsonField
     public JsonField this[string name] =>
         IsObject && _element.TryGetProperty(name, out var v)
             ? new JsonField(v, File, Child(name), Code, Fix)
-            : new JsonField(File, Child(name), Code, Fix);
+            : Missing(Child(name));
 
     private string Child(string name) =>
         IsIdentifier(name) ? (Path.Length == 0 ? name : $"{Path}.{name}") : $"{Path}[{Quote(name)}]";
@@ -170,7 +166,7 @@ public readonly struct JsonField
     public JsonField this[int index] =>
         IsArray && index >= 0 && index < _element.GetArrayLength()
             ? new JsonField(_element[index], File, $"{Path}[{index}]", Code, Fix)
-            : new JsonField(File, $"{Path}[{index}]", Code, Fix);
+            : Missing($"{Path}[{index}]");
 
     public string String() => IsString ? _element.GetString()! : throw WrongKind("a string");
 

@@ -77,6 +77,11 @@ public sealed class ParserFuzzTests
         return dir;
     }
 
+    /// <summary>A JSON file mutated as text (one case in three: mostly invalid JSON) or as a tree (valid JSON with
+    /// values of the wrong type or range, members missing).</summary>
+    private static string MutateJsonFile(Mutator mutator, string json) =>
+        mutator.Next(3) == 0 ? mutator.MutateText(json) : mutator.MutateJson(json);
+
     private static void UseTokenizer(string dir)
     {
         var tokenizer = Tokenizer.Load(dir);
@@ -97,11 +102,7 @@ public sealed class ParserFuzzTests
         }
         var mutator = new Mutator(1901, JsonFragments);
         new FuzzRun("tokenizer.json", Cases, TimeBox).Run(
-            i =>
-            {
-                string seed = seeds[i % seeds.Length];
-                return mutator.Next(3) == 0 ? mutator.MutateText(seed) : mutator.MutateJson(seed);
-            },
+            i => MutateJsonFile(mutator, seeds[i % seeds.Length]),
             input =>
             {
                 File.WriteAllText(Path.Combine(dir, "tokenizer.json"), input);
@@ -134,7 +135,7 @@ public sealed class ParserFuzzTests
         var mutator = new Mutator(1902, [.. JsonFragments, "\n", " ", "#version", "Ġ", "\r\n"]);
         new FuzzRun("vocab.json + merges.txt", Cases, TimeBox).Run(
             i => i % 2 == 0
-                ? "vocab.json\u0000" + (mutator.Next(3) == 0 ? mutator.MutateText(vocab) : mutator.MutateJson(vocab))
+                ? "vocab.json\u0000" + MutateJsonFile(mutator, vocab)
                 : "merges.txt\u0000" + mutator.MutateText(merges),
             input =>
             {
@@ -178,11 +179,7 @@ public sealed class ParserFuzzTests
         }
         var mutator = new Mutator(1903, JsonFragments);
         new FuzzRun("tokenizer_config.json", Cases, TimeBox).Run(
-            i =>
-            {
-                string seed = seeds[i % seeds.Length];
-                return mutator.Next(3) == 0 ? mutator.MutateText(seed) : mutator.MutateJson(seed);
-            },
+            i => MutateJsonFile(mutator, seeds[i % seeds.Length]),
             input =>
             {
                 File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), input);
