@@ -188,7 +188,7 @@ public sealed class FailingBuildTests
         StringAssert.Contains(shown, "System.OverflowException: Arithmetic operation resulted in an overflow.");
         Assert.IsFalse(shown.Contains(" at LlmBuild.Core", StringComparison.Ordinal), shown);
         Assert.IsFalse(shown.Contains("--- End of stack trace", StringComparison.Ordinal), shown);
-        string log = Path.Combine(outDir, "build.log");
+        string log = Path.Combine(outDir, "obj", "build.log");
         StringAssert.Contains(error, $"error {ErrorCodes.BuildFailed}: dotnet build of ");
         StringAssert.Contains(error, $"its whole output (with any stack traces) is in '{log}'");
         StringAssert.Contains(File.ReadAllText(log), "at LlmBuild.Core.Checkpoints.SafetensorsReader.Read(String path) in /src/SafetensorsReader.cs:line 42");

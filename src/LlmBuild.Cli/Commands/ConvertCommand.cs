@@ -47,7 +47,7 @@ public static class ConvertCommand
         string sdk = sdkDir ?? SdkLocator.Find();
         WriteProject(plan, ProjectFile.Generate(plan, sdk));
         var progress = new BuildProgress(plan.IntermediateDir);
-        var outcome = BuildRunner.Build(plan.ProjectPath, ProgressDisplays.ForConsole(), progress);
+        var outcome = BuildRunner.Build(plan.ProjectPath, plan.BuildLogPath, ProgressDisplays.ForConsole(), progress);
         if (outcome.ExitCode != 0)
         {
             if (outcome.ReportedCodedError) return 1;

@@ -14,14 +14,14 @@ public sealed record BuildOutcome(int ExitCode, bool ReportedCodedError, string 
 /// Runs <c>dotnet build</c> on the generated project with minimal console output (the stage tasks' progress
 /// lines are high-importance messages, so they still show) and feeds each line to a progress display. The whole
 /// output, including what the display leaves out (MSBuild's stack traces of a crashed task), is kept in
-/// <c>build.log</c> beside the project.
+/// the log file the caller names (<see cref="ConvertPlan.BuildLogPath"/>).
 /// </summary>
 public static class BuildRunner
 {
     /// <summary>Environment variables a parent MSBuild or test host may set that would steer the child build to other MSBuild files.</summary>
     private static readonly string[] InheritedMsBuildVariables = ["MSBuildExtensionsPath", "MSBUILD_EXE_PATH", "MSBuildSDKsPath", "MSBuildLoadMicrosoftTargetsReadOnly"];
 
-    public static BuildOutcome Build(string projectPath, IProgressDisplay display, BuildProgress progress)
+    public static BuildOutcome Build(string projectPath, string logPath, IProgressDisplay display, BuildProgress progress)
     {
         var psi = new ProcessStartInfo(DotnetHost())
         {
@@ -71,7 +71,6 @@ public static class BuildRunner
             display.Run(progress, lines, () => exitCode == 0);
             waiter.GetAwaiter().GetResult();
         }
-        string logPath = Path.Combine(Path.GetDirectoryName(projectPath)!, "build.log");
         AtomicFile.WriteAllTextIfChanged(logPath, log.ToString());
         return new BuildOutcome(exitCode, coded, logPath);
     }
