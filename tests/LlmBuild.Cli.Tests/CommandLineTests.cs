@@ -90,6 +90,21 @@ public sealed class CommandLineTests
     }
 
     [TestMethod]
+    [DataRow("""{"temperature": "hot"}""", "temperature must be a number of at least 0, found the string \"hot\"")]
+    [DataRow("""{"top_k": -3}""", "top_k must be an integer from 0 to 2147483647, found the number -3")]
+    public void ABadGenerationConfigIsACodedErrorEvenForAGreedyRun(string generationConfig, string fragment)
+    {
+        // Checked before the model is opened: the bmodel need not exist.
+        string config = TestPaths.NewTempDirectory("genconfig");
+        foreach (string name in new[] { "vocab.json", "merges.txt", "tokenizer_config.json" })
+            File.Copy(Path.Combine(TestPaths.ExampleCheckpoint, name), Path.Combine(config, name));
+        File.WriteAllText(Path.Combine(config, "generation_config.json"), generationConfig);
+        var (exit, _, error) = RunMain("run", "missing.bmodel", "--config", config, "-p", "hi");
+        Assert.AreEqual(1, exit);
+        StringAssert.StartsWith(error, $"error {ErrorCodes.BadGenerationConfig}: {Path.Combine(config, "generation_config.json")}: {fragment}.");
+    }
+
+    [TestMethod]
     public void AClosedStandardOutputIsACodedError()
     {
         // `sh -c 'exec … >&-'` starts the tool with file descriptor 1 closed.

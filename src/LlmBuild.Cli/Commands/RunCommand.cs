@@ -35,8 +35,11 @@ public static class RunCommand
             string configDir = parse.GetValue(config) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config");
             var tokenizer = Tokenizer.Load(configDir);
             var template = ChatTemplate.Load(configDir);
+            // Read (and so check) generation_config.json even for greedy runs: a broken file is reported now, not on
+            // the first --sample run.
+            var configured = SamplingOptions.FromGenerationConfig(configDir);
+            var sampling = parse.GetValue(sample) ? configured : null;
             using var emulator = LlmEmulator.Load(path, configDir);
-            var sampling = parse.GetValue(sample) ? SamplingOptions.FromGenerationConfig(configDir) : null;
             var generator = new EmulatorGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
             {

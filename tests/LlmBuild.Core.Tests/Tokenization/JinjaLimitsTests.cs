@@ -151,6 +151,7 @@ public sealed class JinjaLimitsTests
     [DataRow("{{ 'abc'.split(' ', 'x') }}", "expected an integer, got a str")]
     [DataRow("{{ 'x'|indent(99999999999) }}", "the indent")]
     [DataRow("{{ 'a\\uZZ' }}", "hexadecimal digits")]
+    [DataRow("{{ [3, 1, m2]|sort }}", "cannot sort a")]
     public void TypeErrorsInsideBuiltinsAreCodedWithTheirLine(string template, string fragment)
     {
         var e = Fails(template);

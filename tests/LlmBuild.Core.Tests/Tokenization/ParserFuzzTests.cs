@@ -14,8 +14,11 @@ namespace LlmBuild.Core.Tests.Tokenization;
 [TestClass]
 public sealed class ParserFuzzTests
 {
-    private const int Cases = 3000;
-    private static readonly TimeSpan TimeBox = TimeSpan.FromSeconds(20);
+    // LLMBUILD_FUZZ_CASES and LLMBUILD_FUZZ_SEED run a longer or different campaign locally (the time box grows with
+    // the cases); CI runs the defaults.
+    private static readonly int Cases = int.TryParse(Environment.GetEnvironmentVariable("LLMBUILD_FUZZ_CASES"), out int n) ? n : 3000;
+    private static readonly int SeedOffset = int.TryParse(Environment.GetEnvironmentVariable("LLMBUILD_FUZZ_SEED"), out int s) ? s : 0;
+    private static readonly TimeSpan TimeBox = TimeSpan.FromSeconds(20 * Math.Max(1, Cases / 3000));
     private const string SampleText = "hello abc <eos> héllo 12 😀\n\tend";
 
     private static readonly string[] JsonFragments =
@@ -100,7 +103,7 @@ public sealed class ParserFuzzTests
             File.WriteAllText(Path.Combine(dir, "tokenizer.json"), seed);
             UseTokenizer(dir); // the seeds themselves load
         }
-        var mutator = new Mutator(1901, JsonFragments);
+        var mutator = new Mutator(1901 + SeedOffset, JsonFragments);
         new FuzzRun("tokenizer.json", Cases, TimeBox).Run(
             i => MutateJsonFile(mutator, seeds[i % seeds.Length]),
             input =>
@@ -132,7 +135,7 @@ public sealed class ParserFuzzTests
         File.WriteAllText(Path.Combine(dir, "vocab.json"), vocab);
         File.WriteAllText(Path.Combine(dir, "merges.txt"), merges);
         UseTokenizer(dir);
-        var mutator = new Mutator(1902, [.. JsonFragments, "\n", " ", "#version", "Ġ", "\r\n"]);
+        var mutator = new Mutator(1902 + SeedOffset, [.. JsonFragments, "\n", " ", "#version", "Ġ", "\r\n"]);
         new FuzzRun("vocab.json + merges.txt", Cases, TimeBox).Run(
             i => i % 2 == 0
                 ? "vocab.json\u0000" + MutateJsonFile(mutator, vocab)
@@ -177,7 +180,7 @@ public sealed class ParserFuzzTests
             File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), seed);
             Use();
         }
-        var mutator = new Mutator(1903, JsonFragments);
+        var mutator = new Mutator(1903 + SeedOffset, JsonFragments);
         new FuzzRun("tokenizer_config.json", Cases, TimeBox).Run(
             i => MutateJsonFile(mutator, seeds[i % seeds.Length]),
             input =>
@@ -215,7 +218,7 @@ public sealed class ParserFuzzTests
         Assert.IsTrue(seeds.Length >= 30, "real chat templates and the jinja cases");
         var limits = new JinjaLimits { MaxSteps = 200_000, MaxOutputLength = 1 << 16, MaxDepth = 64 };
         var special = new Dictionary<string, object?> { ["bos_token"] = "<s>", ["eos_token"] = "</s>" };
-        var mutator = new Mutator(1904, JinjaFragments);
+        var mutator = new Mutator(1904 + SeedOffset, JinjaFragments);
         new FuzzRun("Jinja templates", Cases, TimeBox).Run(
             i => mutator.MutateText(seeds[i % seeds.Length]),
             input =>

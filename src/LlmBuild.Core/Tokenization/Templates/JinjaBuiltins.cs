@@ -605,7 +605,17 @@ internal static class Builtins
                         }
                         return Py.Compare(kx, ky) ?? throw Error(line, $"cannot sort a {Py.TypeName(kx)} and a {Py.TypeName(ky)}");
                     };
-                    var sorted = items.Select((x, i) => (x, i)).OrderBy(p => p.x, Comparer<object?>.Create(cmp)).ThenBy(p => p.i).Select(p => p.x).ToList();
+                    List<object?> sorted;
+                    try
+                    {
+                        sorted = items.Select((x, i) => (x, i)).OrderBy(p => p.x, Comparer<object?>.Create(cmp)).ThenBy(p => p.i).Select(p => p.x).ToList();
+                    }
+                    catch (InvalidOperationException e) when (e.InnerException is LlmBuildException inner)
+                    {
+                        // The sort wraps what the comparison threw (a type error, a limit); the template's error is the inner one.
+                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(inner);
+                        throw;
+                    }
                     if (reverse) sorted.Reverse();
                     return sorted;
                 }

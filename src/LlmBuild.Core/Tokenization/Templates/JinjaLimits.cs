@@ -152,11 +152,7 @@ internal sealed class RenderBudget
                 "the template nests values or calls too deeply for the thread's stack (JinjaLimits.MaxDepth bounds macro calls; values nest one level per step)");
     }
 
-    private static LlmBuildException Error(string code, string message)
-    {
-        int line = Line;
-        return new LlmBuildException(code, line > 0 ? $"chat template line {line}: {message}." : $"chat template: {message}.");
-    }
+    private static LlmBuildException Error(string code, string message) => JinjaTemplate.Error(code, 0, message);
 
     internal static string Number(long n) => n.ToString("N0", CultureInfo.InvariantCulture);
 }
