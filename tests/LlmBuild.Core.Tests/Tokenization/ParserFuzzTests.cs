@@ -229,6 +229,75 @@ public sealed class ParserFuzzTests
             });
     }
 
+    private static readonly string[] Atoms =
+        ["0", "1", "-1", "3", "9223372036854775807", "2.5", "-0.0", "1e308", "'a'", "''", "'x y\\n'", "'<think>'", "none", "true", "false",
+         "[1, 'a']", "[]", "[[1, 2], [3]]", "{'a': 1, 'b': [2]}", "{}", "nothing", "messages", "messages[0]", "message", "range(3)",
+         "namespace(a=1)", "(1, 2)", "loop", "raise_exception", "bos_token"];
+
+    private static readonly string[] Filters =
+        ["trim", "tojson", "length", "count", "first", "last", "join", "upper", "lower", "title", "capitalize", "replace", "default", "d",
+         "list", "string", "int", "float", "abs", "round", "items", "dictsort", "reverse", "sort", "unique", "min", "max", "sum", "map",
+         "select", "reject", "selectattr", "rejectattr", "attr", "indent", "wordcount", "center", "escape", "safe", "batch", "wordwrap"];
+
+    private static readonly string[] Methods =
+        ["startswith", "endswith", "strip", "lstrip", "rstrip", "split", "splitlines", "replace", "find", "count", "join", "upper",
+         "lower", "title", "capitalize", "isdigit", "isalpha", "isspace", "items", "keys", "values", "get", "format", "cycle", "index"];
+
+    private static readonly string[] Tests =
+        ["defined", "undefined", "none", "string", "number", "integer", "float", "boolean", "mapping", "iterable", "sequence",
+         "callable", "lower", "upper", "even", "odd", "divisibleby", "eq", "ne", "lt", "gt", "le", "ge", "in", "sameas", "true", "fancy"];
+
+    private static readonly string[] Operators =
+        ["+", "-", "*", "/", "//", "%", "**", "~", "==", "!=", "<", ">", "<=", ">=", "in", "not in", "and", "or"];
+
+    /// <summary>A random expression over values of every type, operators, filters, methods, tests and subscripts:
+    /// it reaches the builtins with argument types and ranges real templates never pass.</summary>
+    private static string Expression(Mutator r, int depth)
+    {
+        string Pick(string[] options) => options[r.Next(options.Length)];
+        string Args()
+        {
+            int n = r.Next(4);
+            return string.Join(", ", Enumerable.Range(0, n).Select(_ => r.Next(5) == 0 ? $"{Pick(["attribute", "indent", "width", "reverse", "default"])}={Expression(r, 0)}" : Expression(r, depth - 1)));
+        }
+        if (depth <= 0) return Pick(Atoms);
+        return r.Next(9) switch
+        {
+            0 => $"({Expression(r, depth - 1)} {Pick(Operators)} {Expression(r, depth - 1)})",
+            1 => $"{Expression(r, depth - 1)}|{Pick(Filters)}({Args()})",
+            2 => $"{Expression(r, depth - 1)}|{Pick(Filters)}",
+            3 => $"{Expression(r, depth - 1)}.{Pick(Methods)}({Args()})",
+            4 => $"({Expression(r, depth - 1)} is {Pick(Tests)} {Pick(Atoms)})",
+            5 => $"{Expression(r, depth - 1)}[{Expression(r, depth - 1)}]",
+            6 => $"{Expression(r, depth - 1)}[{Pick(Atoms)}:{Pick(Atoms)}:{Pick(Atoms)}]",
+            7 => $"({Expression(r, depth - 1)} if {Expression(r, depth - 1)} else {Expression(r, depth - 1)})",
+            _ => $"-{Expression(r, depth - 1)}",
+        };
+    }
+
+    [TestMethod]
+    public void JinjaExpressions()
+    {
+        var limits = new JinjaLimits { MaxSteps = 200_000, MaxOutputLength = 1 << 16, MaxDepth = 64 };
+        var mutator = new Mutator(1905 + SeedOffset, JinjaFragments);
+        new FuzzRun("Jinja expressions", Cases, TimeBox).Run(
+            i =>
+            {
+                string e = Expression(mutator, 1 + mutator.Next(3));
+                return mutator.Next(3) switch
+                {
+                    0 => $"{{% for message in messages %}}{{{{ {e} }}}}{{% endfor %}}",
+                    1 => $"{{% set y = {e} %}}{{% for x in y %}}{{{{ x }}}}{{% else %}}{{{{ y }}}}{{% endfor %}}",
+                    _ => $"{{{{ {e} }}}}",
+                };
+            },
+            input =>
+            {
+                var template = ChatTemplate.FromSource(input, new Dictionary<string, object?> { ["bos_token"] = "<s>" }, "fuzz.jinja", limits);
+                template.Render(Conversation, addGenerationPrompt: true);
+            });
+    }
+
     // Half the cases render with the generation prompt, chosen from the input so a case replays identically.
     private static bool AddGenerationPromptFor(string input) => input.Length % 2 == 0;
 }
