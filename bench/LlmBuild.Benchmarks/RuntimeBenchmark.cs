@@ -4,9 +4,10 @@ using System.Numerics.Tensors;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Benchmarks;
 

@@ -3,8 +3,10 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Numerics;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 
 namespace LlmBuild.Benchmarks;
@@ -85,7 +87,7 @@ public sealed class WeightsBenchmark : IBenchmark
         byte[] crcData = new byte[64 << 20];
         new Random(1).NextBytes(crcData);
         var crc = Stopwatch.StartNew();
-        for (int i = 0; i < 4; i++) LlmBuild.Core.Numpy.Crc32.Compute(crcData);
+        for (int i = 0; i < 4; i++) LlmBuild.Core.IO.Crc32.Compute(crcData);
         double crcGBs = 4 * crcData.Length / 1e9 / crc.Elapsed.TotalSeconds;
 
         double readS = read.Elapsed.TotalSeconds, quantS = quantize.Elapsed.TotalSeconds;

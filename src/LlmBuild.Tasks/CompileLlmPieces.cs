@@ -1,6 +1,7 @@
-using LlmBuild.Core.IO;
-using LlmBuild.Core.Pipeline;
 using Microsoft.Build.Framework;
+using LlmBuild.Core.IO;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks;
 

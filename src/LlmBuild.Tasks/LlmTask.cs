@@ -1,6 +1,7 @@
-using LlmBuild.Core.Diagnostics;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 
 namespace LlmBuild.Tasks;
 

@@ -1,8 +1,8 @@
+using Microsoft.Build.Framework;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.IO;
-using LlmBuild.Core.Pipeline;
-using LlmBuild.Core.Quantization;
-using Microsoft.Build.Framework;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks;
 
@@ -23,8 +23,8 @@ public sealed class QuantizeLlmWeights : LlmTask
         var stale = Owners.Where(o => !Freshness.IsUpToDate([o.Path("Npz")], [o.Path("Spec"), .. shared])).ToList();
         foreach (var o in Owners.Except(stale)) LogProgress($"{o.ItemSpec}: up to date");
         if (stale.Count == 0) return;
-        using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
+        using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         RunPieces(stale, o => o.ItemSpec, (o, log) =>
-            WeightOwnerWriter.Write(checkpoint, model, model.Owner(o.ItemSpec), o.Path("Npz")));
+            QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz")));
     }
 }

@@ -1,7 +1,8 @@
+using Microsoft.Build.Framework;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
-using LlmBuild.Core.Pipeline;
-using Microsoft.Build.Framework;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks;
 

@@ -1,8 +1,8 @@
-using LlmBuild.Core.Codegen;
-using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
+using LlmBuild.Core.Codegen;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Tasks;
 

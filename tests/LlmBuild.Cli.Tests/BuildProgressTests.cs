@@ -1,4 +1,5 @@
 using LlmBuild.Cli.Convert;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Tests;
 

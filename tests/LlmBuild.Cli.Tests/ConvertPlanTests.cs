@@ -1,6 +1,6 @@
 using LlmBuild.Cli.Convert;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Tests;
 

@@ -2,6 +2,7 @@ using System.Xml.Linq;
 using LlmBuild.Cli.Commands;
 using LlmBuild.Cli.Convert;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Tests;
 
@@ -43,7 +44,7 @@ public sealed class ProjectFileTests
         // A new option in BuildOptions must reach the generated project (DryRun excepted: a dry run writes no project).
         var plan = Plan(TestPaths.NewTempDirectory("opts"));
         var names = XDocument.Parse(ProjectFile.Generate(plan, "/sdk")).Root!.Elements("PropertyGroup").SelectMany(g => g.Elements()).Select(e => e.Name.LocalName).ToHashSet();
-        foreach (var p in typeof(Core.Pipeline.BuildOptions).GetProperties().Where(p => p.CanWrite && p.Name != "DryRun"))
+        foreach (var p in typeof(Core.Plan.BuildOptions).GetProperties().Where(p => p.CanWrite && p.Name != "DryRun"))
             Assert.IsTrue(names.Contains(p.Name), p.Name);
     }
 

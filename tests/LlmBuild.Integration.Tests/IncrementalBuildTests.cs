@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using LlmBuild.Core.BModel;
 
 namespace LlmBuild.Integration.Tests;
 

@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks.Tests;
 

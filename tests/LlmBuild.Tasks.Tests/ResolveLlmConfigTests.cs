@@ -1,5 +1,5 @@
-using LlmBuild.Core.Pipeline;
 using Microsoft.Build.Utilities;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks.Tests;
 

@@ -4,7 +4,7 @@ using LlmBuild.Cli.Convert;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Commands;
 

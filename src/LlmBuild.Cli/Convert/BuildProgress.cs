@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Convert;
 

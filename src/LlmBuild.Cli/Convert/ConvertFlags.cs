@@ -23,7 +23,7 @@ public sealed record ConvertRequest
 
 /// <summary>
 /// The flags of <c>llm_convert.py</c> with the same short and long names. Values are read as text and checked by
-/// <see cref="LlmBuild.Core.Pipeline.BuildOptions.Parse"/>, the same code the build's resolve stage runs, so a
+/// <see cref="LlmBuild.Core.Plan.BuildOptions.Parse"/>, the same code the build's resolve stage runs, so a
 /// bad flag gives the same coded error the build would.
 /// </summary>
 public static class ConvertFlags

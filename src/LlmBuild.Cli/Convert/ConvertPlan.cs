@@ -1,6 +1,7 @@
 using System.Globalization;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Cli.Convert;
 

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Convert;
 

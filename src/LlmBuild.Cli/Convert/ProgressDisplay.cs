@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using Spectre.Console;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Convert;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Security;
 using System.Text;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Cli.Convert;
 

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Checkpoints;
 

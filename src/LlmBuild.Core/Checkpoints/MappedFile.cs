@@ -1,5 +1,6 @@
 using System.IO.MemoryMappedFiles;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 
 namespace LlmBuild.Core.Checkpoints;
 

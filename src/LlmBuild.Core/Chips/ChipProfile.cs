@@ -1,5 +1,5 @@
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Graph;
+using LlmBuild.Core.Models;
 
 namespace LlmBuild.Core.Chips;
 

@@ -1,7 +1,6 @@
 using LlmBuild.Core.Chips;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Codegen;
 

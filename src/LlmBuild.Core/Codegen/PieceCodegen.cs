@@ -2,7 +2,8 @@ using LlmBuild.Core.BModel;
 using LlmBuild.Core.Chips;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Codegen;
 
@@ -296,6 +297,14 @@ public static class PieceCodegen
                     break;
                 case "top.SiLU":
                     Emit(EmuOp.SiLU, [ins[0]], [Define(outName)], [], [], outName);
+                    break;
+                case "top.GELU":
+                    if (op.Attr("approx_mode").Str != "tanh")
+                        throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"top.GELU '{outName}': approx_mode '{op.Attr("approx_mode").Str}' is not supported (tanh).");
+                    Emit(EmuOp.GeluTanh, [ins[0]], [Define(outName)], [], [], outName);
+                    break;
+                case "top.Tanh":
+                    Emit(EmuOp.Tanh, [ins[0]], [Define(outName)], [], [], outName);
                     break;
                 case "top.Slice": LowerSlice(op, ins[0]); break;
                 case "top.Concat":

@@ -1,4 +1,4 @@
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Codegen;
 

@@ -18,4 +18,10 @@ public static partial class ErrorCodes
     public const string QuantizeMismatch = "LLMB0007";
     [Code("A build intermediate is missing or stale; rebuild.")]
     public const string StaleIntermediate = "LLMB0008";
+    [Code("A checkpoint tensor is used by no role of the model family: it would be silently dropped. List it in LlmIgnoreTensors to drop it on purpose.")]
+    public const string UnusedTensor = "LLMB0010";
+    [Code("A config.json field changes the model's math in a way the family does not implement.")]
+    public const string UnsupportedConfigField = "LLMB0011";
+    [Code("A config.json field is neither understood by the family nor known to be irrelevant to the math (warning).")]
+    public const string UnknownConfigField = "LLMB0012";
 }

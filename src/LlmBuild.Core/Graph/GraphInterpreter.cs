@@ -1,5 +1,7 @@
 using System.Numerics.Tensors;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Graph;
 
@@ -84,7 +86,10 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             case "top.Slice": v[outName] = Slice(op, In(0), Shape(op.Inputs[0]), outShape); break;
             case "top.MulConst": v[outName] = Map(In(0), x => x * (float)op.Float("const_val")); break;
             case "top.SiLU": v[outName] = Map(In(0), x => x / (1f + MathF.Exp(-x))); break;
+            case "top.GELU": v[outName] = Map(In(0), GeluTanh); break;
+            case "top.Tanh": v[outName] = Map(In(0), MathF.Tanh); break;
             case "top.Add": v[outName] = Binary(op, v, outShape, (a, b) => a + b); break;
+            case "top.Sub": v[outName] = Binary(op, v, outShape, (a, b) => a - b); break;
             case "top.Mul": v[outName] = Binary(op, v, outShape, (a, b) => a * b); break;
             case "top.Div": v[outName] = Binary(op, v, outShape, (a, b) => a / b); break;
             case "top.Compare": v[outName] = Binary(op, v, outShape, Comparison(op.Attr("mode").Str!)); break;
@@ -514,4 +519,7 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             throw new LlmBuildException(ErrorCodes.GraphBadInput, $"Piece {Graph.Name}: index {value} is outside 0..{bound - 1}.");
         return i;
     }
+
+    /// <summary>gelu with the tanh approximation: ½x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
+    internal static float GeluTanh(float x) => 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }

@@ -1,6 +1,8 @@
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Numpy;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Graph;
 

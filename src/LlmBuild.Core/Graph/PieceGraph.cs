@@ -1,32 +1,8 @@
 using System.Globalization;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Graph;
-
-/// <summary>Element type of a graph tensor, named as in MLIR.</summary>
-public enum GraphDType { F32, BF16, F16, SI32, UI8 }
-
-public static class GraphDTypes
-{
-    /// <summary>The MLIR element type name (f32, bf16, f16, si32, ui8).</summary>
-    public static string MlirName(this GraphDType t) => t switch
-    {
-        GraphDType.F32 => "f32",
-        GraphDType.BF16 => "bf16",
-        GraphDType.F16 => "f16",
-        GraphDType.SI32 => "si32",
-        GraphDType.UI8 => "ui8",
-        _ => throw new ArgumentOutOfRangeException(nameof(t)),
-    };
-
-    /// <summary>The activation dtype of a resolved model ("bf16" or "f16").</summary>
-    public static GraphDType Activation(string activationDtype) => activationDtype switch
-    {
-        "bf16" => GraphDType.BF16,
-        "f16" => GraphDType.F16,
-        _ => throw new ArgumentException($"Activation dtype '{activationDtype}' is neither bf16 nor f16.", nameof(activationDtype)),
-    };
-}
 
 /// <summary>A named tensor of a piece graph. Shapes are static.</summary>
 public sealed record GraphTensor(string Name, GraphDType DType, long[] Shape)

@@ -1,6 +1,6 @@
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Graph;
 
@@ -11,8 +11,6 @@ namespace LlmBuild.Core.Graph;
 /// </summary>
 public static class PieceGraphBuilder
 {
-    /// <summary>The value the Dynamic static mask uses for masked positions (DESIGN §7: −10000-ish).</summary>
-    public const float MaskFill = -10000f;
     /// <summary>sample_head: the largest top-k the net supports and the tokens top-p always keeps (as TPU-MLIR).</summary>
     public const int SampleMaxTopK = 50;
     public const int SampleMinTokensToKeep = 5;
@@ -20,6 +18,9 @@ public static class PieceGraphBuilder
     public const string RotaryCosKey = "rotary_cos.weight";
     public const string RotarySinKey = "rotary_sin.weight";
     public const string CausalMaskKey = "causal_mask.weight";
+    /// <summary>The RoPE tables of sliding-window layers with their own base (gemma3's rope_local_base_freq).</summary>
+    public const string RotaryLocalCosKey = "rotary_local_cos.weight";
+    public const string RotaryLocalSinKey = "rotary_local_sin.weight";
 
     public static PieceGraph Build(ResolvedModel model, Piece piece)
     {
@@ -125,7 +126,10 @@ public static class PieceGraphBuilder
         string ids = g.Input("input_ids", GraphDType.SI32, batch, length);
         WeightEntry e = c.Need(WeightRole.Embedding);
         string table = c.Plain(e, c.Config.VocabSize, c.Config.HiddenSize);
-        string output = g.Op("top.Gather", [table, ids], c.Piece.Name, [batch, length, c.Config.HiddenSize], OpAttr.SI32("axis", 0));
+        long[] shape = [batch, length, c.Config.HiddenSize];
+        string output = g.Op("top.Gather", [table, ids], c.Config.EmbeddingMultiplier == 1 ? c.Piece.Name : c.Piece.Name + ".gather", shape, OpAttr.SI32("axis", 0));
+        if (c.Config.EmbeddingMultiplier != 1)
+            output = g.Op("top.MulConst", [output], c.Piece.Name, shape, OpAttr.F64("const_val", c.Config.EmbeddingMultiplier));
         return g.Build(c.Platform, false, output);
     }
 
@@ -159,9 +163,13 @@ public static class PieceGraphBuilder
             WeightEntry norm = c.Need(WeightRole.FinalNorm);
             string gamma = c.Plain(norm, hidden);
             x = g.Op("top.RMSNorm", [x, gamma], Stem(norm.Key), [batch, hidden], OpAttr.F64("eps", c.Config.RmsNormEps));
+            if (c.Config.FinalHiddenMultiplier != 1)
+                x = g.Op("top.MulConst", [x], Stem(norm.Key) + ".scale", [batch, hidden], OpAttr.F64("const_val", c.Config.FinalHiddenMultiplier));
         }
         WeightEntry head = c.Need(WeightRole.LmHead);
-        string logits = Linear(c, head, null, x, "logits", [batch, vocab], hidden, vocab);
+        double cap = c.Config.FinalLogitSoftcap;
+        string logits = Linear(c, head, null, x, cap > 0 ? "logits_uncapped" : "logits", [batch, vocab], hidden, vocab);
+        if (cap > 0) logits = SoftCap(g, logits, cap, "logits", [batch, vocab]);
         if (LmHeadOutputsLogits(c.Model)) return g.Build(c.Platform, false, logits);
         string[] top = g.Op("top.TopK", [logits],
             [("token_value", GraphDType.F32, [batch, 1]), ("token_id", GraphDType.F32, [batch, 1])],
@@ -263,11 +271,12 @@ public static class PieceGraphBuilder
         var model = c.Model;
         var cfg = c.Config;
         int layer = c.Piece.Layer;
-        if (cfg.HiddenAct != "silu")
+        if (cfg.HiddenAct is not ("silu" or "gelu_pytorch_tanh"))
             throw new LlmBuildException(ErrorCodes.GraphUnsupported,
-                $"hidden_act '{cfg.HiddenAct}' is not supported by the block builder (supported: silu).");
-        if (model.ModelFamily.RopeMode != RopeMode.RotateHalf)
-            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Family {model.Family}: RoPE mode {model.ModelFamily.RopeMode} is not supported yet.");
+                $"hidden_act '{cfg.HiddenAct}' is not supported by the block builder (supported: silu, gelu_pytorch_tanh).");
+        if (cfg.AttentionSoftcap > 0)
+            throw new LlmBuildException(ErrorCodes.UnsupportedConfigField,
+                $"attn_logit_softcapping {cfg.AttentionSoftcap} is set: soft-capped attention scores are not built yet (top.FAttention has no soft-cap, and the decomposed attention is not implemented).");
         if (layer < 0 || layer >= cfg.NumLayers)
             throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {c.Piece.Name}: layer {layer} is outside 0..{cfg.NumLayers - 1}.");
 
@@ -300,7 +309,8 @@ public static class PieceGraphBuilder
         var (x, pos, mask, historyK, historyV) = BlockInputs(c, b, Part.Whole);
         var (attn, k, v) = Attention(c, b, Part.Whole, x, pos, mask, historyK, historyV);
         WeightEntry oW = c.Need(WeightRole.OProj, b.Layer);
-        string o = Linear(c, oW, c.Find(WeightRole.OBias, b.Layer), attn, null, b.States, b.Heads * b.HeadDim, b.Hidden);
+        string o = ResidualBranch(c, OutputNorm(c, WeightRole.AttentionOutputNorm, b,
+            Linear(c, oW, c.Find(WeightRole.OBias, b.Layer), attn, null, b.States, b.Heads * b.HeadDim, b.Hidden)), b.States);
         string res = g.Op("top.Add", [x, o], Stem(oW.Key) + ".add", b.States);
         string down = Mlp(c, b, Part.Whole, res, null);
         string output = BlockOutput(c, b, res, [down]);
@@ -325,13 +335,18 @@ public static class PieceGraphBuilder
         BlockDims b = BlockSetup(c);
         var g = c.G;
         WeightEntry oW = c.Need(WeightRole.OProj, b.Layer);
+        if (c.Find(WeightRole.AttentionOutputNorm, b.Layer) is not null)
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name}: a norm on the attention output cannot be split across devices; use NumDevice=1.");
         switch (step)
         {
             case 0:
             {
                 var (x, pos, mask, historyK, historyV) = BlockInputs(c, b, part);
                 var (attn, k, v) = Attention(c, b, part, x, pos, mask, historyK, historyV);
-                string partial = Linear(c, oW, null, attn, TensorParallel.AttnPartial(device), b.States, b.Heads * b.HeadDim, b.Hidden, part);
+                if (c.Config.ResidualMultiplier != 1 && c.Find(WeightRole.OBias, b.Layer) is not null)
+                    throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name}: a scaled residual branch with an o_proj bias cannot be split across devices.");
+                string partial = ResidualBranch(c, Linear(c, oW, null, attn, c.Config.ResidualMultiplier == 1 ? TensorParallel.AttnPartial(device) : null,
+                    b.States, b.Heads * b.HeadDim, b.Hidden, part), b.States, TensorParallel.AttnPartial(device));
                 return g.Build(c.Platform, b.Dynamic, shard, partial, k, v);
             }
             case 1:
@@ -348,6 +363,13 @@ public static class PieceGraphBuilder
             {
                 string res = g.Input(TensorParallel.Residual(device), GraphDType.F32, b.States);
                 var partials = Enumerable.Range(0, devices).Select(j => g.Input(TensorParallel.MlpPartial(j), GraphDType.F32, b.States)).ToList();
+                // The row-parallel down_proj's bias is added once, after the partial sums.
+                if (c.Find(WeightRole.MlpDownBias, b.Layer) is { } downBias)
+                {
+                    if (c.Config.ResidualMultiplier != 1)
+                        throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name}: a scaled residual branch with a down_proj bias cannot be split across devices.");
+                    partials.Add(c.Plain(downBias, b.Hidden));
+                }
                 string output = BlockOutput(c, b, res, partials);
                 return g.Build(c.Platform, b.Dynamic, shard, output);
             }
@@ -393,9 +415,10 @@ public static class PieceGraphBuilder
             q = g.Op("top.RMSNorm", [q, c.Plain(qNorm, d)], Stem(qNorm.Key), [batch, len, nh, d], OpAttr.F64("eps", cfg.RmsNormEps));
             k = g.Op("top.RMSNorm", [k, c.Plain(kNorm, d)], Stem(kNorm.Key), [batch, len, kvh, d], OpAttr.F64("eps", cfg.RmsNormEps));
         }
-        var (cosTable, sinTable) = RotaryTables.Compute(cfg, model.SeqLength);
-        string cosW = g.Constant(RotaryCosKey, GraphDType.F32, [model.SeqLength, 1, d], cosTable);
-        string sinW = g.Constant(RotarySinKey, GraphDType.F32, [model.SeqLength, 1, d], sinTable);
+        bool local = cfg.UsesLocalRope(layer);
+        var (cosTable, sinTable) = RotaryTables.Compute(local ? RotaryTables.LocalConfig(cfg) : cfg, model.SeqLength);
+        string cosW = g.Constant(local ? RotaryLocalCosKey : RotaryCosKey, GraphDType.F32, [model.SeqLength, 1, d], cosTable);
+        string sinW = g.Constant(local ? RotaryLocalSinKey : RotarySinKey, GraphDType.F32, [model.SeqLength, 1, d], sinTable);
         string cos = g.Op("top.Gather", [cosW, pos], "rotary_cos", [batch, len, 1, d], OpAttr.SI32("axis", 0));
         string sin = g.Op("top.Gather", [sinW, pos], "rotary_sin", [batch, len, 1, d], OpAttr.SI32("axis", 0));
         string attnPrefix = $"model.layers.{layer}.self_attn.";
@@ -410,18 +433,56 @@ public static class PieceGraphBuilder
         }
         var faAttrs = new List<OpAttr>
         {
-            OpAttr.F64("scale", 1.0 / Math.Sqrt(d)), OpAttr.I64("batch", batch), OpAttr.I64("q_head", nh), OpAttr.I64("kv_head", kvh),
+            OpAttr.F64("scale", cfg.ScoreScale), OpAttr.I64("batch", batch), OpAttr.I64("q_head", nh), OpAttr.I64("kv_head", kvh),
             OpAttr.I64("dim", d), OpAttr.I64("mq", len), OpAttr.I64("mk", keys),
         };
+        int window = cfg.WindowOf(layer);
+        if (window > 0 && window < model.SeqLength)
+        {
+            if (mask is null)
+                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {c.Piece.Name}: the sliding window needs the attention mask input (Dynamic=false).");
+            mask = WindowMask(c, b, pos, mask, window, attnPrefix);
+        }
         if (b.Dynamic)
         {
             // The prefill length varies at run time, so the net takes no mask: a small static causal mask weight marks
             // the attention as causal (TPU-MLIR's FAttention mask_size ≠ 0: key j is visible to query i iff j ≤ i + mk − mq).
-            mask = g.Constant(CausalMaskKey, GraphDType.F32, [1, 1, 2, 2], [0f, MaskFill, 0f, 0f]);
+            mask = g.Constant(CausalMaskKey, GraphDType.F32, [1, 1, 2, 2], [0f, NetContract.MaskFill, 0f, 0f]);
             faAttrs.Add(OpAttr.I64("mask_size", 4));
         }
         string attn = g.Op("top.FAttention", [q, keysAll, valuesAll, mask!, ""], attnPrefix + "fattention", [batch, len, qd], faAttrs.ToArray());
         return (attn, k, v);
+    }
+
+    /// <summary>
+    /// The attention mask with a sliding window: key j (at position k_j) stays visible to the query at position p only when
+    /// p − k_j &lt; window. Query positions come from position_ids (gathered from a float position table); keys are the
+    /// history rows (row j holds position j) followed by the new tokens. Adds MaskFill where the window hides a key.
+    /// </summary>
+    private static string WindowMask(Context c, BlockDims b, string pos, string mask, int window, string prefix)
+    {
+        var g = c.G;
+        int seq = c.Model.SeqLength;
+        var positions = new float[seq];
+        for (int i = 0; i < seq; i++) positions[i] = i;
+        string table = g.Constant($"window_positions.weight", GraphDType.F32, [seq], positions);
+        string queryPos = g.Op("top.Gather", [table, pos], prefix + "window_qpos", [b.Batch, b.Len], OpAttr.SI32("axis", 0));
+        string keyPos = queryPos;
+        if (b.WithHistory)
+        {
+            var history = new float[(long)b.Batch * b.History];
+            for (int r = 0; r < b.Batch; r++) for (int j = 0; j < b.History; j++) history[r * b.History + j] = j;
+            string historyPos = g.Constant($"window_history_positions_{b.Batch}x{b.History}.weight", GraphDType.F32, [b.Batch, b.History], history);
+            keyPos = g.Op("top.Concat", [historyPos, queryPos], prefix + "window_kpos", [b.Batch, b.Keys], OpAttr.SI32("axis", 1));
+        }
+        string q = g.Op("top.Reshape", [queryPos], prefix + "window_q", [b.Batch, 1, b.Len, 1], OpAttr.I64s("shape", b.Batch, 1, b.Len, 1));
+        string k = g.Op("top.Reshape", [keyPos], prefix + "window_k", [b.Batch, 1, 1, b.Keys], OpAttr.I64s("shape", b.Batch, 1, 1, b.Keys));
+        long[] maskShape = [b.Batch, 1, b.Len, b.Keys];
+        string distance = g.Op("top.Sub", [q, k], prefix + "window_distance", maskShape);
+        string outside = g.Op("top.CompareConst", [distance], prefix + "window_outside", maskShape,
+            OpAttr.String("mode", "GreaterOrEqual"), OpAttr.F64("const_val", window), OpAttr.Of("inversed", false));
+        string fill = g.Op("top.MulConst", [outside], prefix + "window_fill", maskShape, OpAttr.F64("const_val", NetContract.MaskFill));
+        return g.Op("top.Add", [mask, fill], prefix + "window_mask", maskShape);
     }
 
     /// <summary>Post-attention norm, gate/up of the part's intermediate columns, SiLU·up and down_proj (of those columns).</summary>
@@ -433,12 +494,42 @@ public static class PieceGraphBuilder
         WeightEntry postNorm = c.Need(WeightRole.PostAttentionNorm, layer);
         string ln2 = g.Op("top.RMSNorm", [res, c.Plain(postNorm, h)], Stem(postNorm.Key), [batch, len, h], OpAttr.F64("eps", c.Config.RmsNormEps));
         WeightEntry gateW = c.Need(WeightRole.MlpGate, layer), upW = c.Need(WeightRole.MlpUp, layer), downW = c.Need(WeightRole.MlpDown, layer);
-        string gate = Linear(c, gateW, null, ln2, null, [batch, len, inter], h, b.Inter, part);
-        string act = g.Op("top.SiLU", [gate], Stem(gateW.Key) + ".silu", [batch, len, inter]);
-        string up = Linear(c, upW, null, ln2, null, [batch, len, inter], h, b.Inter, part);
+        string gate = Linear(c, gateW, c.Find(WeightRole.MlpGateBias, layer), ln2, null, [batch, len, inter], h, b.Inter, part);
+        string act = c.Config.HiddenAct == "gelu_pytorch_tanh"
+            ? g.Op("top.GELU", [gate], Stem(gateW.Key) + ".gelu", [batch, len, inter], OpAttr.String("approx_mode", "tanh"))
+            : g.Op("top.SiLU", [gate], Stem(gateW.Key) + ".silu", [batch, len, inter]);
+        string up = Linear(c, upW, c.Find(WeightRole.MlpUpBias, layer), ln2, null, [batch, len, inter], h, b.Inter, part);
         string mul = g.Op("top.Mul", [act, up], Stem(upW.Key) + ".mul", [batch, len, inter]);
-        return Linear(c, downW, null, mul, name, [batch, len, h], b.Inter, h, part);
+        // A row-parallel down_proj's bias is added once after the reduce (BuildShard step 2).
+        WeightEntry? downBias = part.IsWhole ? c.Find(WeightRole.MlpDownBias, layer) : null;
+        bool outputNorm = c.Find(WeightRole.MlpOutputNorm, layer) is not null;
+        if (outputNorm && !part.IsWhole)
+            throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {c.Piece.Name}: a norm on the MLP output cannot be split across devices; use NumDevice=1.");
+        string down = Linear(c, downW, downBias, mul, c.Config.ResidualMultiplier == 1 && !outputNorm ? name : null, [batch, len, h], b.Inter, h, part);
+        down = OutputNorm(c, WeightRole.MlpOutputNorm, b, down, c.Config.ResidualMultiplier == 1 ? name : null);
+        return ResidualBranch(c, down, [batch, len, h], name);
     }
+
+    /// <summary>cap · tanh(x / cap): gemma2's soft-capping, named <paramref name="name"/>.</summary>
+    private static string SoftCap(GraphAssembler g, string x, double cap, string name, long[] shape)
+    {
+        string scaled = g.Op("top.MulConst", [x], name + ".softcap_in", shape, OpAttr.F64("const_val", 1.0 / cap));
+        string tanh = g.Op("top.Tanh", [scaled], name + ".softcap_tanh", shape);
+        return g.Op("top.MulConst", [tanh], name, shape, OpAttr.F64("const_val", cap));
+    }
+
+    /// <summary>Gemma's norm on a branch's output before the residual add, when the family has <paramref name="role"/>.</summary>
+    private static string OutputNorm(Context c, WeightRole role, BlockDims b, string branch, string? name = null)
+    {
+        if (c.Find(role, b.Layer) is not { } norm) return branch;
+        return c.G.Op("top.RMSNorm", [branch, c.Plain(norm, b.Hidden)], name ?? Stem(norm.Key), b.States, OpAttr.F64("eps", c.Config.RmsNormEps));
+    }
+
+    /// <summary>A residual branch's output times the family's residual multiplier (minicpm's scale_depth/√layers); named
+    /// <paramref name="name"/> (or after the branch) when scaled, unchanged otherwise.</summary>
+    private static string ResidualBranch(Context c, string branch, long[] shape, string? name = null) =>
+        c.Config.ResidualMultiplier == 1 ? branch
+            : c.G.Op("top.MulConst", [branch], name ?? branch + ".scale", shape, OpAttr.F64("const_val", c.Config.ResidualMultiplier));
 
     /// <summary>output_states = residual + the MLP result(s), then the final RMSNorm when the last block carries it.</summary>
     private static string BlockOutput(Context c, BlockDims b, string res, IReadOnlyList<string> mlp)
@@ -450,7 +541,9 @@ public static class PieceGraphBuilder
         if (finalNorm)
         {
             WeightEntry norm = c.Need(WeightRole.FinalNorm);
-            output = g.Op("top.RMSNorm", [output, c.Plain(norm, b.Hidden)], "output_states", b.States, OpAttr.F64("eps", c.Config.RmsNormEps));
+            bool scaled = c.Config.FinalHiddenMultiplier != 1;
+            output = g.Op("top.RMSNorm", [output, c.Plain(norm, b.Hidden)], scaled ? Stem(norm.Key) : "output_states", b.States, OpAttr.F64("eps", c.Config.RmsNormEps));
+            if (scaled) output = g.Op("top.MulConst", [output], "output_states", b.States, OpAttr.F64("const_val", c.Config.FinalHiddenMultiplier));
         }
         return output;
     }

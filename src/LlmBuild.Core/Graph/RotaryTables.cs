@@ -6,14 +6,17 @@ namespace LlmBuild.Core.Graph;
 /// <summary>
 /// RoPE cos/sin tables [SeqLength, 1, head_dim] in the rotate_half layout (the frequencies repeated over both halves),
 /// with rope_scaling applied as Hugging Face does (linear: positions divided by the factor; llama3: per-frequency
-/// smoothing between the low- and high-frequency wavelengths). Blocks gather rows by position_ids.
+/// smoothing between the low- and high-frequency wavelengths; longrope: per-frequency divisors, the short list below
+/// original_max_position_embeddings and the long one from there on, cos/sin times the attention factor). Partial or
+/// interleaved RoPE uses the build's head layout (<see cref="RotaryLayout"/>): cos 1 and sin 0 on the dimensions RoPE
+/// leaves alone. Blocks gather rows by position_ids.
 /// </summary>
 public static class RotaryTables
 {
     /// <summary>The inverse frequencies θ^(−2i/d), i &lt; d/2, after rope_scaling, in double precision.</summary>
-    public static double[] InverseFrequencies(ModelConfig config)
+    public static double[] InverseFrequencies(ModelConfig config, bool longFactors = false)
     {
-        int d = config.HeadDim;
+        int d = config.RotatedDims;
         if (d % 2 != 0)
             throw new LlmBuildException(ErrorCodes.GraphBadShape, $"head_dim {d} is odd; RoPE needs an even head dimension.");
         var inv = new double[d / 2];
@@ -40,26 +43,45 @@ public static class RotaryTables
                     }
                 }
                 break;
+            case "longrope":
+                var factors = (longFactors ? s.LongFactor : s.ShortFactor)!;
+                for (int i = 0; i < inv.Length; i++) inv[i] /= factors[i];
+                break;
             default:
-                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"rope_scaling type '{s.Type}' is not supported (linear, llama3).");
+                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"rope_scaling type '{s.Type}' is not supported (linear, llama3, longrope).");
         }
         return inv;
     }
 
+    /// <summary>The config a sliding-window layer computes RoPE with when the family gives it its own base: that base, no scaling.</summary>
+    public static ModelConfig LocalConfig(ModelConfig config) =>
+        config with { RopeTheta = config.LocalRopeTheta ?? config.RopeTheta, RopeScaling = config.LocalRopeTheta is null ? config.RopeScaling : null };
+
     /// <summary>cos and sin tables, row-major [rows, 1, head_dim].</summary>
     public static (float[] Cos, float[] Sin) Compute(ModelConfig config, int rows)
     {
-        double[] inv = InverseFrequencies(config);
-        int d = config.HeadDim, half = d / 2;
-        var cos = new float[(long)rows * d];
-        var sin = new float[(long)rows * d];
+        double[] shortInv = InverseFrequencies(config);
+        RopeScaling? scaling = config.RopeScaling;
+        bool longRope = scaling?.Type == "longrope";
+        double[] longInv = longRope ? InverseFrequencies(config, longFactors: true) : shortInv;
+        float attention = longRope ? (float)scaling!.AttentionFactor : 1f;
+        int d = config.HeadDim, half = d / 2, pairs = config.RotatedDims / 2;
+        var cos = new float[checked((long)rows * d)];
+        var sin = new float[checked((long)rows * d)];
         for (int p = 0; p < rows; p++)
         {
+            // longrope: positions past the original context use the long factors (as the cache of both lists does).
+            double[] inv = longRope && p >= scaling!.OriginalMaxPositionEmbeddings ? longInv : shortInv;
             for (int i = 0; i < half; i++)
             {
-                // Hugging Face forms the angle in f32 (position × inv_freq); do the same so long sequences agree.
-                float angle = (float)p * (float)inv[i];
-                float c = (float)Math.Cos(angle), s = (float)Math.Sin(angle);
+                float c = 1f, s = 0f;
+                if (i < pairs)
+                {
+                    // Hugging Face forms the angle in f32 (position × inv_freq); do the same so long sequences agree.
+                    float angle = (float)p * (float)inv[i];
+                    c = (float)Math.Cos(angle) * attention;
+                    s = (float)Math.Sin(angle) * attention;
+                }
                 cos[p * d + i] = c;
                 cos[p * d + i + half] = c;
                 sin[p * d + i] = s;

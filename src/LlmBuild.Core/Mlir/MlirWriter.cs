@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
 using LlmBuild.Core.Graph;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Mlir;
 

@@ -4,13 +4,23 @@ using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Core.Models;
 
-/// <summary>RoPE frequency scaling from config.json's <c>rope_scaling</c> (types: none, linear, llama3).</summary>
+/// <summary>
+/// RoPE frequency scaling from config.json's <c>rope_scaling</c>: linear, llama3, or longrope (Phi-3 "su"/"longrope",
+/// MiniCPM): per-frequency divisors — <see cref="ShortFactor"/> for positions below
+/// <see cref="OriginalMaxPositionEmbeddings"/>, <see cref="LongFactor"/> from there on — and cos/sin multiplied by
+/// <see cref="AttentionFactor"/>.
+/// </summary>
 public sealed record RopeScaling(
     string Type,
     double Factor,
     double LowFreqFactor = 1.0,
     double HighFreqFactor = 4.0,
-    int OriginalMaxPositionEmbeddings = 8192);
+    int OriginalMaxPositionEmbeddings = 8192)
+{
+    public IReadOnlyList<double>? ShortFactor { get; init; }
+    public IReadOnlyList<double>? LongFactor { get; init; }
+    public double AttentionFactor { get; init; } = 1.0;
+}
 
 /// <summary>
 /// The architecture facts of a Hugging Face causal LM, read from config.json (and generation_config.json for the
@@ -30,6 +40,23 @@ public sealed record ModelConfig
     public required double RopeTheta { get; init; }
     public RopeScaling? RopeScaling { get; init; }
     public required int MaxPositionEmbeddings { get; init; }
+    /// <summary>Per layer: the sliding-window length (key j visible at position p when p − j &lt; window), 0 = full attention.</summary>
+    public IReadOnlyList<int> SlidingWindows { get; init; } = [];
+    /// <summary>How many dimensions of each head RoPE rotates; 0 = all of head_dim (see <see cref="RotatedDims"/>).</summary>
+    public int RotaryDim { get; init; }
+    /// <summary>Multiplies the token embeddings (minicpm's scale_emb).</summary>
+    public double EmbeddingMultiplier { get; init; } = 1.0;
+    /// <summary>Multiplies each residual branch (attention and MLP output) before it is added (minicpm's scale_depth/√layers).</summary>
+    public double ResidualMultiplier { get; init; } = 1.0;
+    /// <summary>Multiplies the final hidden state after the final norm (minicpm's dim_model_base / hidden_size).</summary>
+    public double FinalHiddenMultiplier { get; init; } = 1.0;
+    /// <summary>Scales attention scores; 0 = head_dim^−½ (see <see cref="ScoreScale"/>).</summary>
+    public double AttentionScale { get; init; }
+    /// <summary>The RoPE base of sliding-window layers, which then use no rope_scaling (gemma3); null = rope_theta everywhere.</summary>
+    public double? LocalRopeTheta { get; init; }
+    /// <summary>tanh soft-capping: scores = cap · tanh(scores / cap); 0 = none.</summary>
+    public double AttentionSoftcap { get; init; }
+    public double FinalLogitSoftcap { get; init; }
     public required bool TieWordEmbeddings { get; init; }
     /// <summary>The checkpoint's torch_dtype: "bfloat16", "float16" or "float32".</summary>
     public required string TorchDtype { get; init; }
@@ -40,6 +67,14 @@ public sealed record ModelConfig
     public JsonObject? QuantizationConfig { get; init; }
 
     public int KvDim => NumKvHeads * HeadDim;
+    /// <summary>The dimensions of each head RoPE rotates: <see cref="RotaryDim"/>, or the whole head.</summary>
+    public int RotatedDims => RotaryDim > 0 ? RotaryDim : HeadDim;
+    /// <summary>The sliding window of a layer, 0 = full attention.</summary>
+    public int WindowOf(int layer) => layer < SlidingWindows.Count ? SlidingWindows[layer] : 0;
+    /// <summary>The factor applied to q·k.</summary>
+    public double ScoreScale => AttentionScale > 0 ? AttentionScale : 1.0 / Math.Sqrt(HeadDim);
+    /// <summary>True when a layer computes RoPE with <see cref="LocalRopeTheta"/> (its sliding-window layers).</summary>
+    public bool UsesLocalRope(int layer) => LocalRopeTheta is not null && WindowOf(layer) > 0;
     public int QDim => NumHeads * HeadDim;
 
     /// <summary>Reads <c>config.json</c> (and, when present, <c>generation_config.json</c>) from a model directory.</summary>
@@ -83,6 +118,13 @@ public sealed record ModelConfig
             throw new LlmBuildException(ErrorCodes.BadModelConfig,
                 $"{source}: {f.NumHeads} ({heads}) is not a multiple of {f.NumKvHeads} ({kvHeads}).", source);
 
+        int numLayers = reader.Int(f.NumLayers);
+        double rotaryFraction = reader.DoubleOr("partial_rotary_factor", family.DefaultRotaryFraction);
+        int rotaryDim = (int)Math.Round(headDim * rotaryFraction);
+        if (rotaryFraction is <= 0 or > 1 || rotaryDim % 2 != 0)
+            throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                $"{source}: partial_rotary_factor {rotaryFraction} of head_dim {headDim} does not give an even number of rotated dimensions.", source);
+
         var eos = new SortedSet<int>();
         AddIds(eos, root["eos_token_id"]);
         if (generation is not null) AddIds(eos, generation["eos_token_id"]);
@@ -91,7 +133,7 @@ public sealed record ModelConfig
         {
             ModelType = modelType,
             HiddenSize = hidden,
-            NumLayers = reader.Int(f.NumLayers),
+            NumLayers = numLayers,
             NumHeads = heads,
             NumKvHeads = kvHeads,
             HeadDim = headDim,
@@ -99,28 +141,87 @@ public sealed record ModelConfig
             VocabSize = reader.Int(f.VocabSize),
             RmsNormEps = reader.DoubleOr(f.RmsNormEps, 1e-6),
             RopeTheta = reader.DoubleOr(f.RopeTheta, 10000.0),
-            RopeScaling = ReadRopeScaling(root["rope_scaling"], source),
-            MaxPositionEmbeddings = reader.IntOr("max_position_embeddings", 2048),
+            RopeScaling = ReadRopeScaling(root, rotaryDim, reader.IntOr(f.MaxPositionEmbeddings, 2048), source),
+            MaxPositionEmbeddings = reader.IntOr(f.MaxPositionEmbeddings, 2048),
+            SlidingWindows = LayerWindows(family, root, reader, numLayers),
+            RotaryDim = rotaryDim,
+            EmbeddingMultiplier = family.EmbeddingScaleField is { } emb ? reader.Double(emb) : family.EmbeddingTimesSqrtHidden ? Math.Sqrt(hidden) : 1.0,
+            AttentionScale = family.QueryScaleField is { } qs ? 1.0 / Math.Sqrt(reader.Double(qs)) : 0,
+            LocalRopeTheta = family.LocalRopeThetaField is { } local ? reader.Double(local) : null,
+            AttentionSoftcap = family.AttentionSoftcapField is { } ac ? reader.DoubleOr(ac, 0) : 0,
+            FinalLogitSoftcap = family.FinalSoftcapField is { } fc ? reader.DoubleOr(fc, 0) : 0,
+            ResidualMultiplier = family.ResidualDepthScaleField is { } depth ? reader.Double(depth) / Math.Sqrt(numLayers) : 1.0,
+            FinalHiddenMultiplier = family.LogitWidthBaseField is { } width ? reader.Double(width) / hidden : 1.0,
             TieWordEmbeddings = reader.BoolOr("tie_word_embeddings", family.TieWordEmbeddingsDefault),
             TorchDtype = root["torch_dtype"]?.GetValue<string>() ?? root["dtype"]?.GetValue<string>() ?? "float32",
-            HiddenAct = root["hidden_act"]?.GetValue<string>() ?? "silu",
+            HiddenAct = root[f.HiddenAct]?.GetValue<string>() ?? "silu",
             BosTokenId = root["bos_token_id"] is JsonValue b && b.TryGetValue(out int bos) ? bos : null,
             EosTokenIds = eos.ToArray(),
             QuantizationConfig = root["quantization_config"] as JsonObject,
         };
     }
 
-    private static RopeScaling? ReadRopeScaling(JsonNode? node, string source)
+    private static RopeScaling? ReadRopeScaling(JsonObject root, int rotaryDim, int maxPositions, string source)
     {
-        if (node is not JsonObject o) return null;
+        if (root["rope_scaling"] is not JsonObject o) return null;
         string type = (o["rope_type"] ?? o["type"])?.GetValue<string>() ?? "default";
         if (type == "default") return null;
-        if (type is not ("linear" or "llama3"))
-            throw new LlmBuildException(ErrorCodes.BadModelConfig,
-                $"{source}: rope_scaling type '{type}' is not supported (supported: linear, llama3).", source);
         var r = new ConfigReader(o, source + " rope_scaling");
-        return new RopeScaling(type, r.Double("factor"), r.DoubleOr("low_freq_factor", 1.0), r.DoubleOr("high_freq_factor", 4.0),
-            r.IntOr("original_max_position_embeddings", 8192));
+        switch (type)
+        {
+            case "linear":
+            case "llama3":
+                return new RopeScaling(type, r.Double("factor"), r.DoubleOr("low_freq_factor", 1.0), r.DoubleOr("high_freq_factor", 4.0),
+                    r.IntOr("original_max_position_embeddings", 8192));
+            case "longrope":
+            case "su":
+            {
+                // Phi-3 keeps original_max_position_embeddings at the top level; MiniCPM inside rope_scaling.
+                int original = r.IntOr("original_max_position_embeddings", new ConfigReader(root, source).IntOr("original_max_position_embeddings", maxPositions));
+                double[] shortFactor = r.Doubles("short_factor"), longFactor = r.Doubles("long_factor");
+                if (shortFactor.Length != rotaryDim / 2 || longFactor.Length != rotaryDim / 2)
+                    throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                        $"{source}: rope_scaling short_factor/long_factor have {shortFactor.Length}/{longFactor.Length} entries; the rotary dimension {rotaryDim} needs {rotaryDim / 2}.", source);
+                double scale = (double)maxPositions / original;
+                double attention = r.DoubleOr("attention_factor", scale <= 1 ? 1.0 : Math.Sqrt(1 + Math.Log(scale) / Math.Log(original)));
+                return new RopeScaling("longrope", 1.0, OriginalMaxPositionEmbeddings: original)
+                {
+                    ShortFactor = shortFactor, LongFactor = longFactor, AttentionFactor = attention,
+                };
+            }
+            default:
+                throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                    $"{source}: rope_scaling type '{type}' is not supported (supported: linear, llama3, longrope).", source);
+        }
+    }
+
+    /// <summary>Each layer's sliding window from the family's rule and config.json (0 = full attention).</summary>
+    private static int[] LayerWindows(ModelFamily family, JsonObject root, ConfigReader reader, int layers)
+    {
+        var windows = new int[layers];
+        int window = reader.IntOr("sliding_window", 0);
+        if (window == 0) return windows;
+        switch (family.SlidingWindow)
+        {
+            case SlidingWindowLayers.All:
+                Array.Fill(windows, window);
+                break;
+            case SlidingWindowLayers.FromMaxWindowLayers:
+                if (!reader.BoolOr("use_sliding_window", false)) break;
+                for (int i = reader.IntOr("max_window_layers", layers); i < layers; i++) windows[i] = window;
+                break;
+            case SlidingWindowLayers.EvenLayers:
+                for (int i = 0; i < layers; i += 2) windows[i] = window;
+                break;
+            case SlidingWindowLayers.AllButEveryPatternth:
+                int pattern = reader.IntOr("sliding_window_pattern", 6);
+                for (int i = 0; i < layers; i++) if ((i + 1) % pattern != 0) windows[i] = window;
+                break;
+            default:
+                throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                    $"{reader.Source}: sliding_window {window} is set, but family {family.Name} has no sliding-window attention. Remove the field if the model does not use it.", reader.Source);
+        }
+        return windows;
     }
 
     private static void AddIds(SortedSet<int> ids, JsonNode? node)
@@ -148,6 +249,17 @@ public sealed record ModelConfig
     /// <summary>Typed field access with coded errors naming the file and field.</summary>
     private readonly struct ConfigReader(JsonObject o, string source)
     {
+        public string Source => source;
+
+        public double[] Doubles(string name)
+        {
+            if (o[name] is not JsonArray a) throw o[name] is null ? Missing(name) : Wrong(name, "a list of numbers");
+            var values = new double[a.Count];
+            for (int i = 0; i < a.Count; i++)
+                values[i] = a[i] is JsonValue v && v.TryGetValue(out double d) && double.IsFinite(d) ? d : throw Wrong(name, "a list of numbers");
+            return values;
+        }
+
         public int Int(string name) => IntOr(name, null) ?? throw Missing(name);
         public int IntOr(string name, int fallback) => IntOr(name, (int?)fallback)!.Value;
         public double Double(string name) => DoubleOr(name, null) ?? throw Missing(name);

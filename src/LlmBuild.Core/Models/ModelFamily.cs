@@ -1,3 +1,4 @@
+using System.Globalization;
 using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Core.Models;
@@ -8,10 +9,15 @@ public enum WeightRole
     Embedding,
     InputNorm,
     QProj, QBias, KProj, KBias, VProj, VBias, OProj, OBias,
-    /// <summary>Per-head RMSNorm on queries/keys before RoPE (qwen3).</summary>
+    /// <summary>Per-head RMSNorm on queries/keys before RoPE (qwen3, gemma3).</summary>
     QNorm, KNorm,
+    /// <summary>The norm before the MLP (llama's post_attention_layernorm, gemma's pre_feedforward_layernorm).</summary>
     PostAttentionNorm,
-    MlpGate, MlpUp, MlpDown,
+    /// <summary>Gemma: a norm on the attention output before the residual add (its post_attention_layernorm).</summary>
+    AttentionOutputNorm,
+    /// <summary>Gemma: a norm on the MLP output before the residual add (its post_feedforward_layernorm).</summary>
+    MlpOutputNorm,
+    MlpGate, MlpGateBias, MlpUp, MlpUpBias, MlpDown, MlpDownBias,
     FinalNorm,
     LmHead,
 }
@@ -26,15 +32,40 @@ public sealed record ConfigFieldNames(
     string IntermediateSize = "intermediate_size",
     string VocabSize = "vocab_size",
     string RmsNormEps = "rms_norm_eps",
-    string RopeTheta = "rope_theta");
+    string RopeTheta = "rope_theta",
+    string MaxPositionEmbeddings = "max_position_embeddings",
+    string HiddenAct = "hidden_act");
 
 /// <summary>How RoPE pairs the dimensions of a head: rotate_half (first/second half) or interleaved (even/odd).</summary>
 public enum RopeMode { RotateHalf, Interleaved }
 
+/// <summary>Which layers attend through a sliding window of config.json's <c>sliding_window</c> keys.</summary>
+public enum SlidingWindowLayers
+{
+    /// <summary>No layer: the family has no sliding window (a <c>sliding_window</c> field is refused unless it is a no-op).</summary>
+    None,
+    /// <summary>Every layer (mistral): key j is visible to a query at position p when p − j &lt; window.</summary>
+    All,
+    /// <summary>Layers ≥ <c>max_window_layers</c>, when <c>use_sliding_window</c> is true (qwen2, qwen3).</summary>
+    FromMaxWindowLayers,
+    /// <summary>Even layers (gemma2: 0, 2, …); odd layers attend globally.</summary>
+    EvenLayers,
+    /// <summary>All but every <c>sliding_window_pattern</c>-th layer (gemma3: layer i slides unless (i + 1) % pattern == 0).</summary>
+    AllButEveryPatternth,
+}
+
 /// <summary>
-/// One row of the family registry: the model_types it covers, its config field names, its weight-role map
-/// (role → checkpoint tensor name, <c>{0}</c> = layer index) and the block's structural switches.
-/// Adding a family is one row in <see cref="ModelFamilies"/>; a block that differs also needs a graph builder.
+/// A fused checkpoint tensor that holds several roles' weights stacked along its rows (phi3's <c>qkv_proj</c> and
+/// <c>gate_up_proj</c>, chatglm's <c>query_key_value</c>): the parts follow each other in the order given, each as
+/// many rows as its role's shape says. <c>{0}</c> in the pattern is the layer index.
+/// </summary>
+public sealed record FusedWeight(string Pattern, IReadOnlyList<WeightRole> Parts);
+
+/// <summary>
+/// A model family: the model_types it covers, its config field names, its weight-role map (role → checkpoint tensor
+/// name, <c>{0}</c> = layer index, fused tensors declared with how they split) and the block's structural features
+/// as data. Each family is one file in <c>Models/Families/</c>; <see cref="ModelFamilies"/> lists them. Resolve,
+/// quantize, the graph builder and the reference forward read these declarations and never test a family's name.
 /// </summary>
 public sealed record ModelFamily
 {
@@ -44,30 +75,95 @@ public sealed record ModelFamily
     public required IReadOnlyDictionary<WeightRole, string> WeightNames { get; init; }
     /// <summary>Roles the family may omit (e.g. biases in a llama config with attention_bias=false).</summary>
     public IReadOnlySet<WeightRole> OptionalRoles { get; init; } = new HashSet<WeightRole>();
+    /// <summary>Fused tensors: the roles they hold are read as row ranges of one checkpoint tensor.</summary>
+    public IReadOnlyList<FusedWeight> FusedWeights { get; init; } = [];
     public RopeMode RopeMode { get; init; } = RopeMode.RotateHalf;
+    /// <summary>The fraction of each head that RoPE rotates when config.json does not say (<c>partial_rotary_factor</c>).</summary>
+    public double DefaultRotaryFraction { get; init; } = 1.0;
+    public SlidingWindowLayers SlidingWindow { get; init; } = SlidingWindowLayers.None;
     public bool TieWordEmbeddingsDefault { get; init; }
+    /// <summary>muP-style scalings (minicpm): config fields of the embedding multiplier, the residual-branch depth scale
+    /// (divided by √layers) and the base width that divides the final hidden state by hidden_size / base. Null: absent.</summary>
+    public string? EmbeddingScaleField { get; init; }
+    public string? ResidualDepthScaleField { get; init; }
+    public string? LogitWidthBaseField { get; init; }
+    /// <summary>Gemma: embeddings × √hidden_size.</summary>
+    public bool EmbeddingTimesSqrtHidden { get; init; }
+    /// <summary>Gemma's norms multiply by (offset + w): 1 for its (1 + w) RMSNorm. The build stores such weights in f32.</summary>
+    public double NormWeightOffset { get; init; }
+    /// <summary>The config field whose −½ power scales attention scores instead of head_dim^−½ (gemma's query_pre_attn_scalar).</summary>
+    public string? QueryScaleField { get; init; }
+    /// <summary>The config field of the RoPE base of sliding-window layers (gemma3's rope_local_base_freq; no rope_scaling there).</summary>
+    public string? LocalRopeThetaField { get; init; }
+    /// <summary>Config fields of tanh soft-capping: of the attention scores and of the final logits (gemma2).</summary>
+    public string? AttentionSoftcapField { get; init; }
+    public string? FinalSoftcapField { get; init; }
+    /// <summary>
+    /// Checkpoint tensors known to carry no model information (buffers such as <c>rotary_emb.inv_freq</c>), as patterns
+    /// with <c>*</c> wildcards; every other tensor must be consumed by a role.
+    /// </summary>
+    public IReadOnlyList<string> IgnorableTensors { get; init; } = [];
 
-    public bool Has(WeightRole role) => WeightNames.ContainsKey(role);
+    public bool Has(WeightRole role) => WeightNames.ContainsKey(role) || FusedWeights.Any(f => f.Parts.Contains(role));
 
-    /// <summary>The checkpoint tensor name of a role (layer is ignored for model-level roles).</summary>
-    public string TensorName(WeightRole role, int layer = 0) =>
-        WeightNames.TryGetValue(role, out string? pattern)
-            ? string.Format(System.Globalization.CultureInfo.InvariantCulture, pattern, layer)
-            : throw new InvalidOperationException($"Family {Name} has no weight role {role}.");
+    /// <summary>The checkpoint tensor name of a role (layer is ignored for model-level roles). A fused role gets the
+    /// name of its row range as a view of the fused tensor presents it (see <see cref="FamilyCheckpoint"/>).</summary>
+    public string TensorName(WeightRole role, int layer = 0)
+    {
+        if (WeightNames.TryGetValue(role, out string? pattern)) return string.Format(CultureInfo.InvariantCulture, pattern, layer);
+        if (FusedWeights.FirstOrDefault(f => f.Parts.Contains(role)) is { } fused)
+            return FusedPartName(string.Format(CultureInfo.InvariantCulture, fused.Pattern, layer), role);
+        throw new InvalidOperationException($"Family {Name} has no weight role {role}.");
+    }
+
+    /// <summary>
+    /// The name a fused tensor's part has in a <see cref="FamilyCheckpoint"/>: the role inserted before the suffix, as in
+    /// "model.layers.0.self_attn.qkv_proj.qproj.weight" — a name no checkpoint uses, ending like a real weight's.
+    /// </summary>
+    public static string FusedPartName(string fusedTensor, WeightRole role)
+    {
+        int dot = fusedTensor.LastIndexOf('.');
+        string tag = role.ToString().ToLowerInvariant();
+        return dot < 0 ? $"{fusedTensor}.{tag}" : $"{fusedTensor[..dot]}.{tag}{fusedTensor[dot..]}";
+    }
 
     /// <summary>True for roles that exist once per decoder layer.</summary>
     public static bool IsLayerRole(WeightRole role) => role is not (WeightRole.Embedding or WeightRole.FinalNorm or WeightRole.LmHead);
+
+    /// <summary>True for the RMSNorm weights (the ones <see cref="NormWeightOffset"/> applies to).</summary>
+    public static bool IsNorm(WeightRole role) => role is WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.AttentionOutputNorm
+        or WeightRole.MlpOutputNorm or WeightRole.FinalNorm or WeightRole.QNorm or WeightRole.KNorm;
 
     /// <summary>True for the linear layers of a block (the tensors weight-only quantization applies to).</summary>
     public static bool IsBlockLinear(WeightRole role) =>
         role is WeightRole.QProj or WeightRole.KProj or WeightRole.VProj or WeightRole.OProj
             or WeightRole.MlpGate or WeightRole.MlpUp or WeightRole.MlpDown;
+
+    /// <summary>True when <paramref name="name"/> matches one of <see cref="IgnorableTensors"/>.</summary>
+    public bool IsIgnorable(string name) => IgnorableTensors.Any(p => WildcardMatch(p, name));
+
+    /// <summary>Matches a pattern where <c>*</c> stands for any run of characters.</summary>
+    public static bool WildcardMatch(string pattern, string name)
+    {
+        string[] parts = pattern.Split('*');
+        if (parts.Length == 1) return pattern == name;
+        if (!name.StartsWith(parts[0], StringComparison.Ordinal) || !name.EndsWith(parts[^1], StringComparison.Ordinal)) return false;
+        int at = parts[0].Length, end = name.Length - parts[^1].Length;
+        if (at > end) return false;
+        for (int i = 1; i < parts.Length - 1; i++)
+        {
+            int found = name.IndexOf(parts[i], at, end - at, StringComparison.Ordinal);
+            if (found < 0) return false;
+            at = found + parts[i].Length;
+        }
+        return true;
+    }
 }
 
-/// <summary>The family registry: model_type → family.</summary>
-public static class ModelFamilies
+/// <summary>Weight-name maps shared by the families that use Hugging Face's llama layout.</summary>
+public static class LlamaLayout
 {
-    private static readonly Dictionary<WeightRole, string> LlamaNames = new()
+    public static readonly IReadOnlyDictionary<WeightRole, string> Names = new Dictionary<WeightRole, string>
     {
         [WeightRole.Embedding] = "model.embed_tokens.weight",
         [WeightRole.InputNorm] = "model.layers.{0}.input_layernorm.weight",
@@ -83,42 +179,35 @@ public static class ModelFamilies
         [WeightRole.LmHead] = "lm_head.weight",
     };
 
-    private static readonly Dictionary<WeightRole, string> Biases = new()
+    public static readonly IReadOnlyDictionary<WeightRole, string> QkvBiases = new Dictionary<WeightRole, string>
     {
         [WeightRole.QBias] = "model.layers.{0}.self_attn.q_proj.bias",
         [WeightRole.KBias] = "model.layers.{0}.self_attn.k_proj.bias",
         [WeightRole.VBias] = "model.layers.{0}.self_attn.v_proj.bias",
     };
 
-    private static Dictionary<WeightRole, string> With(params IEnumerable<KeyValuePair<WeightRole, string>>[] parts) =>
-        parts.SelectMany(p => p).ToDictionary(p => p.Key, p => p.Value);
+    /// <summary>Buffers Hugging Face saves with some checkpoints; they hold nothing the config does not.</summary>
+    public static readonly IReadOnlyList<string> InverseFrequencyBuffers = ["*.rotary_emb.inv_freq"];
 
+    public static Dictionary<WeightRole, string> With(params IEnumerable<KeyValuePair<WeightRole, string>>[] parts) =>
+        parts.SelectMany(p => p).ToDictionary(p => p.Key, p => p.Value);
+}
+
+/// <summary>The family registry: model_type → family. One line per file of <c>Models/Families/</c>.</summary>
+public static class ModelFamilies
+{
     /// <summary>Every supported family, in registry order.</summary>
     public static IReadOnlyList<ModelFamily> All { get; } =
     [
-        new ModelFamily
-        {
-            Name = "llama",
-            ModelTypes = ["llama", "mistral"],
-            WeightNames = With(LlamaNames, Biases,
-                [new(WeightRole.OBias, "model.layers.{0}.self_attn.o_proj.bias")]),
-            // attention_bias=true llamas carry q/k/v/o biases; the usual ones carry none.
-            OptionalRoles = new HashSet<WeightRole> { WeightRole.QBias, WeightRole.KBias, WeightRole.VBias, WeightRole.OBias },
-        },
-        new ModelFamily
-        {
-            Name = "qwen2",
-            ModelTypes = ["qwen2"],
-            WeightNames = With(LlamaNames, Biases),
-        },
-        new ModelFamily
-        {
-            Name = "qwen3",
-            ModelTypes = ["qwen3"],
-            WeightNames = With(LlamaNames,
-                [new(WeightRole.QNorm, "model.layers.{0}.self_attn.q_norm.weight"),
-                 new(WeightRole.KNorm, "model.layers.{0}.self_attn.k_norm.weight")]),
-        },
+        Families.Llama.Family,
+        Families.Mistral.Family,
+        Families.Qwen2.Family,
+        Families.Qwen3.Family,
+        Families.Phi3.Family,
+        Families.MiniCpm.Family,
+        Families.ChatGlm.Family,
+        Families.Gemma2.Family,
+        Families.Gemma3.Family,
     ];
 
     public static IEnumerable<string> SupportedModelTypes => All.SelectMany(f => f.ModelTypes).Order(StringComparer.Ordinal);

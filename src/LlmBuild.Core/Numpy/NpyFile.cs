@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Numpy;
 

@@ -1,10 +1,10 @@
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
-using LlmBuild.Core.Quantization;
-using Microsoft.Win32.SafeHandles;
+using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Numpy;
 

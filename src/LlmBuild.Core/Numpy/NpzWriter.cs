@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
+using LlmBuild.Core.IO;
 
 namespace LlmBuild.Core.Numpy;
 
@@ -258,7 +259,7 @@ public sealed class NpzWriter : IDisposable
 
         public override void Write(ReadOnlySpan<byte> buffer)
         {
-            Crc = Numpy.Crc32.Append(Crc, buffer);
+            Crc = IO.Crc32.Append(Crc, buffer);
             Count += buffer.Length;
             inner.Write(buffer);
         }

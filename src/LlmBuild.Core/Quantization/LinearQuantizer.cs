@@ -2,8 +2,10 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Numerics;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Quantization;
 
@@ -120,7 +122,7 @@ public static class LinearQuantizer
             zerosRow[j] = (byte)zero;
             QuantizeGroup(group, scale, zero, qmax, q.Slice(j * g, g));
         }
-        if (bits == 4) PackNibbles(q, qweightRow);
+        if (bits == 4) QuantizedLinear.PackNibbles(q, qweightRow);
     }
 
     /// <summary>The per-group scale and zero point (shared by the vector and scalar paths).</summary>
@@ -237,29 +239,6 @@ public static class LinearQuantizer
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static byte LevelScalar(float w, float scale, int zero, int qmax) =>
         (byte)Math.Clamp(MathF.Round(w / scale, MidpointRounding.ToEven) + zero, 0f, qmax);
-
-    /// <summary>Packs 4-bit values: out[i] = q[2i] | q[2i+1] &lt;&lt; 4.</summary>
-    internal static void PackNibbles(ReadOnlySpan<byte> q, Span<byte> packed)
-    {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            ReadOnlySpan<ushort> pairs = MemoryMarshal.Cast<byte, ushort>(q);
-            ref ushort src = ref MemoryMarshal.GetReference(pairs);
-            ref byte dst = ref MemoryMarshal.GetReference(packed);
-            var low = Vector512.Create((ushort)0x000F);
-            var high = Vector512.Create((ushort)0x00F0);
-            for (; i <= pairs.Length - 64; i += 64)
-            {
-                var a = Vector512.LoadUnsafe(ref src, (nuint)i);
-                var b = Vector512.LoadUnsafe(ref src, (nuint)(i + 32));
-                var pa = (a & low) | ((a >> 4) & high);
-                var pb = (b & low) | ((b >> 4) & high);
-                Vector512.Narrow(pa, pb).StoreUnsafe(ref dst, (nuint)i);
-            }
-        }
-        for (; i < packed.Length && 2 * i + 1 < q.Length; i++) packed[i] = (byte)((q[2 * i] & 0xF) | (q[2 * i + 1] << 4));
-    }
 
     /// <summary>The scalar reference: one row quantized element by element, straight from the formulas above.</summary>
     public static void QuantizeRowScalar(ReadOnlySpan<float> row, int bits, int g, bool symmetric, Span<byte> qweightRow, Span<float> scalesRow, Span<byte> zerosRow)

@@ -3,8 +3,9 @@ using System.Runtime.InteropServices;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Numpy;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Quantization;
 

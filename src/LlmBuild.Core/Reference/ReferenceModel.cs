@@ -39,24 +39,29 @@ public sealed class ReferenceModel
     private readonly List<float>[] _keyCache;
     private readonly List<float>[] _valueCache;
     private readonly float[] _invFreq;
+    private readonly float[] _longInvFreq;
+    private readonly float[] _localInvFreq;
     private readonly PreQuantizedFormat? _preQuantized;
 
     /// <param name="keepWeights">Keep every weight in memory as f32 after its first use (fast; 4 bytes per parameter).
     /// When false, each weight is read from the checkpoint whenever it is needed.</param>
     public ReferenceModel(ICheckpoint checkpoint, ModelConfig config, bool keepWeights = true)
     {
-        _checkpoint = checkpoint;
+        // Fused tensors (qkv_proj, gate_up_proj) are read as their row ranges; nothing else is transformed.
+        _checkpoint = FamilyCheckpoint.ForReference(checkpoint, config);
         Config = config;
         _family = ModelFamilies.Get(config.ModelType);
         _keepWeights = keepWeights;
         _preQuantized = PreQuantizedFormat.FromConfig(config.QuantizationConfig, Path.Combine(checkpoint.Directory, "config.json"));
-        if (config.HiddenAct != "silu")
-            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"hidden_act '{config.HiddenAct}' is not supported by the reference model (silu).");
-        if (_family.RopeMode != RopeMode.RotateHalf)
-            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"RoPE mode {_family.RopeMode} is not supported by the reference model.");
+        if (config.HiddenAct is not ("silu" or "gelu_pytorch_tanh"))
+            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"hidden_act '{config.HiddenAct}' is not supported by the reference model (silu, gelu_pytorch_tanh).");
         _keyCache = Enumerable.Range(0, config.NumLayers).Select(_ => new List<float>()).ToArray();
         _valueCache = Enumerable.Range(0, config.NumLayers).Select(_ => new List<float>()).ToArray();
-        _invFreq = InverseFrequencies(config);
+        _invFreq = InverseFrequencies(config, longFactors: false);
+        _longInvFreq = config.RopeScaling?.Type == "longrope" ? InverseFrequencies(config, longFactors: true) : _invFreq;
+        // gemma3's sliding layers: their own base, no rope_scaling.
+        _localInvFreq = config.LocalRopeTheta is { } localTheta
+            ? InverseFrequencies(config with { RopeTheta = localTheta, RopeScaling = null }, longFactors: false) : _invFreq;
     }
 
     public ModelConfig Config { get; }
@@ -84,6 +89,7 @@ public sealed class ReferenceModel
                 throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"Token id {tokens[t]} is outside the vocabulary (0..{vocab - 1}).");
             embedding.AsSpan(tokens[t] * hidden, hidden).CopyTo(h.AsSpan(t * hidden));
         }
+        if (cfg.EmbeddingMultiplier != 1) TensorPrimitives.Multiply(h, (float)cfg.EmbeddingMultiplier, h);
         if (trace is not null) trace.Embeddings = (float[])h.Clone();
 
         for (int layer = 0; layer < cfg.NumLayers; layer++)
@@ -94,9 +100,15 @@ public sealed class ReferenceModel
         if (trace is not null) trace.LastHidden = (float[])h.Clone();
 
         float[] normed = RmsNorm(h, n, hidden, Weight(_family.TensorName(WeightRole.FinalNorm)));
+        if (cfg.FinalHiddenMultiplier != 1) TensorPrimitives.Multiply(normed, (float)cfg.FinalHiddenMultiplier, normed);
         if (trace is not null) trace.NormedHidden = (float[])normed.Clone();
         float[] head = Config.TieWordEmbeddings ? embedding : Weight(_family.TensorName(WeightRole.LmHead));
         float[] logits = Linear(normed, n, hidden, head, vocab, null);
+        if (cfg.FinalLogitSoftcap > 0)
+        {
+            float cap = (float)cfg.FinalLogitSoftcap;
+            for (int i = 0; i < logits.Length; i++) logits[i] = MathF.Tanh(logits[i] / cap) * cap;
+        }
         Position += n;
         return logits;
     }
@@ -120,8 +132,8 @@ public sealed class ReferenceModel
         for (int t = 0; t < n; t++)
         {
             int position = Position + t;
-            for (int head = 0; head < heads; head++) Rope(q.AsSpan((t * heads + head) * d, d), position);
-            for (int head = 0; head < kvHeads; head++) Rope(k.AsSpan((t * kvHeads + head) * d, d), position);
+            for (int head = 0; head < heads; head++) Rope(q.AsSpan((t * heads + head) * d, d), position, layer);
+            for (int head = 0; head < kvHeads; head++) Rope(k.AsSpan((t * kvHeads + head) * d, d), position, layer);
         }
         trace?.Keys.Add((float[])k.Clone());
         trace?.Values.Add((float[])v.Clone());
@@ -131,26 +143,31 @@ public sealed class ReferenceModel
         // Causal grouped-query attention over the cache (which now ends with the new tokens).
         float[] keys = [.. _keyCache[layer]], values = [.. _valueCache[layer]];
         int total = Position + n, group = heads / kvHeads;
-        float scale = 1f / MathF.Sqrt(d);
+        // head_dim^−½, or gemma's query_pre_attn_scalar^−½; gemma2 soft-caps the scaled scores.
+        float scale = cfg.AttentionScale > 0 ? (float)cfg.AttentionScale : 1f / MathF.Sqrt(d);
+        float softcap = (float)cfg.AttentionSoftcap;
         var attn = new float[n * qd];
         var scores = new float[total];
         for (int t = 0; t < n; t++)
         {
             int visible = Position + t + 1;
+            // A sliding window hides keys p − j ≥ window (mistral: position p sees keys p − window + 1 … p).
+            int window = cfg.WindowOf(layer), first = window > 0 ? Math.Max(0, visible - window) : 0;
             for (int head = 0; head < heads; head++)
             {
                 int kvHead = head / group;
                 var qv = q.AsSpan((t * heads + head) * d, d);
                 float max = float.NegativeInfinity;
-                for (int j = 0; j < visible; j++)
+                for (int j = first; j < visible; j++)
                 {
                     scores[j] = TensorPrimitives.Dot(qv, keys.AsSpan((j * kvHeads + kvHead) * d, d)) * scale;
+                    if (softcap > 0) scores[j] = MathF.Tanh(scores[j] / softcap) * softcap;
                     max = MathF.Max(max, scores[j]);
                 }
                 float sum = 0;
-                for (int j = 0; j < visible; j++) { scores[j] = MathF.Exp(scores[j] - max); sum += scores[j]; }
+                for (int j = first; j < visible; j++) { scores[j] = MathF.Exp(scores[j] - max); sum += scores[j]; }
                 var o = attn.AsSpan((t * heads + head) * d, d);
-                for (int j = 0; j < visible; j++)
+                for (int j = first; j < visible; j++)
                 {
                     float p = scores[j] / sum;
                     var vv = values.AsSpan((j * kvHeads + kvHead) * d, d);
@@ -159,34 +176,55 @@ public sealed class ReferenceModel
             }
         }
         float[] projected = Linear(attn, n, qd, Weight(Name(WeightRole.OProj, layer)), hidden, Optional(WeightRole.OBias, layer));
+        if (_family.Has(WeightRole.AttentionOutputNorm)) projected = RmsNorm(projected, n, hidden, Weight(Name(WeightRole.AttentionOutputNorm, layer)));
+        if (cfg.ResidualMultiplier != 1) TensorPrimitives.Multiply(projected, (float)cfg.ResidualMultiplier, projected);
         TensorPrimitives.Add(h, projected, h);
 
         float[] y = RmsNorm(h, n, hidden, Weight(Name(WeightRole.PostAttentionNorm, layer)));
-        float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, null);
-        float[] up = Linear(y, n, hidden, Weight(Name(WeightRole.MlpUp, layer)), inter, null);
-        for (int i = 0; i < gate.Length; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
-        float[] down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, null);
+        float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, Optional(WeightRole.MlpGateBias, layer));
+        float[] up = Linear(y, n, hidden, Weight(Name(WeightRole.MlpUp, layer)), inter, Optional(WeightRole.MlpUpBias, layer));
+        bool gelu = cfg.HiddenAct == "gelu_pytorch_tanh";
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float g = gate[i];
+            float activated = gelu ? 0.5f * g * (1f + MathF.Tanh(MathF.Sqrt(2f / MathF.PI) * (g + 0.044715f * g * g * g))) : g / (1f + MathF.Exp(-g));
+            gate[i] = activated * up[i];
+        }
+        float[] down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, Optional(WeightRole.MlpDownBias, layer));
+        if (_family.Has(WeightRole.MlpOutputNorm)) down = RmsNorm(down, n, hidden, Weight(Name(WeightRole.MlpOutputNorm, layer)));
+        if (cfg.ResidualMultiplier != 1) TensorPrimitives.Multiply(down, (float)cfg.ResidualMultiplier, down);
         TensorPrimitives.Add(h, down, h);
     }
 
-    /// <summary>Rotates one head vector in place: x·cos + rotate_half(x)·sin, angle = position · inv_freq (f32, as HF).</summary>
-    private void Rope(Span<float> x, int position)
+    /// <summary>
+    /// Rotates one head vector in place, angle = position · inv_freq (f32, as HF): rotate-half pairs (i, i + r/2) or
+    /// interleaved pairs (2i, 2i + 1) over the first r = rotary dims; the rest of the head is left alone. longrope uses
+    /// the long factors from original_max_position_embeddings on and scales cos/sin by its attention factor.
+    /// </summary>
+    private void Rope(Span<float> x, int position, int layer)
     {
-        int half = x.Length / 2;
-        for (int i = 0; i < half; i++)
+        var cfg = Config;
+        int pairs = cfg.RotatedDims / 2;
+        RopeScaling? scaling = cfg.RopeScaling;
+        bool longRope = scaling?.Type == "longrope";
+        float[] inv = cfg.UsesLocalRope(layer) ? _localInvFreq
+            : longRope && position >= scaling!.OriginalMaxPositionEmbeddings ? _longInvFreq : _invFreq;
+        float factor = longRope && !cfg.UsesLocalRope(layer) ? (float)scaling!.AttentionFactor : 1f;
+        for (int i = 0; i < pairs; i++)
         {
-            float angle = position * _invFreq[i];
-            float c = MathF.Cos(angle), s = MathF.Sin(angle);
-            float a = x[i], b = x[i + half];
-            x[i] = a * c - b * s;
-            x[i + half] = b * c + a * s;
+            float angle = position * inv[i];
+            float c = MathF.Cos(angle) * factor, s = MathF.Sin(angle) * factor;
+            (int ia, int ib) = _family.RopeMode == RopeMode.Interleaved ? (2 * i, 2 * i + 1) : (i, i + pairs);
+            float a = x[ia], b = x[ib];
+            x[ia] = a * c - b * s;
+            x[ib] = b * c + a * s;
         }
     }
 
     /// <summary>HF's inverse frequencies in f32 with rope_scaling (default, linear, llama3).</summary>
-    private static float[] InverseFrequencies(ModelConfig cfg)
+    private static float[] InverseFrequencies(ModelConfig cfg, bool longFactors)
     {
-        int d = cfg.HeadDim;
+        int d = cfg.RotatedDims;
         var inv = new float[d / 2];
         for (int i = 0; i < inv.Length; i++) inv[i] = 1f / MathF.Pow((float)cfg.RopeTheta, 2f * i / d);
         if (cfg.RopeScaling is { } s)
@@ -209,6 +247,11 @@ public sealed class ReferenceModel
                     inv[i] = scaled;
                 }
             }
+            else if (s.Type == "longrope")
+            {
+                var factors = (longFactors ? s.LongFactor : s.ShortFactor)!;
+                for (int i = 0; i < inv.Length; i++) inv[i] = 1f / ((float)factors[i] * MathF.Pow((float)cfg.RopeTheta, 2f * i / d));
+            }
             else throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"rope_scaling type '{s.Type}' is not supported.");
         }
         return inv;
@@ -224,7 +267,9 @@ public sealed class ReferenceModel
             var row = x.AsSpan(r * width, width);
             float inv = 1f / MathF.Sqrt(TensorPrimitives.Dot(row, row) / width + eps);
             var o = y.AsSpan(r * width, width);
-            for (int i = 0; i < width; i++) o[i] = weight[i] * (row[i] * inv);
+            // Gemma multiplies by (1 + w) (NormWeightOffset), computed in f32.
+            float offset = (float)_family.NormWeightOffset;
+            for (int i = 0; i < width; i++) o[i] = (offset + weight[i]) * (row[i] * inv);
         }
         return y;
     }

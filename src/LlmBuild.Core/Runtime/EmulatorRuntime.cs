@@ -1,7 +1,7 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Chips;
-using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
 
 namespace LlmBuild.Core.Runtime;
 
@@ -455,6 +455,12 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                     System.Numerics.Tensors.TensorPrimitives.Multiply(new ReadOnlySpan<float>(x, (int)c), i.Floats[0], new Span<float>(y, (int)c));
                     break;
                 }
+                case EmuOp.GeluTanh:
+                    Kernels.GeluTanh(F(a[0]), F(o[0]), a[0].Count);
+                    break;
+                case EmuOp.Tanh:
+                    Kernels.Tanh(F(a[0]), F(o[0]), a[0].Count);
+                    break;
                 case EmuOp.SiLU:
                     Kernels.SiLU(F(a[0]), F(o[0]), a[0].Count);
                     break;

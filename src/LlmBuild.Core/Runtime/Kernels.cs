@@ -2,9 +2,9 @@ using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using LlmBuild.Core.BModel;
-using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Runtime;
 
@@ -460,6 +460,29 @@ internal static unsafe class Kernels
         BinaryMode.NotEqual => a != b ? 1 : 0,
         _ => throw Unsupported($"binary mode {mode}"),
     };
+
+    /// <summary>gelu, tanh approximation: ½x(1 + tanh(√(2/π)(x + 0.044715x³))), vectorised through TensorPrimitives.</summary>
+    public static void GeluTanh(float* x, float* y, long count)
+    {
+        int n = checked((int)count);
+        var xs = new ReadOnlySpan<float>(x, n);
+        var ys = new Span<float>(y, n);
+        TensorPrimitives.Multiply(xs, xs, ys);                       // x²
+        TensorPrimitives.Multiply(ys, 0.044715f, ys);
+        TensorPrimitives.Add(ys, 1f, ys);                             // 1 + 0.044715x²
+        TensorPrimitives.Multiply(ys, xs, ys);                        // x + 0.044715x³
+        TensorPrimitives.Multiply(ys, 0.7978845608028654f, ys);
+        TensorPrimitives.Tanh(ys, ys);
+        TensorPrimitives.Add(ys, 1f, ys);
+        TensorPrimitives.Multiply(ys, 0.5f, ys);                      // ½(1 + tanh)
+        TensorPrimitives.Multiply(ys, xs, ys);
+    }
+
+    public static void Tanh(float* x, float* y, long count)
+    {
+        int n = checked((int)count);
+        TensorPrimitives.Tanh(new ReadOnlySpan<float>(x, n), new Span<float>(y, n));
+    }
 
     public static void SiLU(float* x, float* y, long count)
     {

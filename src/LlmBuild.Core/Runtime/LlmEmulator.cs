@@ -1,7 +1,6 @@
 using LlmBuild.Core.BModel;
-using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Graph;
+using LlmBuild.Core.Models;
 
 namespace LlmBuild.Core.Runtime;
 
@@ -100,7 +99,7 @@ public sealed class LlmEmulator : IDisposable
         {
             string dir = configDir ?? throw new LlmBuildException(ErrorCodes.RuntimeBadInput,
                 "The model has no embedding nets (built with EmbeddingDisk) and no config folder was given for config/embedding.bin.");
-            _hostEmbedding = new HostEmbedding(Path.Combine(dir, EmbeddingBin.FileName), HiddenSize, ActivationType);
+            _hostEmbedding = new HostEmbedding(Path.Combine(dir, NetContract.EmbeddingFileName), HiddenSize, ActivationType);
             _hostPrefillRows = rt.Allocate((long)Math.Max(PrefillLength, HistoryPrefillLength) * HiddenSize * TensorRef.ElementSize(ActivationType));
             _hostDecodeRows = rt.Allocate((long)Batch * HiddenSize * TensorRef.ElementSize(ActivationType));
         }
@@ -165,7 +164,7 @@ public sealed class LlmEmulator : IDisposable
 
     public void Reset() => Array.Clear(_positions);
 
-    private static float MaskFill => PieceGraphBuilder.MaskFill;
+    private static float MaskFill => NetContract.MaskFill;
 
     /// <summary>
     /// Prefills a prompt (at most L tokens) into a batch slot from position 0 and returns the logits of the last token,

@@ -1,3 +1,4 @@
+using LlmBuild.Core.Tokenization.Templates;
 namespace LlmBuild.Core.Tokenization;
 
 /// <summary>A token added on top of the model's vocabulary (special tokens such as &lt;|im_end|&gt; among them).</summary>

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text;
+using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Core.Tokenization;
 

@@ -1,5 +1,6 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.BModel;
 

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.BModel;
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using LlmBuild.Core.BModel;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.BModel;
 

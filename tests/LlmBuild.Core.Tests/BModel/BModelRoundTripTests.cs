@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Security.Cryptography;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.BModel;
 

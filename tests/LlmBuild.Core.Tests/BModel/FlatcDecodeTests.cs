@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using LlmBuild.Core.BModel;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.BModel;
 

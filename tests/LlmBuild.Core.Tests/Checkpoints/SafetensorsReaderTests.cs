@@ -1,6 +1,6 @@
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Tests.Checkpoints;
 

@@ -1,4 +1,4 @@
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Core.Tests.Codegen;
 

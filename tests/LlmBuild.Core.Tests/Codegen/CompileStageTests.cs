@@ -1,6 +1,6 @@
 using LlmBuild.Core.BModel;
-using LlmBuild.Core.Codegen;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Core.Tests.Codegen;
 

@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Core.Tests.Codegen;
 
@@ -45,9 +46,9 @@ internal static class ExampleBuild
         // Owners and pieces share names (block_0 …): owners get their own folder, as in the build's weights/.
         string weights = Path.Combine(dir, "weights");
         Directory.CreateDirectory(weights);
-        using (ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath))
+        using (ICheckpoint checkpoint = QuantizeStage.OpenSource(model))
         {
-            Parallel.ForEach(model.Owners, owner => WeightOwnerWriter.Write(checkpoint, model, owner, Path.Combine(weights, owner.FileName)));
+            Parallel.ForEach(model.Owners, owner => QuantizeStage.Run(checkpoint, model, owner.Name, Path.Combine(weights, owner.FileName)));
         }
         var pieces = new ConcurrentDictionary<string, string>();
         Parallel.ForEach(model.Pieces, piece =>

@@ -2,8 +2,10 @@ using LlmBuild.Core.BModel;
 using LlmBuild.Core.Chips;
 using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Core.Tests.Codegen;
 

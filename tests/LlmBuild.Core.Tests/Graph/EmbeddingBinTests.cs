@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using LlmBuild.Core.Graph;
+using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Tests.Reference;
 
 namespace LlmBuild.Core.Tests.Graph;

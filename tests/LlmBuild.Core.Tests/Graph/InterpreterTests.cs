@@ -1,7 +1,7 @@
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Graph;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Reference;
 using LlmBuild.Core.Tests.Reference;
 
@@ -76,7 +76,7 @@ public sealed class InterpreterTests
         reference.Forward([next], step);
         AssertClose(chain.Run("embedding_cache", new() { ["input_ids"] = [next] })["embedding_cache"], step.Embeddings, minCosine, "embedding_cache");
         var decodeMask = new float[s + 1];
-        for (int j = n; j < s; j++) decodeMask[j] = PieceGraphBuilder.MaskFill;
+        for (int j = n; j < s; j++) decodeMask[j] = NetContract.MaskFill;
         for (int layer = 0; layer < cfg.NumLayers; layer++)
         {
             var hk = new float[s * kvRow];

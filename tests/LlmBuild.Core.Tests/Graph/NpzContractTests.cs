@@ -1,6 +1,7 @@
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Graph;
 using LlmBuild.Core.Numpy;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Tests.Reference;
 

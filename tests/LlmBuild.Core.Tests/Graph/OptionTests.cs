@@ -1,5 +1,6 @@
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Reference;
 using LlmBuild.Core.Tests.Reference;
 
@@ -79,7 +80,7 @@ public sealed class OptionTests
         var mask = new float[L * (hist + L)];
         for (int i = 0; i < L; i++)
             for (int j = 0; j < hist + L; j++)
-                mask[i * (hist + L) + j] = j < first.Length || (j >= hist && j - hist <= i) ? 0 : PieceGraphBuilder.MaskFill;
+                mask[i * (hist + L) + j] = j < first.Length || (j >= hist && j - hist <= i) ? 0 : NetContract.MaskFill;
         for (int layer = 0; layer < cfg.NumLayers; layer++)
         {
             var o = chain.Run($"block_kv_{layer}", new()
@@ -133,7 +134,7 @@ public sealed class OptionTests
 
         var mask = new float[2 * (s + 1)];
         for (int b = 0; b < 2; b++)
-            for (int j = prompts[b].Length; j < s; j++) mask[b * (s + 1) + j] = PieceGraphBuilder.MaskFill;
+            for (int j = prompts[b].Length; j < s; j++) mask[b * (s + 1) + j] = NetContract.MaskFill;
         for (int layer = 0; layer < cfg.NumLayers; layer++)
         {
             var hk = new float[2 * s * kvRow];

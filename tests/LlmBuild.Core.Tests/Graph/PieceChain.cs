@@ -1,5 +1,6 @@
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.Graph;
 
@@ -65,7 +66,7 @@ internal sealed class PieceChain
         int s = _model.SeqLength;
         float[] x = Run("embedding_cache", new() { ["input_ids"] = [id] })["embedding_cache"];
         var mask = new float[s + 1];
-        for (int j = Length; j < s; j++) mask[j] = PieceGraphBuilder.MaskFill;
+        for (int j = Length; j < s; j++) mask[j] = NetContract.MaskFill;
         for (int layer = 0; layer < _model.Config.NumLayers; layer++)
         {
             var o = Run($"block_cache_{layer}", new()
@@ -93,7 +94,7 @@ internal sealed class PieceChain
     {
         var m = new float[rows * keys];
         for (int i = 0; i < rows; i++)
-            for (int j = 0; j < keys; j++) m[i * keys + j] = j <= i + offset ? 0 : PieceGraphBuilder.MaskFill;
+            for (int j = 0; j < keys; j++) m[i * keys + j] = j <= i + offset ? 0 : NetContract.MaskFill;
         return m;
     }
 

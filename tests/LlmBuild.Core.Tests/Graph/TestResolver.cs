@@ -1,13 +1,13 @@
 using System.Text.Json.Nodes;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.Graph;
 
 /// <summary>
 /// Test-only stand-in for the resolve stage: builds a <see cref="ResolvedModel"/> (pieces, weight owners and their
 /// entries, shapes from config.json) from a model directory and options, following the contract the real resolver
-/// (Pipeline/Resolver.Resolve) implements. Replace its uses with the real resolver once it exists.
+/// (Plan/Resolver.Resolve) implements. Replace its uses with the real resolver once it exists.
 /// Piece list: embedding + embedding_cache (unless EmbeddingDisk); per layer block_i (block_prompt_i with SharePrompt),
 /// block_kv_i (UseBlockWithKv or SharePrompt), block_cache_i; lm_head; greedy_head + sample_head (DoSample or LoRA);
 /// embedding_lora, embedding_cache_lora, lm_head_lora (LoraMaxRank &gt; 0).
@@ -29,6 +29,7 @@ internal static class TestResolver
         ModelFamily family = ModelFamilies.Get(config.ModelType);
         var raw = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(modelDir, "config.json")))!;
         bool llamaBias = raw["attention_bias"] is JsonValue v && v.TryGetValue(out bool b) && b;
+        bool mlpBias = raw["mlp_bias"] is JsonValue mv && mv.TryGetValue(out bool mb) && mb;
 
         string quantize = options.Quantize == "auto"
             ? (config.TorchDtype == "float16" ? "f16" : "bf16")
@@ -51,6 +52,8 @@ internal static class TestResolver
             WeightRole.QNorm or WeightRole.KNorm => [d],
             WeightRole.MlpGate or WeightRole.MlpUp => [inter, h],
             WeightRole.MlpDown => [h, inter],
+            WeightRole.MlpGateBias or WeightRole.MlpUpBias => [inter],
+            WeightRole.MlpDownBias => [h],
             _ => throw new ArgumentOutOfRangeException(nameof(role)),
         };
         WeightEntry Entry(WeightRole role, int layer, string? source = null, string? key = null)
@@ -69,7 +72,8 @@ internal static class TestResolver
             foreach (WeightRole role in Enum.GetValues<WeightRole>())
             {
                 if (!ModelFamily.IsLayerRole(role) || !family.Has(role)) continue;
-                if (family.OptionalRoles.Contains(role) && !llamaBias) continue;
+                bool isMlpBias = role is WeightRole.MlpGateBias or WeightRole.MlpUpBias or WeightRole.MlpDownBias;
+                if (family.OptionalRoles.Contains(role) && !(isMlpBias ? mlpBias : llamaBias)) continue;
                 entries.Add(Entry(role, i));
             }
             if (fuseNorm && i == config.NumLayers - 1) entries.Add(Entry(WeightRole.FinalNorm, 0));

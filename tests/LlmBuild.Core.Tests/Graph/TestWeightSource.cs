@@ -1,6 +1,6 @@
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 
 namespace LlmBuild.Core.Tests.Graph;

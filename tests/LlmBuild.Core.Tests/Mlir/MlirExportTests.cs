@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using LlmBuild.Core.Graph;
 using LlmBuild.Core.Mlir;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Tests.Graph;
 
 namespace LlmBuild.Core.Tests.Mlir;

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Numpy;
 using LlmBuild.Core.Tests.Checkpoints;
 

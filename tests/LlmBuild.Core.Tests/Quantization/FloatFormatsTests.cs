@@ -1,4 +1,4 @@
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Tests.Quantization;
 

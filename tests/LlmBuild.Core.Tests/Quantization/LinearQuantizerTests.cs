@@ -1,5 +1,5 @@
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Tests.Checkpoints;
 

@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
 using LlmBuild.Core.Checkpoints;
-using LlmBuild.Core.Models;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Tests.Checkpoints;
 
 namespace LlmBuild.Core.Tests.Quantization;

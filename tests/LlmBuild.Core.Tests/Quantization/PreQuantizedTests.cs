@@ -2,8 +2,9 @@ using System.Text.Json.Nodes;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Numpy;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Tests.Checkpoints;
 

@@ -1,8 +1,7 @@
 using System.Text.Json.Nodes;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Pipeline;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Tests.Checkpoints;
 
 namespace LlmBuild.Core.Tests.Quantization;

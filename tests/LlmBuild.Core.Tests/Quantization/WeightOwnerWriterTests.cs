@@ -1,8 +1,9 @@
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Models;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Numpy;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Tests.Checkpoints;
 

@@ -1,6 +1,7 @@
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
 using LlmBuild.Core.Tests.Codegen;
 
 namespace LlmBuild.Core.Tests.Runtime;

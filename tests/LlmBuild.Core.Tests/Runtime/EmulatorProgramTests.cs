@@ -1,9 +1,12 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Numerics;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Reference;
 using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
 using LlmBuild.Core.Tests.Codegen;
 using LlmBuild.Core.Tests.Reference;
 
@@ -44,7 +47,7 @@ public sealed class EmulatorProgramTests
                     long keys = t.Shape[^1], rows = t.Shape[^2];
                     for (long r = 0; r < rows; r++)
                         for (long j = 0; j < keys; j++)
-                            values[r * keys + j] = rows == 1 ? (j < 17 || j == keys - 1 ? 0 : PieceGraphBuilder.MaskFill) : (j <= r ? 0 : PieceGraphBuilder.MaskFill);
+                            values[r * keys + j] = rows == 1 ? (j < 17 || j == keys - 1 ? 0 : NetContract.MaskFill) : (j <= r ? 0 : NetContract.MaskFill);
                     break;
                 }
                 default:
@@ -78,7 +81,7 @@ public sealed class EmulatorProgramTests
         }
     }
 
-    private static double VerifyCosine(float[] a, float[] b) => LlmBuild.Core.Pipeline.VerifyStage.Cosine(a, b);
+    private static double VerifyCosine(float[] a, float[] b) => LlmBuild.Core.Stages.VerifyStage.Cosine(a, b);
 
     /// <summary>The w4 build's top-1 agrees with the f32 reference over 64 teacher-forced positions of natural continuation.</summary>
     [TestMethod]

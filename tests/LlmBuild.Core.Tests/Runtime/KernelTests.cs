@@ -1,5 +1,5 @@
 using LlmBuild.Core.BModel;
-using LlmBuild.Core.Quantization;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Runtime;
 
 namespace LlmBuild.Core.Tests.Runtime;

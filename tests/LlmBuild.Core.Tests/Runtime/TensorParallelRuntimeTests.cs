@@ -1,5 +1,5 @@
-using LlmBuild.Core.Pipeline;
 using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
 using LlmBuild.Core.Tests.Codegen;
 
 namespace LlmBuild.Core.Tests.Runtime;

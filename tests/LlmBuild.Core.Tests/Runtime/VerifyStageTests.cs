@@ -1,5 +1,4 @@
-using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Stages;
 using LlmBuild.Core.Tests.Codegen;
 
 namespace LlmBuild.Core.Tests.Runtime;

@@ -1,12 +1,12 @@
+using TP = LlmBuild.Core.Plan.TensorParallel;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Graph;
 using LlmBuild.Core.Mlir;
 using LlmBuild.Core.Models;
-using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Tests.Graph;
 using LlmBuild.Core.Tests.Reference;
-using TP = LlmBuild.Core.Graph.TensorParallel;
 
 namespace LlmBuild.Core.Tests.TensorParallel;
 

@@ -1,10 +1,10 @@
+using TP = LlmBuild.Core.Plan.TensorParallel;
 using LlmBuild.Core.BModel;
-using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
 using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
 using LlmBuild.Core.Tests.Codegen;
-using TP = LlmBuild.Core.Graph.TensorParallel;
 
 namespace LlmBuild.Core.Tests.TensorParallel;
 

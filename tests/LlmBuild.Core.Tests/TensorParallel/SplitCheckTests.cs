@@ -1,10 +1,11 @@
+using TP = LlmBuild.Core.Plan.TensorParallel;
 using LlmBuild.Core.Chips;
 using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.Pipeline;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Stages;
 using LlmBuild.Core.Tests.Codegen;
 using LlmBuild.Core.Tests.Graph;
-using TP = LlmBuild.Core.Graph.TensorParallel;
 
 namespace LlmBuild.Core.Tests.TensorParallel;
 

@@ -1,6 +1,7 @@
+using TP = LlmBuild.Core.Plan.TensorParallel;
 using LlmBuild.Core.Graph;
-using LlmBuild.Core.Pipeline;
-using TP = LlmBuild.Core.Graph.TensorParallel;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Core.Tests.TensorParallel;
 
@@ -31,7 +32,7 @@ internal static class SplitRun
                     for (int j = 0; j < keys; j++)
                     {
                         bool seen = j < history ? j < visible : j - history <= i;
-                        mask[(b * len + i) * keys + j] = seen ? 0 : PieceGraphBuilder.MaskFill;
+                        mask[(b * len + i) * keys + j] = seen ? 0 : NetContract.MaskFill;
                     }
             inputs["attention_mask"] = mask;
         }

@@ -1,4 +1,3 @@
-using LlmBuild.Core.Tokenization;
 
 namespace LlmBuild.Core.Tests.Tokenization;
 

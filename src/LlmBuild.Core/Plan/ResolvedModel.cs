@@ -1,0 +1,82 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+
+namespace LlmBuild.Core.Plan;
+
+/// <summary>Weight-only quantization: 16 = none (activation dtype), 8 or 4 bits per group of GroupSize along K (0 = per channel).</summary>
+public sealed record QuantScheme(int Bits, int GroupSize, bool Symmetric)
+{
+    [JsonIgnore] public bool IsQuantized => Bits < 16;
+}
+
+/// <summary>
+/// Everything the stages need, decided once by the resolve stage and written to resolved.json: the options,
+/// the model's architecture, its family, the activation dtype, the quantization scheme, the pieces and the
+/// weight owners. Later stages read it back; nothing downstream re-derives these decisions.
+/// </summary>
+public sealed record ResolvedModel
+{
+    public const int FormatVersion = 2;
+
+    public int Version { get; init; } = FormatVersion;
+    public required string Name { get; init; }
+    public required BuildOptions Options { get; init; }
+    public required ModelConfig Config { get; init; }
+    public required string Family { get; init; }
+    /// <summary>"bf16" or "f16".</summary>
+    public required string ActivationDtype { get; init; }
+    /// <summary>The Quantize mode after resolving "auto".</summary>
+    public required string Quantize { get; init; }
+    public required QuantScheme Weights { get; init; }
+    public bool QuantizeLmHead { get; init; }
+    /// <summary>Device memory budget for the codegen check, MiB; 0 = the chip's default.</summary>
+    public int DeviceMemoryMiB { get; init; }
+    /// <summary>"builtin" (LlmBuild's emulator backend) or "tpu-mlir" (model_deploy.py per piece: silicon bmodels).</summary>
+    public string CodegenBackend { get; init; } = "builtin";
+    /// <summary>Source weight files, relative to the model directory.</summary>
+    public required IReadOnlyList<string> WeightFiles { get; init; }
+    public required IReadOnlyList<Piece> Pieces { get; init; }
+    public required IReadOnlyList<WeightOwner> Owners { get; init; }
+    /// <summary>True when the final RMSNorm is part of the last block (one device) rather than lm_head.</summary>
+    public bool FinalNormInLastBlock { get; init; }
+
+    [JsonIgnore] public ModelFamily ModelFamily => ModelFamilies.All.First(f => f.Name == Family);
+    [JsonIgnore] public int PrefillLength => Options.PrefillLength;
+    [JsonIgnore] public int SeqLength => Options.SeqLength;
+
+    public Piece Piece(string name) => Pieces.FirstOrDefault(p => p.Name == name)
+        ?? throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"Piece '{name}' is not part of model '{Name}'. Rebuild to refresh the intermediates.");
+
+    public WeightOwner Owner(string name) => Owners.FirstOrDefault(o => o.Name == name)
+        ?? throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"Weight owner '{name}' is not part of model '{Name}'. Rebuild to refresh the intermediates.");
+
+    /// <summary>The stored entry of a role (layer ignored for model-level roles); null when the family or checkpoint lacks it.</summary>
+    public WeightEntry? Weight(WeightRole role, int layer = 0) =>
+        Owners.SelectMany(o => o.Entries).FirstOrDefault(e => e.Role == role && (!ModelFamily.IsLayerRole(role) || e.Layer == layer));
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter() },
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json) + "\n";
+
+    public static ResolvedModel Load(string path)
+    {
+        try
+        {
+            var model = JsonSerializer.Deserialize<ResolvedModel>(File.ReadAllText(path), Json);
+            if (model is null || model.Version != FormatVersion)
+                throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"'{path}' was written by another LlmBuild version. Rebuild.", path);
+            return model;
+        }
+        catch (Exception e) when (e is JsonException or IOException)
+        {
+            throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"Cannot read '{path}': {e.Message}. Rebuild (dotnet build) to regenerate it.", path, e);
+        }
+    }
+}

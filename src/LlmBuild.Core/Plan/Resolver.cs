@@ -1,0 +1,268 @@
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+
+namespace LlmBuild.Core.Plan;
+
+/// <summary>
+/// The resolve stage's decisions: reads config.json, picks the family, resolves Quantize=auto, checks every
+/// option against the model, checks the checkpoint has every tensor the family needs with the right shape,
+/// and lists the pieces and weight owners.
+/// </summary>
+public static class Resolver
+{
+    /// <param name="name">The output model's name (bin/&lt;name&gt;.bmodel).</param>
+    /// <param name="quantizeLmHead">Quantize lm_head like the block linears (off by default).</param>
+    /// <param name="ignoreTensors">Checkpoint tensors (names or <c>*</c> patterns) the user drops on purpose (LlmIgnoreTensors).</param>
+    public static ResolvedModel Resolve(BuildOptions options, string name, bool quantizeLmHead, ICollection<LlmBuildWarning> warnings,
+        IReadOnlyList<string>? ignoreTensors = null)
+    {
+        string modelDir = Path.GetFullPath(options.ModelPath);
+        ModelConfig config = ModelConfig.Load(modelDir);
+        ModelFamily family = ModelFamilies.Get(config.ModelType, Path.Combine(modelDir, "config.json"));
+        var (quantize, activation, scheme) = QuantizationResolver.Resolve(config, options.Quantize, options.QGroupSize, options.Symmetric, warnings);
+        CheckGroupSize(config, scheme);
+        CheckLengths(options, config, warnings);
+
+        CheckAttention(options, config, family);
+        using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(modelDir, config);
+        bool fuseFinalNorm = options.NumDevice == 1;
+        var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);
+        AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
+        var pieces = BuildPieces(options, config);
+
+        return new ResolvedModel
+        {
+            Name = name,
+            Options = options with { ModelPath = modelDir },
+            Config = config,
+            Family = family.Name,
+            ActivationDtype = activation,
+            Quantize = quantize,
+            Weights = scheme,
+            QuantizeLmHead = quantizeLmHead && scheme.IsQuantized,
+            WeightFiles = checkpoint.Files,
+            Pieces = pieces,
+            Owners = owners,
+            FinalNormInLastBlock = fuseFinalNorm,
+        };
+    }
+
+    private static void CheckGroupSize(ModelConfig c, QuantScheme scheme)
+    {
+        if (!scheme.IsQuantized || scheme.GroupSize == 0) return;
+        var ks = new List<(string What, int K)> { ("hidden_size", c.HiddenSize), ("intermediate_size", c.IntermediateSize), ("num_attention_heads × head_dim", c.QDim) };
+        foreach (var (what, k) in ks)
+        {
+            if (k % scheme.GroupSize != 0)
+                throw new LlmBuildException(ErrorCodes.ConflictingProperties,
+                    $"QGroupSize={scheme.GroupSize} does not divide {what} ({k}) of this model, so the linear layers cannot be split into groups. " +
+                    $"Use a group size that divides {k} (e.g. {LargestDividingGroup(k)}) or 0 for per-channel quantization.");
+        }
+        if (scheme.Bits == 4 && scheme.GroupSize % 2 != 0)
+            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"QGroupSize={scheme.GroupSize} must be even for 4-bit quantization (two weights per byte).");
+    }
+
+    /// <summary>The largest usual group size (128 … 8) that divides <paramref name="k"/>, or 0.</summary>
+    internal static int LargestDividingGroup(int k)
+    {
+        foreach (int g in new[] { 128, 64, 32, 16, 8 }) if (k % g == 0) return g;
+        return 0;
+    }
+
+    private static void CheckLengths(BuildOptions o, ModelConfig c, ICollection<LlmBuildWarning> warnings)
+    {
+        if (o.SeqLength > c.MaxPositionEmbeddings)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.ConflictingProperties,
+                $"SeqLength={o.SeqLength} exceeds the model's max_position_embeddings ({c.MaxPositionEmbeddings}); positions past it were never trained."));
+    }
+
+    private static List<WeightOwner> BuildOwners(ModelConfig c, ModelFamily family, ICheckpoint checkpoint, QuantScheme scheme,
+        bool quantizeLmHead, bool fuseFinalNorm, string modelDir)
+    {
+        long h = c.HiddenSize, q = c.QDim, kv = c.KvDim, inter = c.IntermediateSize, d = c.HeadDim, vocab = c.VocabSize;
+        long[] Shape(WeightRole role) => role switch
+        {
+            WeightRole.Embedding or WeightRole.LmHead => [vocab, h],
+            WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.FinalNorm or WeightRole.OBias or WeightRole.MlpDownBias
+                or WeightRole.AttentionOutputNorm or WeightRole.MlpOutputNorm => [h],
+            WeightRole.MlpGateBias or WeightRole.MlpUpBias => [inter],
+            WeightRole.QProj => [q, h],
+            WeightRole.QBias => [q],
+            WeightRole.KProj or WeightRole.VProj => [kv, h],
+            WeightRole.KBias or WeightRole.VBias => [kv],
+            WeightRole.OProj => [h, q],
+            WeightRole.QNorm or WeightRole.KNorm => [d],
+            WeightRole.MlpGate or WeightRole.MlpUp => [inter, h],
+            WeightRole.MlpDown => [h, inter],
+            _ => throw new InvalidOperationException(role.ToString()),
+        };
+
+        WeightEntry? Entry(WeightRole role, int layer, WeightStorage storage, string? sourceOverride = null, string? keyOverride = null)
+        {
+            string source = sourceOverride ?? family.TensorName(role, layer);
+            bool present = checkpoint.Contains(source) || IsPrequantized(checkpoint, source);
+            if (!present)
+            {
+                if (family.OptionalRoles.Contains(role)) return null;
+                throw new LlmBuildException(ErrorCodes.MissingWeight,
+                    $"Tensor '{source}' ({role}{(FamilyLayer(role) ? $" of layer {layer}" : "")}) is missing from the checkpoint in '{modelDir}'. " +
+                    "Check that the weights belong to this config.json and that every shard is present.", modelDir);
+            }
+            long[] shape = Shape(role);
+            if (checkpoint.Contains(source))
+            {
+                TensorInfo info = checkpoint.GetInfo(source);
+                if (!info.Shape.SequenceEqual(shape))
+                    throw new LlmBuildException(ErrorCodes.MissingWeight,
+                        $"Tensor '{source}' in '{info.File}' has shape [{string.Join(",", info.Shape)}] but config.json implies [{string.Join(",", shape)}]. " +
+                        "Check that the weights belong to this config.json.", info.File);
+            }
+            return new WeightEntry(role, FamilyLayer(role) ? layer : -1, source, keyOverride ?? source, storage, shape);
+        }
+
+        var owners = new List<WeightOwner>
+        {
+            new("embedding", [Entry(WeightRole.Embedding, 0, WeightStorage.Activation)!]),
+        };
+        WeightStorage linear = scheme.IsQuantized ? WeightStorage.Quantized : WeightStorage.Activation;
+        // (1 + w) norms keep their computed weights in f32: rounding 1 + w to bf16 would lose w's low bits.
+        WeightStorage normStorage(WeightRole role) =>
+            family.NormWeightOffset != 0 && ModelFamily.IsNorm(role) ? WeightStorage.Float32 : WeightStorage.Activation;
+        for (int layer = 0; layer < c.NumLayers; layer++)
+        {
+            var entries = new List<WeightEntry>();
+            foreach (WeightRole role in Enum.GetValues<WeightRole>())
+            {
+                if (!ModelFamily.IsLayerRole(role) || !family.Has(role)) continue;
+                var e = Entry(role, layer, ModelFamily.IsBlockLinear(role) ? linear : normStorage(role));
+                if (e is not null) entries.Add(e);
+            }
+            if (fuseFinalNorm && layer == c.NumLayers - 1) entries.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);
+            owners.Add(new WeightOwner(Piece.BlockName(layer), entries));
+        }
+
+        var head = new List<WeightEntry>();
+        if (!fuseFinalNorm) head.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);
+        WeightStorage headStorage = quantizeLmHead && scheme.IsQuantized ? WeightStorage.Quantized : WeightStorage.Activation;
+        string lmHeadName = family.TensorName(WeightRole.LmHead);
+        bool tied = c.TieWordEmbeddings || !(checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName));
+        head.Add(tied
+            ? Entry(WeightRole.LmHead, 0, headStorage, sourceOverride: family.TensorName(WeightRole.Embedding), keyOverride: lmHeadName)!
+            : Entry(WeightRole.LmHead, 0, headStorage)!);
+        owners.Add(new WeightOwner("lm_head", head));
+        return owners;
+
+        static bool FamilyLayer(WeightRole role) => ModelFamily.IsLayerRole(role);
+    }
+
+    /// <summary>
+    /// Attention features the build implements only in some forms: a sliding window needs the mask input (not Dynamic)
+    /// and is a no-op when it covers the whole sequence.
+    /// </summary>
+    private static void CheckAttention(BuildOptions o, ModelConfig c, ModelFamily family)
+    {
+        bool windowed = Enumerable.Range(0, c.NumLayers).Any(l => c.WindowOf(l) > 0 && c.WindowOf(l) < o.SeqLength);
+        if (windowed && o.Dynamic)
+            throw new LlmBuildException(ErrorCodes.ConflictingProperties,
+                $"Family {family.Name}: sliding_window {c.SlidingWindows.Where(w => w > 0).Min()} is shorter than SeqLength={o.SeqLength}, and Dynamic=true builds " +
+                "prefill nets without an attention mask, which the window needs. Set Dynamic=false, or SeqLength ≤ the window.");
+    }
+
+    /// <summary>
+    /// Every checkpoint tensor must be consumed by a role of the family (directly, as a fused tensor's part, or as a
+    /// pre-quantized weight's companion), be one the family declares ignorable, or be dropped on purpose with
+    /// LlmIgnoreTensors (a warning). Anything else means the build would not be the user's model: a coded error.
+    /// </summary>
+    private static void AccountForEveryTensor(ICheckpoint checkpoint, ModelFamily family, IReadOnlyList<WeightOwner> owners,
+        IReadOnlyList<string> ignoreTensors, string modelDir, ICollection<LlmBuildWarning> warnings)
+    {
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var packedStems = new List<string>();
+        foreach (WeightEntry e in owners.SelectMany(o => o.Entries))
+        {
+            consumed.Add(e.SourceTensor);
+            if (!checkpoint.Contains(e.SourceTensor) && e.SourceTensor.EndsWith(".weight", StringComparison.Ordinal))
+                packedStems.Add(e.SourceTensor[..^"weight".Length]);
+        }
+        var unknown = new List<string>();
+        var dropped = new List<string>();
+        foreach (string tensor in checkpoint.TensorNames)
+        {
+            if (consumed.Contains(tensor) || family.IsIgnorable(tensor) || packedStems.Any(stem => tensor.StartsWith(stem, StringComparison.Ordinal))) continue;
+            if (ignoreTensors.Any(p => ModelFamily.WildcardMatch(p, tensor))) dropped.Add(tensor);
+            else unknown.Add(tensor);
+        }
+        if (dropped.Count > 0)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.UnusedTensor,
+                $"LlmIgnoreTensors drops {dropped.Count} checkpoint tensor(s) from the build: {Listing(dropped)}. The built model does not use them."));
+        if (unknown.Count > 0)
+            throw new LlmBuildException(ErrorCodes.UnusedTensor,
+                $"{unknown.Count} tensor(s) of the checkpoint in '{modelDir}' are not used by family {family.Name}: {Listing(unknown)}. " +
+                "Building without them would give a model that is not the checkpoint's (an unknown bias, adapter or renamed weight). " +
+                "If the config.json fields that enable them are missing, fix config.json; to drop them deliberately, list them (or * patterns) in LlmIgnoreTensors.",
+                modelDir);
+
+        static string Listing(List<string> names) =>
+            string.Join(", ", names.Take(5).Select(n => $"'{n}'")) + (names.Count > 5 ? $" and {names.Count - 5} more" : "");
+    }
+
+    /// <summary>
+    /// Marks the pre-quantized weights kept quantized whose g_idx permutes their inputs (act-order): their graphs gather
+    /// the input first. Dequantized weights (Quantize=bf16/f16) are written in source order and need no gather.
+    /// </summary>
+    private static List<WeightOwner> MarkPermutedInputs(List<WeightOwner> owners, ModelConfig config, ICheckpoint checkpoint, string modelDir)
+    {
+        var format = PreQuantizedFormat.FromConfig(config.QuantizationConfig, Path.Combine(modelDir, "config.json"));
+        if (format is null) return owners;
+        return owners.Select(o => o with
+        {
+            Entries = o.Entries.Select(e => e.Storage == WeightStorage.Quantized && IsPrequantized(checkpoint, e.SourceTensor)
+                && PreQuantizedUnpacker.PermutesInputs(checkpoint, format, e.SourceTensor) ? e with { InputPermuted = true } : e).ToList(),
+        }).ToList();
+    }
+
+    /// <summary>A pre-quantized checkpoint stores x.qweight (GPTQ, AWQ) or x.weight_packed (compressed-tensors) instead of x.weight.</summary>
+    private static bool IsPrequantized(ICheckpoint checkpoint, string weightName) =>
+        weightName.EndsWith(".weight", StringComparison.Ordinal) && PreQuantizedUnpacker.IsPacked(checkpoint, weightName);
+
+    /// <summary>
+    /// The nets of the model, in the order the runtime loads them. SharePrompt replaces block_i by block_prompt_i (the
+    /// shared prompt's prefill) and adds block_kv_i for later prefills that attend to it, as UseBlockWithKv does.
+    /// DoSample or LoRA split the heads: lm_head emits logits and greedy_head / sample_head pick the token.
+    /// </summary>
+    public static List<Piece> BuildPieces(BuildOptions o, ModelConfig c)
+    {
+        var pieces = new List<Piece>();
+        if (!o.EmbeddingDisk)
+        {
+            pieces.Add(new Piece("embedding", PieceKind.Embedding, -1, "embedding"));
+            pieces.Add(new Piece("embedding_cache", PieceKind.EmbeddingCache, -1, "embedding"));
+        }
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            string owner = Piece.BlockName(i);
+            pieces.Add(o.SharePrompt
+                ? new Piece($"block_prompt_{i}", PieceKind.BlockPrompt, i, owner)
+                : new Piece(owner, PieceKind.Block, i, owner));
+            if (o.UseBlockWithKv || o.SharePrompt) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
+            pieces.Add(new Piece($"block_cache_{i}", PieceKind.BlockCache, i, owner));
+        }
+        pieces.Add(new Piece("lm_head", PieceKind.LmHead, -1, "lm_head"));
+        if (o.DoSample || o.LoraMaxRank > 0)
+        {
+            pieces.Add(new Piece("greedy_head", PieceKind.GreedyHead, -1, null));
+            pieces.Add(new Piece("sample_head", PieceKind.SampleHead, -1, null));
+        }
+        if (o.LoraMaxRank > 0)
+        {
+            if (!o.EmbeddingDisk)
+            {
+                pieces.Add(new Piece("embedding_lora", PieceKind.EmbeddingLora, -1, null));
+                pieces.Add(new Piece("embedding_cache_lora", PieceKind.EmbeddingCacheLora, -1, null));
+            }
+            pieces.Add(new Piece("lm_head_lora", PieceKind.LmHeadLora, -1, null));
+        }
+        return pieces;
+    }
+}

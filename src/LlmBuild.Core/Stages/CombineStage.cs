@@ -1,0 +1,46 @@
+using LlmBuild.Core.BModel;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.IO;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Quantization;
+
+namespace LlmBuild.Core.Stages;
+
+/// <summary>
+/// Stage 5. Merges the piece bmodels into the deployable bin/&lt;name&gt;.bmodel (identical weight blobs stored
+/// once) and mirrors the model's non-weight files into bin/config/.
+/// </summary>
+public static class CombineStage
+{
+    public static BModelCombineResult Run(ResolvedModel model, IReadOnlyList<string> pieceBModels, IReadOnlyList<string> configFiles,
+        string outputBModel, string outputConfigDir)
+    {
+        // Nets in the order the resolved model lists its pieces, whatever order MSBuild passed them in.
+        var byName = pieceBModels.ToDictionary(p => Path.GetFileNameWithoutExtension(p), StringComparer.Ordinal);
+        var ordered = model.Pieces.Select(p => byName[p.Name]).ToArray();
+        CopyConfig(configFiles, outputConfigDir);
+        if (model.Options.EmbeddingDisk)
+        {
+            // No embedding nets: the runtime looks tokens up in config/embedding.bin (activation dtype) on the host.
+            using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
+            EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, NetContract.EmbeddingFileName));
+        }
+        return BModelCombiner.Combine(ordered, outputBModel);
+    }
+
+    private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir)
+    {
+        Directory.CreateDirectory(outputConfigDir);
+        var names = new HashSet<string>(StringComparer.Ordinal) { NetContract.EmbeddingFileName };
+        foreach (string file in files.Order(StringComparer.Ordinal))
+        {
+            string name = Path.GetFileName(file);
+            names.Add(name);
+            AtomicFile.Write(Path.Combine(outputConfigDir, name), s => { using var src = File.OpenRead(file); src.CopyTo(s); });
+        }
+        // A file that left the model folder leaves config/ too.
+        foreach (string stale in Directory.EnumerateFiles(outputConfigDir).Where(f => !names.Contains(Path.GetFileName(f))))
+            File.Delete(stale);
+    }
+}

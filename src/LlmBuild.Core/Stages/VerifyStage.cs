@@ -1,0 +1,249 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
+using LlmBuild.Core.Reference;
+using LlmBuild.Core.Runtime;
+
+namespace LlmBuild.Core.Stages;
+
+/// <summary>Minimum fidelity a build must reach: per piece output cosine, final-logit cosine and top-1 agreement.</summary>
+public sealed record VerifyThresholds(double PieceCosine, double LogitsCosine, double Top1Agreement)
+{
+    /// <summary>
+    /// Defaults per quantize mode, at least as strict as TPU-MLIR's cosine tolerances (0.99 bf16/f16, 0.95 w8, 0.90 w4) and
+    /// chosen from what the example measures (8 prompt tokens + 24 decode steps): worst piece cosine 0.99998 (bf16),
+    /// 0.99988 (w8), 0.984 (w4 g64); final-logit cosine 1.0, 0.999999, 0.9998; top-1 agreement 100 %, 100 %, 84 %.
+    /// </summary>
+    public static VerifyThresholds For(QuantScheme weights) => weights.Bits switch
+    {
+        16 => new(0.999, 0.999, 0.95),
+        8 => new(0.99, 0.99, 0.90),
+        _ => new(0.95, 0.95, 0.70),
+    };
+}
+
+/// <summary>How closely one net's outputs follow the reference over every call it made.</summary>
+public sealed record PieceFidelity(string Piece, int Calls, double Cosine, double MaxAbsError);
+
+public sealed record LogitsFidelity(int Positions, double MinCosine, double MeanCosine, double MaxAbsError, double Top1Agreement);
+
+/// <summary>verify.json: what was run and measured, the thresholds, and the verdict.</summary>
+public sealed record VerifyReport
+{
+    public required string Model { get; init; }
+    public required string Quantize { get; init; }
+    public required string Chip { get; init; }
+    public required int[] Tokens { get; init; }
+    public required int PromptLength { get; init; }
+    public required IReadOnlyList<PieceFidelity> Pieces { get; init; }
+    public required LogitsFidelity Logits { get; init; }
+    public required VerifyThresholds Thresholds { get; init; }
+    public required IReadOnlyList<string> Failures { get; init; }
+    public bool Passed => Failures.Count == 0;
+
+    public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json) + "\n";
+
+    /// <summary>The short table for the build log.</summary>
+    public IEnumerable<string> Table()
+    {
+        string F(double v) => v.ToString("0.000000", CultureInfo.InvariantCulture);
+        string E(double v) => v.ToString("0.000e+0", CultureInfo.InvariantCulture);
+        yield return $"verify {Model} ({Quantize}, {Chip}): {PromptLength} prompt tokens + {Tokens.Length - PromptLength} decode steps vs the f32 reference";
+        yield return $"  {"piece",-18} {"calls",5} {"cosine",10} {"max |err|",10}";
+        foreach (var p in Pieces) yield return $"  {p.Piece,-18} {p.Calls,5} {F(p.Cosine),10} {E(p.MaxAbsError),10}";
+        yield return $"  final logits: min cosine {F(Logits.MinCosine)}, mean {F(Logits.MeanCosine)}, max |err| {E(Logits.MaxAbsError)}, top-1 agreement {Logits.Top1Agreement:P1} over {Logits.Positions} positions";
+        yield return Passed ? "  verdict: pass" : "  verdict: FAIL — " + string.Join("; ", Failures);
+    }
+}
+
+/// <summary>
+/// Stage 6: runs the built bmodel in the emulator and the f32 reference (straight from the source checkpoint) on a fixed
+/// token sequence — a prompt through the prefill nets, then greedy decode steps chosen by the built model and teacher-forced
+/// into the reference — and compares every net's outputs and the final logits. Writes verify.json; fails below thresholds.
+/// </summary>
+public static class VerifyStage
+{
+    public const int DefaultPromptLength = 8;
+    public const int DefaultDecodeSteps = 24;
+
+    public static VerifyReport Run(ResolvedModel model, string bmodelPath, string reportPath, Action<string>? log = null, VerifyThresholds? thresholds = null)
+    {
+        VerifyReport report = Measure(model, bmodelPath, FixedPrompt(model), DefaultDecodeSteps, thresholds ?? VerifyThresholds.For(model.Weights));
+        AtomicFile.WriteAllText(reportPath, report.ToJson());
+        foreach (string line in report.Table()) log?.Invoke(line);
+        if (!report.Passed)
+            throw new LlmBuildException(ErrorCodes.VerifyFailed,
+                $"The built model '{bmodelPath}' does not match the f32 reference closely enough for {model.Quantize}: {string.Join("; ", report.Failures)}. " +
+                $"See '{reportPath}'. Use a higher-precision Quantize mode (or a smaller QGroupSize), or set Verify=false to skip the check.", reportPath);
+        return report;
+    }
+
+    /// <summary>
+    /// A fixed prompt: ids spread over the vocabulary by a fixed rule (the same for every build of a model), at most
+    /// MaxInputLength long.
+    /// </summary>
+    public static int[] FixedPrompt(ResolvedModel model)
+    {
+        int vocab = model.Config.VocabSize, n = Math.Min(DefaultPromptLength, model.PrefillLength);
+        int range = Math.Min(vocab, 32000);
+        return Enumerable.Range(0, n).Select(i => (int)((i * 7919L + 1013) % range)).ToArray();
+    }
+
+    public static VerifyReport Measure(ResolvedModel model, string bmodelPath, int[] prompt, int decodeSteps, VerifyThresholds thresholds)
+    {
+        using LlmEmulator emu = LlmEmulator.Load(bmodelPath);
+        using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
+        var reference = new ReferenceModel(checkpoint, model.Config);
+        int vocab = model.Config.VocabSize, layers = model.Config.NumLayers;
+        decodeSteps = Math.Max(0, Math.Min(decodeSteps, emu.SeqLength - prompt.Length));
+        var pieces = new SortedDictionary<string, Stats>(StringComparer.Ordinal);
+        var logits = new LogitStats();
+
+        void Compare(string piece, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, bool newCall = true)
+        {
+            if (!pieces.TryGetValue(piece, out Stats? s)) pieces[piece] = s = new Stats();
+            s.Add(actual, expected, newCall);
+        }
+
+        void CompareBlocks(string kind, EmulatorTrace t, ReferenceTrace r)
+        {
+            Compare(emu.EmbedsOnHost ? "embedding.bin" : kind == "decode" ? "embedding_cache" : "embedding", t.Embeddings, r.Embeddings);
+            for (int i = 0; i < layers; i++)
+            {
+                string net = kind switch { "prefill" => emu.PrefillNet(i), "history" => $"block_kv_{i}", _ => $"block_cache_{i}" };
+                float[] expected = i + 1 < layers ? r.LayerInputs[i + 1] : model.FinalNormInLastBlock ? r.NormedHidden : r.LastHidden;
+                Compare(net, t.BlockOutputs[i], expected);
+                Compare(net, t.Keys[i], BuildKeyLayout(r.Keys[i]), newCall: false);
+                Compare(net, t.Values[i], r.Values[i], newCall: false);
+            }
+        }
+
+        // The build stores keys in its own head layout when RoPE is partial or interleaved (RotaryLayout).
+        ModelFamily family = ModelFamilies.Get(model.Config.ModelType);
+        int[]? keyOrder = RotaryLayout.NeedsReorder(family, model.Config) ? RotaryLayout.SourceDimOrder(family, model.Config) : null;
+        float[] BuildKeyLayout(float[] keys)
+        {
+            if (keyOrder is null) return keys;
+            var reordered = new float[keys.Length];
+            int d = keyOrder.Length;
+            for (int head = 0; head < keys.Length / d; head++)
+                for (int dim = 0; dim < d; dim++) reordered[head * d + dim] = keys[head * d + keyOrder[dim]];
+            return reordered;
+        }
+
+        void CompareLogits(float[] actual, float[] expected, int positions)
+        {
+            for (int p = 0; p < positions; p++)
+            {
+                Compare("lm_head", actual.AsSpan(p * vocab, vocab), expected.AsSpan(p * vocab, vocab));
+                logits.Add(actual.AsSpan(p * vocab, vocab), expected.AsSpan(p * vocab, vocab));
+            }
+        }
+
+        // Prefill: the whole prompt, or (with block_kv nets) its first half and then the rest through block_kv.
+        int head = emu.HasHistoryPrefill && prompt.Length > 1 ? Math.Min((prompt.Length + 1) / 2, emu.HistoryLength) : prompt.Length;
+        var et = new EmulatorTrace();
+        var rt = new ReferenceTrace();
+        float[] emuLogits = emu.Prefill(prompt.AsSpan(0, head), allPositions: true, et);
+        float[] refLogits = reference.Forward(prompt[..head], rt);
+        CompareBlocks("prefill", et, rt);
+        CompareLogits(emuLogits, refLogits, head);
+        float[] last = emuLogits.AsSpan((head - 1) * vocab, vocab).ToArray();
+        if (head < prompt.Length)
+        {
+            et = new EmulatorTrace();
+            rt = new ReferenceTrace();
+            emuLogits = emu.PrefillWithHistory(prompt.AsSpan(head), allPositions: true, et);
+            refLogits = reference.Forward(prompt[head..], rt);
+            CompareBlocks("history", et, rt);
+            CompareLogits(emuLogits, refLogits, prompt.Length - head);
+            last = emuLogits.AsSpan((prompt.Length - head - 1) * vocab, vocab).ToArray();
+        }
+        var tokens = new List<int>(prompt);
+
+        // Greedy decode by the built model, teacher-forced into the reference.
+        for (int step = 0; step < decodeSteps; step++)
+        {
+            int token = LlmEmulator.ArgMax(last);
+            tokens.Add(token);
+            et = new EmulatorTrace();
+            rt = new ReferenceTrace();
+            last = emu.Decode(token, et);
+            float[] expected = reference.Forward([token], rt);
+            CompareBlocks("decode", et, rt);
+            Compare("lm_head", last, expected);
+            logits.Add(last, expected);
+        }
+
+        var fidelity = pieces.Select(kv => new PieceFidelity(kv.Key, kv.Value.Calls, kv.Value.MinCosine, kv.Value.MaxAbs))
+            .OrderBy(p => PieceOrder(p.Piece)).ThenBy(p => p.Piece, StringComparer.Ordinal).ToArray();
+        var final = new LogitsFidelity(logits.Count, logits.MinCosine, logits.CosineSum / logits.Count, logits.MaxAbs, (double)logits.Agree / logits.Count);
+        var failures = new List<string>();
+        foreach (var p in fidelity.Where(p => !(p.Cosine >= thresholds.PieceCosine)))
+            failures.Add($"{p.Piece} cosine {p.Cosine:0.000000} < {thresholds.PieceCosine}");
+        if (!(final.MinCosine >= thresholds.LogitsCosine)) failures.Add($"final-logit cosine {final.MinCosine:0.000000} < {thresholds.LogitsCosine}");
+        if (!(final.Top1Agreement >= thresholds.Top1Agreement)) failures.Add($"top-1 agreement {final.Top1Agreement:P1} < {thresholds.Top1Agreement:P0}");
+        return new VerifyReport
+        {
+            Model = model.Name, Quantize = model.Quantize, Chip = model.Options.Chip, Tokens = tokens.ToArray(), PromptLength = prompt.Length,
+            Pieces = fidelity, Logits = final, Thresholds = thresholds, Failures = failures,
+        };
+    }
+
+    private static int PieceOrder(string piece) =>
+        piece.StartsWith("embedding", StringComparison.Ordinal) ? 0 : piece.StartsWith("block_cache_", StringComparison.Ordinal) ? 2
+        : piece.StartsWith("block_", StringComparison.Ordinal) ? 1 : 3;
+
+    /// <summary>Cosine of two vectors in double precision (1 when both are zero).</summary>
+    public static double Cosine(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double dot = 0, na = 0, nb = 0;
+        for (int i = 0; i < a.Length; i++) { dot += (double)a[i] * b[i]; na += (double)a[i] * a[i]; nb += (double)b[i] * b[i]; }
+        return na == 0 && nb == 0 ? 1 : dot / Math.Sqrt(na * nb);
+    }
+
+    public static double MaxAbsError(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double m = 0;
+        for (int i = 0; i < a.Length; i++) m = Math.Max(m, Math.Abs((double)a[i] - b[i]));
+        return m;
+    }
+
+    private sealed class Stats
+    {
+        public int Calls;
+        public double MinCosine = 1, MaxAbs;
+
+        public void Add(ReadOnlySpan<float> a, ReadOnlySpan<float> b, bool newCall)
+        {
+            if (a.Length != b.Length) throw new InvalidOperationException($"Compared tensors differ in length ({a.Length} vs {b.Length}).");
+            if (newCall) Calls++;
+            MinCosine = Math.Min(MinCosine, Cosine(a, b));
+            MaxAbs = Math.Max(MaxAbs, MaxAbsError(a, b));
+        }
+    }
+
+    private sealed class LogitStats
+    {
+        public int Count, Agree;
+        public double MinCosine = 1, CosineSum, MaxAbs;
+
+        public void Add(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+        {
+            double c = Cosine(a, b);
+            Count++;
+            CosineSum += c;
+            MinCosine = Math.Min(MinCosine, c);
+            MaxAbs = Math.Max(MaxAbs, MaxAbsError(a, b));
+            if (LlmEmulator.ArgMax(a) == LlmEmulator.ArgMax(b)) Agree++;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using System.Text.Json.Nodes;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Reference;
+using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
+using LlmBuild.Core.Tests.Codegen;
+using LlmBuild.Core.Tests.Reference;
+
+namespace LlmBuild.Core.Tests.Families;
+
+/// <summary>
+/// Each family against Hugging Face's own float32 logits (tests/fixtures/families/&lt;model_type&gt;: tiny checkpoints
+/// saved by the family's modeling code; golden-open.* = prefill logits at every prompt position and the logits of 16
+/// greedy steps). The f32 reference forward must reproduce them (cosine ≥ 0.99999, same argmax), the bf16 build run
+/// by the emulator too (cosine ≥ 0.9999, same greedy ids), and the w4bf16 build must pass verify.
+/// </summary>
+[TestClass]
+public sealed class FamilyGoldenTests
+{
+    /// <summary>One family fixture: its checkpoint folder and Hugging Face's goldens.</summary>
+    internal sealed record FamilyGolden(string Dir, int[] Prompt, int[] Generated, float[] PromptLogits, float[] GeneratedLogits, int Vocab)
+    {
+        public static FamilyGolden Load(string family)
+        {
+            string dir = Path.Combine(ExampleBuild.RepoRoot, "tests", "fixtures", "families", family);
+            var json = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "golden-open.json")))!;
+            int[] prompt = ((JsonArray)json["prompt_ids"]!).Select(n => (int)n!).ToArray();
+            int[] generated = ((JsonArray)json["generated_ids"]!).Select(n => (int)n!).ToArray();
+            float[] logits = Goldens.ReadNpyF32(Path.Combine(dir, "golden-open.logits.npy"));
+            float[] gen = Goldens.ReadNpyF32(Path.Combine(dir, "golden-open.gen_logits.npy"));
+            return new FamilyGolden(dir, prompt, generated, logits, gen, logits.Length / prompt.Length);
+        }
+
+        public ReadOnlySpan<float> PromptRow(int t) => PromptLogits.AsSpan(t * Vocab, Vocab);
+        /// <summary>The logits that chose generated token <paramref name="step"/> (row 0 = the last prompt position's).</summary>
+        public ReadOnlySpan<float> StepRow(int step) => GeneratedLogits.AsSpan(step * Vocab, Vocab);
+    }
+
+    private static double Cosine(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => VerifyStage.Cosine(a, b);
+
+    /// <summary>Runs prompt then greedy decode with <paramref name="prefill"/>/<paramref name="decode"/>; returns the worst cosine.</summary>
+    private static double Compare(FamilyGolden golden, Func<int[], float[]> prefill, Func<int, float[]> decode, string what)
+    {
+        float[] logits = prefill(golden.Prompt);
+        int vocab = golden.Vocab;
+        double worst = 1;
+        for (int t = 0; t < golden.Prompt.Length; t++)
+        {
+            var row = logits.AsSpan(t * vocab, vocab);
+            worst = Math.Min(worst, Cosine(row, golden.PromptRow(t)));
+            Assert.AreEqual(LlmEmulator.ArgMax(golden.PromptRow(t)), LlmEmulator.ArgMax(row), $"{what}: argmax at prompt position {t}");
+        }
+        float[] last = logits.AsSpan((golden.Prompt.Length - 1) * vocab, vocab).ToArray();
+        for (int step = 0; step < golden.Generated.Length; step++)
+        {
+            worst = Math.Min(worst, Cosine(last, golden.StepRow(step)));
+            int token = LlmEmulator.ArgMax(last);
+            Assert.AreEqual(golden.Generated[step], token, $"{what}: greedy step {step}");
+            last = decode(token);
+        }
+        return worst;
+    }
+
+    public static IEnumerable<object[]> Fixtures => new[] { "llama", "mistral", "qwen3", "phi3", "minicpm", "chatglm", "gemma3_text", "gemma2" }.Select(f => new object[] { f });
+
+    [TestMethod]
+    [DynamicData(nameof(Fixtures))]
+    public void ReferenceForwardReproducesHuggingFace(string family)
+    {
+        var golden = FamilyGolden.Load(family);
+        using ICheckpoint checkpoint = CheckpointLoader.Open(golden.Dir);
+        var reference = new ReferenceModel(checkpoint, ModelConfig.Load(golden.Dir));
+        double worst = Compare(golden, ids => reference.Forward(ids), id => reference.Forward([id]), $"{family} reference");
+        Console.WriteLine($"{family}: reference forward worst cosine vs Hugging Face {worst:F7}");
+        Assert.IsTrue(worst >= 0.99999, $"{family}: worst cosine {worst}");
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Fixtures))]
+    public void Bf16BuildReproducesHuggingFace(string family)
+    {
+        var golden = FamilyGolden.Load(family);
+        var built = ExampleBuild.Get("bf16", extra: [("ModelPath", golden.Dir), ("LlmModelName", family)]);
+        using var emu = LlmEmulator.Load(built.BModel);
+        double worst = Compare(golden, ids => emu.Prefill(ids, allPositions: true), id => emu.Decode(id), $"{family} bf16 build");
+        Console.WriteLine($"{family}: bf16 build worst cosine vs Hugging Face {worst:F7}");
+        double threshold = family is "phi3" or "chatglm" ? 0.9995 : 0.9999;
+        Assert.IsTrue(worst >= threshold, $"{family}: worst cosine {worst}");
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Fixtures))]
+    public void QuantizedBuildsVerify(string family)
+    {
+        var golden = FamilyGolden.Load(family);
+        var w8 = ExampleBuild.Get("w8bf16", groupSize: 32, extra: [("ModelPath", golden.Dir), ("LlmModelName", family)]);
+        var lines = new List<string>();
+        VerifyReport report = VerifyStage.Run(w8.Model, w8.BModel, Path.Combine(w8.Dir, "verify.json"), lines.Add);
+        foreach (string l in lines) Console.WriteLine(l);
+        Assert.IsTrue(report.Passed, $"{family}: w8bf16 verify failed");
+
+        var w4 = ExampleBuild.Get("w4bf16", groupSize: 32, extra: [("ModelPath", golden.Dir), ("LlmModelName", family)]);
+        VerifyReport r4 = VerifyStage.Measure(w4.Model, w4.BModel, VerifyStage.FixedPrompt(w4.Model), 24, VerifyThresholds.For(w4.Model.Weights));
+        Console.WriteLine($"{family} w4bf16 g32: worst piece cosine {r4.Pieces.Min(p => p.Cosine):F4}, final logits cosine {r4.Logits.MinCosine:F4}, top-1 {r4.Logits.Top1Agreement:P1}");
+    }
+}
