@@ -74,8 +74,8 @@ public sealed class ChatTemplate
                 // Flags such as add_bos_token also end in "_token": only strings, token objects and lists are tokens.
                 object? token = value.Kind switch
                 {
-                    JsonValueKind.String or JsonValueKind.Object => TokenText(value),
-                    JsonValueKind.Array => value.Items().Select(x => (object?)TokenText(x)).ToList(),
+                    JsonValueKind.String or JsonValueKind.Object => TokenizerLoader.TokenContent(value),
+                    JsonValueKind.Array => value.Items().Select(x => (object?)TokenizerLoader.TokenContent(x)).ToList(),
                     _ => null,
                 };
                 if (token is not null) special[name] = token;
@@ -83,9 +83,6 @@ public sealed class ChatTemplate
         }
         return FromSource(source, special, file, limits);
     }
-
-    /// <summary>A special token written as a string or as an AddedToken object with its content.</summary>
-    private static string TokenText(JsonField value) => value.IsObject ? value["content"].String() : value.String();
 
     /// <summary>A template from its text; <paramref name="specialTokens"/> maps names such as bos_token to values;
     /// <paramref name="limits"/> bounds every render (default <see cref="JinjaLimits.Default"/>).</summary>

@@ -147,7 +147,8 @@ public static class TokenizerLoader
         return null;
     }
 
-    private static string TokenContent(JsonField v) => v.IsObject ? v["content"].String() : v.String();
+    /// <summary>A special token written as a string or as an AddedToken object with its content.</summary>
+    internal static string TokenContent(JsonField v) => v.IsObject ? v["content"].String() : v.String();
 
     private static IEnumerable<string> AdditionalSpecial(JsonField? config, JsonField? map)
     {
