@@ -259,6 +259,10 @@ public static class PieceCodegen
                 case "top.RMSNorm":
                     Emit(EmuOp.RmsNorm, [ins[0], ins[1]], [Define(outName)], [], [(float)op.Float("eps")], outName);
                     break;
+                case "top.MatMul" when ins[1].Shape.Length > 2:
+                    LowerBatchedMatMul(op, ins);
+                    break;
+                case "top.Permute": LowerPermute(op, ins[0]); break;
                 case "top.MatMul":
                 {
                     bool rt = op.BoolOr("right_transpose", false);
@@ -423,6 +427,42 @@ public static class PieceCodegen
                 return s;
             }
             Emit(code, [ins[0], ins[1]], [Define(outName)], [(long)mode, rank, .. outShape, .. Strides(ins[0]), .. Strides(ins[1])], [], outName);
+        }
+
+        /// <summary>A batched matmul ([…, M, K] × […, K, N], same leading dims): one MatMul instruction per leading index, on
+        /// slices of the operands (gemma2's decomposed attention has batch × heads of them).</summary>
+        private void LowerBatchedMatMul(GraphOp op, Val[] ins)
+        {
+            string outName = op.Outputs[0];
+            bool rt = op.BoolOr("right_transpose", false);
+            long[] xs = ins[0].Shape, ws = ins[1].Shape, ys = graph.Tensor(outName).Shape;
+            int r = xs.Length;
+            if (ws.Length != r || !xs[..(r - 2)].SequenceEqual(ws[..(r - 2)]) || ins.Length > 2 && ins[2].Region != Region.None)
+                throw Unsupported(op, "batched MatMul needs operands with the same leading dimensions and no bias");
+            long m = xs[r - 2], k = xs[r - 1], n = ys[r - 1];
+            long batches = xs[..(r - 2)].Aggregate(1L, (a, b) => a * b);
+            Val y = Define(outName);
+            long xe = TensorRef.ElementSize(ins[0].DType), we = TensorRef.ElementSize(ins[1].DType), ye = TensorRef.ElementSize(y.DType);
+            for (long i = 0; i < batches; i++)
+            {
+                Val xi = new(ins[0].Region, ins[0].Offset + i * m * k * xe, ins[0].Buffer, ins[0].DType, [m, k]);
+                Val wi = new(ins[1].Region, ins[1].Offset + i * k * n * we, ins[1].Buffer, ins[1].DType, rt ? [n, k] : [k, n]);
+                Val yi = new(y.Region, y.Offset + i * m * n * ye, y.Buffer, y.DType, [m, n]);
+                Emit(EmuOp.MatMul, [xi, wi, NoneVal], [yi], [m, k, n, rt ? 1 : 0], [], $"{outName}[{i}]");
+            }
+        }
+
+        /// <summary>top.Permute as a strided copy: the Slice instruction with the input's strides taken in the new order.</summary>
+        private void LowerPermute(GraphOp op, Val x)
+        {
+            string outName = op.Outputs[0];
+            long[] order = op.Attr("order").Ints!;
+            int rank = x.Shape.Length;
+            if (order.Length != rank) throw Unsupported(op, "order does not match the rank");
+            var strides = new long[rank];
+            for (long i = rank - 1, s = 1; i >= 0; s *= x.Shape[i], i--) strides[i] = s;
+            long[] outShape = graph.Tensor(outName).Shape;
+            Emit(EmuOp.Slice, [x], [Define(outName)], [rank, .. outShape, .. order.Select(a => strides[a]), 0], [], outName);
         }
 
         private void LowerSlice(GraphOp op, Val x)

@@ -83,6 +83,7 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             case "top.MatMul": v[outName] = MatMul(op, In(0), Shape(op.Inputs[0]), In(1), Shape(op.Inputs[1]), op.Inputs[2].Length > 0 ? In(2) : null); break;
             case "top.A16MatMul": v[outName] = A16MatMul(op, In(0), Shape(op.Inputs[0]), op.Inputs[4].Length > 0 ? In(4) : null); break;
             case "top.Reshape": v[outName] = In(0); break;
+            case "top.Permute": v[outName] = Permute(In(0), Shape(op.Inputs[0]), op.Attr("order").Ints!); break;
             case "top.Slice": v[outName] = Slice(op, In(0), Shape(op.Inputs[0]), outShape); break;
             case "top.MulConst": v[outName] = Map(In(0), x => x * (float)op.Float("const_val")); break;
             case "top.SiLU": v[outName] = Map(In(0), x => x / (1f + MathF.Exp(-x))); break;
@@ -188,6 +189,7 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
 
     private float[] MatMul(GraphOp op, float[] x, long[] xShape, float[] w, long[] wShape, float[]? bias)
     {
+        if (wShape.Length > 2 && wShape.Length == xShape.Length && bias is null) return BatchedMatMul(op, x, xShape, w, wShape);
         if (wShape.Length != 2) throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {Graph.Name}: MatMul with a rank-{wShape.Length} right operand.");
         bool transposed = op.BoolOr("right_transpose", false);
         int k = (int)xShape[^1];
@@ -196,6 +198,43 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {Graph.Name}: {op.Outputs[0]} multiplies K={k} by [{string.Join(",", wShape)}].");
         float[] nk = transposed ? w : Transpose(w, k, n);
         return Dense(x, k, nk, n, bias);
+    }
+
+    /// <summary>[…, M, K] × [same …, K, N] (or [N, K] with right_transpose): one matrix product per leading index.</summary>
+    private float[] BatchedMatMul(GraphOp op, float[] x, long[] xShape, float[] w, long[] wShape)
+    {
+        bool transposed = op.BoolOr("right_transpose", false);
+        int r = xShape.Length;
+        int m = (int)xShape[r - 2], k = (int)xShape[r - 1], n = (int)(transposed ? wShape[r - 2] : wShape[r - 1]);
+        if (!xShape[..(r - 2)].SequenceEqual(wShape[..(r - 2)]) || (transposed ? wShape[r - 1] : wShape[r - 2]) != k)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {Graph.Name}: {op.Outputs[0]} multiplies [{string.Join(",", xShape)}] by [{string.Join(",", wShape)}].");
+        long batches = xShape[..(r - 2)].Aggregate(1L, (a, b) => a * b);
+        var y = new float[batches * m * n];
+        for (long i = 0; i < batches; i++)
+        {
+            float[] xi = x.AsSpan((int)(i * m * k), m * k).ToArray(), wi = w.AsSpan((int)(i * k * n), k * n).ToArray();
+            Dense(xi, k, transposed ? wi : Transpose(wi, k, n), n, null).CopyTo(y, i * m * n);
+        }
+        return y;
+    }
+
+    /// <summary>out = x with its axes reordered: out.shape[i] = x.shape[order[i]].</summary>
+    private static float[] Permute(float[] x, long[] xShape, long[] order)
+    {
+        int rank = xShape.Length;
+        var strides = new long[rank];
+        for (long i = rank - 1, s = 1; i >= 0; s *= xShape[i], i--) strides[i] = s;
+        long[] outShape = order.Select(a => xShape[a]).ToArray();
+        var y = new float[x.Length];
+        var index = new long[rank];
+        for (long o = 0; o < y.Length; o++)
+        {
+            long source = 0;
+            for (int a = 0; a < rank; a++) source += index[a] * strides[order[a]];
+            y[o] = x[source];
+            for (int a = rank - 1; a >= 0 && ++index[a] == outShape[a]; a--) index[a] = 0;
+        }
+        return y;
     }
 
     private float[] A16MatMul(GraphOp op, float[] x, long[] xShape, float[]? bias)

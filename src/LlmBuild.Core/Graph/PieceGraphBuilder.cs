@@ -274,9 +274,9 @@ public static class PieceGraphBuilder
         if (cfg.HiddenAct is not ("silu" or "gelu_pytorch_tanh"))
             throw new LlmBuildException(ErrorCodes.GraphUnsupported,
                 $"hidden_act '{cfg.HiddenAct}' is not supported by the block builder (supported: silu, gelu_pytorch_tanh).");
-        if (cfg.AttentionSoftcap > 0)
-            throw new LlmBuildException(ErrorCodes.UnsupportedConfigField,
-                $"attn_logit_softcapping {cfg.AttentionSoftcap} is set: soft-capped attention scores are not built yet (top.FAttention has no soft-cap, and the decomposed attention is not implemented).");
+        if (cfg.AttentionSoftcap > 0 && model.Options.Dynamic)
+            throw new LlmBuildException(ErrorCodes.ConflictingProperties,
+                $"attn_logit_softcapping {cfg.AttentionSoftcap}: soft-capped attention is built from its parts and needs the attention mask input; set Dynamic=false.");
         if (layer < 0 || layer >= cfg.NumLayers)
             throw new LlmBuildException(ErrorCodes.GraphBadShape, $"Piece {c.Piece.Name}: layer {layer} is outside 0..{cfg.NumLayers - 1}.");
 
@@ -450,8 +450,42 @@ public static class PieceGraphBuilder
             mask = g.Constant(CausalMaskKey, GraphDType.F32, [1, 1, 2, 2], [0f, NetContract.MaskFill, 0f, 0f]);
             faAttrs.Add(OpAttr.I64("mask_size", 4));
         }
-        string attn = g.Op("top.FAttention", [q, keysAll, valuesAll, mask!, ""], attnPrefix + "fattention", [batch, len, qd], faAttrs.ToArray());
+        string attn = cfg.AttentionSoftcap > 0
+            ? SoftcappedAttention(c, b, q, keysAll, valuesAll, mask!, nh, kvh, attnPrefix)
+            : g.Op("top.FAttention", [q, keysAll, valuesAll, mask!, ""], attnPrefix + "fattention", [batch, len, qd], faAttrs.ToArray());
         return (attn, k, v);
+    }
+
+    /// <summary>
+    /// Attention with tanh soft-capped scores (gemma2), built from its parts because top.FAttention has no soft-cap:
+    /// q → [B,H,L,D]; k, v repeated over each kv head's query group → [B,H,D,Keys] and [B,H,Keys,D]; scores = q·k
+    /// (batched top.MatMul) · scale, then cap · tanh(scores / cap), plus the mask, softmax over the keys, times v, back to
+    /// [B, L, H·D].
+    /// </summary>
+    private static string SoftcappedAttention(Context c, BlockDims b, string q, string keys, string values, string mask, long heads, long kvHeads, string prefix)
+    {
+        var g = c.G;
+        long batch = b.Batch, len = b.Len, keyCount = b.Keys, d = b.HeadDim, group = heads / kvHeads;
+        double cap = c.Config.AttentionSoftcap, scale = c.Config.ScoreScale;
+        string Repeat(string x, string name)
+        {
+            if (group == 1) return x;
+            string split = g.Op("top.Reshape", [x], name + ".split", [batch, keyCount, kvHeads, 1, d], OpAttr.I64s("shape", batch, keyCount, kvHeads, 1, d));
+            string copies = g.Op("top.Concat", Enumerable.Repeat(split, (int)group).ToArray(), name + ".repeat", [batch, keyCount, kvHeads, group, d], OpAttr.SI32("axis", 3));
+            return g.Op("top.Reshape", [copies], name + ".heads", [batch, keyCount, heads, d], OpAttr.I64s("shape", batch, keyCount, heads, d));
+        }
+        string qT = g.Op("top.Permute", [q], prefix + "q_t", [batch, heads, len, d], OpAttr.I64s("order", 0, 2, 1, 3));
+        string kT = g.Op("top.Permute", [Repeat(keys, prefix + "k")], prefix + "k_t", [batch, heads, d, keyCount], OpAttr.I64s("order", 0, 2, 3, 1));
+        string vT = g.Op("top.Permute", [Repeat(values, prefix + "v")], prefix + "v_t", [batch, heads, keyCount, d], OpAttr.I64s("order", 0, 2, 1, 3));
+        long[] scoreShape = [batch, heads, len, keyCount];
+        string scores = g.Op("top.MatMul", [qT, kT, ""], prefix + "scores", scoreShape, OpAttr.Of("do_relu", false));
+        string scaled = g.Op("top.MulConst", [scores], prefix + "scores_scaled", scoreShape, OpAttr.F64("const_val", scale));
+        string capped = SoftCap(g, scaled, cap, prefix + "scores_capped", scoreShape);
+        string masked = g.Op("top.Add", [capped, mask], prefix + "scores_masked", scoreShape);
+        string probs = g.Op("top.Softmax", [masked], prefix + "probs", scoreShape, OpAttr.SI32("axis", 3));
+        string context = g.Op("top.MatMul", [probs, vT, ""], prefix + "context", [batch, heads, len, d], OpAttr.Of("do_relu", false));
+        string back = g.Op("top.Permute", [context], prefix + "context_t", [batch, len, heads, d], OpAttr.I64s("order", 0, 2, 1, 3));
+        return g.Op("top.Reshape", [back], prefix + "fattention", [batch, len, heads * d], OpAttr.I64s("shape", batch, len, heads * d));
     }
 
     /// <summary>

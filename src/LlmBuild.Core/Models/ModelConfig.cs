@@ -233,7 +233,7 @@ public sealed record ModelConfig
         }
     }
 
-    internal static JsonObject ParseObject(string path)
+    public static JsonObject ParseObject(string path)
     {
         try
         {

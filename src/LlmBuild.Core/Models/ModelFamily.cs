@@ -103,6 +103,8 @@ public sealed record ModelFamily
     /// with <c>*</c> wildcards; every other tensor must be consumed by a role.
     /// </summary>
     public IReadOnlyList<string> IgnorableTensors { get; init; } = [];
+    /// <summary>Config fields of this family that do not change the math (beyond <see cref="ConfigFieldAudit.Irrelevant"/>).</summary>
+    public IReadOnlyList<string> IrrelevantConfigFields { get; init; } = [];
 
     public bool Has(WeightRole role) => WeightNames.ContainsKey(role) || FusedWeights.Any(f => f.Parts.Contains(role));
 

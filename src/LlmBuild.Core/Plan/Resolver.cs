@@ -25,6 +25,7 @@ public static class Resolver
         CheckLengths(options, config, warnings);
 
         CheckAttention(options, config, family);
+        ConfigFieldAudit.Audit(ModelConfig.ParseObject(Path.Combine(modelDir, "config.json")), family, config, Path.Combine(modelDir, "config.json"), warnings);
         using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(modelDir, config);
         bool fuseFinalNorm = options.NumDevice == 1;
         var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);

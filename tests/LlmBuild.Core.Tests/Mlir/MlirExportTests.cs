@@ -11,8 +11,26 @@ public sealed class MlirExportTests
 {
     private const string MlirOpt = "/usr/bin/mlir-opt-16";
 
-    private static IEnumerable<(TestScenarios.Scenario Scenario, PieceGraph Graph)> AllGraphs() =>
-        TestScenarios.All.SelectMany(s => TestScenarios.Pieces(s).Select(p => (s, PieceGraphBuilder.Build(s.Model, p))));
+    private static IEnumerable<(TestScenarios.Scenario? Scenario, PieceGraph Graph)> AllGraphs() =>
+        TestScenarios.All.SelectMany(s => TestScenarios.Pieces(s).Select(p => ((TestScenarios.Scenario?)s, PieceGraphBuilder.Build(s.Model, p))))
+            .Concat(FamilyGraphs());
+
+    /// <summary>Every piece of every family fixture, at bf16 and w4bf16 (the families' own ops: GELU, Tanh, Permute, windows…).</summary>
+    private static IEnumerable<(TestScenarios.Scenario? Scenario, PieceGraph Graph)> FamilyGraphs()
+    {
+        string root = Path.Combine(Codegen.ExampleBuild.RepoRoot, "tests", "fixtures", "families");
+        foreach (string dir in Directory.GetDirectories(root).Order(StringComparer.Ordinal))
+        {
+            string modelType = Path.GetFileName(dir);
+            if (!Core.Models.ModelFamilies.SupportedModelTypes.Contains(modelType)) continue;
+            foreach (string quantize in new[] { "bf16", "w4bf16" })
+            {
+                var props = new Dictionary<string, string?> { ["ModelPath"] = dir, ["SeqLength"] = "32", ["Quantize"] = quantize, ["QGroupSize"] = "32" };
+                var model = Core.Stages.ResolveStage.Resolve(props, new List<Core.Diagnostics.LlmBuildWarning>());
+                foreach (Piece piece in model.Pieces) yield return (null, PieceGraphBuilder.Build(model, piece));
+            }
+        }
+    }
 
     [TestMethod]
     public void EveryOpAndAttributeExistsInTheTopDialect()

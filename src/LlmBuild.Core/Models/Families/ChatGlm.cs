@@ -35,5 +35,7 @@ public static class ChatGlm
         RopeMode = RopeMode.Interleaved,
         DefaultRotaryFraction = 0.5,
         IgnorableTensors = ["transformer.rotary_pos_emb.inv_freq"],
+        // The tokenizer's size; the embedding and output layer have padded_vocab_size rows.
+        IrrelevantConfigFields = ["vocab_size"],
     };
 }

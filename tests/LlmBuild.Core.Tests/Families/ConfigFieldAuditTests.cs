@@ -1,0 +1,89 @@
+using System.Text.Json.Nodes;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Tests.Codegen;
+
+namespace LlmBuild.Core.Tests.Families;
+
+/// <summary>No config field left behind: understood, irrelevant, a no-op value, or refused — and unknown ones warned about.</summary>
+[TestClass]
+public sealed class ConfigFieldAuditTests
+{
+    private static IEnumerable<string> SupportedConfigs() =>
+        Directory.GetFiles(Path.Combine(ExampleBuild.RepoRoot, "tests", "fixtures"), "config.json", SearchOption.AllDirectories)
+            .Append(Path.Combine(ExampleBuild.ModelDir, "config.json"))
+            .Where(f => ModelFamilies.SupportedModelTypes.Contains(((JsonObject)JsonNode.Parse(File.ReadAllText(f))!)["model_type"]?.GetValue<string>()));
+
+    private static List<LlmBuildWarning> Audit(JsonObject root, string source = "config.json")
+    {
+        var config = ModelConfig.FromJson(root, null, source);
+        var warnings = new List<LlmBuildWarning>();
+        ConfigFieldAudit.Audit(root, ModelFamilies.Get(config.ModelType), config, source, warnings);
+        return warnings;
+    }
+
+    [TestMethod]
+    public void EveryRealAndFixtureConfigIsAccountedFor()
+    {
+        int n = 0;
+        foreach (string path in SupportedConfigs())
+        {
+            var warnings = Audit(ModelConfig.ParseObject(path), path);
+            foreach (var w in warnings) Console.WriteLine(w.Message);
+            Assert.AreEqual(0, warnings.Count, $"{path}: every field is known");
+            n++;
+        }
+        Assert.IsTrue(n >= 10, $"{n} configs audited");
+    }
+
+    private static JsonObject Llama() => ModelConfig.ParseObject(Path.Combine(ExampleBuild.RepoRoot, "tests", "fixtures", "families", "llama", "config.json"));
+
+    [TestMethod]
+    [DataRow("attn_logit_softcapping", "30.0")]
+    [DataRow("final_logit_softcapping", "30.0")]
+    [DataRow("query_pre_attn_scalar", "256")]
+    [DataRow("scale_emb", "12")]
+    [DataRow("num_experts", "8")]
+    [DataRow("rope_ratio", "500")]
+    [DataRow("rmsnorm", "false")]
+    [DataRow("layer_types", "[\"sliding_attention\", \"full_attention\", \"full_attention\"]")]
+    public void AMathFieldTheFamilyDoesNotImplementIsRefused(string field, string json)
+    {
+        var root = Llama();
+        root[field] = JsonNode.Parse(json);
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => Audit(root));
+        Assert.AreEqual(ErrorCodes.UnsupportedConfigField, e.Code);
+        StringAssert.Contains(e.Message, field);
+        StringAssert.Contains(e.Message, "llama");
+    }
+
+    [TestMethod]
+    public void NoOpValuesAreAccepted()
+    {
+        var root = Llama();
+        root["attn_logit_softcapping"] = null;
+        root["num_experts"] = 0;
+        root["layer_types"] = JsonNode.Parse("[\"full_attention\", \"full_attention\", \"full_attention\"]");
+        root["pretraining_tp"] = 1;
+        Assert.AreEqual(0, Audit(root).Count);
+    }
+
+    [TestMethod]
+    public void AnUnknownFieldIsAWarningNamingIt()
+    {
+        var root = Llama();
+        root["brand_new_upstream_knob"] = 3;
+        var w = Audit(root).Single();
+        Assert.AreEqual(ErrorCodes.UnknownConfigField, w.Code);
+        StringAssert.Contains(w.Message, "brand_new_upstream_knob");
+    }
+
+    [TestMethod]
+    public void AFamilyWithoutSlidingWindowRefusesAWindow()
+    {
+        var root = ModelConfig.ParseObject(Path.Combine(ExampleBuild.RepoRoot, "tests", "fixtures", "families", "minicpm", "config.json"));
+        root["sliding_window"] = 16;
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => Audit(root));
+        StringAssert.Contains(e.Message, "sliding_window");
+    }
+}
