@@ -55,6 +55,71 @@ public sealed class CommandLineTests
     }
 
     [TestMethod]
+    [DataRow(new[] { "frobnicate", "--x" }, "unknown command 'frobnicate'")]
+    [DataRow(new string[0], "no command was given")]
+    public void AnUnknownCommandIsNamed(string[] args, string named)
+    {
+        var (exit, _, error) = RunMain(args);
+        Assert.AreEqual(1, exit);
+        StringAssert.StartsWith(error, $"error {ErrorCodes.BadCommandLine}: {named}; the commands are codes, tokenize, ");
+        StringAssert.Contains(error, "convert.");
+        Assert.IsFalse(error.Contains("Required command was not provided", StringComparison.Ordinal), error);
+    }
+
+    [TestMethod]
+    public void AMessagesOrInputFileThatIsAFolderIsACodedError()
+    {
+        string folder = TestPaths.NewTempDirectory("folder");
+        var (exit, _, error) = RunMain("template", "--config", TestPaths.ExampleCheckpoint, "--messages", folder);
+        Assert.AreEqual(1, exit);
+        Assert.AreEqual($"error {ErrorCodes.ReadFailed}: --messages: '{folder}' is a folder; give the path of a file.", error.Trim());
+        (exit, _, error) = RunMain("tokenize", "--config", TestPaths.ExampleCheckpoint, "--input", folder);
+        Assert.AreEqual(1, exit);
+        Assert.AreEqual($"error {ErrorCodes.ReadFailed}: --input: '{folder}' is a folder; give the path of a file.", error.Trim());
+    }
+
+    [TestMethod]
+    [DataRow("-5")]
+    [DataRow("0")]
+    public void ANonPositiveMaxNewTokensIsACodedError(string value)
+    {
+        // Checked before the model is opened: the bmodel need not exist.
+        var (exit, _, error) = RunMain("run", "missing.bmodel", "--max-new-tokens", value);
+        Assert.AreEqual(1, exit);
+        Assert.AreEqual($"error {ErrorCodes.InvalidOptionValue}: --max-new-tokens {value} is out of range: it must be at least 1.", error.Trim());
+    }
+
+    [TestMethod]
+    [DataRow("""{"temperature": "hot"}""", "temperature must be a number of at least 0, found the string \"hot\"")]
+    [DataRow("""{"top_k": -3}""", "top_k must be an integer from 0 to 2147483647, found the number -3")]
+    public void ABadGenerationConfigIsACodedErrorEvenForAGreedyRun(string generationConfig, string fragment)
+    {
+        // Checked before the model is opened: the bmodel need not exist.
+        string config = TestPaths.NewTempDirectory("genconfig");
+        foreach (string name in new[] { "vocab.json", "merges.txt", "tokenizer_config.json" })
+            File.Copy(Path.Combine(TestPaths.ExampleCheckpoint, name), Path.Combine(config, name));
+        File.WriteAllText(Path.Combine(config, "generation_config.json"), generationConfig);
+        var (exit, _, error) = RunMain("run", "missing.bmodel", "--config", config, "-p", "hi");
+        Assert.AreEqual(1, exit);
+        StringAssert.StartsWith(error, $"error {ErrorCodes.BadGenerationConfig}: {Path.Combine(config, "generation_config.json")}: {fragment}.");
+    }
+
+    [TestMethod]
+    public void AClosedStandardOutputIsACodedError()
+    {
+        // `sh -c 'exec … >&-'` starts the tool with file descriptor 1 closed.
+        string tool = Path.Combine(AppContext.BaseDirectory, "llmbuild.dll");
+        var psi = new System.Diagnostics.ProcessStartInfo("sh") { RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { "-c", $"exec dotnet \"{tool}\" codes >&-" }) psi.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        string error = process.StandardError.ReadToEnd();
+        Assert.IsTrue(process.WaitForExit(60_000));
+        Assert.AreEqual(1, process.ExitCode, error);
+        StringAssert.StartsWith(error, $"error {ErrorCodes.StandardOutputClosed}: Cannot write to standard output");
+        Assert.IsFalse(error.Contains("Unhandled exception", StringComparison.Ordinal), error);
+    }
+
+    [TestMethod]
     public void TheLlmConvertAliasIsConvert()
     {
         // This assembly is llmbuild, so arguments pass unchanged; the alias package's assembly is llm_convert.
@@ -124,6 +189,25 @@ public sealed class FailingBuildTests
         Assert.IsFalse(error.Contains(ErrorCodes.BuildFailed, StringComparison.Ordinal), "the build's own code is enough");
         Assert.IsTrue(File.Exists(Path.Combine(outDir, "model.llmproj")));
         Assert.IsFalse(File.Exists(Path.Combine(outDir, "model.log")));
+    }
+
+    [TestMethod]
+    public void ACrashedTasksStackTraceStaysInTheBuildLog()
+    {
+        // MSBuild prints a crashed task's exception one line per frame behind the error's prefix (MSB4018).
+        var (exit, output, error, outDir) = Convert(FakeSdk("""
+            <Error Code="MSB4018" Text="The &quot;QuantizeLlmWeights&quot; task failed unexpectedly.&#10;System.OverflowException: Arithmetic operation resulted in an overflow.&#10;   at LlmBuild.Core.Checkpoints.SafetensorsReader.Read(String path) in /src/SafetensorsReader.cs:line 42&#10;   at Microsoft.Build.BackEnd.TaskBuilder.ExecuteInstantiatedTask(TaskExecutionHost taskExecutionHost)&#10;--- End of stack trace from previous location ---" />
+            """));
+        Assert.AreEqual(1, exit);
+        string shown = output + error;
+        StringAssert.Contains(shown, "task failed unexpectedly");
+        StringAssert.Contains(shown, "System.OverflowException: Arithmetic operation resulted in an overflow.");
+        Assert.IsFalse(shown.Contains(" at LlmBuild.Core", StringComparison.Ordinal), shown);
+        Assert.IsFalse(shown.Contains("--- End of stack trace", StringComparison.Ordinal), shown);
+        string log = Path.Combine(outDir, "obj", "build.log");
+        StringAssert.Contains(error, $"error {ErrorCodes.BuildFailed}: dotnet build of ");
+        StringAssert.Contains(error, $"its whole output (with any stack traces) is in '{log}'");
+        StringAssert.Contains(File.ReadAllText(log), "at LlmBuild.Core.Checkpoints.SafetensorsReader.Read(String path) in /src/SafetensorsReader.cs:line 42");
     }
 
     [TestMethod]

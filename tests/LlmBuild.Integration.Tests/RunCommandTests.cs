@@ -59,4 +59,43 @@ public sealed class RunCommandTests
         Assert.IsFalse(string.IsNullOrWhiteSpace(first));
         Assert.AreEqual(first, Answer());
     }
+
+    /// <summary>Runs a shell command line (for redirections such as <c>&lt;&amp;-</c>) and returns its exit code and
+    /// error stream; a command still running after two minutes is killed and fails the test.</summary>
+    private static (int Exit, string Error) Shell(string commandLine)
+    {
+        var psi = new ProcessStartInfo("sh") { RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add(commandLine);
+        using var process = Process.Start(psi)!;
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(120_000))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"'{commandLine}' still running after 2 minutes");
+        }
+        return (process.ExitCode, error.GetAwaiter().GetResult());
+    }
+
+    [TestMethod]
+    public void InteractiveRunWithStandardInputClosedIsACodedErrorNotAHang()
+    {
+        string bmodel = BuiltExample();
+        var (exit, error) = Shell($"exec dotnet \"{Cli}\" run \"{bmodel}\" <&-");
+        Assert.AreEqual(1, exit, error);
+        StringAssert.StartsWith(error, "error LLMB0711: Standard input is closed");
+        // With one prompt there is nothing to read: a closed stdin does not matter.
+        (exit, error) = Shell($"exec dotnet \"{Cli}\" run \"{bmodel}\" -p hi --max-new-tokens 2 <&- >/dev/null");
+        Assert.AreEqual(0, exit, error);
+    }
+
+    [TestMethod]
+    public void RunWithStandardOutputClosedIsACodedError()
+    {
+        string bmodel = BuiltExample();
+        var (exit, error) = Shell($"exec dotnet \"{Cli}\" run \"{bmodel}\" -p hi --max-new-tokens 2 >&-");
+        Assert.AreEqual(1, exit, error);
+        StringAssert.StartsWith(error, "error LLMB0712: Cannot write to standard output");
+        Assert.IsFalse(error.Contains("Unhandled exception", StringComparison.Ordinal), error);
+    }
 }

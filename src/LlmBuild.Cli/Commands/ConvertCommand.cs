@@ -47,12 +47,13 @@ public static class ConvertCommand
         string sdk = sdkDir ?? SdkLocator.Find();
         WriteProject(plan, ProjectFile.Generate(plan, sdk));
         var progress = new BuildProgress(plan.IntermediateDir);
-        var outcome = BuildRunner.Build(plan.ProjectPath, ProgressDisplays.ForConsole(), progress);
+        var outcome = BuildRunner.Build(plan.ProjectPath, plan.BuildLogPath, ProgressDisplays.ForConsole(), progress);
         if (outcome.ExitCode != 0)
         {
             if (outcome.ReportedCodedError) return 1;
             throw new LlmBuildException(ErrorCodes.BuildFailed,
-                $"dotnet build of '{plan.ProjectPath}' failed (exit code {outcome.ExitCode}); its errors are above.", plan.ProjectPath);
+                $"dotnet build of '{plan.ProjectPath}' failed (exit code {outcome.ExitCode}); its errors are above, its whole output (with any stack traces) is in '{outcome.LogPath}'.",
+                plan.ProjectPath);
         }
         if (plan.Options.OnlyMlir)
         {

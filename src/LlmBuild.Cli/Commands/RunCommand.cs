@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Runtime;
 using LlmBuild.Core.Tokenization;
 using LlmBuild.Core.Tokenization.Chat;
@@ -27,21 +28,28 @@ public static class RunCommand
         command.SetAction(parse =>
         {
             string path = parse.GetValue(bmodel)!;
+            int? maxNewTokens = CommandRunner.AtLeast(parse.GetValue(maxNew), 1, "--max-new-tokens");
+            string? once = parse.GetValue(prompt);
+            // Check before loading the model: interactive chat on a closed stdin would wait forever for a question.
+            if (once is null && ConsoleStreams.InputCanNeverArrive()) throw InputClosed();
             string configDir = parse.GetValue(config) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config");
             var tokenizer = Tokenizer.Load(configDir);
             var template = ChatTemplate.Load(configDir);
+            // Read (and so check) generation_config.json even for greedy runs: a broken file is reported now, not on
+            // the first --sample run.
+            var configured = SamplingOptions.FromGenerationConfig(configDir);
+            var sampling = parse.GetValue(sample) ? configured : null;
             using var emulator = LlmEmulator.Load(path, configDir);
-            var sampling = parse.GetValue(sample) ? SamplingOptions.FromGenerationConfig(configDir) : null;
             var generator = new EmulatorGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
             {
                 SeqLength = emulator.SeqLength,
                 MaxInputLength = emulator.PrefillLength,
                 SystemPrompt = parse.GetValue(system),
-                MaxNewTokens = parse.GetValue(maxNew),
+                MaxNewTokens = maxNewTokens,
             });
             Console.WriteLine($"Model: {Path.GetFileName(path)} (SeqLength {emulator.SeqLength}, {(sampling is null ? "greedy" : "sampling: " + sampling)})");
-            if (parse.GetValue(prompt) is { } once)
+            if (once is not null)
             {
                 Answer(session, once);
                 return 0;
@@ -50,7 +58,7 @@ public static class RunCommand
             while (true)
             {
                 Console.Write("\nQuestion: ");
-                string? line = Console.ReadLine();
+                string? line = ReadQuestion();
                 if (line is null || line.Trim() is "" or "exit" or "quit") return 0;
                 if (line.Trim() == "clear")
                 {
@@ -62,6 +70,23 @@ public static class RunCommand
             }
         });
         return command;
+    }
+
+    private static LlmBuildException InputClosed() =>
+        new(ErrorCodes.StandardInputClosed,
+            "Standard input is closed, so interactive chat would wait forever for a question. Pass -p PROMPT to answer one prompt, " +
+            "or run it from a terminal or with questions piped in (one per line).");
+
+    private static string? ReadQuestion()
+    {
+        try
+        {
+            return Console.ReadLine();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw InputClosed();
+        }
     }
 
     private static void Answer(ChatSession session, string question)

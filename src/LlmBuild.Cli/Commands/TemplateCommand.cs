@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Tokenization;
 
 namespace LlmBuild.Cli.Commands;
@@ -30,9 +31,7 @@ public static class TemplateCommand
 
     internal static List<ChatMessage> ReadMessages(string path)
     {
-        string json;
-        try { json = File.ReadAllText(path); }
-        catch (IOException e) { throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{path}': {e.Message}", path, e); }
+        string json = JsonInput.ReadText(path, "--messages");
         try
         {
             using var doc = JsonDocument.Parse(json);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Tokenization;
 
 namespace LlmBuild.Cli.Commands;
@@ -41,9 +42,7 @@ public static class TokenizeCommand
 
     private static string[] ReadStringList(string path)
     {
-        string json;
-        try { json = File.ReadAllText(path); }
-        catch (IOException e) { throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{path}': {e.Message}", path, e); }
+        string json = JsonInput.ReadText(path, "--input");
         try
         {
             return JsonSerializer.Deserialize<string[]>(json) ?? throw new JsonException("null");

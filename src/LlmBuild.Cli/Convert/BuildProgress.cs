@@ -126,7 +126,8 @@ public sealed partial class BuildProgress
     public static ProgressEvent.Other Other(string rawLine)
     {
         string line = StripNodePrefix().Replace(rawLine, "").Trim();
-        return new ProgressEvent.Other(rawLine, ErrorLine().IsMatch(line), NoiseLine().IsMatch(line));
+        // A crashed task's stack trace is for LlmBuild's developers (build.log keeps it); its first lines say what failed.
+        return new ProgressEvent.Other(rawLine, ErrorLine().IsMatch(line), NoiseLine().IsMatch(line) || StackTraceLine().IsMatch(line));
     }
 
     /// <summary>The build ended: every stage is finished (stages MSBuild skipped as up to date never logged).</summary>
@@ -164,6 +165,10 @@ public sealed partial class BuildProgress
     private static partial Regex StripNodePrefix();
     [GeneratedRegex(@"^(Build succeeded\.|[0-9]+ Warning\(s\)|[0-9]+ Error\(s\)|Time Elapsed [0-9:.]+|Determining projects to restore\.\.\.|All projects are up-to-date for restore\.|Restored .+ \(in [0-9.]+ m?s\)\.|[0-9]+ of [0-9]+ projects are up-to-date for restore\.)?$")]
     private static partial Regex NoiseLine();
+    /// <summary>A stack frame or stack-trace separator, as MSBuild prints a crashed task's exception: one line per
+    /// frame, each behind the error's "file(line,col): error MSB4018:" prefix.</summary>
+    [GeneratedRegex(@"(^|: error [A-Z]+[0-9]+: )\s*(at \S+\(.*\)( in .+:line [0-9]+)?|--- End of .+ ---)( \[[^\]]+\])?$")]
+    private static partial Regex StackTraceLine();
     [GeneratedRegex(@"(^|\s)error( [A-Z]+[0-9]+)? ?:")]
     private static partial Regex ErrorLine();
 }

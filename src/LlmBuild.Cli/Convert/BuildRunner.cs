@@ -2,23 +2,27 @@ using System.Collections.Concurrent;
 using System.ComponentModel;
 using System.Diagnostics;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 
 namespace LlmBuild.Cli.Convert;
 
-/// <summary>The outcome of one <c>dotnet build</c>: its exit code and whether it reported a coded error itself.</summary>
-public sealed record BuildOutcome(int ExitCode, bool ReportedCodedError);
+/// <summary>The outcome of one <c>dotnet build</c>: its exit code, whether it reported a coded error itself, and the
+/// file holding its whole output.</summary>
+public sealed record BuildOutcome(int ExitCode, bool ReportedCodedError, string LogPath);
 
 /// <summary>
 /// Runs <c>dotnet build</c> on the generated project with minimal console output and feeds a progress display both
 /// the console lines (warnings, errors, the resolve and verify summaries) and the stage tasks' structured progress
-/// events, which they append to a temporary progress file named by the LlmBuildProgressFile property.
+/// events, which they append to a temporary progress file named by the LlmBuildProgressFile property. The whole
+/// output, including what the display leaves out (MSBuild's stack traces of a crashed task), is kept in the log file
+/// the caller names (<see cref="ConvertPlan.BuildLogPath"/>).
 /// </summary>
 public static class BuildRunner
 {
     /// <summary>Environment variables a parent MSBuild or test host may set that would steer the child build to other MSBuild files.</summary>
     private static readonly string[] InheritedMsBuildVariables = ["MSBuildExtensionsPath", "MSBUILD_EXE_PATH", "MSBuildSDKsPath", "MSBuildLoadMicrosoftTargetsReadOnly"];
 
-    public static BuildOutcome Build(string projectPath, IProgressDisplay display, BuildProgress progress)
+    public static BuildOutcome Build(string projectPath, string logPath, IProgressDisplay display, BuildProgress progress)
     {
         var psi = new ProcessStartInfo(DotnetHost())
         {
@@ -35,6 +39,7 @@ public static class BuildRunner
         psi.Environment["DOTNET_NOLOGO"] = "1";
 
         using var outputs = new BlockingCollection<BuildOutput>();
+        var log = new System.Text.StringBuilder();
         bool coded = false;
         int exitCode = -1;
         Process process;
@@ -53,6 +58,7 @@ public static class BuildRunner
             {
                 if (line is null) return;
                 if (line.Contains(" error LLMB", StringComparison.Ordinal)) coded = true;
+                lock (log) log.AppendLine(line);
                 outputs.Add(new BuildOutput.Line(line));
             }
             process.OutputDataReceived += (_, e) => OnLine(e.Data);
@@ -83,7 +89,8 @@ public static class BuildRunner
                 File.Delete(progressFile);
             }
         }
-        return new BuildOutcome(exitCode, coded);
+        AtomicFile.WriteAllTextIfChanged(logPath, log.ToString());
+        return new BuildOutcome(exitCode, coded, logPath);
     }
 
     /// <summary>The dotnet that runs this tool when known (DOTNET_HOST_PATH), else the one on PATH.</summary>

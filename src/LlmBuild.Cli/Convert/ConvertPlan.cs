@@ -25,6 +25,9 @@ public sealed record ConvertPlan
     public string BModelPath => Path.Combine(OutDir, BModelName + ".bmodel");
     public string ConfigDir => Path.Combine(OutDir, "config");
     public string ModelLogPath => Path.Combine(OutDir, "model.log");
+    /// <summary>The last build's whole output; under obj/ because every build rewrites it (a rerun must leave the
+    /// outputs untouched).</summary>
+    public string BuildLogPath => Path.Combine(OutDir, "obj", "build.log");
     /// <summary>Where the stages keep their intermediates (the SDK's obj/&lt;Configuration&gt;/llm/).</summary>
     public string IntermediateDir => Path.Combine(OutDir, "obj", ProjectFile.Configuration, "llm");
 

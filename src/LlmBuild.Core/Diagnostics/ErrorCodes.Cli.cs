@@ -10,4 +10,10 @@ public static partial class ErrorCodes
     public const string BuildFailed = "LLMB0703";
     [Code("The output directory cannot be used (it is a file, or it holds a model.llmproj not written by llmbuild convert).")]
     public const string BadOutputDirectory = "LLMB0704";
+    [Code("A command-line option has a value outside its range (e.g. --max-new-tokens below 1).")]
+    public const string InvalidOptionValue = "LLMB0710";
+    [Code("Interactive `llmbuild run` found standard input closed; give -p PROMPT, or run it from a terminal or with input piped in.")]
+    public const string StandardInputClosed = "LLMB0711";
+    [Code("Standard output is closed, or the program reading it went away, so the command cannot print its results.")]
+    public const string StandardOutputClosed = "LLMB0712";
 }

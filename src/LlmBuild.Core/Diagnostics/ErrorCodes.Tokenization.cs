@@ -20,4 +20,14 @@ public static partial class ErrorCodes
     public const string BadMessages = "LLMB0614";
     [Code("The prompt does not fit in the model's input length even without history.")]
     public const string PromptTooLong = "LLMB0620";
+    [Code("Rendering the chat template took more steps than its budget (JinjaLimits.MaxSteps): a loop or recursion that runs too long.")]
+    public const string TemplateStepLimit = "LLMB0630";
+    [Code("The chat template nests deeper than its limit (JinjaLimits.MaxDepth): tags or brackets at parse time, macro calls or values at render time.")]
+    public const string TemplateDepthLimit = "LLMB0631";
+    [Code("The chat template's output, or a string or list it builds, is longer than its limit (JinjaLimits.MaxOutputLength).")]
+    public const string TemplateOutputLimit = "LLMB0632";
+    [Code("Integer arithmetic in the chat template overflows 64 bits (or an integer literal does not fit them).")]
+    public const string TemplateIntegerOverflow = "LLMB0633";
+    [Code("generation_config.json has a sampling field of the wrong type or out of range (temperature, top_k, top_p, repetition_penalty).")]
+    public const string BadGenerationConfig = "LLMB0640";
 }

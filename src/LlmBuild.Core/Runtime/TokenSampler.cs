@@ -1,19 +1,29 @@
 using System.Globalization;
-using System.Text.Json.Nodes;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 
 namespace LlmBuild.Core.Runtime;
 
 /// <summary>Sampling settings, as generation_config.json gives them (transformers' defaults where absent).</summary>
 public sealed record SamplingOptions(double Temperature = 1.0, int TopK = 50, double TopP = 1.0, double RepetitionPenalty = 1.0, int PenaltyWindow = 64)
 {
-    /// <summary>Reads temperature, top_k, top_p and repetition_penalty from a config folder's generation_config.json.</summary>
+    /// <summary>Reads temperature, top_k, top_p and repetition_penalty from a config folder's generation_config.json;
+    /// a field of the wrong type or out of range is <see cref="ErrorCodes.BadGenerationConfig"/>.</summary>
     public static SamplingOptions FromGenerationConfig(string configDir)
     {
         string path = Path.Combine(configDir, "generation_config.json");
-        if (!File.Exists(path)) return new SamplingOptions();
-        var o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
-        double D(string name, double fallback) => o?[name] is JsonValue v && v.TryGetValue(out double d) ? d : fallback;
-        return new SamplingOptions(D("temperature", 1.0), (int)D("top_k", 50), D("top_p", 1.0), D("repetition_penalty", 1.0));
+        if (JsonInput.ReadOptional(path, ErrorCodes.BadGenerationConfig,
+                "Fix the value, or remove the field to use transformers' default.") is not { } file) return new SamplingOptions();
+        var o = file.RequireObject();
+        var defaults = new SamplingOptions();
+        var penalty = o["repetition_penalty"];
+        double repetitionPenalty = penalty.DoubleOrNull(0) ?? defaults.RepetitionPenalty;
+        if (repetitionPenalty == 0) throw penalty.Error("must be greater than 0 (1 means no penalty)");
+        return new SamplingOptions(
+            o["temperature"].DoubleOrNull(0) ?? defaults.Temperature,
+            o["top_k"].IntOrNull(0) ?? defaults.TopK,
+            o["top_p"].DoubleOrNull(0, 1) ?? defaults.TopP,
+            repetitionPenalty);
     }
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,

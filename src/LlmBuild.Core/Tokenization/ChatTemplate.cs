@@ -1,5 +1,6 @@
 using System.Text.Json;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Tokenization.Templates;
 
 namespace LlmBuild.Core.Tokenization;
@@ -34,27 +35,29 @@ public sealed class ChatTemplate
     /// <summary>The clock behind strftime_now (today's date in Llama-3 templates); set it for reproducible output.</summary>
     public Func<DateTime> Clock { get; set; } = () => DateTime.Now;
 
-    public static ChatTemplate Load(string configDir)
+    /// <summary>The config folder's chat template; <paramref name="limits"/> bounds every render (default
+    /// <see cref="JinjaLimits.Default"/>).</summary>
+    public static ChatTemplate Load(string configDir, JinjaLimits? limits = null)
     {
         string configPath = Path.Combine(configDir, "tokenizer_config.json");
-        var config = Json.ReadOptional(configPath);
-        var specialMap = Json.ReadOptional(Path.Combine(configDir, "special_tokens_map.json"));
+        var config = TokenizerLoader.ReadOptional(configPath);
+        var specialMap = TokenizerLoader.ReadOptional(Path.Combine(configDir, "special_tokens_map.json"));
         string? source = null;
         string file = configPath;
         string jinjaPath = Path.Combine(configDir, "chat_template.jinja");
         string jsonPath = Path.Combine(configDir, "chat_template.json");
         if (System.IO.File.Exists(jinjaPath))
         {
-            source = System.IO.File.ReadAllText(jinjaPath);
+            source = JsonInput.ReadText(jinjaPath, "chat_template.jinja");
             file = jinjaPath;
         }
-        else if (System.IO.File.Exists(jsonPath) && Json.Read(jsonPath) is var j && j.TryGetProperty("chat_template", out var jt))
+        else if (System.IO.File.Exists(jsonPath) && TokenizerLoader.Read(jsonPath)["chat_template"] is { Exists: true } jt)
         {
-            source = TemplateText(jt, jsonPath);
+            source = TemplateText(jt);
             file = jsonPath;
         }
-        else if (config is { } c && c.TryGetProperty("chat_template", out var ct) && ct.ValueKind != JsonValueKind.Null)
-            source = TemplateText(ct, configPath);
+        else if (config is { } c && !c["chat_template"].IsMissingOrNull)
+            source = TemplateText(c["chat_template"]);
         if (source is null)
             throw new LlmBuildException(ErrorCodes.ChatTemplateNotFound,
                 $"'{Path.GetFullPath(configDir)}' has no chat template (chat_template in tokenizer_config.json, chat_template.jinja or chat_template.json). " +
@@ -64,30 +67,32 @@ public sealed class ChatTemplate
         foreach (var doc in new[] { specialMap, config })
         {
             if (doc is not { } d) continue;
-            foreach (var p in d.EnumerateObject())
+            foreach (var (name, _) in d.Members())
             {
-                if (!p.Name.EndsWith("_token", StringComparison.Ordinal) && p.Name != "additional_special_tokens") continue;
-                object? value = p.Value.ValueKind switch
+                if (!name.EndsWith("_token", StringComparison.Ordinal) && name != "additional_special_tokens") continue;
+                var value = d[name];
+                // Flags such as add_bos_token also end in "_token": only strings, token objects and lists are tokens.
+                object? token = value.Kind switch
                 {
-                    JsonValueKind.String => p.Value.GetString(),
-                    JsonValueKind.Object when p.Value.TryGetProperty("content", out var content) => content.GetString(),
-                    JsonValueKind.Array => p.Value.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? x.GetString()
-                        : x.TryGetProperty("content", out var xc) ? xc.GetString() : null).Cast<object?>().ToList(),
+                    JsonValueKind.String or JsonValueKind.Object => TokenizerLoader.TokenContent(value),
+                    JsonValueKind.Array => value.Items().Select(x => (object?)TokenizerLoader.TokenContent(x)).ToList(),
                     _ => null,
                 };
-                if (value is not null) special[p.Name] = value;
+                if (token is not null) special[name] = token;
             }
         }
-        return FromSource(source, special, file);
+        return FromSource(source, special, file, limits);
     }
 
-    /// <summary>A template from its text; <paramref name="specialTokens"/> maps names such as bos_token to values.</summary>
-    public static ChatTemplate FromSource(string source, IReadOnlyDictionary<string, object?>? specialTokens = null, string file = "<template>")
+    /// <summary>A template from its text; <paramref name="specialTokens"/> maps names such as bos_token to values;
+    /// <paramref name="limits"/> bounds every render (default <see cref="JinjaLimits.Default"/>).</summary>
+    public static ChatTemplate FromSource(string source, IReadOnlyDictionary<string, object?>? specialTokens = null, string file = "<template>",
+        JinjaLimits? limits = null)
     {
         var special = specialTokens?.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal) ?? new(StringComparer.Ordinal);
         try
         {
-            return new ChatTemplate(source, JinjaTemplate.Parse(source), special, file);
+            return new ChatTemplate(source, JinjaTemplate.Parse(source, limits), special, file);
         }
         catch (LlmBuildException e)
         {
@@ -95,18 +100,17 @@ public sealed class ChatTemplate
         }
     }
 
-    private static string TemplateText(JsonElement e, string file)
+    private static string TemplateText(JsonField e)
     {
-        if (e.ValueKind == JsonValueKind.String) return e.GetString()!;
-        if (e.ValueKind == JsonValueKind.Array)
+        if (e.IsString) return e.String();
+        if (e.IsArray)
         {
             // A list of named templates: use "default".
-            foreach (var t in e.EnumerateArray())
-                if (t.TryGetProperty("name", out var n) && n.GetString() == "default" && t.TryGetProperty("template", out var tt))
-                    return tt.GetString()!;
-            throw new LlmBuildException(ErrorCodes.ChatTemplateNotFound, $"{file}: chat_template is a list without a \"default\" template.", file);
+            foreach (var t in e.Items())
+                if (t.RequireObject()["name"].String() == "default") return t["template"].String();
+            throw new LlmBuildException(ErrorCodes.ChatTemplateNotFound, $"{e.File}: {e.Path} is a list without a \"default\" template.", e.File);
         }
-        throw new LlmBuildException(ErrorCodes.ChatTemplateSyntax, $"{file}: chat_template is neither a string nor a list.", file);
+        throw e.Error($"must be a template (a string) or a list of {{\"name\", \"template\"}} objects, found {e.Describe()}");
     }
 
     /// <summary>Renders the conversation; <paramref name="extraVariables"/> adds template options (enable_thinking, ...).</summary>

@@ -33,16 +33,13 @@ internal sealed class RegexSplitter
     private readonly Regex _regex;
 
     public RegexSplitter(string pattern, SplitBehavior behavior, bool invert, string source)
+        : this(TokenizerRegex.Compile(pattern, $"{source}: split pattern", source), behavior, invert)
     {
-        try
-        {
-            _regex = new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled);
-        }
-        catch (ArgumentException e)
-        {
-            throw new Diagnostics.LlmBuildException(Diagnostics.ErrorCodes.UnsupportedTokenizerFeature,
-                $"{source}: the split pattern '{pattern}' is not a .NET regular expression ({e.Message}).", source, e);
-        }
+    }
+
+    public RegexSplitter(Regex regex, SplitBehavior behavior, bool invert)
+    {
+        _regex = regex;
         Behavior = behavior;
         Invert = invert;
     }

@@ -82,6 +82,18 @@ public sealed class Tokenizer
     /// Special tokens written in the text are always recognized, as in Hugging Face.</summary>
     public int[] Encode(string text, bool addSpecialTokens = true)
     {
+        try
+        {
+            return EncodeUnchecked(text, addSpecialTokens);
+        }
+        catch (System.Text.RegularExpressions.RegexMatchTimeoutException e)
+        {
+            throw TokenizerRegex.Timeout(e, Source);
+        }
+    }
+
+    private int[] EncodeUnchecked(string text, bool addSpecialTokens)
+    {
         var ids = new List<int>(text.Length / 3 + 4);
         if (addSpecialTokens) ids.AddRange(_prefix);
         var segments = new List<TextSegment>();

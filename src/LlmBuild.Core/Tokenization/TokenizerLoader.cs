@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Tokenization.Unicode;
 
 namespace LlmBuild.Core.Tokenization;
@@ -14,17 +15,29 @@ namespace LlmBuild.Core.Tokenization;
 /// </summary>
 public static class TokenizerLoader
 {
+    /// <summary>The largest token id a tokenizer file may use. Ids index a table, so an id such as 2000000000 in a
+    /// damaged file would allocate gigabytes; the largest real vocabularies have about 260,000 ids.</summary>
+    public const int MaxTokenId = (1 << 24) - 1;
+
+    /// <summary>How to repair a tokenizer file, ending every message about one.</summary>
+    internal const string TokenizerFix =
+        "Repair the file, or save the tokenizer again with transformers (AutoTokenizer.from_pretrained(dir).save_pretrained(dir)).";
+
+    internal static JsonField? ReadOptional(string path) => JsonInput.ReadOptional(path, ErrorCodes.BadTokenizerFile, TokenizerFix)?.RequireObject();
+
+    internal static JsonField Read(string path) => JsonInput.Read(path, ErrorCodes.BadTokenizerFile, TokenizerFix).RequireObject();
+
     public static Tokenizer Load(string configDir)
     {
         if (!Directory.Exists(configDir))
             throw new LlmBuildException(ErrorCodes.TokenizerNotFound,
                 $"Config folder '{Path.GetFullPath(configDir)}' does not exist. Pass the model's folder holding tokenizer.json or vocab.json + merges.txt.", configDir);
-        var config = Json.ReadOptional(Path.Combine(configDir, "tokenizer_config.json"));
-        var specialMap = Json.ReadOptional(Path.Combine(configDir, "special_tokens_map.json"));
+        var config = ReadOptional(Path.Combine(configDir, "tokenizer_config.json"));
+        var specialMap = ReadOptional(Path.Combine(configDir, "special_tokens_map.json"));
         var special = new SpecialTokens(
             SpecialToken(config, specialMap, "bos_token"), SpecialToken(config, specialMap, "eos_token"),
             SpecialToken(config, specialMap, "unk_token"), SpecialToken(config, specialMap, "pad_token"));
-        bool cleanUp = config is { } c && c.TryGetProperty("clean_up_tokenization_spaces", out var cu) && cu.ValueKind == JsonValueKind.True;
+        bool cleanUp = config?["clean_up_tokenization_spaces"].BoolOrNull() ?? false;
 
         string jsonPath = Path.Combine(configDir, "tokenizer.json");
         string vocabPath = Path.Combine(configDir, "vocab.json");
@@ -52,47 +65,45 @@ public static class TokenizerLoader
         // transformers adds tokenizer_config.json's added_tokens_decoder and added_tokens.json on top.
         var added = new Dictionary<int, AddedToken>();
         foreach (var t in parts.Added) added[t.Id] = t;
-        if (config is { } cfg && cfg.TryGetProperty("added_tokens_decoder", out var decoderTokens) && decoderTokens.ValueKind == JsonValueKind.Object)
+        if (config is { } cfg && !cfg["added_tokens_decoder"].IsMissingOrNull)
         {
-            foreach (var p in decoderTokens.EnumerateObject())
+            foreach (var (key, token) in cfg["added_tokens_decoder"].Members())
             {
-                if (!int.TryParse(p.Name, out int id))
-                    throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"tokenizer_config.json: added_tokens_decoder key '{p.Name}' is not an id.", configDir);
-                if (!added.ContainsKey(id)) added[id] = ParseAddedToken(p.Value, id, "tokenizer_config.json");
+                if (!int.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id > MaxTokenId)
+                    throw token.Error($"has the key '{key}', which is not a token id (an integer from 0 to {MaxTokenId})");
+                if (!added.ContainsKey(id)) added[id] = ParseAddedToken(token, id);
             }
         }
-        var addedJson = Json.ReadOptional(Path.Combine(configDir, "added_tokens.json"));
-        if (addedJson is { } aj)
+        if (ReadOptional(Path.Combine(configDir, "added_tokens.json")) is { } addedJson)
         {
             var specialNames = new HashSet<string>(new[] { special.Bos, special.Eos, special.Unk, special.Pad }.OfType<string>()
                 .Concat(AdditionalSpecial(config, specialMap)), StringComparer.Ordinal);
-            foreach (var p in aj.EnumerateObject())
+            foreach (var (content, idField) in addedJson.Members())
             {
-                int id = p.Value.GetInt32();
-                if (!added.ContainsKey(id)) added[id] = new AddedToken(id, p.Name, specialNames.Contains(p.Name));
+                int id = TokenId(idField);
+                if (!added.ContainsKey(id)) added[id] = new AddedToken(id, content, specialNames.Contains(content));
             }
         }
 
         int[] prefix = parts.Prefix, suffix = parts.Suffix;
         // transformers' Llama/Gemma fast tokenizers rebuild the post-processor from add_bos_token/add_eos_token.
-        string tokenizerClass = config is { } k && k.TryGetProperty("tokenizer_class", out var tc) && tc.ValueKind == JsonValueKind.String ? tc.GetString()! : "";
+        string tokenizerClass = config?["tokenizer_class"].StringOrNull() ?? "";
         if (parts.FromTokenizerJson && config is { } conf && (tokenizerClass.Contains("Llama") || tokenizerClass.Contains("Gemma")))
         {
-            bool addBos = Json.Bool(conf, "add_bos_token") ?? true;
-            bool addEos = Json.Bool(conf, "add_eos_token") ?? false;
+            bool addBos = conf["add_bos_token"].BoolOrNull() ?? true;
+            bool addEos = conf["add_eos_token"].BoolOrNull() ?? false;
             prefix = addBos && special.Bos is { } bos ? [IdOf(bos, parts.Model, added, source)] : [];
             suffix = addEos && special.Eos is { } eos ? [IdOf(eos, parts.Model, added, source)] : [];
         }
 
         var eosIds = new SortedSet<int>();
-        foreach (var file in new[] { "generation_config.json", "config.json" })
+        foreach (var (file, code) in new[] { ("generation_config.json", ErrorCodes.BadGenerationConfig), ("config.json", ErrorCodes.BadModelConfig) })
         {
-            var doc = Json.ReadOptional(Path.Combine(configDir, file));
-            if (doc is { } d && d.TryGetProperty("eos_token_id", out var e))
-            {
-                if (e.ValueKind == JsonValueKind.Number) eosIds.Add(e.GetInt32());
-                else if (e.ValueKind == JsonValueKind.Array) foreach (var x in e.EnumerateArray()) eosIds.Add(x.GetInt32());
-            }
+            var doc = JsonInput.ReadOptional(Path.Combine(configDir, file), code, $"Fix eos_token_id in {file} (an id or a list of ids).");
+            if (doc is not { } d) continue;
+            var e = d.RequireObject()["eos_token_id"];
+            if (e.IsArray) foreach (var x in e.Items()) eosIds.Add(TokenId(x));
+            else if (!e.IsMissingOrNull) eosIds.Add(TokenId(e));
         }
         if (special.Eos is { } eosToken)
         {
@@ -101,12 +112,21 @@ public static class TokenizerLoader
             else if (parts.Model.TryGetId(eosToken, out int eid)) eosIds.Add(eid);
         }
 
-        return new Tokenizer(parts.Model, parts.Normalizer, parts.PreTokenizer, parts.Decoder, added.Values.ToArray(),
-            prefix, suffix, cleanUp, special, eosIds, source);
+        try
+        {
+            return new Tokenizer(parts.Model, parts.Normalizer, parts.PreTokenizer, parts.Decoder, added.Values.ToArray(),
+                prefix, suffix, cleanUp, special, eosIds, source);
+        }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw TokenizerRegex.Timeout(e, source); // normalizing the added tokens runs the normalizer's patterns
+        }
     }
 
     private sealed record Parts(BpeModel Model, INormalizer? Normalizer, IPreTokenizer? PreTokenizer, ITokenDecoder? Decoder,
         IReadOnlyList<AddedToken> Added, int[] Prefix, int[] Suffix, bool FromTokenizerJson);
+
+    private static int TokenId(JsonField f) => f.Int(0, MaxTokenId);
 
     private static int IdOf(string token, BpeModel model, Dictionary<int, AddedToken> added, string source)
     {
@@ -116,60 +136,65 @@ public static class TokenizerLoader
         throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{source}: special token '{token}' is not in the vocabulary.", source);
     }
 
-    private static string? SpecialToken(JsonElement? config, JsonElement? map, string name)
+    /// <summary>A named special token: a string, or an AddedToken object's content; null when unset.</summary>
+    private static string? SpecialToken(JsonField? config, JsonField? map, string name)
     {
         foreach (var doc in new[] { config, map })
         {
-            if (doc is not { } d || !d.TryGetProperty(name, out var v)) continue;
-            if (v.ValueKind == JsonValueKind.String) return v.GetString();
-            if (v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var content)) return content.GetString();
+            if (doc is not { } d || d[name].IsMissingOrNull) continue;
+            return TokenContent(d[name]);
         }
         return null;
     }
 
-    private static IEnumerable<string> AdditionalSpecial(JsonElement? config, JsonElement? map)
+    /// <summary>A special token written as a string or as an AddedToken object with its content.</summary>
+    internal static string TokenContent(JsonField v) => v.IsObject ? v["content"].String() : v.String();
+
+    private static IEnumerable<string> AdditionalSpecial(JsonField? config, JsonField? map)
     {
         foreach (var doc in new[] { config, map })
         {
-            if (doc is not { } d || !d.TryGetProperty("additional_special_tokens", out var list) || list.ValueKind != JsonValueKind.Array) continue;
-            foreach (var v in list.EnumerateArray())
-            {
-                if (v.ValueKind == JsonValueKind.String) yield return v.GetString()!;
-                else if (v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c)) yield return c.GetString()!;
-            }
+            if (doc is not { } d || d["additional_special_tokens"].IsMissingOrNull) continue;
+            foreach (var v in d["additional_special_tokens"].Items()) yield return TokenContent(v);
         }
     }
 
-    private static AddedToken ParseAddedToken(JsonElement e, int id, string source)
+    private static AddedToken ParseAddedToken(JsonField e, int id)
     {
-        string content = e.TryGetProperty("content", out var c) ? c.GetString() ?? ""
-            : throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{source}: added token {id} has no content.", source);
+        string content = e.RequireObject()["content"].String();
+        bool special = e["special"].BoolOrNull() ?? false;
         return new AddedToken(id, content,
-            Special: Json.Bool(e, "special") ?? false,
-            Normalized: Json.Bool(e, "normalized") ?? !(Json.Bool(e, "special") ?? false),
-            LStrip: Json.Bool(e, "lstrip") ?? false,
-            RStrip: Json.Bool(e, "rstrip") ?? false,
-            SingleWord: Json.Bool(e, "single_word") ?? false);
+            Special: special,
+            Normalized: e["normalized"].BoolOrNull() ?? !special,
+            LStrip: e["lstrip"].BoolOrNull() ?? false,
+            RStrip: e["rstrip"].BoolOrNull() ?? false,
+            SingleWord: e["single_word"].BoolOrNull() ?? false);
+    }
+
+    private static Dictionary<string, int> ReadVocab(JsonField vocabField)
+    {
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (token, id) in vocabField.Members()) vocab[token] = TokenId(id);
+        return vocab;
     }
 
     // ---- vocab.json + merges.txt (transformers' slow GPT2Tokenizer / Qwen2Tokenizer) ----
 
-    private static Parts FromVocabAndMerges(string vocabPath, string mergesPath, JsonElement? config, SpecialTokens special)
+    private static Parts FromVocabAndMerges(string vocabPath, string mergesPath, JsonField? config, SpecialTokens special)
     {
-        var vocabDoc = Json.Read(vocabPath);
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in vocabDoc.EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        var vocab = ReadVocab(Read(vocabPath));
         var merges = new List<(string, string)>();
         int lineNo = 0;
-        foreach (string line in ReadLines(mergesPath))
+        foreach (string line in JsonInput.ReadText(mergesPath, "merges.txt").Split('\n'))
         {
             lineNo++;
-            if (line.StartsWith("#version", StringComparison.Ordinal) || line.Length == 0) continue;
-            merges.Add(SplitMerge(line, $"{mergesPath}:{lineNo}"));
+            string merge = line.TrimEnd('\r');
+            if (merge.StartsWith("#version", StringComparison.Ordinal) || merge.Length == 0) continue;
+            merges.Add(SplitMerge(merge, $"{mergesPath}:{lineNo}"));
         }
-        string tokenizerClass = config is { } c && c.TryGetProperty("tokenizer_class", out var tc) ? tc.GetString() ?? "" : "";
+        string tokenizerClass = config?["tokenizer_class"].StringOrNull() ?? "";
         bool qwen2 = tokenizerClass.StartsWith("Qwen2", StringComparison.Ordinal);
-        bool addPrefixSpace = config is { } cf && (Json.Bool(cf, "add_prefix_space") ?? false);
+        bool addPrefixSpace = config?["add_prefix_space"].BoolOrNull() ?? false;
         var model = new BpeModel(vocab, merges, SpecialTokenOrNull(special.Unk, vocab), false, false, false, vocabPath);
         IPreTokenizer pre = qwen2
             ? new SequencePreTokenizer([
@@ -181,8 +206,8 @@ public static class TokenizerLoader
         var suffix = new List<int>();
         if (config is { } conf)
         {
-            if ((Json.Bool(conf, "add_bos_token") ?? false) && special.Bos is { } bos && vocab.TryGetValue(bos, out int b)) prefix.Add(b);
-            if ((Json.Bool(conf, "add_eos_token") ?? false) && special.Eos is { } eos && vocab.TryGetValue(eos, out int e)) suffix.Add(e);
+            if ((conf["add_bos_token"].BoolOrNull() ?? false) && special.Bos is { } bos && vocab.TryGetValue(bos, out int b)) prefix.Add(b);
+            if ((conf["add_eos_token"].BoolOrNull() ?? false) && special.Eos is { } eos && vocab.TryGetValue(eos, out int e)) suffix.Add(e);
         }
         return new Parts(model, normalizer, pre, new ByteLevelDecoder(), [], prefix.ToArray(), suffix.ToArray(), false);
     }
@@ -190,23 +215,12 @@ public static class TokenizerLoader
     private static string? SpecialTokenOrNull(string? token, Dictionary<string, int> vocab) =>
         token is not null && vocab.ContainsKey(token) ? token : null;
 
-    private static IEnumerable<string> ReadLines(string path)
-    {
-        try
-        {
-            return File.ReadAllLines(path);
-        }
-        catch (IOException e)
-        {
-            throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{path}': {e.Message}", path, e);
-        }
-    }
-
     private static (string, string) SplitMerge(string line, string where)
     {
         int space = line.IndexOf(' ');
         if (space <= 0 || space == line.Length - 1 || line.IndexOf(' ', space + 1) >= 0)
-            throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{where}: merge '{line}' is not two tokens separated by one space.", where);
+            throw new LlmBuildException(ErrorCodes.BadTokenizerFile,
+                $"{where}: merge '{line}' is not two tokens separated by one space. {TokenizerFix}", where);
         return (line[..space], line[(space + 1)..]);
     }
 
@@ -214,221 +228,238 @@ public static class TokenizerLoader
 
     private static Parts FromTokenizerJson(string path)
     {
-        var root = Json.Read(path);
-        if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
-            throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{path}: no \"model\" object.", path);
-        string type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "BPE";
+        var root = Read(path);
+        var model = root["model"].RequireObject();
+        string type = model["type"].StringOrNull() ?? "BPE";
         if (type != "BPE")
             throw new LlmBuildException(ErrorCodes.UnsupportedTokenizerFeature,
                 $"{path}: model type '{type}' is not supported; LlmBuild implements BPE (byte-level and SentencePiece-style).", path);
         foreach (var name in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
-            if (model.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String && v.GetString() != "")
+            if (model[name].StringOrNull() is { Length: > 0 })
                 throw new LlmBuildException(ErrorCodes.UnsupportedTokenizerFeature, $"{path}: BPE {name} is not supported.", path);
-        if (model.TryGetProperty("dropout", out var dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() > 0)
+        if (model["dropout"].DoubleOrNull() > 0)
             throw new LlmBuildException(ErrorCodes.UnsupportedTokenizerFeature, $"{path}: BPE dropout is not supported (it makes encoding random).", path);
 
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        var vocab = ReadVocab(model["vocab"]);
         var merges = new List<(string, string)>();
-        if (model.TryGetProperty("merges", out var mergeList))
+        if (!model["merges"].IsMissingOrNull)
         {
-            int i = 0;
-            foreach (var m in mergeList.EnumerateArray())
+            foreach (var m in model["merges"].Items())
             {
-                if (m.ValueKind == JsonValueKind.String) merges.Add(SplitMerge(m.GetString()!, $"{path}: merges[{i}]"));
-                else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2) merges.Add((m[0].GetString()!, m[1].GetString()!));
-                else throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{path}: merges[{i}] is neither \"a b\" nor [a, b].", path);
-                i++;
+                if (m.IsString) merges.Add(SplitMerge(m.String(), $"{path}: {m.Path}"));
+                else if (m.IsArray && m.Count == 2) merges.Add((m[0].String(), m[1].String()));
+                else throw m.Error($"must be a merge, \"a b\" or [\"a\", \"b\"], found {m.Describe()}");
             }
         }
-        string? unk = model.TryGetProperty("unk_token", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString() : null;
-        var bpe = new BpeModel(vocab, merges, unk, Json.Bool(model, "byte_fallback") ?? false, Json.Bool(model, "fuse_unk") ?? false,
-            Json.Bool(model, "ignore_merges") ?? false, path);
+        var bpe = new BpeModel(vocab, merges, model["unk_token"].StringOrNull(), model["byte_fallback"].BoolOrNull() ?? false,
+            model["fuse_unk"].BoolOrNull() ?? false, model["ignore_merges"].BoolOrNull() ?? false, path);
 
         var added = new List<AddedToken>();
-        if (root.TryGetProperty("added_tokens", out var addedList) && addedList.ValueKind == JsonValueKind.Array)
-            foreach (var a in addedList.EnumerateArray()) added.Add(ParseAddedToken(a, a.GetProperty("id").GetInt32(), path));
+        if (!root["added_tokens"].IsMissingOrNull)
+            foreach (var a in root["added_tokens"].Items()) added.Add(ParseAddedToken(a, TokenId(a.RequireObject()["id"])));
 
-        var normalizer = root.TryGetProperty("normalizer", out var n) ? ParseNormalizer(n, path) : null;
-        var pre = root.TryGetProperty("pre_tokenizer", out var pt) ? ParsePreTokenizer(pt, path) : null;
-        var decoder = root.TryGetProperty("decoder", out var d) ? ParseDecoder(d, path) : null;
+        var normalizer = ParseNormalizer(root["normalizer"]);
+        var pre = ParsePreTokenizer(root["pre_tokenizer"]);
+        var decoder = ParseDecoder(root["decoder"]);
         var prefix = new List<int>();
         var suffix = new List<int>();
-        if (root.TryGetProperty("post_processor", out var post)) ParsePostProcessor(post, prefix, suffix, path);
+        ParsePostProcessor(root["post_processor"], prefix, suffix);
         return new Parts(bpe, normalizer, pre, decoder, added, prefix.ToArray(), suffix.ToArray(), true);
     }
 
-    private static string TypeOf(JsonElement e, string path, string what) =>
-        e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()!
-            : throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{path}: a {what} has no \"type\".", path);
+    private static string TypeOf(JsonField e) => e.RequireObject()["type"].String();
 
-    private static Exception Unsupported(string path, string what, string type) =>
-        new LlmBuildException(ErrorCodes.UnsupportedTokenizerFeature, $"{path}: {what} '{type}' is not supported.", path);
+    private static LlmBuildException Unsupported(JsonField e, string type) =>
+        new(ErrorCodes.UnsupportedTokenizerFeature, $"{e.File}: {e.Path} '{type}' is not supported.", e.File);
 
-    private static INormalizer? ParseNormalizer(JsonElement e, string path)
+    private static INormalizer? ParseNormalizer(JsonField e)
     {
-        if (e.ValueKind == JsonValueKind.Null) return null;
-        string type = TypeOf(e, path, "normalizer");
+        if (e.IsMissingOrNull) return null;
+        string type = TypeOf(e);
         return type switch
         {
-            "Sequence" => new SequenceNormalizer(e.GetProperty("normalizers").EnumerateArray()
-                .Select(x => ParseNormalizer(x, path)).OfType<INormalizer>().ToArray()),
+            "Sequence" => new SequenceNormalizer(e["normalizers"].Items().Select(ParseNormalizer).OfType<INormalizer>().ToArray()),
             "NFC" => new UnicodeNormalizer(UnicodeForm.NFC),
             "NFD" => new UnicodeNormalizer(UnicodeForm.NFD),
             "NFKC" => new UnicodeNormalizer(UnicodeForm.NFKC),
             "NFKD" => new UnicodeNormalizer(UnicodeForm.NFKD),
             "Lowercase" => new LowercaseNormalizer(),
-            "Prepend" => new PrependNormalizer(e.GetProperty("prepend").GetString()!),
-            "Strip" => new StripNormalizer(Json.Bool(e, "strip_left") ?? true, Json.Bool(e, "strip_right") ?? true),
-            "Replace" => ParseReplaceNormalizer(e, path),
-            _ => throw Unsupported(path, "normalizer", type),
+            "Prepend" => new PrependNormalizer(e["prepend"].String()),
+            "Strip" => new StripNormalizer(e["strip_left"].BoolOrNull() ?? true, e["strip_right"].BoolOrNull() ?? true),
+            "Replace" => ParseReplaceNormalizer(e),
+            _ => throw Unsupported(e, type),
         };
     }
 
-    private static INormalizer ParseReplaceNormalizer(JsonElement e, string path)
+    private static INormalizer ParseReplaceNormalizer(JsonField e)
     {
-        var (literal, regex) = ParsePattern(e.GetProperty("pattern"), path);
-        string content = e.GetProperty("content").GetString()!;
-        return new ReplaceNormalizer(regex is null ? null : new Regex(regex, RegexOptions.CultureInvariant), literal, content);
+        var (literal, regex) = ParsePattern(e["pattern"]);
+        string content = e["content"].String();
+        return new ReplaceNormalizer(regex is null ? null : TokenizerRegex.Compile(regex, e["pattern"]), literal, content);
     }
 
-    private static (string? Literal, string? Regex) ParsePattern(JsonElement pattern, string path)
+    private static (string? Literal, string? Regex) ParsePattern(JsonField pattern)
     {
-        if (pattern.TryGetProperty("String", out var s)) return (s.GetString()!, null);
-        if (pattern.TryGetProperty("Regex", out var r)) return (null, r.GetString()!);
-        throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{path}: a pattern is neither {{\"String\"}} nor {{\"Regex\"}}.", path);
+        pattern.RequireObject();
+        if (pattern["String"].Exists) return (pattern["String"].String(), null);
+        if (pattern["Regex"].Exists) return (null, pattern["Regex"].String());
+        throw pattern.Error("must be {\"String\": ...} or {\"Regex\": ...}");
     }
 
-    private static IPreTokenizer? ParsePreTokenizer(JsonElement e, string path)
+    private static IPreTokenizer? ParsePreTokenizer(JsonField e)
     {
-        if (e.ValueKind == JsonValueKind.Null) return null;
-        string type = TypeOf(e, path, "pre_tokenizer");
+        if (e.IsMissingOrNull) return null;
+        string type = TypeOf(e);
         switch (type)
         {
             case "Sequence":
-                return new SequencePreTokenizer(e.GetProperty("pretokenizers").EnumerateArray()
-                    .Select(x => ParsePreTokenizer(x, path)).OfType<IPreTokenizer>().ToArray());
+                return new SequencePreTokenizer(e["pretokenizers"].Items().Select(ParsePreTokenizer).OfType<IPreTokenizer>().ToArray());
             case "ByteLevel":
-                return new ByteLevelPreTokenizer(Json.Bool(e, "add_prefix_space") ?? true, Json.Bool(e, "use_regex") ?? true, path);
+                return new ByteLevelPreTokenizer(e["add_prefix_space"].BoolOrNull() ?? true, e["use_regex"].BoolOrNull() ?? true, e.File);
             case "Split":
                 {
-                    var (literal, regex) = ParsePattern(e.GetProperty("pattern"), path);
-                    string behaviorName = e.TryGetProperty("behavior", out var b) ? b.GetString()! : "Isolated";
-                    if (!Enum.TryParse<SplitBehavior>(behaviorName, out var behavior)) throw Unsupported(path, "split behavior", behaviorName);
-                    return new SplitPreTokenizer(new RegexSplitter(regex ?? Regex.Escape(literal!), behavior, Json.Bool(e, "invert") ?? false, path));
+                    var (literal, regex) = ParsePattern(e["pattern"]);
+                    string behaviorName = e["behavior"].StringOrNull() ?? "Isolated";
+                    SplitBehavior behavior = behaviorName switch
+                    {
+                        "Isolated" => SplitBehavior.Isolated,
+                        "Removed" => SplitBehavior.Removed,
+                        "MergedWithPrevious" => SplitBehavior.MergedWithPrevious,
+                        "MergedWithNext" => SplitBehavior.MergedWithNext,
+                        "Contiguous" => SplitBehavior.Contiguous,
+                        _ => throw Unsupported(e["behavior"], behaviorName),
+                    };
+                    var splitter = new RegexSplitter(TokenizerRegex.Compile(regex ?? Regex.Escape(literal!), e["pattern"]), behavior,
+                        e["invert"].BoolOrNull() ?? false);
+                    return new SplitPreTokenizer(splitter);
                 }
             case "Metaspace":
                 {
-                    char replacement = e.TryGetProperty("replacement", out var r) ? r.GetString()![0] : '\u2581';
-                    string scheme = e.TryGetProperty("prepend_scheme", out var ps) && ps.ValueKind == JsonValueKind.String
-                        ? ps.GetString()! : (Json.Bool(e, "add_prefix_space") ?? true) ? "always" : "never";
-                    return new MetaspacePreTokenizer(replacement, scheme, Json.Bool(e, "split") ?? true);
+                    var (replacement, scheme) = ParseMetaspace(e);
+                    return new MetaspacePreTokenizer(replacement, scheme, e["split"].BoolOrNull() ?? true);
                 }
             case "Digits":
-                return new DigitsPreTokenizer(Json.Bool(e, "individual_digits") ?? false, path);
+                return new DigitsPreTokenizer(e["individual_digits"].BoolOrNull() ?? false, e.File);
             case "WhitespaceSplit":
-                return new SplitPreTokenizer(new RegexSplitter(@"\s+", SplitBehavior.Removed, false, path));
+                return new SplitPreTokenizer(new RegexSplitter(@"\s+", SplitBehavior.Removed, false, e.File));
             case "Whitespace":
-                return new SplitPreTokenizer(new RegexSplitter(@"\w+|[^\w\s]+", SplitBehavior.Removed, true, path));
+                return new SplitPreTokenizer(new RegexSplitter(@"\w+|[^\w\s]+", SplitBehavior.Removed, true, e.File));
             default:
-                throw Unsupported(path, "pre_tokenizer", type);
+                throw Unsupported(e, type);
         }
     }
 
-    private static ITokenDecoder? ParseDecoder(JsonElement e, string path)
+    /// <summary>A Metaspace pre-tokenizer's or decoder's replacement character and prepend scheme.</summary>
+    private static (char Replacement, string Scheme) ParseMetaspace(JsonField e)
     {
-        if (e.ValueKind == JsonValueKind.Null) return null;
-        string type = TypeOf(e, path, "decoder");
+        char replacement = e["replacement"].IsMissingOrNull ? '\u2581' : e["replacement"].Char();
+        string scheme = e["prepend_scheme"].StringOrNull() ?? ((e["add_prefix_space"].BoolOrNull() ?? true) ? "always" : "never");
+        if (scheme is not ("always" or "first" or "never")) throw Unsupported(e["prepend_scheme"], scheme);
+        return (replacement, scheme);
+    }
+
+    private static ITokenDecoder? ParseDecoder(JsonField e)
+    {
+        if (e.IsMissingOrNull) return null;
+        string type = TypeOf(e);
         switch (type)
         {
             case "Sequence":
-                return new SequenceDecoder(e.GetProperty("decoders").EnumerateArray()
-                    .Select(x => ParseDecoder(x, path)).OfType<ITokenDecoder>().ToArray());
+                return new SequenceDecoder(e["decoders"].Items().Select(ParseDecoder).OfType<ITokenDecoder>().ToArray());
             case "ByteLevel": return new ByteLevelDecoder();
             case "ByteFallback": return new ByteFallbackDecoder();
             case "Fuse": return new FuseDecoder();
             case "Strip":
-                return new StripDecoder(e.GetProperty("content").GetString()![0], e.GetProperty("start").GetInt32(), e.GetProperty("stop").GetInt32());
+                return new StripDecoder(e["content"].Char(), e["start"].Int(0), e["stop"].Int(0));
             case "Replace":
                 {
-                    var (literal, regex) = ParsePattern(e.GetProperty("pattern"), path);
-                    if (literal is null) throw Unsupported(path, "decoder Replace with a regex", regex!);
-                    return new ReplaceDecoder(literal, e.GetProperty("content").GetString()!);
+                    var (literal, regex) = ParsePattern(e["pattern"]);
+                    if (literal is null) throw Unsupported(e["pattern"], regex!);
+                    return new ReplaceDecoder(literal, e["content"].String());
                 }
             case "Metaspace":
                 {
-                    char replacement = e.TryGetProperty("replacement", out var r) ? r.GetString()![0] : '\u2581';
-                    string scheme = e.TryGetProperty("prepend_scheme", out var ps) && ps.ValueKind == JsonValueKind.String
-                        ? ps.GetString()! : (Json.Bool(e, "add_prefix_space") ?? true) ? "always" : "never";
+                    var (replacement, scheme) = ParseMetaspace(e);
                     return new MetaspaceDecoder(replacement, scheme != "never");
                 }
             default:
-                throw Unsupported(path, "decoder", type);
+                throw Unsupported(e, type);
         }
     }
 
-    private static void ParsePostProcessor(JsonElement e, List<int> prefix, List<int> suffix, string path)
+    private static void ParsePostProcessor(JsonField e, List<int> prefix, List<int> suffix)
     {
-        if (e.ValueKind == JsonValueKind.Null) return;
-        string type = TypeOf(e, path, "post_processor");
+        if (e.IsMissingOrNull) return;
+        string type = TypeOf(e);
         switch (type)
         {
             case "Sequence":
-                foreach (var p in e.GetProperty("processors").EnumerateArray()) ParsePostProcessor(p, prefix, suffix, path);
+                foreach (var p in e["processors"].Items()) ParsePostProcessor(p, prefix, suffix);
                 return;
             case "ByteLevel":
                 return; // only adjusts offsets
             case "TemplateProcessing":
                 {
-                    var specials = e.GetProperty("special_tokens");
+                    var specials = e["special_tokens"].RequireObject();
                     bool seenSequence = false;
-                    foreach (var item in e.GetProperty("single").EnumerateArray())
+                    foreach (var item in e["single"].Items())
                     {
-                        if (item.TryGetProperty("Sequence", out _)) { seenSequence = true; continue; }
-                        if (!item.TryGetProperty("SpecialToken", out var st))
-                            throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{path}: a TemplateProcessing item is neither Sequence nor SpecialToken.", path);
-                        string name = st.GetProperty("id").GetString()!;
-                        if (!specials.TryGetProperty(name, out var spec))
-                            throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"{path}: TemplateProcessing uses '{name}', which special_tokens does not define.", path);
-                        foreach (var id in spec.GetProperty("ids").EnumerateArray()) (seenSequence ? suffix : prefix).Add(id.GetInt32());
+                        if (item.RequireObject()["Sequence"].Exists) { seenSequence = true; continue; }
+                        if (!item["SpecialToken"].Exists) throw item.Error("must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+                        string name = item["SpecialToken"].RequireObject()["id"].String();
+                        var spec = specials[name];
+                        if (!spec.Exists) throw item.Error($"uses the special token '{name}', which special_tokens does not define");
+                        foreach (var id in spec.RequireObject()["ids"].Items()) (seenSequence ? suffix : prefix).Add(TokenId(id));
                     }
                     return;
                 }
             case "RobertaProcessing":
             case "BertProcessing":
-                prefix.Add(e.GetProperty("cls")[1].GetInt32());
-                suffix.Add(e.GetProperty("sep")[1].GetInt32());
+                prefix.Add(TokenId(e["cls"][1]));
+                suffix.Add(TokenId(e["sep"][1]));
                 return;
             default:
-                throw Unsupported(path, "post_processor", type);
+                throw Unsupported(e, type);
         }
     }
 }
 
-/// <summary>Small JSON helpers with coded errors.</summary>
-internal static class Json
+/// <summary>
+/// Compiles the regular expressions tokenizer files declare. A pattern is data from a file, so a pattern .NET cannot
+/// compile is a coded error, and matching runs under a timeout: a pattern that backtracks catastrophically on some
+/// input fails that encode with a coded error instead of hanging a server thread.
+/// </summary>
+internal static class TokenizerRegex
 {
-    public static JsonElement Read(string path)
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
+
+    public static Regex Compile(string pattern, JsonField where) => Compile(pattern, $"{where.File}: {where.Path}", where.File);
+
+    // Compiling a pattern to IL takes milliseconds, and every load of a byte-level tokenizer needs the same few
+    // (GPT-2's and Qwen2's split patterns). A Regex is thread-safe, so compiled ones are shared; the cache is small
+    // and stops growing when full, so files with ever-new patterns cannot grow it without bound.
+    private const int CacheLimit = 32;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Regex> Compiled = new(StringComparer.Ordinal);
+
+    public static Regex Compile(string pattern, string where, string file)
     {
+        if (Compiled.TryGetValue(pattern, out var cached)) return cached;
         try
         {
-            using var stream = File.OpenRead(path);
-            using var doc = JsonDocument.Parse(stream, new JsonDocumentOptions { AllowTrailingCommas = true });
-            return doc.RootElement.Clone();
+            var regex = new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled, MatchTimeout);
+            if (Compiled.Count < CacheLimit) Compiled.TryAdd(pattern, regex);
+            return regex;
         }
-        catch (JsonException e)
+        catch (ArgumentException e)
         {
-            throw new LlmBuildException(ErrorCodes.BadTokenizerFile, $"'{path}' is not valid JSON: {e.Message}", path, e);
-        }
-        catch (IOException e)
-        {
-            throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot read '{path}': {e.Message}", path, e);
+            throw new LlmBuildException(ErrorCodes.UnsupportedTokenizerFeature,
+                $"{where}: the pattern '{pattern}' is not a .NET regular expression ({e.Message.TrimEnd('.')}). {TokenizerLoader.TokenizerFix}", file, e);
         }
     }
 
-    public static JsonElement? ReadOptional(string path) => File.Exists(path) ? Read(path) : null;
-
-    public static bool? Bool(JsonElement e, string name) =>
-        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v)
-            ? v.ValueKind switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => null } : null;
+    /// <summary>The coded error for a match that ran past <see cref="MatchTimeout"/>.</summary>
+    public static LlmBuildException Timeout(RegexMatchTimeoutException e, string source) =>
+        new(ErrorCodes.BadTokenizerFile,
+            $"{source}: the pattern '{e.Pattern}' took longer than {MatchTimeout.TotalSeconds:0} s on this text (it backtracks catastrophically). " +
+            "Fix the pattern in the tokenizer file.", source, e);
 }

@@ -1,3 +1,4 @@
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Runtime;
 
 namespace LlmBuild.Core.Tests.Sampling;
@@ -50,5 +51,34 @@ public sealed class TokenSamplerTests
         var a = new TokenSampler(new SamplingOptions(TopK: 5), seed: 3);
         var b = new TokenSampler(new SamplingOptions(TopK: 5), seed: 3);
         for (int i = 0; i < 100; i++) Assert.AreEqual(a.Next(Logits), b.Next(Logits));
+    }
+
+    [TestMethod]
+    [DataRow("""{"temperature": "hot"}""", "temperature must be a number of at least 0, found the string \"hot\"")]
+    [DataRow("""{"temperature": -0.5}""", "temperature must be a number of at least 0, found the number -0.5")]
+    [DataRow("""{"top_k": -3}""", "top_k must be an integer from 0 to 2147483647, found the number -3")]
+    [DataRow("""{"top_k": 2.5}""", "top_k must be an integer from 0 to 2147483647, found the number 2.5")]
+    [DataRow("""{"top_p": 1.5}""", "top_p must be a number from 0 to 1, found the number 1.5")]
+    [DataRow("""{"repetition_penalty": 0}""", "repetition_penalty must be greater than 0")]
+    [DataRow("""[1]""", "the document must be an object, found a list")]
+    [DataRow("""{"top_k": """, "not valid JSON")]
+    public void BadGenerationConfigIsACodedError(string json, string fragment)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "llmb-gen-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), json);
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => SamplingOptions.FromGenerationConfig(dir));
+        Assert.AreEqual(ErrorCodes.BadGenerationConfig, e.Code, e.Message);
+        StringAssert.Contains(e.Message, fragment);
+        StringAssert.Contains(e.Message, "generation_config.json");
+    }
+
+    [TestMethod]
+    public void NullFieldsTakeTheDefaults()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "llmb-gen-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{"temperature": null, "top_k": 20, "top_p": 0.8}""");
+        Assert.AreEqual(new SamplingOptions(TopK: 20, TopP: 0.8), SamplingOptions.FromGenerationConfig(dir));
     }
 }

@@ -34,8 +34,14 @@ internal static class Builtins
             }
             else throw Error(0, "range() needs at least one argument");
             if (step == 0) throw Error(0, "range() step must not be zero");
-            var list = new List<object?>();
-            for (long i = start; step > 0 ? i < stop : i > stop; i += step) list.Add(i);
+            // Count first, in 128 bits: the list must fit the output limit, and start + k·step never overflows.
+            Int128 span = step > 0 ? (Int128)stop - start : (Int128)start - stop;
+            Int128 magnitude = step > 0 ? step : -(Int128)step;
+            Int128 count = span <= 0 ? 0 : (span + magnitude - 1) / magnitude;
+            RenderBudget.Length(count > int.MaxValue ? long.MaxValue : (long)count, $"range({start}, {stop}, {step})");
+            var list = new List<object?>((int)count);
+            for (long k = 0; k < (long)count; k++) list.Add((long)(start + (Int128)k * step));
+            RenderBudget.Step((long)count);
             return list;
         }),
         ["dict"] = new("dict", (args, kwargs) =>
@@ -64,6 +70,7 @@ internal static class Builtins
 
     public static object? GetAttr(object? target, string name, int line)
     {
+        RenderBudget.Touch(target);
         switch (target)
         {
             case Undefined u:
@@ -84,6 +91,7 @@ internal static class Builtins
 
     public static object? GetItem(object? target, object? key, int line)
     {
+        RenderBudget.Touch(target);
         switch (target)
         {
             case Undefined u:
@@ -96,10 +104,10 @@ internal static class Builtins
                 }
             case string s when key is long or bool:
                 {
-                    var runes = s.EnumerateRunes().ToList();
+                    var runes = Py.Characters(s);
                     long i = Py.ToLong(key);
                     if (i < 0) i += runes.Count;
-                    return i >= 0 && i < runes.Count ? runes[(int)i].ToString() : new Undefined($"[{Py.Repr(key)}]");
+                    return i >= 0 && i < runes.Count ? runes[(int)i] : new Undefined($"[{Py.Repr(key)}]");
                 }
             case OrderedDictionary<string, object?> dict:
                 return dict.TryGetValue(key as string ?? Py.Str(key), out var v) ? v : new Undefined(Py.Str(key));
@@ -115,13 +123,14 @@ internal static class Builtins
         switch (target)
         {
             case List<object?> list: items = list; break;
-            case string s: items = s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList(); isString = true; break;
+            case string s: items = Py.Characters(s); isString = true; break;
             case Undefined u: throw UndefinedError(line, u, "cannot be sliced");
             default: throw Error(line, $"a {Py.TypeName(target)} cannot be sliced");
         }
         int n = items.Count;
         long st = step is null ? 1 : Py.ToLong(step);
         if (st == 0) throw Error(line, "slice step cannot be zero");
+        st = Math.Clamp(st, -(long)n - 1, (long)n + 1); // any longer stride takes the same one item, and i + st cannot overflow
         long Clamp(object? v, long dflt)
         {
             if (v is null) return dflt;
@@ -148,33 +157,60 @@ internal static class Builtins
 
     private static JinjaCallable? StringMethod(string s, string name, int line)
     {
+        if (StringMethodBody(s, name, line) is not { } body) return null;
+        // The method may be called many times once bound; each call may read the whole string and its arguments.
+        return new JinjaCallable(name, (args, kwargs) =>
+        {
+            RenderBudget.Touch(s);
+            foreach (var a in args) RenderBudget.Touch(a);
+            return body(args, kwargs);
+        });
+    }
+
+    private static JinjaFunction? StringMethodBody(string s, string name, int line)
+    {
         string? Chars(List<object?> args) => args.Count > 0 && args[0] is string c ? c : null;
         return name switch
         {
-            "startswith" => new(name, (args, _) => args.Count > 0 && MatchesAffix(args[0], p => s.StartsWith(p, StringComparison.Ordinal), line)),
-            "endswith" => new(name, (args, _) => args.Count > 0 && MatchesAffix(args[0], p => s.EndsWith(p, StringComparison.Ordinal), line)),
-            "strip" => new(name, (args, _) => Chars(args) is { } c ? s.Trim(c.ToCharArray()) : s.Trim()),
-            "lstrip" => new(name, (args, _) => Chars(args) is { } c ? s.TrimStart(c.ToCharArray()) : s.TrimStart()),
-            "rstrip" => new(name, (args, _) => Chars(args) is { } c ? s.TrimEnd(c.ToCharArray()) : s.TrimEnd()),
-            "upper" => new(name, (_, _) => s.ToUpperInvariant()),
-            "lower" => new(name, (_, _) => s.ToLowerInvariant()),
-            "title" => new(name, (_, _) => Title(s)),
-            "capitalize" => new(name, (_, _) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant()),
-            "split" => new(name, (args, kwargs) => Split(s, args.Count > 0 ? args[0] : kwargs.GetValueOrDefault("sep"),
-                args.Count > 1 ? args[1] : kwargs.GetValueOrDefault("maxsplit"), line)),
-            "splitlines" => new(name, (_, _) => s.Split('\n').Select(x => (object?)x.TrimEnd('\r')).ToList() is var l && s.EndsWith('\n') ? l.Take(l.Count - 1).ToList() : s.Length == 0 ? [] : l),
-            "replace" => new(name, (args, _) => args.Count >= 2 && args[0] is string o && args[1] is string r
-                ? (o.Length == 0 ? s : s.Replace(o, r, StringComparison.Ordinal)) : throw Error(line, "replace() needs two strings")),
-            "find" => new(name, (args, _) => args.Count > 0 && args[0] is string f ? (long)s.IndexOf(f, StringComparison.Ordinal) : throw Error(line, "find() needs a string")),
-            "count" => new(name, (args, _) => args.Count > 0 && args[0] is string f && f.Length > 0
-                ? (long)((s.Length - s.Replace(f, "", StringComparison.Ordinal).Length) / f.Length) : throw Error(line, "count() needs a string")),
-            "join" => new(name, (args, _) => args.Count > 0 && Py.Iterate(args[0]) is { } items ? string.Join(s, items.Select(Py.Str)) : throw Error(line, "join() needs an iterable")),
-            "isdigit" => new(name, (_, _) => s.Length > 0 && s.All(char.IsDigit)),
-            "isalpha" => new(name, (_, _) => s.Length > 0 && s.All(char.IsLetter)),
-            "isspace" => new(name, (_, _) => s.Length > 0 && s.All(char.IsWhiteSpace)),
+            "startswith" => (args, _) => args.Count > 0 && MatchesAffix(args[0], p => s.StartsWith(p, StringComparison.Ordinal), line),
+            "endswith" => (args, _) => args.Count > 0 && MatchesAffix(args[0], p => s.EndsWith(p, StringComparison.Ordinal), line),
+            "strip" => (args, _) => Chars(args) is { } c ? s.Trim(c.ToCharArray()) : s.Trim(),
+            "lstrip" => (args, _) => Chars(args) is { } c ? s.TrimStart(c.ToCharArray()) : s.TrimStart(),
+            "rstrip" => (args, _) => Chars(args) is { } c ? s.TrimEnd(c.ToCharArray()) : s.TrimEnd(),
+            "upper" => (_, _) => s.ToUpperInvariant(),
+            "lower" => (_, _) => s.ToLowerInvariant(),
+            "title" => (_, _) => Title(s),
+            "capitalize" => (_, _) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant(),
+            "split" => (args, kwargs) => Split(s, args.Count > 0 ? args[0] : kwargs.GetValueOrDefault("sep"),
+                args.Count > 1 ? args[1] : kwargs.GetValueOrDefault("maxsplit"), line),
+            "splitlines" => (_, _) => s.Split('\n').Select(x => (object?)x.TrimEnd('\r')).ToList() is var l && s.EndsWith('\n') ? l.Take(l.Count - 1).ToList() : s.Length == 0 ? [] : l,
+            "replace" => (args, _) => args.Count >= 2 && args[0] is string o && args[1] is string r
+                ? Replace(s, o, r) : throw Error(line, "replace() needs two strings"),
+            "find" => (args, _) => args.Count > 0 && args[0] is string f ? (long)Find(s, f) : throw Error(line, "find() needs a string"),
+            "count" => (args, _) => args.Count > 0 && args[0] is string f && f.Length > 0 ? Occurrences(s, f) : throw Error(line, "count() needs a string"),
+            "join" => (args, _) => args.Count > 0 && Py.Iterate(args[0]) is { } items ? Join(s, items) : throw Error(line, "join() needs an iterable"),
+            "isdigit" => (_, _) => s.Length > 0 && s.All(char.IsDigit),
+            "isalpha" => (_, _) => s.Length > 0 && s.All(char.IsLetter),
+            "isspace" => (_, _) => s.Length > 0 && s.All(char.IsWhiteSpace),
             "format" => throw JinjaParser.Unsupport(line, "str.format()"),
             _ => null,
         };
+    }
+
+    /// <summary>The first index of <paramref name="needle"/>, charged as a substring search.</summary>
+    private static int Find(string s, string needle, int from = 0)
+    {
+        RenderBudget.Search(s.Length - from, needle.Length);
+        return s.IndexOf(needle, from, StringComparison.Ordinal);
+    }
+
+    /// <summary>Non-overlapping occurrences of a non-empty <paramref name="needle"/> (str.count).</summary>
+    private static long Occurrences(string s, string needle)
+    {
+        RenderBudget.Search(s.Length, needle.Length);
+        long count = 0;
+        for (int i = s.IndexOf(needle, StringComparison.Ordinal); i >= 0; i = s.IndexOf(needle, i + needle.Length, StringComparison.Ordinal)) count++;
+        return count;
     }
 
     private static bool MatchesAffix(object? arg, Func<string, bool> test, int line) => arg switch
@@ -196,9 +232,54 @@ internal static class Builtins
         return sb.ToString();
     }
 
+    /// <summary>str.replace, refused before it builds a string over the output limit.</summary>
+    private static string Replace(string s, string old, string replacement)
+    {
+        if (old.Length == 0) return s;
+        long count = Occurrences(s, old);
+        RenderBudget.Length(s.Length + count * (replacement.Length - old.Length), "the replaced string");
+        return s.Replace(old, replacement, StringComparison.Ordinal);
+    }
+
+    /// <summary>Joins the items' str() with a separator, refused before it builds a string over the output limit.</summary>
+    private static string Join(string separator, List<object?> items)
+    {
+        var parts = items.Select(Py.Str).ToList();
+        long length = (long)separator.Length * Math.Max(0, parts.Count - 1);
+        foreach (string p in parts) length += p.Length;
+        RenderBudget.Length(length, "the joined string");
+        return string.Join(separator, parts);
+    }
+
+    /// <summary>A string repeated <paramref name="times"/> times (Python's <c>s * n</c>).</summary>
+    private static string Repeat(string s, long times)
+    {
+        if (times <= 0 || s.Length == 0) return "";
+        RenderBudget.Length(times > int.MaxValue ? long.MaxValue : s.Length * times, $"a string repeated {times} times");
+        return new StringBuilder(s.Length * (int)times).Insert(0, s, (int)times).ToString();
+    }
+
+    /// <summary>A list repeated <paramref name="times"/> times (Python's <c>list * n</c>).</summary>
+    private static List<object?> Repeat(List<object?> list, long times)
+    {
+        if (times <= 0 || list.Count == 0) return [];
+        RenderBudget.Length(times > int.MaxValue ? long.MaxValue : list.Count * times, $"a list repeated {times} times");
+        var result = new List<object?>(list.Count * (int)times);
+        for (long i = 0; i < times; i++) result.AddRange(list);
+        return result;
+    }
+
+    /// <summary>Spaces to pad with; a negative count is none, as in Python.</summary>
+    private static string Spaces(long count, string what)
+    {
+        if (count <= 0) return "";
+        RenderBudget.Length(count, what);
+        return new string(' ', (int)count);
+    }
+
     private static List<object?> Split(string s, object? sep, object? maxsplit, int line)
     {
-        int max = maxsplit is null ? -1 : (int)Py.ToLong(maxsplit);
+        int max = maxsplit is null ? -1 : Py.ToInt(maxsplit, "split() maxsplit");
         if (sep is null)
         {
             var parts = new List<object?>();
@@ -215,7 +296,8 @@ internal static class Builtins
             return parts;
         }
         if (sep is not string separator || separator.Length == 0) throw Error(line, "split() separator must be a non-empty string");
-        var result = s.Split(separator, max >= 0 ? max + 1 : int.MaxValue, StringSplitOptions.None);
+        RenderBudget.Search(s.Length, separator.Length);
+        var result = s.Split(separator, max >= 0 && max < int.MaxValue ? max + 1 : int.MaxValue, StringSplitOptions.None);
         return result.Select(x => (object?)x).ToList();
     }
 
@@ -223,50 +305,47 @@ internal static class Builtins
 
     public static object? Binary(string op, object? a, object? b, int line)
     {
-        if (op == "~") return Py.Str(a) + Py.Str(b);
+        RenderBudget.Touch(a);
+        RenderBudget.Touch(b);
+        if (op == "~") return Concat(Py.Str(a), Py.Str(b));
         if (a is Undefined ua) throw UndefinedError(line, ua, $"used with '{op}'");
         if (b is Undefined ub) throw UndefinedError(line, ub, $"used with '{op}'");
         switch (op)
         {
             case "+":
-                if (a is string sa && b is string sb) return sa + sb;
-                if (a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
+                if (a is string sa && b is string sb) return Concat(sa, sb);
+                if (a is List<object?> la && b is List<object?> lb)
+                {
+                    RenderBudget.Length((long)la.Count + lb.Count, "the concatenated list");
+                    return la.Concat(lb).ToList();
+                }
                 break;
             case "*":
-                if (a is string rs && b is long or bool) return string.Concat(Enumerable.Repeat(rs, (int)Math.Max(0, Py.ToLong(b))));
-                if (a is List<object?> rl && b is long or bool) return Enumerable.Repeat(rl, (int)Math.Max(0, Py.ToLong(b))).SelectMany(x => x).ToList();
+                if (a is string rs && b is long or bool) return Repeat(rs, Py.ToLong(b));
+                if (a is List<object?> rl && b is long or bool) return Repeat(rl, Py.ToLong(b));
                 break;
         }
         if (Py.IsNumber(a) && Py.IsNumber(b))
         {
             bool isFloat = a is double || b is double;
+            if (!isFloat) return IntegerArithmetic(op, Py.ToLong(a), Py.ToLong(b), line);
+            double x = Py.ToDouble(a), y = Py.ToDouble(b);
             switch (op)
             {
-                case "+": return isFloat ? (object)(Py.ToDouble(a) + Py.ToDouble(b)) : Py.ToLong(a) + Py.ToLong(b);
-                case "-": return isFloat ? (object)(Py.ToDouble(a) - Py.ToDouble(b)) : Py.ToLong(a) - Py.ToLong(b);
-                case "*": return isFloat ? (object)(Py.ToDouble(a) * Py.ToDouble(b)) : Py.ToLong(a) * Py.ToLong(b);
+                case "+": return x + y;
+                case "-": return x - y;
+                case "*": return x * y;
                 case "/":
-                    if (Py.ToDouble(b) == 0) throw Error(line, "division by zero");
-                    return Py.ToDouble(a) / Py.ToDouble(b);
+                    if (y == 0) throw Error(line, "division by zero");
+                    return x / y;
                 case "//":
-                    if (Py.ToDouble(b) == 0) throw Error(line, "division by zero");
-                    if (isFloat) return Math.Floor(Py.ToDouble(a) / Py.ToDouble(b));
-                    return (long)Math.Floor((double)Py.ToLong(a) / Py.ToLong(b));
+                    if (y == 0) throw Error(line, "division by zero");
+                    return Math.Floor(x / y);
                 case "%":
-                    if (Py.ToDouble(b) == 0) throw Error(line, "modulo by zero");
-                    if (isFloat)
-                    {
-                        double x = Py.ToDouble(a), y = Py.ToDouble(b);
-                        return x - y * Math.Floor(x / y);
-                    }
-                    {
-                        long x = Py.ToLong(a), y = Py.ToLong(b);
-                        long r = x % y;
-                        return r != 0 && (r < 0) != (y < 0) ? r + y : r;
-                    }
+                    if (y == 0) throw Error(line, "modulo by zero");
+                    return x - y * Math.Floor(x / y);
                 case "**":
-                    if (!isFloat && Py.ToLong(b) >= 0) return (long)Math.Pow(Py.ToLong(a), Py.ToLong(b));
-                    return Math.Pow(Py.ToDouble(a), Py.ToDouble(b));
+                    return Math.Pow(x, y);
             }
         }
         if (op == "%" && a is string)
@@ -274,8 +353,74 @@ internal static class Builtins
         throw Error(line, $"unsupported operand types for {op}: {Py.TypeName(a)} and {Py.TypeName(b)}");
     }
 
+    private static string Concat(string a, string b)
+    {
+        RenderBudget.Length((long)a.Length + b.Length, "the concatenated string");
+        return a + b;
+    }
+
+    /// <summary>Python's int arithmetic on 64-bit integers: a result that does not fit is
+    /// <see cref="ErrorCodes.TemplateIntegerOverflow"/>, never a wrapped or clamped value.</summary>
+    private static object IntegerArithmetic(string op, long x, long y, int line)
+    {
+        try
+        {
+            switch (op)
+            {
+                case "+": return checked(x + y);
+                case "-": return checked(x - y);
+                case "*": return checked(x * y);
+                case "/":
+                    if (y == 0) throw Error(line, "division by zero");
+                    return (double)x / y;
+                case "//":
+                    {
+                        if (y == 0) throw Error(line, "division by zero");
+                        long q = checked(x / y); // long.MinValue // -1 overflows
+                        return (x % y != 0) && ((x < 0) != (y < 0)) ? q - 1 : q;
+                    }
+                case "%":
+                    {
+                        if (y == 0) throw Error(line, "modulo by zero");
+                        if (y == -1) return 0L; // long.MinValue % -1 throws in .NET; the result is 0 for every x
+                        long r = x % y;
+                        return r != 0 && (r < 0) != (y < 0) ? r + y : r;
+                    }
+                case "**":
+                    return y < 0 ? Math.Pow(x, y) : (object)Power(x, y);
+            }
+        }
+        catch (OverflowException)
+        {
+            throw IntegerOverflow(line, $"{x} {op} {y}");
+        }
+        throw Error(line, $"unsupported operator {op}");
+    }
+
+    /// <summary>x ** y for y ≥ 0 by repeated squaring, checked: 10 ** 100000 overflows after a few squarings.</summary>
+    private static long Power(long x, long y)
+    {
+        long result = 1;
+        while (y > 0)
+        {
+            if ((y & 1) != 0) result = checked(result * x);
+            y >>= 1;
+            if (y > 0) x = checked(x * x);
+        }
+        return result;
+    }
+
+    internal static long Negate(long x, int line) =>
+        x != long.MinValue ? -x : throw IntegerOverflow(line, $"-({x})");
+
+    private static LlmBuildException IntegerOverflow(int line, string expression) =>
+        JinjaTemplate.Error(ErrorCodes.TemplateIntegerOverflow, line,
+            $"{expression} overflows 64-bit integers (LlmBuild's templates compute with 64-bit integers, not Python's unbounded ones)");
+
     public static bool Compare(string op, object? a, object? b, int line)
     {
+        RenderBudget.Touch(a);
+        RenderBudget.Touch(b);
         switch (op)
         {
             case "==": return Py.Equals(a, b);
@@ -291,7 +436,7 @@ internal static class Builtins
 
     private static bool Contains(object? container, object? item, int line) => container switch
     {
-        string s => item is string sub ? s.Contains(sub, StringComparison.Ordinal) : throw Error(line, $"'in <string>' requires a string, not a {Py.TypeName(item)}"),
+        string s => item is string sub ? Find(s, sub) >= 0 : throw Error(line, $"'in <string>' requires a string, not a {Py.TypeName(item)}"),
         List<object?> list => list.Any(x => Py.Equals(x, item)),
         OrderedDictionary<string, object?> dict => item is string k && dict.ContainsKey(k),
         JinjaNamespace ns => item is string k && ns.Values.ContainsKey(k),
@@ -301,7 +446,14 @@ internal static class Builtins
 
     // ---- tests ----
 
-    public static bool Test(string name, object? v, List<object?> args, int line) => name switch
+    public static bool Test(string name, object? v, List<object?> args, int line)
+    {
+        RenderBudget.Touch(v);
+        foreach (var a in args) RenderBudget.Touch(a);
+        return TestValue(name, v, args, line);
+    }
+
+    private static bool TestValue(string name, object? v, List<object?> args, int line) => name switch
     {
         "defined" => v is not Undefined,
         "undefined" => v is Undefined,
@@ -337,6 +489,8 @@ internal static class Builtins
 
     public static object? Filter(string name, object? v, List<object?> args, Dictionary<string, object?> kwargs, int line)
     {
+        RenderBudget.Touch(v);
+        foreach (var a in args) RenderBudget.Touch(a);
         object? Arg(int i, string key, object? dflt = null) => i < args.Count ? args[i] : kwargs.TryGetValue(key, out var x) ? x : dflt;
         switch (name)
         {
@@ -349,7 +503,7 @@ internal static class Builtins
             case "tojson":
                 {
                     object? indent = Arg(0, "indent");
-                    return PyJson.Dumps(v, indent is null ? null : (int)Py.ToLong(indent), Py.Truthy(kwargs.GetValueOrDefault("sort_keys")), line);
+                    return PyJson.Dumps(v, indent is null ? null : Py.ToInt(indent, "tojson indent"), Py.Truthy(kwargs.GetValueOrDefault("sort_keys")), line);
                 }
             case "length":
             case "count":
@@ -372,7 +526,7 @@ internal static class Builtins
                     string sep = Py.Str(Arg(0, "d", ""));
                     var items = Items(v, line);
                     if (Arg(1, "attribute") is string attr) items = items.Select(x => GetAttrPath(x, attr, line)).ToList();
-                    return string.Join(sep, items.Select(Py.Str));
+                    return Join(sep, items);
                 }
             case "upper": return Py.Str(v).ToUpperInvariant();
             case "lower": return Py.Str(v).ToLowerInvariant();
@@ -385,7 +539,7 @@ internal static class Builtins
             case "replace":
                 {
                     string s = Py.Str(v), old = Py.Str(Arg(0, "old")), replacement = Py.Str(Arg(1, "new"));
-                    return old.Length == 0 ? s : s.Replace(old, replacement, StringComparison.Ordinal);
+                    return Replace(s, old, replacement);
                 }
             case "default":
             case "d":
@@ -402,9 +556,9 @@ internal static class Builtins
                 {
                     long l => l,
                     bool b => b ? 1L : 0L,
-                    double d => (long)d,
+                    double d => Py.FloatToLong(d),
                     string s when long.TryParse(s.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out long p) => p,
-                    string s when double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double p) => (long)p,
+                    string s when double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double p) => Py.FloatToLong(p),
                     _ => Arg(0, "default", 0L),
                 };
             case "float":
@@ -415,10 +569,10 @@ internal static class Builtins
                     _ => Arg(0, "default", 0.0),
                 };
             case "abs":
-                return v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw Error(line, $"abs of a {Py.TypeName(v)}") };
+                return v switch { long l => (object)(l < 0 ? Negate(l, line) : l), double d => Math.Abs(d), _ => throw Error(line, $"abs of a {Py.TypeName(v)}") };
             case "round":
                 {
-                    int precision = (int)Py.ToLong(Arg(0, "precision", 0L));
+                    int precision = Py.ToInt(Arg(0, "precision", 0L), "round() precision");
                     string method = Py.Str(Arg(1, "method", "common"));
                     double x = Py.ToDouble(v) * Math.Pow(10, precision);
                     x = method switch { "ceil" => Math.Ceiling(x), "floor" => Math.Floor(x), _ => Math.Round(x, MidpointRounding.AwayFromZero) };
@@ -444,17 +598,31 @@ internal static class Builtins
                     {
                         object? kx = attr is null ? x : GetAttrPath(x, attr, line), ky = attr is null ? y : GetAttrPath(y, attr, line);
                         if (kx is string sx && ky is string sy && !Py.Truthy(Arg(1, "case_sensitive", false)))
+                        {
+                            RenderBudget.Touch(sx);
+                            RenderBudget.Touch(sy);
                             return string.Compare(sx.ToLowerInvariant(), sy.ToLowerInvariant(), StringComparison.Ordinal);
+                        }
                         return Py.Compare(kx, ky) ?? throw Error(line, $"cannot sort a {Py.TypeName(kx)} and a {Py.TypeName(ky)}");
                     };
-                    var sorted = items.Select((x, i) => (x, i)).OrderBy(p => p.x, Comparer<object?>.Create(cmp)).ThenBy(p => p.i).Select(p => p.x).ToList();
+                    List<object?> sorted;
+                    try
+                    {
+                        sorted = items.Select((x, i) => (x, i)).OrderBy(p => p.x, Comparer<object?>.Create(cmp)).ThenBy(p => p.i).Select(p => p.x).ToList();
+                    }
+                    catch (InvalidOperationException e) when (e.InnerException is LlmBuildException inner)
+                    {
+                        // The sort wraps what the comparison threw (a type error, a limit); the template's error is the inner one.
+                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(inner);
+                        throw;
+                    }
                     if (reverse) sorted.Reverse();
                     return sorted;
                 }
             case "unique":
                 {
                     var result = new List<object?>();
-                    foreach (var x in Items(v, line)) if (!result.Any(y => Py.Equals(x, y))) result.Add(x);
+                    foreach (var x in Items(v, line)) if (!result.Any(y => Py.Equals(x, y))) result.Add(x); // each Equals is charged
                     return result;
                 }
             case "min":
@@ -523,9 +691,10 @@ internal static class Builtins
                 {
                     string s = Py.Str(v);
                     object? width = Arg(0, "width", 4L);
-                    string pad = width is string w ? w : new string(' ', (int)Py.ToLong(width));
+                    string pad = width is string w ? w : Spaces(Py.ToLong(width), "the indent");
                     bool first = Py.Truthy(Arg(1, "first", false)), blank = Py.Truthy(Arg(2, "blank", false));
                     var lines = s.Split('\n');
+                    RenderBudget.Length(s.Length + (long)pad.Length * lines.Length, "the indented string");
                     for (int i = 0; i < lines.Length; i++)
                     {
                         if (i == 0 && !first) continue;
@@ -539,10 +708,11 @@ internal static class Builtins
             case "center":
                 {
                     string s = Py.Str(v);
-                    int width = (int)Py.ToLong(Arg(0, "width", 80L));
+                    long width = Py.ToLong(Arg(0, "width", 80L));
                     if (s.Length >= width) return s;
-                    int left = (width - s.Length) / 2;
-                    return new string(' ', left) + s + new string(' ', width - s.Length - left);
+                    RenderBudget.Length(width, "the centered string");
+                    long left = (width - s.Length) / 2;
+                    return Spaces(left, "the centered string") + s + Spaces(width - s.Length - left, "the centered string");
                 }
             case "escape":
             case "e":

@@ -226,14 +226,15 @@ internal static class JinjaLexer
                             case '0': sb.Append('\0'); break;
                             case 'b': sb.Append('\b'); break;
                             case 'f': sb.Append('\f'); break;
-                            case 'u' when j + 4 < s.Length:
-                                sb.Append((char)int.Parse(s.AsSpan(j + 1, 4), NumberStyles.HexNumber));
-                                j += 4;
-                                break;
-                            case 'x' when j + 2 < s.Length:
-                                sb.Append((char)int.Parse(s.AsSpan(j + 1, 2), NumberStyles.HexNumber));
-                                j += 2;
-                                break;
+                            case 'u' or 'x':
+                                {
+                                    int digits = e == 'u' ? 4 : 2;
+                                    if (j + digits >= s.Length || !int.TryParse(s.AsSpan(j + 1, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int code))
+                                        throw Error(line, $"'\\{e}' must be followed by {digits} hexadecimal digits");
+                                    sb.Append((char)code);
+                                    j += digits;
+                                    break;
+                                }
                             case '\\' or '\'' or '"': sb.Append(e); break;
                             case '\n': break;
                             default: sb.Append('\\').Append(e); break;

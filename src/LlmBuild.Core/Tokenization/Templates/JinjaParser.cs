@@ -15,13 +15,20 @@ internal sealed class JinjaParser
         ["extends", "block", "include", "import", "from", "call", "filter", "with", "autoescape", "do", "trans"];
 
     private readonly List<Chunk> _chunks;
+    private readonly int _maxDepth;
     private int _index;
+    private int _blockDepth;
 
-    private JinjaParser(List<Chunk> chunks) => _chunks = chunks;
-
-    public static List<Node> Parse(string source)
+    private JinjaParser(List<Chunk> chunks, int maxDepth)
     {
-        var parser = new JinjaParser(JinjaLexer.Tokenize(source));
+        _chunks = chunks;
+        _maxDepth = maxDepth;
+    }
+
+    /// <summary>Parses a template whose block tags and expressions nest at most <paramref name="maxDepth"/> deep.</summary>
+    public static List<Node> Parse(string source, int maxDepth)
+    {
+        var parser = new JinjaParser(JinjaLexer.Tokenize(source), maxDepth);
         var body = parser.ParseBody([], out string? end, out int line);
         if (end is not null) throw JinjaLexer.Error(line, $"unexpected '{{% {end} %}}'");
         return body;
@@ -41,7 +48,7 @@ internal sealed class JinjaParser
                     break;
                 case OutputChunk o:
                     {
-                        var stream = new TokenStream(o.Tokens, o.Line);
+                        var stream = new TokenStream(o.Tokens, o.Line, _maxDepth);
                         nodes.Add(new OutputNode(stream.ParseExpression(), o.Line));
                         stream.ExpectEnd();
                         break;
@@ -71,19 +78,24 @@ internal sealed class JinjaParser
 
     private List<Node> ParseBlock(string opener, int openLine, HashSet<string> terminators, out string end, out TokenStream endTag)
     {
+        // Blocks nest by recursion: bound it so a template of 20,000 nested ifs is an error, not a stack overflow.
+        if (_blockDepth >= _maxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw JinjaParser.DepthError(openLine, $"block tags nest more than {_maxDepth} deep");
+        _blockDepth++;
         var body = ParseBody(terminators, out string? t, out _);
+        _blockDepth--;
         if (t is null)
             throw JinjaLexer.Error(openLine, $"'{{% {opener} %}}' is never closed (expected one of: {string.Join(", ", terminators)})");
         var chunk = Consume();
         end = t;
-        endTag = new TokenStream(chunk.Tokens, chunk.Line);
+        endTag = new TokenStream(chunk.Tokens, chunk.Line, _maxDepth);
         endTag.Next(); // the keyword
         return body;
     }
 
     private Node ParseStatement(StatementChunk s, string word)
     {
-        var stream = new TokenStream(s.Tokens, s.Line);
+        var stream = new TokenStream(s.Tokens, s.Line, _maxDepth);
         stream.Next();
         switch (word)
         {
@@ -201,14 +213,44 @@ internal sealed class JinjaParser
         }
     }
 
+    internal static LlmBuildException DepthError(int line, string what) =>
+        new(ErrorCodes.TemplateDepthLimit, $"chat template line {line}: {what} (JinjaLimits.MaxDepth); simplify the template.");
+
     internal static LlmBuildException Unsupport(int line, string what) =>
         new(ErrorCodes.ChatTemplateUnsupported, $"chat template line {line}: {what} is not supported by LlmBuild's Jinja subset.");
 }
 
-/// <summary>Expression parsing over one tag's tokens.</summary>
-internal sealed class TokenStream(List<Token> tokens, int line)
+/// <summary>Expression parsing over one tag's tokens. The interpreter evaluates expressions recursively, so the
+/// tree's depth is bounded here: by the parser's own recursion (brackets, unary operators, conditionals) and by the
+/// length of left-leaning chains (<c>a + b + c</c>, <c>x|f|g</c>, <c>a.b.c</c>), which add one level per link.</summary>
+internal sealed class TokenStream(List<Token> tokens, int line, int maxDepth)
 {
     private int _pos;
+    private int _depth;
+
+    /// <summary>One level deeper for the rest of the enclosing parse; dispose to come back up.</summary>
+    private DepthScope Deeper(int at)
+    {
+        if (++_depth > maxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+        {
+            _depth--;
+            throw JinjaParser.DepthError(at, $"an expression nests more than {maxDepth} deep");
+        }
+        return new DepthScope(this);
+    }
+
+    private readonly struct DepthScope(TokenStream stream) : IDisposable
+    {
+        public void Dispose() => stream._depth--;
+    }
+
+    /// <summary>A left-leaning chain grew by one link; the links count towards the depth of the expression.</summary>
+    private void Link(ref int links, int at)
+    {
+        links++;
+        if (_depth + links > maxDepth)
+            throw JinjaParser.DepthError(at, $"an expression chains more than {maxDepth} operators, filters or attributes");
+    }
 
     public Token Peek => _pos < tokens.Count ? tokens[_pos] : new Token(TokenKind.End, "", line);
     private Token PeekAt(int offset) => _pos + offset < tokens.Count ? tokens[_pos + offset] : new Token(TokenKind.End, "", line);
@@ -260,10 +302,13 @@ internal sealed class TokenStream(List<Token> tokens, int line)
 
     public Expr ParseExpression(bool allowCondition = true)
     {
+        using var deeper = Deeper(Peek.Line);
         var expr = ParseOr();
         if (!allowCondition) return expr;
+        int links = 0;
         while (Peek.Is("if") && Peek.Kind == TokenKind.Name)
         {
+            Link(ref links, Peek.Line);
             Next();
             var test = ParseOr();
             Expr? otherwise = TryKeyword("else") ? ParseExpression() : null;
@@ -275,14 +320,24 @@ internal sealed class TokenStream(List<Token> tokens, int line)
     private Expr ParseOr()
     {
         var left = ParseAnd();
-        while (TryKeyword("or")) left = new BinaryExpr("or", left, ParseAnd(), left.Line);
+        int links = 0;
+        while (TryKeyword("or"))
+        {
+            Link(ref links, left.Line);
+            left = new BinaryExpr("or", left, ParseAnd(), left.Line);
+        }
         return left;
     }
 
     private Expr ParseAnd()
     {
         var left = ParseNot();
-        while (TryKeyword("and")) left = new BinaryExpr("and", left, ParseNot(), left.Line);
+        int links = 0;
+        while (TryKeyword("and"))
+        {
+            Link(ref links, left.Line);
+            left = new BinaryExpr("and", left, ParseNot(), left.Line);
+        }
         return left;
     }
 
@@ -291,6 +346,7 @@ internal sealed class TokenStream(List<Token> tokens, int line)
         if (Peek.Kind == TokenKind.Name && Peek.Value == "not")
         {
             int l = Next().Line;
+            using var deeper = Deeper(l);
             return new UnaryExpr("not", ParseNot(), l);
         }
         return ParseCompare();
@@ -327,8 +383,10 @@ internal sealed class TokenStream(List<Token> tokens, int line)
     private Expr ParseMath1()
     {
         var left = ParseConcat();
+        int links = 0;
         while (Peek.Kind == TokenKind.Operator && Peek.Value is "+" or "-")
         {
+            Link(ref links, Peek.Line);
             string op = Next().Value;
             left = new BinaryExpr(op, left, ParseConcat(), left.Line);
         }
@@ -338,15 +396,22 @@ internal sealed class TokenStream(List<Token> tokens, int line)
     private Expr ParseConcat()
     {
         var left = ParseMath2();
-        while (TryOperator("~")) left = new BinaryExpr("~", left, ParseMath2(), left.Line);
+        int links = 0;
+        while (TryOperator("~"))
+        {
+            Link(ref links, left.Line);
+            left = new BinaryExpr("~", left, ParseMath2(), left.Line);
+        }
         return left;
     }
 
     private Expr ParseMath2()
     {
         var left = ParsePow();
+        int links = 0;
         while (Peek.Kind == TokenKind.Operator && Peek.Value is "*" or "/" or "//" or "%")
         {
+            Link(ref links, Peek.Line);
             string op = Next().Value;
             left = new BinaryExpr(op, left, ParsePow(), left.Line);
         }
@@ -356,7 +421,12 @@ internal sealed class TokenStream(List<Token> tokens, int line)
     private Expr ParsePow()
     {
         var left = ParseUnary(true);
-        while (TryOperator("**")) left = new BinaryExpr("**", left, ParseUnary(true), left.Line);
+        int links = 0;
+        while (TryOperator("**"))
+        {
+            Link(ref links, left.Line);
+            left = new BinaryExpr("**", left, ParseUnary(true), left.Line);
+        }
         return left;
     }
 
@@ -366,6 +436,7 @@ internal sealed class TokenStream(List<Token> tokens, int line)
         if (Peek.Kind == TokenKind.Operator && Peek.Value is "-" or "+")
         {
             var t = Next();
+            using var deeper = Deeper(t.Line);
             node = new UnaryExpr(t.Value, ParseUnary(false), t.Line);
         }
         else node = ParsePostfix(ParsePrimary());
@@ -392,7 +463,7 @@ internal sealed class TokenStream(List<Token> tokens, int line)
                     return new ConstExpr(value, t.Line);
                 }
             case TokenKind.Integer:
-                return new ConstExpr(long.Parse(t.Value, CultureInfo.InvariantCulture), t.Line);
+                return new ConstExpr(IntegerLiteral(t), t.Line);
             case TokenKind.Float:
                 return new ConstExpr(double.Parse(t.Value, CultureInfo.InvariantCulture), t.Line);
             case TokenKind.Operator when t.Value == "(":
@@ -436,15 +507,22 @@ internal sealed class TokenStream(List<Token> tokens, int line)
         }
     }
 
+    private static long IntegerLiteral(Token t) =>
+        long.TryParse(t.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long value) ? value
+            : throw new LlmBuildException(ErrorCodes.TemplateIntegerOverflow,
+                $"chat template line {t.Line}: the integer {t.Value} does not fit 64 bits (LlmBuild's templates use 64-bit integers).");
+
     private Expr ParsePostfix(Expr node)
     {
+        int links = 0;
         while (true)
         {
+            if (Peek.Is(".") || Peek.Is("[") || Peek.Is("(")) Link(ref links, Peek.Line);
             if (TryOperator("."))
             {
                 var t = Next();
                 if (t.Kind == TokenKind.Name) node = new AttrExpr(node, t.Value, t.Line);
-                else if (t.Kind == TokenKind.Integer) node = new ItemExpr(node, new ConstExpr(long.Parse(t.Value, CultureInfo.InvariantCulture), t.Line), t.Line);
+                else if (t.Kind == TokenKind.Integer) node = new ItemExpr(node, new ConstExpr(IntegerLiteral(t), t.Line), t.Line);
                 else throw JinjaLexer.Error(t.Line, $"expected an attribute name after '.', found {t}");
             }
             else if (Peek.Is("[") && Peek.Kind == TokenKind.Operator)
@@ -500,8 +578,10 @@ internal sealed class TokenStream(List<Token> tokens, int line)
 
     private Expr ParseFilterExpr(Expr node)
     {
+        int links = 0;
         while (true)
         {
+            if (Peek.Is("|") || Peek.Is("is") || Peek.Is("(")) Link(ref links, Peek.Line);
             if (Peek.Kind == TokenKind.Operator && Peek.Value == "|")
             {
                 Next();

@@ -12,16 +12,30 @@ public sealed class JinjaTemplate
 {
     private readonly List<Node> _nodes;
 
-    private JinjaTemplate(List<Node> nodes) => _nodes = nodes;
+    private JinjaTemplate(List<Node> nodes, JinjaLimits limits)
+    {
+        _nodes = nodes;
+        Limits = limits;
+    }
+
+    /// <summary>The bounds every render of this template runs under.</summary>
+    public JinjaLimits Limits { get; }
 
     /// <summary>Parses a template; syntax errors are <see cref="ErrorCodes.ChatTemplateSyntax"/>, constructs outside the
-    /// subset <see cref="ErrorCodes.ChatTemplateUnsupported"/>.</summary>
-    public static JinjaTemplate Parse(string source) => new(JinjaParser.Parse(source));
+    /// subset <see cref="ErrorCodes.ChatTemplateUnsupported"/>, nesting beyond <see cref="JinjaLimits.MaxDepth"/>
+    /// <see cref="ErrorCodes.TemplateDepthLimit"/>.</summary>
+    public static JinjaTemplate Parse(string source, JinjaLimits? limits = null)
+    {
+        limits ??= JinjaLimits.Default;
+        return new(JinjaParser.Parse(source, limits.MaxDepth), limits);
+    }
 
     /// <summary>Renders with the given variables (plain .NET values: string, bool, int/long/double, null,
-    /// IEnumerable of values, IDictionary&lt;string, object?&gt;; converted to the template's types).</summary>
+    /// IEnumerable of values, IDictionary&lt;string, object?&gt;; converted to the template's types). Exceeding
+    /// <see cref="Limits"/> is a coded error naming the limit.</summary>
     public string Render(IReadOnlyDictionary<string, object?> variables)
     {
+        using var budget = RenderBudget.Begin(Limits);
         var globals = new Scope(null);
         foreach (var (name, fn) in Builtins.Globals) globals.Vars[name] = fn;
         foreach (var (name, value) in variables) globals.Vars[name] = Convert(value);
@@ -32,7 +46,13 @@ public sealed class JinjaTemplate
     }
 
     /// <summary>Converts .NET values into the interpreter's (long, double, List, ordered dict).</summary>
-    internal static object? Convert(object? value) => value switch
+    internal static object? Convert(object? value)
+    {
+        RenderBudget.EnsureStack();
+        return ConvertValue(value);
+    }
+
+    private static object? ConvertValue(object? value) => value switch
     {
         null or string or bool or long or double or Undefined or JinjaCallable or JinjaNamespace => value,
         int i => (long)i,
@@ -86,15 +106,23 @@ public sealed class JinjaTemplate
             return Flow.Normal;
         }
 
+        private static void Emit(StringBuilder output, string text)
+        {
+            RenderBudget.Grow((long)output.Length + text.Length, text.Length, "the rendered text");
+            output.Append(text);
+        }
+
         private Flow ExecNode(Node node, Scope scope, StringBuilder output)
         {
+            RenderBudget.At(node.Line);
+            RenderBudget.EnsureStack();
             switch (node)
             {
                 case TextNode t:
-                    output.Append(t.Text);
+                    Emit(output, t.Text);
                     return Flow.Normal;
                 case OutputNode o:
-                    output.Append(Py.Str(Eval(o.Value, scope)));
+                    Emit(output, Py.Str(Eval(o.Value, scope)));
                     return Flow.Normal;
                 case IfNode i:
                     foreach (var (condition, body) in i.Branches)
@@ -129,6 +157,7 @@ public sealed class JinjaTemplate
 
         private JinjaCallable MakeMacro(MacroNode m, Scope defining) => new(m.Name, (args, kwargs) =>
         {
+            using var call = RenderBudget.EnterCall(m.Name);
             var scope = new Scope(defining);
             for (int i = 0; i < m.Parameters.Count; i++)
             {
@@ -152,6 +181,7 @@ public sealed class JinjaTemplate
                 var kept = new List<object?>();
                 foreach (var item in items)
                 {
+                    RenderBudget.Step();
                     Bind(f, item, loopScope);
                     if (Py.Truthy(Eval(f.Filter, loopScope))) kept.Add(item);
                 }
@@ -163,6 +193,7 @@ public sealed class JinjaTemplate
             loopScope.Vars["loop"] = loop;
             for (int i = 0; i < items.Count; i++)
             {
+                RenderBudget.Step();
                 loop.Index0 = i;
                 Bind(f, items[i], loopScope);
                 if (ExecBody(f.Body, loopScope, output) == Flow.Break) break;
@@ -212,6 +243,8 @@ public sealed class JinjaTemplate
 
         public object? Eval(Expr e, Scope scope)
         {
+            RenderBudget.At(e.Line);
+            RenderBudget.EnsureStack();
             switch (e)
             {
                 case ConstExpr c:
@@ -268,7 +301,7 @@ public sealed class JinjaTemplate
                             "not" => !Py.Truthy(operand),
                             "-" => operand switch
                             {
-                                long l => (object)(-l),
+                                long l => (object)Builtins.Negate(l, u.Line),
                                 double d => -d,
                                 bool b => b ? -1L : 0L,
                                 _ => throw RenderError(u.Line, $"bad operand type for unary -: {Py.TypeName(operand)}"),
@@ -331,6 +364,12 @@ public sealed class JinjaTemplate
         }
     }
 
-    internal static LlmBuildException RenderError(int line, string message) =>
-        new(ErrorCodes.ChatTemplateRender, line > 0 ? $"chat template line {line}: {message}." : $"chat template: {message}.");
+    /// <summary>A render error at <paramref name="line"/>; 0 means the line being rendered.</summary>
+    internal static LlmBuildException RenderError(int line, string message) => Error(ErrorCodes.ChatTemplateRender, line, message);
+
+    internal static LlmBuildException Error(string code, int line, string message)
+    {
+        if (line <= 0) line = RenderBudget.Line;
+        return new(code, line > 0 ? $"chat template line {line}: {message}." : $"chat template: {message}.");
+    }
 }

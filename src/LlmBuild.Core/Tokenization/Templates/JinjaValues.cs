@@ -98,7 +98,16 @@ internal static class Py
         _ => Repr(v),
     };
 
-    public static string Repr(object? v) => v switch
+    public static string Repr(object? v)
+    {
+        RenderBudget.EnsureStack();
+        RenderBudget.Step();
+        string text = ReprOf(v);
+        RenderBudget.Length(text.Length, "a printed value");
+        return text;
+    }
+
+    private static string ReprOf(object? v) => v switch
     {
         null => "None",
         Undefined => "",
@@ -156,36 +165,67 @@ internal static class Py
         long l => l,
         double d => d,
         bool b => b ? 1 : 0,
-        _ => throw new InvalidCastException(),
+        _ => throw JinjaTemplate.RenderError(0, $"expected a number, got a {TypeName(v)}"),
     };
 
     public static new bool Equals(object? a, object? b)
     {
+        RenderBudget.EnsureStack();
+        RenderBudget.Step();
         if (a is Undefined || b is Undefined) return a is Undefined && b is Undefined;
         if (a is null || b is null) return a is null && b is null;
         if (IsNumber(a) && IsNumber(b))
             return a is double || b is double ? ToDouble(a) == ToDouble(b) : ToLong(a) == ToLong(b);
-        if (a is string sa && b is string sb) return sa == sb;
+        if (a is string sa && b is string sb)
+        {
+            RenderBudget.Touch(sa);
+            return sa == sb;
+        }
         if (a is List<object?> la && b is List<object?> lb) return la.Count == lb.Count && la.Zip(lb).All(p => Equals(p.First, p.Second));
         if (a is OrderedDictionary<string, object?> da && b is OrderedDictionary<string, object?> db)
             return da.Count == db.Count && da.All(p => db.TryGetValue(p.Key, out var v) && Equals(p.Value, v));
         return ReferenceEquals(a, b);
     }
 
+    /// <summary>An integer value; a float is truncated as Python's int() does, and must fit 64 bits.</summary>
     public static long ToLong(object? v) => v switch
     {
         long l => l,
         bool b => b ? 1 : 0,
-        double d => (long)d,
-        _ => throw new InvalidCastException(),
+        double d => FloatToLong(d),
+        _ => throw JinjaTemplate.RenderError(0, $"expected an integer, got a {TypeName(v)}"),
     };
+
+    public static long FloatToLong(double d)
+    {
+        if (double.IsNaN(d)) throw JinjaTemplate.RenderError(0, "cannot convert float NaN to an integer");
+        double t = Math.Truncate(d);
+        // 2^63 is the first double above long.MaxValue; every double below it (and from -2^63 up) converts exactly.
+        if (t >= 9223372036854775808.0 || t < -9223372036854775808.0)
+            throw JinjaTemplate.Error(ErrorCodes.TemplateIntegerOverflow, 0, $"the float {FloatRepr(d)} does not fit a 64-bit integer");
+        return (long)t;
+    }
+
+    /// <summary>An integer argument that must fit 32 bits (a width, a count, a precision).</summary>
+    public static int ToInt(object? v, string what)
+    {
+        long l = ToLong(v);
+        return l is >= int.MinValue and <= int.MaxValue ? (int)l
+            : throw JinjaTemplate.RenderError(0, $"{what} {l} is out of range");
+    }
 
     /// <summary>Python's ordering for numbers, strings and lists; anything else is a TypeError (null).</summary>
     public static int? Compare(object? a, object? b)
     {
+        RenderBudget.EnsureStack();
+        RenderBudget.Step();
         if (IsNumber(a) && IsNumber(b))
             return a is double || b is double ? ToDouble(a).CompareTo(ToDouble(b)) : ToLong(a).CompareTo(ToLong(b));
-        if (a is string sa && b is string sb) return CompareCodePoints(sa, sb);
+        if (a is string sa && b is string sb)
+        {
+            RenderBudget.Touch(sa);
+            return CompareCodePoints(sa, sb);
+        }
         if (a is List<object?> la && b is List<object?> lb)
         {
             for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
@@ -215,16 +255,35 @@ internal static class Py
     /// <summary>Iterates a value as Python would in a for loop (a dict yields its keys, a string its characters).</summary>
     public static List<object?>? Iterate(object? v) => v switch
     {
-        List<object?> list => list,
+        List<object?> list => Walked(list),
         OrderedDictionary<string, object?> dict => dict.Keys.Cast<object?>().ToList(),
-        string s => s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList(),
+        string s => Characters(s),
         Undefined => [],
         _ => null,
     };
 
+    private static List<object?> Walked(List<object?> list)
+    {
+        RenderBudget.Step(list.Count);
+        return list;
+    }
+
+    /// <summary>A string's characters (code points) as a list of strings.</summary>
+    public static List<object?> Characters(string s)
+    {
+        RenderBudget.Step(s.Length);
+        return s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList();
+    }
+
+    private static int CodePoints(string s)
+    {
+        RenderBudget.Touch(s);
+        return s.EnumerateRunes().Count();
+    }
+
     public static int Length(object? v) => v switch
     {
-        string s => s.EnumerateRunes().Count(),
+        string s => CodePoints(s),
         List<object?> list => list.Count,
         OrderedDictionary<string, object?> dict => dict.Count,
         Undefined => 0,
@@ -237,6 +296,7 @@ internal static class PyJson
 {
     public static string Dumps(object? value, int? indent, bool sortKeys, int line)
     {
+        if (indent < 0) indent = 0; // Python's json.dumps treats a negative indent as 0: newlines, no spaces
         var sb = new StringBuilder();
         Write(sb, value, indent, sortKeys, 0, line);
         return sb.ToString();
@@ -244,6 +304,10 @@ internal static class PyJson
 
     private static void Write(StringBuilder sb, object? v, int? indent, bool sortKeys, int depth, int line)
     {
+        RenderBudget.EnsureStack();
+        RenderBudget.Step();
+        // Each value's indentation is written before it, so check that it fits first: indent × depth can be huge.
+        RenderBudget.Fits(sb.Length + (long)(indent ?? 0) * (depth + 1), "the JSON text");
         switch (v)
         {
             case null: sb.Append("null"); break;
@@ -252,7 +316,11 @@ internal static class PyJson
             case double d:
                 sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : Py.FloatRepr(d));
                 break;
-            case string s: WriteString(sb, s); break;
+            case string s:
+                RenderBudget.Fits(sb.Length + 2L + s.Length, "the JSON text");
+                RenderBudget.Touch(s);
+                WriteString(sb, s);
+                break;
             case List<object?> list:
                 WriteContainer(sb, '[', ']', list.Count, indent, depth, i => Write(sb, list[i], indent, sortKeys, depth + 1, line));
                 break;
