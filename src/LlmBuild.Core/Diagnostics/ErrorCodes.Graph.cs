@@ -12,4 +12,6 @@ public static partial class ErrorCodes
     public const string GraphBadInput = "LLMB0304";
     [Code("The reference model cannot run on this checkpoint.")]
     public const string ReferenceUnsupported = "LLMB0305";
+    [Code("A mixture-of-experts model (qwen2_moe, qwen3_moe) cannot be split across devices (NumDevice > 1) by the built-in backend.")]
+    public const string MoeTensorParallel = "LLMB0330";
 }

@@ -30,7 +30,7 @@ public sealed class ReferenceTrace
 /// <see cref="Forward"/> appends the given tokens to a KV cache: call it with the prompt (prefill), then with one
 /// token at a time (decode).
 /// </summary>
-public sealed class ReferenceModel
+public sealed partial class ReferenceModel
 {
     private readonly ICheckpoint _checkpoint;
     private readonly ModelFamily _family;
@@ -168,10 +168,15 @@ public sealed class ReferenceModel
         TensorPrimitives.Add(h, projected, h);
 
         float[] y = RmsNorm(h, n, hidden, Weight(Name(WeightRole.PostAttentionNorm, layer)));
-        float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, Optional(WeightRole.MlpGateBias, layer));
-        float[] up = Linear(y, n, hidden, Weight(Name(WeightRole.MlpUp, layer)), inter, Optional(WeightRole.MlpUpBias, layer));
-        for (int i = 0; i < gate.Length; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
-        float[] down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, Optional(WeightRole.MlpDownBias, layer));
+        float[] down;
+        if (cfg.IsSparseLayer(layer)) down = SparseMoe(layer, y, n);
+        else
+        {
+            float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, Optional(WeightRole.MlpGateBias, layer));
+            float[] up = Linear(y, n, hidden, Weight(Name(WeightRole.MlpUp, layer)), inter, Optional(WeightRole.MlpUpBias, layer));
+            for (int i = 0; i < gate.Length; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
+            down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, Optional(WeightRole.MlpDownBias, layer));
+        }
         if (cfg.ResidualMultiplier != 1) TensorPrimitives.Multiply(down, (float)cfg.ResidualMultiplier, down);
         TensorPrimitives.Add(h, down, h);
     }
