@@ -17,7 +17,7 @@ public enum WeightRole
     LmHead,
     /// <summary>Mixture-of-experts router [num_experts, H] (<c>mlp.gate</c>): scores every expert for each token.</summary>
     MoeRouter,
-    /// <summary>One routed expert's SwiGLU linears; each entry carries its expert index (<see cref="Plan.WeightEntry.Expert"/>).</summary>
+    /// <summary>One routed expert's SwiGLU linears; each entry carries its expert index (WeightEntry.Expert).</summary>
     ExpertGate, ExpertUp, ExpertDown,
     /// <summary>The shared expert every token goes through (qwen2_moe) and its [1, H] sigmoid gate.</summary>
     SharedExpertGate, SharedExpertUp, SharedExpertDown, SharedExpertSigmoidGate,

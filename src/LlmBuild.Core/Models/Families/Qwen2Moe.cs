@@ -14,7 +14,7 @@ public static class Qwen2Moe
     {
         Name = "qwen2_moe",
         ModelTypes = ["qwen2_moe"],
-        WeightNames = With(Names, QkvBiases, MoeLayout.RoutedExperts, MoeLayout.SharedExpert),
+        WeightNames = With(Qwen2.Family.WeightNames, MoeLayout.RoutedExperts, MoeLayout.SharedExpert),
         SlidingWindow = SlidingWindowLayers.FromMaxWindowLayers,
         IgnorableTensors = InverseFrequencyBuffers,
         Moe = new MoeDeclaration(SharedExpertIntermediateSize: "shared_expert_intermediate_size"),

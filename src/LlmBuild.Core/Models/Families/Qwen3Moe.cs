@@ -13,11 +13,7 @@ public static class Qwen3Moe
     {
         Name = "qwen3_moe",
         ModelTypes = ["qwen3_moe"],
-        WeightNames = With(Names, MoeLayout.RoutedExperts, new Dictionary<WeightRole, string>
-        {
-            [WeightRole.QNorm] = "model.layers.{0}.self_attn.q_norm.weight",
-            [WeightRole.KNorm] = "model.layers.{0}.self_attn.k_norm.weight",
-        }),
+        WeightNames = With(Qwen3.Family.WeightNames, MoeLayout.RoutedExperts),
         SlidingWindow = SlidingWindowLayers.FromMaxWindowLayers,
         IgnorableTensors = InverseFrequencyBuffers,
         Moe = new MoeDeclaration(),
