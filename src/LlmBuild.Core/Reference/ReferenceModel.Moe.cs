@@ -11,7 +11,7 @@ namespace LlmBuild.Core.Reference;
 /// </summary>
 public sealed partial class ReferenceModel
 {
-    private float[] SparseMoe(int layer, float[] y, int n)
+    private float[] SparseMoe(int layer, float[] y, int n, ReferenceTrace? trace)
     {
         MoeConfig moe = Config.Moe!;
         int hidden = Config.HiddenSize, experts = moe.NumExperts, topK = moe.ExpertsPerToken;
@@ -29,6 +29,12 @@ public sealed partial class ReferenceModel
             for (int e = 0; e < experts; e++) probabilities[e] /= total;
             // Largest first; on equal probabilities the lower expert index wins.
             int[] order = Enumerable.Range(0, experts).OrderByDescending(e => probabilities[e]).ThenBy(e => e).Take(topK).ToArray();
+            if (trace is not null && topK < experts)
+            {
+                float last = probabilities[order[topK - 1]], nextBest = 0;
+                for (int e = 0; e < experts; e++) if (!order.Contains(e)) nextBest = Math.Max(nextBest, probabilities[e]);
+                trace.RouterMargin = Math.Min(trace.RouterMargin, (last - nextBest) / last);
+            }
             float picked = 0;
             for (int slot = 0; slot < topK; slot++) picked += probabilities[order[slot]];
             for (int slot = 0; slot < topK; slot++)

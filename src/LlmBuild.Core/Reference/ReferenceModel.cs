@@ -20,6 +20,12 @@ public sealed class ReferenceTrace
     public float[] LastHidden { get; set; } = [];
     /// <summary>After the final norm, [n, H] (what lm_head multiplies).</summary>
     public float[] NormedHidden { get; set; } = [];
+    /// <summary>
+    /// Mixture-of-experts layers: the smallest relative gap, over the tokens and sparse layers, between the probability
+    /// of the last expert a token chose and the best one it did not, (p_k − p_k+1) / p_k; +∞ without experts. Near 0 the
+    /// choice is a near-tie that any rounding may resolve the other way.
+    /// </summary>
+    public double RouterMargin { get; set; } = double.PositiveInfinity;
 }
 
 /// <summary>
@@ -169,7 +175,7 @@ public sealed partial class ReferenceModel
 
         float[] y = RmsNorm(h, n, hidden, Weight(Name(WeightRole.PostAttentionNorm, layer)));
         float[] down;
-        if (cfg.IsSparseLayer(layer)) down = SparseMoe(layer, y, n);
+        if (cfg.IsSparseLayer(layer)) down = SparseMoe(layer, y, n, trace);
         else
         {
             float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, Optional(WeightRole.MlpGateBias, layer));

@@ -163,6 +163,24 @@ public sealed class MoeFamilyTests
         Assert.IsTrue(report.Passed, "qwen3_moe: w8bf16 verify failed");
     }
 
+    /// <summary>
+    /// qwen2_moe's bf16 build meets a router near-tie at verify's decode step 22 (from 0) (layer 0's second and third experts at
+    /// 0.2144 / 0.2138) and routes the other way: verify stops there instead of failing on a legitimate flip.
+    /// </summary>
+    [TestMethod]
+    public void VerifyStopsAtARoutingNearTie()
+    {
+        var golden = FamilyGoldenTests.FamilyGolden.Load("qwen2_moe");
+        var built = ExampleBuild.Get("bf16", extra: [("ModelPath", golden.Dir), ("LlmModelName", "qwen2_moe")]);
+        var lines = new List<string>();
+        VerifyReport report = VerifyStage.Run(built.Model, built.BModel, Path.Combine(built.Dir, "verify.json"), lines.Add);
+        foreach (string l in lines) Console.WriteLine(l);
+        Assert.IsTrue(report.Passed);
+        StringAssert.StartsWith(report.StoppedEarly, "decode step 22:");
+        Assert.AreEqual(VerifyStage.DefaultPromptLength + 22, report.Tokens.Length);
+        StringAssert.Contains(File.ReadAllText(Path.Combine(built.Dir, "verify.json")), "\"stopped_early\"");
+    }
+
     [TestMethod]
     public void TheDeviceMemoryCheckCountsEveryExpert()
     {
