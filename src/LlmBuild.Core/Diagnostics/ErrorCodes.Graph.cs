@@ -28,4 +28,6 @@ public static partial class ErrorCodes
     public const string MlirLimit = "LLMB0316";
     [Code("A piece's module cannot be split across NumDevice devices: its block does not have the attention/MLP structure tensor parallelism divides.")]
     public const string MlirCannotSplit = "LLMB0317";
+    [Code("A mixture-of-experts model (qwen2_moe, qwen3_moe) cannot be split across devices (NumDevice > 1) by the built-in backend.")]
+    public const string MoeTensorParallel = "LLMB0330";
 }

@@ -9,7 +9,7 @@ namespace LlmBuild.Core.Graph;
 /// qwen3 families. The same graph feeds the MLIR writer, the interpreter and the codegen.
 /// Activations are f32 (TPU-MLIR's TOP_F32 state; the deploy step lowers them); weights keep their stored dtype.
 /// </summary>
-public static class PieceGraphBuilder
+public static partial class PieceGraphBuilder
 {
     /// <summary>sample_head: the largest top-k the net supports and the tokens top-p always keeps (as TPU-MLIR).</summary>
     public const int SampleMaxTopK = 50;
@@ -522,6 +522,7 @@ public static class PieceGraphBuilder
     /// <summary>Post-attention norm, gate/up of the part's intermediate columns, SiLU·up and down_proj (of those columns).</summary>
     private static string Mlp(Context c, BlockDims b, Part part, string res, string? name)
     {
+        if (c.Config.IsSparseLayer(b.Layer)) return MoeMlp(c, b, part, res, name);
         var g = c.G;
         int layer = b.Layer, batch = b.Batch, len = b.Len;
         long h = b.Hidden, inter = part.Share(b.Inter);
@@ -569,9 +570,9 @@ public static class PieceGraphBuilder
     private static string BlockOutput(Context c, BlockDims b, string res, IReadOnlyList<string> mlp)
     {
         var g = c.G;
-        WeightEntry downW = c.Need(WeightRole.MlpDown, b.Layer);
+        string mlpStem = MlpOutputStem(c, b.Layer);
         bool finalNorm = c.Model.FinalNormInLastBlock && b.Layer == c.Config.NumLayers - 1;
-        string output = Sum(g, res, mlp, Stem(downW.Key), finalNorm ? Stem(downW.Key) + ".add" : "output_states", b.States);
+        string output = Sum(g, res, mlp, mlpStem, finalNorm ? mlpStem + ".add" : "output_states", b.States);
         if (finalNorm)
         {
             WeightEntry norm = c.Need(WeightRole.FinalNorm);

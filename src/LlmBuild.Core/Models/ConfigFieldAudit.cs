@@ -66,6 +66,10 @@ public static class ConfigFieldAudit
         if (family.SlidingWindow != SlidingWindowLayers.None) fields.Add("sliding_window");
         if (family.SlidingWindow == SlidingWindowLayers.FromMaxWindowLayers) { fields.Add("use_sliding_window"); fields.Add("max_window_layers"); }
         if (family.SlidingWindow == SlidingWindowLayers.AllButEveryPatternth) fields.Add("sliding_window_pattern");
+        if (family.Moe is { } moe)
+            foreach (string? field in new[] { moe.NumExperts, moe.ExpertsPerToken, moe.ExpertIntermediateSize, moe.NormalizeTopK,
+                         moe.SparseStep, moe.DenseLayers, moe.SharedExpertIntermediateSize })
+                if (field is not null) fields.Add(field);
         foreach (string? field in new[] { family.EmbeddingScaleField, family.ResidualDepthScaleField, family.LogitWidthBaseField,
                      family.QueryScaleField, family.LocalRopeThetaField, family.AttentionSoftcapField, family.FinalSoftcapField })
             if (field is not null) fields.Add(field);

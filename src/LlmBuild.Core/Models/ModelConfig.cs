@@ -23,6 +23,28 @@ public sealed record RopeScaling(
 }
 
 /// <summary>
+/// A mixture-of-experts MLP as config.json sets it (see <see cref="MoeDeclaration"/>): each sparse layer routes every
+/// token to its <see cref="ExpertsPerToken"/> most probable of <see cref="NumExperts"/> experts (SwiGLU of
+/// <see cref="ExpertIntermediateSize"/>), weighted by the router's softmax probabilities — renormalised over the chosen
+/// ones when <see cref="NormalizeTopK"/> — plus, when <see cref="SharedExpertIntermediateSize"/> &gt; 0, a shared expert
+/// scaled by a sigmoid gate.
+/// </summary>
+public sealed record MoeConfig
+{
+    public required int NumExperts { get; init; }
+    public required int ExpertsPerToken { get; init; }
+    public required int ExpertIntermediateSize { get; init; }
+    public required bool NormalizeTopK { get; init; }
+    /// <summary>0 when the family has no shared expert.</summary>
+    public int SharedExpertIntermediateSize { get; init; }
+    /// <summary>Per layer: true for a sparse (mixture-of-experts) MLP, false for the dense MLP of intermediate_size.</summary>
+    public required IReadOnlyList<bool> SparseLayers { get; init; }
+
+    public bool IsSparse(int layer) => layer >= 0 && layer < SparseLayers.Count && SparseLayers[layer];
+    public bool HasSharedExpert => SharedExpertIntermediateSize > 0;
+}
+
+/// <summary>
 /// The architecture facts of a Hugging Face causal LM, read from config.json (and generation_config.json for the
 /// end-of-sequence ids). Field names differ per family; <see cref="ModelFamily"/> says where each one lives.
 /// </summary>
@@ -65,6 +87,11 @@ public sealed record ModelConfig
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
     /// <summary>The raw <c>quantization_config</c> object, when the checkpoint is pre-quantized.</summary>
     public JsonObject? QuantizationConfig { get; init; }
+    /// <summary>The mixture-of-experts MLP of a family that declares one; null for dense models.</summary>
+    public MoeConfig? Moe { get; init; }
+
+    /// <summary>True when layer <paramref name="layer"/>'s MLP is a mixture of experts.</summary>
+    public bool IsSparseLayer(int layer) => Moe?.IsSparse(layer) == true;
 
     public int KvDim => NumKvHeads * HeadDim;
     /// <summary>The dimensions of each head RoPE rotates: <see cref="RotaryDim"/>, or the whole head.</summary>
@@ -169,6 +196,43 @@ public sealed record ModelConfig
             BosTokenId = root["bos_token_id"] is JsonValue b && b.TryGetValue(out int bos) ? bos : null,
             EosTokenIds = eos.ToArray(),
             QuantizationConfig = root["quantization_config"] as JsonObject,
+            Moe = family.Moe is { } moe ? ReadMoe(moe, root, reader, numLayers) : null,
+        };
+    }
+
+    /// <summary>
+    /// The mixture-of-experts fields: a layer is sparse when it is not in the dense-layer list and (layer + 1) is a
+    /// multiple of the sparse step (Hugging Face's rule for qwen2_moe / qwen3_moe).
+    /// </summary>
+    private static MoeConfig ReadMoe(MoeDeclaration moe, JsonObject root, ConfigReader reader, int layers)
+    {
+        int experts = reader.Int(moe.NumExperts), perToken = reader.Int(moe.ExpertsPerToken);
+        if (perToken > experts)
+            throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                $"{reader.Source}: {moe.ExpertsPerToken} ({perToken}) is larger than {moe.NumExperts} ({experts}); each token picks that many distinct experts.", reader.Source);
+        int step = reader.IntOr(moe.SparseStep, 1);
+        var dense = new HashSet<int>();
+        switch (root[moe.DenseLayers])
+        {
+            case null: break;
+            case JsonArray list:
+                foreach (JsonNode? n in list)
+                    dense.Add(n is JsonValue v && v.TryGetValue(out int l) && l >= 0 ? l
+                        : throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                            $"{reader.Source}: field \"{moe.DenseLayers}\" is {list.ToJsonString()}, expected a list of layer indices.", reader.Source));
+                break;
+            default:
+                throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                    $"{reader.Source}: field \"{moe.DenseLayers}\" is {root[moe.DenseLayers]!.ToJsonString()}, expected a list of layer indices.", reader.Source);
+        }
+        return new MoeConfig
+        {
+            NumExperts = experts,
+            ExpertsPerToken = perToken,
+            ExpertIntermediateSize = reader.Int(moe.ExpertIntermediateSize),
+            NormalizeTopK = reader.BoolOr(moe.NormalizeTopK, moe.NormalizeTopKDefault),
+            SharedExpertIntermediateSize = moe.SharedExpertIntermediateSize is { } shared ? reader.Int(shared) : 0,
+            SparseLayers = Enumerable.Range(0, layers).Select(l => !dense.Contains(l) && (l + 1) % step == 0).ToArray(),
         };
     }
 

@@ -20,6 +20,12 @@ public enum WeightRole
     MlpGate, MlpGateBias, MlpUp, MlpUpBias, MlpDown, MlpDownBias,
     FinalNorm,
     LmHead,
+    /// <summary>Mixture-of-experts router [num_experts, H] (<c>mlp.gate</c>): scores every expert for each token.</summary>
+    MoeRouter,
+    /// <summary>One routed expert's SwiGLU linears; each entry carries its expert index (WeightEntry.Expert).</summary>
+    ExpertGate, ExpertUp, ExpertDown,
+    /// <summary>The shared expert every token goes through (qwen2_moe) and its [1, H] sigmoid gate.</summary>
+    SharedExpertGate, SharedExpertUp, SharedExpertDown, SharedExpertSigmoidGate,
 }
 
 /// <summary>Where a family keeps each architecture field in config.json.</summary>
@@ -52,6 +58,25 @@ public enum SlidingWindowLayers
     EvenLayers,
     /// <summary>All but every <c>sliding_window_pattern</c>-th layer (gemma3: layer i slides unless (i + 1) % pattern == 0).</summary>
     AllButEveryPatternth,
+}
+
+/// <summary>
+/// A mixture-of-experts MLP, as the config.json fields that shape it (Hugging Face's qwen2_moe / qwen3_moe names). The
+/// family's weight map names the router, the routed experts (<c>{1}</c> in a pattern is the expert index) and, when
+/// <see cref="SharedExpertIntermediateSize"/> is set, the shared expert and its sigmoid gate. Layers that are not sparse
+/// (<see cref="DenseLayers"/>, or off the <see cref="SparseStep"/>) keep the family's dense MLP of intermediate_size.
+/// </summary>
+public sealed record MoeDeclaration(
+    string NumExperts = "num_experts",
+    string ExpertsPerToken = "num_experts_per_tok",
+    string ExpertIntermediateSize = "moe_intermediate_size",
+    string NormalizeTopK = "norm_topk_prob",
+    string SparseStep = "decoder_sparse_step",
+    string DenseLayers = "mlp_only_layers",
+    string? SharedExpertIntermediateSize = null)
+{
+    /// <summary>Whether the top-k routing weights are renormalised to sum to 1 when config.json does not say.</summary>
+    public bool NormalizeTopKDefault { get; init; }
 }
 
 /// <summary>
@@ -105,14 +130,16 @@ public sealed record ModelFamily
     public IReadOnlyList<string> IgnorableTensors { get; init; } = [];
     /// <summary>Config fields of this family that do not change the math (beyond <see cref="ConfigFieldAudit.Irrelevant"/>).</summary>
     public IReadOnlyList<string> IrrelevantConfigFields { get; init; } = [];
+    /// <summary>The mixture-of-experts MLP of sparse layers; null for dense families.</summary>
+    public MoeDeclaration? Moe { get; init; }
 
     public bool Has(WeightRole role) => WeightNames.ContainsKey(role) || FusedWeights.Any(f => f.Parts.Contains(role));
 
     /// <summary>The checkpoint tensor name of a role (layer is ignored for model-level roles). A fused role gets the
     /// name of its row range as a view of the fused tensor presents it (see <see cref="FamilyCheckpoint"/>).</summary>
-    public string TensorName(WeightRole role, int layer = 0)
+    public string TensorName(WeightRole role, int layer = 0, int expert = 0)
     {
-        if (WeightNames.TryGetValue(role, out string? pattern)) return string.Format(CultureInfo.InvariantCulture, pattern, layer);
+        if (WeightNames.TryGetValue(role, out string? pattern)) return string.Format(CultureInfo.InvariantCulture, pattern, layer, expert);
         if (FusedWeights.FirstOrDefault(f => f.Parts.Contains(role)) is { } fused)
             return FusedPartName(string.Format(CultureInfo.InvariantCulture, fused.Pattern, layer), role);
         throw new InvalidOperationException($"Family {Name} has no weight role {role}.");
@@ -139,7 +166,21 @@ public sealed record ModelFamily
     /// <summary>True for the linear layers of a block (the tensors weight-only quantization applies to).</summary>
     public static bool IsBlockLinear(WeightRole role) =>
         role is WeightRole.QProj or WeightRole.KProj or WeightRole.VProj or WeightRole.OProj
-            or WeightRole.MlpGate or WeightRole.MlpUp or WeightRole.MlpDown;
+            or WeightRole.MlpGate or WeightRole.MlpUp or WeightRole.MlpDown
+            or WeightRole.ExpertGate or WeightRole.ExpertUp or WeightRole.ExpertDown
+            or WeightRole.SharedExpertGate or WeightRole.SharedExpertUp or WeightRole.SharedExpertDown;
+
+    /// <summary>True for the dense MLP's weights (what a sparse layer replaces by its experts).</summary>
+    public static bool IsDenseMlpRole(WeightRole role) =>
+        role is WeightRole.MlpGate or WeightRole.MlpUp or WeightRole.MlpDown or WeightRole.MlpGateBias or WeightRole.MlpUpBias or WeightRole.MlpDownBias;
+
+    /// <summary>True for the weights of a sparse (mixture-of-experts) layer's MLP.</summary>
+    public static bool IsMoeRole(WeightRole role) =>
+        role is WeightRole.MoeRouter or WeightRole.SharedExpertSigmoidGate or WeightRole.SharedExpertGate or WeightRole.SharedExpertUp
+            or WeightRole.SharedExpertDown || IsExpertRole(role);
+
+    /// <summary>True for the roles that exist once per routed expert.</summary>
+    public static bool IsExpertRole(WeightRole role) => role is WeightRole.ExpertGate or WeightRole.ExpertUp or WeightRole.ExpertDown;
 
     /// <summary>True when <paramref name="name"/> matches one of <see cref="IgnorableTensors"/>.</summary>
     public bool IsIgnorable(string name) => IgnorableTensors.Any(p => WildcardMatch(p, name));
@@ -195,6 +236,26 @@ public static class LlamaLayout
         parts.SelectMany(p => p).ToDictionary(p => p.Key, p => p.Value);
 }
 
+/// <summary>Hugging Face's qwen2_moe / qwen3_moe names of a sparse layer's MLP (<c>{0}</c> = layer, <c>{1}</c> = expert).</summary>
+public static class MoeLayout
+{
+    public static readonly IReadOnlyDictionary<WeightRole, string> RoutedExperts = new Dictionary<WeightRole, string>
+    {
+        [WeightRole.MoeRouter] = "model.layers.{0}.mlp.gate.weight",
+        [WeightRole.ExpertGate] = "model.layers.{0}.mlp.experts.{1}.gate_proj.weight",
+        [WeightRole.ExpertUp] = "model.layers.{0}.mlp.experts.{1}.up_proj.weight",
+        [WeightRole.ExpertDown] = "model.layers.{0}.mlp.experts.{1}.down_proj.weight",
+    };
+
+    public static readonly IReadOnlyDictionary<WeightRole, string> SharedExpert = new Dictionary<WeightRole, string>
+    {
+        [WeightRole.SharedExpertGate] = "model.layers.{0}.mlp.shared_expert.gate_proj.weight",
+        [WeightRole.SharedExpertUp] = "model.layers.{0}.mlp.shared_expert.up_proj.weight",
+        [WeightRole.SharedExpertDown] = "model.layers.{0}.mlp.shared_expert.down_proj.weight",
+        [WeightRole.SharedExpertSigmoidGate] = "model.layers.{0}.mlp.shared_expert_gate.weight",
+    };
+}
+
 /// <summary>The family registry: model_type → family. One line per file of <c>Models/Families/</c>.</summary>
 public static class ModelFamilies
 {
@@ -210,6 +271,8 @@ public static class ModelFamilies
         Families.ChatGlm.Family,
         Families.Gemma2.Family,
         Families.Gemma3.Family,
+        Families.Qwen2Moe.Family,
+        Families.Qwen3Moe.Family,
     ];
 
     public static IEnumerable<string> SupportedModelTypes => All.SelectMany(f => f.ModelTypes).Order(StringComparer.Ordinal);

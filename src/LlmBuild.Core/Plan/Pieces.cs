@@ -57,6 +57,12 @@ public sealed record WeightEntry(WeightRole Role, int Layer, string SourceTensor
     /// <see cref="WeightKeys.InputPermutation"/> and the graph gathers the input by it before the matmul.
     /// </summary>
     public bool InputPermuted { get; init; }
+
+    /// <summary>
+    /// The routed expert a per-expert entry belongs to (<see cref="ModelFamily.IsExpertRole"/>); null for every other
+    /// entry, so a dense model's resolved.json does not mention it.
+    /// </summary>
+    public int? Expert { get; init; }
 }
 
 /// <summary>A weight owner: one npz shared by every piece that uses these weights (block_i and block_cache_i).</summary>

@@ -54,6 +54,12 @@ public static class Resolver
     private static void CheckGroupSize(ModelConfig c, QuantScheme scheme)
     {
         var ks = new List<(string What, int K)> { ("hidden_size", c.HiddenSize), ("intermediate_size", c.IntermediateSize), ("num_attention_heads × head_dim", c.QDim) };
+        if (c.Moe is { } moe)
+        {
+            // Every expert's down_proj is quantized like a dense one, with K = the expert's intermediate size.
+            ks.Add(("moe_intermediate_size", moe.ExpertIntermediateSize));
+            if (moe.HasSharedExpert) ks.Add(("shared_expert_intermediate_size", moe.SharedExpertIntermediateSize));
+        }
         foreach (var (what, k) in ks) GroupSizeRule.Check(scheme, k, $"The linear layers that take {what} ({k}) of this model as inputs");
     }
 
@@ -82,18 +88,24 @@ public static class Resolver
             WeightRole.QNorm or WeightRole.KNorm => [d],
             WeightRole.MlpGate or WeightRole.MlpUp => [inter, h],
             WeightRole.MlpDown => [h, inter],
+            WeightRole.MoeRouter => [c.Moe!.NumExperts, h],
+            WeightRole.ExpertGate or WeightRole.ExpertUp => [c.Moe!.ExpertIntermediateSize, h],
+            WeightRole.ExpertDown => [h, c.Moe!.ExpertIntermediateSize],
+            WeightRole.SharedExpertGate or WeightRole.SharedExpertUp => [c.Moe!.SharedExpertIntermediateSize, h],
+            WeightRole.SharedExpertDown => [h, c.Moe!.SharedExpertIntermediateSize],
+            WeightRole.SharedExpertSigmoidGate => [1, h],
             _ => throw new InvalidOperationException(role.ToString()),
         };
 
-        WeightEntry? Entry(WeightRole role, int layer, WeightStorage storage, string? sourceOverride = null, string? keyOverride = null)
+        WeightEntry? Entry(WeightRole role, int layer, WeightStorage storage, string? sourceOverride = null, string? keyOverride = null, int? expert = null)
         {
-            string source = sourceOverride ?? family.TensorName(role, layer);
+            string source = sourceOverride ?? family.TensorName(role, layer, expert ?? 0);
             bool present = checkpoint.Contains(source) || IsPrequantized(checkpoint, source);
             if (!present)
             {
                 if (family.OptionalRoles.Contains(role)) return null;
                 throw new LlmBuildException(ErrorCodes.MissingWeight,
-                    $"Tensor '{source}' ({role}{(FamilyLayer(role) ? $" of layer {layer}" : "")}) is missing from the checkpoint in '{modelDir}'. " +
+                    $"Tensor '{source}' ({role}{(expert is { } ex ? $" of expert {ex}" : "")}{(FamilyLayer(role) ? $" of layer {layer}" : "")}) is missing from the checkpoint in '{modelDir}'. " +
                     "Check that the weights belong to this config.json and that every shard is present.", modelDir);
             }
             long[] shape = Shape(role);
@@ -105,7 +117,7 @@ public static class Resolver
                         $"Tensor '{source}' in '{info.File}' has shape [{string.Join(",", info.Shape)}] but config.json implies [{string.Join(",", shape)}]. " +
                         "Check that the weights belong to this config.json.", info.File);
             }
-            return new WeightEntry(role, FamilyLayer(role) ? layer : -1, source, keyOverride ?? source, storage, shape);
+            return new WeightEntry(role, FamilyLayer(role) ? layer : -1, source, keyOverride ?? source, storage, shape) { Expert = expert };
         }
 
         var owners = new List<WeightOwner>
@@ -122,7 +134,17 @@ public static class Resolver
             foreach (WeightRole role in Enum.GetValues<WeightRole>())
             {
                 if (!ModelFamily.IsLayerRole(role) || !family.Has(role)) continue;
-                var e = Entry(role, layer, ModelFamily.IsBlockLinear(role) ? linear : normStorage(role));
+                // A sparse layer's MLP is its experts; a dense layer of a mixture-of-experts family keeps the dense MLP.
+                if (c.IsSparseLayer(layer) ? ModelFamily.IsDenseMlpRole(role) : ModelFamily.IsMoeRole(role)) continue;
+                // The router (and the shared expert's gate) stay in the activation dtype: a quantized score could
+                // change which experts a token picks.
+                WeightStorage storage = ModelFamily.IsBlockLinear(role) ? linear : normStorage(role);
+                if (ModelFamily.IsExpertRole(role))
+                {
+                    for (int expert = 0; expert < c.Moe!.NumExperts; expert++) entries.Add(Entry(role, layer, storage, expert: expert)!);
+                    continue;
+                }
+                var e = Entry(role, layer, storage);
                 if (e is not null) entries.Add(e);
             }
             if (fuseFinalNorm && layer == c.NumLayers - 1) entries.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);

@@ -94,6 +94,10 @@ public static class TensorParallel
                 $"DistributeStrategy={model.Options.DistributeStrategy} with NumDevice={devices}: the built-in backend splits blocks by tensor " +
                 "parallelism only. Set DistributeStrategy=tp, or use the tpu-mlir backend.");
         var cfg = model.Config;
+        if (cfg.Moe is not null)
+            throw new LlmBuildException(ErrorCodes.MoeTensorParallel,
+                $"NumDevice={devices} with the mixture-of-experts model {where}: the built-in backend's tensor parallelism splits attention heads " +
+                "and dense MLP columns, not experts. Use NumDevice=1, or the tpu-mlir backend.");
         var dims = new (string Field, int Value)[]
         {
             ("num_attention_heads", cfg.NumHeads), ("num_key_value_heads", cfg.NumKvHeads), ("intermediate_size", cfg.IntermediateSize),

@@ -20,6 +20,12 @@ public sealed class ReferenceTrace
     public float[] LastHidden { get; set; } = [];
     /// <summary>After the final norm, [n, H] (what lm_head multiplies).</summary>
     public float[] NormedHidden { get; set; } = [];
+    /// <summary>
+    /// Mixture-of-experts layers: the smallest relative gap, over the tokens and sparse layers, between the probability
+    /// of the last expert a token chose and the best one it did not, (p_k − p_k+1) / p_k; +∞ without experts. Near 0 the
+    /// choice is a near-tie that any rounding may resolve the other way.
+    /// </summary>
+    public double RouterMargin { get; set; } = double.PositiveInfinity;
 }
 
 /// <summary>
@@ -30,7 +36,7 @@ public sealed class ReferenceTrace
 /// <see cref="Forward"/> appends the given tokens to a KV cache: call it with the prompt (prefill), then with one
 /// token at a time (decode).
 /// </summary>
-public sealed class ReferenceModel
+public sealed partial class ReferenceModel
 {
     private readonly ICheckpoint _checkpoint;
     private readonly ModelFamily _family;
@@ -181,16 +187,21 @@ public sealed class ReferenceModel
         TensorPrimitives.Add(h, projected, h);
 
         float[] y = RmsNorm(h, n, hidden, Weight(Name(WeightRole.PostAttentionNorm, layer)));
-        float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, Optional(WeightRole.MlpGateBias, layer));
-        float[] up = Linear(y, n, hidden, Weight(Name(WeightRole.MlpUp, layer)), inter, Optional(WeightRole.MlpUpBias, layer));
-        bool gelu = cfg.HiddenAct == "gelu_pytorch_tanh";
-        for (int i = 0; i < gate.Length; i++)
+        float[] down;
+        if (cfg.IsSparseLayer(layer)) down = SparseMoe(layer, y, n, trace);
+        else
         {
-            float g = gate[i];
-            float activated = gelu ? 0.5f * g * (1f + MathF.Tanh(MathF.Sqrt(2f / MathF.PI) * (g + 0.044715f * g * g * g))) : g / (1f + MathF.Exp(-g));
-            gate[i] = activated * up[i];
+            float[] gate = Linear(y, n, hidden, Weight(Name(WeightRole.MlpGate, layer)), inter, Optional(WeightRole.MlpGateBias, layer));
+            float[] up = Linear(y, n, hidden, Weight(Name(WeightRole.MlpUp, layer)), inter, Optional(WeightRole.MlpUpBias, layer));
+            bool gelu = cfg.HiddenAct == "gelu_pytorch_tanh";
+            for (int i = 0; i < gate.Length; i++)
+            {
+                float g = gate[i];
+                float activated = gelu ? 0.5f * g * (1f + MathF.Tanh(MathF.Sqrt(2f / MathF.PI) * (g + 0.044715f * g * g * g))) : g / (1f + MathF.Exp(-g));
+                gate[i] = activated * up[i];
+            }
+            down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, Optional(WeightRole.MlpDownBias, layer));
         }
-        float[] down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, Optional(WeightRole.MlpDownBias, layer));
         if (_family.Has(WeightRole.MlpOutputNorm)) down = RmsNorm(down, n, hidden, Weight(Name(WeightRole.MlpOutputNorm, layer)));
         if (cfg.ResidualMultiplier != 1) TensorPrimitives.Multiply(down, (float)cfg.ResidualMultiplier, down);
         TensorPrimitives.Add(h, down, h);

@@ -131,6 +131,10 @@ public static class ResolveStage
         Line("prefill length (L)", m.PrefillLength);
         var c = m.Config;
         Line("dims", $"hidden {c.HiddenSize}, layers {c.NumLayers}, heads {c.NumHeads}, kv heads {c.NumKvHeads}, head_dim {c.HeadDim}, intermediate {c.IntermediateSize}, vocab {c.VocabSize}");
+        if (c.Moe is { } moe)
+            Line("experts", $"{moe.NumExperts} × intermediate {moe.ExpertIntermediateSize}, top {moe.ExpertsPerToken}{(moe.NormalizeTopK ? " renormalised" : "")}" +
+                $"{(moe.HasSharedExpert ? $", shared expert intermediate {moe.SharedExpertIntermediateSize}" : "")}, sparse layers " +
+                $"{moe.SparseLayers.Count(s => s)} of {c.NumLayers} (all experts computed densely)");
         Line("rope", $"theta {c.RopeTheta}{(c.RopeScaling is null ? "" : $", scaling {c.RopeScaling.Type} x{c.RopeScaling.Factor}")}");
         Line("tie_word_embeddings", c.TieWordEmbeddings);
         Line("weight files", string.Join(", ", m.WeightFiles));

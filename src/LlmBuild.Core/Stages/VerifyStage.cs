@@ -45,6 +45,9 @@ public sealed record VerifyReport
     public required LogitsFidelity Logits { get; init; }
     public required VerifyThresholds Thresholds { get; init; }
     public required IReadOnlyList<string> Failures { get; init; }
+    /// <summary>Why verification stopped before its last decode step (a mixture-of-experts routing near-tie); null otherwise.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? StoppedEarly { get; init; }
     public bool Passed => Failures.Count == 0;
 
     public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
@@ -60,6 +63,7 @@ public sealed record VerifyReport
         yield return $"  {"piece",-18} {"calls",5} {"cosine",10} {"max |err|",10}";
         foreach (var p in Pieces) yield return $"  {p.Piece,-18} {p.Calls,5} {F(p.Cosine),10} {E(p.MaxAbsError),10}";
         yield return $"  final logits: min cosine {F(Logits.MinCosine)}, mean {F(Logits.MeanCosine)}, max |err| {E(Logits.MaxAbsError)}, top-1 agreement {Logits.Top1Agreement:P1} over {Logits.Positions} positions";
+        if (StoppedEarly is not null) yield return "  stopped early: " + StoppedEarly;
         yield return Passed ? "  verdict: pass" : "  verdict: FAIL — " + string.Join("; ", Failures);
     }
 }
@@ -73,6 +77,13 @@ public static class VerifyStage
 {
     public const int DefaultPromptLength = 8;
     public const int DefaultDecodeSteps = 24;
+
+    /// <summary>
+    /// A mixture-of-experts router whose last chosen expert leads the next one by less than this fraction of its
+    /// probability is at a near-tie: the build's rounding may legitimately choose the other expert (the fixture's bf16
+    /// build meets one at 0.27 %), and from then on the build and the reference no longer share their state.
+    /// </summary>
+    public const double RouterNearTie = 0.01;
 
     public static VerifyReport Run(ResolvedModel model, string bmodelPath, string reportPath, Action<string>? log = null, VerifyThresholds? thresholds = null)
     {
@@ -119,12 +130,19 @@ public static class VerifyStage
             for (int i = 0; i < layers; i++)
             {
                 string net = kind switch { "prefill" => emu.PrefillNet(i), "history" => $"block_kv_{i}", _ => $"block_cache_{i}" };
-                float[] expected = i + 1 < layers ? r.LayerInputs[i + 1] : model.FinalNormInLastBlock ? r.NormedHidden : r.LastHidden;
-                Compare(net, t.BlockOutputs[i], expected);
+                Compare(net, t.BlockOutputs[i], BlockOutput(r, i));
                 Compare(net, t.Keys[i], BuildKeyLayout(r.Keys[i]), newCall: false);
                 Compare(net, t.Values[i], r.Values[i], newCall: false);
             }
         }
+
+        float[] BlockOutput(ReferenceTrace r, int i) => i + 1 < layers ? r.LayerInputs[i + 1] : model.FinalNormInLastBlock ? r.NormedHidden : r.LastHidden;
+
+        // A decode step that misses the thresholds while a router of the reference is at a near-tie.
+        bool RoutedAcrossNearTie(EmulatorTrace t, ReferenceTrace r, float[] actual, float[] expected) =>
+            r.RouterMargin < RouterNearTie
+            && (Enumerable.Range(0, layers).Any(i => !(Cosine(t.BlockOutputs[i], BlockOutput(r, i)) >= thresholds.PieceCosine))
+                || !(Cosine(actual, expected) >= thresholds.LogitsCosine));
 
         // The build stores keys in its own head layout when RoPE is partial or interleaved (RotaryLayout).
         ModelFamily family = ModelFamilies.Get(model.Config.ModelType);
@@ -168,16 +186,23 @@ public static class VerifyStage
             last = emuLogits.AsSpan((prompt.Length - head - 1) * vocab, vocab).ToArray();
         }
         var tokens = new List<int>(prompt);
+        string? stoppedEarly = null;
 
         // Greedy decode by the built model, teacher-forced into the reference.
         for (int step = 0; step < decodeSteps; step++)
         {
             int token = LlmEmulator.ArgMax(last);
-            tokens.Add(token);
             et = new EmulatorTrace();
             rt = new ReferenceTrace();
             last = emu.Decode(token, et);
             float[] expected = reference.Forward([token], rt);
+            if (RoutedAcrossNearTie(et, rt, last, expected))
+            {
+                stoppedEarly = $"decode step {step}: a mixture-of-experts router of the reference is at a near-tie (its last chosen expert leads " +
+                    $"the next by {rt.RouterMargin:P2} < {RouterNearTie:P0}) and the build differs there, as a routing flip does; the runs diverge from here";
+                break;
+            }
+            tokens.Add(token);
             CompareBlocks("decode", et, rt);
             Compare("lm_head", last, expected);
             logits.Add(last, expected);
@@ -194,7 +219,7 @@ public static class VerifyStage
         return new VerifyReport
         {
             Model = model.Name, Quantize = model.Quantize, Chip = model.Options.Chip, Tokens = tokens.ToArray(), PromptLength = prompt.Length,
-            Pieces = fidelity, Logits = final, Thresholds = thresholds, Failures = failures,
+            Pieces = fidelity, Logits = final, Thresholds = thresholds, Failures = failures, StoppedEarly = stoppedEarly,
         };
     }
 

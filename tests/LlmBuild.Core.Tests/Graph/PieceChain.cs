@@ -29,6 +29,11 @@ internal sealed class PieceChain
 
     public int Length { get; private set; }
 
+    /// <summary>Stores the KV cache rounded to bf16, as a bf16 build does (the graphs stay f32).</summary>
+    public bool Bf16KvCache { get; init; }
+
+    private float[] Kv(float[] values) => Bf16KvCache ? values.Select(TestWeightSource.ToBf16).ToArray() : values;
+
     /// <summary>The hidden state lm_head got last (after the last block), [H].</summary>
     public float[] LastHidden { get; private set; } = [];
 
@@ -53,8 +58,8 @@ internal sealed class PieceChain
         {
             var o = Run($"block_{layer}", new() { ["input_states"] = x, ["position_ids"] = positions, ["attention_mask"] = mask });
             x = o["output_states"];
-            Array.Copy(o["k_cache"], 0, _k[layer], 0, ids.Length * _kvRow);
-            Array.Copy(o["v_cache"], 0, _v[layer], 0, ids.Length * _kvRow);
+            Array.Copy(Kv(o["k_cache"]), 0, _k[layer], 0, ids.Length * _kvRow);
+            Array.Copy(Kv(o["v_cache"]), 0, _v[layer], 0, ids.Length * _kvRow);
         }
         Length = ids.Length;
         return Head(x.AsSpan((ids.Length - 1) * h, h).ToArray());
@@ -75,8 +80,8 @@ internal sealed class PieceChain
                 ["history_k"] = _k[layer], ["history_v"] = _v[layer],
             });
             x = o["output_states"];
-            Array.Copy(o["k_cache"], 0, _k[layer], Length * _kvRow, _kvRow);
-            Array.Copy(o["v_cache"], 0, _v[layer], Length * _kvRow, _kvRow);
+            Array.Copy(Kv(o["k_cache"]), 0, _k[layer], Length * _kvRow, _kvRow);
+            Array.Copy(Kv(o["v_cache"]), 0, _v[layer], Length * _kvRow, _kvRow);
         }
         Length++;
         return Head(x);

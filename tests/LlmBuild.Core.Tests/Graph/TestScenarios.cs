@@ -48,6 +48,18 @@ internal static class TestScenarios
             string path = TestResolver.Fixture(dir);
             list.Add(new(Path.GetFileName(dir), TestResolver.Resolve(path, options with { ModelPath = path }), false));
         }
+        // Mixture-of-experts families, resolved by the real resolver from checkpoints on disk (this stand-in lays out no
+        // experts): qwen2_moe's fixture (shared expert, top-k not renormalised) and the scaled-down qwen3_moe
+        // (renormalised top-k, a dense layer), with batch-2 decode.
+        list.Add(new("qwen2_moe-w4bf16-g32", Codegen.ExampleBuild.Resolve(new Dictionary<string, string?>
+        {
+            ["ModelPath"] = TestResolver.Fixture("families/qwen2_moe"), ["SeqLength"] = "64", ["Quantize"] = "w4bf16", ["QGroupSize"] = "32",
+        }), true));
+        list.Add(new("qwen3_moe-w8bf16-batch2", Codegen.ExampleBuild.Resolve(new Dictionary<string, string?>
+        {
+            ["ModelPath"] = Families.MoeCheckpoints.Qwen3MoeDir, ["SeqLength"] = "64", ["Quantize"] = "w8bf16", ["QGroupSize"] = "32",
+            ["Batch"] = "2", ["MaxInputLength"] = "16",
+        }), true));
         return list;
     }
 }
