@@ -18,4 +18,7 @@ public static partial class ErrorCodes
     public const string QuantizeMismatch = "LLMB0007";
     [Code("A build intermediate is missing or stale; rebuild.")]
     public const string StaleIntermediate = "LLMB0008";
+
+    [Code("Another build of the same project holds its build lock (obj/llmbuild.lock) for longer than LlmBuildLockTimeoutSeconds.")]
+    public const string ProjectBuildLocked = "LLMB0050";
 }

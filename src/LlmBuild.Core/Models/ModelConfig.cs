@@ -62,7 +62,7 @@ public sealed record ModelConfig
     /// <summary>Builds the config from parsed JSON; <paramref name="source"/> names the file in errors.</summary>
     public static ModelConfig FromJson(JsonObject root, JsonObject? generation, string source)
     {
-        string modelType = root["model_type"]?.GetValue<string>()
+        string modelType = StringOr(root, "model_type", source)
             ?? throw new LlmBuildException(ErrorCodes.BadModelConfig, $"{source}: no \"model_type\" field. Is this a Hugging Face config.json?", source);
         ModelFamily family = ModelFamilies.Get(modelType, source);
         var f = family.ConfigFields;
@@ -97,13 +97,14 @@ public sealed record ModelConfig
             HeadDim = headDim,
             IntermediateSize = reader.Int(f.IntermediateSize),
             VocabSize = reader.Int(f.VocabSize),
-            RmsNormEps = reader.DoubleOr(f.RmsNormEps, 1e-6),
-            RopeTheta = reader.DoubleOr(f.RopeTheta, 10000.0),
+            // Both divide or take powers: zero or a negative value would fill the model with NaN.
+            RmsNormEps = reader.PositiveDoubleOr(f.RmsNormEps, 1e-6),
+            RopeTheta = reader.PositiveDoubleOr(f.RopeTheta, 10000.0),
             RopeScaling = ReadRopeScaling(root["rope_scaling"], source),
             MaxPositionEmbeddings = reader.IntOr("max_position_embeddings", 2048),
             TieWordEmbeddings = reader.BoolOr("tie_word_embeddings", family.TieWordEmbeddingsDefault),
-            TorchDtype = root["torch_dtype"]?.GetValue<string>() ?? root["dtype"]?.GetValue<string>() ?? "float32",
-            HiddenAct = root["hidden_act"]?.GetValue<string>() ?? "silu",
+            TorchDtype = StringOr(root, "torch_dtype", source) ?? StringOr(root, "dtype", source) ?? "float32",
+            HiddenAct = StringOr(root, "hidden_act", source) ?? "silu",
             BosTokenId = root["bos_token_id"] is JsonValue b && b.TryGetValue(out int bos) ? bos : null,
             EosTokenIds = eos.ToArray(),
             QuantizationConfig = root["quantization_config"] as JsonObject,
@@ -113,14 +114,26 @@ public sealed record ModelConfig
     private static RopeScaling? ReadRopeScaling(JsonNode? node, string source)
     {
         if (node is not JsonObject o) return null;
-        string type = (o["rope_type"] ?? o["type"])?.GetValue<string>() ?? "default";
+        string type = StringOr(o, "rope_type", source) ?? StringOr(o, "type", source) ?? "default";
         if (type == "default") return null;
         if (type is not ("linear" or "llama3"))
             throw new LlmBuildException(ErrorCodes.BadModelConfig,
                 $"{source}: rope_scaling type '{type}' is not supported (supported: linear, llama3).", source);
         var r = new ConfigReader(o, source + " rope_scaling");
-        return new RopeScaling(type, r.Double("factor"), r.DoubleOr("low_freq_factor", 1.0), r.DoubleOr("high_freq_factor", 4.0),
+        var scaling = new RopeScaling(type, r.PositiveDouble("factor"), r.PositiveDoubleOr("low_freq_factor", 1.0), r.PositiveDoubleOr("high_freq_factor", 4.0),
             r.IntOr("original_max_position_embeddings", 8192));
+        if (type == "llama3" && scaling.HighFreqFactor == scaling.LowFreqFactor)
+            throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                $"{source}: rope_scaling high_freq_factor equals low_freq_factor ({scaling.LowFreqFactor}); llama3 scaling divides by their difference.", source);
+        return scaling;
+    }
+
+    /// <summary>A string field, null when absent; a coded error when it holds another JSON type.</summary>
+    private static string? StringOr(JsonObject o, string name, string source)
+    {
+        if (o[name] is null) return null;
+        if (o[name] is JsonValue v && v.TryGetValue(out string? text)) return text;
+        throw new LlmBuildException(ErrorCodes.BadModelConfig, $"{source}: field \"{name}\" is {o[name]!.ToJsonString()}, expected a string.", source);
     }
 
     private static void AddIds(SortedSet<int> ids, JsonNode? node)
@@ -152,6 +165,14 @@ public sealed record ModelConfig
         public int IntOr(string name, int fallback) => IntOr(name, (int?)fallback)!.Value;
         public double Double(string name) => DoubleOr(name, null) ?? throw Missing(name);
         public double DoubleOr(string name, double fallback) => DoubleOr(name, (double?)fallback)!.Value;
+        public double PositiveDouble(string name) => PositiveDoubleOr(name, null) ?? throw Missing(name);
+        public double PositiveDoubleOr(string name, double fallback) => PositiveDoubleOr(name, (double?)fallback)!.Value;
+
+        private double? PositiveDoubleOr(string name, double? fallback)
+        {
+            double? d = DoubleOr(name, fallback);
+            return d is null or > 0 ? d : throw Wrong(name, "a positive number");
+        }
 
         public bool BoolOr(string name, bool fallback)
         {

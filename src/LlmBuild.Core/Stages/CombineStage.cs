@@ -31,7 +31,7 @@ public static class CombineStage
 
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir)
     {
-        Directory.CreateDirectory(outputConfigDir);
+        AtomicFile.CreateDirectory(outputConfigDir);
         var names = new HashSet<string>(StringComparer.Ordinal) { NetContract.EmbeddingFileName };
         foreach (string file in files.Order(StringComparer.Ordinal))
         {
@@ -41,6 +41,6 @@ public static class CombineStage
         }
         // A file that left the model folder leaves config/ too.
         foreach (string stale in Directory.EnumerateFiles(outputConfigDir).Where(f => !names.Contains(Path.GetFileName(f))))
-            File.Delete(stale);
+            AtomicFile.Delete(stale);
     }
 }

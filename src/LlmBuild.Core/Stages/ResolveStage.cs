@@ -27,10 +27,10 @@ public static class ResolveStage
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
         BuildOptions options = BuildOptions.Parse(values);
-        string name = values.TryGetValue("LlmModelName", out string? n) && !string.IsNullOrWhiteSpace(n) ? n.Trim()
+        // The targets always pass LlmModelName (the project name unless set), so an empty value is the user's: refuse it
+        // rather than write bin/.bmodel. Callers that pass no name at all (tests, tools) get the model folder's name.
+        string name = values.TryGetValue("LlmModelName", out string? n) ? CheckModelName(n)
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.ModelPath)));
-        if (name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
-            throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmModelName='{name}' is not a valid file name.");
         bool quantizeLmHead = ParseBool(values, "QuantizeLmHead");
         int deviceMemory = 0;
         if (values.TryGetValue("DeviceMemoryMiB", out string? dm) && !string.IsNullOrWhiteSpace(dm)
@@ -42,8 +42,34 @@ public static class ResolveStage
             throw new LlmBuildException(ErrorCodes.InvalidProperty, $"Property LlmCodegenBackend='{b}' is invalid: expected builtin or tpu-mlir.");
         ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
-        if (backend == "builtin") Plan.TensorParallel.Check(model);
+        if (backend == "builtin")
+        {
+            Plan.TensorParallel.Check(model);
+            // Weights, KV cache and the prefill nets' contract io need no codegen: an impossible build fails here, in a
+            // second, instead of after quantize and export have written gigabytes (codegen checks the exact figure again).
+            var chip = Chips.ChipProfile.Get(model.Options.Chip);
+            Codegen.DeviceMemoryBudget.Estimate(model, chip).Check(model, chip);
+        }
         return model;
+    }
+
+    /// <summary>
+    /// LlmModelName becomes bin/&lt;name&gt;.bmodel: it must be a plain, visible file name (not empty, not "." or "..",
+    /// no path separators, no leading or trailing space or dot).
+    /// </summary>
+    public static string CheckModelName(string? name)
+    {
+        string value = name ?? "";
+        string? why =
+            value.Trim().Length == 0 ? "is empty"
+            : value != value.Trim() ? "starts or ends with white space"
+            : value.StartsWith('.') || value.EndsWith('.') ? "starts or ends with a dot"
+            : value.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || value.Contains('/') || value.Contains('\\') ? "holds a path separator or a character file names cannot hold"
+            : value.Length > 200 ? "is longer than 200 characters"
+            : null;
+        if (why is null) return value;
+        throw new LlmBuildException(ErrorCodes.InvalidProperty,
+            $"Property LlmModelName='{value}' {why}; it names the output bin/<LlmModelName>.bmodel. Set it to a plain file name such as 'qwen2.5-0.5b' (or remove it to use the project name).");
     }
 
     /// <summary>
