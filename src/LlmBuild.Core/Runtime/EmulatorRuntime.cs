@@ -135,9 +135,11 @@ public sealed unsafe class EmulatorRuntime : IDisposable
         // Size the buffer: distinct blobs per device (by their place in the file), one ctx per device, every net's io, and extras.
         var blobs = new SortedDictionary<(int Device, ulong Start), ulong>();
         var ctx = new long[DeviceCount];
+        var programs = new EmuProgram[model.Nets.Count];
         long ioBytes = 0;
-        foreach (NetInfo net in model.Nets)
+        for (int n = 0; n < model.Nets.Count; n++)
         {
+            NetInfo net = model.Nets[n];
             if (net.Stages.Count != 1)
                 throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}': net '{net.Name}' has {net.Stages.Count} stages; the emulator runs static one-stage nets.", container.Name);
             int device = DeviceOf(net);
@@ -147,7 +149,10 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             // An empty binary may start where another one does (a weightless net's coeff at the embedding's offset): keep the largest.
             foreach (BinaryRef b in new[] { p.CoeffMem?.BinaryCoeff, p.CmdGroups[0].BinaryGdma }.OfType<BinaryRef>())
                 blobs[(device, b.Start)] = Math.Max(blobs.GetValueOrDefault((device, b.Start)), b.Size);
-            ctx[device] = Math.Max(ctx[device], (long)p.CtxSize);
+            programs[n] = EmuProgram.Decode(container.GetSpan(p.CmdGroups[0].BinaryBdc!.Value), $"'{container.Name}' net '{net.Name}'");
+            // Ctx is sized by what the program addresses, which must lie within the declared ctx_size: a damaged ctx_size
+            // can neither make the emulator reserve more than the programs use nor let a program address past it.
+            ctx[device] = Math.Max(ctx[device], CtxNeeded(programs[n], net.Name, (long)p.CtxSize, container.Name));
             // Own buffers + a cascade's main io; sizes are checked, their sum saturates (MemoryNeeded refuses it).
             foreach (var t in p.InputTensors.Concat(p.OutputTensors)) ioBytes = ioBytes > long.MaxValue / 4 ? long.MaxValue / 4 : ioBytes + 2 * Align((long)t.Size);
         }
@@ -165,11 +170,14 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             placed[(device, start)] = mem;
         }
         _ctx = Enumerable.Range(0, DeviceCount).Select(d => Allocate(Math.Max(ctx[d], 1), d)).ToArray();
-        foreach (NetInfo net in model.Nets)
+        for (int n = 0; n < model.Nets.Count; n++)
         {
+            NetInfo net = model.Nets[n];
             int device = DeviceOf(net);
             NetParameter p = net.Stages[0];
-            EmuProgram program = EmuProgram.Decode(container.GetSpan(p.CmdGroups[0].BinaryBdc!.Value), $"'{container.Name}' net '{net.Name}'");
+            EmuProgram program = programs[n];
+            if (_nets.ContainsKey(net.Name))
+                throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}' has two nets named '{net.Name}'; the bmodel is damaged.", container.Name);
             DeviceMem coeff = p.CoeffMem?.BinaryCoeff is { Size: > 0 } cb ? placed[(device, cb.Start)] : default;
             DeviceMem consts = p.CmdGroups[0].BinaryGdma is { Size: > 0 } gb ? placed[(device, gb.Start)].Slice(0, (long)gb.Size) : default;
             NetTensor ToTensor(BModelTensor t) => new(t.Name, t.DataType, t.Shape.ToArray(), (long)t.Size, t.Hidden, t.Index);
@@ -200,6 +208,22 @@ public sealed unsafe class EmulatorRuntime : IDisposable
         using BModelContainer container = BModelReader.Read(bmodelPath);
         CheckTensors(container.Model, container.Name);
         return container.Model;
+    }
+
+    /// <summary>The ctx bytes a program's operands and probes address; a coded error when one lies outside 0 … <paramref name="declared"/>.</summary>
+    private static long CtxNeeded(EmuProgram program, string net, long declared, string file)
+    {
+        long needed = 0;
+        foreach (TensorRef t in program.Instructions.SelectMany(i => i.Inputs.Concat(i.Outputs)).Concat(program.Probes.Select(p => p.Tensor)))
+        {
+            if (t.Region != Region.Ctx) continue;
+            long end = t.Offset >= 0 && t.Offset <= declared ? t.Offset + t.Bytes : long.MaxValue; // Bytes fits a long: checked when decoded
+            if (end < 0 || end > declared)
+                throw new LlmBuildException(ErrorCodes.BModelBadTensor,
+                    $"'{file}': net '{net}' addresses ctx memory at {t} beyond its ctx_size of {declared} bytes; the bmodel is damaged. Rebuild it.", file);
+            needed = Math.Max(needed, end);
+        }
+        return needed;
     }
 
     /// <summary>Largest dimension a tensor may have: the runtime indexes rows and columns with 32-bit integers.</summary>
