@@ -5,6 +5,7 @@ using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Graph;
 using LlmBuild.Core.Models;
+using LlmBuild.Core.Numpy;
 using LlmBuild.Core.Tests.Checkpoints;
 using LlmBuild.Core.Tests.Codegen;
 
@@ -27,6 +28,15 @@ public sealed class AbsurdSizesTests
         Assert.AreEqual(ErrorCodes.BadTensorOffsets, e.Code);
         StringAssert.Contains(e.Message, "'a'");
         StringAssert.Contains(e.Message, "[4294967296, 4294967296, 4]");
+    }
+
+    [TestMethod]
+    public void NpyShapeWhoseBytesOverflowIsACodedError()
+    {
+        byte[] header = NpyFormat.EncodeHeader("<f4", [4294967296, 4294967296, 4]);
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => NpyFormat.DecodeHeader(header, "w.npz/a.npy"));
+        Assert.AreEqual(ErrorCodes.BadNumpyFile, e.Code);
+        StringAssert.Contains(e.Message, "larger than any file");
     }
 
     [TestMethod]
