@@ -94,7 +94,11 @@ public sealed class LlmEmulator : IDisposable
         NetTensor lmOut = _lmHead.Output(0);
         LmHeadOutputsLogits = lmOut.DType == BModelDataType.Float32 && lmOut.Shape[^1] > 1;
         VocabSize = LmHeadOutputsLogits ? (int)lmOut.Shape[^1]
-            : (int)_lmHead.Steps[0][0].Program.Probes.First(p => p.Name == "logits").Tensor.Shape[^1];
+            : (int)(_lmHead.Steps[0][0].Program.Probes.FirstOrDefault(p => p.Name == "logits" && p.Tensor.Shape.Length > 0)
+                ?? throw new LlmBuildException(ErrorCodes.BModelBadTensor, "Net 'lm_head' keeps no logits tensor, which the net contract's greedy head must; the bmodel is damaged. Rebuild it.")).Tensor.Shape[^1];
+        if (PrefillLength > SeqLength || VocabSize < 1)
+            throw new LlmBuildException(ErrorCodes.BModelBadTensor,
+                $"The nets disagree with the net contract: prefill length {PrefillLength} (block_0 input_states) exceeds SeqLength {SeqLength} (block_cache_0 history_k), or the vocabulary is empty. The bmodel is damaged; rebuild it.");
 
         if (rt.HasGroup("embedding"))
         {
