@@ -74,6 +74,22 @@ public sealed class BuildLockTests
     }
 
     [TestMethod]
+    public void AKilledProcessNotYetCollectedByItsParentIsDead()
+    {
+        // sh starts a child that exits at once, then becomes a sleep that never collects it: a zombie.
+        using var parent = Process.Start(new ProcessStartInfo("sh", ["-c", "sleep 0 & echo $!; exec sleep 20"]) { RedirectStandardOutput = true })!;
+        try
+        {
+            int zombie = int.Parse(parent.StandardOutput.ReadLine()!, System.Globalization.CultureInfo.InvariantCulture);
+            var until = DateTime.UtcNow.AddSeconds(10);
+            while (!File.ReadAllText($"/proc/{zombie}/stat").Contains(") Z", StringComparison.Ordinal) && DateTime.UtcNow < until) Thread.Sleep(20);
+            Assert.IsFalse(Processes.IsAlive(zombie));
+            Assert.IsTrue(Processes.IsAlive(parent.Id));
+        }
+        finally { parent.Kill(); }
+    }
+
+    [TestMethod]
     public void ALockHeldByThisProcessForAnotherBuildIsStale()
     {
         // A reused MSBuild node that now runs this build cannot still be running the build that left the lock.
