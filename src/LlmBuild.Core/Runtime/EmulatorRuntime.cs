@@ -117,10 +117,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     private EmulatorRuntime(BModelContainer container, long extraBytes, bool verifyWeights)
     {
         BModelFile model = container.Model;
-        CheckTensors(model, container.Name);
-        Chip = ChipProfile.FromBModelChip(model.Chip)
-            ?? throw new LlmBuildException(ErrorCodes.NotEmulatorModel,
-                $"'{container.Name}' is built for chip '{model.Chip}', not for the LlmBuild emulator (chips {string.Join(", ", ChipProfile.All.Select(c => c.BModelChip))}). Run it on its board, or rebuild with the built-in backend.", container.Name);
+        Chip = CheckLoadable(model, container.Name);
         DeviceCount = (int)Math.Max(1, model.DeviceNum);
         long align = Chip.Alignment;
         long Align(long v) => (v + align - 1) / align * align;
@@ -140,8 +137,6 @@ public sealed unsafe class EmulatorRuntime : IDisposable
         for (int n = 0; n < model.Nets.Count; n++)
         {
             NetInfo net = model.Nets[n];
-            if (net.Stages.Count != 1)
-                throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}': net '{net.Name}' has {net.Stages.Count} stages; the emulator runs static one-stage nets.", container.Name);
             int device = DeviceOf(net);
             NetParameter p = net.Stages[0];
             if (p.CmdGroups.Count != 1 || p.CmdGroups[0].BinaryBdc is null)
@@ -206,7 +201,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     public static BModelFile ReadModel(string bmodelPath)
     {
         using BModelContainer container = BModelReader.Read(bmodelPath);
-        CheckTensors(container.Model, container.Name);
+        CheckLoadable(container.Model, container.Name);
         return container.Model;
     }
 
@@ -230,12 +225,15 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     private const long MaxDimension = int.MaxValue;
 
     /// <summary>
-    /// Checks what loading multiplies and allocates before anything is: each net has one stage, each io tensor one
-    /// shape whose dimensions lie in 1 … 2^31−1 and whose element count × dtype size is its size field, and ctx fits a
-    /// long. The flatbuffer reader only checked that the fields could be read.
+    /// Checks what loading multiplies and allocates before anything is: the model targets an emulator chip (returned),
+    /// each net has one stage, each io tensor one shape whose dimensions lie in 1 … 2^31−1 and whose element count ×
+    /// dtype size is its size field, and ctx fits a long. The flatbuffer reader only checked that the fields could be read.
     /// </summary>
-    internal static void CheckTensors(BModelFile model, string file)
+    internal static ChipProfile CheckLoadable(BModelFile model, string file)
     {
+        ChipProfile chip = ChipProfile.FromBModelChip(model.Chip)
+            ?? throw new LlmBuildException(ErrorCodes.NotEmulatorModel,
+                $"'{file}' is built for chip '{model.Chip}', not for the LlmBuild emulator (chips {string.Join(", ", ChipProfile.All.Select(c => c.BModelChip))}). Run it on its board, or rebuild with the built-in backend.", file);
         LlmBuildException Bad(string net, string what) => new(ErrorCodes.BModelBadTensor,
             $"'{file}': net '{net}' {what}; the file is damaged or was not built by LlmBuild. Rebuild it.", file);
         foreach (NetInfo net in model.Nets)
@@ -261,6 +259,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                     throw Bad(net.Name, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}] of {BModelDataTypes.Name(t.DataType)} ({bytes} bytes) but a size field of {t.Size} bytes");
             }
         }
+        return chip;
     }
 
     /// <summary>
