@@ -20,6 +20,9 @@ public sealed class BeginLlmBuild : LlmTask
     /// <summary>One item per option: Identity = property name, metadata Value = its value.</summary>
     public ITaskItem[]? Options { get; set; }
 
+    /// <summary>Runs in every build, no-op rebuilds included.</summary>
+    protected override bool AnnouncesItself => false;
+
     protected override void ExecuteCore()
     {
         int node = Processes.ParentOfCurrent();

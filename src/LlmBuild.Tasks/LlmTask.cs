@@ -17,7 +17,7 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
         try
         {
             // The stage name on its own line lets logs (and the integration tests) tell which stages ran.
-            LogProgress($"{GetType().Name}: running");
+            if (AnnouncesItself) LogProgress($"{GetType().Name}: running");
             ExecuteCore();
         }
         catch (LlmBuildException e)
@@ -32,6 +32,12 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
     }
 
     protected abstract void ExecuteCore();
+
+    /// <summary>
+    /// Whether the task logs "&lt;Task&gt;: running". A task that runs in every build, a no-op one included, says nothing:
+    /// "running" means a stage had work to do.
+    /// </summary>
+    protected virtual bool AnnouncesItself => true;
 
     protected void LogError(string code, string message, string? file = null) =>
         Log.LogError(subcategory: "LlmBuild", errorCode: code, helpKeyword: null, file: file, lineNumber: 0, columnNumber: 0,
