@@ -23,7 +23,7 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
         try
         {
             // The stage name on its own line lets logs (and the integration tests) tell which stages ran.
-            CodedLog.Progress(Log, ProgressFile, new BuildEvent(BuildEventKind.StageStarted, Stage), $"{Stage}: running");
+            if (AnnouncesItself) CodedLog.Progress(Log, ProgressFile, new BuildEvent(BuildEventKind.StageStarted, Stage), $"{Stage}: running");
             ExecuteCore();
         }
         catch (LlmBuildException e)
@@ -38,6 +38,12 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
     }
 
     protected abstract void ExecuteCore();
+
+    /// <summary>
+    /// Whether the task logs "&lt;Task&gt;: running". A task that runs in every build, a no-op one included, says nothing:
+    /// "running" means a stage had work to do.
+    /// </summary>
+    protected virtual bool AnnouncesItself => true;
 
     protected void LogError(string code, string message, string? file = null) => CodedLog.Error(Log, code, message, file);
 

@@ -2,6 +2,7 @@ using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 using LlmBuild.Core.Codegen;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Plan;
 
 namespace LlmBuild.Tasks;
@@ -23,6 +24,8 @@ public sealed class TpuMlirDeploy : ToolTask
     public string? ProgressFile { get; set; }
 
     private ResolvedModel? _model;
+    /// <summary>Set when the bmodel's folder could not be written: the coded error is logged, not a model_deploy.py failure.</summary>
+    private bool _fileError;
     private string TemporaryBModel => BModel + ".tmp.bmodel";
 
     protected override string ToolName => TpuMlirCommand.ToolName;
@@ -67,8 +70,29 @@ public sealed class TpuMlirDeploy : ToolTask
 
     protected override int ExecuteTool(string pathToTool, string responseFileCommands, string commandLineCommands)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(BModel))!);
-        File.Delete(TemporaryBModel);
+        try
+        {
+            return DeployAndRename(pathToTool, responseFileCommands, commandLineCommands);
+        }
+        catch (LlmBuildException e)
+        {
+            // A read-only or full obj/ folder: the coded error with its path, not a task crash.
+            LogCoded(e.Code, e.Message, e.File);
+            _fileError = true;
+            return 1;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogCoded(ErrorCodes.WriteFailed, $"Cannot write '{BModel}': {e.Message.TrimEnd('.')}. Check free disk space and permissions.", BModel);
+            _fileError = true;
+            return 1;
+        }
+    }
+
+    private int DeployAndRename(string pathToTool, string responseFileCommands, string commandLineCommands)
+    {
+        AtomicFile.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(BModel))!);
+        AtomicFile.Delete(TemporaryBModel);
         var watch = System.Diagnostics.Stopwatch.StartNew();
         int exit = base.ExecuteTool(pathToTool, responseFileCommands, commandLineCommands);
         if (exit == 0 && File.Exists(TemporaryBModel))
@@ -79,7 +103,7 @@ public sealed class TpuMlirDeploy : ToolTask
             CodedLog.Progress(Log, ProgressFile, new BuildEvent(BuildEventKind.PieceDone, nameof(CompileLlmPieces), Piece, seconds), $"{Piece}: done in {seconds:0.00} s");
             return 0;
         }
-        File.Delete(TemporaryBModel);
+        AtomicFile.Delete(TemporaryBModel);
         if (exit == 0)
         {
             LogCoded(ErrorCodes.TpuMlirFailed, $"{ToolName} exited with 0 for piece {Piece} but wrote no bmodel ('{TemporaryBModel}').");
@@ -90,6 +114,7 @@ public sealed class TpuMlirDeploy : ToolTask
 
     protected override bool HandleTaskExecutionErrors()
     {
+        if (_fileError) return false; // already logged, and not the tool's fault
         LogCoded(ErrorCodes.TpuMlirFailed, $"{ToolName} failed for piece {Piece} (exit code {ExitCode}); its output is above. Check the TPU-MLIR installation, or unset TpuMlirPath to use the built-in backend.", Mlir);
         return false;
     }

@@ -14,6 +14,9 @@ public sealed class VerifyLlmBuild : LlmTask
     protected override void ExecuteCore()
     {
         ResolvedModel model = ResolvedModel.Load(ResolvedFile);
-        VerifyStage.Run(model, BModel, Report, LogProgress);
+        // A failed verify moves the model next to the report: bin/ keeps only verified models.
+        string quarantine = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Report))!,
+            System.IO.Path.GetFileNameWithoutExtension(BModel) + ".unverified.bmodel");
+        VerifyStage.RunOrQuarantine(model, BModel, Report, quarantine, LogProgress);
     }
 }

@@ -11,13 +11,14 @@ public static class InspectCommand
     {
         var file = new Argument<FileInfo>("file") { Description = "The .bmodel to describe." };
         var json = new Option<bool>("--json") { Description = "Print JSON for machines instead of text." };
-        var command = new Command("inspect", "Describe a bmodel: version, chip, nets, stages, tensors and memory sizes.") { file, json };
+        var noVerify = NoVerifyWeightsOption.Create();
+        var command = new Command("inspect", "Describe a bmodel: version, chip, nets, stages, tensors and memory sizes.") { file, json, noVerify };
         command.SetAction(result =>
         {
             string path = result.GetValue(file)!.FullName;
             try
             {
-                Console.Out.Write(result.GetValue(json) ? BModelInspector.Json(path) : BModelInspector.Text(path));
+                Console.Out.Write(result.GetValue(json) ? BModelInspector.Json(path, !result.GetValue(noVerify)) : BModelInspector.Text(path, !result.GetValue(noVerify)));
                 return 0;
             }
             catch (LlmBuildException e)

@@ -14,17 +14,19 @@ public static class LogitsCommand
         var all = new Option<bool>("--all-positions") { Description = "Write the logits of every position ([n, vocab]) instead of the last ([1, vocab])." };
         var output = new Option<string>("--out") { Description = "The .npy file to write (f32).", Required = true };
         var config = new Option<string?>("--config") { Description = "The model's config folder, read for EmbeddingDisk models' embedding.bin (default: config/ beside the bmodel)." };
+        var noVerify = NoVerifyWeightsOption.Create();
         var command = new Command("logits", "Run a built model in the emulator on token ids and write its f32 logits as .npy.");
         command.Arguments.Add(bmodel);
         command.Options.Add(ids);
         command.Options.Add(all);
         command.Options.Add(output);
         command.Options.Add(config);
+        command.Options.Add(noVerify);
         command.SetAction(parse =>
         {
             int[] tokens = TokenIds.Parse(parse.GetValue(ids)!);
             bool allPositions = parse.GetValue(all);
-            using var emu = LlmEmulator.Load(parse.GetValue(bmodel)!, parse.GetValue(config));
+            using var emu = LlmEmulator.Load(parse.GetValue(bmodel)!, parse.GetValue(config), verifyWeights: !parse.GetValue(noVerify));
             float[] logits = emu.TeacherForced(tokens, allPositions);
             NpyFile.WriteFloat32(parse.GetValue(output)!, logits, [allPositions ? tokens.Length : 1, emu.VocabSize]);
             return 0;

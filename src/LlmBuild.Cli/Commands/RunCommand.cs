@@ -22,9 +22,10 @@ public static class RunCommand
         var sample = new Option<bool>("--sample") { Description = "Sample per generation_config.json (temperature, top-k, top-p, repetition penalty) instead of greedy." };
         var seed = new Option<int>("--seed") { Description = "Seed of the sampler.", DefaultValueFactory = _ => 0 };
         var maxNew = new Option<int?>("--max-new-tokens") { Description = "Stop an answer after this many tokens." };
+        var noVerify = NoVerifyWeightsOption.Create();
         var command = new Command("run", "Chat with a built bmodel on the CPU emulator.");
         command.Arguments.Add(bmodel);
-        foreach (var o in new Option[] { config, prompt, system, sample, seed, maxNew }) command.Options.Add(o);
+        foreach (var o in new Option[] { config, prompt, system, sample, seed, maxNew, noVerify }) command.Options.Add(o);
         command.SetAction(parse =>
         {
             string path = parse.GetValue(bmodel)!;
@@ -39,7 +40,7 @@ public static class RunCommand
             // the first --sample run.
             var configured = SamplingOptions.FromGenerationConfig(configDir);
             var sampling = parse.GetValue(sample) ? configured : null;
-            using var emulator = LlmEmulator.Load(path, configDir);
+            using var emulator = LlmEmulator.Load(path, configDir, verifyWeights: !parse.GetValue(noVerify));
             var generator = new EmulatorGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
             {

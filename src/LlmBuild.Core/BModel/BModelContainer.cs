@@ -111,15 +111,22 @@ public sealed unsafe class BModelContainer : IDisposable
         return _blobStart + (long)binary.Start;
     }
 
-    /// <summary>Checks every coefficient blob against its sha256 check code.</summary>
+    /// <summary>
+    /// Checks every coefficient blob against its sha256 check code. A blob several nets share (block_i and block_cache_i)
+    /// is hashed once.
+    /// </summary>
     public void VerifyCheckCodes()
     {
+        var hashes = new Dictionary<BinaryRef, byte[]>();
         foreach (var net in Model.Nets)
             for (int s = 0; s < net.Stages.Count; s++)
-                if (net.Stages[s].CoeffMem is { BinaryCoeff: { } bin, CheckCode.Count: > 0 } coeff
-                    && !SHA256.HashData(GetSpan(bin)).AsSpan().SequenceEqual(coeff.CheckCode.ToArray()))
+            {
+                if (net.Stages[s].CoeffMem is not { BinaryCoeff: { } bin, CheckCode.Count: > 0 } coeff) continue;
+                if (!hashes.TryGetValue(bin, out byte[]? hash)) hashes[bin] = hash = SHA256.HashData(GetSpan(bin));
+                if (!hash.AsSpan().SequenceEqual(coeff.CheckCode.ToArray()))
                     throw new LlmBuildException(ErrorCodes.BModelCheckCodeMismatch,
-                        $"'{Name}': net '{net.Name}' stage {s}: the coefficient blob {bin} does not match its sha256 check code; the file is corrupt, rebuild it.", Name);
+                        $"'{Name}': net '{net.Name}' stage {s}: the coefficient blob {bin} does not match its sha256 check code; the file is damaged. Rebuild it or copy it again.", Name);
+            }
     }
 
     public void Dispose()

@@ -24,15 +24,19 @@ public static class BModelInspector
 {
     private const string NetRule = "==========================================";
 
-    public static string Text(string path)
+    /// <summary>The description of the bmodel at <paramref name="path"/>; with <paramref name="verifyWeights"/> a damaged
+    /// coefficient blob is a coded error (LLMB0408) rather than a clean-looking report.</summary>
+    public static string Text(string path, bool verifyWeights = true)
     {
         using var c = BModelReader.Read(path);
+        if (verifyWeights) c.VerifyCheckCodes();
         return Text(c.Model);
     }
 
-    public static string Json(string path)
+    public static string Json(string path, bool verifyWeights = true)
     {
         using var c = BModelReader.Read(path);
+        if (verifyWeights) c.VerifyCheckCodes();
         return Json(c.Model);
     }
 

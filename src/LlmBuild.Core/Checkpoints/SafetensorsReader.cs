@@ -114,9 +114,18 @@ public static class SafetensorsReader
             long[] offsets = ReadLongs(e, "data_offsets", name, path);
             if (offsets.Length != 2) throw Bad(path, $"tensor '{name}' has {offsets.Length} data_offsets; expected [begin, end].");
             long begin = offsets[0], end = offsets[1];
-            long elements = 1;
-            foreach (long d in shape) elements = checked(elements * d);
-            long expected = checked(elements * DTypes.Size(dtype));
+            long expected;
+            try
+            {
+                long elements = 1;
+                foreach (long d in shape) elements = checked(elements * d);
+                expected = checked(elements * DTypes.Size(dtype));
+            }
+            catch (OverflowException)
+            {
+                // No file can hold it, so the shape field is damaged (a real tensor's bytes fit in a long).
+                throw Offsets(path, $"tensor '{name}' has shape [{string.Join(", ", shape)}], whose {dtypeName} bytes exceed 2^63; the header is corrupt. Download the file again.");
+            }
             if (end < begin)
                 throw Offsets(path, $"tensor '{name}' has data_offsets [{begin}, {end}] with end before begin.");
             if (end > dataLength)

@@ -69,5 +69,6 @@ public sealed record ChipProfile
     /// <summary>Device-memory budget in bytes: the project's DeviceMemoryMiB, or this chip's default when 0.</summary>
     public long DeviceMemoryBytes(int deviceMemoryMiB) => (long)(deviceMemoryMiB > 0 ? deviceMemoryMiB : DefaultDeviceMemoryMiB) * 1024 * 1024;
 
-    public long AlignUp(long value) => (value + Alignment - 1) / Alignment * Alignment;
+    /// <summary>Rounds up to the alignment; saturates at long.MaxValue (an absurd size must stay absurd, not wrap negative).</summary>
+    public long AlignUp(long value) => value > long.MaxValue - Alignment ? long.MaxValue : (value + Alignment - 1) / Alignment * Alignment;
 }

@@ -15,7 +15,7 @@ namespace LlmBuild.Core.Codegen;
 public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, long ActivationBytes, long BudgetBytes, string ActivationPiece,
     int Device = 0, int Devices = 1)
 {
-    public long TotalBytes => WeightBytes + KvCacheBytes + ActivationBytes;
+    public long TotalBytes => Sum(Sum(WeightBytes, KvCacheBytes), ActivationBytes);
 
     /// <param name="activationBytes">The largest ctx + io of the nets checked on this device.</param>
     /// <param name="device">The device (0 .. NumDevice − 1).</param>
@@ -31,13 +31,51 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
             bool split = devices > 1 && blockOwners.Contains(owner.Name);
             if (!split && device != 0) continue; // unsplit pieces run on device 0
             foreach (WeightEntry e in owner.Entries)
-                weights += chip.AlignUp(split ? ShardBytes(model, e, devices) : StoredBytes(model, e));
+                weights = Sum(weights, chip.AlignUp(split ? ShardBytes(model, e, devices) : StoredBytes(model, e)));
         }
-        var cfg = model.Config;
-        int actBytes = 2; // bf16 or f16 KV
-        long kv = 2L * cfg.NumLayers * model.Options.Batch * model.SeqLength * (cfg.NumKvHeads / devices) * cfg.HeadDim * actBytes;
-        return new DeviceMemoryBudget(weights, kv, activationBytes, chip.DeviceMemoryBytes(model.DeviceMemoryMiB), activationPiece, device, devices);
+        return new DeviceMemoryBudget(weights, KvCacheBytesPerDevice(model), activationBytes, chip.DeviceMemoryBytes(model.DeviceMemoryMiB), activationPiece, device, devices);
     }
+
+    /// <summary>
+    /// The budget of device 0 known before any piece is compiled: its weights and KV cache as <see cref="Compute"/> counts
+    /// them, and for activations only the io the net contract fixes for one prefill block (input and output states, the
+    /// [L, S] attention mask, position ids, the new k and v, at 2 bytes an element). Compiled nets need at least that, so
+    /// a model this refuses would be refused by codegen too — only later, after quantize and export.
+    /// </summary>
+    public static DeviceMemoryBudget Estimate(ResolvedModel model, ChipProfile chip)
+    {
+        var cfg = model.Config;
+        int devices = TensorParallel.Devices(model);
+        long length = model.PrefillLength, keys = model.PrefillLength, batch = model.Options.Batch;
+        long states = Product(batch, length, cfg.HiddenSize, 2);
+        long mask = model.Options.Dynamic ? 0 : Product(batch, length, keys, 2);
+        long positions = Product(batch, length, 4);
+        long newKv = Product(2, batch, length, cfg.NumKvHeads / devices, cfg.HeadDim, 2);
+        long io = Sum(Sum(Sum(Product(2, states), mask), positions), newKv);
+        return Compute(model, chip, io, "block_0 (inputs and outputs only)");
+    }
+
+    /// <summary>Every layer's K and V cache on one device, for Batch sequences of SeqLength (saturates rather than wraps).</summary>
+    private static long KvCacheBytesPerDevice(ResolvedModel model)
+    {
+        var cfg = model.Config;
+        const int actBytes = 2; // bf16 or f16 KV
+        return Product(2, cfg.NumLayers, model.Options.Batch, model.SeqLength, cfg.NumKvHeads / TensorParallel.Devices(model), cfg.HeadDim, actBytes);
+    }
+
+    /// <summary>A product of sizes; long.MaxValue when it overflows, which no budget admits.</summary>
+    internal static long Product(params long[] factors)
+    {
+        try
+        {
+            long p = 1;
+            foreach (long f in factors) p = checked(p * f);
+            return p;
+        }
+        catch (OverflowException) { return long.MaxValue; }
+    }
+
+    private static long Sum(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
 
     /// <summary>Bytes of one weight entry as stored in coefficient memory.</summary>
     public static long StoredBytes(ResolvedModel model, WeightEntry e) => Bytes(model, e, e.Shape);
@@ -56,16 +94,16 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
 
     private static long Bytes(ResolvedModel model, WeightEntry e, long[] shape)
     {
-        long count = shape.Aggregate(1L, (a, b) => a * b);
+        long count = Product(shape);
         switch (e.Storage)
         {
-            case WeightStorage.Float32: return count * 4;
-            case WeightStorage.Activation: return count * 2;
+            case WeightStorage.Float32: return Product(count, 4);
+            case WeightStorage.Activation: return Product(count, 2);
             default:
             {
                 long n = shape[0], k = shape.Length > 1 ? shape[1] : 1;
                 long groups = model.Weights.GroupSize > 0 ? k / model.Weights.GroupSize : 1;
-                return n * k * model.Weights.Bits / 8 + n * groups * (4 + 1);
+                return Sum(Product(n, k, model.Weights.Bits) / 8, Product(n, groups, 4 + 1));
             }
         }
     }

@@ -18,4 +18,9 @@ public static partial class ErrorCodes
     public const string BModelCombineTooLarge = "LLMB0407";
     [Code("A bmodel coefficient blob does not match its sha256 check code.")]
     public const string BModelCheckCodeMismatch = "LLMB0408";
+
+    [Code("A bmodel net's tensor has an invalid shape, dtype or size (a dimension below 1 or above 2^31-1, or a size that is not shape × dtype), or breaks the net contract.")]
+    public const string BModelBadTensor = "LLMB0410";
+    [Code("Running the bmodel in the emulator needs more memory than this machine has.")]
+    public const string BModelTooLargeToLoad = "LLMB0411";
 }

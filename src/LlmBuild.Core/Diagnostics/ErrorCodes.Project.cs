@@ -24,4 +24,7 @@ public static partial class ErrorCodes
     public const string UnsupportedConfigField = "LLMB0011";
     [Code("A config.json field is neither understood by the family nor known to be irrelevant to the math (warning).")]
     public const string UnknownConfigField = "LLMB0012";
+
+    [Code("Another build of the same project holds its build lock (obj/llmbuild.lock) for longer than LlmBuildLockTimeoutSeconds.")]
+    public const string ProjectBuildLocked = "LLMB0050";
 }

@@ -66,8 +66,13 @@ public static class RotaryTables
         double[] longInv = longRope ? InverseFrequencies(config, longFactors: true) : shortInv;
         float attention = longRope ? (float)scaling!.AttentionFactor : 1f;
         int d = config.HeadDim, half = d / 2, pairs = config.RotatedDims / 2;
-        var cos = new float[checked((long)rows * d)];
-        var sin = new float[checked((long)rows * d)];
+        // Resolve refuses a SeqLength whose KV cache cannot fit device memory long before this; a caller that skips
+        // resolve still gets a coded error rather than an overflow.
+        if (rows < 0 || (long)rows * d > Array.MaxLength)
+            throw new LlmBuildException(ErrorCodes.GraphBadShape,
+                $"RoPE tables of {rows} positions × head_dim {d} exceed the largest array ({Array.MaxLength} elements). Lower SeqLength.");
+        var cos = new float[(long)rows * d];
+        var sin = new float[(long)rows * d];
         for (int p = 0; p < rows; p++)
         {
             // longrope: positions past the original context use the long factors (as the cache of both lists does).

@@ -13,8 +13,8 @@ public static class AtomicFile
     {
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        CreateDirectory(dir);
+        string temp = Path.Combine(dir, TemporaryName(Path.GetFileName(full)));
         try
         {
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16))
@@ -69,11 +69,50 @@ public static class AtomicFile
         return true;
     }
 
-    /// <summary>Removes temporary files left by a killed writer in <paramref name="directory"/>.</summary>
+    /// <summary>
+    /// The temporary sibling of <paramref name="fileName"/>: hidden, and naming its writer's process id so a cleanup can
+    /// tell a live writer's file from one a killed build left.
+    /// </summary>
+    internal static string TemporaryName(string fileName) => $".{fileName}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+
+    private static readonly System.Text.RegularExpressions.Regex TemporaryPattern =
+        new(@"^\..+\.(?<pid>[0-9]+)\.[0-9a-f]{32}\.tmp$", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// Removes the temporary files in <paramref name="directory"/> whose writer process is gone (a killed build's). A live
+    /// writer's temporary — another build of the same project, another stage's task — is left alone.
+    /// </summary>
     public static void DeleteStaleTemporaries(string directory)
     {
         if (!Directory.Exists(directory)) return;
-        foreach (string f in Directory.EnumerateFiles(directory, ".*.tmp", SearchOption.AllDirectories)) TryDelete(f);
+        foreach (string f in Directory.EnumerateFiles(directory, ".*.tmp", SearchOption.AllDirectories))
+        {
+            var m = TemporaryPattern.Match(Path.GetFileName(f));
+            if (!m.Success || !int.TryParse(m.Groups["pid"].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (!Processes.IsAlive(pid)) TryDelete(f);
+        }
+    }
+
+    /// <summary>Creates a folder (and its parents) or raises LLMB0901 naming it.</summary>
+    public static void CreateDirectory(string directory)
+    {
+        try { Directory.CreateDirectory(directory); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            string full = Path.GetFullPath(directory);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot create the folder '{full}': {e.Message.TrimEnd('.')}. Make its parent writable.", full, e);
+        }
+    }
+
+    /// <summary>Deletes a file (nothing when it is missing) or raises LLMB0901 naming it.</summary>
+    public static void Delete(string path)
+    {
+        try { File.Delete(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            string full = Path.GetFullPath(path);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot delete '{full}': {e.Message.TrimEnd('.')}. Make its folder writable.", full, e);
+        }
     }
 
     private static void TryDelete(string path)

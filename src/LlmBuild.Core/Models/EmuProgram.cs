@@ -82,13 +82,21 @@ public readonly record struct TensorRef(Region Region, BModelDataType DType, lon
     public long Bytes => Count * ElementSize(DType);
     public bool IsNone => Region == Region.None;
 
-    public static int ElementSize(BModelDataType t) => t switch
+    public static int ElementSize(BModelDataType t) =>
+        TryElementSize(t, out int size) ? size : throw new ArgumentOutOfRangeException(nameof(t), t, "no whole-byte element size");
+
+    /// <summary>The element size of the types the emulator runs; false for any other (e.g. a damaged dtype field).</summary>
+    public static bool TryElementSize(BModelDataType t, out int size)
     {
-        BModelDataType.Float32 or BModelDataType.Int32 or BModelDataType.UInt32 => 4,
-        BModelDataType.Float16 or BModelDataType.BFloat16 or BModelDataType.Int16 or BModelDataType.UInt16 => 2,
-        BModelDataType.Int8 or BModelDataType.UInt8 => 1,
-        _ => throw new ArgumentOutOfRangeException(nameof(t), t, "no whole-byte element size"),
-    };
+        size = t switch
+        {
+            BModelDataType.Float32 or BModelDataType.Int32 or BModelDataType.UInt32 => 4,
+            BModelDataType.Float16 or BModelDataType.BFloat16 or BModelDataType.Int16 or BModelDataType.UInt16 => 2,
+            BModelDataType.Int8 or BModelDataType.UInt8 => 1,
+            _ => 0,
+        };
+        return size > 0;
+    }
 
     public override string ToString() => $"{Region}+{Offset}:{BModelDataTypes.Name(DType)}[{string.Join(",", Shape)}]";
 }
@@ -155,7 +163,8 @@ public sealed record EmuProgram(IReadOnlyList<EmuInstr> Instructions, IReadOnlyL
         if (version != Version) throw Bad(where, $"its program has version {version}, this LlmBuild reads version {Version}; rebuild the model");
         int count = r.I32(), probes = r.I32();
         if (count < 0 || probes < 0) throw Bad(where, "negative instruction count");
-        var list = new List<EmuInstr>(count);
+        // Counts come from the file: size the lists by what the bytes can hold, never by a damaged count.
+        var list = new List<EmuInstr>(Math.Min(count, bytes.Length / 8));
         for (int n = 0; n < count; n++)
         {
             ushort op = r.U16();
@@ -172,7 +181,7 @@ public sealed record EmuProgram(IReadOnlyList<EmuInstr> Instructions, IReadOnlyL
             for (int i = 0; i < nFloat; i++) floats[i] = r.F32();
             list.Add(new EmuInstr((EmuOp)op, inputs, outputs, ints, floats, name));
         }
-        var probeList = new List<EmuProbe>(probes);
+        var probeList = new List<EmuProbe>(Math.Min(probes, bytes.Length / 8));
         for (int n = 0; n < probes; n++) probeList.Add(new EmuProbe(r.Name(), r.Ref()));
         if (!r.AtEnd) throw Bad(where, "trailing bytes after the program");
         return new EmuProgram(list, probeList);
@@ -225,13 +234,18 @@ public sealed record EmuProgram(IReadOnlyList<EmuInstr> Instructions, IReadOnlyL
             byte region = U8();
             if (region > (byte)Region.Output) throw Bad(where, $"unknown region {region}");
             var dtype = (BModelDataType)U8();
+            if (region != (byte)Region.None && !TensorRef.TryElementSize(dtype, out _)) throw Bad(where, $"an operand has element type {(int)dtype}, which has no whole-byte size");
             long offset = I64();
             int rank = U8();
             var shape = new long[rank];
+            long bytes = region == (byte)Region.None ? 0 : TensorRef.ElementSize(dtype);
             for (int i = 0; i < rank; i++)
             {
                 shape[i] = I64();
                 if (shape[i] < 0) throw Bad(where, "negative dimension");
+                // Operand sizes are multiplied everywhere the program runs: one that overflows is a damaged program.
+                try { bytes = checked(bytes * shape[i]); }
+                catch (OverflowException) { throw Bad(where, $"an operand's shape [{string.Join(",", shape[..(i + 1)])}…] is larger than any memory"); }
             }
             return new TensorRef((Region)region, dtype, offset, shape);
         }

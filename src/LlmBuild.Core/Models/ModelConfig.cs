@@ -93,6 +93,9 @@ public sealed record ModelConfig
     /// <summary>True when layer <paramref name="layer"/>'s MLP is a mixture of experts.</summary>
     public bool IsSparseLayer(int layer) => Moe?.IsSparse(layer) == true;
 
+    /// <summary>The most decoder layers a config may declare.</summary>
+    public const int MaxLayers = 4096;
+
     public int KvDim => NumKvHeads * HeadDim;
     /// <summary>The dimensions of each head RoPE rotates: <see cref="RotaryDim"/>, or the whole head.</summary>
     public int RotatedDims => RotaryDim > 0 ? RotaryDim : HeadDim;
@@ -135,7 +138,7 @@ public sealed record ModelConfig
     /// <summary>Builds the config from parsed JSON; <paramref name="source"/> names the file in errors.</summary>
     public static ModelConfig FromJson(JsonObject root, JsonObject? generation, string source)
     {
-        string modelType = root["model_type"]?.GetValue<string>()
+        string modelType = StringOr(root, "model_type", source)
             ?? throw new LlmBuildException(ErrorCodes.BadModelConfig, $"{source}: no \"model_type\" field. Is this a Hugging Face config.json?", source);
         ModelFamily family = ModelFamilies.Get(modelType, source);
         var f = family.ConfigFields;
@@ -157,6 +160,10 @@ public sealed record ModelConfig
                 $"{source}: {f.NumHeads} ({heads}) is not a multiple of {f.NumKvHeads} ({kvHeads}).", source);
 
         int numLayers = reader.Int(f.NumLayers);
+        // Per-layer facts are arrays: an absurd count is a damaged config, not a model (the largest have ~200 layers).
+        if (numLayers > MaxLayers)
+            throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                $"{source}: {f.NumLayers} is {numLayers}; LlmBuild accepts at most {MaxLayers} layers. Check config.json.", source);
         double rotaryFraction = reader.DoubleOr("partial_rotary_factor", family.DefaultRotaryFraction);
         int rotaryDim = (int)Math.Round(headDim * rotaryFraction);
         if (rotaryFraction is <= 0 or > 1 || rotaryDim % 2 != 0)
@@ -177,8 +184,9 @@ public sealed record ModelConfig
             HeadDim = headDim,
             IntermediateSize = reader.Int(f.IntermediateSize),
             VocabSize = reader.Int(f.VocabSize),
-            RmsNormEps = reader.DoubleOr(f.RmsNormEps, 1e-6),
-            RopeTheta = reader.DoubleOr(f.RopeTheta, 10000.0),
+            // Both divide or take powers: zero or a negative value would fill the model with NaN.
+            RmsNormEps = reader.PositiveDoubleOr(f.RmsNormEps, 1e-6),
+            RopeTheta = reader.PositiveDoubleOr(f.RopeTheta, 10000.0),
             RopeScaling = ReadRopeScaling(root, rotaryDim, reader.IntOr(f.MaxPositionEmbeddings, 2048), source),
             MaxPositionEmbeddings = reader.IntOr(f.MaxPositionEmbeddings, 2048),
             SlidingWindows = LayerWindows(family, root, reader, numLayers),
@@ -191,8 +199,8 @@ public sealed record ModelConfig
             ResidualMultiplier = family.ResidualDepthScaleField is { } depth ? reader.Double(depth) / Math.Sqrt(numLayers) : 1.0,
             FinalHiddenMultiplier = family.LogitWidthBaseField is { } width ? reader.Double(width) / hidden : 1.0,
             TieWordEmbeddings = reader.BoolOr("tie_word_embeddings", family.TieWordEmbeddingsDefault),
-            TorchDtype = root["torch_dtype"]?.GetValue<string>() ?? root["dtype"]?.GetValue<string>() ?? "float32",
-            HiddenAct = root[f.HiddenAct]?.GetValue<string>() ?? "silu",
+            TorchDtype = StringOr(root, "torch_dtype", source) ?? StringOr(root, "dtype", source) ?? "float32",
+            HiddenAct = StringOr(root, f.HiddenAct, source) ?? "silu",
             BosTokenId = root["bos_token_id"] is JsonValue b && b.TryGetValue(out int bos) ? bos : null,
             EosTokenIds = eos.ToArray(),
             QuantizationConfig = root["quantization_config"] as JsonObject,
@@ -239,15 +247,21 @@ public sealed record ModelConfig
     private static RopeScaling? ReadRopeScaling(JsonObject root, int rotaryDim, int maxPositions, string source)
     {
         if (root["rope_scaling"] is not JsonObject o) return null;
-        string type = (o["rope_type"] ?? o["type"])?.GetValue<string>() ?? "default";
+        string type = StringOr(o, "rope_type", source) ?? StringOr(o, "type", source) ?? "default";
         if (type == "default") return null;
         var r = new ConfigReader(o, source + " rope_scaling");
         switch (type)
         {
             case "linear":
             case "llama3":
-                return new RopeScaling(type, r.Double("factor"), r.DoubleOr("low_freq_factor", 1.0), r.DoubleOr("high_freq_factor", 4.0),
+            {
+                var scaling = new RopeScaling(type, r.PositiveDouble("factor"), r.PositiveDoubleOr("low_freq_factor", 1.0), r.PositiveDoubleOr("high_freq_factor", 4.0),
                     r.IntOr("original_max_position_embeddings", 8192));
+                if (type == "llama3" && scaling.HighFreqFactor == scaling.LowFreqFactor)
+                    throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                        $"{source}: rope_scaling high_freq_factor equals low_freq_factor ({scaling.LowFreqFactor}); llama3 scaling divides by their difference.", source);
+                return scaling;
+            }
             case "longrope":
             case "su":
             {
@@ -299,6 +313,14 @@ public sealed record ModelConfig
         return windows;
     }
 
+    /// <summary>A string field, null when absent; a coded error when it holds another JSON type.</summary>
+    private static string? StringOr(JsonObject o, string name, string source)
+    {
+        if (o[name] is null) return null;
+        if (o[name] is JsonValue v && v.TryGetValue(out string? text)) return text;
+        throw new LlmBuildException(ErrorCodes.BadModelConfig, $"{source}: field \"{name}\" is {o[name]!.ToJsonString()}, expected a string.", source);
+    }
+
     private static void AddIds(SortedSet<int> ids, JsonNode? node)
     {
         switch (node)
@@ -339,6 +361,14 @@ public sealed record ModelConfig
         public int IntOr(string name, int fallback) => IntOr(name, (int?)fallback)!.Value;
         public double Double(string name) => DoubleOr(name, null) ?? throw Missing(name);
         public double DoubleOr(string name, double fallback) => DoubleOr(name, (double?)fallback)!.Value;
+        public double PositiveDouble(string name) => PositiveDoubleOr(name, null) ?? throw Missing(name);
+        public double PositiveDoubleOr(string name, double fallback) => PositiveDoubleOr(name, (double?)fallback)!.Value;
+
+        private double? PositiveDoubleOr(string name, double? fallback)
+        {
+            double? d = DoubleOr(name, fallback);
+            return d is null or > 0 ? d : throw Wrong(name, "a positive number");
+        }
 
         public bool BoolOr(string name, bool fallback)
         {

@@ -116,6 +116,9 @@ public static partial class NpyFormat
             if (!long.TryParse(part.TrimEnd('L'), NumberStyles.None, CultureInfo.InvariantCulture, out long v)) throw Bad(where, $"shape {shapeText} is not a tuple of integers.");
             dims.Add(v);
         }
+        // Readers multiply the shape into element and byte counts: a shape whose bytes overflow a long is a damaged header.
+        try { _ = dims.Aggregate((long)ItemSize(descr), (a, b) => checked(a * b)); }
+        catch (OverflowException) { throw Bad(where, $"shape {shapeText} of {descr} is larger than any file."); }
         return (new NpyHeader(descr, dims.ToArray()), prelude + (int)dictLength);
     }
 

@@ -34,6 +34,7 @@ public static class EmbeddingBin
                 checkpoint.ReadFloat32(tensor, row * hidden, floats.AsSpan(0, count));
                 if (bf16) FloatFormats.FloatToBFloat16(floats.AsSpan(0, count), bits.AsSpan(0, count));
                 else FloatFormats.FloatToHalf(floats.AsSpan(0, count), bits.AsSpan(0, count));
+                NonFiniteCheck.Bits16(bits.AsSpan(0, count), bf16 ? TensorDType.BF16 : TensorDType.F16, tensor, info.Shape, row * hidden, info.File);
                 stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan(0, count)));
             }
         });

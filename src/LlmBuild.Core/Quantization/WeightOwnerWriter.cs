@@ -95,6 +95,8 @@ public static class WeightOwnerWriter
                     checkpoint.ReadFloat32(info.Name, done, floats.AsSpan(0, n));
                     if (target == TensorDType.BF16) FloatFormats.FloatToBFloat16(floats.AsSpan(0, n), bits.AsSpan(0, n));
                     else FloatFormats.FloatToHalf(floats.AsSpan(0, n), bits.AsSpan(0, n));
+                    // The stored bits, not the source: a finite f32 beyond ±65504 becomes infinity in f16.
+                    NonFiniteCheck.Bits16(bits.AsSpan(0, n), target, info.Name, info.Shape, done, info.File);
                     sink.Write(MemoryMarshal.AsBytes(bits.AsSpan(0, n)));
                 }
             }
@@ -115,6 +117,7 @@ public static class WeightOwnerWriter
             {
                 int n = (int)Math.Min(BlockElements, info.ByteLength - done);
                 checkpoint.ReadRaw(info.Name, done, buffer.AsSpan(0, n));
+                NonFiniteCheck.Raw(buffer.AsSpan(0, n), info.DType, info.Name, info.Shape, done / DTypes.Size(info.DType), info.File);
                 sink.Write(buffer, 0, n);
             }
         }
@@ -140,6 +143,7 @@ public static class WeightOwnerWriter
                 {
                     int n = (int)Math.Min(BlockElements, info.ElementCount - done);
                     checkpoint.ReadFloat32(info.Name, done, floats.AsSpan(0, n));
+                    NonFiniteCheck.Float32(floats.AsSpan(0, n), info.Name, info.Shape, done, info.File);
                     sink.Write(MemoryMarshal.AsBytes(floats.AsSpan(0, n)));
                 }
             }
@@ -203,6 +207,7 @@ public static class WeightOwnerWriter
                     throw new LlmBuildException(ErrorCodes.StaleIntermediate,
                         $"'{entry.SourceTensor}' {(entry.InputPermuted ? "no longer" : "now")} permutes its inputs (act-order g_idx), unlike when the build was resolved. Rebuild to resolve again.",
                         checkpoint.Directory);
+                NonFiniteCheck.Float32(q.Scales, entry.SourceTensor + " (scales)", [q.N, q.GroupsPerRow], 0, checkpoint.Directory);
                 npz.AddUInt8(WeightKeys.QWeight(entry.Key), q.QWeight, [q.N, q.PackedRowBytes]);
                 npz.AddFloat32(WeightKeys.Scales(entry.Key), q.Scales, [q.N, q.GroupsPerRow]);
                 npz.AddUInt8(WeightKeys.QZeros(entry.Key), q.QZeros, [q.N, q.GroupsPerRow]);
@@ -213,6 +218,7 @@ public static class WeightOwnerWriter
             case WeightStorage.Float32:
                 // In the source's input order: the activation-dtype weight is used without a gather.
                 float[] w = LinearQuantizer.DequantizeInSourceOrder(q);
+                NonFiniteCheck.Float32(w, entry.SourceTensor, entry.Shape, 0, checkpoint.Directory);
                 if (entry.Storage == WeightStorage.Float32)
                 {
                     npz.AddFloat32(entry.Key, w, entry.Shape);

@@ -19,6 +19,7 @@ public readonly record struct DeviceMem(long Offset, long Size)
 /// </summary>
 public sealed unsafe class DeviceMemory : IDisposable
 {
+    private byte* _allocation;
     private byte* _base;
     private long _used;
 
@@ -27,8 +28,11 @@ public sealed unsafe class DeviceMemory : IDisposable
         if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity));
         Capacity = capacity;
         Alignment = alignment;
-        _base = (byte*)NativeMemory.AlignedAlloc((nuint)capacity, 64);
-        NativeMemory.Clear(_base, (nuint)capacity);
+        // Zeroed by the allocator (fresh pages for a large block), so the memory a model reserves but never touches — a
+        // generous ctx, a KV cache a short chat leaves empty — costs address space, not resident memory. 64 bytes of
+        // slack give the 64-byte alignment the kernels' vector loads like.
+        _allocation = (byte*)NativeMemory.AllocZeroed((nuint)capacity + 64);
+        _base = (byte*)(((nuint)_allocation + 63) & ~(nuint)63);
     }
 
     public long Capacity { get; }
@@ -81,9 +85,10 @@ public sealed unsafe class DeviceMemory : IDisposable
 
     public void Dispose()
     {
-        if (_base != null)
+        if (_allocation != null)
         {
-            NativeMemory.AlignedFree(_base);
+            NativeMemory.Free(_allocation);
+            _allocation = null;
             _base = null;
         }
     }

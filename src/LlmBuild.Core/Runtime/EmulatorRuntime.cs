@@ -77,8 +77,13 @@ public sealed class EmulatorGroup
     public IReadOnlyList<string> OutputNames { get; }
     public bool IsCascade => Devices > 1 || Steps.Count > 1;
 
-    public NetTensor Input(int index, int device = 0) => _inputs[index][device];
-    public NetTensor Output(int index, int device = 0) => _outputs[index][device];
+    public NetTensor Input(int index, int device = 0) => Checked(_inputs, index, device, "input")[index][device];
+    public NetTensor Output(int index, int device = 0) => Checked(_outputs, index, device, "output")[index][device];
+
+    /// <summary>The net contract names tensors by position: a damaged net that lacks one is a coded error, not an index fault.</summary>
+    private T[][] Checked<T>(T[][] tensors, int index, int device, string what) =>
+        (uint)index < (uint)tensors.Length && (uint)device < (uint)tensors[index].Length ? tensors
+        : throw new LlmBuildException(ErrorCodes.BModelBadTensor, $"Net '{Name}' has no {what} {index} on device {device} ({tensors.Length} {what}s); the net contract needs it. The bmodel is damaged; rebuild it.");
     /// <summary>The default buffer of main input <paramref name="index"/> on <paramref name="device"/>.</summary>
     public DeviceMem InputMem(int index, int device = 0) => _inputMems[index][device];
     public DeviceMem OutputMem(int index, int device = 0) => _outputMems[index][device];
@@ -109,12 +114,10 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     private readonly long[] _deviceBytes;
     private long _transferredBytes;
 
-    private EmulatorRuntime(BModelContainer container, long extraBytes)
+    private EmulatorRuntime(BModelContainer container, long extraBytes, bool verifyWeights)
     {
         BModelFile model = container.Model;
-        Chip = ChipProfile.FromBModelChip(model.Chip)
-            ?? throw new LlmBuildException(ErrorCodes.NotEmulatorModel,
-                $"'{container.Name}' is built for chip '{model.Chip}', not for the LlmBuild emulator (chips {string.Join(", ", ChipProfile.All.Select(c => c.BModelChip))}). Run it on its board, or rebuild with the built-in backend.", container.Name);
+        Chip = CheckLoadable(model, container.Name);
         DeviceCount = (int)Math.Max(1, model.DeviceNum);
         long align = Chip.Alignment;
         long Align(long v) => (v + align - 1) / align * align;
@@ -129,11 +132,11 @@ public sealed unsafe class EmulatorRuntime : IDisposable
         // Size the buffer: distinct blobs per device (by their place in the file), one ctx per device, every net's io, and extras.
         var blobs = new SortedDictionary<(int Device, ulong Start), ulong>();
         var ctx = new long[DeviceCount];
+        var programs = new EmuProgram[model.Nets.Count];
         long ioBytes = 0;
-        foreach (NetInfo net in model.Nets)
+        for (int n = 0; n < model.Nets.Count; n++)
         {
-            if (net.Stages.Count != 1)
-                throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}': net '{net.Name}' has {net.Stages.Count} stages; the emulator runs static one-stage nets.", container.Name);
+            NetInfo net = model.Nets[n];
             int device = DeviceOf(net);
             NetParameter p = net.Stages[0];
             if (p.CmdGroups.Count != 1 || p.CmdGroups[0].BinaryBdc is null)
@@ -141,10 +144,16 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             // An empty binary may start where another one does (a weightless net's coeff at the embedding's offset): keep the largest.
             foreach (BinaryRef b in new[] { p.CoeffMem?.BinaryCoeff, p.CmdGroups[0].BinaryGdma }.OfType<BinaryRef>())
                 blobs[(device, b.Start)] = Math.Max(blobs.GetValueOrDefault((device, b.Start)), b.Size);
-            ctx[device] = Math.Max(ctx[device], (long)p.CtxSize);
-            foreach (var t in p.InputTensors.Concat(p.OutputTensors)) ioBytes += 2 * Align((long)t.Size); // own buffers + a cascade's main io
+            programs[n] = EmuProgram.Decode(container.GetSpan(p.CmdGroups[0].BinaryBdc!.Value), $"'{container.Name}' net '{net.Name}'");
+            // Ctx is sized by what the program addresses, which must lie within the declared ctx_size: a damaged ctx_size
+            // can neither make the emulator reserve more than the programs use nor let a program address past it.
+            ctx[device] = Math.Max(ctx[device], CtxNeeded(programs[n], net.Name, (long)p.CtxSize, container.Name));
+            // Own buffers + a cascade's main io; sizes are checked, their sum saturates (MemoryNeeded refuses it).
+            foreach (var t in p.InputTensors.Concat(p.OutputTensors)) ioBytes = ioBytes > long.MaxValue / 4 ? long.MaxValue / 4 : ioBytes + 2 * Align((long)t.Size);
         }
-        long total = blobs.Values.Sum(s => Align((long)s)) + ctx.Sum(Align) + ioBytes + extraBytes + align * (4 + DeviceCount);
+        long total = MemoryNeeded(blobs.Values.Select(s => Align((long)s)).Concat(ctx.Select(Align)).Append(ioBytes).Append(extraBytes).Append(align * (4 + DeviceCount)), container.Name);
+        // Before any weight reaches device memory: damaged weights would otherwise run silently, with other outputs.
+        if (verifyWeights) container.VerifyCheckCodes();
         Memory = new DeviceMemory(total, Chip.Alignment);
         _deviceBytes = new long[DeviceCount];
 
@@ -156,11 +165,14 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             placed[(device, start)] = mem;
         }
         _ctx = Enumerable.Range(0, DeviceCount).Select(d => Allocate(Math.Max(ctx[d], 1), d)).ToArray();
-        foreach (NetInfo net in model.Nets)
+        for (int n = 0; n < model.Nets.Count; n++)
         {
+            NetInfo net = model.Nets[n];
             int device = DeviceOf(net);
             NetParameter p = net.Stages[0];
-            EmuProgram program = EmuProgram.Decode(container.GetSpan(p.CmdGroups[0].BinaryBdc!.Value), $"'{container.Name}' net '{net.Name}'");
+            EmuProgram program = programs[n];
+            if (_nets.ContainsKey(net.Name))
+                throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{container.Name}' has two nets named '{net.Name}'; the bmodel is damaged.", container.Name);
             DeviceMem coeff = p.CoeffMem?.BinaryCoeff is { Size: > 0 } cb ? placed[(device, cb.Start)] : default;
             DeviceMem consts = p.CmdGroups[0].BinaryGdma is { Size: > 0 } gb ? placed[(device, gb.Start)].Slice(0, (long)gb.Size) : default;
             NetTensor ToTensor(BModelTensor t) => new(t.Name, t.DataType, t.Shape.ToArray(), (long)t.Size, t.Hidden, t.Index);
@@ -174,18 +186,97 @@ public sealed unsafe class EmulatorRuntime : IDisposable
         BuildGroups(container.Name);
     }
 
-    /// <summary>Loads a bmodel; <paramref name="extraDeviceBytes"/> reserves device memory for <see cref="Allocate"/> (e.g. the KV cache).</summary>
-    public static EmulatorRuntime Load(string bmodelPath, long extraDeviceBytes = 0)
+    /// <summary>
+    /// Loads a bmodel; <paramref name="extraDeviceBytes"/> reserves device memory for <see cref="Allocate"/> (e.g. the KV cache).
+    /// Every tensor is checked against its shape and dtype, and (unless <paramref name="verifyWeights"/> is false) every
+    /// coefficient blob against its sha256 check code, so a damaged file is a coded error, never wrong outputs.
+    /// </summary>
+    public static EmulatorRuntime Load(string bmodelPath, long extraDeviceBytes = 0, bool verifyWeights = true)
     {
         using BModelContainer container = BModelReader.Read(bmodelPath);
-        return new EmulatorRuntime(container, extraDeviceBytes);
+        return new EmulatorRuntime(container, extraDeviceBytes, verifyWeights);
     }
 
-    /// <summary>Reads just the nets of a bmodel (to size the extra device memory before loading).</summary>
+    /// <summary>Reads just the nets of a bmodel (to size the extra device memory before loading); its tensors are checked.</summary>
     public static BModelFile ReadModel(string bmodelPath)
     {
         using BModelContainer container = BModelReader.Read(bmodelPath);
+        CheckLoadable(container.Model, container.Name);
         return container.Model;
+    }
+
+    /// <summary>The ctx bytes a program's operands and probes address; a coded error when one lies outside 0 … <paramref name="declared"/>.</summary>
+    private static long CtxNeeded(EmuProgram program, string net, long declared, string file)
+    {
+        long needed = 0;
+        foreach (TensorRef t in program.Instructions.SelectMany(i => i.Inputs.Concat(i.Outputs)).Concat(program.Probes.Select(p => p.Tensor)))
+        {
+            if (t.Region != Region.Ctx) continue;
+            long end = t.Offset >= 0 && t.Offset <= declared ? t.Offset + t.Bytes : long.MaxValue; // Bytes fits a long: checked when decoded
+            if (end < 0 || end > declared)
+                throw new LlmBuildException(ErrorCodes.BModelBadTensor,
+                    $"'{file}': net '{net}' addresses ctx memory at {t} beyond its ctx_size of {declared} bytes; the bmodel is damaged. Rebuild it.", file);
+            needed = Math.Max(needed, end);
+        }
+        return needed;
+    }
+
+    /// <summary>Largest dimension a tensor may have: the runtime indexes rows and columns with 32-bit integers.</summary>
+    private const long MaxDimension = int.MaxValue;
+
+    /// <summary>
+    /// Checks what loading multiplies and allocates before anything is: the model targets an emulator chip (returned),
+    /// each net has one stage, each io tensor one shape whose dimensions lie in 1 … 2^31−1 and whose element count ×
+    /// dtype size is its size field, and ctx fits a long. The flatbuffer reader only checked that the fields could be read.
+    /// </summary>
+    internal static ChipProfile CheckLoadable(BModelFile model, string file)
+    {
+        ChipProfile chip = ChipProfile.FromBModelChip(model.Chip)
+            ?? throw new LlmBuildException(ErrorCodes.NotEmulatorModel,
+                $"'{file}' is built for chip '{model.Chip}', not for the LlmBuild emulator (chips {string.Join(", ", ChipProfile.All.Select(c => c.BModelChip))}). Run it on its board, or rebuild with the built-in backend.", file);
+        LlmBuildException Bad(string net, string what) => new(ErrorCodes.BModelBadTensor,
+            $"'{file}': net '{net}' {what}; the file is damaged or was not built by LlmBuild. Rebuild it.", file);
+        foreach (NetInfo net in model.Nets)
+        {
+            if (net.Stages.Count != 1)
+                throw new LlmBuildException(ErrorCodes.NotEmulatorModel, $"'{file}': net '{net.Name}' has {net.Stages.Count} stages; the emulator runs static one-stage nets.", file);
+            NetParameter p = net.Stages[0];
+            if (p.CtxSize > long.MaxValue / 4) throw Bad(net.Name, $"declares {p.CtxSize} bytes of ctx memory");
+            foreach (BModelTensor t in p.InputTensors.Concat(p.OutputTensors))
+            {
+                if (t.Shapes.Count != 1) throw Bad(net.Name, $"tensor '{t.Name}' has {t.Shapes.Count} shapes, not one");
+                if (t.Shape.Count is < 1 or > 8) throw Bad(net.Name, $"tensor '{t.Name}' has {t.Shape.Count} dimensions (the net contract's tensors have 1 to 8)");
+                if (!TensorRef.TryElementSize(t.DataType, out int elementSize)) throw Bad(net.Name, $"tensor '{t.Name}' has data type {(int)t.DataType}, which the emulator does not know");
+                long bytes = elementSize;
+                foreach (long d in t.Shape)
+                {
+                    if (d < 1 || d > MaxDimension)
+                        throw Bad(net.Name, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}]: dimension {d} is outside 1 … {MaxDimension}");
+                    try { bytes = checked(bytes * d); }
+                    catch (OverflowException) { throw Bad(net.Name, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}], larger than any memory"); }
+                }
+                if ((ulong)bytes != t.Size)
+                    throw Bad(net.Name, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}] of {BModelDataTypes.Name(t.DataType)} ({bytes} bytes) but a size field of {t.Size} bytes");
+            }
+        }
+        return chip;
+    }
+
+    /// <summary>
+    /// The emulated device memory to reserve: the sum of <paramref name="parts"/>, refused with a coded error when it
+    /// overflows or exceeds the memory this process may use (a damaged size must not become an out-of-memory abort).
+    /// </summary>
+    private static long MemoryNeeded(IEnumerable<long> parts, string file)
+    {
+        long total = 0;
+        try { foreach (long part in parts) total = checked(total + part); }
+        catch (OverflowException) { total = long.MaxValue; }
+        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (total < 0 || total > available)
+            throw new LlmBuildException(ErrorCodes.BModelTooLargeToLoad,
+                $"'{file}' needs {total / (1024.0 * 1024 * 1024):0.0} GiB of emulated device memory, more than the {available / (1024.0 * 1024 * 1024):0.0} GiB this machine lets the process use. " +
+                "Run it on a machine with more memory, or rebuild it smaller (SeqLength, Batch, Quantize); if it was built small, the file is damaged.", file);
+        return total;
     }
 
     public ChipProfile Chip { get; }

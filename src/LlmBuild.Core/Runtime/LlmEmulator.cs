@@ -56,11 +56,17 @@ public sealed class LlmEmulator : IDisposable
         {
             _prefillKv = Enumerable.Range(0, layers).Select(i => rt.Group($"block_kv_{i}")).ToArray();
             EmulatorGroup kv = _prefillKv[0];
+            RequireRank(kv, "input_states", 3);
+            RequireRank(kv, "history_k", 4);
             HistoryPrefillLength = (int)kv.Input(kv.InputIndex("input_states")).Shape[1];
             HistoryLength = (int)kv.Input(kv.InputIndex("history_k")).Shape[1];
         }
 
         EmulatorGroup first = _prefill[0], cache = _decode[0];
+        // The net contract (DESIGN §7) fixes the ranks this reads; a damaged file must not index past them.
+        RequireRank(first, "input_states", 3);
+        RequireRank(cache, "input_states", 3);
+        RequireRank(cache, "history_k", 4);
         NetTensor states = first.Input(first.InputIndex("input_states"));
         PrefillLength = (int)states.Shape[1];
         HiddenSize = (int)states.Shape[^1];
@@ -88,7 +94,11 @@ public sealed class LlmEmulator : IDisposable
         NetTensor lmOut = _lmHead.Output(0);
         LmHeadOutputsLogits = lmOut.DType == BModelDataType.Float32 && lmOut.Shape[^1] > 1;
         VocabSize = LmHeadOutputsLogits ? (int)lmOut.Shape[^1]
-            : (int)_lmHead.Steps[0][0].Program.Probes.First(p => p.Name == "logits").Tensor.Shape[^1];
+            : (int)(_lmHead.Steps[0][0].Program.Probes.FirstOrDefault(p => p.Name == "logits" && p.Tensor.Shape.Length > 0)
+                ?? throw new LlmBuildException(ErrorCodes.BModelBadTensor, "Net 'lm_head' keeps no logits tensor, which the net contract's greedy head must; the bmodel is damaged. Rebuild it.")).Tensor.Shape[^1];
+        if (PrefillLength > SeqLength || VocabSize < 1)
+            throw new LlmBuildException(ErrorCodes.BModelBadTensor,
+                $"The nets disagree with the net contract: prefill length {PrefillLength} (block_0 input_states) exceeds SeqLength {SeqLength} (block_cache_0 history_k), or the vocabulary is empty. The bmodel is damaged; rebuild it.");
 
         if (rt.HasGroup("embedding"))
         {
@@ -109,7 +119,9 @@ public sealed class LlmEmulator : IDisposable
     /// Loads a combined bmodel. Only EmbeddingDisk models read anything else: config/embedding.bin from
     /// <paramref name="configDir"/> (default: the config folder beside the bmodel, as the build writes it).
     /// </summary>
-    public static LlmEmulator Load(string bmodelPath, string? configDir = null)
+    /// <param name="verifyWeights">Check every coefficient blob against its sha256 check code while loading (see
+    /// <see cref="EmulatorRuntime.Load"/>); false skips it for a file known to be intact.</param>
+    public static LlmEmulator Load(string bmodelPath, string? configDir = null, bool verifyWeights = true)
     {
         BModelFile model = EmulatorRuntime.ReadModel(bmodelPath);
         bool Has(string name) => model.Nets.Any(n => n.Name == name || n.Cascade?.MainName == name);
@@ -120,12 +132,27 @@ public sealed class LlmEmulator : IDisposable
         // The KV cache: per layer as large as block_cache's history inputs on every device; a little slack per buffer for alignment.
         long historyBytes = model.Nets.Where(n => n.Name == "block_cache_0" || n.Cascade?.MainName == "block_cache_0")
             .SelectMany(n => n.Stages[0].InputTensors).Where(t => t.Name.StartsWith("history_", StringComparison.Ordinal)).Sum(t => (long)t.Size);
-        long extra = layers * (historyBytes + 64L * 1024 * 2 * Math.Max(1, model.DeviceNum)) + 4L * 1024 * 1024;
-        // EmbeddingDisk: device rows for the host-embedded tokens, as large as any net's input_states.
-        extra += 2 * model.Nets.SelectMany(n => n.Stages[0].InputTensors).Where(t => t.Name.StartsWith("input_states", StringComparison.Ordinal)).Max(t => (long)t.Size);
-        var rt = EmulatorRuntime.Load(bmodelPath, extra);
+        // Sizes were checked against their shapes, not against each other: a damaged file may still ask for too much, which
+        // the runtime refuses with a coded error — so saturate here rather than wrap.
+        long extra;
+        try
+        {
+            extra = checked(layers * (historyBytes + 64L * 1024 * 2 * Math.Max(1, model.DeviceNum)) + 4L * 1024 * 1024);
+            // EmbeddingDisk: device rows for the host-embedded tokens, as large as any net's input_states.
+            extra = checked(extra + 2 * model.Nets.SelectMany(n => n.Stages[0].InputTensors).Where(t => t.Name.StartsWith("input_states", StringComparison.Ordinal)).Select(t => (long)t.Size).DefaultIfEmpty(0).Max());
+        }
+        catch (OverflowException) { extra = long.MaxValue / 2; }
+        var rt = EmulatorRuntime.Load(bmodelPath, extra, verifyWeights);
         try { return new LlmEmulator(rt, layers, configDir ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(bmodelPath))!, "config")); }
         catch { rt.Dispose(); throw; }
+    }
+
+    private static void RequireRank(EmulatorGroup net, string input, int rank)
+    {
+        for (int d = 0; d < net.Devices; d++)
+            if (net.Input(net.InputIndex(input), d).Shape.Length != rank)
+                throw new LlmBuildException(ErrorCodes.BModelBadTensor,
+                    $"Net '{net.Name}' input '{input}' has shape [{string.Join(", ", net.Input(net.InputIndex(input), d).Shape)}]; the net contract gives it {rank} dimensions. The bmodel is damaged; rebuild it.");
     }
 
     private static string PrefillNetName(EmulatorRuntime rt, int layer) =>

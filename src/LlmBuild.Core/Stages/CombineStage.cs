@@ -34,7 +34,7 @@ public static class CombineStage
 
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir, IReadOnlyList<string> generated)
     {
-        Directory.CreateDirectory(outputConfigDir);
+        AtomicFile.CreateDirectory(outputConfigDir);
         var names = new HashSet<string>(generated, StringComparer.Ordinal) { NetContract.EmbeddingFileName };
         foreach (string file in files.Order(StringComparer.Ordinal))
         {
@@ -44,6 +44,6 @@ public static class CombineStage
         }
         // A file that left the model folder leaves config/ too.
         foreach (string stale in Directory.EnumerateFiles(outputConfigDir).Where(f => !names.Contains(Path.GetFileName(f))))
-            File.Delete(stale);
+            AtomicFile.Delete(stale);
     }
 }

@@ -28,7 +28,9 @@ public static class ResolveStage
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
         BuildOptions options = BuildOptions.Parse(values);
-        string name = OptionTable.LlmModelName.ReadText(values) is { Length: > 0 } n ? n
+        // The targets always pass LlmModelName (the project name unless set), so an empty value is the user's: refuse it
+        // rather than write bin/.bmodel. Callers that pass no name at all (tests, tools) get the model's file or folder name.
+        string name = values.TryGetValue("LlmModelName", out string? n) ? CheckModelName(n)
             : Checkpoints.GgufCheckpoint.IsGgufPath(options.ModelPath) ? Path.GetFileNameWithoutExtension(options.ModelPath)
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.ModelPath)));
         OptionTable.LlmModelName.CheckValue(name);
@@ -45,8 +47,34 @@ public static class ResolveStage
             NoteGgufRequantization(gguf, model.Quantize, model.Weights, warnings);
         }
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
-        if (backend == "builtin") Plan.TensorParallel.Check(model);
+        if (backend == "builtin")
+        {
+            Plan.TensorParallel.Check(model);
+            // Weights, KV cache and the prefill nets' contract io need no codegen: an impossible build fails here, in a
+            // second, instead of after quantize and export have written gigabytes (codegen checks the exact figure again).
+            var chip = Chips.ChipProfile.Get(model.Options.Chip);
+            Codegen.DeviceMemoryBudget.Estimate(model, chip).Check(model, chip);
+        }
         return model;
+    }
+
+    /// <summary>
+    /// LlmModelName becomes bin/&lt;name&gt;.bmodel: it must be a plain, visible file name (not empty, not "." or "..",
+    /// no path separators, no leading or trailing space or dot).
+    /// </summary>
+    public static string CheckModelName(string? name)
+    {
+        string value = name ?? "";
+        string? why =
+            value.Trim().Length == 0 ? "is empty"
+            : value != value.Trim() ? "starts or ends with white space"
+            : value.StartsWith('.') || value.EndsWith('.') ? "starts or ends with a dot"
+            : value.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || value.Contains('/') || value.Contains('\\') ? "holds a path separator or a character file names cannot hold"
+            : value.Length > 200 ? "is longer than 200 characters"
+            : null;
+        if (why is null) return value;
+        throw new LlmBuildException(ErrorCodes.InvalidProperty,
+            $"Property LlmModelName='{value}' {why}; it names the output bin/<LlmModelName>.bmodel. Set it to a plain file name such as 'qwen2.5-0.5b' (or remove it to use the project name).");
     }
 
     /// <summary>

@@ -50,7 +50,11 @@ public sealed record VerifyReport
     public string? StoppedEarly { get; init; }
     public bool Passed => Failures.Count == 0;
 
-    public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    /// <summary>A model that computes NaN gives NaN figures: they are written as "NaN" (and fail the thresholds), not thrown on.</summary>
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
 
     public string ToJson() => JsonSerializer.Serialize(this, Json) + "\n";
 
@@ -95,6 +99,45 @@ public static class VerifyStage
                 $"The built model '{bmodelPath}' does not match the f32 reference closely enough for {model.Quantize}: {string.Join("; ", report.Failures)}. " +
                 $"See '{reportPath}'. Use a higher-precision Quantize mode (or a smaller QGroupSize), or set Verify=false to skip the check.", reportPath);
         return report;
+    }
+
+    /// <summary>
+    /// The build's verify: <see cref="Run"/>, and when it fails for any reason the built model leaves the output folder for
+    /// <paramref name="quarantinePath"/> (beside the intermediates), so a complete-looking but unverified bin/*.bmodel is
+    /// never left for a later pipeline step to ship. The output being gone also makes the next build combine and verify
+    /// again, instead of finding verify.json newer than the model.
+    /// </summary>
+    public static VerifyReport RunOrQuarantine(ResolvedModel model, string bmodelPath, string reportPath, string quarantinePath,
+        Action<string>? log = null, VerifyThresholds? thresholds = null)
+    {
+        try
+        {
+            return Run(model, bmodelPath, reportPath, log, thresholds);
+        }
+        catch (LlmBuildException e)
+        {
+            string moved = Quarantine(bmodelPath, quarantinePath);
+            throw new LlmBuildException(e.Code, $"{e.Message} {moved}", e.File, e);
+        }
+    }
+
+    private static string Quarantine(string bmodelPath, string quarantinePath)
+    {
+        if (!File.Exists(bmodelPath)) return "";
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(quarantinePath))!);
+            File.Move(bmodelPath, quarantinePath, overwrite: true);
+            return $"The unverified model was moved out of the output folder to '{quarantinePath}' so it cannot be shipped by mistake.";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Could not move it: at least take it out of the way under a name that says what it is.
+            try { File.Delete(bmodelPath); } catch (Exception d) when (d is IOException or UnauthorizedAccessException) { }
+            return File.Exists(bmodelPath)
+                ? $"WARNING: '{bmodelPath}' is UNVERIFIED and could not be moved or deleted ({e.Message}); do not ship it."
+                : $"The unverified model '{bmodelPath}' was deleted (it could not be moved to '{quarantinePath}': {e.Message}).";
+        }
     }
 
     /// <summary>

@@ -103,7 +103,12 @@ public sealed class MemoryPlanningTests
         {
             ["ModelPath"] = ExampleBuild.ModelDir, ["SeqLength"] = "64", ["Quantize"] = "bf16", ["DeviceMemoryMiB"] = "16",
         };
-        ResolvedModel model = ExampleBuild.Resolve(props);
+        // Weights alone exceed the budget: resolve refuses it, before any stage writes anything (issue 19).
+        var early = Assert.ThrowsExactly<LlmBuildException>(() => ExampleBuild.Resolve(props));
+        Assert.AreEqual(ErrorCodes.DeviceMemoryOverflow, early.Code);
+        StringAssert.Contains(early.Message, "weights 37.6 MiB");
+        props["DeviceMemoryMiB"] = "";
+        ResolvedModel model = ExampleBuild.Resolve(props) with { DeviceMemoryMiB = 16 };
         var e = Assert.ThrowsExactly<LlmBuildException>(() =>
             DeviceMemoryBudget.Compute(model, ChipProfile.BM1684X, 4096, "block_0").Check(model, ChipProfile.BM1684X));
         Assert.AreEqual(ErrorCodes.DeviceMemoryOverflow, e.Code);
