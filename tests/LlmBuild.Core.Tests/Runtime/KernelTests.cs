@@ -1,10 +1,15 @@
 using LlmBuild.Core.BModel;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Runtime;
 
 namespace LlmBuild.Core.Tests.Runtime;
 
-/// <summary>The vectorised kernels (including their tails) against scalar loops written from the format description.</summary>
+/// <summary>
+/// The vectorised kernels (including their tails) against scalar loops written from the format description, at every
+/// vector width this CPU runs (each width forced): few rows take the fused dequantize-dot path, more than
+/// <see cref="MatMulKernels.FewRows"/> the dequantize-then-tile GEMM.
+/// </summary>
 [TestClass]
 public sealed unsafe class KernelTests
 {
@@ -14,7 +19,16 @@ public sealed unsafe class KernelTests
     [DataRow(2, 64, 5)]
     [DataRow(4, 16, 9)]
     [DataRow(6, 160, 70)]
+    [DataRow(9, 200, 37)]
+    [DataRow(128, 96, 48)]
     public void Bf16MatMulMatchesScalar(int m, int k, int n)
+    {
+        foreach (SimdWidth width in Widths()) Bf16MatMulMatchesScalar(m, k, n, width);
+    }
+
+    private static IEnumerable<SimdWidth> Widths() => Enum.GetValues<SimdWidth>().Where(Simd.IsSupported);
+
+    private static void Bf16MatMulMatchesScalar(int m, int k, int n, SimdWidth width)
     {
         var rng = new Random(3);
         float[] x = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
@@ -23,13 +37,13 @@ public sealed unsafe class KernelTests
         var y = new float[m * n];
         fixed (float* xp = x, yp = y)
         fixed (ushort* wp = w)
-            Kernels.MatMul(xp, m, k, n, (byte*)wp, BModelDataType.BFloat16, true, bias, yp);
+            Kernels.MatMul(xp, m, k, n, (byte*)wp, BModelDataType.BFloat16, true, bias, yp, width);
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {
                 double want = bias[j];
                 for (int t = 0; t < k; t++) want += x[i * k + t] * (double)FloatFormats.BFloat16ToFloatScalar(w[j * k + t]);
-                Assert.AreEqual(want, y[i * n + j], 1e-4, $"[{i},{j}]");
+                Assert.AreEqual(want, y[i * n + j], 1e-4, $"{width} [{i},{j}]");
             }
     }
 
@@ -41,7 +55,17 @@ public sealed unsafe class KernelTests
     [DataRow(4, 1, 40, 40, 5)]
     [DataRow(8, 2, 96, 48, 17)]
     [DataRow(8, 1, 21, 21, 3)]
+    [DataRow(4, 7, 96, 32, 21)]
+    [DataRow(4, 16, 80, 40, 35)]
+    [DataRow(4, 128, 128, 64, 40)]
+    [DataRow(8, 6, 63, 21, 19)]
+    [DataRow(8, 12, 96, 48, 33)]
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
+    {
+        foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
+    }
+
+    private static void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n, SimdWidth width)
     {
         var rng = new Random(5);
         int groups = k / group;
@@ -58,7 +82,7 @@ public sealed unsafe class KernelTests
         var y = new float[m * n];
         fixed (float* xp = x, yp = y, sp = scales)
         fixed (byte* qp = packed, zp = zeros)
-            Kernels.A16MatMul(xp, m, k, n, qp, sp, zp, bits, group, null, yp);
+            Kernels.A16MatMul(xp, m, k, n, qp, sp, zp, bits, group, null, yp, width);
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {
@@ -68,7 +92,31 @@ public sealed unsafe class KernelTests
                     int g = t / group;
                     want += x[i * k + t] * (q[j * k + t] - zeros[j * groups + g]) * (double)scales[j * groups + g];
                 }
-                Assert.AreEqual(want, y[i * n + j], 1e-3, $"[{i},{j}]");
+                Assert.AreEqual(want, y[i * n + j], 1e-3, $"{width} [{i},{j}]");
             }
+    }
+
+    [TestMethod]
+    [DataRow(1, 50, 7)]
+    [DataRow(4, 33, 9)]
+    [DataRow(10, 70, 13)]
+    public void Float32MatMulMatchesScalar(int m, int k, int n)
+    {
+        var rng = new Random(7);
+        float[] x = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        float[] w = Enumerable.Range(0, n * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        foreach (SimdWidth width in Widths())
+        {
+            var y = new float[m * n];
+            fixed (float* xp = x, yp = y, wp = w)
+                Kernels.MatMul(xp, m, k, n, (byte*)wp, BModelDataType.Float32, true, null, yp, width);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                {
+                    double want = 0;
+                    for (int t = 0; t < k; t++) want += x[i * k + t] * (double)w[j * k + t];
+                    Assert.AreEqual(want, y[i * n + j], 1e-4, $"{width} [{i},{j}]");
+                }
+        }
     }
 }
