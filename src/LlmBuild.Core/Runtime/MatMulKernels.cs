@@ -107,48 +107,68 @@ internal static unsafe class MatMulKernels
 
     // ------------------------------------------------------------------ few rows: fused dequantize-dot
 
+    /// <summary>Bytes of x rows a few-rows pass keeps in L1 while the weights stream past (several rows of a long K are split).</summary>
+    private const int FewRowsXBytes = 16 << 10;
+
     private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, float[]? bias, float* y)
         where TOps : struct, ISimdOps<TVec> where TVec : struct
     {
+        // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
+        int unit = w.Group > 0 ? w.Group : 2 * TOps.Count;
+        int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
         int chunks = (n + ColumnChunk - 1) / ColumnChunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
         Parallel.For(0, chunks, Options((long)m * n * k), c =>
         {
             float* results = stackalloc float[FewRows];
+            float* ys = (float*)yp;
             int end = Math.Min(n, (c + 1) * ColumnChunk);
-            for (int j = c * ColumnChunk; j < end; j++)
+            for (int k0 = 0; k0 < k; k0 += kBlock)
             {
-                float b = bias is null ? 0f : bias[j];
-                switch (m)
+                int kb = Math.Min(kBlock, k - k0);
+                for (int j = c * ColumnChunk; j < end; j++)
                 {
-                    case 1: Column<TOps, TVec, Rows1>((float*)xp, k, w, j, (float*)gp, results); break;
-                    case 2: Column<TOps, TVec, Rows2>((float*)xp, k, w, j, (float*)gp, results); break;
-                    case 3: Column<TOps, TVec, Rows3>((float*)xp, k, w, j, (float*)gp, results); break;
-                    default: Column<TOps, TVec, Rows4>((float*)xp, k, w, j, (float*)gp, results); break;
+                    switch (m)
+                    {
+                        case 1: Column<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        case 2: Column<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        case 3: Column<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        default: Column<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                    }
+                    if (k0 == 0)
+                    {
+                        float b = bias is null ? 0f : bias[j];
+                        for (int r = 0; r < m; r++) ys[(long)r * n + j] = results[r] + b;
+                    }
+                    else
+                        for (int r = 0; r < m; r++) ys[(long)r * n + j] += results[r];
                 }
-                for (int r = 0; r < m; r++) ((float*)yp)[(long)r * n + j] = results[r] + b;
             }
         });
     }
 
+    /// <summary>Column <paramref name="j"/>'s dot products with every row over elements [k0, k0 + kb).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Column<TOps, TVec, TRows>(float* x, int k, Weights w, int j, float* groupSums, float* results)
+    private static void Column<TOps, TVec, TRows>(float* x, int k, int k0, int kb, Weights w, int j, float* groupSums, float* results)
         where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
     {
         switch (w.Format)
         {
-            case WeightFormat.BFloat16: DotBFloat16Rows<TOps, TVec, TRows>((ushort*)w.Data + (long)j * k, x, k, k, results); break;
-            case WeightFormat.Float32: DotFloatRows<TOps, TVec, TRows>((float*)w.Data + (long)j * k, x, k, k, results); break;
+            case WeightFormat.BFloat16: DotBFloat16Rows<TOps, TVec, TRows>((ushort*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
+            case WeightFormat.Float32: DotFloatRows<TOps, TVec, TRows>((float*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
             case WeightFormat.Int4:
             {
                 int groups = k / w.Group;
-                DotNibbleRows<TOps, TVec, TRows>(w.Data + (long)j * (k / 2), w.Scales + (long)j * groups, w.Zeros + (long)j * groups, x, k, k, w.Group, groupSums, results);
+                long at = (long)j * groups + k0 / w.Group;
+                DotNibbleRows<TOps, TVec, TRows>(w.Data + (long)j * (k / 2) + k0 / 2, w.Scales + at, w.Zeros + at, x + k0 / 2, k, kb, k / 2, w.Group,
+                    groupSums + k0 / w.Group, groups, results);
                 break;
             }
             default:
             {
                 int groups = k / w.Group;
-                DotByteRows<TOps, TVec, TRows>(w.Data + (long)j * k, w.Scales + (long)j * groups, w.Zeros + (long)j * groups, x, k, k, w.Group, groupSums, results);
+                long at = (long)j * groups + k0 / w.Group;
+                DotByteRows<TOps, TVec, TRows>(w.Data + (long)j * k + k0, w.Scales + at, w.Zeros + at, x + k0, k, kb, w.Group, groupSums + k0 / w.Group, groups, results);
                 break;
             }
         }
@@ -218,47 +238,48 @@ internal static unsafe class MatMulKernels
     }
 
     /// <summary>
-    /// results[r] = Σ_g s_g·(Σ_i q_i·x_ri − z_g·Σ_i x_ri) over one 4-bit weight row, x prepared as even elements then odd
-    /// ones (<paramref name="stride"/> apart per row). The per-group dot stays a vector until it is scaled into the row's
-    /// accumulator, so the only horizontal sums are at the end; the zero points come in through the precomputed group
-    /// sums (<paramref name="groupSums"/> [rows, groups]).
+    /// results[r] = Σ_g s_g·(Σ_i q_i·x_ri − z_g·Σ_i x_ri) over <paramref name="count"/> elements of a 4-bit weight row, x
+    /// prepared as even elements, then the odd ones <paramref name="half"/> further (rows <paramref name="stride"/> apart).
+    /// The per-group dot stays a vector until it is scaled into the row's accumulator, so the only horizontal sums are at
+    /// the end; the zero points come in through the precomputed group sums (row r's at groupSums + r·groupStride).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void DotNibbleRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int k, int group, float* groupSums, float* results)
+    internal static void DotNibbleRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int half, int group,
+        float* groupSums, int groupStride, float* results)
         where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
     {
-        int rows = TRows.Value, step = TOps.Count, groups = k / group, half = k / 2, hg = group / 2;
+        int rows = TRows.Value, step = TOps.Count, groups = count / group, hg = group / 2, gs = groupStride;
         float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
         TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
         float t0 = 0, t1 = 0, t2 = 0, t3 = 0; // scalar tails and zero-point terms
         for (int g = 0; g < groups; g++)
         {
             int at = g * hg;
-            byte* qg = q + at;
+            byte* qg = q + at, qEnd = qg + hg - step;
+            float* xe = x + at, xo = x + half + at; // pointers, not indices: the loop carries no index arithmetic
+            long r1 = stride, r2 = 2 * stride, r3 = 3 * stride;
             TVec l0 = TOps.Zero, l1 = TOps.Zero, l2 = TOps.Zero, l3 = TOps.Zero;
             TVec h0 = TOps.Zero, h1 = TOps.Zero, h2 = TOps.Zero, h3 = TOps.Zero;
-            int i = 0;
-            for (; i <= hg - step; i += step)
+            for (; qg <= qEnd; qg += step, xe += step, xo += step)
             {
-                TOps.LoadNibbles(qg + i, out TVec lo, out TVec hi);
-                int e = at + i, o = at + half + i;
-                l0 = TOps.MultiplyAdd(lo, TOps.Load(x + e), l0);
-                h0 = TOps.MultiplyAdd(hi, TOps.Load(x + o), h0);
-                if (rows > 1) { l1 = TOps.MultiplyAdd(lo, TOps.Load(x1 + e), l1); h1 = TOps.MultiplyAdd(hi, TOps.Load(x1 + o), h1); }
-                if (rows > 2) { l2 = TOps.MultiplyAdd(lo, TOps.Load(x2 + e), l2); h2 = TOps.MultiplyAdd(hi, TOps.Load(x2 + o), h2); }
-                if (rows > 3) { l3 = TOps.MultiplyAdd(lo, TOps.Load(x3 + e), l3); h3 = TOps.MultiplyAdd(hi, TOps.Load(x3 + o), h3); }
+                TOps.LoadNibbles(qg, out TVec lo, out TVec hi);
+                l0 = TOps.MultiplyAdd(lo, TOps.Load(xe), l0);
+                h0 = TOps.MultiplyAdd(hi, TOps.Load(xo), h0);
+                if (rows > 1) { l1 = TOps.MultiplyAdd(lo, TOps.Load(xe + r1), l1); h1 = TOps.MultiplyAdd(hi, TOps.Load(xo + r1), h1); }
+                if (rows > 2) { l2 = TOps.MultiplyAdd(lo, TOps.Load(xe + r2), l2); h2 = TOps.MultiplyAdd(hi, TOps.Load(xo + r2), h2); }
+                if (rows > 3) { l3 = TOps.MultiplyAdd(lo, TOps.Load(xe + r3), l3); h3 = TOps.MultiplyAdd(hi, TOps.Load(xo + r3), h3); }
             }
             float s = scales[g];
             TVec sv = TOps.Broadcast(s);
             float sz = s * zeros[g];
             a0 = TOps.MultiplyAdd(TOps.Add(l0, h0), sv, a0);
             t0 -= sz * groupSums[g];
-            if (rows > 1) { a1 = TOps.MultiplyAdd(TOps.Add(l1, h1), sv, a1); t1 -= sz * groupSums[groups + g]; }
-            if (rows > 2) { a2 = TOps.MultiplyAdd(TOps.Add(l2, h2), sv, a2); t2 -= sz * groupSums[2 * groups + g]; }
-            if (rows > 3) { a3 = TOps.MultiplyAdd(TOps.Add(l3, h3), sv, a3); t3 -= sz * groupSums[3 * groups + g]; }
-            for (; i < hg; i++)
+            if (rows > 1) { a1 = TOps.MultiplyAdd(TOps.Add(l1, h1), sv, a1); t1 -= sz * groupSums[gs + g]; }
+            if (rows > 2) { a2 = TOps.MultiplyAdd(TOps.Add(l2, h2), sv, a2); t2 -= sz * groupSums[2 * gs + g]; }
+            if (rows > 3) { a3 = TOps.MultiplyAdd(TOps.Add(l3, h3), sv, a3); t3 -= sz * groupSums[3 * gs + g]; }
+            for (int i = (int)(qg - (q + at)); i < hg; i++)
             {
-                float lo = qg[i] & 15, hi = qg[i] >> 4;
+                float lo = q[at + i] & 15, hi = q[at + i] >> 4;
                 int e = at + i, o = at + half + i;
                 t0 += s * (lo * x[e] + hi * x[o]);
                 if (rows > 1) t1 += s * (lo * x1[e] + hi * x1[o]);
@@ -274,10 +295,11 @@ internal static unsafe class MatMulKernels
 
     /// <summary><see cref="DotNibbleRows{TOps, TVec, TRows}"/> for 8-bit codes (x in its natural order).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void DotByteRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int k, int group, float* groupSums, float* results)
+    internal static void DotByteRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int group,
+        float* groupSums, int groupStride, float* results)
         where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
     {
-        int rows = TRows.Value, step = TOps.Count, groups = k / group;
+        int rows = TRows.Value, step = TOps.Count, groups = count / group, gs = groupStride;
         float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
         TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
         float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
@@ -299,9 +321,9 @@ internal static unsafe class MatMulKernels
             float sz = s * zeros[g];
             a0 = TOps.MultiplyAdd(d0, sv, a0);
             t0 -= sz * groupSums[g];
-            if (rows > 1) { a1 = TOps.MultiplyAdd(d1, sv, a1); t1 -= sz * groupSums[groups + g]; }
-            if (rows > 2) { a2 = TOps.MultiplyAdd(d2, sv, a2); t2 -= sz * groupSums[2 * groups + g]; }
-            if (rows > 3) { a3 = TOps.MultiplyAdd(d3, sv, a3); t3 -= sz * groupSums[3 * groups + g]; }
+            if (rows > 1) { a1 = TOps.MultiplyAdd(d1, sv, a1); t1 -= sz * groupSums[gs + g]; }
+            if (rows > 2) { a2 = TOps.MultiplyAdd(d2, sv, a2); t2 -= sz * groupSums[2 * gs + g]; }
+            if (rows > 3) { a3 = TOps.MultiplyAdd(d3, sv, a3); t3 -= sz * groupSums[3 * gs + g]; }
             for (; i < group; i++)
             {
                 float wq = q[at + i];

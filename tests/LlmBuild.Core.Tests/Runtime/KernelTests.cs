@@ -21,6 +21,7 @@ public sealed unsafe class KernelTests
     [DataRow(6, 160, 70)]
     [DataRow(9, 200, 37)]
     [DataRow(128, 96, 48)]
+    [DataRow(3, 1500, 5)] // x rows beyond L1: walked in K blocks
     public void Bf16MatMulMatchesScalar(int m, int k, int n)
     {
         foreach (SimdWidth width in Widths()) Bf16MatMulMatchesScalar(m, k, n, width);
@@ -60,6 +61,9 @@ public sealed unsafe class KernelTests
     [DataRow(4, 128, 128, 64, 40)]
     [DataRow(8, 6, 63, 21, 19)]
     [DataRow(8, 12, 96, 48, 33)]
+    [DataRow(4, 4, 1280, 64, 9)] // x rows beyond L1: walked in K blocks
+    [DataRow(4, 2, 4160, 40, 3)]
+    [DataRow(8, 3, 2100, 70, 5)]
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
