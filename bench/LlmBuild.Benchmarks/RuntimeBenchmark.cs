@@ -79,7 +79,14 @@ public sealed class RuntimeBenchmark : IBenchmark
         Figures one = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth);
         double? freshFtl = FreshRunFirstToken(root, one.BModel);
         Figures four = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("Batch", "4"));
-        if (lmHeadQuant) Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("QuantizeLmHead", "true"));
+        if (lmHeadQuant)
+        {
+            // What a 4-bit lm_head costs in fidelity: the example's verify figures (a trained-shaped model with
+            // Hugging Face goldens) with and without it, then what it buys in decode speed on the Qwen-shaped one.
+            foreach (string quantizeLmHead in new[] { "false", "true" })
+                Fidelity(example, 64, ("QuantizeLmHead", quantizeLmHead));
+            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("QuantizeLmHead", "true"));
+        }
         if (!quick) Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("NumDevice", "2"));
         (double Prefill, double Decode)? llama = peer is null ? null : RunPeer(peer, gguf, qwenDir);
 
@@ -154,6 +161,23 @@ public sealed class RuntimeBenchmark : IBenchmark
         if (emu.Devices > 1)
             Console.WriteLine($"  {emu.Devices} devices: {transferPerStep / 1e3:F1} KB moved between devices per step (all-reduce); device memory {string.Join(" + ", Enumerable.Range(0, emu.Devices).Select(d => $"{emu.Runtime.DeviceBytes(d) / 1e6:F1} MB"))}");
         return new Figures(first.Min(), cold.Elapsed.TotalMilliseconds, tokensPerSecond, bound, bmodel);
+    }
+
+    private void Fidelity(string modelDir, int groupSize, params (string Name, string Value)[] extra)
+    {
+        var props = new Dictionary<string, string?>
+        {
+            ["ModelPath"] = modelDir, ["SeqLength"] = "256", ["MaxInputLength"] = "128", ["Quantize"] = "w4bf16",
+            ["QGroupSize"] = groupSize.ToString(), ["LlmModelName"] = "bench",
+        };
+        foreach (var (name, value) in extra) props[name] = value;
+        ResolvedModel model = ResolveStage.Resolve(props, new List<LlmBuildWarning>());
+        string dir = Path.Combine(ScratchRoot, "verify" + string.Concat(extra.Select(e => "_" + e.Name + "_" + e.Value)));
+        Directory.CreateDirectory(dir);
+        string bmodel = Build(model, dir);
+        VerifyReport report = VerifyStage.Measure(model, bmodel, VerifyStage.FixedPrompt(model), VerifyStage.DefaultDecodeSteps, VerifyThresholds.For(model.Weights));
+        LogitsFidelity l = report.Logits;
+        Console.WriteLine($"example w4bf16 g{groupSize}{string.Concat(extra.Select(e => $", {e.Name}={e.Value}"))}: verify final logits min cosine {l.MinCosine:F6}, mean {l.MeanCosine:F6}, top-1 agreement {l.Top1Agreement:P1} over {l.Positions} positions; worst piece cosine {report.Pieces.Min(p => p.Cosine):F6}");
     }
 
     /// <summary>

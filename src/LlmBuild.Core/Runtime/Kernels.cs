@@ -272,6 +272,14 @@ internal static unsafe class Kernels
     // ------------------------------------------------------------------ attention
 
     /// <summary>
+    /// An additive mask at or below this leaves a key out. Masks fill hidden positions with −10000 (DESIGN §7); such a
+    /// key's weight exp(score + mask − max) is exactly 0 in f32 (exp underflows below −104) and adding 0 changes no
+    /// sum, so skipping it computes the same numbers — and a decode step attends over its filled positions only, not
+    /// all SeqLength of them.
+    /// </summary>
+    internal const float MaskedKey = -5000f;
+
+    /// <summary>
     /// Grouped-query attention: q [B,Mq,Hq,D], k/v [B,Mk,Hkv,D], additive mask [B,1,Mq,Mk] (or causal: key j visible to
     /// query i iff j ≤ i + Mk − Mq); softmax in f32; output [B,Mq,Hq·D].
     /// </summary>
@@ -279,39 +287,51 @@ internal static unsafe class Kernels
     {
         int group = qHeads / kvHeads;
         nint qp = (nint)q, kp = (nint)k, vp = (nint)v, mp = (nint)mask, yp = (nint)y;
-        Parallel.For(0, batch * qHeads, Options((long)batch * qHeads * mq * mk * dim * 2), () => new float[mk], (bh, _, scores) =>
+        Parallel.For(0, batch * qHeads, Options((long)batch * qHeads * mq * mk * dim * 2), () => (new float[mk], new int[mk]), (bh, _, scratch) =>
         {
+            var (scores, keys) = scratch;
             int b = bh / qHeads, h = bh % qHeads, kh = h / group;
             float* qs = (float*)qp, ks = (float*)kp, vs = (float*)vp, ms = (float*)mp, ys = (float*)yp;
             for (int i = 0; i < mq; i++)
             {
                 var qv = new ReadOnlySpan<float>(qs + (((long)b * mq + i) * qHeads + h) * dim, dim);
-                int visible = causal ? Math.Min(mk, i + mk - mq + 1) : mk;
-                float max = float.NegativeInfinity;
-                for (int j = 0; j < visible; j++)
+                int count = 0;
+                float* maskRow = causal ? null : ms + ((long)b * mq + i) * mk;
+                if (causal)
+                    for (int end = Math.Min(mk, i + mk - mq + 1); count < end; count++) keys[count] = count;
+                else
                 {
+                    for (int j = 0; j < mk; j++)
+                        if (maskRow[j] > MaskedKey) keys[count++] = j;
+                    if (count == 0) // every key masked: the weights are then all comparable, keep them all
+                        for (int j = 0; j < mk; j++) keys[count++] = j;
+                }
+                float max = float.NegativeInfinity;
+                for (int t = 0; t < count; t++)
+                {
+                    int j = keys[t];
                     float sc = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(ks + (((long)b * mk + j) * kvHeads + kh) * dim, dim)) * scale;
-                    if (!causal) sc += ms[((long)b * mq + i) * mk + j];
-                    scores[j] = sc;
+                    if (!causal) sc += maskRow[j];
+                    scores[t] = sc;
                     if (sc > max) max = sc;
                 }
                 float sum = 0;
-                for (int j = 0; j < visible; j++)
+                for (int t = 0; t < count; t++)
                 {
-                    float e = MathF.Exp(scores[j] - max);
-                    scores[j] = e;
+                    float e = MathF.Exp(scores[t] - max);
+                    scores[t] = e;
                     sum += e;
                 }
                 var outRow = new Span<float>(ys + (((long)b * mq + i) * qHeads + h) * dim, dim);
                 outRow.Clear();
                 float inv = 1f / sum;
-                for (int j = 0; j < visible; j++)
+                for (int t = 0; t < count; t++)
                 {
-                    var vv = new ReadOnlySpan<float>(vs + (((long)b * mk + j) * kvHeads + kh) * dim, dim);
-                    TensorPrimitives.MultiplyAdd(vv, scores[j] * inv, outRow, outRow);
+                    var vv = new ReadOnlySpan<float>(vs + (((long)b * mk + keys[t]) * kvHeads + kh) * dim, dim);
+                    TensorPrimitives.MultiplyAdd(vv, scores[t] * inv, outRow, outRow);
                 }
             }
-            return scores;
+            return scratch;
         }, _ => { });
     }
 

@@ -123,4 +123,53 @@ public sealed unsafe class KernelTests
                 }
         }
     }
+
+    /// <summary>
+    /// Attention against a softmax over every key (masked ones included, as the formula reads): the kernel leaves out
+    /// keys whose mask is the −10000 fill, which must not change the numbers.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 1, 40, false)] // a decode step: 40 cache slots, the last ones unfilled
+    [DataRow(2, 5, 12, false)]
+    [DataRow(1, 6, 6, true)]
+    [DataRow(1, 3, 9, true)]
+    public void AttentionMatchesFullSoftmax(int batch, int mq, int mk, bool causal)
+    {
+        const int qHeads = 4, kvHeads = 2, dim = 8;
+        const float scale = 0.35f;
+        var rng = new Random(11);
+        float[] q = Enumerable.Range(0, batch * mq * qHeads * dim).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        float[] k = Enumerable.Range(0, batch * mk * kvHeads * dim).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        float[] v = Enumerable.Range(0, batch * mk * kvHeads * dim).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        var mask = new float[batch * mq * mk];
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < mq; i++)
+                for (int j = 0; j < mk; j++)
+                    mask[(b * mq + i) * mk + j] = j <= i + mk / 2 - mq + b ? 0f : -10000f; // filled slots, then unfilled ones
+        var y = new float[batch * mq * qHeads * dim];
+        fixed (float* qp = q, kp = k, vp = v, mp = mask, yp = y)
+            Kernels.Attention(qp, kp, vp, causal ? null : mp, yp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < mq; i++)
+                for (int h = 0; h < qHeads; h++)
+                {
+                    int kh = h / (qHeads / kvHeads);
+                    var s = new double[mk];
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j < mk; j++)
+                    {
+                        double dot = 0;
+                        for (int d = 0; d < dim; d++) dot += q[((b * mq + i) * qHeads + h) * dim + d] * (double)k[((b * mk + j) * kvHeads + kh) * dim + d];
+                        s[j] = dot * scale + (causal ? (j <= i + mk - mq ? 0 : double.NegativeInfinity) : mask[(b * mq + i) * mk + j]);
+                        max = Math.Max(max, s[j]);
+                    }
+                    double sum = s.Sum(x => Math.Exp(x - max));
+                    for (int d = 0; d < dim; d++)
+                    {
+                        double want = 0;
+                        for (int j = 0; j < mk; j++) want += Math.Exp(s[j] - max) / sum * v[((b * mk + j) * kvHeads + kh) * dim + d];
+                        Assert.AreEqual(want, y[((b * mq + i) * qHeads + h) * dim + d], 1e-5, $"[{b},{i},{h},{d}]");
+                    }
+                }
+    }
 }
