@@ -61,7 +61,13 @@ internal readonly unsafe struct Simd512 : ISimdOps<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Subtract(Vector512<float> a, Vector512<float> b) => a - b;
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+    /// <summary>Halves added down to 128 bits before the last reduction: fewer shuffles than reducing each quarter alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector512<float> v)
+    {
+        Vector256<float> h = v.GetLower() + v.GetUpper();
+        return Vector128.Sum(h.GetLower() + h.GetUpper());
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> LoadBFloat16(ushort* p) => Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
@@ -89,7 +95,7 @@ internal readonly unsafe struct Simd256 : ISimdOps<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Subtract(Vector256<float> a, Vector256<float> b) => a - b;
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> v) => Vector128.Sum(v.GetLower() + v.GetUpper());
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> LoadBFloat16(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
