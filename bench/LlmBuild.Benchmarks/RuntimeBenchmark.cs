@@ -12,39 +12,99 @@ using LlmBuild.Core.Stages;
 namespace LlmBuild.Benchmarks;
 
 /// <summary>
-/// The emulator at w4bf16: first-token latency (prefill of a 16-token prompt + lm_head) and decode tokens/s, for the
-/// example (examples/tiny-qwen2) and a Qwen2.5-0.5B-shaped random checkpoint (written by the `weights` benchmark),
-/// next to the bound a decode step cannot beat: the bytes one token reads (every block's and lm_head's coefficients
-/// plus the KV cache) ÷ the measured memory read bandwidth.
-/// usage: runtime [qwen-shaped checkpoint dir (default /tmp/llmbuild-bench/qwen2.5-0.5b-shaped)]
+/// The emulator at w4bf16: first-token latency (a 16-token prompt, padded prefill of 128 + lm_head) and decode tokens/s,
+/// for the example (examples/tiny-qwen2) and a Qwen2.5-0.5B-shaped random checkpoint (written by the `weights`
+/// benchmark), next to the bound a decode step cannot beat: the bytes one token reads (every block's and lm_head's
+/// coefficients plus the KV cache) ÷ the measured memory read bandwidth. With a llama.cpp build (--peer) it runs
+/// llama-bench on the same checkpoint at Q4_0 in the same run (writing the GGUF itself unless --gguf names one) and
+/// prints the ratios; with a built `llmbuild` (src/LlmBuild.Cli, Release) it times a fresh `llmbuild run` too.
+/// usage: runtime [qwen-shaped checkpoint dir] [--peer llama.cpp-bin-dir] [--gguf q4_0.gguf] [--quick] [--keep-builds]
+///   --quick        only the Qwen2.5-0.5B-shaped Batch=1 and Batch=4 builds
+///   --keep-builds  reuse the bmodels of an earlier run (in the temp folder) instead of building them again
+///   --lm-head-quant  also measure a build with QuantizeLmHead=true
 /// </summary>
 public sealed class RuntimeBenchmark : IBenchmark
 {
     public string Name => "runtime";
-    public string Description => "emulator decode tokens/s and first-token latency at w4bf16 vs the memory-bandwidth bound";
+    public string Description => "emulator decode and prefill at w4bf16 vs the memory-bandwidth bound and (with --peer) llama.cpp";
+
+    private sealed record Figures(double FirstTokenMs, double ColdFirstTokenMs, double DecodeTokensPerSecond, double BoundTokensPerSecond, string BModel);
+
+    private bool _keepBuilds;
+
+    /// <summary>Where this run's builds go unless they are kept (deleted at the end).</summary>
+    private static string ScratchRoot => Path.Combine(Path.GetTempPath(), "llmbuild-bench", "runtime-" + Environment.ProcessId);
 
     public int Run(string[] args)
     {
-        string qwenDir = args.Length > 0 ? args[0] : Path.Combine(Path.GetTempPath(), "llmbuild-bench", "qwen2.5-0.5b-shaped");
+        try
+        {
+            return RunAll(args);
+        }
+        finally
+        {
+            if (Directory.Exists(ScratchRoot)) Directory.Delete(ScratchRoot, recursive: true);
+        }
+    }
+
+    private int RunAll(string[] args)
+    {
+        string? peer = null, gguf = null, qwenDir = null;
+        bool quick = false, lmHeadQuant = false;
+        for (int i = 0; i < args.Length; i++)
+            switch (args[i])
+            {
+                case "--peer": peer = args[++i]; break;
+                case "--gguf": gguf = args[++i]; break;
+                case "--quick": quick = true; break;
+                case "--keep-builds": _keepBuilds = true; break;
+                case "--lm-head-quant": lmHeadQuant = true; break;
+                default: qwenDir = args[i]; break;
+            }
+        qwenDir ??= Path.Combine(Path.GetTempPath(), "llmbuild-bench", "qwen2.5-0.5b-shaped");
         double bandwidth = MeasureBandwidth();
         Console.WriteLine($"{Environment.ProcessorCount} cores, Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}, memory read bandwidth {bandwidth / 1e9:F2} GB/s (all threads)");
         string root = FindRoot();
         string example = Path.Combine(root, "examples", "tiny-qwen2", "checkpoint");
-        Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth);
-        Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth, ("Batch", "4"));
-        Measure("tiny-qwen2 (example)", example, 256, 32, bandwidth, ("NumDevice", "2")); // a device's 32 o_proj columns: group 32
-        if (File.Exists(Path.Combine(qwenDir, "model.safetensors")))
+        if (!quick)
         {
-            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth);
-            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("Batch", "4"));
-            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("NumDevice", "2"));
+            Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth);
+            Measure("tiny-qwen2 (example)", example, 256, 64, bandwidth, ("Batch", "4"));
+            Measure("tiny-qwen2 (example)", example, 256, 32, bandwidth, ("NumDevice", "2")); // a device's 32 o_proj columns: group 32
         }
-        else
+        if (!File.Exists(Path.Combine(qwenDir, "model.safetensors")))
+        {
             Console.WriteLine($"(no checkpoint in {qwenDir}: run the `weights` benchmark first to write the Qwen2.5-0.5B-shaped one)");
+            return 0;
+        }
+        Figures one = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth);
+        double? freshFtl = FreshRunFirstToken(root, one.BModel);
+        Figures four = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("Batch", "4"));
+        if (lmHeadQuant)
+        {
+            // What a 4-bit lm_head costs in fidelity: the example's verify figures (a trained-shaped model with
+            // Hugging Face goldens) with and without it, then what it buys in decode speed on the Qwen-shaped one.
+            foreach (string quantizeLmHead in new[] { "false", "true" })
+                Fidelity(example, 64, ("QuantizeLmHead", quantizeLmHead));
+            Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("QuantizeLmHead", "true"));
+        }
+        if (!quick) Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("NumDevice", "2"));
+        (double Prefill, double Decode)? llama = peer is null ? null : RunPeer(peer, gguf, qwenDir);
+
+        double prefill = 128 / (one.FirstTokenMs / 1000);
+        Console.WriteLine();
+        Console.WriteLine("Qwen2.5-0.5B-shaped, w4bf16 g64 (emulator) vs Q4_0 (llama.cpp), 2 threads, measured in this run:");
+        Console.WriteLine($"  decode:  {one.DecodeTokensPerSecond:F1} tokens/s = {100 * one.DecodeTokensPerSecond / one.BoundTokensPerSecond:F0} % of the bandwidth bound ({one.BoundTokensPerSecond:F1})"
+            + (llama is { } l1 ? $"; llama.cpp tg32 {l1.Decode:F1} tokens/s -> {one.DecodeTokensPerSecond / l1.Decode:F2}x" : ""));
+        Console.WriteLine($"  prefill: {prefill:F0} tokens/s (128 rows, first token {one.FirstTokenMs:F0} ms warm, {one.ColdFirstTokenMs:F0} ms for the first call after loading)"
+            + (llama is { } l2 ? $"; llama.cpp pp128 {l2.Prefill:F0} tokens/s -> {prefill / l2.Prefill:F2}x" : ""));
+        Console.WriteLine($"  Batch=4 decode: {four.DecodeTokensPerSecond:F1} tokens/s over 4 sequences = {four.DecodeTokensPerSecond / one.DecodeTokensPerSecond:F2}x Batch=1");
+        if (freshFtl is { } fresh)
+            Console.WriteLine($"  fresh `llmbuild run` first token {fresh * 1000:F0} ms = {fresh * 1000 / one.FirstTokenMs:F2}x the warm first token");
         return 0;
     }
 
-    private static void Measure(string label, string modelDir, int seqLength, int groupSize, double bandwidth, params (string Name, string Value)[] extra)
+    private Figures Measure(string label, string modelDir, int seqLength, int groupSize, double bandwidth, params (string Name, string Value)[] extra)
     {
         var props = new Dictionary<string, string?>
         {
@@ -54,53 +114,158 @@ public sealed class RuntimeBenchmark : IBenchmark
         foreach (var (name, value) in extra) props[name] = value;
         string options = string.Concat(extra.Select(e => $", {e.Name}={e.Value}"));
         ResolvedModel model = ResolveStage.Resolve(props, new List<LlmBuildWarning>());
-        string dir = Path.Combine(Path.GetTempPath(), "llmbuild-bench", "runtime-" + Environment.ProcessId);
+        string key = string.Concat((Path.GetFileName(modelDir.TrimEnd('/')) + options).Select(ch => char.IsLetterOrDigit(ch) || ch is '.' or '-' ? ch : '_'));
+        string dir = _keepBuilds
+            ? Path.Combine(Path.GetTempPath(), "llmbuild-bench", "runtime-builds", key)
+            : Path.Combine(ScratchRoot, key);
         Directory.CreateDirectory(dir);
-        try
-        {
-            var build = Stopwatch.StartNew();
-            string bmodel = Build(model, dir);
-            build.Stop();
+        var build = Stopwatch.StartNew();
+        string bmodel = Path.Combine(dir, "bench.bmodel");
+        bool reused = _keepBuilds && File.Exists(bmodel);
+        if (!reused) bmodel = Build(model, dir);
+        build.Stop();
 
-            using var emu = LlmEmulator.Load(bmodel);
-            int[] prompt = Enumerable.Range(0, 16).Select(i => 1000 + 17 * i).ToArray();
-            emu.Prefill(prompt); // warm up (JIT, page faults)
-            var first = new List<double>();
-            for (int r = 0; r < 3; r++)
-            {
-                var t = Stopwatch.StartNew();
-                emu.Prefill(prompt);
-                first.Add(t.Elapsed.TotalMilliseconds);
-            }
-            int steps = 32;
-            var ids = Enumerable.Repeat(1, emu.Batch).ToArray();
-            for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
-            if (emu.Batch == 1) emu.Decode(1); else emu.DecodeBatch(ids); // warm up the decode path too
-            for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
-            long transferred = emu.Runtime.TransferredBytes;
-            var decode = Stopwatch.StartNew();
-            for (int s = 0; s < steps; s++)
-            {
-                float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
-                for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
-            }
-            decode.Stop();
-            double tokensPerSecond = steps * emu.Batch / decode.Elapsed.TotalSeconds;
-            long transferPerStep = (emu.Runtime.TransferredBytes - transferred) / steps;
-
-            long bytesPerStep = DecodeBytes(bmodel, emu);
-            double bound = bandwidth / bytesPerStep * emu.Batch;
-            Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128{options} (built in {build.Elapsed.TotalSeconds:F1} s)");
-            Console.WriteLine($"  first token (16-token prompt, padded prefill of 128 + lm_head): {first.Min():F1} ms (best of 3)");
-            Console.WriteLine($"  decode: {tokensPerSecond:F1} tokens/s over {emu.Batch} sequence(s) ({1000 * decode.Elapsed.TotalSeconds / steps:F2} ms/step over {steps} steps)");
-            Console.WriteLine($"  bytes read per decode step {bytesPerStep / 1e6:F1} MB -> bandwidth bound {bound:F1} tokens/s; achieved {100 * tokensPerSecond / bound:F0} % of it");
-            if (emu.Devices > 1)
-                Console.WriteLine($"  {emu.Devices} devices: {transferPerStep / 1e3:F1} KB moved between devices per step (all-reduce); device memory {string.Join(" + ", Enumerable.Range(0, emu.Devices).Select(d => $"{emu.Runtime.DeviceBytes(d) / 1e6:F1} MB"))}");
-        }
-        finally
+        using var emu = LlmEmulator.Load(bmodel);
+        int[] prompt = Enumerable.Range(0, 16).Select(i => 1000 + 17 * i).ToArray();
+        var cold = Stopwatch.StartNew();
+        emu.Prefill(prompt); // the first call pays for JIT and page faults
+        cold.Stop();
+        var first = new List<double>();
+        for (int r = 0; r < 3; r++)
         {
-            Directory.Delete(dir, recursive: true);
+            var t = Stopwatch.StartNew();
+            emu.Prefill(prompt);
+            first.Add(t.Elapsed.TotalMilliseconds);
         }
+        int steps = 32;
+        var ids = Enumerable.Repeat(1, emu.Batch).ToArray();
+        for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
+        if (emu.Batch == 1) emu.Decode(1); else emu.DecodeBatch(ids); // warm up the decode path too
+        for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
+        long transferred = emu.Runtime.TransferredBytes;
+        var decode = Stopwatch.StartNew();
+        var stepMs = new double[steps];
+        for (int s = 0; s < steps; s++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
+            for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+            stepMs[s] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        }
+        decode.Stop();
+        // The median step: on a shared machine one descheduled step must not move the figure.
+        Array.Sort(stepMs);
+        double medianMs = (stepMs[steps / 2 - 1] + stepMs[steps / 2]) / 2;
+        double tokensPerSecond = emu.Batch * 1000 / medianMs;
+        long transferPerStep = (emu.Runtime.TransferredBytes - transferred) / steps;
+
+        long bytesPerStep = DecodeBytes(bmodel, emu);
+        double bound = bandwidth / bytesPerStep * emu.Batch;
+        Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128{options} ({(reused ? "build reused" : $"built in {build.Elapsed.TotalSeconds:F1} s")})");
+        Console.WriteLine($"  first token (16-token prompt, padded prefill of 128 + lm_head): {first.Min():F1} ms (best of 3; {cold.Elapsed.TotalMilliseconds:F0} ms for the first call after loading)");
+        Console.WriteLine($"  decode: {tokensPerSecond:F1} tokens/s over {emu.Batch} sequence(s) (median step {medianMs:F2} ms; mean {1000 * decode.Elapsed.TotalSeconds / steps:F2} ms over {steps} steps)");
+        Console.WriteLine($"  bytes read per decode step {bytesPerStep / 1e6:F1} MB -> bandwidth bound {bound:F1} tokens/s; achieved {100 * tokensPerSecond / bound:F0} % of it");
+        if (emu.Devices > 1)
+            Console.WriteLine($"  {emu.Devices} devices: {transferPerStep / 1e3:F1} KB moved between devices per step (all-reduce); device memory {string.Join(" + ", Enumerable.Range(0, emu.Devices).Select(d => $"{emu.Runtime.DeviceBytes(d) / 1e6:F1} MB"))}");
+        return new Figures(first.Min(), cold.Elapsed.TotalMilliseconds, tokensPerSecond, bound, bmodel);
+    }
+
+    private void Fidelity(string modelDir, int groupSize, params (string Name, string Value)[] extra)
+    {
+        var props = new Dictionary<string, string?>
+        {
+            ["ModelPath"] = modelDir, ["SeqLength"] = "256", ["MaxInputLength"] = "128", ["Quantize"] = "w4bf16",
+            ["QGroupSize"] = groupSize.ToString(), ["LlmModelName"] = "bench",
+        };
+        foreach (var (name, value) in extra) props[name] = value;
+        ResolvedModel model = ResolveStage.Resolve(props, new List<LlmBuildWarning>());
+        string dir = Path.Combine(ScratchRoot, "verify" + string.Concat(extra.Select(e => "_" + e.Name + "_" + e.Value)));
+        Directory.CreateDirectory(dir);
+        string bmodel = Build(model, dir);
+        VerifyReport report = VerifyStage.Measure(model, bmodel, VerifyStage.FixedPrompt(model), VerifyStage.DefaultDecodeSteps, VerifyThresholds.For(model.Weights));
+        LogitsFidelity l = report.Logits;
+        Console.WriteLine($"example w4bf16 g{groupSize}{string.Concat(extra.Select(e => $", {e.Name}={e.Value}"))}: verify final logits min cosine {l.MinCosine:F6}, mean {l.MeanCosine:F6}, top-1 agreement {l.Top1Agreement:P1} over {l.Positions} positions; worst piece cosine {report.Pieces.Min(p => p.Cosine):F6}");
+    }
+
+    /// <summary>
+    /// A fresh `llmbuild run` process on the Batch=1 bmodel (the example's Qwen2 tokenizer in its config/, which covers the
+    /// same vocabulary): its own first-token latency (FTL) line, so JIT and loading count as a user sees them.
+    /// </summary>
+    private static double? FreshRunFirstToken(string root, string bmodel)
+    {
+        string cli = Path.Combine(root, "src", "LlmBuild.Cli", "bin", "Release", "net10.0", "llmbuild.dll");
+        if (!File.Exists(cli))
+        {
+            Console.WriteLine($"  (no {cli}: build src/LlmBuild.Cli in Release to time a fresh `llmbuild run`)");
+            return null;
+        }
+        string config = Path.Combine(Path.GetDirectoryName(bmodel)!, "config");
+        Directory.CreateDirectory(config);
+        foreach (string name in new[] { "vocab.json", "merges.txt", "tokenizer_config.json", "generation_config.json" })
+            File.Copy(Path.Combine(root, "examples", "tiny-qwen2", "checkpoint", name), Path.Combine(config, name), overwrite: true);
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { cli, "run", bmodel, "-p", "Name three colours.", "--max-new-tokens", "8" }) psi.ArgumentList.Add(a);
+        using Process p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        string errors = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        var line = output.Split('\n').FirstOrDefault(l => l.StartsWith("FTL: ", StringComparison.Ordinal));
+        if (p.ExitCode != 0 || line is null)
+        {
+            Console.WriteLine($"  (`llmbuild run` failed with exit code {p.ExitCode}: {errors.Trim()})");
+            return null;
+        }
+        Console.WriteLine($"  fresh `llmbuild run`: {line.Trim()}; {output.Split('\n').FirstOrDefault(l => l.StartsWith("TPS: ", StringComparison.Ordinal))?.Trim()}");
+        return double.Parse(line["FTL: ".Length..].Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>
+    /// llama-bench (pp128, tg32, 2 threads, 3 repetitions) on a Q4_0 GGUF of the same checkpoint: the one given, or one
+    /// written here (bf16 GGUF, then llama-quantize) and kept beside the checkpoint.
+    /// </summary>
+    private static (double Prefill, double Decode)? RunPeer(string peerBin, string? gguf, string checkpointDir)
+    {
+        if (gguf is null)
+        {
+            gguf = Path.Combine(checkpointDir, "model-q4_0.gguf");
+            if (!File.Exists(gguf))
+            {
+                string bf16 = Path.Combine(checkpointDir, "model-bf16.gguf");
+                GgufWriter.WriteQwen2(checkpointDir, bf16);
+                var (code, _, err) = Exec(Path.Combine(peerBin, "llama-quantize"), bf16, gguf, "Q4_0");
+                File.Delete(bf16);
+                if (code != 0)
+                {
+                    Console.WriteLine($"(llama-quantize failed with exit code {code}: {err.Trim()})");
+                    return null;
+                }
+            }
+        }
+        var (exit, json, errors) = Exec(Path.Combine(peerBin, "llama-bench"), "-m", gguf, "-t", Environment.ProcessorCount.ToString(), "-p", "128", "-n", "32", "-r", "3", "-o", "json");
+        if (exit != 0)
+        {
+            Console.WriteLine($"(llama-bench failed with exit code {exit}: {errors.Trim()})");
+            return null;
+        }
+        double prefill = 0, decode = 0;
+        foreach (var run in System.Text.Json.JsonDocument.Parse(json).RootElement.EnumerateArray())
+        {
+            double tps = run.GetProperty("avg_ts").GetDouble();
+            if (run.GetProperty("n_prompt").GetInt32() > 0) prefill = tps; else decode = tps;
+        }
+        Console.WriteLine($"llama.cpp ({Path.GetFileName(gguf)}, {Environment.ProcessorCount} threads): pp128 {prefill:F1} tokens/s, tg32 {decode:F1} tokens/s");
+        return (prefill, decode);
+    }
+
+    private static (int Code, string Output, string Errors) Exec(string file, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        using Process p = Process.Start(psi)!;
+        var errors = p.StandardError.ReadToEndAsync();
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output, errors.Result);
     }
 
     /// <summary>Coefficient bytes of the nets one decode step runs (block_cache_i, lm_head; embedding_cache reads one row) plus the KV cache.</summary>

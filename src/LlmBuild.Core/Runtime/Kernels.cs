@@ -15,9 +15,6 @@ namespace LlmBuild.Core.Runtime;
 /// </summary>
 internal static unsafe class Kernels
 {
-    /// <summary>Output columns per parallel work item (large enough to amortise scheduling).</summary>
-    private const int ColumnChunk = 256;
-
     /// <summary>Below this many multiply-adds a kernel runs on the calling thread: waking workers costs more.</summary>
     private const long ParallelThreshold = 1L << 18;
 
@@ -110,11 +107,19 @@ internal static unsafe class Kernels
 
     // ------------------------------------------------------------------ matmuls
 
-    /// <summary>y[M,N] = x[M,K]·Wᵀ (W [N,K], rightTranspose) or x·W (W [K,N]), plus bias.</summary>
-    public static void MatMul(float* x, int m, int k, int n, byte* w, BModelDataType wt, bool rightTranspose, float[]? bias, float* y)
+    /// <summary>
+    /// y[M,N] = x[M,K]·Wᵀ (W [N,K], rightTranspose) or x·W (W [K,N]), plus bias. <paramref name="width"/> picks the vector
+    /// path (tests force each one); by default the widest this CPU has.
+    /// </summary>
+    public static void MatMul(float* x, int m, int k, int n, byte* w, BModelDataType wt, bool rightTranspose, float[]? bias, float* y, SimdWidth? width = null)
     {
+        if (rightTranspose && wt is BModelDataType.BFloat16 or BModelDataType.Float32)
+        {
+            var format = wt == BModelDataType.BFloat16 ? WeightFormat.BFloat16 : WeightFormat.Float32;
+            MatMulKernels.MatMul(x, m, k, n, new Weights(format, w), bias, y, width ?? Simd.Best);
+            return;
+        }
         int es = TensorRef.ElementSize(wt);
-        nint xp = (nint)x, wp = (nint)w, yp = (nint)y;
         if (!rightTranspose)
         {
             var row = new float[n];
@@ -131,100 +136,16 @@ internal static unsafe class Kernels
             AddBias(y, m, n, bias);
             return;
         }
-        int chunks = (n + ColumnChunk - 1) / ColumnChunk;
-        bool fused = wt is BModelDataType.BFloat16 or BModelDataType.Float32;
-        Parallel.For(0, chunks, Options((long)m * n * k), () => fused ? [] : new float[k], (c, _, row) =>
+        // Other stored dtypes (f16): widen one weight row at a time.
+        nint xp = (nint)x, wp = (nint)w, yp = (nint)y;
+        Parallel.For(0, n, () => new float[k], (j, _, row) =>
         {
-            float* xs = (float*)xp, ys = (float*)yp;
-            float* sums = stackalloc float[RowBlock];
-            int end = Math.Min(n, (c + 1) * ColumnChunk);
-            for (int j = c * ColumnChunk; j < end; j++)
-            {
-                byte* wr = (byte*)wp + (long)j * k * es;
-                float b = bias is null ? 0f : bias[j];
-                if (wt == BModelDataType.BFloat16)
-                {
-                    // Up to 4 rows per pass: each weight vector is widened once and used for every row.
-                    for (int mm = 0; mm < m; mm += RowBlock)
-                    {
-                        int rows = Math.Min(RowBlock, m - mm);
-                        DotBFloat16Rows((ushort*)wr, xs + (long)mm * k, k, rows, k, sums);
-                        for (int r = 0; r < rows; r++) ys[(long)(mm + r) * n + j] = sums[r] + b;
-                    }
-                    continue;
-                }
-                if (wt == BModelDataType.Float32)
-                {
-                    for (int mm = 0; mm < m; mm++)
-                        ys[(long)mm * n + j] = TensorPrimitives.Dot(new ReadOnlySpan<float>(wr, k), new ReadOnlySpan<float>(xs + (long)mm * k, k)) + b;
-                    continue;
-                }
-                fixed (float* r = row) Convert(wr, wt, (byte*)r, BModelDataType.Float32, k);
-                for (int mm = 0; mm < m; mm++)
-                    ys[(long)mm * n + j] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(xs + (long)mm * k, k)) + b;
-            }
+            fixed (float* r = row) Convert((byte*)wp + (long)j * k * es, wt, (byte*)r, BModelDataType.Float32, k);
+            float b = bias is null ? 0f : bias[j];
+            for (int mm = 0; mm < m; mm++)
+                ((float*)yp)[(long)mm * n + j] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>((float*)xp + (long)mm * k, k)) + b;
             return row;
         }, _ => { });
-    }
-
-    /// <summary>
-    /// sums[r] = Σ bf16(w[i])·x[r·stride + i] for r &lt; <paramref name="rows"/> (≤ 4): batch decode and prefill read each
-    /// weight once for several rows, so widening it is paid once.
-    /// </summary>
-    internal static void DotBFloat16Rows(ushort* w, float* x, long stride, int rows, int count, float* sums)
-    {
-        if (rows == 1 || !Avx512F.IsSupported || count < 16)
-        {
-            for (int r = 0; r < rows; r++) sums[r] = DotBFloat16(w, x + r * stride, count);
-            return;
-        }
-        float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
-        var a0 = Vector512<float>.Zero;
-        var a1 = Vector512<float>.Zero;
-        var a2 = Vector512<float>.Zero;
-        var a3 = Vector512<float>.Zero;
-        int i = 0;
-        for (; i <= count - 16; i += 16)
-        {
-            var wv = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i)), 16).AsSingle();
-            a0 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x0 + i), a0);
-            a1 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x1 + i), a1);
-            if (rows > 2) a2 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x2 + i), a2);
-            if (rows > 3) a3 = Avx512F.FusedMultiplyAdd(wv, Vector512.Load(x3 + i), a3);
-        }
-        sums[0] = Vector512.Sum(a0);
-        sums[1] = Vector512.Sum(a1);
-        if (rows > 2) sums[2] = Vector512.Sum(a2);
-        if (rows > 3) sums[3] = Vector512.Sum(a3);
-        for (; i < count; i++)
-        {
-            float wi = BitConverter.UInt32BitsToSingle((uint)w[i] << 16);
-            for (int r = 0; r < rows; r++) sums[r] += wi * x[r * stride + i];
-        }
-    }
-
-    /// <summary>Σ bf16(w[i])·x[i]: the weight widened to f32 in registers (a bf16 is the high half of an f32).</summary>
-    internal static float DotBFloat16(ushort* w, float* x, int count)
-    {
-        int i = 0;
-        float sum = 0;
-        if (Avx512F.IsSupported && count >= 16)
-        {
-            var acc0 = Vector512<float>.Zero;
-            var acc1 = Vector512<float>.Zero;
-            for (; i <= count - 32; i += 32)
-            {
-                var w0 = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i)), 16).AsSingle();
-                var w1 = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i + 16)), 16).AsSingle();
-                acc0 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x + i), acc0);
-                acc1 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x + i + 16), acc1);
-            }
-            for (; i <= count - 16; i += 16)
-                acc0 = Avx512F.FusedMultiplyAdd(Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(w + i)), 16).AsSingle(), Vector512.Load(x + i), acc0);
-            sum = Vector512.Sum(acc0 + acc1);
-        }
-        for (; i < count; i++) sum += BitConverter.UInt32BitsToSingle((uint)w[i] << 16) * x[i];
-        return sum;
     }
 
     private static void AddBias(float* y, int m, int n, float[]? bias)
@@ -241,156 +162,11 @@ internal static unsafe class Kernels
     /// Weight-only quantized y = x·Wᵀ (+ bias), W given as the A16MatMul layout: qweight u8 [N, K·bits/8] (4 bits: element
     /// 2i in the low nibble), scales f32 [N, K/g], qzeros u8 [N, K/g]; w = (q − z)·s.
     /// </summary>
-    public static void A16MatMul(float* x, int m, int k, int n, byte* qweight, float* scales, byte* zeros, int bits, int group, float[]? bias, float* y)
+    public static void A16MatMul(float* x, int m, int k, int n, byte* qweight, float* scales, byte* zeros, int bits, int group, float[]? bias, float* y, SimdWidth? width = null)
     {
-        int groups = k / group;
-        // Per x row: its group sums (for the zero points) and, for 4 bits, its even and odd elements (the nibble order).
-        var prepared = new float[m * k];
-        var sums = new float[m * groups];
-        for (int mm = 0; mm < m; mm++)
-        {
-            var xs = new ReadOnlySpan<float>(x + (long)mm * k, k);
-            for (int g = 0; g < groups; g++) sums[mm * groups + g] = TensorPrimitives.Sum(xs.Slice(g * group, group));
-            var dst = prepared.AsSpan(mm * k, k);
-            if (bits == 8) xs.CopyTo(dst);
-            else
-            {
-                int half = k / 2;
-                for (int i = 0; i < half; i++)
-                {
-                    dst[i] = xs[2 * i];
-                    dst[half + i] = xs[2 * i + 1];
-                }
-            }
-        }
-        int rowBytes = k * bits / 8;
-        nint qp = (nint)qweight, sp = (nint)scales, zp = (nint)zeros, yp = (nint)y;
-        int chunks = (n + ColumnChunk - 1) / ColumnChunk;
-        Parallel.For(0, chunks, Options((long)m * n * k), c =>
-        {
-            float* ys = (float*)yp;
-            float* dots = stackalloc float[RowBlock];
-            float* accs = stackalloc float[RowBlock];
-            int end = Math.Min(n, (c + 1) * ColumnChunk);
-            fixed (float* prep = prepared)
-            fixed (float* sm = sums)
-            {
-                for (int j = c * ColumnChunk; j < end; j++)
-                {
-                    byte* q = (byte*)qp + (long)j * rowBytes;
-                    float* s = (float*)sp + (long)j * groups;
-                    byte* z = (byte*)zp + (long)j * groups;
-                    float b = bias is null ? 0f : bias[j];
-                    if (bits == 4 && m > 1 && Avx512F.IsSupported)
-                    {
-                        // Several rows (a batch decode, a prefill): unpack each 4-bit chunk once for a block of rows.
-                        int half = k / 2, hg = group / 2;
-                        for (int first = 0; first < m; first += RowBlock)
-                        {
-                            int rows = Math.Min(RowBlock, m - first);
-                            new Span<float>(accs, rows).Clear();
-                            for (int g = 0; g < groups; g++)
-                            {
-                                DotNibblesRows(q + g * hg, prep + (long)first * k + g * hg, half, k, hg, rows, dots);
-                                for (int r = 0; r < rows; r++) accs[r] += s[g] * (dots[r] - z[g] * sm[(long)(first + r) * groups + g]);
-                            }
-                            for (int r = 0; r < rows; r++) ys[(long)(first + r) * n + j] = accs[r] + b;
-                        }
-                        continue;
-                    }
-                    for (int mm = 0; mm < m; mm++)
-                    {
-                        float* xr = prep + (long)mm * k;
-                        float* gs = sm + (long)mm * groups;
-                        float acc = 0;
-                        if (bits == 4)
-                        {
-                            int half = k / 2, hg = group / 2;
-                            for (int g = 0; g < groups; g++)
-                                acc += s[g] * (DotNibbles(q + g * hg, xr + g * hg, xr + half + g * hg, hg) - z[g] * gs[g]);
-                        }
-                        else
-                        {
-                            for (int g = 0; g < groups; g++)
-                                acc += s[g] * (DotBytes(q + g * group, xr + g * group, group) - z[g] * gs[g]);
-                        }
-                        ys[(long)mm * n + j] = acc + b;
-                    }
-                }
-            }
-        });
-    }
-
-    /// <summary>Σ xe[i]·lo(q[i]) + xo[i]·hi(q[i]) over <paramref name="count"/> bytes.</summary>
-    /// <summary>Rows of x the multi-row 4-bit dot handles at once (accumulators stay in registers).</summary>
-    private const int RowBlock = 4;
-
-    /// <summary>
-    /// <see cref="DotNibbles"/> for <paramref name="rows"/> ≤ <see cref="RowBlock"/> prepared x rows (row r's even
-    /// elements at x + r·stride, odd ones <paramref name="half"/> further), unpacking each byte once.
-    /// </summary>
-    internal static void DotNibblesRows(byte* q, float* x, int half, int stride, int count, int rows, float* result)
-    {
-        var mask = Vector512.Create(15);
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        int i = 0;
-        for (; i <= count - 16; i += 16)
-        {
-            Vector512<int> v = Avx512F.ConvertToVector512Int32(Vector128.Load(q + i));
-            Vector512<float> lo = Avx512F.ConvertToVector512Single(v & mask), hi = Avx512F.ConvertToVector512Single(Avx512F.ShiftRightLogical(v, 4));
-            float* x0 = x + i;
-            a0 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0), a0));
-            if (rows > 1) a1 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + stride + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0 + stride), a1));
-            if (rows > 2) a2 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + 2 * stride + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0 + 2 * stride), a2));
-            if (rows > 3) a3 = Avx512F.FusedMultiplyAdd(hi, Vector512.Load(x0 + 3 * stride + half), Avx512F.FusedMultiplyAdd(lo, Vector512.Load(x0 + 3 * stride), a3));
-        }
-        result[0] = Vector512.Sum(a0);
-        if (rows > 1) result[1] = Vector512.Sum(a1);
-        if (rows > 2) result[2] = Vector512.Sum(a2);
-        if (rows > 3) result[3] = Vector512.Sum(a3);
-        for (; i < count; i++)
-            for (int r = 0; r < rows; r++)
-            {
-                float* xr = x + (long)r * stride;
-                result[r] += xr[i] * (q[i] & 15) + xr[half + i] * (q[i] >> 4);
-            }
-    }
-
-    internal static float DotNibbles(byte* q, float* xe, float* xo, int count)
-    {
-        int i = 0;
-        float sum = 0;
-        if (Avx512F.IsSupported && count >= 16)
-        {
-            var acc0 = Vector512<float>.Zero;
-            var acc1 = Vector512<float>.Zero;
-            var mask = Vector512.Create(15);
-            for (; i <= count - 16; i += 16)
-            {
-                Vector512<int> v = Avx512F.ConvertToVector512Int32(Vector128.Load(q + i));
-                acc0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(v & mask), Vector512.Load(xe + i), acc0);
-                acc1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512F.ShiftRightLogical(v, 4)), Vector512.Load(xo + i), acc1);
-            }
-            sum = Vector512.Sum(acc0 + acc1);
-        }
-        for (; i < count; i++) sum += xe[i] * (q[i] & 15) + xo[i] * (q[i] >> 4);
-        return sum;
-    }
-
-    /// <summary>Σ x[i]·q[i] over <paramref name="count"/> bytes.</summary>
-    internal static float DotBytes(byte* q, float* x, int count)
-    {
-        int i = 0;
-        float sum = 0;
-        if (Avx512F.IsSupported && count >= 16)
-        {
-            var acc = Vector512<float>.Zero;
-            for (; i <= count - 16; i += 16)
-                acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(q + i))), Vector512.Load(x + i), acc);
-            sum = Vector512.Sum(acc);
-        }
-        for (; i < count; i++) sum += x[i] * q[i];
-        return sum;
+        if (bits is not (4 or 8)) throw Unsupported($"{bits}-bit weights");
+        var w = new Weights(bits == 4 ? WeightFormat.Int4 : WeightFormat.Int8, qweight, scales, zeros, group);
+        MatMulKernels.MatMul(x, m, k, n, w, bias, y, width ?? Simd.Best);
     }
 
     // ------------------------------------------------------------------ elementwise
@@ -518,6 +294,14 @@ internal static unsafe class Kernels
     // ------------------------------------------------------------------ attention
 
     /// <summary>
+    /// An additive mask at or below this leaves a key out. Masks fill hidden positions with −10000 (DESIGN §7); such a
+    /// key's weight exp(score + mask − max) is exactly 0 in f32 (exp underflows below −104) and adding 0 changes no
+    /// sum, so skipping it computes the same numbers — and a decode step attends over its filled positions only, not
+    /// all SeqLength of them.
+    /// </summary>
+    internal const float MaskedKey = -5000f;
+
+    /// <summary>
     /// Grouped-query attention: q [B,Mq,Hq,D], k/v [B,Mk,Hkv,D], additive mask [B,1,Mq,Mk] (or causal: key j visible to
     /// query i iff j ≤ i + Mk − Mq); softmax in f32; output [B,Mq,Hq·D].
     /// </summary>
@@ -525,39 +309,51 @@ internal static unsafe class Kernels
     {
         int group = qHeads / kvHeads;
         nint qp = (nint)q, kp = (nint)k, vp = (nint)v, mp = (nint)mask, yp = (nint)y;
-        Parallel.For(0, batch * qHeads, Options((long)batch * qHeads * mq * mk * dim * 2), () => new float[mk], (bh, _, scores) =>
+        Parallel.For(0, batch * qHeads, Options((long)batch * qHeads * mq * mk * dim * 2), () => (new float[mk], new int[mk]), (bh, _, scratch) =>
         {
+            var (scores, keys) = scratch;
             int b = bh / qHeads, h = bh % qHeads, kh = h / group;
             float* qs = (float*)qp, ks = (float*)kp, vs = (float*)vp, ms = (float*)mp, ys = (float*)yp;
             for (int i = 0; i < mq; i++)
             {
                 var qv = new ReadOnlySpan<float>(qs + (((long)b * mq + i) * qHeads + h) * dim, dim);
-                int visible = causal ? Math.Min(mk, i + mk - mq + 1) : mk;
-                float max = float.NegativeInfinity;
-                for (int j = 0; j < visible; j++)
+                int count = 0;
+                float* maskRow = causal ? null : ms + ((long)b * mq + i) * mk;
+                if (causal)
+                    for (int end = Math.Min(mk, i + mk - mq + 1); count < end; count++) keys[count] = count;
+                else
                 {
+                    for (int j = 0; j < mk; j++)
+                        if (maskRow[j] > MaskedKey) keys[count++] = j;
+                    if (count == 0) // every key masked: the weights are then all comparable, keep them all
+                        for (int j = 0; j < mk; j++) keys[count++] = j;
+                }
+                float max = float.NegativeInfinity;
+                for (int t = 0; t < count; t++)
+                {
+                    int j = keys[t];
                     float sc = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(ks + (((long)b * mk + j) * kvHeads + kh) * dim, dim)) * scale;
-                    if (!causal) sc += ms[((long)b * mq + i) * mk + j];
-                    scores[j] = sc;
+                    if (!causal) sc += maskRow[j];
+                    scores[t] = sc;
                     if (sc > max) max = sc;
                 }
                 float sum = 0;
-                for (int j = 0; j < visible; j++)
+                for (int t = 0; t < count; t++)
                 {
-                    float e = MathF.Exp(scores[j] - max);
-                    scores[j] = e;
+                    float e = MathF.Exp(scores[t] - max);
+                    scores[t] = e;
                     sum += e;
                 }
                 var outRow = new Span<float>(ys + (((long)b * mq + i) * qHeads + h) * dim, dim);
                 outRow.Clear();
                 float inv = 1f / sum;
-                for (int j = 0; j < visible; j++)
+                for (int t = 0; t < count; t++)
                 {
-                    var vv = new ReadOnlySpan<float>(vs + (((long)b * mk + j) * kvHeads + kh) * dim, dim);
-                    TensorPrimitives.MultiplyAdd(vv, scores[j] * inv, outRow, outRow);
+                    var vv = new ReadOnlySpan<float>(vs + (((long)b * mk + keys[t]) * kvHeads + kh) * dim, dim);
+                    TensorPrimitives.MultiplyAdd(vv, scores[t] * inv, outRow, outRow);
                 }
             }
-            return scores;
+            return scratch;
         }, _ => { });
     }
 

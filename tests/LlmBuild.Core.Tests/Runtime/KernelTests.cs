@@ -4,7 +4,11 @@ using LlmBuild.Core.Runtime;
 
 namespace LlmBuild.Core.Tests.Runtime;
 
-/// <summary>The vectorised kernels (including their tails) against scalar loops written from the format description.</summary>
+/// <summary>
+/// The vectorised kernels (including their tails) against scalar loops written from the format description, at every
+/// vector width this CPU runs (each width forced): few rows take the fused dequantize-dot path, more than
+/// <see cref="MatMulKernels.FewRows"/> the dequantize-then-tile GEMM.
+/// </summary>
 [TestClass]
 public sealed unsafe class KernelTests
 {
@@ -14,7 +18,17 @@ public sealed unsafe class KernelTests
     [DataRow(2, 64, 5)]
     [DataRow(4, 16, 9)]
     [DataRow(6, 160, 70)]
+    [DataRow(9, 200, 37)]
+    [DataRow(128, 96, 48)]
+    [DataRow(3, 1500, 5)] // x rows beyond L1: walked in K blocks
     public void Bf16MatMulMatchesScalar(int m, int k, int n)
+    {
+        foreach (SimdWidth width in Widths()) Bf16MatMulMatchesScalar(m, k, n, width);
+    }
+
+    private static IEnumerable<SimdWidth> Widths() => Enum.GetValues<SimdWidth>().Where(Simd.IsSupported);
+
+    private static void Bf16MatMulMatchesScalar(int m, int k, int n, SimdWidth width)
     {
         var rng = new Random(3);
         float[] x = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
@@ -23,13 +37,13 @@ public sealed unsafe class KernelTests
         var y = new float[m * n];
         fixed (float* xp = x, yp = y)
         fixed (ushort* wp = w)
-            Kernels.MatMul(xp, m, k, n, (byte*)wp, BModelDataType.BFloat16, true, bias, yp);
+            Kernels.MatMul(xp, m, k, n, (byte*)wp, BModelDataType.BFloat16, true, bias, yp, width);
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {
                 double want = bias[j];
                 for (int t = 0; t < k; t++) want += x[i * k + t] * (double)FloatFormats.BFloat16ToFloatScalar(w[j * k + t]);
-                Assert.AreEqual(want, y[i * n + j], 1e-4, $"[{i},{j}]");
+                Assert.AreEqual(want, y[i * n + j], 1e-4, $"{width} [{i},{j}]");
             }
     }
 
@@ -41,7 +55,20 @@ public sealed unsafe class KernelTests
     [DataRow(4, 1, 40, 40, 5)]
     [DataRow(8, 2, 96, 48, 17)]
     [DataRow(8, 1, 21, 21, 3)]
+    [DataRow(4, 7, 96, 32, 21)]
+    [DataRow(4, 16, 80, 40, 35)]
+    [DataRow(4, 128, 128, 64, 40)]
+    [DataRow(8, 6, 63, 21, 19)]
+    [DataRow(8, 12, 96, 48, 33)]
+    [DataRow(4, 4, 1280, 64, 9)] // x rows beyond L1: walked in K blocks
+    [DataRow(4, 2, 4160, 40, 3)]
+    [DataRow(8, 3, 2100, 70, 5)]
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
+    {
+        foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
+    }
+
+    private static void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n, SimdWidth width)
     {
         var rng = new Random(5);
         int groups = k / group;
@@ -58,7 +85,7 @@ public sealed unsafe class KernelTests
         var y = new float[m * n];
         fixed (float* xp = x, yp = y, sp = scales)
         fixed (byte* qp = packed, zp = zeros)
-            Kernels.A16MatMul(xp, m, k, n, qp, sp, zp, bits, group, null, yp);
+            Kernels.A16MatMul(xp, m, k, n, qp, sp, zp, bits, group, null, yp, width);
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {
@@ -68,7 +95,80 @@ public sealed unsafe class KernelTests
                     int g = t / group;
                     want += x[i * k + t] * (q[j * k + t] - zeros[j * groups + g]) * (double)scales[j * groups + g];
                 }
-                Assert.AreEqual(want, y[i * n + j], 1e-3, $"[{i},{j}]");
+                Assert.AreEqual(want, y[i * n + j], 1e-3, $"{width} [{i},{j}]");
             }
+    }
+
+    [TestMethod]
+    [DataRow(1, 50, 7)]
+    [DataRow(4, 33, 9)]
+    [DataRow(10, 70, 13)]
+    public void Float32MatMulMatchesScalar(int m, int k, int n)
+    {
+        var rng = new Random(7);
+        float[] x = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        float[] w = Enumerable.Range(0, n * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        foreach (SimdWidth width in Widths())
+        {
+            var y = new float[m * n];
+            fixed (float* xp = x, yp = y, wp = w)
+                Kernels.MatMul(xp, m, k, n, (byte*)wp, BModelDataType.Float32, true, null, yp, width);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                {
+                    double want = 0;
+                    for (int t = 0; t < k; t++) want += x[i * k + t] * (double)w[j * k + t];
+                    Assert.AreEqual(want, y[i * n + j], 1e-4, $"{width} [{i},{j}]");
+                }
+        }
+    }
+
+    /// <summary>
+    /// Attention against a softmax over every key (masked ones included, as the formula reads): the kernel leaves out
+    /// keys whose mask is the −10000 fill, which must not change the numbers.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 1, 40, false)] // a decode step: 40 cache slots, the last ones unfilled
+    [DataRow(2, 5, 12, false)]
+    [DataRow(1, 6, 6, true)]
+    [DataRow(1, 3, 9, true)]
+    public void AttentionMatchesFullSoftmax(int batch, int mq, int mk, bool causal)
+    {
+        const int qHeads = 4, kvHeads = 2, dim = 8;
+        const float scale = 0.35f;
+        var rng = new Random(11);
+        float[] q = Enumerable.Range(0, batch * mq * qHeads * dim).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        float[] k = Enumerable.Range(0, batch * mk * kvHeads * dim).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        float[] v = Enumerable.Range(0, batch * mk * kvHeads * dim).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        var mask = new float[batch * mq * mk];
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < mq; i++)
+                for (int j = 0; j < mk; j++)
+                    mask[(b * mq + i) * mk + j] = j <= i + mk / 2 - mq + b ? 0f : -10000f; // filled slots, then unfilled ones
+        var y = new float[batch * mq * qHeads * dim];
+        fixed (float* qp = q, kp = k, vp = v, mp = mask, yp = y)
+            Kernels.Attention(qp, kp, vp, causal ? null : mp, yp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < mq; i++)
+                for (int h = 0; h < qHeads; h++)
+                {
+                    int kh = h / (qHeads / kvHeads);
+                    var s = new double[mk];
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j < mk; j++)
+                    {
+                        double dot = 0;
+                        for (int d = 0; d < dim; d++) dot += q[((b * mq + i) * qHeads + h) * dim + d] * (double)k[((b * mk + j) * kvHeads + kh) * dim + d];
+                        s[j] = dot * scale + (causal ? (j <= i + mk - mq ? 0 : double.NegativeInfinity) : mask[(b * mq + i) * mk + j]);
+                        max = Math.Max(max, s[j]);
+                    }
+                    double sum = s.Sum(x => Math.Exp(x - max));
+                    for (int d = 0; d < dim; d++)
+                    {
+                        double want = 0;
+                        for (int j = 0; j < mk; j++) want += Math.Exp(s[j] - max) / sum * v[((b * mk + j) * kvHeads + kh) * dim + d];
+                        Assert.AreEqual(want, y[((b * mq + i) * qHeads + h) * dim + d], 1e-5, $"[{b},{i},{h},{d}]");
+                    }
+                }
     }
 }

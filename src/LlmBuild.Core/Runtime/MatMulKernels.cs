@@ -1,0 +1,481 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using LlmBuild.Core.Numerics;
+
+namespace LlmBuild.Core.Runtime;
+
+/// <summary>How a matmul's right operand W [N, K] is stored.</summary>
+internal enum WeightFormat
+{
+    Float32,
+    BFloat16,
+    /// <summary>u8 codes [N, K/2], element 2i in the low nibble; f32 scales and u8 zero points [N, K/group]; w = (q − z)·s.</summary>
+    Int4,
+    /// <summary>u8 codes [N, K]; f32 scales and u8 zero points [N, K/group].</summary>
+    Int8,
+}
+
+/// <summary>W [N, K] for y = x·Wᵀ: codes (or plain values), and for the quantized formats their per-group scales and zeros.</summary>
+internal readonly unsafe struct Weights(WeightFormat format, byte* data, float* scales = null, byte* zeros = null, int group = 0)
+{
+    public WeightFormat Format { get; } = format;
+    public byte* Data { get; } = data;
+    public float* Scales { get; } = scales;
+    public byte* Zeros { get; } = zeros;
+    public int Group { get; } = group;
+}
+
+/// <summary>
+/// y[M,N] = x[M,K]·Wᵀ (+ bias) for every weight format, written once over <see cref="ISimdOps{TVec}"/>.
+/// Few rows (decode, batch decode: M ≤ 4) are bandwidth-bound: each weight is read once and dequantized in registers
+/// straight into the dot products of all rows (4 bits: one scale multiply per group and row, the zero point folded in as
+/// s·z·Σx). Many rows (prefill) are compute-bound: each thread dequantizes a block of <see cref="GemmColumns"/> weight
+/// rows to f32 once, then runs a 4×4 register tile (16 accumulators, 8 loads per 16 FMAs) over them for every 4 rows of x.
+/// Columns are split over threads in both cases.
+/// </summary>
+internal static unsafe class MatMulKernels
+{
+    /// <summary>Weight rows a GEMM thread dequantizes at once (its f32 copy stays in L2 while all x rows pass over it).</summary>
+    internal const int GemmColumns = 16;
+
+    /// <summary>Output columns per parallel work item on the few-rows path (large enough to amortise scheduling).</summary>
+    private const int ColumnChunk = 256;
+
+    /// <summary>Below this many multiply-adds a matmul runs on the calling thread: waking workers costs more.</summary>
+    private const long ParallelThreshold = 1L << 18;
+
+    /// <summary>Rows up to which the few-rows (bandwidth) path is used.</summary>
+    internal const int FewRows = 4;
+
+    public static void MatMul(float* x, int m, int k, int n, Weights w, float[]? bias, float* y, SimdWidth width)
+    {
+        switch (width)
+        {
+            case SimdWidth.Vector512: Run<Simd512, Vector512<float>>(x, m, k, n, w, bias, y); break;
+            case SimdWidth.Vector256: Run<Simd256, Vector256<float>>(x, m, k, n, w, bias, y); break;
+            default: Run<SimdScalar, float>(x, m, k, n, w, bias, y); break;
+        }
+    }
+
+    private static ParallelOptions Options(long work) => new() { MaxDegreeOfParallelism = work < ParallelThreshold ? 1 : -1 };
+
+    private static void Run<TOps, TVec>(float* x, int m, int k, int n, Weights w, float[]? bias, float* y)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct
+    {
+        int groups = w.Format is WeightFormat.Int4 or WeightFormat.Int8 ? k / w.Group : 0;
+        // 4 bits: byte i holds elements 2i and 2i+1, so x is read as its even elements then its odd ones (per row).
+        float[]? prepared = w.Format == WeightFormat.Int4 ? ArrayPool<float>.Shared.Rent(m * k) : null;
+        float[]? groupSums = groups > 0 && m <= FewRows ? ArrayPool<float>.Shared.Rent(m * groups) : null;
+        try
+        {
+            if (prepared is not null) SplitEvenOdd(x, m, k, prepared);
+            if (groupSums is not null)
+                for (int r = 0; r < m; r++)
+                    for (int g = 0; g < groups; g++)
+                        groupSums[r * groups + g] = System.Numerics.Tensors.TensorPrimitives.Sum(new ReadOnlySpan<float>(x + (long)r * k + g * w.Group, w.Group));
+            fixed (float* prep = prepared)
+            fixed (float* sums = groupSums)
+            {
+                float* xs = prep is null ? x : prep;
+                if (m <= FewRows) FewRowsMatMul<TOps, TVec>(xs, m, k, n, w, sums, bias, y);
+                else Gemm<TOps, TVec>(xs, m, k, n, w, bias, y);
+            }
+        }
+        finally
+        {
+            if (prepared is not null) ArrayPool<float>.Shared.Return(prepared);
+            if (groupSums is not null) ArrayPool<float>.Shared.Return(groupSums);
+        }
+    }
+
+    private static void SplitEvenOdd(float* x, int m, int k, float[] prepared)
+    {
+        int half = k / 2;
+        for (int r = 0; r < m; r++)
+        {
+            float* src = x + (long)r * k;
+            var dst = prepared.AsSpan(r * k, k);
+            for (int i = 0; i < half; i++)
+            {
+                dst[i] = src[2 * i];
+                dst[half + i] = src[2 * i + 1];
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ few rows: fused dequantize-dot
+
+    /// <summary>Bytes of x rows a few-rows pass keeps in L1 while the weights stream past (several rows of a long K are split).</summary>
+    private const int FewRowsXBytes = 16 << 10;
+
+    private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, float[]? bias, float* y)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct
+    {
+        // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
+        int unit = w.Group > 0 ? w.Group : 2 * TOps.Count;
+        int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
+        int chunks = (n + ColumnChunk - 1) / ColumnChunk;
+        nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
+        Parallel.For(0, chunks, Options((long)m * n * k), c =>
+        {
+            float* results = stackalloc float[FewRows];
+            float* ys = (float*)yp;
+            int end = Math.Min(n, (c + 1) * ColumnChunk);
+            for (int k0 = 0; k0 < k; k0 += kBlock)
+            {
+                int kb = Math.Min(kBlock, k - k0);
+                for (int j = c * ColumnChunk; j < end; j++)
+                {
+                    switch (m)
+                    {
+                        case 1: Column<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        case 2: Column<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        case 3: Column<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        default: Column<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                    }
+                    if (k0 == 0)
+                    {
+                        float b = bias is null ? 0f : bias[j];
+                        for (int r = 0; r < m; r++) ys[(long)r * n + j] = results[r] + b;
+                    }
+                    else
+                        for (int r = 0; r < m; r++) ys[(long)r * n + j] += results[r];
+                }
+            }
+        });
+    }
+
+    /// <summary>Column <paramref name="j"/>'s dot products with every row over elements [k0, k0 + kb).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Column<TOps, TVec, TRows>(float* x, int k, int k0, int kb, Weights w, int j, float* groupSums, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        switch (w.Format)
+        {
+            case WeightFormat.BFloat16: DotBFloat16Rows<TOps, TVec, TRows>((ushort*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
+            case WeightFormat.Float32: DotFloatRows<TOps, TVec, TRows>((float*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
+            case WeightFormat.Int4:
+            {
+                int groups = k / w.Group;
+                long at = (long)j * groups + k0 / w.Group;
+                DotNibbleRows<TOps, TVec, TRows>(w.Data + (long)j * (k / 2) + k0 / 2, w.Scales + at, w.Zeros + at, x + k0 / 2, k, kb, k / 2, w.Group,
+                    groupSums + k0 / w.Group, groups, results);
+                break;
+            }
+            default:
+            {
+                int groups = k / w.Group;
+                long at = (long)j * groups + k0 / w.Group;
+                DotByteRows<TOps, TVec, TRows>(w.Data + (long)j * k + k0, w.Scales + at, w.Zeros + at, x + k0, k, kb, w.Group, groupSums + k0 / w.Group, groups, results);
+                break;
+            }
+        }
+    }
+
+    /// <summary>results[r] = Σ bf16(w[i])·x[r·stride + i] for r &lt; TRows: the weight widened once for every row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotBFloat16Rows<TOps, TVec, TRows>(ushort* w, float* x, long stride, int count, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, step = TOps.Count;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, b0 = TOps.Zero;
+        int i = 0;
+        for (; i <= count - 2 * step; i += 2 * step)
+        {
+            // Two weight vectors per pass: one row alone gets two independent FMA chains.
+            TVec w0 = TOps.LoadBFloat16(w + i), w1 = TOps.LoadBFloat16(w + i + step);
+            a0 = TOps.MultiplyAdd(w0, TOps.Load(x + i), a0);
+            b0 = TOps.MultiplyAdd(w1, TOps.Load(x + i + step), b0);
+            if (rows > 1) a1 = TOps.MultiplyAdd(w1, TOps.Load(x1 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x1 + i), a1));
+            if (rows > 2) a2 = TOps.MultiplyAdd(w1, TOps.Load(x2 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2));
+            if (rows > 3) a3 = TOps.MultiplyAdd(w1, TOps.Load(x3 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3));
+        }
+        for (; i <= count - step; i += step)
+        {
+            TVec w0 = TOps.LoadBFloat16(w + i);
+            a0 = TOps.MultiplyAdd(w0, TOps.Load(x + i), a0);
+            if (rows > 1) a1 = TOps.MultiplyAdd(w0, TOps.Load(x1 + i), a1);
+            if (rows > 2) a2 = TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2);
+            if (rows > 3) a3 = TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3);
+        }
+        results[0] = TOps.Sum(a0) + TOps.Sum(b0);
+        if (rows > 1) results[1] = TOps.Sum(a1);
+        if (rows > 2) results[2] = TOps.Sum(a2);
+        if (rows > 3) results[3] = TOps.Sum(a3);
+        for (; i < count; i++)
+        {
+            float wi = BitConverter.UInt32BitsToSingle((uint)w[i] << 16);
+            for (int r = 0; r < rows; r++) results[r] += wi * x[r * stride + i];
+        }
+    }
+
+    /// <summary>results[r] = Σ w[i]·x[r·stride + i] for f32 weights.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotFloatRows<TOps, TVec, TRows>(float* w, float* x, long stride, int count, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, step = TOps.Count;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+        int i = 0;
+        for (; i <= count - step; i += step)
+        {
+            TVec w0 = TOps.Load(w + i);
+            a0 = TOps.MultiplyAdd(w0, TOps.Load(x + i), a0);
+            if (rows > 1) a1 = TOps.MultiplyAdd(w0, TOps.Load(x1 + i), a1);
+            if (rows > 2) a2 = TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2);
+            if (rows > 3) a3 = TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3);
+        }
+        results[0] = TOps.Sum(a0);
+        if (rows > 1) results[1] = TOps.Sum(a1);
+        if (rows > 2) results[2] = TOps.Sum(a2);
+        if (rows > 3) results[3] = TOps.Sum(a3);
+        for (; i < count; i++)
+            for (int r = 0; r < rows; r++) results[r] += w[i] * x[r * stride + i];
+    }
+
+    /// <summary>
+    /// results[r] = Σ_g s_g·(Σ_i q_i·x_ri − z_g·Σ_i x_ri) over <paramref name="count"/> elements of a 4-bit weight row, x
+    /// prepared as even elements, then the odd ones <paramref name="half"/> further (rows <paramref name="stride"/> apart).
+    /// The per-group dot stays a vector until it is scaled into the row's accumulator, so the only horizontal sums are at
+    /// the end; the zero points come in through the precomputed group sums (row r's at groupSums + r·groupStride).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotNibbleRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int half, int group,
+        float* groupSums, int groupStride, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, step = TOps.Count, groups = count / group, hg = group / 2, gs = groupStride;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+        float t0 = 0, t1 = 0, t2 = 0, t3 = 0; // scalar tails and zero-point terms
+        for (int g = 0; g < groups; g++)
+        {
+            int at = g * hg;
+            byte* qg = q + at, qEnd = qg + hg - step;
+            float* xe = x + at, xo = x + half + at; // pointers, not indices: the loop carries no index arithmetic
+            long r1 = stride, r2 = 2 * stride, r3 = 3 * stride;
+            TVec l0 = TOps.Zero, l1 = TOps.Zero, l2 = TOps.Zero, l3 = TOps.Zero;
+            TVec h0 = TOps.Zero, h1 = TOps.Zero, h2 = TOps.Zero, h3 = TOps.Zero;
+            for (; qg <= qEnd; qg += step, xe += step, xo += step)
+            {
+                TOps.LoadNibbles(qg, out TVec lo, out TVec hi);
+                l0 = TOps.MultiplyAdd(lo, TOps.Load(xe), l0);
+                h0 = TOps.MultiplyAdd(hi, TOps.Load(xo), h0);
+                if (rows > 1) { l1 = TOps.MultiplyAdd(lo, TOps.Load(xe + r1), l1); h1 = TOps.MultiplyAdd(hi, TOps.Load(xo + r1), h1); }
+                if (rows > 2) { l2 = TOps.MultiplyAdd(lo, TOps.Load(xe + r2), l2); h2 = TOps.MultiplyAdd(hi, TOps.Load(xo + r2), h2); }
+                if (rows > 3) { l3 = TOps.MultiplyAdd(lo, TOps.Load(xe + r3), l3); h3 = TOps.MultiplyAdd(hi, TOps.Load(xo + r3), h3); }
+            }
+            float s = scales[g];
+            TVec sv = TOps.Broadcast(s);
+            float sz = s * zeros[g];
+            a0 = TOps.MultiplyAdd(TOps.Add(l0, h0), sv, a0);
+            t0 -= sz * groupSums[g];
+            if (rows > 1) { a1 = TOps.MultiplyAdd(TOps.Add(l1, h1), sv, a1); t1 -= sz * groupSums[gs + g]; }
+            if (rows > 2) { a2 = TOps.MultiplyAdd(TOps.Add(l2, h2), sv, a2); t2 -= sz * groupSums[2 * gs + g]; }
+            if (rows > 3) { a3 = TOps.MultiplyAdd(TOps.Add(l3, h3), sv, a3); t3 -= sz * groupSums[3 * gs + g]; }
+            for (int i = (int)(qg - (q + at)); i < hg; i++)
+            {
+                float lo = q[at + i] & 15, hi = q[at + i] >> 4;
+                int e = at + i, o = at + half + i;
+                t0 += s * (lo * x[e] + hi * x[o]);
+                if (rows > 1) t1 += s * (lo * x1[e] + hi * x1[o]);
+                if (rows > 2) t2 += s * (lo * x2[e] + hi * x2[o]);
+                if (rows > 3) t3 += s * (lo * x3[e] + hi * x3[o]);
+            }
+        }
+        results[0] = TOps.Sum(a0) + t0;
+        if (rows > 1) results[1] = TOps.Sum(a1) + t1;
+        if (rows > 2) results[2] = TOps.Sum(a2) + t2;
+        if (rows > 3) results[3] = TOps.Sum(a3) + t3;
+    }
+
+    /// <summary><see cref="DotNibbleRows{TOps, TVec, TRows}"/> for 8-bit codes (x in its natural order).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotByteRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int group,
+        float* groupSums, int groupStride, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, step = TOps.Count, groups = count / group, gs = groupStride;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+        float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        for (int g = 0; g < groups; g++)
+        {
+            int at = g * group;
+            TVec d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero, d3 = TOps.Zero;
+            int i = 0;
+            for (; i <= group - step; i += step)
+            {
+                TVec wq = TOps.LoadBytes(q + at + i);
+                d0 = TOps.MultiplyAdd(wq, TOps.Load(x + at + i), d0);
+                if (rows > 1) d1 = TOps.MultiplyAdd(wq, TOps.Load(x1 + at + i), d1);
+                if (rows > 2) d2 = TOps.MultiplyAdd(wq, TOps.Load(x2 + at + i), d2);
+                if (rows > 3) d3 = TOps.MultiplyAdd(wq, TOps.Load(x3 + at + i), d3);
+            }
+            float s = scales[g];
+            TVec sv = TOps.Broadcast(s);
+            float sz = s * zeros[g];
+            a0 = TOps.MultiplyAdd(d0, sv, a0);
+            t0 -= sz * groupSums[g];
+            if (rows > 1) { a1 = TOps.MultiplyAdd(d1, sv, a1); t1 -= sz * groupSums[gs + g]; }
+            if (rows > 2) { a2 = TOps.MultiplyAdd(d2, sv, a2); t2 -= sz * groupSums[2 * gs + g]; }
+            if (rows > 3) { a3 = TOps.MultiplyAdd(d3, sv, a3); t3 -= sz * groupSums[3 * gs + g]; }
+            for (; i < group; i++)
+            {
+                float wq = q[at + i];
+                t0 += s * wq * x[at + i];
+                if (rows > 1) t1 += s * wq * x1[at + i];
+                if (rows > 2) t2 += s * wq * x2[at + i];
+                if (rows > 3) t3 += s * wq * x3[at + i];
+            }
+        }
+        results[0] = TOps.Sum(a0) + t0;
+        if (rows > 1) results[1] = TOps.Sum(a1) + t1;
+        if (rows > 2) results[2] = TOps.Sum(a2) + t2;
+        if (rows > 3) results[3] = TOps.Sum(a3) + t3;
+    }
+
+    // ------------------------------------------------------------------ many rows: dequantize a block, register-tiled GEMM
+
+    private static void Gemm<TOps, TVec>(float* x, int m, int k, int n, Weights w, float[]? bias, float* y)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct
+    {
+        int blocks = (n + GemmColumns - 1) / GemmColumns;
+        nint xp = (nint)x, yp = (nint)y;
+        bool copy = w.Format != WeightFormat.Float32;
+        Parallel.For(0, blocks, Options((long)m * n * k),
+            () => copy ? (nint)NativeMemory.AlignedAlloc((nuint)GemmColumns * (nuint)k * sizeof(float), 64) : 0,
+            (block, _, scratch) =>
+            {
+                int j0 = block * GemmColumns, cols = Math.Min(GemmColumns, n - j0);
+                float* wf;
+                if (copy)
+                {
+                    wf = (float*)scratch;
+                    for (int c = 0; c < cols; c++) DequantizeRow<TOps, TVec>(w, k, j0 + c, wf + (long)c * k);
+                }
+                else wf = (float*)w.Data + (long)j0 * k;
+                float* xs = (float*)xp, ys = (float*)yp;
+                for (int r0 = 0; r0 < m; r0 += 4)
+                    for (int c0 = 0; c0 < cols; c0 += 4)
+                        Tile4x4<TOps, TVec>(xs + (long)r0 * k, wf + (long)c0 * k, k, Math.Min(4, m - r0), Math.Min(4, cols - c0),
+                            ys + (long)r0 * n + j0 + c0, n, bias, j0 + c0);
+                return scratch;
+            },
+            scratch => { if (scratch != 0) NativeMemory.AlignedFree((void*)scratch); });
+    }
+
+    /// <summary>Weight row <paramref name="j"/> as f32 (4 bits: its even elements then its odd ones, as x is prepared).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DequantizeRow<TOps, TVec>(Weights w, int k, int j, float* dst)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct
+    {
+        int step = TOps.Count;
+        switch (w.Format)
+        {
+            case WeightFormat.BFloat16:
+            {
+                ushort* src = (ushort*)w.Data + (long)j * k;
+                int i = 0;
+                for (; i <= k - step; i += step) TOps.Store(dst + i, TOps.LoadBFloat16(src + i));
+                for (; i < k; i++) dst[i] = BitConverter.UInt32BitsToSingle((uint)src[i] << 16);
+                break;
+            }
+            case WeightFormat.Float32:
+                Buffer.MemoryCopy((float*)w.Data + (long)j * k, dst, (long)k * 4, (long)k * 4);
+                break;
+            case WeightFormat.Int4:
+            {
+                int groups = k / w.Group, hg = w.Group / 2, half = k / 2;
+                byte* q = w.Data + (long)j * half;
+                float* s = w.Scales + (long)j * groups;
+                byte* z = w.Zeros + (long)j * groups;
+                for (int g = 0; g < groups; g++)
+                {
+                    TVec sv = TOps.Broadcast(s[g]), zv = TOps.Broadcast(z[g]);
+                    int at = g * hg, i = 0;
+                    for (; i <= hg - step; i += step)
+                    {
+                        TOps.LoadNibbles(q + at + i, out TVec lo, out TVec hi);
+                        TOps.Store(dst + at + i, TOps.Multiply(TOps.Subtract(lo, zv), sv));
+                        TOps.Store(dst + half + at + i, TOps.Multiply(TOps.Subtract(hi, zv), sv));
+                    }
+                    for (; i < hg; i++)
+                    {
+                        dst[at + i] = ((q[at + i] & 15) - z[g]) * s[g];
+                        dst[half + at + i] = ((q[at + i] >> 4) - z[g]) * s[g];
+                    }
+                }
+                break;
+            }
+            default:
+            {
+                int groups = k / w.Group;
+                byte* q = w.Data + (long)j * k;
+                float* s = w.Scales + (long)j * groups;
+                byte* z = w.Zeros + (long)j * groups;
+                for (int g = 0; g < groups; g++)
+                {
+                    TVec sv = TOps.Broadcast(s[g]), zv = TOps.Broadcast(z[g]);
+                    int at = g * w.Group, i = 0;
+                    for (; i <= w.Group - step; i += step)
+                        TOps.Store(dst + at + i, TOps.Multiply(TOps.Subtract(TOps.LoadBytes(q + at + i), zv), sv));
+                    for (; i < w.Group; i++) dst[at + i] = (q[at + i] - z[g]) * s[g];
+                }
+                break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// y[r, c] = Σ_i x[r, i]·w[c, i] (+ bias) for a tile of up to 4 rows of x (k apart) by up to 4 rows of w (k apart):
+    /// 16 vector accumulators, each loaded x and w vector used 4 times. Missing rows or columns repeat the first one and
+    /// are not stored.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Tile4x4<TOps, TVec>(float* x, float* w, int k, int rows, int cols, float* y, int ldy, float[]? bias, int biasAt)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct
+    {
+        int step = TOps.Count;
+        float* x0 = x, x1 = rows > 1 ? x + k : x, x2 = rows > 2 ? x + 2L * k : x, x3 = rows > 3 ? x + 3L * k : x;
+        float* w0 = w, w1 = cols > 1 ? w + k : w, w2 = cols > 2 ? w + 2L * k : w, w3 = cols > 3 ? w + 3L * k : w;
+        TVec c00 = TOps.Zero, c01 = TOps.Zero, c02 = TOps.Zero, c03 = TOps.Zero;
+        TVec c10 = TOps.Zero, c11 = TOps.Zero, c12 = TOps.Zero, c13 = TOps.Zero;
+        TVec c20 = TOps.Zero, c21 = TOps.Zero, c22 = TOps.Zero, c23 = TOps.Zero;
+        TVec c30 = TOps.Zero, c31 = TOps.Zero, c32 = TOps.Zero, c33 = TOps.Zero;
+        int i = 0;
+        for (; i <= k - step; i += step)
+        {
+            TVec v0 = TOps.Load(w0 + i), v1 = TOps.Load(w1 + i), v2 = TOps.Load(w2 + i), v3 = TOps.Load(w3 + i);
+            TVec u = TOps.Load(x0 + i);
+            c00 = TOps.MultiplyAdd(u, v0, c00); c01 = TOps.MultiplyAdd(u, v1, c01); c02 = TOps.MultiplyAdd(u, v2, c02); c03 = TOps.MultiplyAdd(u, v3, c03);
+            u = TOps.Load(x1 + i);
+            c10 = TOps.MultiplyAdd(u, v0, c10); c11 = TOps.MultiplyAdd(u, v1, c11); c12 = TOps.MultiplyAdd(u, v2, c12); c13 = TOps.MultiplyAdd(u, v3, c13);
+            u = TOps.Load(x2 + i);
+            c20 = TOps.MultiplyAdd(u, v0, c20); c21 = TOps.MultiplyAdd(u, v1, c21); c22 = TOps.MultiplyAdd(u, v2, c22); c23 = TOps.MultiplyAdd(u, v3, c23);
+            u = TOps.Load(x3 + i);
+            c30 = TOps.MultiplyAdd(u, v0, c30); c31 = TOps.MultiplyAdd(u, v1, c31); c32 = TOps.MultiplyAdd(u, v2, c32); c33 = TOps.MultiplyAdd(u, v3, c33);
+        }
+        float* sums = stackalloc float[16];
+        sums[0] = TOps.Sum(c00); sums[1] = TOps.Sum(c01); sums[2] = TOps.Sum(c02); sums[3] = TOps.Sum(c03);
+        sums[4] = TOps.Sum(c10); sums[5] = TOps.Sum(c11); sums[6] = TOps.Sum(c12); sums[7] = TOps.Sum(c13);
+        sums[8] = TOps.Sum(c20); sums[9] = TOps.Sum(c21); sums[10] = TOps.Sum(c22); sums[11] = TOps.Sum(c23);
+        sums[12] = TOps.Sum(c30); sums[13] = TOps.Sum(c31); sums[14] = TOps.Sum(c32); sums[15] = TOps.Sum(c33);
+        for (; i < k; i++)
+        {
+            float xa = x0[i], xb = x1[i], xc = x2[i], xd = x3[i];
+            float wa = w0[i], wb = w1[i], wc = w2[i], wd = w3[i];
+            sums[0] += xa * wa; sums[1] += xa * wb; sums[2] += xa * wc; sums[3] += xa * wd;
+            sums[4] += xb * wa; sums[5] += xb * wb; sums[6] += xb * wc; sums[7] += xb * wd;
+            sums[8] += xc * wa; sums[9] += xc * wb; sums[10] += xc * wc; sums[11] += xc * wd;
+            sums[12] += xd * wa; sums[13] += xd * wb; sums[14] += xd * wc; sums[15] += xd * wd;
+        }
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                y[(long)r * ldy + c] = sums[r * 4 + c] + (bias is null ? 0f : bias[biasAt + c]);
+    }
+}
