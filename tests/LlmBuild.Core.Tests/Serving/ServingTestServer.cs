@@ -38,15 +38,8 @@ internal static class ServingTestServer
     {
         var built = Build(batch);
         using var emulator = LlmEmulator.Load(built.BModel, built.ConfigDir);
-        var session = new ChatSession(Tokenizer.Load(built.ConfigDir), ChatTemplate.Load(built.ConfigDir), new GreedyGenerator(emulator),
+        var session = new ChatSession(Tokenizer.Load(built.ConfigDir), ChatTemplate.Load(built.ConfigDir), new EmulatorTokenGenerator(emulator, new TokenSampler(null)),
             new ChatSessionOptions { SeqLength = emulator.SeqLength, MaxInputLength = emulator.PrefillLength, MaxNewTokens = maxNewTokens });
         return session.Ask(user);
-    }
-
-    private sealed class GreedyGenerator(LlmEmulator emulator) : ITokenGenerator
-    {
-        public int Prefill(ReadOnlySpan<int> ids) => LlmEmulator.ArgMax(emulator.Prefill(ids));
-        public int Decode(int lastId) => LlmEmulator.ArgMax(emulator.Decode(lastId));
-        public void Reset() => emulator.Reset();
     }
 }
