@@ -246,7 +246,7 @@ public sealed class BatchingEngine : IDisposable
     {
         var s = _slots[slot]!;
         var g = s.Generation;
-        if (_eosIds.Contains(id)) { Release(slot, GenerationEnd.EndOfSequence); return; }
+        if (_eosIds.Contains(id) && !g.Settings.IgnoreEos) { Release(slot, GenerationEnd.EndOfSequence); return; }
         g.Write(id);
         s.Next = id;
         if (g.PromptIds.Length + g.Generated >= _emulator.SeqLength) Release(slot, GenerationEnd.SeqLength);

@@ -17,8 +17,11 @@ public enum GenerationEnd
     Cancelled,
 }
 
-/// <summary>How to pick tokens for one request: greedy when <see cref="Sampling"/> is null.</summary>
-public sealed record GenerationSettings(SamplingOptions? Sampling, int Seed, int? MaxNewTokens);
+/// <summary>
+/// How to pick tokens for one request: greedy when <see cref="Sampling"/> is null; <see cref="IgnoreEos"/> generates
+/// through end-of-sequence ids (vLLM's and llama-server's ignore_eos, for load tests and fixed-length answers).
+/// </summary>
+public sealed record GenerationSettings(SamplingOptions? Sampling, int Seed, int? MaxNewTokens, bool IgnoreEos = false);
 
 /// <summary>
 /// One request's generation as the engine runs it: the prompt, a channel of generated ids (end-of-sequence ids are

@@ -14,6 +14,8 @@ public sealed record GenerationParameters
     public int? TopK { get; init; }
     public long? Seed { get; init; }
     public double? RepetitionPenalty { get; init; }
+    /// <summary>ignore_eos (vLLM's and llama-server's extension): generate through end-of-sequence ids.</summary>
+    public bool IgnoreEos { get; init; }
     public IReadOnlyList<string> Stop { get; init; } = [];
     public bool Stream { get; init; }
     /// <summary>stream_options.include_usage: a last chunk carries the usage.</summary>
@@ -127,6 +129,7 @@ public static class OpenAiRequests
             TopK = Integer(body, "top_k", -1, int.MaxValue) is { } k ? Math.Max(k, 0) : null,
             Seed = Optional(body, "seed") is { } seed ? (seed.ValueKind == JsonValueKind.Number && seed.TryGetInt64(out long s) ? s : throw WrongType("seed", "an integer", seed)) : null,
             RepetitionPenalty = Number(body, "repetition_penalty", 0, 10) is { } r ? (r > 0 ? r : throw ApiError.BadRequest("'repetition_penalty' must be greater than 0.", "repetition_penalty")) : null,
+            IgnoreEos = Bool(body, "ignore_eos") ?? false,
             Stop = Stop(body),
             Stream = stream,
             IncludeUsage = includeUsage,

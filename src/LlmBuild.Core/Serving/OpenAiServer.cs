@@ -278,7 +278,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         SamplingOptions? sampling = temperature == 0 ? null
             : new SamplingOptions(temperature, p.TopK ?? defaults.TopK, p.TopP ?? defaults.TopP, p.RepetitionPenalty ?? defaults.RepetitionPenalty);
         int seed = p.Seed is long s ? (int)(s ^ (s >> 32)) : Random.Shared.Next();
-        return new GenerationSettings(sampling, seed, p.MaxTokens);
+        return new GenerationSettings(sampling, seed, p.MaxTokens, p.IgnoreEos);
     }
 
     private async Task Complete(HttpContext context, int[] ids, GenerationParameters parameters, bool chat)

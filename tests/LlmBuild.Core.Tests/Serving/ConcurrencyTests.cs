@@ -57,16 +57,19 @@ public sealed class ConcurrencyTests
     {
         await using var server = await ServingTestServer.StartAsync(batch: 1, queue: 1);
         using var http = ServingTestServer.Http(server);
-        // A holds the only slot (a long stream, read one event, then abandoned); B waits in the queue; C finds it full.
+        // A holds the only slot (a stream only SeqLength ends, abandoned after its first event); B waits in the queue;
+        // C finds the queue full.
         var a = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
         {
-            Content = Json(new { messages = new[] { new { role = "user", content = "Once upon a time" } }, stream = true, temperature = 0 }),
+            Content = Json(new { messages = new[] { new { role = "user", content = "Once upon a time" } }, stream = true, temperature = 0, ignore_eos = true }),
         };
         var aResponse = await http.SendAsync(a, HttpCompletionOption.ResponseHeadersRead);
         var aStream = await aResponse.Content.ReadAsStreamAsync();
         await aStream.ReadExactlyAsync(new byte[8]);
+        for (int i = 0; i < 1000 && server.Engine.Load != (1, 0); i++) await Task.Delay(5);
         var b = http.PostAsync("/v1/chat/completions", Json(new { messages = new[] { new { role = "user", content = "Hello" } }, max_tokens = 3, temperature = 0 }));
-        for (int i = 0; i < 500 && server.Engine.Load.Waiting == 0; i++) await Task.Delay(10);
+        for (int i = 0; i < 1000 && server.Engine.Load != (1, 1); i++) await Task.Delay(5);
+        Assert.AreEqual((1, 1), server.Engine.Load, "A decodes, B waits");
         var c = await http.PostAsync("/v1/chat/completions", Json(new { messages = new[] { new { role = "user", content = "Hi" } }, max_tokens = 3 }));
         Assert.AreEqual(HttpStatusCode.TooManyRequests, c.StatusCode);
         Assert.IsTrue(c.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1), "Retry-After says when to come back");
@@ -79,7 +82,7 @@ public sealed class ConcurrencyTests
     }
 
     [TestMethod]
-    public void Batch1EngineServesInArrivalOrderAndCancelEndsAGenerationAtOnce()
+    public void Batch1EngineServesInArrivalOrderStopsAtSeqLengthAndCancelEndsAGenerationAtOnce()
     {
         var built = ServingTestServer.Build(1);
         using var emulator = LlmEmulator.Load(built.BModel, built.ConfigDir);
@@ -97,7 +100,15 @@ public sealed class ConcurrencyTests
         CollectionAssert.AreEqual(new[] { 0, 1, 2 }, finished);
         Assert.IsTrue(generations.All(g => g.End == GenerationEnd.MaxTokens && g.Generated == 4));
 
-        // No end-of-sequence ids and no max_tokens: only SeqLength would end this one, but the cancel does.
+        // No end-of-sequence ids and no max_tokens: SeqLength ends the generation, prompt plus answer filling it.
+        var full = new Generation(prompt, new GenerationSettings(null, 0, null));
+        engine.Submit(full);
+        var all = Task.Run(async () => { await foreach (int _ in full.Tokens.ReadAllAsync()) { } });
+        Assert.IsTrue(all.Wait(30_000));
+        Assert.AreEqual(GenerationEnd.SeqLength, full.End);
+        Assert.AreEqual(emulator.SeqLength - prompt.Length, full.Generated);
+
+        // The same, cancelled after its first token: it ends at once.
         var endless = new Generation(prompt, new GenerationSettings(null, 0, null));
         engine.Submit(endless);
         Assert.IsTrue(endless.Tokens.WaitToReadAsync().AsTask().Wait(10_000));

@@ -121,9 +121,9 @@ public sealed class RawHttpTests
     }
 
     [TestMethod]
-    public async Task GenerationStopsAtSeqLengthWithFinishReasonLength()
+    public async Task AnswerEndsAtEndOfSequenceOrSeqLengthWhateverMaxTokensSays()
     {
-        var (status, body, _) = await Post("/v1/chat/completions", """{"messages":[{"role":"user","content":"Once upon a time"}],"temperature":0}""");
+        var (status, body, _) = await Post("/v1/chat/completions", """{"messages":[{"role":"user","content":"Once upon a time"}],"temperature":0,"max_tokens":1000}""");
         Assert.AreEqual(HttpStatusCode.OK, status, body);
         var root = JsonDocument.Parse(body).RootElement;
         var usage = root.GetProperty("usage");

@@ -19,11 +19,14 @@ internal static class ServingTestServer
     public static ExampleBuild.Built Build(int batch) =>
         batch == 1 ? ExampleBuild.Get("w4bf16") : ExampleBuild.Get("w4bf16", extra: ("Batch", batch.ToString()));
 
-    public static Task<OpenAiServer> StartAsync(int batch = 1, int queue = 8, string? apiKey = ApiKey)
+    public static Task<OpenAiServer> StartAsync(int batch = 1, int queue = 8, string? apiKey = ApiKey, double graceSeconds = 10, int port = 0)
     {
         var built = Build(batch);
         var model = ServedModel.Load(built.BModel, built.ConfigDir);
-        return OpenAiServer.StartAsync(model, new ServeOptions { Port = 0, ApiKey = apiKey, QueueCapacity = queue });
+        return OpenAiServer.StartAsync(model, new ServeOptions
+        {
+            Port = port, ApiKey = apiKey, QueueCapacity = queue, ShutdownGrace = TimeSpan.FromSeconds(graceSeconds),
+        });
     }
 
     public static HttpClient Http(OpenAiServer server, string? apiKey = ApiKey)
