@@ -96,6 +96,9 @@ public sealed class ServeBenchmark : IBenchmark
         Console.WriteLine($"  {clients} concurrent streaming clients x {perClient} requests, greedy, max_tokens {maxTokens}: {outcomes.Count} requests in {seconds:F2} s");
         Console.WriteLine($"  requests/s {outcomes.Count / seconds:F2}; time to first token p50 {Percentile(firstToken, 0.50):F0} ms, p99 {Percentile(firstToken, 0.99):F0} ms");
         Console.WriteLine($"  aggregate {tokens / seconds:F1} generated tokens/s ({tokens} tokens)");
+        var counters = server.Engine.Counters;
+        Console.WriteLine($"  engine: {counters.Prefills} prefills ({1000 * counters.PrefillTime.TotalSeconds / counters.Prefills:F0} ms each, {counters.PrefillTime.TotalSeconds:F1} s), "
+            + $"{counters.DecodeSteps} decode steps ({1000 * counters.DecodeTime.TotalSeconds / counters.DecodeSteps:F1} ms each, {counters.DecodeTime.TotalSeconds:F1} s) carrying {(double)counters.DecodedTokens / counters.DecodeSteps:F2} sequences on average");
         Console.WriteLine($"  200: {ok}, 5xx: {serverErrors}, complete ([DONE]): {complete}, equal to the emulator's greedy answer: {correct}");
         return ok == outcomes.Count && correct == outcomes.Count ? 0 : 1;
     }

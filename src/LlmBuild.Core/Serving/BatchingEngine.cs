@@ -47,6 +47,18 @@ public sealed class BatchingEngine : IDisposable
 
     public int SeqLength => _emulator.SeqLength;
 
+    /// <summary>Where the engine's time went since it started: prefills, and decode steps with how many slots each carried.</summary>
+    public sealed record Statistics(int Prefills, TimeSpan PrefillTime, int DecodeSteps, TimeSpan DecodeTime, long DecodedTokens);
+
+    private int _prefills, _decodeSteps;
+    private long _decodedTokens;
+    private TimeSpan _prefillTime, _decodeTime;
+
+    public Statistics Counters
+    {
+        get { lock (_gate) return new Statistics(_prefills, _prefillTime, _decodeSteps, _decodeTime, _decodedTokens); }
+    }
+
     /// <summary>Busy slots and waiting requests, for /health.</summary>
     public (int Busy, int Waiting) Load
     {
@@ -194,7 +206,13 @@ public sealed class BatchingEngine : IDisposable
         try
         {
             s.Sampler.Observe(s.Generation.PromptIds);
+            long start = Stopwatch.GetTimestamp();
             float[] logits = _emulator.Prefill(s.Generation.PromptIds, slot: slot);
+            lock (_gate)
+            {
+                _prefills++;
+                _prefillTime += Stopwatch.GetElapsedTime(start);
+            }
             Accept(slot, s.Sampler.Next(logits));
         }
         catch (Exception e)
@@ -229,7 +247,14 @@ public sealed class BatchingEngine : IDisposable
         float[] logits;
         try
         {
+            long start = Stopwatch.GetTimestamp();
             logits = _emulator.DecodeBatch(ids, active);
+            lock (_gate)
+            {
+                _decodeSteps++;
+                _decodeTime += Stopwatch.GetElapsedTime(start);
+                _decodedTokens += active.Count(a => a);
+            }
         }
         catch (Exception e)
         {
