@@ -134,6 +134,21 @@ public sealed class RawHttpTests
     }
 
     [TestMethod]
+    public async Task SampledAnswersRepeatForTheSameSeed()
+    {
+        async Task<string> Sampled(int seed)
+        {
+            var (status, body, _) = await Post("/v1/completions", $$"""{"prompt":"The moon","max_tokens":8,"temperature":1.0,"top_k":0,"top_p":1.0,"seed":{{seed}}}""");
+            Assert.AreEqual(HttpStatusCode.OK, status, body);
+            return JsonDocument.Parse(body).RootElement.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        }
+        string first = await Sampled(7);
+        Assert.AreEqual(first, await Sampled(7));
+        var others = new[] { await Sampled(8), await Sampled(9), await Sampled(10) };
+        Assert.IsTrue(others.Any(o => o != first), "other seeds sample other answers");
+    }
+
+    [TestMethod]
     public async Task OversizedBodyIsA413()
     {
         string huge = JsonSerializer.Serialize(new { messages = new[] { new { role = "user", content = new string('x', 2 << 20) } } });
