@@ -22,8 +22,13 @@ public sealed class BatchingEngine : IDisposable
     private readonly ActiveSequence?[] _slots;
     private readonly Thread _thread;
     private bool _stopping;
-    // Set by CancelAll: a cancelled generation then ends with LLMB0807 rather than as its requester's own cancel.    // Seconds a finished generation took from admission to end, averaged; sizes the Retry-After of a full queue.
+    // Set by CancelAll: a cancelled generation then ends with LLMB0807 rather than as its requester's own cancel.
+    private volatile bool _cancelAllRequested;
+    // Seconds a finished generation took from admission to end, averaged; sizes the Retry-After of a full queue.
     private double _averageSeconds = 1;
+    private int _prefills, _decodeSteps;
+    private long _decodedTokens;
+    private TimeSpan _prefillTime, _decodeTime;
 
     public BatchingEngine(LlmEmulator emulator, IReadOnlySet<int> eosIds, int queueCapacity)
     {
@@ -49,10 +54,6 @@ public sealed class BatchingEngine : IDisposable
 
     /// <summary>Where the engine's time went since it started: prefills, and decode steps with how many slots each carried.</summary>
     public sealed record Statistics(int Prefills, TimeSpan PrefillTime, int DecodeSteps, TimeSpan DecodeTime, long DecodedTokens);
-
-    private int _prefills, _decodeSteps;
-    private long _decodedTokens;
-    private TimeSpan _prefillTime, _decodeTime;
 
     public Statistics Counters
     {
@@ -131,8 +132,6 @@ public sealed class BatchingEngine : IDisposable
             Monitor.PulseAll(_gate);
         }
     }
-
-    private bool _cancelAllRequested;
 
     /// <summary>Waits until every active generation has ended (after <see cref="StopAccepting"/>).</summary>
     public bool WaitIdle(TimeSpan timeout)
