@@ -109,37 +109,37 @@ public sealed class BatchingEngine : IDisposable
     private int RetryAfterSeconds() =>
         (int)Math.Clamp(Math.Ceiling(_averageSeconds * (_waiting.Count + 1) / _slots.Length), 1, 60);
 
-    /// <summary>Takes no new requests: waiting ones fail with LLMB0807, active ones run on (or are cancelled by <see cref="CancelAll"/>).</summary>
+    /// <summary>Takes no new requests; those already accepted (active or waiting) run on until <see cref="CancelAll"/>.</summary>
     public void StopAccepting()
     {
         lock (_gate)
         {
             _stopping = true;
-            while (_waiting.TryDequeue(out var g))
-                g.Fail(new LlmBuildException(ErrorCodes.ServeShuttingDown, "The server shut down before this request got a batch slot."));
             Monitor.PulseAll(_gate);
         }
     }
 
-    /// <summary>Ends every active generation now with LLMB0807 (shutdown after the grace period).</summary>
+    /// <summary>Ends every accepted generation now with LLMB0807 (shutdown after the grace period).</summary>
     public void CancelAll()
     {
-        StopAccepting();
         lock (_gate)
         {
-            foreach (var s in _slots) s?.Generation.Cancel();
+            _stopping = true;
             _cancelAllRequested = true;
+            while (_waiting.TryDequeue(out var g))
+                g.Fail(new LlmBuildException(ErrorCodes.ServeShuttingDown, "The server shut down before this request got a batch slot."));
+            foreach (var s in _slots) s?.Generation.Cancel();
             Monitor.PulseAll(_gate);
         }
     }
 
-    /// <summary>Waits until every active generation has ended (after <see cref="StopAccepting"/>).</summary>
+    /// <summary>Waits until every accepted generation has ended (after <see cref="StopAccepting"/>).</summary>
     public bool WaitIdle(TimeSpan timeout)
     {
         var clock = Stopwatch.StartNew();
         lock (_gate)
         {
-            while (_slots.Any(s => s is not null))
+            while (_slots.Any(s => s is not null) || _waiting.Count > 0)
             {
                 var left = timeout - clock.Elapsed;
                 if (left <= TimeSpan.Zero) return false;
@@ -172,7 +172,7 @@ public sealed class BatchingEngine : IDisposable
             admitted.Clear();
             lock (_gate)
             {
-                while (!_slots.Any(s => s is not null) && (_waiting.Count == 0 || _stopping))
+                while (!_slots.Any(s => s is not null) && _waiting.Count == 0)
                 {
                     if (_stopping) return;
                     Monitor.Wait(_gate);

@@ -152,9 +152,13 @@ public sealed class RawHttpTests
     public async Task OversizedBodyIsA413()
     {
         string huge = JsonSerializer.Serialize(new { messages = new[] { new { role = "user", content = new string('x', 2 << 20) } } });
-        var (status, body, _) = await Post("/v1/chat/completions", huge);
-        Assert.AreEqual(HttpStatusCode.RequestEntityTooLarge, status);
-        Assert.AreEqual("LLMB0805", Error(body).GetProperty("code").GetString());
+        // Expect: 100-continue, so the client hears the refusal before it sends the body (else the server's early close
+        // may break the client's upload before it reads the answer).
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(huge, Encoding.UTF8, "application/json") };
+        request.Headers.ExpectContinue = true;
+        using var response = await _http.SendAsync(request);
+        Assert.AreEqual(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.AreEqual("LLMB0805", Error(await response.Content.ReadAsStringAsync()).GetProperty("code").GetString());
     }
 
     [TestMethod]
