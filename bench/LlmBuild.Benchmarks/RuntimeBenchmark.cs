@@ -278,7 +278,8 @@ public sealed class RuntimeBenchmark : IBenchmark
         return coeff + kv + emu.Batch * emu.HiddenSize * 2;
     }
 
-    private static string Build(ResolvedModel model, string dir)
+    /// <summary>Builds the model into <paramref name="dir"/> (bench.bmodel); <paramref name="configFiles"/> go to its config/ folder.</summary>
+    internal static string Build(ResolvedModel model, string dir, string[]? configFiles = null)
     {
         using (ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath))
             Parallel.ForEach(model.Owners, owner => WeightOwnerWriter.Write(checkpoint, model, owner, Path.Combine(dir, owner.FileName)));
@@ -292,7 +293,7 @@ public sealed class RuntimeBenchmark : IBenchmark
             pieces[piece.Name] = bmodel;
         });
         string output = Path.Combine(dir, "bench.bmodel");
-        CombineStage.Run(model, model.Pieces.Select(p => pieces[p.Name]).ToArray(), [], output, Path.Combine(dir, "config"));
+        CombineStage.Run(model, model.Pieces.Select(p => pieces[p.Name]).ToArray(), configFiles ?? [], output, Path.Combine(dir, "config"));
         return output;
     }
 
@@ -319,7 +320,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         return best;
     }
 
-    private static string FindRoot()
+    internal static string FindRoot()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
             if (File.Exists(Path.Combine(d.FullName, "LlmBuild.sln"))) return d.FullName;

@@ -17,6 +17,7 @@ public static class Program
         root.Subcommands.Add(TemplateCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(ConvertCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         return CommandRunner.Invoke(root, AliasArguments(args));
     }
 

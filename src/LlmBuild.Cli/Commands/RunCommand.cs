@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Serving;
 using LlmBuild.Core.Tokenization;
 using LlmBuild.Core.Tokenization.Chat;
 
@@ -41,7 +42,7 @@ public static class RunCommand
             var configured = SamplingOptions.FromGenerationConfig(configDir);
             var sampling = parse.GetValue(sample) ? configured : null;
             using var emulator = LlmEmulator.Load(path, configDir, verifyWeights: !parse.GetValue(noVerify));
-            var generator = new EmulatorGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
+            var generator = new EmulatorTokenGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
             {
                 SeqLength = emulator.SeqLength,
@@ -101,24 +102,5 @@ public static class RunCommand
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"TPS: {turn.TokensPerSecond:0.00} token/s ({turn.GeneratedTokens} tokens, stop: {turn.StopReason})"));
         if (turn.HistoryClearedAfterTurn) Console.WriteLine("(SeqLength reached: history cleared)");
-    }
-
-    /// <summary>The emulator as a chat's token generator.</summary>
-    private sealed class EmulatorGenerator(LlmEmulator emulator, TokenSampler sampler) : ITokenGenerator
-    {
-        public int Prefill(ReadOnlySpan<int> ids)
-        {
-            sampler.Reset();
-            sampler.Observe(ids);
-            return sampler.Next(emulator.Prefill(ids));
-        }
-
-        public int Decode(int lastId) => sampler.Next(emulator.Decode(lastId));
-
-        public void Reset()
-        {
-            emulator.Reset();
-            sampler.Reset();
-        }
     }
 }

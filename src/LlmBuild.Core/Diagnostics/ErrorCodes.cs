@@ -8,7 +8,7 @@ namespace LlmBuild.Core.Diagnostics;
 /// <c>ErrorCodes.&lt;Area&gt;.cs</c> part as <c>[Code("summary")] public const string Name = "LLMB####";</c>.
 /// Ranges: 0001-0099 project and configuration, 0100-0199 checkpoints, 0200-0299 quantization,
 /// 0300-0399 graph and MLIR, 0400-0499 bmodel container, 0500-0599 codegen, chips, runtime and verify,
-/// 0600-0699 tokenizers, templates and chat, 0700-0799 command line, 0900-0999 files and internal.
+/// 0600-0699 tokenizers, templates and chat, 0700-0799 command line, 0800-0849 serving, 0900-0999 files and internal.
 /// The README's table of codes is checked against this list by a test.
 /// </summary>
 public static partial class ErrorCodes

@@ -289,6 +289,17 @@ public sealed class LlmEmulator : IDisposable
         return DecodeCore(ids.ToArray(), Enumerable.Repeat(true, Batch).ToArray(), null, 0);
     }
 
+    /// <summary>
+    /// Decodes one token for each active slot in one pass (continuous batching: idle slots keep their cache and
+    /// position); returns [Batch, vocab], the idle slots' rows meaningless.
+    /// </summary>
+    public float[] DecodeBatch(ReadOnlySpan<int> ids, ReadOnlySpan<bool> active)
+    {
+        if (ids.Length != Batch || active.Length != Batch)
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The model decodes {Batch} sequence(s) at once (Batch); got {ids.Length} ids and {active.Length} flags.");
+        return DecodeCore(ids.ToArray(), active.ToArray(), null, 0);
+    }
+
     private float[] DecodeCore(int[] ids, bool[] active, EmulatorTrace? trace, int traceSlot)
     {
         int S = SeqLength, B = Batch;
