@@ -332,14 +332,42 @@ public sealed record ModelConfig
 
     public static JsonObject ParseObject(string path)
     {
+        JsonObject root;
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }) as JsonObject
+            root = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }) as JsonObject
                 ?? throw new LlmBuildException(ErrorCodes.BadModelConfig, $"{path}: the top level is not a JSON object.", path);
         }
         catch (JsonException e)
         {
             throw new LlmBuildException(ErrorCodes.BadModelConfig, $"{path}: invalid JSON at line {e.LineNumber + 1}: {e.Message}", path, e);
+        }
+        RefuseDuplicateKeys(root, path, "");
+        return root;
+    }
+
+    /// <summary>
+    /// A key given twice is refused rather than resolved: Python's json keeps the last value, so Hugging Face would use a
+    /// value a reader of the file may not expect, and System.Text.Json would fail later with a raw exception.
+    /// </summary>
+    private static void RefuseDuplicateKeys(JsonNode? node, string path, string where)
+    {
+        try
+        {
+            switch (node)
+            {
+                case JsonObject o:
+                    foreach (var (key, value) in o) RefuseDuplicateKeys(value, path, where.Length == 0 ? key : $"{where}.{key}");
+                    break;
+                case JsonArray a:
+                    for (int i = 0; i < a.Count; i++) RefuseDuplicateKeys(a[i], path, $"{where}[{i}]");
+                    break;
+            }
+        }
+        catch (ArgumentException e)
+        {
+            throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                $"{path}: {(where.Length == 0 ? "the top-level object" : $"\"{where}\"")} names a key twice ({e.Message}). Keep one value per key.", path, e);
         }
     }
 

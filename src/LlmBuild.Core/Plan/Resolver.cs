@@ -155,7 +155,13 @@ public static class Resolver
         if (!fuseFinalNorm) head.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);
         WeightStorage headStorage = quantizeLmHead && scheme.IsQuantized ? WeightStorage.Quantized : WeightStorage.Activation;
         string lmHeadName = family.TensorName(WeightRole.LmHead);
-        bool tied = c.TieWordEmbeddings || !(checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName));
+        bool hasLmHead = checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName);
+        // Untied without an lm_head, Hugging Face would start from a random output layer: the checkpoint is incomplete.
+        if (!c.TieWordEmbeddings && !hasLmHead)
+            throw new LlmBuildException(ErrorCodes.MissingWeight,
+                $"config.json says tie_word_embeddings is false, but the checkpoint in '{modelDir}' has no '{lmHeadName}'. " +
+                "Add the missing shard, or set tie_word_embeddings to true if the model shares its embedding with the output layer.", modelDir);
+        bool tied = c.TieWordEmbeddings;
         head.Add(tied
             ? Entry(WeightRole.LmHead, 0, headStorage, sourceOverride: family.TensorName(WeightRole.Embedding), keyOverride: lmHeadName)!
             : Entry(WeightRole.LmHead, 0, headStorage)!);

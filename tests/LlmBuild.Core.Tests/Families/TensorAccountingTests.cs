@@ -108,4 +108,24 @@ public sealed class TensorAccountingTests
         Console.WriteLine($"llama with attention and MLP biases: bf16 build vs f32 reference cosine {cosine:F6}");
         Assert.IsTrue(cosine >= 0.9999, $"cosine {cosine}");
     }
+
+    /// <summary>Issue 19, cause 12: untied without lm_head.weight is refused at resolve, not left for verify to notice.</summary>
+    [TestMethod]
+    public void UntiedWithoutLmHeadIsRefusedAtResolve()
+    {
+        string dir = LlamaWith([], json => json.Replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false"));
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => ResolveStage.Resolve(Props(dir), new List<LlmBuildWarning>()));
+        Assert.AreEqual(ErrorCodes.MissingWeight, e.Code);
+        StringAssert.Contains(e.Message, "lm_head.weight");
+    }
+
+    /// <summary>Issue 19, cause 4: a key given twice in config.json is a coded error naming it.</summary>
+    [TestMethod]
+    public void ADuplicateConfigKeyIsRefused()
+    {
+        string dir = LlamaWith([], json => json.Replace("\"hidden_size\": 64,", "\"hidden_size\": 64, \"hidden_size\": 128,"));
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => ModelConfig.Load(dir));
+        Assert.AreEqual(ErrorCodes.BadModelConfig, e.Code);
+        StringAssert.Contains(e.Message, "hidden_size");
+    }
 }
