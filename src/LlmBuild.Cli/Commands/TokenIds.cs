@@ -1,7 +1,7 @@
 using System.Globalization;
 using LlmBuild.Core.Diagnostics;
 
-namespace LlmBuild.Core.Runtime;
+namespace LlmBuild.Cli.Commands;
 
 /// <summary>Parses token id lists given on a command line: "1,2,3", or the path of a file of ids (commas, spaces, newlines, optional [ ]).</summary>
 public static class TokenIds
