@@ -259,21 +259,16 @@ public static class MoeLayout
 /// <summary>The family registry: model_type → family. One line per file of <c>Models/Families/</c>.</summary>
 public static class ModelFamilies
 {
-    /// <summary>Every supported family, in registry order.</summary>
-    public static IReadOnlyList<ModelFamily> All { get; } =
-    [
-        Families.Llama.Family,
-        Families.Mistral.Family,
-        Families.Qwen2.Family,
-        Families.Qwen3.Family,
-        Families.Phi3.Family,
-        Families.MiniCpm.Family,
-        Families.ChatGlm.Family,
-        Families.Gemma2.Family,
-        Families.Gemma3.Family,
-        Families.Qwen2Moe.Family,
-        Families.Qwen3Moe.Family,
-    ];
+    /// <summary>
+    /// Every supported family: each static class in <c>Models/Families/</c> with a <c>Family</c> property, ordered by name,
+    /// so adding a family is adding its file.
+    /// </summary>
+    public static IReadOnlyList<ModelFamily> All { get; } = typeof(ModelFamilies).Assembly.GetTypes()
+        .Where(t => t.Namespace == typeof(Families.Llama).Namespace && t.IsClass && t.IsAbstract && t.IsSealed)
+        .Select(t => t.GetProperty("Family", System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Static)?.GetValue(null) as ModelFamily)
+        .OfType<ModelFamily>()
+        .OrderBy(f => f.Name, StringComparer.Ordinal)
+        .ToArray();
 
     public static IEnumerable<string> SupportedModelTypes => All.SelectMany(f => f.ModelTypes).Order(StringComparer.Ordinal);
 
