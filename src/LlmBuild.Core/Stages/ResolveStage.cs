@@ -144,7 +144,7 @@ public static class ResolveStage
     {
         var sb = new StringBuilder();
         sb.AppendLine("=== LlmBuild resolved configuration ===");
-        void Line(string key, object? value) => sb.AppendLine(CultureInfo.InvariantCulture, $"  {key,-22} {value}");
+        void Line(string key, object? value) => sb.AppendLine(CultureInfo.InvariantCulture, $"  {key,-22} {Format(value)}");
         Line("LlmBuild", Version);
         Line("name", m.Name);
         Line("model_type", m.Config.ModelType);
@@ -163,7 +163,20 @@ public static class ResolveStage
             Line("experts", $"{moe.NumExperts} × intermediate {moe.ExpertIntermediateSize}, top {moe.ExpertsPerToken}{(moe.NormalizeTopK ? " renormalised" : "")}" +
                 $"{(moe.HasSharedExpert ? $", shared expert intermediate {moe.SharedExpertIntermediateSize}" : "")}, sparse layers " +
                 $"{moe.SparseLayers.Count(s => s)} of {c.NumLayers} (all experts computed densely)");
-        Line("rope", $"theta {c.RopeTheta}{(c.RopeScaling is null ? "" : $", scaling {c.RopeScaling.Type} x{c.RopeScaling.Factor}")}");
+        // Every config fact that changes the math, with the value the build uses (the family's reading of config.json).
+        Line("hidden_act", c.HiddenAct);
+        Line("norm eps", c.RmsNormEps);
+        Line("rope", $"theta {c.RopeTheta}{(c.RopeScaling is null ? "" : $", scaling {c.RopeScaling.Type} x{c.RopeScaling.Factor}")}" +
+            $"{(c.RopeScaling?.Type == "longrope" ? $" (original {c.RopeScaling.OriginalMaxPositionEmbeddings}, attention factor {c.RopeScaling.AttentionFactor:0.######})" : "")}" +
+            $", rotates {c.RotatedDims} of {c.HeadDim} dims{(c.LocalRopeTheta is { } local ? $", sliding layers theta {local} unscaled" : "")}");
+        Line("attention scale", c.ScoreScale.ToString("0.########", CultureInfo.InvariantCulture));
+        var windows = Enumerable.Range(0, c.NumLayers).Where(l => c.WindowOf(l) > 0).ToArray();
+        Line("sliding window", windows.Length == 0 ? "none"
+            : $"{c.WindowOf(windows[0])} on {windows.Length} of {c.NumLayers} layers{(c.WindowOf(windows[0]) >= m.SeqLength ? " (≥ SeqLength: no effect)" : "")}");
+        if (c.EmbeddingMultiplier != 1 || c.ResidualMultiplier != 1 || c.FinalHiddenMultiplier != 1)
+            Line("scalings", $"embeddings x{c.EmbeddingMultiplier:0.######}, residual branches x{c.ResidualMultiplier:0.######}, final hidden x{c.FinalHiddenMultiplier:0.######}");
+        if (c.AttentionSoftcap > 0 || c.FinalLogitSoftcap > 0)
+            Line("soft-capping", $"attention {c.AttentionSoftcap}, final logits {c.FinalLogitSoftcap}");
         Line("tie_word_embeddings", c.TieWordEmbeddings);
         Line("weight files", string.Join(", ", m.WeightFiles));
         Line("pieces", $"{m.Pieces.Count}: {string.Join(", ", m.Pieces.Select(p => p.Name))}");

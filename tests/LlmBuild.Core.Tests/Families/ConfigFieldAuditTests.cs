@@ -86,4 +86,16 @@ public sealed class ConfigFieldAuditTests
         var e = Assert.ThrowsExactly<LlmBuildException>(() => Audit(root));
         StringAssert.Contains(e.Message, "sliding_window");
     }
+
+    /// <summary>The dry run prints every math-relevant fact with the value the build uses.</summary>
+    [TestMethod]
+    public void TheDryRunPrintsTheMathTheBuildUses()
+    {
+        string dir = Path.Combine(ExampleBuild.RepoRoot, "tests", "fixtures", "families", "gemma3_text");
+        var model = Core.Stages.ResolveStage.Resolve(new Dictionary<string, string?> { ["ModelPath"] = dir, ["SeqLength"] = "64", ["Quantize"] = "bf16" }, new List<LlmBuildWarning>());
+        string text = Core.Stages.ResolveStage.Describe(model);
+        foreach (string expected in new[] { "gelu_pytorch_tanh", "scaling linear x8", "sliding layers theta 10000 unscaled", "6 on 2 of 3 layers",
+                     "embeddings x8", "attention scale        0.1767767" })
+            StringAssert.Contains(text, expected);
+    }
 }
