@@ -98,4 +98,39 @@ public sealed class ConfigFieldAuditTests
                      "embeddings x8", "attention scale        0.1767767" })
             StringAssert.Contains(text, expected);
     }
+
+    /// <summary>
+    /// For every family's fixture: each math-changing field the family does not implement, set to a value that is not a
+    /// no-op, is refused with LLMB0011 naming the field — and the fixture itself keeps building (EveryRealAndFixtureConfig…).
+    /// </summary>
+    [TestMethod]
+    public void EveryFamilyRefusesEachMathFieldItDoesNotImplement()
+    {
+        var unimplemented = new (string Field, string Value)[]
+        {
+            ("attn_logit_softcapping", "30.0"), ("final_logit_softcapping", "30.0"), ("query_pre_attn_scalar", "256"),
+            ("scale_emb", "12"), ("scale_depth", "1.4"), ("dim_model_base", "256"), ("rope_local_base_freq", "10000"),
+            ("num_experts", "8"), ("rope_ratio", "500"), ("rmsnorm", "false"), ("post_layer_norm", "false"), ("pre_seq_len", "128"),
+        };
+        string root = Path.Combine(ExampleBuild.RepoRoot, "tests", "fixtures", "families");
+        int refused = 0;
+        foreach (string dir in Directory.GetDirectories(root).Order(StringComparer.Ordinal))
+        {
+            if (!ModelFamilies.SupportedModelTypes.Contains(Path.GetFileName(dir))) continue;
+            var original = ModelConfig.ParseObject(Path.Combine(dir, "config.json"));
+            var family = ModelFamilies.Get(original["model_type"]!.GetValue<string>());
+            var understood = ConfigFieldAudit.Understood(family);
+            foreach (var (field, value) in unimplemented)
+            {
+                if (understood.Contains(field) || original.ContainsKey(field)) continue;
+                var config = (JsonObject)original.DeepClone();
+                config[field] = JsonNode.Parse(value);
+                var e = Assert.ThrowsExactly<LlmBuildException>(() => Audit(config, dir), $"{family.Name}: {field} = {value}");
+                Assert.AreEqual(ErrorCodes.UnsupportedConfigField, e.Code);
+                StringAssert.Contains(e.Message, field);
+                refused++;
+            }
+        }
+        Assert.IsTrue(refused >= 60, $"{refused} refusals checked");
+    }
 }
