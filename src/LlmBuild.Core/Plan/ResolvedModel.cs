@@ -39,6 +39,8 @@ public sealed record ResolvedModel
     public required IReadOnlyList<string> WeightFiles { get; init; }
     public required IReadOnlyList<Piece> Pieces { get; init; }
     public required IReadOnlyList<WeightOwner> Owners { get; init; }
+    /// <summary>Checkpoint tensors the user dropped on purpose (LlmIgnoreTensors patterns); null when none.</summary>
+    public IReadOnlyList<string>? IgnoredTensors { get; init; }
     /// <summary>True when the final RMSNorm is part of the last block (one device) rather than lm_head.</summary>
     public bool FinalNormInLastBlock { get; init; }
 

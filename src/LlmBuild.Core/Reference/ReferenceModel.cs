@@ -51,7 +51,8 @@ public sealed partial class ReferenceModel
 
     /// <param name="keepWeights">Keep every weight in memory as f32 after its first use (fast; 4 bytes per parameter).
     /// When false, each weight is read from the checkpoint whenever it is needed.</param>
-    public ReferenceModel(ICheckpoint checkpoint, ModelConfig config, bool keepWeights = true)
+    /// <param name="droppedTensors">Tensors (names or <c>*</c> patterns) the build dropped on purpose (LlmIgnoreTensors).</param>
+    public ReferenceModel(ICheckpoint checkpoint, ModelConfig config, bool keepWeights = true, IReadOnlyList<string>? droppedTensors = null)
     {
         // Fused tensors (qkv_proj, gate_up_proj) are read as their row ranges; nothing else is transformed.
         _checkpoint = FamilyCheckpoint.ForReference(checkpoint, config);
@@ -68,6 +69,35 @@ public sealed partial class ReferenceModel
         // gemma3's sliding layers: their own base, no rope_scaling.
         _localInvFreq = config.LocalRopeTheta is { } localTheta
             ? InverseFrequencies(config with { RopeTheta = localTheta, RopeScaling = null }, longFactors: false) : _invFreq;
+        RefuseUnreadTensors(droppedTensors ?? []);
+    }
+
+    /// <summary>
+    /// The reference reads tensors by the family's roles, so a tensor no role names would be left out of the oracle as
+    /// silently as out of the build: it refuses such a checkpoint itself (ignorable buffers, pre-quantized companions and
+    /// tensors the user dropped on purpose aside), so verify cannot pass a build that lost weights.
+    /// </summary>
+    private void RefuseUnreadTensors(IReadOnlyList<string> dropped)
+    {
+        var read = new HashSet<string>(StringComparer.Ordinal);
+        foreach (WeightRole role in Enum.GetValues<WeightRole>())
+        {
+            if (!_family.Has(role)) continue;
+            if (!ModelFamily.IsLayerRole(role)) { read.Add(_family.TensorName(role)); continue; }
+            int experts = ModelFamily.IsExpertRole(role) ? Config.Moe?.NumExperts ?? 0 : 1;
+            for (int layer = 0; layer < Config.NumLayers; layer++)
+                for (int expert = 0; expert < experts; expert++) read.Add(_family.TensorName(role, layer, expert));
+        }
+        // A pre-quantized weight x.weight is stored as x.qweight, x.scales, … (every tensor of its stem).
+        var packedStems = read.Where(n => !_checkpoint.Contains(n) && n.EndsWith(".weight", StringComparison.Ordinal))
+            .Select(n => n[..^"weight".Length]).ToArray();
+        var unread = _checkpoint.TensorNames.Where(t => !read.Contains(t) && !_family.IsIgnorable(t)
+            && !dropped.Any(p => ModelFamily.WildcardMatch(p, t)) && !packedStems.Any(stem => t.StartsWith(stem, StringComparison.Ordinal))).ToList();
+        if (unread.Count > 0)
+            throw new LlmBuildException(ErrorCodes.UnusedTensor,
+                $"The reference forward of family {_family.Name} reads no role for {unread.Count} tensor(s) of the checkpoint in '{_checkpoint.Directory}': " +
+                $"{string.Join(", ", unread.Take(5).Select(t => $"'{t}'"))}{(unread.Count > 5 ? $" and {unread.Count - 5} more" : "")}. " +
+                "It cannot vouch for a model it does not fully read; list deliberately dropped tensors in LlmIgnoreTensors.", _checkpoint.Directory);
     }
 
     public ModelConfig Config { get; }

@@ -40,7 +40,10 @@ public static class ResolveStage
             : DefaultBackend(OptionTable.TpuMlirPath.Text(values), Environment.GetEnvironmentVariable("PATH"));
         string[] ignoreTensors = OptionTable.LlmIgnoreTensors.ReadText(values)
             .Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors) with { DeviceMemoryMiB = deviceMemory, CodegenBackend = backend };
+        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors) with
+        {
+            DeviceMemoryMiB = deviceMemory, CodegenBackend = backend, IgnoredTensors = ignoreTensors.Length > 0 ? ignoreTensors : null,
+        };
         if (Checkpoints.GgufCheckpoint.IsGgufPath(model.Options.ModelPath))
         {
             using var gguf = Checkpoints.CheckpointLoader.Open(model.Options.ModelPath);

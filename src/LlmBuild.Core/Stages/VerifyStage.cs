@@ -155,7 +155,7 @@ public static class VerifyStage
     {
         using LlmEmulator emu = LlmEmulator.Load(bmodelPath);
         using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
-        var reference = new ReferenceModel(checkpoint, model.Config);
+        var reference = new ReferenceModel(checkpoint, model.Config, droppedTensors: model.IgnoredTensors);
         int vocab = model.Config.VocabSize, layers = model.Config.NumLayers;
         decodeSteps = Math.Max(0, Math.Min(decodeSteps, emu.SeqLength - prompt.Length));
         var pieces = new SortedDictionary<string, Stats>(StringComparer.Ordinal);

@@ -128,4 +128,22 @@ public sealed class TensorAccountingTests
         Assert.AreEqual(ErrorCodes.BadModelConfig, e.Code);
         StringAssert.Contains(e.Message, "hidden_size");
     }
+
+    /// <summary>The reference forward does not share the role map blindly: it refuses a tensor it would not read, so
+    /// verify cannot vouch for a build that dropped weights; a tensor dropped on purpose is passed to it.</summary>
+    [TestMethod]
+    public void TheReferenceRefusesTensorsItDoesNotRead()
+    {
+        string dir = LlamaWith([Bf16("model.layers.0.self_attn.q_proj.lora_A.weight", [8, 64], 1, 0.1f)]);
+        using ICheckpoint c = CheckpointLoader.Open(dir);
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => new ReferenceModel(c, ModelConfig.Load(dir)));
+        Assert.AreEqual(ErrorCodes.UnusedTensor, e.Code);
+        StringAssert.Contains(e.Message, "lora_A");
+        Assert.AreEqual(1000 * 8, new ReferenceModel(c, ModelConfig.Load(dir), droppedTensors: ["*.lora_A.weight"]).Forward([1, 2, 3, 4, 5, 6, 7, 8]).Length);
+
+        // Through the stages: the ignored tensor reaches verify, which passes.
+        var built = ExampleBuild.Get("bf16", seqLength: 32, extra: [("ModelPath", dir), ("LlmModelName", "llama-lora"), ("LlmIgnoreTensors", "*.lora_A.weight")]);
+        CollectionAssert.AreEqual(new[] { "*.lora_A.weight" }, built.Model.IgnoredTensors!.ToArray());
+        Assert.IsTrue(VerifyStage.Run(built.Model, built.BModel, Path.Combine(built.Dir, "verify.json")).Passed);
+    }
 }
