@@ -426,7 +426,18 @@ public static class PieceCodegen
                 }
                 return s;
             }
-            Emit(code, [ins[0], ins[1]], [Define(outName)], [(long)mode, rank, .. outShape, .. Strides(ins[0]), .. Strides(ins[1])], [], outName);
+            // Element-wise kernels compute in f32: a weight stored in the activation dtype (a bias added after a
+            // tensor-parallel reduce) is widened first.
+            Val a = AsFloat32(ins[0], outName + ".lhs"), b = AsFloat32(ins[1], outName + ".rhs");
+            Emit(code, [a, b], [Define(outName)], [(long)mode, rank, .. outShape, .. Strides(a), .. Strides(b)], [], outName);
+        }
+
+        private Val AsFloat32(Val v, string name)
+        {
+            if (v.DType == BModelDataType.Float32) return v;
+            Val widened = NewBuffer(BModelDataType.Float32, v.Shape);
+            Emit(EmuOp.Convert, [v], [widened], [], [], name);
+            return widened;
         }
 
         /// <summary>A batched matmul ([…, M, K] × […, K, N], same leading dims): one MatMul instruction per leading index, on

@@ -118,7 +118,6 @@ public static class TensorParallelShards
                     Sum(x, addends, ops[layout.OProj].Outputs[0], residual);
                     _renamed[ops[layout.Residual].Outputs[0]] = residual;
                     for (int i = layout.Residual + 1; i < layout.DownProj; i++) Copy(ops[i]);
-                    if (Bias(ops[layout.DownProj]).Length > 0) throw CannotSplit(whole, "down_proj has a bias");
                     string partial = TensorParallel.MlpPartial(device);
                     RowParallel(ops[layout.DownProj], partial);
                     if (layout.DownProj + 1 < layout.Output)
@@ -129,6 +128,9 @@ public static class TensorParallelShards
                 {
                     string residual = Input(TensorParallel.Residual(device), GraphDType.F32, States);
                     var partials = Enumerable.Range(0, devices).Select(j => Input(TensorParallel.MlpPartial(j), GraphDType.F32, States)).ToList();
+                    // The row-parallel down_proj's bias (llama's mlp_bias) is added once, after the partial sums.
+                    string downBias = Bias(ops[layout.DownProj]);
+                    if (downBias.Length > 0) partials.Add(Use(downBias));
                     GraphOp output = ops[layout.Output];
                     Sum(residual, partials, ops[layout.DownProj].Outputs[0], output.Outputs[0]);
                     for (int i = layout.Output + 1; i < ops.Count; i++) Copy(ops[i]);

@@ -101,6 +101,14 @@ public sealed class TensorAccountingTests
         Assert.IsTrue(VerifyStage.Cosine(expected, withoutBiases) < 0.999, "the biases change the logits");
 
         var built = ExampleBuild.Get("bf16", seqLength: 32, extra: [("ModelPath", dir), ("LlmModelName", "llama-bias")]);
+        // Split across two devices: a row-parallel linear's bias (o_proj, down_proj) is added once, after the reduce.
+        var split = ExampleBuild.Get("bf16", seqLength: 32, extra: [("ModelPath", dir), ("LlmModelName", "llama-bias"), ("NumDevice", "2")]);
+        using (var emu2 = LlmEmulator.Load(split.BModel))
+        {
+            double splitCosine = VerifyStage.Cosine(emu2.Prefill(ids, allPositions: true), expected);
+            Console.WriteLine($"llama with biases on two devices vs f32 reference: cosine {splitCosine:F6}");
+            Assert.IsTrue(splitCosine >= 0.9999, $"two-device cosine {splitCosine}");
+        }
         Assert.AreEqual(7 * 3, built.Model.Owners.SelectMany(o => o.Entries).Count(e => e.Role.ToString().EndsWith("Bias", StringComparison.Ordinal)));
         using var emu = LlmEmulator.Load(built.BModel);
         float[] actual = emu.Prefill(ids, allPositions: true);
