@@ -35,7 +35,7 @@ public sealed class FamilyCheckpoint : ICheckpoint
                 string name = string.Format(System.Globalization.CultureInfo.InvariantCulture, fused.Pattern, layer);
                 if (!inner.Contains(name))
                 {
-                    if (inner.Contains(StemOf(name) + ".qweight") || inner.Contains(StemOf(name) + ".weight_packed"))
+                    if (PreQuantizedUnpacker.IsPacked(inner, name))
                         throw new LlmBuildException(ErrorCodes.UnsupportedQuantizationConfig,
                             $"'{name}' is a fused tensor stored pre-quantized; splitting packed fused weights is not supported. Use the checkpoint's float weights.", inner.Directory);
                     continue; // an optional fused tensor (a bias) the checkpoint does not have; resolve reports required ones
@@ -73,7 +73,7 @@ public sealed class FamilyCheckpoint : ICheckpoint
                         TensorInfo info = inner.GetInfo(name);
                         _views[name] = new View(info, name, info.Shape.Length == 2 ? info.Shape[1] : 1, 0, order);
                     }
-                    else if (inner.Contains(StemOf(name) + ".qweight") || inner.Contains(StemOf(name) + ".weight_packed"))
+                    else if (PreQuantizedUnpacker.IsPacked(inner, name))
                         throw new LlmBuildException(ErrorCodes.UnsupportedQuantizationConfig,
                             $"'{name}' is stored pre-quantized, but family {family.Name}'s RoPE layout needs its rows reordered; use the checkpoint's float weights.", inner.Directory);
                 }
@@ -114,8 +114,6 @@ public sealed class FamilyCheckpoint : ICheckpoint
         try { return new FamilyCheckpoint(inner, family, config, reorderRotaryDims); }
         catch { inner.Dispose(); throw; }
     }
-
-    private static string StemOf(string name) => name.EndsWith(".weight", StringComparison.Ordinal) ? name[..^".weight".Length] : name;
 
     /// <summary>The rows a role's tensor has (its output features).</summary>
     public static long RowsOf(WeightRole role, ModelConfig c) => role switch

@@ -192,34 +192,17 @@ public static class Resolver
     private static void AccountForEveryTensor(ICheckpoint checkpoint, ModelFamily family, IReadOnlyList<WeightOwner> owners,
         IReadOnlyList<string> ignoreTensors, string modelDir, ICollection<LlmBuildWarning> warnings)
     {
-        var consumed = new HashSet<string>(StringComparer.Ordinal);
-        var packedStems = new List<string>();
-        foreach (WeightEntry e in owners.SelectMany(o => o.Entries))
-        {
-            consumed.Add(e.SourceTensor);
-            if (!checkpoint.Contains(e.SourceTensor) && e.SourceTensor.EndsWith(".weight", StringComparison.Ordinal))
-                packedStems.Add(e.SourceTensor[..^"weight".Length]);
-        }
-        var unknown = new List<string>();
-        var dropped = new List<string>();
-        foreach (string tensor in checkpoint.TensorNames)
-        {
-            if (consumed.Contains(tensor) || family.IsIgnorable(tensor) || packedStems.Any(stem => tensor.StartsWith(stem, StringComparison.Ordinal))) continue;
-            if (ignoreTensors.Any(p => ModelFamily.WildcardMatch(p, tensor))) dropped.Add(tensor);
-            else unknown.Add(tensor);
-        }
+        var consumed = owners.SelectMany(o => o.Entries).Select(e => e.SourceTensor).ToHashSet(StringComparer.Ordinal);
+        var (dropped, unknown) = TensorAccounting.Unused(checkpoint, family, consumed, ignoreTensors);
         if (dropped.Count > 0)
             warnings.Add(new LlmBuildWarning(ErrorCodes.UnusedTensor,
-                $"LlmIgnoreTensors drops {dropped.Count} checkpoint tensor(s) from the build: {Listing(dropped)}. The built model does not use them."));
+                $"LlmIgnoreTensors drops {dropped.Count} checkpoint tensor(s) from the build: {TensorAccounting.Listing(dropped)}. The built model does not use them."));
         if (unknown.Count > 0)
             throw new LlmBuildException(ErrorCodes.UnusedTensor,
-                $"{unknown.Count} tensor(s) of the checkpoint in '{modelDir}' are not used by family {family.Name}: {Listing(unknown)}. " +
+                $"{unknown.Count} tensor(s) of the checkpoint in '{modelDir}' are not used by family {family.Name}: {TensorAccounting.Listing(unknown)}. " +
                 "Building without them would give a model that is not the checkpoint's (an unknown bias, adapter or renamed weight). " +
                 "If the config.json fields that enable them are missing, fix config.json; to drop them deliberately, list them (or * patterns) in LlmIgnoreTensors.",
                 modelDir);
-
-        static string Listing(List<string> names) =>
-            string.Join(", ", names.Take(5).Select(n => $"'{n}'")) + (names.Count > 5 ? $" and {names.Count - 5} more" : "");
     }
 
     /// <summary>

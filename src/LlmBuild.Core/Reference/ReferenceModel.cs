@@ -88,15 +88,11 @@ public sealed partial class ReferenceModel
             for (int layer = 0; layer < Config.NumLayers; layer++)
                 for (int expert = 0; expert < experts; expert++) read.Add(_family.TensorName(role, layer, expert));
         }
-        // A pre-quantized weight x.weight is stored as x.qweight, x.scales, … (every tensor of its stem).
-        var packedStems = read.Where(n => !_checkpoint.Contains(n) && n.EndsWith(".weight", StringComparison.Ordinal))
-            .Select(n => n[..^"weight".Length]).ToArray();
-        var unread = _checkpoint.TensorNames.Where(t => !read.Contains(t) && !_family.IsIgnorable(t)
-            && !dropped.Any(p => ModelFamily.WildcardMatch(p, t)) && !packedStems.Any(stem => t.StartsWith(stem, StringComparison.Ordinal))).ToList();
+        var (_, unread) = TensorAccounting.Unused(_checkpoint, _family, read, dropped);
         if (unread.Count > 0)
             throw new LlmBuildException(ErrorCodes.UnusedTensor,
                 $"The reference forward of family {_family.Name} reads no role for {unread.Count} tensor(s) of the checkpoint in '{_checkpoint.Directory}': " +
-                $"{string.Join(", ", unread.Take(5).Select(t => $"'{t}'"))}{(unread.Count > 5 ? $" and {unread.Count - 5} more" : "")}. " +
+                $"{TensorAccounting.Listing(unread)}. " +
                 "It cannot vouch for a model it does not fully read; list deliberately dropped tensors in LlmIgnoreTensors.", _checkpoint.Directory);
     }
 

@@ -24,24 +24,18 @@ public static class Gemma2
     };
 }
 
-/// <summary>The tensor names Gemma 2 and 3 share (the text model's <c>model.*</c> names).</summary>
+/// <summary>
+/// The tensor names Gemma 2 and 3 share: llama's layout, except that gemma's post_attention_layernorm normalises the
+/// attention output and pre_feedforward_layernorm is the norm before the MLP (llama's post-attention role).
+/// </summary>
 internal static class Gemma
 {
-    public static readonly IReadOnlyDictionary<WeightRole, string> Names = new Dictionary<WeightRole, string>
-    {
-        [WeightRole.Embedding] = "model.embed_tokens.weight",
-        [WeightRole.InputNorm] = "model.layers.{0}.input_layernorm.weight",
-        [WeightRole.QProj] = "model.layers.{0}.self_attn.q_proj.weight",
-        [WeightRole.KProj] = "model.layers.{0}.self_attn.k_proj.weight",
-        [WeightRole.VProj] = "model.layers.{0}.self_attn.v_proj.weight",
-        [WeightRole.OProj] = "model.layers.{0}.self_attn.o_proj.weight",
-        [WeightRole.AttentionOutputNorm] = "model.layers.{0}.post_attention_layernorm.weight",
-        [WeightRole.PostAttentionNorm] = "model.layers.{0}.pre_feedforward_layernorm.weight",
-        [WeightRole.MlpGate] = "model.layers.{0}.mlp.gate_proj.weight",
-        [WeightRole.MlpUp] = "model.layers.{0}.mlp.up_proj.weight",
-        [WeightRole.MlpDown] = "model.layers.{0}.mlp.down_proj.weight",
-        [WeightRole.MlpOutputNorm] = "model.layers.{0}.post_feedforward_layernorm.weight",
-        [WeightRole.FinalNorm] = "model.norm.weight",
-        [WeightRole.LmHead] = "lm_head.weight",
-    };
+    public static readonly IReadOnlyDictionary<WeightRole, string> Names = LlamaLayout.With(
+        LlamaLayout.Names.Where(n => n.Key != WeightRole.PostAttentionNorm),
+        new Dictionary<WeightRole, string>
+        {
+            [WeightRole.AttentionOutputNorm] = "model.layers.{0}.post_attention_layernorm.weight",
+            [WeightRole.PostAttentionNorm] = "model.layers.{0}.pre_feedforward_layernorm.weight",
+            [WeightRole.MlpOutputNorm] = "model.layers.{0}.post_feedforward_layernorm.weight",
+        });
 }

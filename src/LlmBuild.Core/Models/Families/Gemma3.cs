@@ -1,30 +1,23 @@
 namespace LlmBuild.Core.Models.Families;
 
 /// <summary>
-/// Gemma 3 text (<c>gemma3_text</c>): Gemma 2's block without soft-capping, plus a (1 + w) RMSNorm on each head of q and
-/// k before RoPE; sliding-window layers (all but every <c>sliding_window_pattern</c>-th) use RoPE base
-/// <c>rope_local_base_freq</c> without scaling, the global layers <c>rope_theta</c> with rope_scaling.
+/// Gemma 3 text (<c>gemma3_text</c>): Gemma 2's block plus a (1 + w) RMSNorm on each head of q and k before RoPE;
+/// sliding-window layers (all but every <c>sliding_window_pattern</c>-th) use RoPE base <c>rope_local_base_freq</c>
+/// without scaling, the global layers <c>rope_theta</c> with rope_scaling. Its soft-capping fields are read too (null in
+/// released configs).
 /// </summary>
 public static class Gemma3
 {
-    public static ModelFamily Family { get; } = new()
+    public static ModelFamily Family { get; } = Gemma2.Family with
     {
         Name = "gemma3",
         ModelTypes = ["gemma3_text"],
-        ConfigFields = new ConfigFieldNames(HiddenAct: "hidden_activation"),
         WeightNames = LlamaLayout.With(Gemma.Names, new Dictionary<WeightRole, string>
         {
             [WeightRole.QNorm] = "model.layers.{0}.self_attn.q_norm.weight",
             [WeightRole.KNorm] = "model.layers.{0}.self_attn.k_norm.weight",
         }),
         SlidingWindow = SlidingWindowLayers.AllButEveryPatternth,
-        TieWordEmbeddingsDefault = true,
-        EmbeddingTimesSqrtHidden = true,
-        NormWeightOffset = 1.0,
-        QueryScaleField = "query_pre_attn_scalar",
         LocalRopeThetaField = "rope_local_base_freq",
-        AttentionSoftcapField = "attn_logit_softcapping",
-        FinalSoftcapField = "final_logit_softcapping",
-        IgnorableTensors = LlamaLayout.InverseFrequencyBuffers,
     };
 }
