@@ -32,6 +32,12 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
 
     public PieceGraph Graph { get; } = graph;
 
+    /// <summary>
+    /// Called with every op's outputs after it ran (in place): a test rounds them to bf16 to measure what a forward that
+    /// keeps every intermediate in bf16 (as Hugging Face's own bf16 inference does) loses. Null: plain f32.
+    /// </summary>
+    public Action<float[]>? AfterOp { get; init; }
+
     /// <summary>Runs the graph; returns its outputs by name, in contract order.</summary>
     public IReadOnlyDictionary<string, float[]> Run(IReadOnlyDictionary<string, float[]> inputs)
     {
@@ -58,7 +64,13 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             }
             values[w.Key] = data;
         }
-        foreach (GraphOp op in Graph.Ops) Execute(op, values);
+        foreach (GraphOp op in Graph.Ops)
+        {
+            Execute(op, values);
+            if (AfterOp is not null)
+                foreach (string o in op.Outputs)
+                    if (o.Length > 0) AfterOp(values[o]);
+        }
         return Graph.Outputs.ToDictionary(o => o, o => values[o], StringComparer.Ordinal);
     }
 

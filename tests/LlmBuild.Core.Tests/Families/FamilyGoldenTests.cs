@@ -45,10 +45,17 @@ public sealed class FamilyGoldenTests
     /// near-tie at step 1 (logits 7.2843 vs 7.2396): rounding the KV cache to bf16 (the net contract) flips it, and
     /// nothing else does — the exported graphs interpreted in f32 reproduce all 16 ids (MoeFamilyTests).
     /// </summary>
-    private static readonly Dictionary<string, double> NearTieLogitGaps = new(StringComparer.Ordinal) { ["qwen2_moe"] = 0.05 };
+    internal static readonly Dictionary<string, double> NearTieLogitGaps = new(StringComparer.Ordinal) { ["qwen2_moe"] = 0.05 };
+
+    /// <summary>
+    /// Fixtures whose bf16 build stays below the 0.9999: the graphs are exact and the whole loss is the net
+    /// contract's bf16 rounding of the states between nets and of the KV cache, which these fixtures amplify — phi3's K
+    /// (longrope's attention factor), chatglm's V (a dominant random qkv bias). <see cref="Bf16ErrorBudgetTests"/> proves it.
+    /// </summary>
+    internal static readonly Dictionary<string, double> Bf16Floors = new(StringComparer.Ordinal) { ["phi3"] = 0.9998, ["chatglm"] = 0.9996 };
 
     /// <summary>Runs prompt then greedy decode with <paramref name="prefill"/>/<paramref name="decode"/>; returns the worst cosine.</summary>
-    private static double Compare(FamilyGolden golden, Func<int[], float[]> prefill, Func<int, float[]> decode, string what, double nearTieGap = 0)
+    internal static double Compare(FamilyGolden golden, Func<int[], float[]> prefill, Func<int, float[]> decode, string what, double nearTieGap = 0)
     {
         float[] logits = prefill(golden.Prompt);
         int vocab = golden.Vocab;
@@ -101,7 +108,7 @@ public sealed class FamilyGoldenTests
         double worst = Compare(golden, ids => emu.Prefill(ids, allPositions: true), id => emu.Decode(id), $"{family} bf16 build",
             NearTieLogitGaps.GetValueOrDefault(family));
         Console.WriteLine($"{family}: bf16 build worst cosine vs Hugging Face {worst:F7}");
-        double threshold = family is "phi3" or "chatglm" ? 0.9995 : 0.9999;
+        double threshold = Bf16Floors.GetValueOrDefault(family, 0.9999);
         Assert.IsTrue(worst >= threshold, $"{family}: worst cosine {worst}");
     }
 

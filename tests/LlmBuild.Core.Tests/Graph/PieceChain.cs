@@ -32,7 +32,29 @@ internal sealed class PieceChain
     /// <summary>Stores the KV cache rounded to bf16, as a bf16 build does (the graphs stay f32).</summary>
     public bool Bf16KvCache { get; init; }
 
+    /// <summary>Rounds the states passed between nets (embedding → block → … → lm_head) to bf16, as a bf16 build does.</summary>
+    public bool Bf16States { get; init; }
+
+    /// <summary>Rounds every op's output to bf16 too: a stand-in for a forward computed in bf16 throughout.</summary>
+    public bool Bf16EveryOp { get; init; }
+
+    private static void RoundInPlace(float[] values)
+    {
+        for (int i = 0; i < values.Length; i++) values[i] = TestWeightSource.ToBf16(values[i]);
+    }
+
     private float[] Kv(float[] values) => Bf16KvCache ? values.Select(TestWeightSource.ToBf16).ToArray() : values;
+
+    private float[] State(float[] values) => Bf16States ? values.Select(TestWeightSource.ToBf16).ToArray() : values;
+
+    private float[] _prefillStates = [];
+
+    /// <summary>lm_head's output for prompt row <paramref name="row"/> of the last <see cref="Prefill"/>.</summary>
+    public float[] PrefillRow(int row)
+    {
+        int h = _model.Config.HiddenSize;
+        return Head(_prefillStates.AsSpan(row * h, h).ToArray());
+    }
 
     /// <summary>The hidden state lm_head got last (after the last block), [H].</summary>
     public float[] LastHidden { get; private set; } = [];
@@ -40,7 +62,10 @@ internal sealed class PieceChain
     public IReadOnlyDictionary<string, float[]> Run(string piece, Dictionary<string, float[]> inputs)
     {
         if (!_interpreters.TryGetValue(piece, out var interpreter))
-            _interpreters[piece] = interpreter = new GraphInterpreter(PieceGraphBuilder.Build(_model, _model.Piece(piece)), _weights);
+            _interpreters[piece] = interpreter = new GraphInterpreter(PieceGraphBuilder.Build(_model, _model.Piece(piece)), _weights)
+            {
+                AfterOp = Bf16EveryOp ? RoundInPlace : null,
+            };
         return interpreter.Run(inputs);
     }
 
@@ -51,17 +76,18 @@ internal sealed class PieceChain
         if (ids.Length > len) throw new ArgumentException("prompt longer than the prefill net");
         var idInput = new float[len];
         for (int i = 0; i < ids.Length; i++) idInput[i] = ids[i];
-        float[] x = Run("embedding", new() { ["input_ids"] = idInput })["embedding"];
+        float[] x = State(Run("embedding", new() { ["input_ids"] = idInput })["embedding"]);
         var positions = Enumerable.Range(0, len).Select(i => (float)i).ToArray();
         float[] mask = CausalMask(len, len, 0);
         for (int layer = 0; layer < _model.Config.NumLayers; layer++)
         {
             var o = Run($"block_{layer}", new() { ["input_states"] = x, ["position_ids"] = positions, ["attention_mask"] = mask });
-            x = o["output_states"];
+            x = State(o["output_states"]);
             Array.Copy(Kv(o["k_cache"]), 0, _k[layer], 0, ids.Length * _kvRow);
             Array.Copy(Kv(o["v_cache"]), 0, _v[layer], 0, ids.Length * _kvRow);
         }
         Length = ids.Length;
+        _prefillStates = x;
         return Head(x.AsSpan((ids.Length - 1) * h, h).ToArray());
     }
 
@@ -69,7 +95,7 @@ internal sealed class PieceChain
     public float[] Decode(int id)
     {
         int s = _model.SeqLength;
-        float[] x = Run("embedding_cache", new() { ["input_ids"] = [id] })["embedding_cache"];
+        float[] x = State(Run("embedding_cache", new() { ["input_ids"] = [id] })["embedding_cache"]);
         var mask = new float[s + 1];
         for (int j = Length; j < s; j++) mask[j] = NetContract.MaskFill;
         for (int layer = 0; layer < _model.Config.NumLayers; layer++)
@@ -79,7 +105,7 @@ internal sealed class PieceChain
                 ["input_states"] = x, ["position_ids"] = [Length], ["attention_mask"] = mask,
                 ["history_k"] = _k[layer], ["history_v"] = _v[layer],
             });
-            x = o["output_states"];
+            x = State(o["output_states"]);
             Array.Copy(Kv(o["k_cache"]), 0, _k[layer], Length * _kvRow, _kvRow);
             Array.Copy(Kv(o["v_cache"]), 0, _v[layer], Length * _kvRow, _kvRow);
         }
