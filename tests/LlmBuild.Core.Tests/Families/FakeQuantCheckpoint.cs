@@ -1,0 +1,92 @@
+using System.Globalization;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Plan;
+
+namespace LlmBuild.Core.Tests.Families;
+
+/// <summary>
+/// A checkpoint whose linear weights read back quantized and dequantized (DESIGN §5's formula with 0 inside every group's range, in f32,
+/// written here independently of LinearQuantizer): the f32 model a quantized build is meant to compute. Every tensor a resolved model stores
+/// quantized is replaced — a fused tensor as a whole, row by row, since groups run along each row — the rest pass through.
+/// </summary>
+internal sealed class FakeQuantCheckpoint : ICheckpoint
+{
+    private readonly ICheckpoint _inner;
+    private readonly QuantScheme _scheme;
+    private readonly HashSet<string> _quantized;
+    private readonly Dictionary<string, float[]> _cache = new(StringComparer.Ordinal);
+
+    public FakeQuantCheckpoint(ICheckpoint inner, ResolvedModel model)
+    {
+        _inner = inner;
+        _scheme = model.Weights;
+        ModelFamily family = model.ModelFamily;
+        var fusedViews = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int layer = 0; layer < model.Config.NumLayers; layer++)
+            foreach (FusedWeight f in family.FusedWeights)
+            {
+                string raw = string.Format(CultureInfo.InvariantCulture, f.Pattern, layer);
+                foreach (WeightRole role in f.Parts) fusedViews[ModelFamily.FusedPartName(raw, role)] = raw;
+            }
+        _quantized = model.Owners.SelectMany(o => o.Entries).Where(e => e.Storage == WeightStorage.Quantized)
+            .Select(e => fusedViews.GetValueOrDefault(e.SourceTensor, e.SourceTensor)).ToHashSet(StringComparer.Ordinal);
+    }
+
+    public int QuantizedTensors => _quantized.Count;
+
+    public string Directory => _inner.Directory;
+    public IReadOnlyList<string> TensorNames => _inner.TensorNames;
+    public IReadOnlyList<string> Files => _inner.Files;
+    public bool Contains(string name) => _inner.Contains(name);
+    public TensorInfo GetInfo(string name) => _inner.GetInfo(name);
+    public void ReadRaw(string name, long byteOffset, Span<byte> destination) => _inner.ReadRaw(name, byteOffset, destination);
+    public void Dispose() => _inner.Dispose();
+
+    public void ReadFloat32(string name, long elementOffset, Span<float> destination)
+    {
+        if (!_quantized.Contains(name))
+        {
+            _inner.ReadFloat32(name, elementOffset, destination);
+            return;
+        }
+        float[] all;
+        lock (_cache)
+            if (!_cache.TryGetValue(name, out all!))
+                _cache[name] = all = QuantizeDequantize(name);
+        all.AsSpan((int)elementOffset, destination.Length).CopyTo(destination);
+    }
+
+    private float[] QuantizeDequantize(string name)
+    {
+        TensorInfo info = _inner.GetInfo(name);
+        var w = new float[info.ElementCount];
+        _inner.ReadFloat32(name, w);
+        int k = (int)info.Shape[^1], g = _scheme.GroupSize == 0 ? k : _scheme.GroupSize;
+        int qmax = (1 << _scheme.Bits) - 1;
+        for (int start = 0; start < w.Length; start += g)
+        {
+            var group = w.AsSpan(start, g);
+            // In f32 as the stored scales are; the range always includes 0 (so 0 stays exact).
+            float scale, zero;
+            if (_scheme.Symmetric)
+            {
+                float absMax = 0;
+                foreach (float x in group) absMax = Math.Max(absMax, Math.Abs(x));
+                scale = 2 * absMax / qmax;
+                zero = 1 << (_scheme.Bits - 1);
+            }
+            else
+            {
+                float lo = 0, hi = 0;
+                foreach (float x in group) { lo = Math.Min(lo, x); hi = Math.Max(hi, x); }
+                scale = (hi - lo) / qmax;
+                zero = scale == 0 ? 0 : Math.Clamp(MathF.Round(-lo / scale), 0, qmax);
+            }
+            if (scale == 0) continue;
+            for (int i = 0; i < g; i++)
+                group[i] = (Math.Clamp(MathF.Round(group[i] / scale) + zero, 0, qmax) - zero) * scale;
+        }
+        return w;
+    }
+}
