@@ -54,6 +54,17 @@ public static class TokenizerLoader
             source = vocabPath;
             parts = FromVocabAndMerges(vocabPath, mergesPath, config, special);
         }
+        else if (File.Exists(Path.Combine(configDir, "tokenizer.model")) && config?["tokenizer_class"].StringOrNull() is "ChatGLMTokenizer" or "ChatGLM4Tokenizer" && config is { } glm)
+            throw new LlmBuildException(ErrorCodes.ChatGlmTokenizerModel,
+                $"'{Path.GetFullPath(configDir)}' has ChatGLM's own tokenizer ({glm["tokenizer_class"].StringOrNull()}: tokenizer.model read by the " +
+                "model's remote tokenization_chatglm.py — SentencePiece in ChatGLM3, a tiktoken rank file in GLM-4) and no tokenizer.json, " +
+                "which is what LlmBuild reads; transformers cannot save this tokenizer as one. GLM-4: copy tokenizer.json and " +
+                "tokenizer_config.json (with its chat template) from the same model's transformers-native '-hf' release " +
+                "(e.g. glm-4-9b-chat-hf) into this folder. ChatGLM3: convert tokenizer.model once with transformers' SpmConverter " +
+                "(transformers.convert_slow_tokenizer) into a PreTrainedTokenizerFast, add the nine special tokens [MASK] [gMASK] [sMASK] " +
+                "sop eop <|system|> <|user|> <|assistant|> <|observation|> at the ids after the SentencePiece vocabulary (64789..64797 in " +
+                "chatglm3-6b), give it ChatGLM3's prompt as chat_template ([gMASK]sop, then <|role|>\n + text per message, then " +
+                "<|assistant|>) and save_pretrained it here.", configDir);
         else if (File.Exists(Path.Combine(configDir, "tokenizer.model")))
             throw new LlmBuildException(ErrorCodes.UnsupportedTokenizerFeature,
                 $"'{Path.GetFullPath(configDir)}' has only a SentencePiece tokenizer.model; LlmBuild reads tokenizer.json. " +
