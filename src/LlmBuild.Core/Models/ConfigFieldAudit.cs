@@ -79,6 +79,7 @@ public static class ConfigFieldAudit
     /// <summary>Refuses fields the family would ignore although they change the math; warns about unknown fields.</summary>
     public static void Audit(JsonObject root, ModelFamily family, ModelConfig config, string source, ICollection<LlmBuildWarning> warnings)
     {
+        root = ModelConfig.LanguageModelFields(root, family, source); // a multimodal config's text_config, as the build reads it
         var understood = Understood(family);
         var unknown = new List<string>();
         foreach (var (field, value) in root)

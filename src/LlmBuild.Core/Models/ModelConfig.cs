@@ -141,6 +141,7 @@ public sealed record ModelConfig
         string modelType = StringOr(root, "model_type", source)
             ?? throw new LlmBuildException(ErrorCodes.BadModelConfig, $"{source}: no \"model_type\" field. Is this a Hugging Face config.json?", source);
         ModelFamily family = ModelFamilies.Get(modelType, source);
+        root = LanguageModelFields(root, family, source);
         var f = family.ConfigFields;
         var reader = new ConfigReader(root, source);
 
@@ -206,6 +207,26 @@ public sealed record ModelConfig
             QuantizationConfig = root["quantization_config"] as JsonObject,
             Moe = family.Moe is { } moe ? ReadMoe(moe, root, reader, numLayers) : null,
         };
+    }
+
+    /// <summary>
+    /// The config fields of the language model: <paramref name="root"/> itself, or for a family whose config nests them
+    /// (<see cref="ModelFamily.TextConfigField"/>) that object's fields over the top-level ones (dtype, end-of-sequence
+    /// ids; model_type stays the top level's) over the family's defaults. The nested object itself is not repeated.
+    /// </summary>
+    public static JsonObject LanguageModelFields(JsonObject root, ModelFamily family, string source)
+    {
+        if (family.TextConfigField is not { } field) return root;
+        if (root[field] is not JsonObject text)
+            throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                $"{source}: family {family.Name} keeps the language model's fields in \"{field}\", which is {(root[field] is null ? "missing" : "not an object")}. " +
+                "Use the checkpoint's own config.json.", source);
+        var merged = (JsonObject?)family.TextConfigDefaults?.DeepClone() ?? new JsonObject();
+        foreach (var (key, value) in root)
+            if (key != field) merged[key] = value?.DeepClone();
+        foreach (var (key, value) in text)
+            if (key != "model_type") merged[key] = value?.DeepClone();
+        return merged;
     }
 
     /// <summary>

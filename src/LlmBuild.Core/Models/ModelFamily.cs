@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json.Nodes;
 using LlmBuild.Core.Diagnostics;
 
 namespace LlmBuild.Core.Models;
@@ -128,6 +129,18 @@ public sealed record ModelFamily
     /// with <c>*</c> wildcards; every other tensor must be consumed by a role.
     /// </summary>
     public IReadOnlyList<string> IgnorableTensors { get; init; } = [];
+    /// <summary>
+    /// A multimodal checkpoint's language model (gemma3): config.json keeps the language model's fields in this nested
+    /// object; the build reads them over <see cref="TextConfigDefaults"/> (the text config class's defaults, which
+    /// released configs rely on) and over the top-level fields (dtype, end-of-sequence ids). Null: the fields are top-level.
+    /// </summary>
+    public string? TextConfigField { get; init; }
+    public JsonObject? TextConfigDefaults { get; init; }
+    /// <summary>
+    /// Tensors of the towers a multimodal checkpoint has but this family does not build (vision tower, projector), as
+    /// <c>*</c> patterns: accounted for as ignored, and listed in a warning (LLMB0160) so the omission is never silent.
+    /// </summary>
+    public IReadOnlyList<string> UnbuiltTowerTensors { get; init; } = [];
     /// <summary>Config fields of this family that do not change the math (beyond <see cref="ConfigFieldAudit.Irrelevant"/>).</summary>
     public IReadOnlyList<string> IrrelevantConfigFields { get; init; } = [];
     /// <summary>The mixture-of-experts MLP of sparse layers; null for dense families.</summary>
@@ -181,6 +194,9 @@ public sealed record ModelFamily
 
     /// <summary>True for the roles that exist once per routed expert.</summary>
     public static bool IsExpertRole(WeightRole role) => role is WeightRole.ExpertGate or WeightRole.ExpertUp or WeightRole.ExpertDown;
+
+    /// <summary>True when <paramref name="name"/> belongs to a tower the family does not build.</summary>
+    public bool IsUnbuiltTower(string name) => UnbuiltTowerTensors.Any(p => WildcardMatch(p, name));
 
     /// <summary>True when <paramref name="name"/> matches one of <see cref="IgnorableTensors"/>.</summary>
     public bool IsIgnorable(string name) => IgnorableTensors.Any(p => WildcardMatch(p, name));

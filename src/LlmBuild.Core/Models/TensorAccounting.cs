@@ -10,7 +10,8 @@ public static class TensorAccounting
 {
     /// <summary>
     /// The checkpoint's tensors that are neither in <paramref name="used"/>, nor a pre-quantized companion of a used
-    /// weight (x.weight stored as x.qweight, x.scales, …: every tensor of its stem), nor ignorable by the family; split
+    /// weight (x.weight stored as x.qweight, x.scales, …: every tensor of its stem), nor ignorable by the family, nor part
+    /// of a tower it does not build (listed apart, <see cref="UnbuiltTower"/>); split
     /// into those the user drops on purpose (<paramref name="dropPatterns"/>) and the unknown rest.
     /// </summary>
     public static (List<string> Dropped, List<string> Unknown) Unused(ICheckpoint checkpoint, ModelFamily family,
@@ -22,11 +23,15 @@ public static class TensorAccounting
         var unknown = new List<string>();
         foreach (string tensor in checkpoint.TensorNames)
         {
-            if (used.Contains(tensor) || family.IsIgnorable(tensor) || packedStems.Any(stem => tensor.StartsWith(stem, StringComparison.Ordinal))) continue;
+            if (used.Contains(tensor) || family.IsIgnorable(tensor) || family.IsUnbuiltTower(tensor) || packedStems.Any(stem => tensor.StartsWith(stem, StringComparison.Ordinal))) continue;
             (dropPatterns.Any(p => ModelFamily.WildcardMatch(p, tensor)) ? dropped : unknown).Add(tensor);
         }
         return (dropped, unknown);
     }
+
+    /// <summary>The checkpoint's tensors of towers the family does not build (a multimodal checkpoint's vision tower).</summary>
+    public static List<string> UnbuiltTower(ICheckpoint checkpoint, ModelFamily family) =>
+        checkpoint.TensorNames.Where(family.IsUnbuiltTower).ToList();
 
     /// <summary>The first five names, quoted, and how many more.</summary>
     public static string Listing(IReadOnlyList<string> names) =>

@@ -194,6 +194,11 @@ public static class Resolver
     {
         var consumed = owners.SelectMany(o => o.Entries).Select(e => e.SourceTensor).ToHashSet(StringComparer.Ordinal);
         var (dropped, unknown) = TensorAccounting.Unused(checkpoint, family, consumed, ignoreTensors);
+        var tower = TensorAccounting.UnbuiltTower(checkpoint, family);
+        if (tower.Count > 0)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.VisionTowerIgnored,
+                $"'{modelDir}' is a multimodal checkpoint; family {family.Name} builds its language model only and ignores the " +
+                $"{tower.Count} tensor(s) of its vision tower and projector: {TensorAccounting.Listing(tower)}. The built model takes text, not images."));
         if (dropped.Count > 0)
             warnings.Add(new LlmBuildWarning(ErrorCodes.UnusedTensor,
                 $"LlmIgnoreTensors drops {dropped.Count} checkpoint tensor(s) from the build: {TensorAccounting.Listing(dropped)}. The built model does not use them."));

@@ -117,14 +117,20 @@ public sealed class FamilyGoldenTests
     public void QuantizedBuildsVerify(string family)
     {
         var golden = FamilyGolden.Load(family);
-        var w8 = ExampleBuild.Get("w8bf16", groupSize: 32, extra: [("ModelPath", golden.Dir), ("LlmModelName", family)]);
-        var lines = new List<string>();
-        VerifyReport report = VerifyStage.Run(w8.Model, w8.BModel, Path.Combine(w8.Dir, "verify.json"), lines.Add);
-        foreach (string l in lines) Console.WriteLine(l);
-        Assert.IsTrue(report.Passed, $"{family}: w8bf16 verify failed");
+        AssertW8Bf16Verifies(golden.Dir, family);
 
         var w4 = ExampleBuild.Get("w4bf16", groupSize: 32, extra: [("ModelPath", golden.Dir), ("LlmModelName", family)]);
         VerifyReport r4 = VerifyStage.Measure(w4.Model, w4.BModel, VerifyStage.FixedPrompt(w4.Model), 24, VerifyThresholds.For(w4.Model.Weights));
         Console.WriteLine($"{family} w4bf16 g32: worst piece cosine {r4.Pieces.Min(p => p.Cosine):F4}, final logits cosine {r4.Logits.MinCosine:F4}, top-1 {r4.Logits.Top1Agreement:P1}");
+    }
+
+    /// <summary>Builds <paramref name="dir"/> at w8bf16 (group 32) and asserts that verify passes, printing its table.</summary>
+    internal static void AssertW8Bf16Verifies(string dir, string name)
+    {
+        var w8 = ExampleBuild.Get("w8bf16", groupSize: 32, extra: [("ModelPath", dir), ("LlmModelName", name)]);
+        var lines = new List<string>();
+        VerifyReport report = VerifyStage.Run(w8.Model, w8.BModel, Path.Combine(w8.Dir, "verify.json"), lines.Add);
+        foreach (string l in lines) Console.WriteLine(l);
+        Assert.IsTrue(report.Passed, $"{name}: w8bf16 verify failed");
     }
 }

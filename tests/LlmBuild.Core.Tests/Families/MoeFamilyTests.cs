@@ -154,14 +154,7 @@ public sealed class MoeFamilyTests
     }
 
     [TestMethod]
-    public void Qwen3MoeQuantizedBuildVerifies()
-    {
-        var w8 = ExampleBuild.Get("w8bf16", groupSize: 32, extra: [("ModelPath", MoeCheckpoints.Qwen3MoeDir), ("LlmModelName", "qwen3_moe")]);
-        var lines = new List<string>();
-        VerifyReport report = VerifyStage.Run(w8.Model, w8.BModel, Path.Combine(w8.Dir, "verify.json"), lines.Add);
-        foreach (string l in lines) Console.WriteLine(l);
-        Assert.IsTrue(report.Passed, "qwen3_moe: w8bf16 verify failed");
-    }
+    public void Qwen3MoeQuantizedBuildVerifies() => FamilyGoldenTests.AssertW8Bf16Verifies(MoeCheckpoints.Qwen3MoeDir, "qwen3_moe");
 
     /// <summary>
     /// qwen2_moe's bf16 build meets a router near-tie at verify's decode step 22 (from 0) (layer 0's second and third experts at
