@@ -33,10 +33,11 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
     public PieceGraph Graph { get; } = graph;
 
     /// <summary>
-    /// Called with every op's outputs after it ran (in place): a test rounds them to bf16 to measure what a forward that
-    /// keeps every intermediate in bf16 (as Hugging Face's own bf16 inference does) loses. Null: plain f32.
+    /// Called with every op's outputs after it ran (the op, the output's index, its values, which may be changed in
+    /// place): tests round them to bf16 to measure what a forward that keeps every intermediate in bf16 (as Hugging
+    /// Face's own bf16 inference does) loses, or record the experts a TopK chose. Null: plain f32.
     /// </summary>
-    public Action<float[]>? AfterOp { get; init; }
+    public Action<GraphOp, int, float[]>? AfterOp { get; init; }
 
     /// <summary>Runs the graph; returns its outputs by name, in contract order.</summary>
     public IReadOnlyDictionary<string, float[]> Run(IReadOnlyDictionary<string, float[]> inputs)
@@ -68,8 +69,8 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
         {
             Execute(op, values);
             if (AfterOp is not null)
-                foreach (string o in op.Outputs)
-                    if (o.Length > 0) AfterOp(values[o]);
+                for (int i = 0; i < op.Outputs.Count; i++)
+                    if (op.Outputs[i].Length > 0) AfterOp(op, i, values[op.Outputs[i]]);
         }
         return Graph.Outputs.ToDictionary(o => o, o => values[o], StringComparer.Ordinal);
     }

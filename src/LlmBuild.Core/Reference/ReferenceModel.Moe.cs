@@ -44,6 +44,8 @@ public sealed partial class ReferenceModel
             }
         }
 
+        trace?.Routes.Add((layer, chosen));
+
         var output = new float[n * hidden];
         for (int e = 0; e < experts; e++)
         {

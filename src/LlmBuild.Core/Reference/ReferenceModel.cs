@@ -26,6 +26,8 @@ public sealed class ReferenceTrace
     /// choice is a near-tie that any rounding may resolve the other way.
     /// </summary>
     public double RouterMargin { get; set; } = double.PositiveInfinity;
+    /// <summary>Mixture-of-experts layers, in call order: the layer and each new token's chosen experts, most probable first, [n, top-k].</summary>
+    public List<(int Layer, int[] Experts)> Routes { get; } = [];
 }
 
 /// <summary>

@@ -38,6 +38,9 @@ internal sealed class PieceChain
     /// <summary>Rounds every op's output to bf16 too: a stand-in for a forward computed in bf16 throughout.</summary>
     public bool Bf16EveryOp { get; init; }
 
+    /// <summary>Every TopK's chosen indices in run order (the experts of each mixture-of-experts block), with the piece that ran it.</summary>
+    public List<(string Piece, int[] Indices)> ChosenExperts { get; } = [];
+
     private static void RoundInPlace(float[] values)
     {
         for (int i = 0; i < values.Length; i++) values[i] = TestWeightSource.ToBf16(values[i]);
@@ -64,7 +67,11 @@ internal sealed class PieceChain
         if (!_interpreters.TryGetValue(piece, out var interpreter))
             _interpreters[piece] = interpreter = new GraphInterpreter(PieceGraphBuilder.Build(_model, _model.Piece(piece)), _weights)
             {
-                AfterOp = Bf16EveryOp ? RoundInPlace : null,
+                AfterOp = (op, output, values) =>
+                {
+                    if (op.Kind == "top.TopK" && output == 1) ChosenExperts.Add((piece, values.Select(v => (int)v).ToArray()));
+                    if (Bf16EveryOp) RoundInPlace(values);
+                },
             };
         return interpreter.Run(inputs);
     }
