@@ -10,6 +10,8 @@ namespace LlmBuild.Core.Tokenization;
 /// Builds a <see cref="Tokenizer"/> from a model's config folder. tokenizer.json is read as declared (BPE model,
 /// normalizer, pre-tokenizer, decoder, post-processor, added tokens). Without it, vocab.json + merges.txt are read
 /// as transformers' slow GPT-2/Qwen2 tokenizers define them (byte-level BPE; Qwen2 adds NFC and its split pattern).
+/// Without either, a SentencePiece BPE tokenizer.model is read (<see cref="SentencePieceModelFile"/>; ChatGLM3's with
+/// its appended special tokens and [gMASK] sop prefix).
 /// tokenizer_config.json and special_tokens_map.json supply the named special tokens and extra added tokens;
 /// generation_config.json and config.json the end-of-sequence ids.
 /// </summary>
@@ -54,21 +56,26 @@ public static class TokenizerLoader
             source = vocabPath;
             parts = FromVocabAndMerges(vocabPath, mergesPath, config, special);
         }
-        else if (File.Exists(Path.Combine(configDir, "tokenizer.model")) && config?["tokenizer_class"].StringOrNull() is "ChatGLMTokenizer" or "ChatGLM4Tokenizer" && config is { } glm)
+        else if (File.Exists(Path.Combine(configDir, "tokenizer.model")) && config?["tokenizer_class"].StringOrNull() == "ChatGLM4Tokenizer")
             throw new LlmBuildException(ErrorCodes.ChatGlmTokenizerModel,
-                $"'{Path.GetFullPath(configDir)}' has ChatGLM's own tokenizer ({glm["tokenizer_class"].StringOrNull()}: tokenizer.model read by the " +
-                "model's remote tokenization_chatglm.py — SentencePiece in ChatGLM3, a tiktoken rank file in GLM-4) and no tokenizer.json, " +
-                "which is what LlmBuild reads; transformers cannot save this tokenizer as one. GLM-4: copy tokenizer.json and " +
-                "tokenizer_config.json (with its chat template) from the same model's transformers-native '-hf' release " +
-                "(e.g. glm-4-9b-chat-hf) into this folder. ChatGLM3: convert tokenizer.model once with transformers' SpmConverter " +
-                "(transformers.convert_slow_tokenizer) into a PreTrainedTokenizerFast, add the nine special tokens [MASK] [gMASK] [sMASK] " +
-                "sop eop <|system|> <|user|> <|assistant|> <|observation|> at the ids after the SentencePiece vocabulary (64789..64797 in " +
-                "chatglm3-6b), give it ChatGLM3's prompt as chat_template ([gMASK]sop, then <|role|>\n + text per message, then " +
-                "<|assistant|>) and save_pretrained it here.", configDir);
+                $"'{Path.GetFullPath(configDir)}' has GLM-4's own tokenizer (ChatGLM4Tokenizer: tokenizer.model is a tiktoken rank file read by the " +
+                "model's remote tokenization_chatglm.py) and no tokenizer.json, which is what LlmBuild reads; transformers cannot save this " +
+                "tokenizer as one. Copy tokenizer.json and tokenizer_config.json (with its chat template) from the same model's " +
+                "transformers-native '-hf' release (e.g. glm-4-9b-chat-hf) into this folder.", configDir);
         else if (File.Exists(Path.Combine(configDir, "tokenizer.model")))
-            throw new LlmBuildException(ErrorCodes.UnsupportedTokenizerFeature,
-                $"'{Path.GetFullPath(configDir)}' has only a SentencePiece tokenizer.model; LlmBuild reads tokenizer.json. " +
-                "Save the tokenizer with transformers (AutoTokenizer.from_pretrained(dir).save_pretrained(dir)) to produce one.", configDir);
+        {
+            source = Path.Combine(configDir, "tokenizer.model");
+            bool chatGlm3 = config?["tokenizer_class"].StringOrNull() == "ChatGLMTokenizer";
+            var sentencePiece = SentencePieceModelFile.Read(source);
+            string json = SentencePieceModelFile.ToTokenizerJson(sentencePiece, chatGlm3 ? ChatGlm3SpecialTokens : [], source);
+            parts = FromTokenizerJson(JsonInput.Parse(json, source, ErrorCodes.BadTokenizerFile, TokenizerFix), source);
+            if (chatGlm3)
+            {
+                // ChatGLM3's tokenizer puts [gMASK] sop before every encoded sequence (its get_prefix_tokens).
+                int first = sentencePiece.Pieces.Count;
+                parts = parts with { Prefix = [first + 1, first + 3] };
+            }
+        }
         else
             throw new LlmBuildException(ErrorCodes.TokenizerNotFound,
                 $"'{Path.GetFullPath(configDir)}' has neither tokenizer.json nor vocab.json + merges.txt.", configDir);
@@ -133,6 +140,10 @@ public static class TokenizerLoader
             throw TokenizerRegex.Timeout(e, source); // normalizing the added tokens runs the normalizer's patterns
         }
     }
+
+    /// <summary>ChatGLM3's special tokens, appended after its SentencePiece vocabulary in this order (its SPTokenizer).</summary>
+    internal static readonly string[] ChatGlm3SpecialTokens =
+        ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"];
 
     private sealed record Parts(BpeModel Model, INormalizer? Normalizer, IPreTokenizer? PreTokenizer, ITokenDecoder? Decoder,
         IReadOnlyList<AddedToken> Added, int[] Prefix, int[] Suffix, bool FromTokenizerJson);
@@ -237,9 +248,10 @@ public static class TokenizerLoader
 
     // ---- tokenizer.json ----
 
-    private static Parts FromTokenizerJson(string path)
+    private static Parts FromTokenizerJson(string path) => FromTokenizerJson(Read(path), path);
+
+    private static Parts FromTokenizerJson(JsonField root, string path)
     {
-        var root = Read(path);
         var model = root["model"].RequireObject();
         string type = model["type"].StringOrNull() ?? "BPE";
         if (type != "BPE")
