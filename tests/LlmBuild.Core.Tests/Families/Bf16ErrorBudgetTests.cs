@@ -11,13 +11,14 @@ namespace LlmBuild.Core.Tests.Families;
 /// Where a bf16 build's distance from Hugging Face's float32 logits comes from, per family fixture. The exported graphs
 /// interpreted in f32 reproduce Hugging Face (cosine ≥ 0.99999): no op differs. A bf16 build rounds exactly two things
 /// to bf16, both fixed by the net contract (DESIGN §7): the states passed between nets and the KV cache. The graphs with
-/// those two roundings give the emulator's cosine to 5e-6 (summation order), so the emulator adds nothing. Rounding every op's output to
-/// bf16 as well — a stand-in for Hugging Face's own bf16 inference, which keeps every intermediate in bf16 — loses
+/// those two roundings give the emulator's cosine to 5e-6 (summation order), so the emulator adds nothing.
+/// Rounding every op's output to bf16 as well — a stand-in for Hugging Face's own bf16 inference, which keeps every intermediate in bf16 — loses
 /// several times more on every fixture (phi3 0.99794, chatglm 0.99881, llama 0.99947): the build sits well inside
 /// the bf16 noise floor. phi3's and chatglm's builds (0.99985, 0.99970) are below the 0.9999 because their
-/// fixtures amplify the contract's rounding: phi3's through the K cache (longrope's attention factor 1.155 scales both
-/// q and k, so scores grow by 1.33; K alone 0.99983, V alone 0.99997), chatglm's through the V cache (a random qkv bias
-/// dominates V, so V's rounding error is large next to its position-dependent part; V alone 0.99985, K alone 0.99996).
+/// fixtures amplify the contract's rounding: phi3's through the K cache (K alone 0.99983, V alone 0.99997), chatglm's
+/// through the V cache (V alone 0.99985, K alone 0.99996). Likely causes, not isolated: longrope's attention factor
+/// 1.155 scales phi3's q and k (scores ×1.33); chatglm's random qkv bias dominates V, so V's rounding error is large next
+/// to its position-dependent part.
 /// </summary>
 [TestClass]
 public sealed class Bf16ErrorBudgetTests
