@@ -63,17 +63,38 @@ public sealed unsafe class KernelBenchmark : IBenchmark
 
     private static T* Alloc<T>(long count) where T : unmanaged => (T*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(T)), 64);
 
+    /// <summary>
+    /// Best of <paramref name="reps"/> samples. Few-row (decode) shapes are timed A/B in the same samples, alternating the
+    /// kernels' persistent workers with Parallel.For, so a noisy machine moves both figures alike.
+    /// </summary>
     private static void Time(string label, int m, int k, int n, long weightBytes, int reps, Action run)
+    {
+        bool ab = m <= MatMulKernels.FewRows;
+        var (wall, cpu, wallOff) = Sample(run, reps, ab);
+        double flops = 2.0 * m * k * n;
+        Console.WriteLine($"  {label}: {wall * 1e3,8:F2} ms  {flops / wall / 1e9,6:F1} GFLOP/s  {weightBytes / wall / 1e9,5:F1} GB/s   per CPU-second: {flops / cpu / 1e9,6:F1} GFLOP, {weightBytes / cpu / 1e9,5:F1} GB"
+            + (ab ? $"   Parallel.For {wallOff * 1e3:F2} ms -> workers {wallOff / wall:F2}x" : ""));
+    }
+
+    private static (double Wall, double Cpu, double WallOff) Sample(Action run, int reps, bool ab)
     {
         run(); // JIT and first touch
         var once = Stopwatch.StartNew();
         run();
         // Each sample runs long enough (~100 ms) for the process CPU clock's resolution.
         int inner = Math.Max(1, (int)(0.1 / Math.Max(once.Elapsed.TotalSeconds, 1e-6)));
-        double bestWall = double.MaxValue, bestCpu = double.MaxValue;
+        double bestWall = double.MaxValue, bestCpu = double.MaxValue, bestOff = double.MaxValue;
         var process = Process.GetCurrentProcess();
         for (int r = 0; r < reps; r++)
         {
+            if (ab)
+            {
+                WorkerPool.Enabled = false;
+                var off = Stopwatch.StartNew();
+                for (int i = 0; i < inner; i++) run();
+                bestOff = Math.Min(bestOff, off.Elapsed.TotalSeconds / inner);
+                WorkerPool.Enabled = true;
+            }
             process.Refresh();
             TimeSpan cpu0 = process.TotalProcessorTime;
             var sw = Stopwatch.StartNew();
@@ -84,7 +105,6 @@ public sealed unsafe class KernelBenchmark : IBenchmark
             bestWall = Math.Min(bestWall, wall);
             bestCpu = Math.Min(bestCpu, Math.Max(cpu, 1e-6));
         }
-        double flops = 2.0 * m * k * n;
-        Console.WriteLine($"  {label}: {bestWall * 1e3,8:F2} ms  {flops / bestWall / 1e9,6:F1} GFLOP/s  {weightBytes / bestWall / 1e9,5:F1} GB/s   per CPU-second: {flops / bestCpu / 1e9,6:F1} GFLOP, {weightBytes / bestCpu / 1e9,5:F1} GB");
+        return (bestWall, bestCpu, bestOff);
     }
 }

@@ -41,10 +41,7 @@ internal static unsafe class MatMulKernels
     internal const int GemmColumns = 16;
 
     /// <summary>Output columns per parallel work item on the few-rows path (large enough to amortise scheduling).</summary>
-    private const int ColumnChunk = 256;
-
-    /// <summary>Below this many multiply-adds a matmul runs on the calling thread: waking workers costs more.</summary>
-    private const long ParallelThreshold = 1L << 18;
+    private const int ColumnChunk = 64;
 
     /// <summary>Rows up to which the few-rows (bandwidth) path is used.</summary>
     internal const int FewRows = 4;
@@ -59,7 +56,20 @@ internal static unsafe class MatMulKernels
         }
     }
 
-    private static ParallelOptions Options(long work) => new() { MaxDegreeOfParallelism = work < ParallelThreshold ? 1 : -1 };
+    /// <summary>A per-thread f32 scratch of at least <paramref name="floats"/> elements, 64-byte aligned (kept for the thread's life).</summary>
+    private static float* Scratch(long floats)
+    {
+        if (_scratchFloats < floats)
+        {
+            if (_scratch != null) NativeMemory.AlignedFree(_scratch);
+            _scratch = (float*)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
+            _scratchFloats = floats;
+        }
+        return _scratch;
+    }
+
+    [ThreadStatic] private static float* _scratch;
+    [ThreadStatic] private static long _scratchFloats;
 
     private static void Run<TOps, TVec>(float* x, int m, int k, int n, Weights w, float[]? bias, float* y)
         where TOps : struct, ISimdOps<TVec> where TVec : struct
@@ -118,7 +128,7 @@ internal static unsafe class MatMulKernels
         int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
         int chunks = (n + ColumnChunk - 1) / ColumnChunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
-        Parallel.For(0, chunks, Options((long)m * n * k), c =>
+        WorkerPool.For((long)m * n * k, chunks, c =>
         {
             float* results = stackalloc float[FewRows];
             float* ys = (float*)yp;
@@ -347,26 +357,22 @@ internal static unsafe class MatMulKernels
         int blocks = (n + GemmColumns - 1) / GemmColumns;
         nint xp = (nint)x, yp = (nint)y;
         bool copy = w.Format != WeightFormat.Float32;
-        Parallel.For(0, blocks, Options((long)m * n * k),
-            () => copy ? (nint)NativeMemory.AlignedAlloc((nuint)GemmColumns * (nuint)k * sizeof(float), 64) : 0,
-            (block, _, scratch) =>
+        WorkerPool.For((long)m * n * k, blocks, block =>
+        {
+            int j0 = block * GemmColumns, cols = Math.Min(GemmColumns, n - j0);
+            float* wf;
+            if (copy)
             {
-                int j0 = block * GemmColumns, cols = Math.Min(GemmColumns, n - j0);
-                float* wf;
-                if (copy)
-                {
-                    wf = (float*)scratch;
-                    for (int c = 0; c < cols; c++) DequantizeRow<TOps, TVec>(w, k, j0 + c, wf + (long)c * k);
-                }
-                else wf = (float*)w.Data + (long)j0 * k;
-                float* xs = (float*)xp, ys = (float*)yp;
-                for (int r0 = 0; r0 < m; r0 += 4)
-                    for (int c0 = 0; c0 < cols; c0 += 4)
-                        Tile4x4<TOps, TVec>(xs + (long)r0 * k, wf + (long)c0 * k, k, Math.Min(4, m - r0), Math.Min(4, cols - c0),
-                            ys + (long)r0 * n + j0 + c0, n, bias, j0 + c0);
-                return scratch;
-            },
-            scratch => { if (scratch != 0) NativeMemory.AlignedFree((void*)scratch); });
+                wf = Scratch((long)GemmColumns * k);
+                for (int c = 0; c < cols; c++) DequantizeRow<TOps, TVec>(w, k, j0 + c, wf + (long)c * k);
+            }
+            else wf = (float*)w.Data + (long)j0 * k;
+            float* xs = (float*)xp, ys = (float*)yp;
+            for (int r0 = 0; r0 < m; r0 += 4)
+                for (int c0 = 0; c0 < cols; c0 += 4)
+                    Tile4x4<TOps, TVec>(xs + (long)r0 * k, wf + (long)c0 * k, k, Math.Min(4, m - r0), Math.Min(4, cols - c0),
+                        ys + (long)r0 * n + j0 + c0, n, bias, j0 + c0);
+        });
     }
 
     /// <summary>Weight row <paramref name="j"/> as f32 (4 bits: its even elements then its odd ones, as x is prepared).</summary>
