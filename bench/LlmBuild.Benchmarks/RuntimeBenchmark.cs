@@ -22,6 +22,7 @@ namespace LlmBuild.Benchmarks;
 ///   --quick        only the Qwen2.5-0.5B-shaped Batch=1 and Batch=4 builds
 ///   --keep-builds  reuse the bmodels of an earlier run (in the temp folder) instead of building them again
 ///   --lm-head-quant  also measure a build with QuantizeLmHead=true
+///   --profile      print where a decode step's time goes (wall time per kind of instruction)
 /// </summary>
 public sealed class RuntimeBenchmark : IBenchmark
 {
@@ -31,6 +32,7 @@ public sealed class RuntimeBenchmark : IBenchmark
     private sealed record Figures(double FirstTokenMs, double ColdFirstTokenMs, double DecodeTokensPerSecond, double BoundTokensPerSecond, string BModel);
 
     private bool _keepBuilds;
+    private bool _profile;
 
     /// <summary>Where this run's builds go unless they are kept (deleted at the end).</summary>
     private static string ScratchRoot => Path.Combine(Path.GetTempPath(), "llmbuild-bench", "runtime-" + Environment.ProcessId);
@@ -58,6 +60,7 @@ public sealed class RuntimeBenchmark : IBenchmark
                 case "--gguf": gguf = args[++i]; break;
                 case "--quick": quick = true; break;
                 case "--keep-builds": _keepBuilds = true; break;
+                case "--profile": _profile = true; break;
                 case "--lm-head-quant": lmHeadQuant = true; break;
                 default: qwenDir = args[i]; break;
             }
@@ -159,6 +162,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         double tokensPerSecond = emu.Batch * 1000 / medianMs;
         long transferPerStep = (emu.Runtime.TransferredBytes - transferred) / steps;
 
+        if (_profile) Profile(emu, ids);
         long bytesPerStep = DecodeBytes(bmodel, emu);
         double bound = bandwidth / bytesPerStep * emu.Batch;
         Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128{options} ({(reused ? "build reused" : $"built in {build.Elapsed.TotalSeconds:F1} s")})");
@@ -168,6 +172,27 @@ public sealed class RuntimeBenchmark : IBenchmark
         if (emu.Devices > 1)
             Console.WriteLine($"  {emu.Devices} devices: {transferPerStep / 1e3:F1} KB moved between devices per step (all-reduce); device memory {string.Join(" + ", Enumerable.Range(0, emu.Devices).Select(d => $"{emu.Runtime.DeviceBytes(d) / 1e6:F1} MB"))}");
         return new Figures(first.Min(), cold.Elapsed.TotalMilliseconds, tokensPerSecond, bound, bmodel);
+    }
+
+    /// <summary>Where a decode step's time goes: wall time per kind of instruction over 8 steps, per step.</summary>
+    private static void Profile(LlmEmulator emu, int[] ids)
+    {
+        const int steps = 8;
+        var profile = new EmuOpProfile();
+        emu.Runtime.OpProfile = profile;
+        var wall = Stopwatch.StartNew();
+        for (int s = 0; s < steps; s++)
+        {
+            float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
+            for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+        }
+        wall.Stop();
+        emu.Runtime.OpProfile = null;
+        var entries = profile.Entries().ToList();
+        double total = wall.Elapsed.TotalMilliseconds / steps, kernels = entries.Sum(e => e.Ms) / steps;
+        Console.WriteLine($"  decode step profile: {total:F2} ms a step, {kernels:F2} ms in instructions ({total - kernels:F2} ms between them)");
+        foreach (var (kind, ms, count) in entries.Take(12))
+            Console.WriteLine($"    {kind,-34} {ms / steps,7:F2} ms  {count / steps,4} calls");
     }
 
     private void Fidelity(string modelDir, int groupSize, params (string Name, string Value)[] extra)

@@ -20,6 +20,9 @@ internal static class WorkerPool
     /// <summary>Off: every loop goes to <see cref="Parallel.For(int, int, Action{int})"/> (the benchmark's A/B switch).</summary>
     internal static bool Enabled { get; set; } = true;
 
+    /// <summary>On: every loop runs on the calling thread (the kernel benchmark's one-core figures).</summary>
+    internal static bool Serial { get; set; }
+
     private sealed class Job(Action<int> body, int count)
     {
         public readonly Action<int> Body = body;
@@ -72,7 +75,7 @@ internal static class WorkerPool
     public static void For(int count, Action<int> body)
     {
         if (count <= 0) return;
-        if (count == 1 || Threads == 1)
+        if (count == 1 || Threads == 1 || Serial)
         {
             for (int i = 0; i < count; i++) body(i);
             return;

@@ -447,8 +447,19 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Net '{net.Name}' output '{net.Outputs[i].Name}' needs {net.Outputs[i].Bytes} bytes; the bound device memory has {outMems[i].Size}.");
         }
         var executor = new Executor(this, net, inMems, outMems);
-        foreach (EmuInstr instr in net.Program.Instructions) executor.Run(instr);
+        if (OpProfile is { } profile)
+            foreach (EmuInstr instr in net.Program.Instructions)
+            {
+                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                executor.Run(instr);
+                profile.Add(instr, System.Diagnostics.Stopwatch.GetTimestamp() - t0);
+            }
+        else
+            foreach (EmuInstr instr in net.Program.Instructions) executor.Run(instr);
     }
+
+    /// <summary>When set, every instruction's wall time is added to it (the runtime benchmark's decode profile).</summary>
+    internal EmuOpProfile? OpProfile { get; set; }
 
     /// <summary>A named tensor the last launch of <paramref name="net"/> left in ctx memory (see <see cref="EmuProbe"/>), as f32.</summary>
     public float[] ReadProbe(EmulatorNet net, string name)

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Runtime;
@@ -75,12 +76,15 @@ internal static unsafe class MatMulKernels
         where TOps : struct, ISimdOps<TVec> where TVec : struct
     {
         int groups = w.Format is WeightFormat.Int4 or WeightFormat.Int8 ? k / w.Group : 0;
-        // 4 bits: byte i holds elements 2i and 2i+1, so x is read as its even elements then its odd ones (per row).
+        bool table = NibbleTable && typeof(TOps) == typeof(Simd512) && w.Format == WeightFormat.Int4 && m <= FewRows && w.Group % NibbleBlock == 0 && k % w.Group == 0;
+        // 4 bits: byte i holds elements 2i and 2i+1, so x is read as its even elements then its odd ones (per row), or
+        // for the table path in the order its 16-bit lanes unpack (see DotNibbleRowsTable).
         float[]? prepared = w.Format == WeightFormat.Int4 ? ArrayPool<float>.Shared.Rent(m * k) : null;
-        float[]? groupSums = groups > 0 && m <= FewRows ? ArrayPool<float>.Shared.Rent(m * groups) : null;
+        float[]? groupSums = groups > 0 && m <= FewRows && !table ? ArrayPool<float>.Shared.Rent(m * groups) : null;
         try
         {
-            if (prepared is not null) SplitEvenOdd(x, m, k, prepared);
+            if (prepared is not null && table) InterleaveNibbleBlocks(x, m, k, prepared);
+            else if (prepared is not null) SplitEvenOdd(x, m, k, prepared);
             if (groupSums is not null)
                 for (int r = 0; r < m; r++)
                     for (int g = 0; g < groups; g++)
@@ -89,7 +93,7 @@ internal static unsafe class MatMulKernels
             fixed (float* sums = groupSums)
             {
                 float* xs = prep is null ? x : prep;
-                if (m <= FewRows) FewRowsMatMul<TOps, TVec>(xs, m, k, n, w, sums, bias, y);
+                if (m <= FewRows) FewRowsMatMul<TOps, TVec>(xs, m, k, n, w, sums, table, bias, y);
                 else Gemm<TOps, TVec>(xs, m, k, n, w, bias, y);
             }
         }
@@ -115,12 +119,93 @@ internal static unsafe class MatMulKernels
         }
     }
 
+    /// <summary>Off: 4-bit weights take the generic path at every width (the kernel benchmark's A/B switch).</summary>
+    internal static bool NibbleTable { get; set; } = true;
+
+    /// <summary>Elements of a 4-bit row the table path unpacks from one 256-bit load (16 lanes of 16 bits, 4 nibbles each).</summary>
+    internal const int NibbleBlock = 64;
+
+    /// <summary>
+    /// x for <see cref="DotNibbleRowsTable{TRows}"/>: in each block of 64, x'[16t + l] = x[4l + t] (t &lt; 4, l &lt; 16), the
+    /// order in which the nibbles of the block's 16-bit lanes come out when lane l is shifted right by 4t.
+    /// </summary>
+    internal static void InterleaveNibbleBlocks(float* x, int m, int k, float[] prepared)
+    {
+        for (int r = 0; r < m; r++)
+        {
+            float* src = x + (long)r * k;
+            var dst = prepared.AsSpan(r * k, k);
+            for (int b = 0; b < k; b += NibbleBlock)
+                for (int t = 0; t < 4; t++)
+                    for (int l = 0; l < 16; l++)
+                        dst[b + 16 * t + l] = src[b + 4 * l + t];
+        }
+    }
+
+    /// <summary>
+    /// <see cref="DotNibbleRows{TOps, TVec, TRows}"/> for 512-bit vectors and groups of a multiple of 64, with x prepared by
+    /// <see cref="InterleaveNibbleBlocks"/>: per group a 16-entry table of its dequantized values (q − z)·s, then per 64
+    /// elements one load widened to 16 lanes of 16 bits and four lookups (vpermps reads the low 4 bits of each lane, so a
+    /// shift by 0, 4, 8, 12 selects the nibble) feeding the FMAs of every row. Each weight is the same f32 as
+    /// <see cref="DequantizeRow{TOps, TVec}"/> gives, so no zero-point term or per-group reduction is left.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotNibbleRowsTable<TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int group, float* results)
+        where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, groups = count / group, blocks = group / NibbleBlock;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        Vector512<float> codes = Vector512<float>.Indices;
+        Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default;
+        Vector512<float> a2 = default, b2 = default, a3 = default, b3 = default;
+        long at = 0;
+        for (int g = 0; g < groups; g++)
+        {
+            Vector512<float> table = (codes - Vector512.Create((float)zeros[g])) * Vector512.Create(scales[g]);
+            for (int b = 0; b < blocks; b++, at += NibbleBlock, q += NibbleBlock / 2)
+            {
+                Vector512<int> lanes = Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)q));
+                Vector512<float> w0 = Avx512F.PermuteVar16x32(table, lanes);
+                Vector512<float> w1 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(lanes, 4));
+                Vector512<float> w2 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(lanes, 8));
+                Vector512<float> w3 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(lanes, 12));
+                float* xa = x + at;
+                a0 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a0);
+                b0 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b0);
+                c0 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), c0);
+                d0 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), d0);
+                if (rows > 1)
+                {
+                    xa = x1 + at;
+                    a1 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a1));
+                    b1 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b1));
+                }
+                if (rows > 2)
+                {
+                    xa = x2 + at;
+                    a2 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a2));
+                    b2 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b2));
+                }
+                if (rows > 3)
+                {
+                    xa = x3 + at;
+                    a3 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a3));
+                    b3 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b3));
+                }
+            }
+        }
+        results[0] = Simd512.Sum((a0 + b0) + (c0 + d0));
+        if (rows > 1) results[1] = Simd512.Sum(a1 + b1);
+        if (rows > 2) results[2] = Simd512.Sum(a2 + b2);
+        if (rows > 3) results[3] = Simd512.Sum(a3 + b3);
+    }
+
     // ------------------------------------------------------------------ few rows: fused dequantize-dot
 
     /// <summary>Bytes of x rows a few-rows pass keeps in L1 while the weights stream past (several rows of a long K are split).</summary>
     private const int FewRowsXBytes = 16 << 10;
 
-    private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, float[]? bias, float* y)
+    private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, bool table, float[]? bias, float* y)
         where TOps : struct, ISimdOps<TVec> where TVec : struct
     {
         // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
@@ -140,10 +225,10 @@ internal static unsafe class MatMulKernels
                 {
                     switch (m)
                     {
-                        case 1: Column<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
-                        case 2: Column<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
-                        case 3: Column<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
-                        default: Column<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        case 1: Column<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                        case 2: Column<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                        case 3: Column<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                        default: Column<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                     }
                     if (k0 == 0)
                     {
@@ -159,13 +244,19 @@ internal static unsafe class MatMulKernels
 
     /// <summary>Column <paramref name="j"/>'s dot products with every row over elements [k0, k0 + kb).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Column<TOps, TVec, TRows>(float* x, int k, int k0, int kb, Weights w, int j, float* groupSums, float* results)
+    private static void Column<TOps, TVec, TRows>(float* x, int k, int k0, int kb, Weights w, int j, float* groupSums, bool table, float* results)
         where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
     {
         switch (w.Format)
         {
             case WeightFormat.BFloat16: DotBFloat16Rows<TOps, TVec, TRows>((ushort*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
             case WeightFormat.Float32: DotFloatRows<TOps, TVec, TRows>((float*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
+            case WeightFormat.Int4 when table:
+            {
+                long at = (long)j * (k / w.Group) + k0 / w.Group;
+                DotNibbleRowsTable<TRows>(w.Data + (long)j * (k / 2) + k0 / 2, w.Scales + at, w.Zeros + at, x + k0, k, kb, w.Group, results);
+                break;
+            }
             case WeightFormat.Int4:
             {
                 int groups = k / w.Group;
