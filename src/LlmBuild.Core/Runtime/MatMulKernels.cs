@@ -122,6 +122,9 @@ internal static unsafe class MatMulKernels
     /// <summary>Off: 4-bit weights take the generic path at every width (the kernel benchmark's A/B switch).</summary>
     internal static bool NibbleTable { get; set; } = true;
 
+    /// <summary>0..255 as f32: a zero point's value is a load, not a conversion.</summary>
+    private static readonly float[] ByteValues = Enumerable.Range(0, 256).Select(v => (float)v).ToArray();
+
     /// <summary>Elements of a 4-bit row the table path unpacks from one 256-bit load (16 lanes of 16 bits, 4 nibbles each).</summary>
     internal const int NibbleBlock = 64;
 
@@ -161,7 +164,7 @@ internal static unsafe class MatMulKernels
         long at = 0;
         for (int g = 0; g < groups; g++)
         {
-            Vector512<float> table = (codes - Vector512.Create((float)zeros[g])) * Vector512.Create(scales[g]);
+            Vector512<float> table = (codes - Vector512.Create(ByteValues[zeros[g]])) * Vector512.Create(scales[g]);
             for (int b = 0; b < blocks; b++, at += NibbleBlock, q += NibbleBlock / 2)
             {
                 Vector512<int> lanes = Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)q));
@@ -282,17 +285,18 @@ internal static unsafe class MatMulKernels
     {
         int rows = TRows.Value, step = TOps.Count;
         float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
-        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, b0 = TOps.Zero;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+        TVec b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero, b3 = TOps.Zero;
         int i = 0;
         for (; i <= count - 2 * step; i += 2 * step)
         {
-            // Two weight vectors per pass: one row alone gets two independent FMA chains.
+            // Two weight vectors per pass into separate accumulators: no row waits on its own previous FMA within a pass.
             TVec w0 = TOps.LoadBFloat16(w + i), w1 = TOps.LoadBFloat16(w + i + step);
             a0 = TOps.MultiplyAdd(w0, TOps.Load(x + i), a0);
             b0 = TOps.MultiplyAdd(w1, TOps.Load(x + i + step), b0);
-            if (rows > 1) a1 = TOps.MultiplyAdd(w1, TOps.Load(x1 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x1 + i), a1));
-            if (rows > 2) a2 = TOps.MultiplyAdd(w1, TOps.Load(x2 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2));
-            if (rows > 3) a3 = TOps.MultiplyAdd(w1, TOps.Load(x3 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3));
+            if (rows > 1) { a1 = TOps.MultiplyAdd(w0, TOps.Load(x1 + i), a1); b1 = TOps.MultiplyAdd(w1, TOps.Load(x1 + i + step), b1); }
+            if (rows > 2) { a2 = TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2); b2 = TOps.MultiplyAdd(w1, TOps.Load(x2 + i + step), b2); }
+            if (rows > 3) { a3 = TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3); b3 = TOps.MultiplyAdd(w1, TOps.Load(x3 + i + step), b3); }
         }
         for (; i <= count - step; i += step)
         {
@@ -302,10 +306,10 @@ internal static unsafe class MatMulKernels
             if (rows > 2) a2 = TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2);
             if (rows > 3) a3 = TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3);
         }
-        results[0] = TOps.Sum(a0) + TOps.Sum(b0);
-        if (rows > 1) results[1] = TOps.Sum(a1);
-        if (rows > 2) results[2] = TOps.Sum(a2);
-        if (rows > 3) results[3] = TOps.Sum(a3);
+        results[0] = TOps.Sum(TOps.Add(a0, b0));
+        if (rows > 1) results[1] = TOps.Sum(TOps.Add(a1, b1));
+        if (rows > 2) results[2] = TOps.Sum(TOps.Add(a2, b2));
+        if (rows > 3) results[3] = TOps.Sum(TOps.Add(a3, b3));
         for (; i < count; i++)
         {
             float wi = BitConverter.UInt32BitsToSingle((uint)w[i] << 16);
