@@ -111,6 +111,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     private readonly Dictionary<string, EmulatorNet> _nets = new(StringComparer.Ordinal);
     private readonly Dictionary<string, EmulatorGroup> _groups = new(StringComparer.Ordinal);
     private readonly DeviceMem[] _ctx;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(nint Address, BModelDataType DType, long Count), float[]> _widened = new();
     private readonly long[] _deviceBytes;
     private long _transferredBytes;
 
@@ -513,7 +514,14 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             return (float*)P(t);
         }
 
-        private float[]? Small(TensorRef t) => t.IsNone ? null : Kernels.ToFloat(P(t), t.DType, t.Count);
+        /// <summary>A small operand (bias, norm weight) as f32; coefficients never change, so theirs are widened once per runtime.</summary>
+        private float[]? Small(TensorRef t)
+        {
+            if (t.IsNone) return null;
+            byte* p = P(t);
+            if (t.Region != Region.Coeff) return Kernels.ToFloat(p, t.DType, t.Count);
+            return rt._widened.GetOrAdd(((nint)p, t.DType, t.Count), key => Kernels.ToFloat((byte*)key.Address, key.DType, key.Count));
+        }
 
         public void Run(EmuInstr i)
         {

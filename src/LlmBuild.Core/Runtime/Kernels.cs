@@ -33,7 +33,25 @@ internal static unsafe class Kernels
             Buffer.MemoryCopy(src, dst, bytes, bytes);
             return;
         }
-        Span<float> f = dt == BModelDataType.Float32 ? new Span<float>(dst, n) : new float[n];
+        if (st == BModelDataType.Float32 && dt == BModelDataType.BFloat16 && (dst + 2L * n <= src || src + 4L * n <= dst))
+        {
+            FloatFormats.FloatToBFloat16(new ReadOnlySpan<float>(src, n), new Span<ushort>(dst, n));
+            return;
+        }
+        float[]? rented = dt == BModelDataType.Float32 ? null : System.Buffers.ArrayPool<float>.Shared.Rent(n);
+        try
+        {
+            ConvertVia(src, st, dst, dt, n, rented is null ? new Span<float>(dst, n) : rented.AsSpan(0, n));
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>src widened to f32 in <paramref name="f"/>, then narrowed to dst (f is dst itself when dt is f32).</summary>
+    private static void ConvertVia(byte* src, BModelDataType st, byte* dst, BModelDataType dt, int n, Span<float> f)
+    {
         switch (st)
         {
             case BModelDataType.Float32: new ReadOnlySpan<float>(src, n).CopyTo(f); break;
