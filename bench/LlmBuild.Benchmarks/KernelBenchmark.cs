@@ -10,7 +10,8 @@ namespace LlmBuild.Benchmarks;
 /// The emulator's matmul kernels alone, on the Qwen2.5-0.5B shapes (gate/up 896→4864, down 4864→896, lm_head
 /// 896→151936), at each vector width: GFLOP/s and GB/s of weights read, against the wall clock and against the CPU
 /// time the process got (on a shared machine the second says what the code does with the cores it is given).
-/// usage: kernels [samples (default 3, each ~100 ms)]
+/// usage: kernels [samples (default 3, each ~100 ms)] [--one-core: every kernel on the calling thread, so the CPU-time
+/// figures say what one core does on a machine others are using]
 /// </summary>
 public sealed unsafe class KernelBenchmark : IBenchmark
 {
@@ -19,8 +20,10 @@ public sealed unsafe class KernelBenchmark : IBenchmark
 
     public int Run(string[] args)
     {
+        WorkerPool.Serial = args.Contains("--one-core");
+        args = args.Where(a => a != "--one-core").ToArray();
         int reps = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 3;
-        Console.WriteLine($"{Environment.ProcessorCount} cores; best width {Simd.Best}; best of {reps} samples");
+        Console.WriteLine($"{Environment.ProcessorCount} cores{(WorkerPool.Serial ? ", kernels on one thread" : "")}; best width {Simd.Best}; best of {reps} samples");
         foreach (SimdWidth width in new[] { SimdWidth.Vector512, SimdWidth.Vector256 }.Where(Simd.IsSupported))
         {
             Console.WriteLine(width);
@@ -63,17 +66,39 @@ public sealed unsafe class KernelBenchmark : IBenchmark
 
     private static T* Alloc<T>(long count) where T : unmanaged => (T*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(T)), 64);
 
+    /// <summary>
+    /// Best of <paramref name="reps"/> samples. Few-row (decode) shapes are timed A/B in the same samples against the
+    /// previous kernels (Parallel.For instead of the persistent workers, the generic 4-bit path instead of the table
+    /// one), alternating, so a noisy machine moves both figures alike.
+    /// </summary>
     private static void Time(string label, int m, int k, int n, long weightBytes, int reps, Action run)
+    {
+        bool ab = m <= MatMulKernels.FewRows;
+        var (wall, cpu, wallOff) = Sample(run, reps, ab);
+        double flops = 2.0 * m * k * n;
+        Console.WriteLine($"  {label}: {wall * 1e3,8:F2} ms  {flops / wall / 1e9,6:F1} GFLOP/s  {weightBytes / wall / 1e9,5:F1} GB/s   per CPU-second: {flops / cpu / 1e9,6:F1} GFLOP, {weightBytes / cpu / 1e9,5:F1} GB"
+            + (ab ? $"   previous {wallOff * 1e3:F2} ms -> {wallOff / wall:F2}x" : ""));
+    }
+
+    private static (double Wall, double Cpu, double WallOff) Sample(Action run, int reps, bool ab)
     {
         run(); // JIT and first touch
         var once = Stopwatch.StartNew();
         run();
         // Each sample runs long enough (~100 ms) for the process CPU clock's resolution.
         int inner = Math.Max(1, (int)(0.1 / Math.Max(once.Elapsed.TotalSeconds, 1e-6)));
-        double bestWall = double.MaxValue, bestCpu = double.MaxValue;
+        double bestWall = double.MaxValue, bestCpu = double.MaxValue, bestOff = double.MaxValue;
         var process = Process.GetCurrentProcess();
         for (int r = 0; r < reps; r++)
         {
+            if (ab)
+            {
+                WorkerPool.Enabled = MatMulKernels.NibbleTable = false;
+                var off = Stopwatch.StartNew();
+                for (int i = 0; i < inner; i++) run();
+                bestOff = Math.Min(bestOff, off.Elapsed.TotalSeconds / inner);
+                WorkerPool.Enabled = MatMulKernels.NibbleTable = true;
+            }
             process.Refresh();
             TimeSpan cpu0 = process.TotalProcessorTime;
             var sw = Stopwatch.StartNew();
@@ -84,7 +109,6 @@ public sealed unsafe class KernelBenchmark : IBenchmark
             bestWall = Math.Min(bestWall, wall);
             bestCpu = Math.Min(bestCpu, Math.Max(cpu, 1e-6));
         }
-        double flops = 2.0 * m * k * n;
-        Console.WriteLine($"  {label}: {bestWall * 1e3,8:F2} ms  {flops / bestWall / 1e9,6:F1} GFLOP/s  {weightBytes / bestWall / 1e9,5:F1} GB/s   per CPU-second: {flops / bestCpu / 1e9,6:F1} GFLOP, {weightBytes / bestCpu / 1e9,5:F1} GB");
+        return (bestWall, bestCpu, bestOff);
     }
 }

@@ -4,6 +4,7 @@ using System.Numerics.Tensors;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
 using LlmBuild.Core.Runtime;
@@ -22,6 +23,8 @@ namespace LlmBuild.Benchmarks;
 ///   --quick        only the Qwen2.5-0.5B-shaped Batch=1 and Batch=4 builds
 ///   --keep-builds  reuse the bmodels of an earlier run (in the temp folder) instead of building them again
 ///   --lm-head-quant  also measure a build with QuantizeLmHead=true
+///   --profile      print where a decode step's time goes (wall time per kind of instruction)
+///   --ab           alternate decode steps with the previous kernels (Parallel.For, generic 4-bit path) and print both
 /// </summary>
 public sealed class RuntimeBenchmark : IBenchmark
 {
@@ -31,6 +34,8 @@ public sealed class RuntimeBenchmark : IBenchmark
     private sealed record Figures(double FirstTokenMs, double ColdFirstTokenMs, double DecodeTokensPerSecond, double BoundTokensPerSecond, string BModel);
 
     private bool _keepBuilds;
+    private bool _profile;
+    private bool _ab;
 
     /// <summary>Where this run's builds go unless they are kept (deleted at the end).</summary>
     private static string ScratchRoot => Path.Combine(Path.GetTempPath(), "llmbuild-bench", "runtime-" + Environment.ProcessId);
@@ -58,6 +63,8 @@ public sealed class RuntimeBenchmark : IBenchmark
                 case "--gguf": gguf = args[++i]; break;
                 case "--quick": quick = true; break;
                 case "--keep-builds": _keepBuilds = true; break;
+                case "--profile": _profile = true; break;
+                case "--ab": _ab = true; break;
                 case "--lm-head-quant": lmHeadQuant = true; break;
                 default: qwenDir = args[i]; break;
             }
@@ -143,31 +150,63 @@ public sealed class RuntimeBenchmark : IBenchmark
         if (emu.Batch == 1) emu.Decode(1); else emu.DecodeBatch(ids); // warm up the decode path too
         for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
         long transferred = emu.Runtime.TransferredBytes;
-        var decode = Stopwatch.StartNew();
-        var stepMs = new double[steps];
-        for (int s = 0; s < steps; s++)
+        // With --ab every other step runs the previous kernels (Parallel.For, the generic 4-bit path): both medians come
+        // from the same stretch of a shared machine's load.
+        var stepMs = new List<double>();
+        var previousMs = new List<double>();
+        for (int s = 0; s < (_ab ? 2 * steps : steps); s++)
         {
+            bool previous = _ab && s % 2 == 1;
+            WorkerPool.Enabled = MatMulKernels.NibbleTable = !previous;
             long t0 = Stopwatch.GetTimestamp();
             float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
             for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
-            stepMs[s] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            (previous ? previousMs : stepMs).Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
-        decode.Stop();
+        WorkerPool.Enabled = MatMulKernels.NibbleTable = true;
         // The median step: on a shared machine one descheduled step must not move the figure.
-        Array.Sort(stepMs);
-        double medianMs = (stepMs[steps / 2 - 1] + stepMs[steps / 2]) / 2;
+        double medianMs = Median(stepMs);
         double tokensPerSecond = emu.Batch * 1000 / medianMs;
-        long transferPerStep = (emu.Runtime.TransferredBytes - transferred) / steps;
+        long transferPerStep = (emu.Runtime.TransferredBytes - transferred) / (stepMs.Count + previousMs.Count);
 
+        if (_profile) Profile(emu, ids);
         long bytesPerStep = DecodeBytes(bmodel, emu);
         double bound = bandwidth / bytesPerStep * emu.Batch;
         Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128{options} ({(reused ? "build reused" : $"built in {build.Elapsed.TotalSeconds:F1} s")})");
         Console.WriteLine($"  first token (16-token prompt, padded prefill of 128 + lm_head): {first.Min():F1} ms (best of 3; {cold.Elapsed.TotalMilliseconds:F0} ms for the first call after loading)");
-        Console.WriteLine($"  decode: {tokensPerSecond:F1} tokens/s over {emu.Batch} sequence(s) (median step {medianMs:F2} ms; mean {1000 * decode.Elapsed.TotalSeconds / steps:F2} ms over {steps} steps)");
+        Console.WriteLine($"  decode: {tokensPerSecond:F1} tokens/s over {emu.Batch} sequence(s) (median step {medianMs:F2} ms over {steps} steps)"
+            + (_ab ? $"; previous kernels, alternate steps: median {Median(previousMs):F2} ms -> {Median(previousMs) / medianMs:F2}x" : ""));
         Console.WriteLine($"  bytes read per decode step {bytesPerStep / 1e6:F1} MB -> bandwidth bound {bound:F1} tokens/s; achieved {100 * tokensPerSecond / bound:F0} % of it");
         if (emu.Devices > 1)
             Console.WriteLine($"  {emu.Devices} devices: {transferPerStep / 1e3:F1} KB moved between devices per step (all-reduce); device memory {string.Join(" + ", Enumerable.Range(0, emu.Devices).Select(d => $"{emu.Runtime.DeviceBytes(d) / 1e6:F1} MB"))}");
         return new Figures(first.Min(), cold.Elapsed.TotalMilliseconds, tokensPerSecond, bound, bmodel);
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    /// <summary>Where a decode step's time goes: wall time per kind of instruction over 8 steps, per step.</summary>
+    private static void Profile(LlmEmulator emu, int[] ids)
+    {
+        const int steps = 8;
+        var profile = new EmuOpProfile();
+        emu.Runtime.OpProfile = profile;
+        var wall = Stopwatch.StartNew();
+        for (int s = 0; s < steps; s++)
+        {
+            float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
+            for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+        }
+        wall.Stop();
+        emu.Runtime.OpProfile = null;
+        var entries = profile.Entries().ToList();
+        double total = wall.Elapsed.TotalMilliseconds / steps, kernels = entries.Sum(e => e.Ms) / steps;
+        Console.WriteLine($"  decode step profile: {total:F2} ms a step, {kernels:F2} ms in instructions ({total - kernels:F2} ms between them)");
+        foreach (var (kind, ms, count) in entries.Take(12))
+            Console.WriteLine($"    {kind,-34} {ms / steps,7:F2} ms  {count / steps,4} calls");
     }
 
     private void Fidelity(string modelDir, int groupSize, params (string Name, string Value)[] extra)

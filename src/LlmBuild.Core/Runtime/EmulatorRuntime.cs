@@ -111,6 +111,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     private readonly Dictionary<string, EmulatorNet> _nets = new(StringComparer.Ordinal);
     private readonly Dictionary<string, EmulatorGroup> _groups = new(StringComparer.Ordinal);
     private readonly DeviceMem[] _ctx;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(nint Address, BModelDataType DType, long Count), float[]> _widened = new();
     private readonly long[] _deviceBytes;
     private long _transferredBytes;
 
@@ -447,8 +448,19 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Net '{net.Name}' output '{net.Outputs[i].Name}' needs {net.Outputs[i].Bytes} bytes; the bound device memory has {outMems[i].Size}.");
         }
         var executor = new Executor(this, net, inMems, outMems);
-        foreach (EmuInstr instr in net.Program.Instructions) executor.Run(instr);
+        if (OpProfile is { } profile)
+            foreach (EmuInstr instr in net.Program.Instructions)
+            {
+                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                executor.Run(instr);
+                profile.Add(instr, System.Diagnostics.Stopwatch.GetTimestamp() - t0);
+            }
+        else
+            foreach (EmuInstr instr in net.Program.Instructions) executor.Run(instr);
     }
+
+    /// <summary>When set, every instruction's wall time is added to it (the runtime benchmark's decode profile).</summary>
+    internal EmuOpProfile? OpProfile { get; set; }
 
     /// <summary>A named tensor the last launch of <paramref name="net"/> left in ctx memory (see <see cref="EmuProbe"/>), as f32.</summary>
     public float[] ReadProbe(EmulatorNet net, string name)
@@ -502,7 +514,14 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             return (float*)P(t);
         }
 
-        private float[]? Small(TensorRef t) => t.IsNone ? null : Kernels.ToFloat(P(t), t.DType, t.Count);
+        /// <summary>A small operand (bias, norm weight) as f32; coefficients never change, so theirs are widened once per runtime.</summary>
+        private float[]? Small(TensorRef t)
+        {
+            if (t.IsNone) return null;
+            byte* p = P(t);
+            if (t.Region != Region.Coeff) return Kernels.ToFloat(p, t.DType, t.Count);
+            return rt._widened.GetOrAdd(((nint)p, t.DType, t.Count), key => Kernels.ToFloat((byte*)key.Address, key.DType, key.Count));
+        }
 
         public void Run(EmuInstr i)
         {

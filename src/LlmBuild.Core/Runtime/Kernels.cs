@@ -15,10 +15,6 @@ namespace LlmBuild.Core.Runtime;
 /// </summary>
 internal static unsafe class Kernels
 {
-    /// <summary>Below this many multiply-adds a kernel runs on the calling thread: waking workers costs more.</summary>
-    private const long ParallelThreshold = 1L << 18;
-
-    private static ParallelOptions Options(long work) => new() { MaxDegreeOfParallelism = work < ParallelThreshold ? 1 : -1 };
 
     public static float[] ToFloat(byte* p, BModelDataType t, long count)
     {
@@ -37,7 +33,25 @@ internal static unsafe class Kernels
             Buffer.MemoryCopy(src, dst, bytes, bytes);
             return;
         }
-        Span<float> f = dt == BModelDataType.Float32 ? new Span<float>(dst, n) : new float[n];
+        if (st == BModelDataType.Float32 && dt == BModelDataType.BFloat16 && (dst + 2L * n <= src || src + 4L * n <= dst))
+        {
+            FloatFormats.FloatToBFloat16(new ReadOnlySpan<float>(src, n), new Span<ushort>(dst, n));
+            return;
+        }
+        float[]? rented = dt == BModelDataType.Float32 ? null : System.Buffers.ArrayPool<float>.Shared.Rent(n);
+        try
+        {
+            ConvertVia(src, st, dst, dt, n, rented is null ? new Span<float>(dst, n) : rented.AsSpan(0, n));
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>src widened to f32 in <paramref name="f"/>, then narrowed to dst (f is dst itself when dt is f32).</summary>
+    private static void ConvertVia(byte* src, BModelDataType st, byte* dst, BModelDataType dt, int n, Span<float> f)
+    {
         switch (st)
         {
             case BModelDataType.Float32: new ReadOnlySpan<float>(src, n).CopyTo(f); break;
@@ -309,9 +323,11 @@ internal static unsafe class Kernels
     {
         int group = qHeads / kvHeads;
         nint qp = (nint)q, kp = (nint)k, vp = (nint)v, mp = (nint)mask, yp = (nint)y;
-        Parallel.For(0, batch * qHeads, Options((long)batch * qHeads * mq * mk * dim * 2), () => (new float[mk], new int[mk]), (bh, _, scratch) =>
+        WorkerPool.For((long)batch * qHeads * mq * mk * dim * 2, batch * qHeads, bh =>
         {
-            var (scores, keys) = scratch;
+            if (_scores is null || _scores.Length < mk) (_scores, _keys) = (new float[mk], new int[mk]);
+            float[] scores = _scores;
+            int[] keys = _keys!;
             int b = bh / qHeads, h = bh % qHeads, kh = h / group;
             float* qs = (float*)qp, ks = (float*)kp, vs = (float*)vp, ms = (float*)mp, ys = (float*)yp;
             for (int i = 0; i < mq; i++)
@@ -353,9 +369,11 @@ internal static unsafe class Kernels
                     TensorPrimitives.MultiplyAdd(vv, scores[t] * inv, outRow, outRow);
                 }
             }
-            return scratch;
-        }, _ => { });
+        });
     }
+
+    [ThreadStatic] private static float[]? _scores;
+    [ThreadStatic] private static int[]? _keys;
 
     // ------------------------------------------------------------------ heads
 

@@ -278,7 +278,8 @@ public sealed class LlmEmulator : IDisposable
         var active = new bool[Batch];
         ids[slot] = id;
         active[slot] = true;
-        return DecodeCore(ids, active, trace, slot).AsSpan(slot * VocabSize, VocabSize).ToArray();
+        float[] all = DecodeCore(ids, active, trace, slot);
+        return Batch == 1 && all.Length == VocabSize ? all : all.AsSpan(slot * VocabSize, VocabSize).ToArray();
     }
 
     /// <summary>Decodes one token for every slot at once (each at its own position); returns [Batch, vocab].</summary>

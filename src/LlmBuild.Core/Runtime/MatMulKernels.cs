@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using LlmBuild.Core.Numerics;
 
 namespace LlmBuild.Core.Runtime;
@@ -41,10 +42,7 @@ internal static unsafe class MatMulKernels
     internal const int GemmColumns = 16;
 
     /// <summary>Output columns per parallel work item on the few-rows path (large enough to amortise scheduling).</summary>
-    private const int ColumnChunk = 256;
-
-    /// <summary>Below this many multiply-adds a matmul runs on the calling thread: waking workers costs more.</summary>
-    private const long ParallelThreshold = 1L << 18;
+    private const int ColumnChunk = 64;
 
     /// <summary>Rows up to which the few-rows (bandwidth) path is used.</summary>
     internal const int FewRows = 4;
@@ -59,18 +57,34 @@ internal static unsafe class MatMulKernels
         }
     }
 
-    private static ParallelOptions Options(long work) => new() { MaxDegreeOfParallelism = work < ParallelThreshold ? 1 : -1 };
+    /// <summary>A per-thread f32 scratch of at least <paramref name="floats"/> elements, 64-byte aligned (kept for the thread's life).</summary>
+    private static float* Scratch(long floats)
+    {
+        if (_scratchFloats < floats)
+        {
+            if (_scratch != null) NativeMemory.AlignedFree(_scratch);
+            _scratch = (float*)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
+            _scratchFloats = floats;
+        }
+        return _scratch;
+    }
+
+    [ThreadStatic] private static float* _scratch;
+    [ThreadStatic] private static long _scratchFloats;
 
     private static void Run<TOps, TVec>(float* x, int m, int k, int n, Weights w, float[]? bias, float* y)
         where TOps : struct, ISimdOps<TVec> where TVec : struct
     {
         int groups = w.Format is WeightFormat.Int4 or WeightFormat.Int8 ? k / w.Group : 0;
-        // 4 bits: byte i holds elements 2i and 2i+1, so x is read as its even elements then its odd ones (per row).
+        bool table = NibbleTable && typeof(TOps) == typeof(Simd512) && w.Format == WeightFormat.Int4 && m <= FewRows && w.Group % NibbleBlock == 0 && k % w.Group == 0;
+        // 4 bits: byte i holds elements 2i and 2i+1, so x is read as its even elements then its odd ones (per row), or
+        // for the table path in the order its 16-bit lanes unpack (see DotNibbleRowsTable).
         float[]? prepared = w.Format == WeightFormat.Int4 ? ArrayPool<float>.Shared.Rent(m * k) : null;
-        float[]? groupSums = groups > 0 && m <= FewRows ? ArrayPool<float>.Shared.Rent(m * groups) : null;
+        float[]? groupSums = groups > 0 && m <= FewRows && !table ? ArrayPool<float>.Shared.Rent(m * groups) : null;
         try
         {
-            if (prepared is not null) SplitEvenOdd(x, m, k, prepared);
+            if (prepared is not null && table) InterleaveNibbleBlocks(x, m, k, prepared);
+            else if (prepared is not null) SplitEvenOdd(x, m, k, prepared);
             if (groupSums is not null)
                 for (int r = 0; r < m; r++)
                     for (int g = 0; g < groups; g++)
@@ -79,7 +93,7 @@ internal static unsafe class MatMulKernels
             fixed (float* sums = groupSums)
             {
                 float* xs = prep is null ? x : prep;
-                if (m <= FewRows) FewRowsMatMul<TOps, TVec>(xs, m, k, n, w, sums, bias, y);
+                if (m <= FewRows) FewRowsMatMul<TOps, TVec>(xs, m, k, n, w, sums, table, bias, y);
                 else Gemm<TOps, TVec>(xs, m, k, n, w, bias, y);
             }
         }
@@ -105,12 +119,96 @@ internal static unsafe class MatMulKernels
         }
     }
 
+    /// <summary>Off: 4-bit weights take the generic path at every width (the kernel benchmark's A/B switch).</summary>
+    internal static bool NibbleTable { get; set; } = true;
+
+    /// <summary>0..255 as f32: a zero point's value is a load, not a conversion.</summary>
+    private static readonly float[] ByteValues = Enumerable.Range(0, 256).Select(v => (float)v).ToArray();
+
+    /// <summary>Elements of a 4-bit row the table path unpacks from one 256-bit load (16 lanes of 16 bits, 4 nibbles each).</summary>
+    internal const int NibbleBlock = 64;
+
+    /// <summary>
+    /// x for <see cref="DotNibbleRowsTable{TRows}"/>: in each block of 64, x'[16t + l] = x[4l + t] (t &lt; 4, l &lt; 16), the
+    /// order in which the nibbles of the block's 16-bit lanes come out when lane l is shifted right by 4t.
+    /// </summary>
+    internal static void InterleaveNibbleBlocks(float* x, int m, int k, float[] prepared)
+    {
+        for (int r = 0; r < m; r++)
+        {
+            float* src = x + (long)r * k;
+            var dst = prepared.AsSpan(r * k, k);
+            for (int b = 0; b < k; b += NibbleBlock)
+                for (int t = 0; t < 4; t++)
+                    for (int l = 0; l < 16; l++)
+                        dst[b + 16 * t + l] = src[b + 4 * l + t];
+        }
+    }
+
+    /// <summary>
+    /// <see cref="DotNibbleRows{TOps, TVec, TRows}"/> for 512-bit vectors and groups of a multiple of 64, with x prepared by
+    /// <see cref="InterleaveNibbleBlocks"/>: per group a 16-entry table of its dequantized values (q − z)·s, then per 64
+    /// elements one load widened to 16 lanes of 16 bits and four lookups (vpermps reads the low 4 bits of each lane, so a
+    /// shift by 0, 4, 8, 12 selects the nibble) feeding the FMAs of every row. Each weight is the same f32 as
+    /// <see cref="DequantizeRow{TOps, TVec}"/> gives, so no zero-point term or per-group reduction is left.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotNibbleRowsTable<TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int group, float* results)
+        where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, groups = count / group, blocks = group / NibbleBlock;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        Vector512<float> codes = Vector512<float>.Indices;
+        Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default;
+        Vector512<float> a2 = default, b2 = default, a3 = default, b3 = default;
+        long at = 0;
+        for (int g = 0; g < groups; g++)
+        {
+            Vector512<float> table = (codes - Vector512.Create(ByteValues[zeros[g]])) * Vector512.Create(scales[g]);
+            for (int b = 0; b < blocks; b++, at += NibbleBlock, q += NibbleBlock / 2)
+            {
+                Vector512<int> lanes = Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)q));
+                Vector512<float> w0 = Avx512F.PermuteVar16x32(table, lanes);
+                Vector512<float> w1 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(lanes, 4));
+                Vector512<float> w2 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(lanes, 8));
+                Vector512<float> w3 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(lanes, 12));
+                float* xa = x + at;
+                a0 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a0);
+                b0 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b0);
+                c0 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), c0);
+                d0 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), d0);
+                if (rows > 1)
+                {
+                    xa = x1 + at;
+                    a1 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a1));
+                    b1 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b1));
+                }
+                if (rows > 2)
+                {
+                    xa = x2 + at;
+                    a2 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a2));
+                    b2 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b2));
+                }
+                if (rows > 3)
+                {
+                    xa = x3 + at;
+                    a3 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xa + 32), Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xa), a3));
+                    b3 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xa + 48), Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xa + 16), b3));
+                }
+            }
+        }
+        results[0] = Simd512.Sum((a0 + b0) + (c0 + d0));
+        if (rows > 1) results[1] = Simd512.Sum(a1 + b1);
+        if (rows > 2) results[2] = Simd512.Sum(a2 + b2);
+        if (rows > 3) results[3] = Simd512.Sum(a3 + b3);
+    }
+
     // ------------------------------------------------------------------ few rows: fused dequantize-dot
 
     /// <summary>Bytes of x rows a few-rows pass keeps in L1 while the weights stream past (several rows of a long K are split).</summary>
     private const int FewRowsXBytes = 16 << 10;
 
-    private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, float[]? bias, float* y)
+    private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, bool table, float[]? bias, float* y)
         where TOps : struct, ISimdOps<TVec> where TVec : struct
     {
         // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
@@ -118,7 +216,7 @@ internal static unsafe class MatMulKernels
         int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
         int chunks = (n + ColumnChunk - 1) / ColumnChunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
-        Parallel.For(0, chunks, Options((long)m * n * k), c =>
+        WorkerPool.For((long)m * n * k, chunks, c =>
         {
             float* results = stackalloc float[FewRows];
             float* ys = (float*)yp;
@@ -130,10 +228,10 @@ internal static unsafe class MatMulKernels
                 {
                     switch (m)
                     {
-                        case 1: Column<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
-                        case 2: Column<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
-                        case 3: Column<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
-                        default: Column<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, results); break;
+                        case 1: Column<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                        case 2: Column<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                        case 3: Column<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                        default: Column<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                     }
                     if (k0 == 0)
                     {
@@ -149,13 +247,19 @@ internal static unsafe class MatMulKernels
 
     /// <summary>Column <paramref name="j"/>'s dot products with every row over elements [k0, k0 + kb).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Column<TOps, TVec, TRows>(float* x, int k, int k0, int kb, Weights w, int j, float* groupSums, float* results)
+    private static void Column<TOps, TVec, TRows>(float* x, int k, int k0, int kb, Weights w, int j, float* groupSums, bool table, float* results)
         where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
     {
         switch (w.Format)
         {
             case WeightFormat.BFloat16: DotBFloat16Rows<TOps, TVec, TRows>((ushort*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
             case WeightFormat.Float32: DotFloatRows<TOps, TVec, TRows>((float*)w.Data + (long)j * k + k0, x + k0, k, kb, results); break;
+            case WeightFormat.Int4 when table:
+            {
+                long at = (long)j * (k / w.Group) + k0 / w.Group;
+                DotNibbleRowsTable<TRows>(w.Data + (long)j * (k / 2) + k0 / 2, w.Scales + at, w.Zeros + at, x + k0, k, kb, w.Group, results);
+                break;
+            }
             case WeightFormat.Int4:
             {
                 int groups = k / w.Group;
@@ -181,17 +285,18 @@ internal static unsafe class MatMulKernels
     {
         int rows = TRows.Value, step = TOps.Count;
         float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
-        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, b0 = TOps.Zero;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+        TVec b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero, b3 = TOps.Zero;
         int i = 0;
         for (; i <= count - 2 * step; i += 2 * step)
         {
-            // Two weight vectors per pass: one row alone gets two independent FMA chains.
+            // Two weight vectors per pass into separate accumulators: no row waits on its own previous FMA within a pass.
             TVec w0 = TOps.LoadBFloat16(w + i), w1 = TOps.LoadBFloat16(w + i + step);
             a0 = TOps.MultiplyAdd(w0, TOps.Load(x + i), a0);
             b0 = TOps.MultiplyAdd(w1, TOps.Load(x + i + step), b0);
-            if (rows > 1) a1 = TOps.MultiplyAdd(w1, TOps.Load(x1 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x1 + i), a1));
-            if (rows > 2) a2 = TOps.MultiplyAdd(w1, TOps.Load(x2 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2));
-            if (rows > 3) a3 = TOps.MultiplyAdd(w1, TOps.Load(x3 + i + step), TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3));
+            if (rows > 1) { a1 = TOps.MultiplyAdd(w0, TOps.Load(x1 + i), a1); b1 = TOps.MultiplyAdd(w1, TOps.Load(x1 + i + step), b1); }
+            if (rows > 2) { a2 = TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2); b2 = TOps.MultiplyAdd(w1, TOps.Load(x2 + i + step), b2); }
+            if (rows > 3) { a3 = TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3); b3 = TOps.MultiplyAdd(w1, TOps.Load(x3 + i + step), b3); }
         }
         for (; i <= count - step; i += step)
         {
@@ -201,10 +306,10 @@ internal static unsafe class MatMulKernels
             if (rows > 2) a2 = TOps.MultiplyAdd(w0, TOps.Load(x2 + i), a2);
             if (rows > 3) a3 = TOps.MultiplyAdd(w0, TOps.Load(x3 + i), a3);
         }
-        results[0] = TOps.Sum(a0) + TOps.Sum(b0);
-        if (rows > 1) results[1] = TOps.Sum(a1);
-        if (rows > 2) results[2] = TOps.Sum(a2);
-        if (rows > 3) results[3] = TOps.Sum(a3);
+        results[0] = TOps.Sum(TOps.Add(a0, b0));
+        if (rows > 1) results[1] = TOps.Sum(TOps.Add(a1, b1));
+        if (rows > 2) results[2] = TOps.Sum(TOps.Add(a2, b2));
+        if (rows > 3) results[3] = TOps.Sum(TOps.Add(a3, b3));
         for (; i < count; i++)
         {
             float wi = BitConverter.UInt32BitsToSingle((uint)w[i] << 16);
@@ -347,26 +452,22 @@ internal static unsafe class MatMulKernels
         int blocks = (n + GemmColumns - 1) / GemmColumns;
         nint xp = (nint)x, yp = (nint)y;
         bool copy = w.Format != WeightFormat.Float32;
-        Parallel.For(0, blocks, Options((long)m * n * k),
-            () => copy ? (nint)NativeMemory.AlignedAlloc((nuint)GemmColumns * (nuint)k * sizeof(float), 64) : 0,
-            (block, _, scratch) =>
+        WorkerPool.For((long)m * n * k, blocks, block =>
+        {
+            int j0 = block * GemmColumns, cols = Math.Min(GemmColumns, n - j0);
+            float* wf;
+            if (copy)
             {
-                int j0 = block * GemmColumns, cols = Math.Min(GemmColumns, n - j0);
-                float* wf;
-                if (copy)
-                {
-                    wf = (float*)scratch;
-                    for (int c = 0; c < cols; c++) DequantizeRow<TOps, TVec>(w, k, j0 + c, wf + (long)c * k);
-                }
-                else wf = (float*)w.Data + (long)j0 * k;
-                float* xs = (float*)xp, ys = (float*)yp;
-                for (int r0 = 0; r0 < m; r0 += 4)
-                    for (int c0 = 0; c0 < cols; c0 += 4)
-                        Tile4x4<TOps, TVec>(xs + (long)r0 * k, wf + (long)c0 * k, k, Math.Min(4, m - r0), Math.Min(4, cols - c0),
-                            ys + (long)r0 * n + j0 + c0, n, bias, j0 + c0);
-                return scratch;
-            },
-            scratch => { if (scratch != 0) NativeMemory.AlignedFree((void*)scratch); });
+                wf = Scratch((long)GemmColumns * k);
+                for (int c = 0; c < cols; c++) DequantizeRow<TOps, TVec>(w, k, j0 + c, wf + (long)c * k);
+            }
+            else wf = (float*)w.Data + (long)j0 * k;
+            float* xs = (float*)xp, ys = (float*)yp;
+            for (int r0 = 0; r0 < m; r0 += 4)
+                for (int c0 = 0; c0 < cols; c0 += 4)
+                    Tile4x4<TOps, TVec>(xs + (long)r0 * k, wf + (long)c0 * k, k, Math.Min(4, m - r0), Math.Min(4, cols - c0),
+                        ys + (long)r0 * n + j0 + c0, n, bias, j0 + c0);
+        });
     }
 
     /// <summary>Weight row <paramref name="j"/> as f32 (4 bits: its even elements then its odd ones, as x is prepared).</summary>

@@ -63,6 +63,8 @@ public sealed unsafe class KernelTests
     [DataRow(4, 4, 1280, 64, 9)] // x rows beyond L1: walked in K blocks
     [DataRow(4, 2, 4160, 40, 3)]
     [DataRow(8, 3, 2100, 70, 5)]
+    [DataRow(4, 1, 4864, 64, 13)] // Vector512: the table path (groups of a multiple of 64), K blocks too
+    [DataRow(4, 2, 896, 128, 70)]
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
