@@ -1,0 +1,102 @@
+using System.Text.Json.Nodes;
+using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Reference;
+using LlmBuild.Core.Runtime;
+using LlmBuild.Core.Stages;
+using LlmBuild.Core.Tests.Codegen;
+using LlmBuild.Core.Tests.Reference;
+
+namespace LlmBuild.Core.Tests.Families;
+
+/// <summary>
+/// Qwen2-VL against Hugging Face (tests/fixtures/families/qwen2_vl: a tiny checkpoint saved by transformers' own code,
+/// a synthetic image, its pixel values, the vision tower's output, the M-RoPE positions, prefill logits at every prompt
+/// position and 16 greedy steps).
+/// </summary>
+[TestClass]
+public sealed class VisionLanguageTests
+{
+    internal sealed record VlGolden(string Dir, int[] Prompt, int[] Generated, float[] PixelValues, (int T, int H, int W)[] Grids,
+        float[] ImageEmbeds, int[] Positions, int RopeDelta, float[] PromptLogits, float[] GeneratedLogits, int Vocab)
+    {
+        public static VlGolden Load()
+        {
+            string dir = Path.Combine(ExampleBuild.RepoRoot, "tests", "fixtures", "families", "qwen2_vl");
+            var json = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "golden-open.json")))!;
+            int[] prompt = ((JsonArray)json["prompt_ids"]!).Select(n => (int)n!).ToArray();
+            int[] generated = ((JsonArray)json["generated_ids"]!).Select(n => (int)n!).ToArray();
+            var grids = ((JsonArray)json["image_grid_thw"]!).Select(g => ((int)g![0]!, (int)g[1]!, (int)g[2]!)).ToArray();
+            int[] positions = ((JsonArray)json["mrope_position_ids"]!).SelectMany(r => ((JsonArray)r!).Select(n => (int)n!)).ToArray();
+            float[] logits = Goldens.ReadNpyF32(Path.Combine(dir, "golden-open.logits.npy"));
+            return new VlGolden(dir, prompt, generated, Goldens.ReadNpyF32(Path.Combine(dir, "golden-open.pixel_values.npy")), grids,
+                Goldens.ReadNpyF32(Path.Combine(dir, "golden-open.image_embeds.npy")), positions, (int)json["rope_deltas"]!,
+                logits, Goldens.ReadNpyF32(Path.Combine(dir, "golden-open.gen_logits.npy")), logits.Length / prompt.Length);
+        }
+    }
+
+    private static double Cosine(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => VerifyStage.Cosine(a, b);
+
+    /// <summary>Prompt logits at every position, then 16 greedy steps; returns the worst cosine.</summary>
+    internal static double CompareLogits(VlGolden golden, float[] prefill, Func<int, float[]> decode, string what)
+    {
+        int vocab = golden.Vocab;
+        double worst = 1;
+        for (int t = 0; t < golden.Prompt.Length; t++)
+        {
+            var row = prefill.AsSpan(t * vocab, vocab);
+            worst = Math.Min(worst, Cosine(row, golden.PromptLogits.AsSpan(t * vocab, vocab)));
+            Assert.AreEqual(LlmEmulator.ArgMax(golden.PromptLogits.AsSpan(t * vocab, vocab)), LlmEmulator.ArgMax(row), $"{what}: argmax at prompt position {t}");
+        }
+        float[] last = prefill.AsSpan((golden.Prompt.Length - 1) * vocab, vocab).ToArray();
+        for (int step = 0; step < golden.Generated.Length; step++)
+        {
+            worst = Math.Min(worst, Cosine(last, golden.GeneratedLogits.AsSpan(step * vocab, vocab)));
+            int token = LlmEmulator.ArgMax(last);
+            Assert.AreEqual(golden.Generated[step], token, $"{what}: greedy step {step}");
+            last = decode(token);
+        }
+        return worst;
+    }
+
+    [TestMethod]
+    public void GetRopeIndexMatchesHuggingFace()
+    {
+        var golden = VlGolden.Load();
+        var config = ModelConfig.Load(golden.Dir);
+        var mrope = MropePositions.Compute(golden.Prompt, golden.Grids, config.Vision!);
+        CollectionAssert.AreEqual(golden.Positions, mrope.Positions);
+        Assert.AreEqual(golden.RopeDelta, mrope.RopeDelta);
+    }
+
+    [TestMethod]
+    public void ReferenceVisionTowerReproducesHuggingFace()
+    {
+        var golden = VlGolden.Load();
+        using ICheckpoint checkpoint = CheckpointLoader.Open(golden.Dir);
+        var tower = new ReferenceVisionTower(checkpoint, ModelConfig.Load(golden.Dir));
+        float[] embeds = tower.Encode(golden.PixelValues, golden.Grids);
+        Assert.AreEqual(golden.ImageEmbeds.Length, embeds.Length);
+        double cosine = Cosine(embeds, golden.ImageEmbeds);
+        double maxDiff = embeds.Zip(golden.ImageEmbeds, (a, b) => Math.Abs(a - b)).Max();
+        Console.WriteLine($"qwen2_vl: reference vision tower vs Hugging Face image_embeds cosine {cosine:F7}, max abs diff {maxDiff:E2}");
+        Assert.IsTrue(cosine >= 0.99999, $"cosine {cosine}");
+    }
+
+    [TestMethod]
+    public void ReferenceForwardReproducesHuggingFace()
+    {
+        var golden = VlGolden.Load();
+        using ICheckpoint checkpoint = CheckpointLoader.Open(golden.Dir);
+        var config = ModelConfig.Load(golden.Dir);
+        var tower = new ReferenceVisionTower(checkpoint, config);
+        var reference = new ReferenceModel(checkpoint, config);
+        float[] embeds = tower.Encode(golden.PixelValues, golden.Grids);
+        var mrope = MropePositions.Compute(golden.Prompt, golden.Grids, config.Vision!);
+        float[] prefill = reference.ForwardMultimodal(golden.Prompt, mrope.Positions, embeds);
+        Assert.AreEqual(golden.RopeDelta, reference.RopeDelta);
+        double worst = CompareLogits(golden, prefill, id => reference.Forward([id]), "qwen2_vl reference");
+        Console.WriteLine($"qwen2_vl: reference forward worst cosine vs Hugging Face {worst:F7} (prompt + 16 greedy steps, same ids)");
+        Assert.IsTrue(worst >= 0.99999, $"worst cosine {worst}");
+    }
+}
