@@ -99,4 +99,27 @@ public sealed class VisionLanguageTests
         Console.WriteLine($"qwen2_vl: reference forward worst cosine vs Hugging Face {worst:F7} (prompt + 16 greedy steps, same ids)");
         Assert.IsTrue(worst >= 0.99999, $"worst cosine {worst}");
     }
+
+    /// <summary>The fixture's bf16 build (vit for 112×112 pixels: 64 patches, the image's 48 padded and masked).</summary>
+    internal static ExampleBuild.Built Bf16Build(VlGolden golden) =>
+        ExampleBuild.Get("bf16", extra: [("ModelPath", golden.Dir), ("LlmModelName", "qwen2_vl"), ("MaxPixels", "112,112")]);
+
+    [TestMethod]
+    public void Bf16BuildReproducesHuggingFace()
+    {
+        var golden = VlGolden.Load();
+        var config = ModelConfig.Load(golden.Dir);
+        var built = Bf16Build(golden);
+        using var emu = LlmEmulator.Load(built.BModel);
+        Assert.IsTrue(emu.MultimodalRope);
+        Assert.AreEqual(64, emu.VitPatches);
+        float[] embeds = emu.EncodeImage(VisionInputs.Prepare(golden.PixelValues, golden.Grids[0], config.Vision!, emu.VitPatches));
+        double embedCosine = Cosine(embeds, golden.ImageEmbeds);
+        var mrope = MropePositions.Compute(golden.Prompt, golden.Grids, config.Vision!);
+        float[] prefill = emu.Prefill(golden.Prompt, mrope, embeds, config.Vision!.ImageTokenId, allPositions: true);
+        double worst = CompareLogits(golden, prefill, id => emu.Decode(id), "qwen2_vl bf16 build");
+        Console.WriteLine($"qwen2_vl: bf16 build image_embeds cosine vs Hugging Face {embedCosine:F7}; logits worst cosine {worst:F7} (prompt + 16 greedy steps, same ids)");
+        Assert.IsTrue(embedCosine >= 0.999, $"image embeds cosine {embedCosine}");
+        Assert.IsTrue(worst >= 0.9999, $"worst cosine {worst}");
+    }
 }

@@ -48,7 +48,7 @@ public static class Qwen2Vl
                 [VisionRole.MergerNormBias] = "visual.merger.ln_q.bias",
             }).ToDictionary(p => p.Key, p => p.Value),
             Norm = VisionNorm.LayerNorm,
-            DefaultMaxPixels = (768, 768),
+            DefaultMaxPixels = (756, 756),
         },
     };
 }
