@@ -122,4 +122,22 @@ public sealed class VisionLanguageTests
         Assert.IsTrue(embedCosine >= 0.999, $"image embeds cosine {embedCosine}");
         Assert.IsTrue(worst >= 0.9999, $"worst cosine {worst}");
     }
+
+    [TestMethod]
+    public void BuildsVerifyIncludingTheVitPiece()
+    {
+        var golden = VlGolden.Load();
+        foreach (var (quantize, extra) in new[] { ("bf16", Array.Empty<(string, string)>()), ("w8bf16", [("QuantizeVit", "true")]) })
+        {
+            var built = ExampleBuild.Get(quantize, groupSize: 32, extra: [("ModelPath", golden.Dir), ("LlmModelName", "qwen2_vl"), ("MaxPixels", "112,112"), .. extra]);
+            var lines = new List<string>();
+            VerifyReport report = VerifyStage.Run(built.Model, built.BModel, Path.Combine(built.Dir, "verify.json"), lines.Add);
+            foreach (string l in lines) Console.WriteLine(l);
+            Assert.IsTrue(report.Passed, $"{quantize}: verify failed");
+            PieceFidelity vit = report.Pieces.Single(p => p.Piece == "vit");
+            Assert.AreEqual(1, vit.Calls);
+            Assert.IsTrue(report.Tokens.Contains(config(golden).Vision!.ImageTokenId), "verify's prompt holds image-pad tokens");
+        }
+        static ModelConfig config(VlGolden g) => ModelConfig.Load(g.Dir);
+    }
 }
