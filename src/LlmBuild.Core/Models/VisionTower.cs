@@ -82,6 +82,8 @@ public sealed record VisionConfig
     /// <summary>The token id the chat template puts once per merged image embedding (&lt;|image_pad|&gt;).</summary>
     public required int ImageTokenId { get; init; }
     public required int VisionStartTokenId { get; init; }
+    /// <summary>&lt;|vision_end|&gt;, which closes an image in the chat template; −1 when config.json does not say.</summary>
+    public int VisionEndTokenId { get; init; } = -1;
 
     public int HeadDim => EmbedDim / NumHeads;
     /// <summary>C · T · P · P: the length of one flattened patch.</summary>
@@ -147,6 +149,7 @@ public sealed record VisionConfig
             FullAttentionBlocks = full,
             ImageTokenId = IntOr(root, "image_token_id") ?? throw Missing(source, "image_token_id"),
             VisionStartTokenId = IntOr(root, "vision_start_token_id") ?? throw Missing(source, "vision_start_token_id"),
+            VisionEndTokenId = IntOr(root, "vision_end_token_id") ?? -1,
         };
         if (config.Depth > ModelConfig.MaxLayers || full.Any(b => b >= config.Depth))
             throw new LlmBuildException(ErrorCodes.BadVisionConfig,

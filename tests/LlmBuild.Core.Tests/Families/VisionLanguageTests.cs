@@ -140,4 +140,25 @@ public sealed class VisionLanguageTests
         }
         static ModelConfig config(VlGolden g) => ModelConfig.Load(g.Dir);
     }
+
+    [TestMethod]
+    public void AnImageFileThroughTheBuiltModelReproducesHuggingFace()
+    {
+        var golden = VlGolden.Load();
+        var built = Bf16Build(golden);
+        using var emu = LlmEmulator.Load(built.BModel);
+        // What `llmbuild run/logits --image` do: preprocess the file, encode it with vit, expand the template's placeholder.
+        ImagePrompt images = ImagePrompt.Encode(emu, built.ConfigDir, [Path.Combine(golden.Dir, "image-open.png")]);
+        Assert.AreEqual(12, images.TokensOf(0));
+        int image = images.Vision.ImageTokenId;
+        int start = Array.IndexOf(golden.Prompt, image), end = Array.LastIndexOf(golden.Prompt, image);
+        int[] placeholder = [.. golden.Prompt[..start], image, .. golden.Prompt[(end + 1)..]];
+        int[] ids = images.Expand(placeholder);
+        CollectionAssert.AreEqual(golden.Prompt, ids);
+        float[] prefill = emu.Prefill(ids, images.Positions(ids), images.Embeds, image, allPositions: true);
+        double worst = CompareLogits(golden, prefill, id => emu.Decode(id), "qwen2_vl bf16 build from image-open.png");
+        Console.WriteLine($"qwen2_vl: bf16 build from the image file, logits worst cosine {worst:F7}");
+        Assert.IsTrue(worst >= 0.9999, $"worst cosine {worst}");
+        Assert.ThrowsExactly<LlmBuild.Core.Diagnostics.LlmBuildException>(() => images.Expand([.. placeholder, image]));
+    }
 }
