@@ -212,4 +212,52 @@ public sealed class VisionLanguageTests
         Assert.IsTrue(VerifyStage.Run(built.Model, built.BModel, Path.Combine(built.Dir, "verify.json"), lines.Add).Passed);
         foreach (string l in lines) Console.WriteLine(l);
     }
+
+    /// <summary>A copy of the qwen2_vl fixture whose config.json <paramref name="edit"/> rewrites.</summary>
+    private static string EditedFixture(string label, Func<string, string> edit)
+    {
+        string source = VlGolden.Load().Dir;
+        string dir = Path.Combine(Path.GetTempPath(), "llmbuild-vl-edited", label + "-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        foreach (string file in Directory.GetFiles(source)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+        string config = Path.Combine(dir, "config.json");
+        File.SetAttributes(config, FileAttributes.Normal);
+        File.WriteAllText(config, edit(File.ReadAllText(config)));
+        return dir;
+    }
+
+    private static string Resolve(string dir, params (string Name, string Value)[] extra)
+    {
+        var props = new Dictionary<string, string?> { ["ModelPath"] = dir, ["SeqLength"] = "64", ["Quantize"] = "bf16" };
+        foreach (var (n, v) in extra) props[n] = v;
+        var e = Assert.ThrowsExactly<LlmBuild.Core.Diagnostics.LlmBuildException>(() => ExampleBuild.Resolve(props));
+        Console.WriteLine(e.Message);
+        return e.Code;
+    }
+
+    [TestMethod]
+    [DataRow("\"depth\": 2,", "depth")]
+    [DataRow("\"patch_size\": 14,", "patch_size")]
+    [DataRow("\"num_heads\": 4,", "num_heads")]
+    [DataRow("\"image_token_id\": 992,", "image_token_id")]
+    public void AMissingVisionFieldIsACodedError(string line, string field)
+    {
+        string dir = EditedFixture("missing-" + field, c => c.Replace(line, ""));
+        Assert.AreEqual(LlmBuild.Core.Diagnostics.ErrorCodes.BadVisionConfig, Resolve(dir));
+    }
+
+    [TestMethod]
+    public void VisionOptionsAreChecked()
+    {
+        string dir = VlGolden.Load().Dir;
+        Assert.AreEqual(LlmBuild.Core.Diagnostics.ErrorCodes.BadMaxPixels, Resolve(dir, ("MaxPixels", "100,100")));
+        Assert.AreEqual(LlmBuild.Core.Diagnostics.ErrorCodes.VisionUnsupportedOption, Resolve(dir, ("MaxPixels", "112,112"), ("Batch", "2")));
+        Assert.AreEqual(LlmBuild.Core.Diagnostics.ErrorCodes.VisionUnsupportedOption, Resolve(dir, ("MaxPixels", "112,112"), ("Dynamic", "true")));
+        Assert.AreEqual(LlmBuild.Core.Diagnostics.ErrorCodes.BadModelConfig, Resolve(EditedFixture("mrope", c => c.Replace("\"mrope_section\"", "\"mrope_sections\""))));
+        // The default MaxPixels (756×756 for qwen2_vl) gives 2916 patches → 729 image tokens.
+        var model = ExampleBuild.Resolve(new Dictionary<string, string?> { ["ModelPath"] = dir, ["SeqLength"] = "64", ["Quantize"] = "bf16" });
+        Assert.AreEqual(2916, model.VitPatches);
+        Assert.AreEqual("vit", model.Pieces[0].Name);
+        Assert.IsTrue(model.Owner("vit").Entries.All(e => e.Storage == LlmBuild.Core.Plan.WeightStorage.Activation), "the tower stays in the activation dtype by default");
+    }
 }
