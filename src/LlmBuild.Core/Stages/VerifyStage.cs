@@ -215,7 +215,9 @@ public static class VerifyStage
         float[]? emuImage = null, refImage = null;
         if (model.Config.Vision is { } vision && emu.HasVision)
         {
-            var (grid, pixels) = SyntheticImage(vision, emu.VitPatches, emu.PrefillLength - prompt.Length - 1);
+            // Room for the image's tokens in the prefill, leaving the decode steps room in the KV cache.
+            int room = Math.Min(emu.PrefillLength, emu.SeqLength - Math.Min(decodeSteps, emu.SeqLength / 2)) - prompt.Length - 1;
+            var (grid, pixels) = SyntheticImage(vision, emu.VitPatches, room);
             emuImage = emu.EncodeImage(VisionInputs.Prepare(pixels, grid, vision, emu.VitPatches));
             refImage = new ReferenceVisionTower(checkpoint, model.Config).Encode(pixels, [grid]);
             Compare(VisionPlan.VitPiece, emuImage, refImage);
@@ -226,6 +228,7 @@ public static class VerifyStage
                 prompt = [.. prompt[..half].Select(id => id == vision.ImageTokenId ? (id + 1) % vocab : id), vision.VisionStartTokenId,
                     .. Enumerable.Repeat(vision.ImageTokenId, imageTokens), .. prompt[half..].Select(id => id == vision.ImageTokenId ? (id + 1) % vocab : id)];
                 mrope = MropePositions.Compute(prompt, [grid], vision);
+                decodeSteps = Math.Max(0, Math.Min(decodeSteps, emu.SeqLength - prompt.Length));
             }
             else emuImage = refImage = null;
         }

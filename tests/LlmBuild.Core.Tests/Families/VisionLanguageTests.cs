@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using LlmBuild.Core.BModel;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Reference;
@@ -259,5 +260,28 @@ public sealed class VisionLanguageTests
         Assert.AreEqual(2916, model.VitPatches);
         Assert.AreEqual("vit", model.Pieces[0].Name);
         Assert.IsTrue(model.Owner("vit").Entries.All(e => e.Storage == LlmBuild.Core.Plan.WeightStorage.Activation), "the tower stays in the activation dtype by default");
+    }
+
+    /// <summary>The vit net at the default MaxPixels (756×756: 2916 patches) follows the net contract and verify passes.</summary>
+    [TestMethod]
+    public void TheDefaultVitNetFollowsTheContract()
+    {
+        var golden = VlGolden.Load();
+        var built = ExampleBuild.Get("bf16", extra: [("ModelPath", golden.Dir), ("LlmModelName", "qwen2_vl_default")]);
+        BModelFile file = EmulatorRuntime.ReadModel(built.BModel);
+        NetParameter vit = file.Nets.Single(n => n.Name == "vit").Stages.Single();
+        CollectionAssert.AreEqual(new[] { "input_states", "position_ids", "full_attn_mask" }, vit.InputTensors.Select(t => t.Name).ToArray());
+        CollectionAssert.AreEqual(new long[] { 2916, 1176 }, vit.InputTensors[0].Shapes[0].ToArray());
+        CollectionAssert.AreEqual(new long[] { 2916, 2 }, vit.InputTensors[1].Shapes[0].ToArray());
+        CollectionAssert.AreEqual(new long[] { 1, 1, 2916, 2916 }, vit.InputTensors[2].Shapes[0].ToArray());
+        CollectionAssert.AreEqual(new long[] { 729, 128 }, vit.OutputTensors[0].Shapes[0].ToArray());
+        long io = vit.InputTensors.Concat(vit.OutputTensors).Sum(t => (long)t.Size);
+        Console.WriteLine($"qwen2_vl default vit (756×756 → 2916 patches, 729 tokens): ctx {vit.CtxSize / 1048576.0:F1} MiB, io {io / 1048576.0:F1} MiB, " +
+            $"piece bmodel {new FileInfo(built.PieceBModels["vit"]).Length / 1048576.0:F2} MiB");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var lines = new List<string>();
+        Assert.IsTrue(VerifyStage.Run(built.Model, built.BModel, Path.Combine(built.Dir, "verify.json"), lines.Add).Passed, string.Join("\n", lines));
+        Console.WriteLine($"verify (vit at 2916 patches included): {clock.Elapsed.TotalSeconds:F1} s");
+        foreach (string l in lines.Where(l => l.Contains("vit") || l.Contains("final"))) Console.WriteLine(l);
     }
 }
