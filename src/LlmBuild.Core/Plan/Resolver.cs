@@ -35,7 +35,7 @@ public static class Resolver
         int vitPatches = 0;
         if (config.Vision is { } vision)
         {
-            VisionPlan.CheckOptions(options, family);
+            VisionPlan.CheckOptions(options, family, config);
             vitPatches = VisionPlan.NumPatches(options, family, vision);
             owners.Insert(0, VisionPlan.BuildOwner(family, vision, checkpoint, scheme, quantizeVit, modelDir));
         }

@@ -40,8 +40,11 @@ public static class VisionPlan
     }
 
     /// <summary>The image path supports one sequence on one device with a static prefill; other options are refused.</summary>
-    public static void CheckOptions(BuildOptions o, ModelFamily family)
+    public static void CheckOptions(BuildOptions o, ModelFamily family, ModelConfig config)
     {
+        if (config.Vision is { } v && v.OutHiddenSize != config.HiddenSize)
+            throw new LlmBuildException(ErrorCodes.BadVisionConfig,
+                $"vision_config's {family.Vision!.OutHiddenField} ({v.OutHiddenSize}) differs from the LLM's hidden_size ({config.HiddenSize}); the merger's output replaces token embeddings, so they must agree.");
         var bad = new List<string>();
         if (o.Batch > 1) bad.Add($"Batch={o.Batch}");
         if (o.NumDevice > 1) bad.Add($"NumDevice={o.NumDevice}");

@@ -203,22 +203,26 @@ public sealed class LlmEmulator : IDisposable
     /// Runs the vit net on prepared inputs (<see cref="VisionInputs"/>) and returns the image's merged embeddings,
     /// [<see cref="VisionInputs.Tokens"/>, hidden].
     /// </summary>
-    public float[] EncodeImage(VisionInputs inputs)
+    public float[] EncodeImage(VisionInputs inputs) =>
+        EncodeImage(_rt, _vit ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The model has no vit net: it was not built from a vision-language checkpoint."), inputs);
+
+    /// <summary>Runs a vit net loaded in <paramref name="rt"/> on prepared inputs; returns [tokens, hidden].</summary>
+    public static float[] EncodeImage(EmulatorRuntime rt, EmulatorGroup vit, VisionInputs inputs)
     {
-        EmulatorGroup vit = _vit ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The model has no vit net: it was not built from a vision-language checkpoint.");
-        void Floats(string name, float[] data) => _rt.WriteFloat(vit.InputMem(vit.InputIndex(name)), vit.Input(vit.InputIndex(name)).DType, data);
-        void Ints(string name, int[] data) => _rt.Memory.Write(vit.InputMem(vit.InputIndex(name)), (ReadOnlySpan<int>)data);
-        if (inputs.Patches.Length != vit.Input(vit.InputIndex("input_states")).Shape.Aggregate(1L, (a, b) => a * b))
-            throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The vit net takes {VitPatches} patches; the inputs were prepared for another size.");
+        void Floats(string name, float[] data) => rt.WriteFloat(vit.InputMem(vit.InputIndex(name)), vit.Input(vit.InputIndex(name)).DType, data);
+        void Ints(string name, int[] data) => rt.Memory.Write(vit.InputMem(vit.InputIndex(name)), (ReadOnlySpan<int>)data);
+        NetTensor patches = vit.Input(vit.InputIndex("input_states"));
+        if (inputs.Patches.Length != patches.Shape.Aggregate(1L, (a, b) => a * b))
+            throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The vit net takes {patches.Shape[0]} patches; the inputs were prepared for another size.");
         Floats("input_states", inputs.Patches);
         Ints("position_ids", inputs.PositionIds);
         Floats("full_attn_mask", inputs.FullMask);
         if (vit.HasInput("window_attn_mask")) Floats("window_attn_mask", inputs.WindowMask ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no window mask was prepared."));
-        if (vit.HasInput("reverse_index")) Ints("reverse_index", inputs.ReverseIndex!);
-        _rt.Launch(vit);
+        if (vit.HasInput("reverse_index")) Ints("reverse_index", inputs.ReverseIndex ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no reverse index was prepared."));
+        rt.Launch(vit);
         NetTensor output = vit.Output(0);
         int hidden = (int)output.Shape[^1];
-        return _rt.ReadFloat(vit.OutputMem(0), output.DType, (long)inputs.Tokens * hidden);
+        return rt.ReadFloat(vit.OutputMem(0), output.DType, (long)inputs.Tokens * hidden);
     }
     /// <summary>Tokens in slot 0's KV cache (the position of its next token).</summary>
     public int Position => _positions[0];
