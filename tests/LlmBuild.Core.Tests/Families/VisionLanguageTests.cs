@@ -161,6 +161,13 @@ public sealed class VisionLanguageTests
         Console.WriteLine($"qwen2_vl: bf16 build from the image file, logits worst cosine {worst:F7}");
         Assert.IsTrue(worst >= 0.9999, $"worst cosine {worst}");
         Assert.ThrowsExactly<LlmBuild.Core.Diagnostics.LlmBuildException>(() => images.Expand([.. placeholder, image]));
+
+        // `llmbuild run --image`'s generator (greedy): the same 16 ids.
+        var generator = new LlmBuild.Core.Serving.ImageTokenGenerator(emu, new TokenSampler(null, 0), images);
+        generator.Reset();
+        var generated = new List<int> { generator.Prefill(ids) };
+        while (generated.Count < golden.Generated.Length) generated.Add(generator.Decode(generated[^1]));
+        CollectionAssert.AreEqual(golden.Generated, generated);
     }
 
     /// <summary>
