@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command. On a Debian machine with the .NET SDK it installs, when missing, the tools the tests use
-# as independent decoders of LlmBuild's outputs (mlir-opt-16 for MLIR, flatc for bmodel flatbuffers, numpy for npz/npy),
+# as independent decoders of LlmBuild's outputs (mlir-opt-16 for MLIR, flatc for bmodel flatbuffers, numpy for npz/npy,
+# Pillow for the image resize Hugging Face's processor does),
 # runs every test project, and ends with one line "N passed, M failed" summed over them. Arguments go to `dotnet test`
 # (e.g. ./test.sh --filter FullyQualifiedName~OptionTable). CI runs exactly this (.ci/run).
 set -uo pipefail
@@ -11,6 +12,7 @@ need=()
 command -v mlir-opt-16 >/dev/null 2>&1 || need+=(mlir-16-tools)
 command -v flatc >/dev/null 2>&1 || need+=(flatbuffers-compiler)
 /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
+/usr/bin/python3 -c 'import PIL' >/dev/null 2>&1 || need+=(python3-pil)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing the test decoders: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -320,7 +320,8 @@ public sealed class RuntimeBenchmark : IBenchmark
     /// <summary>Builds the model into <paramref name="dir"/> (bench.bmodel); <paramref name="configFiles"/> go to its config/ folder.</summary>
     internal static string Build(ResolvedModel model, string dir, string[]? configFiles = null)
     {
-        using (ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath))
+        // The family's view of the checkpoint, as the quantize stage reads it (fused parts, the patch embedding as a linear).
+        using (ICheckpoint checkpoint = QuantizeStage.OpenSource(model))
             Parallel.ForEach(model.Owners, owner => WeightOwnerWriter.Write(checkpoint, model, owner, Path.Combine(dir, owner.FileName)));
         var pieces = new ConcurrentDictionary<string, string>();
         Parallel.ForEach(model.Pieces, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, piece =>

@@ -156,7 +156,18 @@ public sealed class WeightsBenchmark : IBenchmark
             ]);
         }
         tensors.Add((family.TensorName(WeightRole.FinalNorm), [Hidden]));
+        WriteRandomSafetensors(Path.Combine(dir, "model.safetensors"), tensors);
+        File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
+            {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": {{Hidden}}, "num_hidden_layers": {{Layers}},
+             "num_attention_heads": {{Heads}}, "num_key_value_heads": {{KvHeads}}, "intermediate_size": {{Intermediate}}, "vocab_size": {{Vocab}},
+             "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "max_position_embeddings": 32768, "tie_word_embeddings": true,
+             "torch_dtype": "bfloat16", "hidden_act": "silu"}
+            """);
+    }
 
+    /// <summary>A bf16 safetensors file of the given tensors, filled with a fixed xorshift sequence in ±0.05.</summary>
+    internal static void WriteRandomSafetensors(string path, IReadOnlyList<(string Name, long[] Shape)> tensors)
+    {
         var header = new Dictionary<string, object>();
         long offset = 0;
         foreach (var (name, shape) in tensors)
@@ -167,7 +178,7 @@ public sealed class WeightsBenchmark : IBenchmark
         }
         string json = JsonSerializer.Serialize(header);
         while ((json.Length + 8) % 8 != 0) json += " ";
-        using (var f = new FileStream(Path.Combine(dir, "model.safetensors"), FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+        using (var f = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
         {
             byte[] len = new byte[8];
             BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)json.Length);
@@ -192,12 +203,6 @@ public sealed class WeightsBenchmark : IBenchmark
                 }
             }
         }
-        File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
-            {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": {{Hidden}}, "num_hidden_layers": {{Layers}},
-             "num_attention_heads": {{Heads}}, "num_key_value_heads": {{KvHeads}}, "intermediate_size": {{Intermediate}}, "vocab_size": {{Vocab}},
-             "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "max_position_embeddings": 32768, "tie_word_embeddings": true,
-             "torch_dtype": "bfloat16", "hidden_act": "silu"}
-            """);
     }
 
     /// <summary>Resets the kernel's peak-RSS counter (VmHWM) to the current RSS and returns it.</summary>

@@ -23,10 +23,11 @@ public static class RunCommand
         var sample = new Option<bool>("--sample") { Description = "Sample per generation_config.json (temperature, top-k, top-p, repetition penalty) instead of greedy." };
         var seed = new Option<int>("--seed") { Description = "Seed of the sampler.", DefaultValueFactory = _ => 0 };
         var maxNew = new Option<int?>("--max-new-tokens") { Description = "Stop an answer after this many tokens." };
+        var image = ImageOption.Create("Vision-language models: an image (PNG, JPEG) shown with the first question; repeat for several.");
         var noVerify = NoVerifyWeightsOption.Create();
         var command = new Command("run", "Chat with a built bmodel on the CPU emulator.");
         command.Arguments.Add(bmodel);
-        foreach (var o in new Option[] { config, prompt, system, sample, seed, maxNew, noVerify }) command.Options.Add(o);
+        foreach (var o in new Option[] { config, prompt, system, sample, seed, maxNew, image, noVerify }) command.Options.Add(o);
         command.SetAction(parse =>
         {
             string path = parse.GetValue(bmodel)!;
@@ -42,18 +43,24 @@ public static class RunCommand
             var configured = SamplingOptions.FromGenerationConfig(configDir);
             var sampling = parse.GetValue(sample) ? configured : null;
             using var emulator = LlmEmulator.Load(path, configDir, verifyWeights: !parse.GetValue(noVerify));
-            var generator = new EmulatorTokenGenerator(emulator, new TokenSampler(sampling, parse.GetValue(seed)));
+            string[] imagePaths = parse.GetValue(image) ?? [];
+            ImagePrompt? images = imagePaths.Length == 0 ? null : ImageOption.Encode(emulator, configDir, imagePaths);
+            var sampler = new TokenSampler(sampling, parse.GetValue(seed));
+            ITokenGenerator generator = images is null ? new EmulatorTokenGenerator(emulator, sampler) : new ImageTokenGenerator(emulator, sampler, images);
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
             {
                 SeqLength = emulator.SeqLength,
                 MaxInputLength = emulator.PrefillLength,
                 SystemPrompt = parse.GetValue(system),
                 MaxNewTokens = maxNewTokens,
+                ExpandPrompt = images is null ? null : ids => images.Expand(ids),
             });
             Console.WriteLine($"Model: {Path.GetFileName(path)} (SeqLength {emulator.SeqLength}, {(sampling is null ? "greedy" : "sampling: " + sampling)})");
+            // The images go with the first question, where Qwen2-VL's chat template puts an image: before the text.
+            string imagePrefix = images is null ? "" : ImageOption.Placeholders(tokenizer, images);
             if (once is not null)
             {
-                Answer(session, once);
+                Answer(session, imagePrefix + once);
                 return 0;
             }
             Console.WriteLine("Type a message; an empty line or 'exit' quits, 'clear' starts a new conversation.");
@@ -68,7 +75,8 @@ public static class RunCommand
                     Console.WriteLine("(history cleared)");
                     continue;
                 }
-                Answer(session, line);
+                Answer(session, imagePrefix + line);
+                imagePrefix = "";
             }
         });
         return command;

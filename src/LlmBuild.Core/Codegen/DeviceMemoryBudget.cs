@@ -52,6 +52,13 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
         long positions = Product(batch, length, 4);
         long newKv = Product(2, batch, length, cfg.NumKvHeads / devices, cfg.HeadDim, 2);
         long io = Sum(Sum(Sum(Product(2, states), mask), positions), newKv);
+        if (cfg.Vision is { } v && model.VitPatches > 0)
+        {
+            // vit: patches, position ids, the [N, N] mask(s) in f32, the merged output.
+            long n = model.VitPatches;
+            long vitIo = Sum(Sum(Sum(Product(n, v.PatchDim, 4), Product(n, 2, 4)), Product(v.UsesWindows ? 2 : 1, n, n, 4)), Product(n / v.MergeArea, v.OutHiddenSize, 4));
+            if (vitIo > io) return Compute(model, chip, vitIo, "vit (inputs and outputs only)");
+        }
         return Compute(model, chip, io, "block_0 (inputs and outputs only)");
     }
 

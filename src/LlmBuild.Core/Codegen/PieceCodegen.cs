@@ -303,9 +303,15 @@ public static class PieceCodegen
                     Emit(EmuOp.SiLU, [ins[0]], [Define(outName)], [], [], outName);
                     break;
                 case "top.GELU":
-                    if (op.Attr("approx_mode").Str != "tanh")
-                        throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"top.GELU '{outName}': approx_mode '{op.Attr("approx_mode").Str}' is not supported (tanh).");
-                    Emit(EmuOp.GeluTanh, [ins[0]], [Define(outName)], [], [], outName);
+                {
+                    string mode = op.Find("approx_mode")?.Str ?? "normal";
+                    if (mode is not ("tanh" or "normal"))
+                        throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"top.GELU '{outName}': approx_mode '{mode}' is not supported (tanh, normal).");
+                    Emit(mode == "tanh" ? EmuOp.GeluTanh : EmuOp.GeluErf, [ins[0]], [Define(outName)], [], [], outName);
+                    break;
+                }
+                case "top.LayerNorm":
+                    Emit(EmuOp.LayerNorm, [ins[0], ins[1], ins.Length > 2 ? ins[2] : NoneVal], [Define(outName)], [], [(float)op.Float("eps")], outName);
                     break;
                 case "top.Tanh":
                     Emit(EmuOp.Tanh, [ins[0]], [Define(outName)], [], [], outName);

@@ -100,7 +100,8 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
             case "top.Slice": v[outName] = Slice(op, In(0), Shape(op.Inputs[0]), outShape); break;
             case "top.MulConst": v[outName] = Map(In(0), x => x * (float)op.Float("const_val")); break;
             case "top.SiLU": v[outName] = Map(In(0), x => x / (1f + MathF.Exp(-x))); break;
-            case "top.GELU": v[outName] = Map(In(0), GeluTanh); break;
+            case "top.GELU": v[outName] = Map(In(0), op.Find("approx_mode")?.Str == "tanh" ? GeluTanh : Numerics.SpecialFunctions.GeluErf); break;
+            case "top.LayerNorm": v[outName] = LayerNorm(In(0), In(1), op.Inputs[2].Length > 0 ? In(2) : null, op.Float("eps")); break;
             case "top.Tanh": v[outName] = Map(In(0), MathF.Tanh); break;
             case "top.Add": v[outName] = Binary(op, v, outShape, (a, b) => a + b); break;
             case "top.Sub": v[outName] = Binary(op, v, outShape, (a, b) => a - b); break;
@@ -184,6 +185,23 @@ public sealed class GraphInterpreter(PieceGraph graph, IWeightSource weights)
         for (int d = 0; d < axis; d++) outer *= shape[d];
         for (long d = axis + 1; d < shape.Length; d++) inner *= shape[d];
         return (outer, shape[axis], inner);
+    }
+
+    /// <summary>(x − mean) / √(var + eps) · gamma (+ beta) over the last dimension (the width of gamma).</summary>
+    private static float[] LayerNorm(float[] x, float[] gamma, float[]? beta, double eps)
+    {
+        int width = gamma.Length;
+        var y = new float[x.Length];
+        for (int r = 0; r < x.Length / width; r++)
+        {
+            var row = x.AsSpan(r * width, width);
+            float mean = TensorPrimitives.Sum(row) / width, variance = 0;
+            foreach (float a in row) variance += (a - mean) * (a - mean);
+            float inv = 1f / MathF.Sqrt(variance / width + (float)eps);
+            var o = y.AsSpan(r * width, width);
+            for (int i = 0; i < width; i++) o[i] = (row[i] - mean) * inv * gamma[i] + (beta?[i] ?? 0f);
+        }
+        return y;
     }
 
     private static float[] RmsNorm(float[] x, float[] gamma, double eps)

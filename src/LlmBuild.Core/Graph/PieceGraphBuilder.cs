@@ -39,6 +39,7 @@ public static partial class PieceGraphBuilder
             PieceKind.EmbeddingLora => EmbeddingLora(ctx, EmbeddingLength(model)),
             PieceKind.EmbeddingCacheLora => EmbeddingLora(ctx, 1),
             PieceKind.LmHeadLora => LmHeadLora(ctx),
+            PieceKind.Vit => Vit(ctx),
             _ => throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {piece.Name}: kind {piece.Kind} has no graph builder."),
         };
     }
@@ -382,7 +383,10 @@ public static partial class PieceGraphBuilder
         var g = c.G;
         long kvh = part.Share(b.KvHeads);
         string x = g.Input("input_states", GraphDType.F32, b.States);
-        string pos = g.Input("position_ids", GraphDType.SI32, b.Batch, b.Len);
+        // M-RoPE families take the 3-component positions [3, L] (temporal, height, width); their nets are batch 1.
+        string pos = c.Config.MropeSection is null ? g.Input("position_ids", GraphDType.SI32, b.Batch, b.Len)
+            : b.Batch == 1 ? g.Input("position_ids", GraphDType.SI32, 3, b.Len)
+            : throw new LlmBuildException(ErrorCodes.VisionUnsupportedOption, $"Piece {c.Piece.Name}: M-RoPE blocks are built for Batch=1.");
         string? mask = b.Dynamic ? null : g.Input("attention_mask", GraphDType.F32, b.Batch, 1, b.Len, b.Keys);
         string? historyK = b.WithHistory ? g.Input("history_k", GraphDType.F32, b.Batch, b.History, kvh, b.HeadDim) : null;
         string? historyV = b.WithHistory ? g.Input("history_v", GraphDType.F32, b.Batch, b.History, kvh, b.HeadDim) : null;
@@ -419,8 +423,10 @@ public static partial class PieceGraphBuilder
         var (cosTable, sinTable) = RotaryTables.Compute(local ? RotaryTables.LocalConfig(cfg) : cfg, model.SeqLength);
         string cosW = g.Constant(local ? RotaryLocalCosKey : RotaryCosKey, GraphDType.F32, [model.SeqLength, 1, d], cosTable);
         string sinW = g.Constant(local ? RotaryLocalSinKey : RotarySinKey, GraphDType.F32, [model.SeqLength, 1, d], sinTable);
-        string cos = g.Op("top.Gather", [cosW, pos], "rotary_cos", [batch, len, 1, d], OpAttr.SI32("axis", 0));
-        string sin = g.Op("top.Gather", [sinW, pos], "rotary_sin", [batch, len, 1, d], OpAttr.SI32("axis", 0));
+        string cos = cfg.MropeSection is null ? g.Op("top.Gather", [cosW, pos], "rotary_cos", [batch, len, 1, d], OpAttr.SI32("axis", 0))
+            : MropeTable(c, cosW, pos, len, d, "rotary_cos");
+        string sin = cfg.MropeSection is null ? g.Op("top.Gather", [sinW, pos], "rotary_sin", [batch, len, 1, d], OpAttr.SI32("axis", 0))
+            : MropeTable(c, sinW, pos, len, d, "rotary_sin");
         string attnPrefix = $"model.layers.{layer}.self_attn.";
         q = RotateHalf(g, q, cos, sin, attnPrefix + "q_rope");
         k = RotateHalf(g, k, cos, sin, "k_cache");
@@ -441,6 +447,8 @@ public static partial class PieceGraphBuilder
         {
             if (mask is null)
                 throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {c.Piece.Name}: the sliding window needs the attention mask input (Dynamic=false).");
+            if (cfg.MropeSection is not null)
+                throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Piece {c.Piece.Name}: a sliding window with M-RoPE positions is not supported; set use_sliding_window false or SeqLength ≤ the window.");
             mask = WindowMask(c, b, pos, mask, window, attnPrefix);
         }
         if (b.Dynamic)

@@ -73,6 +73,11 @@ public static class ConfigFieldAudit
         foreach (string? field in new[] { family.EmbeddingScaleField, family.ResidualDepthScaleField, family.LogitWidthBaseField,
                      family.QueryScaleField, family.LocalRopeThetaField, family.AttentionSoftcapField, family.FinalSoftcapField })
             if (field is not null) fields.Add(field);
+        if (family.Vision is { } tower)
+        {
+            fields.Add("vision_config");
+            foreach (string field in tower.TokenIdFields) fields.Add(field);
+        }
         return fields;
     }
 

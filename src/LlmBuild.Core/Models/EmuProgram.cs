@@ -69,6 +69,10 @@ public enum EmuOp : ushort
     GeluTanh = 21,
     /// <summary>in: x. out = tanh(x).</summary>
     Tanh = 22,
+    /// <summary>in: x, gamma [H], beta [H]|None. floats: eps. (x − mean)/√(var + eps)·gamma + beta over the last dimension.</summary>
+    LayerNorm = 23,
+    /// <summary>in: x. out = gelu(x) with erf: ½x(1 + erf(x/√2)).</summary>
+    GeluErf = 24,
 }
 
 /// <summary>Binary modes (also <see cref="EmuOp.Compare"/> modes, which continue the numbering).</summary>

@@ -94,6 +94,15 @@ public sealed class FamilyCheckpoint : ICheckpoint
                     }
                 }
         }
+        if (family.Vision is { } tower && config.Vision is { } vision && inner.Contains(tower.TensorName(VisionRole.PatchEmbed)))
+        {
+            // The Conv3d patch embedding [embed, C, T, P, P] with stride = kernel is a linear over flattened patches:
+            // presented as [embed, C·T·P·P], the same bytes.
+            string name = tower.TensorName(VisionRole.PatchEmbed);
+            TensorInfo info = inner.GetInfo(name);
+            if (info.ElementCount == (long)vision.EmbedDim * vision.PatchDim)
+                _views[name] = new View(info with { Shape = [vision.EmbedDim, vision.PatchDim] }, name, vision.PatchDim, 0, null);
+        }
         _names = inner.TensorNames.Where(n => !hidden.Contains(n)).Concat(_views.Keys.Where(k => !inner.Contains(k)))
             .Order(StringComparer.Ordinal).ToArray();
     }
@@ -110,7 +119,7 @@ public sealed class FamilyCheckpoint : ICheckpoint
     {
         if (inner is FamilyCheckpoint) return inner;
         bool transforms = reorderRotaryDims && (RotaryLayout.NeedsReorder(family, config) || family.NormWeightOffset != 0);
-        if (family.FusedWeights.Count == 0 && !transforms) return inner;
+        if (family.FusedWeights.Count == 0 && !transforms && family.Vision is null) return inner;
         try { return new FamilyCheckpoint(inner, family, config, reorderRotaryDims); }
         catch { inner.Dispose(); throw; }
     }

@@ -89,6 +89,23 @@ public sealed record ModelConfig
     public JsonObject? QuantizationConfig { get; init; }
     /// <summary>The mixture-of-experts MLP of a family that declares one; null for dense models.</summary>
     public MoeConfig? Moe { get; init; }
+    /// <summary>The vision tower of a vision-language family; null for text-only models.</summary>
+    public VisionConfig? Vision { get; init; }
+    /// <summary>M-RoPE (qwen2_vl): how many of the head_dim/2 frequencies take the temporal, height and width position
+    /// (rope_scaling's mrope_section, summing to head_dim/2); null for plain 1-D RoPE.</summary>
+    public IReadOnlyList<int>? MropeSection { get; init; }
+
+    /// <summary>The M-RoPE position component (0 temporal, 1 height, 2 width) of frequency <paramref name="pair"/>.</summary>
+    public int MropeComponent(int pair)
+    {
+        int start = 0;
+        for (int s = 0; s < MropeSection!.Count; s++)
+        {
+            start += MropeSection[s];
+            if (pair < start) return s;
+        }
+        return MropeSection.Count - 1;
+    }
 
     /// <summary>True when layer <paramref name="layer"/>'s MLP is a mixture of experts.</summary>
     public bool IsSparseLayer(int layer) => Moe?.IsSparse(layer) == true;
@@ -206,6 +223,8 @@ public sealed record ModelConfig
             EosTokenIds = eos.ToArray(),
             QuantizationConfig = root["quantization_config"] as JsonObject,
             Moe = family.Moe is { } moe ? ReadMoe(moe, root, reader, numLayers) : null,
+            Vision = family.Vision is { } tower ? VisionConfig.Read(root, tower, source) : null,
+            MropeSection = family.MultimodalRope ? ReadMropeSection(root, rotaryDim, source) : null,
         };
     }
 
@@ -265,11 +284,25 @@ public sealed record ModelConfig
         };
     }
 
+    /// <summary>rope_scaling's mrope_section: three positive counts summing to the rotated dimensions / 2.</summary>
+    private static int[] ReadMropeSection(JsonObject root, int rotaryDim, string source)
+    {
+        int[]? section = (root["rope_scaling"] as JsonObject)?["mrope_section"] is JsonArray a
+            && a.All(n => n is JsonValue v && v.TryGetValue(out int i) && i > 0) ? a.Select(n => (int)n!).ToArray() : null;
+        if (section is null || section.Length != 3 || section.Sum() != rotaryDim / 2)
+            throw new LlmBuildException(ErrorCodes.BadModelConfig,
+                $"{source}: rope_scaling must hold \"mrope_section\": three positive counts (temporal, height, width) summing to head_dim/2 = {rotaryDim / 2}; " +
+                $"found {(root["rope_scaling"] as JsonObject)?["mrope_section"]?.ToJsonString() ?? "none"}.", source);
+        return section;
+    }
+
     private static RopeScaling? ReadRopeScaling(JsonObject root, int rotaryDim, int maxPositions, string source)
     {
         if (root["rope_scaling"] is not JsonObject o) return null;
         string type = StringOr(o, "rope_type", source) ?? StringOr(o, "type", source) ?? "default";
-        if (type == "default") return null;
+        // M-RoPE ("mrope", saved as "default" by newer Transformers) splits the default frequencies by mrope_section
+        // (ReadMropeSection); the frequencies themselves are unscaled.
+        if (type == "default" || type == "mrope" && o["mrope_section"] is not null) return null;
         var r = new ConfigReader(o, source + " rope_scaling");
         switch (type)
         {

@@ -27,6 +27,8 @@ public enum WeightRole
     ExpertGate, ExpertUp, ExpertDown,
     /// <summary>The shared expert every token goes through (qwen2_moe) and its [1, H] sigmoid gate.</summary>
     SharedExpertGate, SharedExpertUp, SharedExpertDown, SharedExpertSigmoidGate,
+    /// <summary>A vision-tower tensor (the <c>vit</c> owner); its <see cref="Plan.WeightEntry.Vision"/> says which.</summary>
+    Vision,
 }
 
 /// <summary>Where a family keeps each architecture field in config.json.</summary>
@@ -145,6 +147,11 @@ public sealed record ModelFamily
     public IReadOnlyList<string> IrrelevantConfigFields { get; init; } = [];
     /// <summary>The mixture-of-experts MLP of sparse layers; null for dense families.</summary>
     public MoeDeclaration? Moe { get; init; }
+    /// <summary>The vision tower of a vision-language family (DESIGN §13); null for text-only families.</summary>
+    public VisionTowerDeclaration? Vision { get; init; }
+    /// <summary>M-RoPE: the LLM rotates each head by three position components (temporal, height, width), split over the
+    /// frequencies by rope_scaling's <c>mrope_section</c>.</summary>
+    public bool MultimodalRope { get; init; }
 
     public bool Has(WeightRole role) => WeightNames.ContainsKey(role) || FusedWeights.Any(f => f.Parts.Contains(role));
 
@@ -170,7 +177,7 @@ public sealed record ModelFamily
     }
 
     /// <summary>True for roles that exist once per decoder layer.</summary>
-    public static bool IsLayerRole(WeightRole role) => role is not (WeightRole.Embedding or WeightRole.FinalNorm or WeightRole.LmHead);
+    public static bool IsLayerRole(WeightRole role) => role is not (WeightRole.Embedding or WeightRole.FinalNorm or WeightRole.LmHead or WeightRole.Vision);
 
     /// <summary>True for the RMSNorm weights (the ones <see cref="NormWeightOffset"/> applies to).</summary>
     public static bool IsNorm(WeightRole role) => role is WeightRole.InputNorm or WeightRole.PostAttentionNorm or WeightRole.AttentionOutputNorm

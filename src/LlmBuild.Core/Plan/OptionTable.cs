@@ -273,6 +273,12 @@ public static class OptionTable
         Doc = "Quantize lm_head like the block linears (w4/w8 modes); by default it stays in the activation dtype.",
         ValuesDoc = "quantize lm_head like the block linears",
     };
+    public static readonly OptionDefinition QuantizeVit = new()
+    {
+        Name = "QuantizeVit", Kind = OptionKind.Switch, Default = "false",
+        Doc = "Vision-language models: quantize the vision tower's linears like the LLM's (w4/w8 modes); by default the tower stays in the activation dtype, as the reference tool compiles it.",
+        ValuesDoc = "quantize the vision tower's linears",
+    };
     public static readonly OptionDefinition DeviceMemoryMiB = new()
     {
         Name = "DeviceMemoryMiB", Kind = OptionKind.Integer, Default = "0", Minimum = 0,
@@ -318,7 +324,7 @@ public static class OptionTable
 
     /// <summary>LlmBuild's own options.</summary>
     public static IReadOnlyList<OptionDefinition> LlmBuildOptions { get; } =
-        [LlmModelName, QuantizeLmHead, DeviceMemoryMiB, TpuMlirPath, LlmCodegenBackend, LlmIgnoreTensors, Verify];
+        [LlmModelName, QuantizeLmHead, QuantizeVit, DeviceMemoryMiB, TpuMlirPath, LlmCodegenBackend, LlmIgnoreTensors, Verify];
 
     public static IReadOnlyList<OptionDefinition> All { get; } = [.. ConvertOptions, .. LlmBuildOptions];
 

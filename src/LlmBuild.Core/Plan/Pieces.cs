@@ -26,6 +26,9 @@ public enum PieceKind
     EmbeddingLora,
     EmbeddingCacheLora,
     LmHeadLora,
+    /// <summary>Vision-language models: patches [N, C·T·P·P], 2-D rotary position ids [N, 2], attention mask [1,1,N,N]
+    /// (plus window mask and reverse index with window attention) → merged image embeddings [N/merge², hidden].</summary>
+    Vit,
 }
 
 /// <summary>One net of the built model and the weight owner whose npz holds its weights (null: no weights).</summary>
@@ -63,6 +66,10 @@ public sealed record WeightEntry(WeightRole Role, int Layer, string SourceTensor
     /// entry, so a dense model's resolved.json does not mention it.
     /// </summary>
     public int? Expert { get; init; }
+
+    /// <summary>The vision-tower tensor a <see cref="WeightRole.Vision"/> entry is (its <see cref="Layer"/> is the vision
+    /// block, −1 for the patch embedding and the merger); null for every other entry.</summary>
+    public VisionRole? Vision { get; init; }
 }
 
 /// <summary>A weight owner: one npz shared by every piece that uses these weights (block_i and block_cache_i).</summary>

@@ -43,6 +43,10 @@ public sealed record ResolvedModel
     public IReadOnlyList<string>? IgnoredTensors { get; init; }
     /// <summary>True when the final RMSNorm is part of the last block (one device) rather than lm_head.</summary>
     public bool FinalNormInLastBlock { get; init; }
+    /// <summary>Vision-language models: the patches one vit run takes (MaxPixels / patch²); 0 without a vision tower.</summary>
+    public int VitPatches { get; init; }
+    /// <summary>The vision tower's linears are quantized like the LLM's (QuantizeVit); by default they stay in the activation dtype.</summary>
+    public bool QuantizeVit { get; init; }
 
     [JsonIgnore] public ModelFamily ModelFamily => ModelFamilies.All.First(f => f.Name == Family);
     [JsonIgnore] public int PrefillLength => Options.PrefillLength;

@@ -14,8 +14,9 @@ public static class Resolver
     /// <param name="name">The output model's name (bin/&lt;name&gt;.bmodel).</param>
     /// <param name="quantizeLmHead">Quantize lm_head like the block linears (off by default).</param>
     /// <param name="ignoreTensors">Checkpoint tensors (names or <c>*</c> patterns) the user drops on purpose (LlmIgnoreTensors).</param>
+    /// <param name="quantizeVit">Quantize the vision tower's linears like the LLM's (off by default: the tower stays in the activation dtype).</param>
     public static ResolvedModel Resolve(BuildOptions options, string name, bool quantizeLmHead, ICollection<LlmBuildWarning> warnings,
-        IReadOnlyList<string>? ignoreTensors = null)
+        IReadOnlyList<string>? ignoreTensors = null, bool quantizeVit = false)
     {
         string modelDir = Path.GetFullPath(options.ModelPath);
         ModelConfig config = ModelConfig.Load(modelDir);
@@ -31,6 +32,13 @@ public static class Resolver
         using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(modelDir, config);
         bool fuseFinalNorm = options.NumDevice == 1;
         var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);
+        int vitPatches = 0;
+        if (config.Vision is { } vision)
+        {
+            VisionPlan.CheckOptions(options, family, config);
+            vitPatches = VisionPlan.NumPatches(options, family, vision);
+            owners.Insert(0, VisionPlan.BuildOwner(family, vision, checkpoint, scheme, quantizeVit, modelDir));
+        }
         AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
         var pieces = BuildPieces(options, config);
 
@@ -48,6 +56,8 @@ public static class Resolver
             Pieces = pieces,
             Owners = owners,
             FinalNormInLastBlock = fuseFinalNorm,
+            VitPatches = vitPatches,
+            QuantizeVit = vitPatches > 0 && quantizeVit && scheme.IsQuantized,
         };
     }
 
@@ -237,6 +247,7 @@ public static class Resolver
     public static List<Piece> BuildPieces(BuildOptions o, ModelConfig c)
     {
         var pieces = new List<Piece>();
+        if (c.Vision is not null) pieces.Add(new Piece(VisionPlan.VitPiece, PieceKind.Vit, -1, VisionPlan.VitOwner));
         if (!o.EmbeddingDisk)
         {
             pieces.Add(new Piece("embedding", PieceKind.Embedding, -1, "embedding"));

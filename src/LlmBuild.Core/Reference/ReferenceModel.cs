@@ -90,6 +90,7 @@ public sealed partial class ReferenceModel
             for (int layer = 0; layer < Config.NumLayers; layer++)
                 for (int expert = 0; expert < experts; expert++) read.Add(_family.TensorName(role, layer, expert));
         }
+        if (Config.Vision is { } vision) read.UnionWith(Plan.VisionPlan.TensorNames(_family, vision));
         var (_, unread) = TensorAccounting.Unused(_checkpoint, _family, read, dropped);
         if (unread.Count > 0)
             throw new LlmBuildException(ErrorCodes.UnusedTensor,
@@ -108,10 +109,45 @@ public sealed partial class ReferenceModel
         foreach (var c in _keyCache) c.Clear();
         foreach (var c in _valueCache) c.Clear();
         Position = 0;
+        RopeDelta = 0;
     }
 
+    /// <summary>
+    /// M-RoPE models: the offset of the rotary position from the cache position for tokens after a multimodal prefill
+    /// (Hugging Face's rope_deltas: the last prompt position + 1 − the prompt length); 0 otherwise.
+    /// </summary>
+    public int RopeDelta { get; private set; }
+
+    /// <summary>The 3-component positions [3, n] (row-major) of the tokens being run by <see cref="ForwardMultimodal"/>.</summary>
+    private int[]? _positions3;
+
     /// <summary>Runs the tokens at positions Position..Position+n−1 and returns their logits, [n, vocab].</summary>
-    public float[] Forward(ReadOnlySpan<int> tokens, ReferenceTrace? trace = null)
+    public float[] Forward(ReadOnlySpan<int> tokens, ReferenceTrace? trace = null) => Forward(tokens, trace, null);
+
+    /// <summary>
+    /// A multimodal prefill (M-RoPE families): the tokens with their 3-component positions <paramref name="positions"/>
+    /// ([3, n] row-major: temporal, height, width, as get_rope_index gives them) and the image embeddings
+    /// <paramref name="imageEmbeds"/> ([k, H]) in place of the k image-pad tokens' embeddings, in order. Later
+    /// <see cref="Forward(ReadOnlySpan{int}, ReferenceTrace?)"/> calls continue at cache position + <see cref="RopeDelta"/>.
+    /// </summary>
+    public float[] ForwardMultimodal(ReadOnlySpan<int> tokens, int[] positions, float[]? imageEmbeds, ReferenceTrace? trace = null)
+    {
+        int n = tokens.Length;
+        if (Config.MropeSection is null || Config.Vision is null)
+            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"model_type '{Config.ModelType}' takes no images or 3-component positions.");
+        if (positions.Length != 3 * n)
+            throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"M-RoPE positions must be [3, {n}], got {positions.Length} values.");
+        _positions3 = positions;
+        try
+        {
+            float[] logits = Forward(tokens, trace, imageEmbeds);
+            RopeDelta = positions.Max() + 1 - Position;
+            return logits;
+        }
+        finally { _positions3 = null; }
+    }
+
+    private float[] Forward(ReadOnlySpan<int> tokens, ReferenceTrace? trace, float[]? imageEmbeds)
     {
         var cfg = Config;
         int n = tokens.Length, hidden = cfg.HiddenSize, vocab = cfg.VocabSize;
@@ -124,6 +160,20 @@ public sealed partial class ReferenceModel
             embedding.AsSpan(tokens[t] * hidden, hidden).CopyTo(h.AsSpan(t * hidden));
         }
         if (cfg.EmbeddingMultiplier != 1) TensorPrimitives.Multiply(h, (float)cfg.EmbeddingMultiplier, h);
+        if (imageEmbeds is not null)
+        {
+            // Hugging Face's masked_scatter: the image features fill the image-pad tokens' rows in order.
+            int image = cfg.Vision!.ImageTokenId, used = 0;
+            for (int t = 0; t < n; t++)
+            {
+                if (tokens[t] != image) continue;
+                if ((used + 1) * hidden > imageEmbeds.Length)
+                    throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has more image-pad tokens ({image}) than the {imageEmbeds.Length / hidden} image embeddings given.");
+                imageEmbeds.AsSpan(used++ * hidden, hidden).CopyTo(h.AsSpan(t * hidden));
+            }
+            if (used * hidden != imageEmbeds.Length)
+                throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has {used} image-pad tokens ({image}) but {imageEmbeds.Length / hidden} image embeddings were given.");
+        }
         if (trace is not null) trace.Embeddings = (float[])h.Clone();
 
         for (int layer = 0; layer < cfg.NumLayers; layer++)
@@ -166,8 +216,10 @@ public sealed partial class ReferenceModel
         for (int t = 0; t < n; t++)
         {
             int position = Position + t;
-            for (int head = 0; head < heads; head++) Rope(q.AsSpan((t * heads + head) * d, d), position, layer);
-            for (int head = 0; head < kvHeads; head++) Rope(k.AsSpan((t * kvHeads + head) * d, d), position, layer);
+            // M-RoPE: the token's temporal/height/width positions (a multimodal prefill), else the cache position + delta for all three.
+            var pos3 = _positions3 is { } p3 ? (p3[t], p3[n + t], p3[2 * n + t]) : (position + RopeDelta, position + RopeDelta, position + RopeDelta);
+            for (int head = 0; head < heads; head++) Rope(q.AsSpan((t * heads + head) * d, d), position, layer, pos3);
+            for (int head = 0; head < kvHeads; head++) Rope(k.AsSpan((t * kvHeads + head) * d, d), position, layer, pos3);
         }
         trace?.Keys.Add((float[])k.Clone());
         trace?.Values.Add((float[])v.Clone());
@@ -240,7 +292,7 @@ public sealed partial class ReferenceModel
     /// interleaved pairs (2i, 2i + 1) over the first r = rotary dims; the rest of the head is left alone. longrope uses
     /// the long factors from original_max_position_embeddings on and scales cos/sin by its attention factor.
     /// </summary>
-    private void Rope(Span<float> x, int position, int layer)
+    private void Rope(Span<float> x, int position, int layer, (int T, int H, int W) mrope)
     {
         var cfg = Config;
         int pairs = cfg.RotatedDims / 2;
@@ -251,7 +303,9 @@ public sealed partial class ReferenceModel
         float factor = longRope && !cfg.UsesLocalRope(layer) ? (float)scaling!.AttentionFactor : 1f;
         for (int i = 0; i < pairs; i++)
         {
-            float angle = position * inv[i];
+            // M-RoPE: frequency i takes the temporal, height or width position by mrope_section.
+            int p = cfg.MropeSection is null ? position : cfg.MropeComponent(i) switch { 0 => mrope.T, 1 => mrope.H, _ => mrope.W };
+            float angle = p * inv[i];
             float c = MathF.Cos(angle) * factor, s = MathF.Sin(angle) * factor;
             (int ia, int ib) = _family.RopeMode == RopeMode.Interleaved ? (2 * i, 2 * i + 1) : (i, i + pairs);
             float a = x[ia], b = x[ib];

@@ -568,6 +568,15 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 case EmuOp.GeluTanh:
                     Kernels.GeluTanh(F(a[0]), F(o[0]), a[0].Count);
                     break;
+                case EmuOp.GeluErf:
+                    Kernels.GeluErf(F(a[0]), F(o[0]), a[0].Count);
+                    break;
+                case EmuOp.LayerNorm:
+                {
+                    int h = (int)a[1].Count;
+                    Kernels.LayerNorm(F(a[0]), a[0].Count / h, h, Small(a[1])!, Small(a[2]), i.Floats[0], F(o[0]));
+                    break;
+                }
                 case EmuOp.Tanh:
                     Kernels.Tanh(F(a[0]), F(o[0]), a[0].Count);
                     break;

@@ -119,6 +119,33 @@ internal static unsafe class Kernels
         }
     }
 
+    /// <summary>LayerNorm over rows of <paramref name="h"/>: (x − mean)/√(var + eps)·gamma (+ beta).</summary>
+    public static void LayerNorm(float* x, long rows, int h, float[] gamma, float[]? beta, float eps, float* y)
+    {
+        Parallel.For(0, rows, r =>
+        {
+            var xs = new ReadOnlySpan<float>(x + r * h, h);
+            var ys = new Span<float>(y + r * h, h);
+            float mean = TensorPrimitives.Sum(xs) / h;
+            TensorPrimitives.Subtract(xs, mean, ys);
+            float inv = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(ys) / h + eps);
+            TensorPrimitives.Multiply(ys, inv, ys);
+            TensorPrimitives.Multiply(ys, gamma, ys);
+            if (beta is not null) TensorPrimitives.Add(ys, beta, ys);
+        });
+    }
+
+    /// <summary>gelu with erf (approximate='none').</summary>
+    public static void GeluErf(float* x, float* y, long count)
+    {
+        float* xp = x, yp = y;
+        Parallel.For(0, (count + 65535) / 65536, chunk =>
+        {
+            long end = Math.Min(count, (chunk + 1) * 65536);
+            for (long i = chunk * 65536; i < end; i++) yp[i] = Numerics.SpecialFunctions.GeluErf(xp[i]);
+        });
+    }
+
     // ------------------------------------------------------------------ matmuls
 
     /// <summary>

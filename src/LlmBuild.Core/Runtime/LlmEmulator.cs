@@ -43,6 +43,9 @@ public sealed class LlmEmulator : IDisposable
     /// <summary>Bytes of one token's keys (or values) on each device.</summary>
     private readonly long[] _kvRowBytes;
     private readonly int[] _positions;
+    /// <summary>M-RoPE models: per slot, the rotary position's offset from the cache position after a multimodal prefill.</summary>
+    private readonly int[] _ropeDeltas;
+    private readonly EmulatorGroup? _vit;
 
     private LlmEmulator(EmulatorRuntime rt, int layers, string? configDir)
     {
@@ -90,6 +93,11 @@ public sealed class LlmEmulator : IDisposable
             _valueCache[i] = Enumerable.Range(0, Devices).Select(d => rt.Allocate(cache.Input(historyIndex, d).Bytes, d)).ToArray();
         }
         _positions = new int[Batch];
+        _ropeDeltas = new int[Batch];
+        NetTensor firstPositions = first.Input(first.InputIndex("position_ids"));
+        // Prefill nets are batch 1, so position_ids [3, L] can only be M-RoPE's temporal/height/width rows.
+        MultimodalRope = firstPositions.Shape.Length == 2 && firstPositions.Shape[0] == 3;
+        if (rt.HasGroup("vit")) _vit = rt.Group("vit");
 
         NetTensor lmOut = _lmHead.Output(0);
         LmHeadOutputsLogits = lmOut.DType == BModelDataType.Float32 && lmOut.Shape[^1] > 1;
@@ -184,12 +192,48 @@ public sealed class LlmEmulator : IDisposable
     public bool EmbedsOnHost => _hostEmbedding is not null;
     /// <summary>The prefill net of a layer: block_i, or block_prompt_i with SharePrompt.</summary>
     public string PrefillNet(int layer) => _prefill[layer].Name;
+    /// <summary>The blocks take 3-component (temporal, height, width) position ids (M-RoPE, vision-language families).</summary>
+    public bool MultimodalRope { get; }
+    /// <summary>The model has a vit net (images can be encoded).</summary>
+    public bool HasVision => _vit is not null;
+    /// <summary>The patches one vit run takes (fixed by MaxPixels at build time); 0 without a vit net.</summary>
+    public int VitPatches => _vit is null ? 0 : (int)_vit.Input(_vit.InputIndex("input_states")).Shape[0];
+
+    /// <summary>
+    /// Runs the vit net on prepared inputs (<see cref="VisionInputs"/>) and returns the image's merged embeddings,
+    /// [<see cref="VisionInputs.Tokens"/>, hidden].
+    /// </summary>
+    public float[] EncodeImage(VisionInputs inputs) =>
+        EncodeImage(_rt, _vit ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The model has no vit net: it was not built from a vision-language checkpoint."), inputs);
+
+    /// <summary>Runs a vit net loaded in <paramref name="rt"/> on prepared inputs; returns [tokens, hidden].</summary>
+    public static float[] EncodeImage(EmulatorRuntime rt, EmulatorGroup vit, VisionInputs inputs)
+    {
+        void Floats(string name, float[] data) => rt.WriteFloat(vit.InputMem(vit.InputIndex(name)), vit.Input(vit.InputIndex(name)).DType, data);
+        void Ints(string name, int[] data) => rt.Memory.Write(vit.InputMem(vit.InputIndex(name)), (ReadOnlySpan<int>)data);
+        NetTensor patches = vit.Input(vit.InputIndex("input_states"));
+        if (inputs.Patches.Length != patches.Shape.Aggregate(1L, (a, b) => a * b))
+            throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The vit net takes {patches.Shape[0]} patches; the inputs were prepared for another size.");
+        Floats("input_states", inputs.Patches);
+        Ints("position_ids", inputs.PositionIds);
+        Floats("full_attn_mask", inputs.FullMask);
+        if (vit.HasInput("window_attn_mask")) Floats("window_attn_mask", inputs.WindowMask ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no window mask was prepared."));
+        if (vit.HasInput("reverse_index")) Ints("reverse_index", inputs.ReverseIndex ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no reverse index was prepared."));
+        rt.Launch(vit);
+        NetTensor output = vit.Output(0);
+        int hidden = (int)output.Shape[^1];
+        return rt.ReadFloat(vit.OutputMem(0), output.DType, (long)inputs.Tokens * hidden);
+    }
     /// <summary>Tokens in slot 0's KV cache (the position of its next token).</summary>
     public int Position => _positions[0];
     /// <summary>Tokens in a slot's KV cache.</summary>
     public int PositionOf(int slot) => _positions[CheckSlot(slot)];
 
-    public void Reset() => Array.Clear(_positions);
+    public void Reset()
+    {
+        Array.Clear(_positions);
+        Array.Clear(_ropeDeltas);
+    }
 
     private static float MaskFill => NetContract.MaskFill;
 
@@ -197,21 +241,36 @@ public sealed class LlmEmulator : IDisposable
     /// Prefills a prompt (at most L tokens) into a batch slot from position 0 and returns the logits of the last token,
     /// or of every token ([n, vocab]) with <paramref name="allPositions"/>.
     /// </summary>
-    public float[] Prefill(ReadOnlySpan<int> ids, bool allPositions = false, EmulatorTrace? trace = null, int slot = 0)
+    public float[] Prefill(ReadOnlySpan<int> ids, bool allPositions = false, EmulatorTrace? trace = null, int slot = 0) =>
+        Prefill(ids, null, null, -1, allPositions, trace, slot);
+
+    /// <summary>
+    /// A multimodal prefill (M-RoPE models): <paramref name="positions"/> are the prompt's 3-component positions
+    /// (<see cref="MropePositions"/>), and <paramref name="imageEmbeds"/> ([k, H], from <see cref="EncodeImage"/>) replace
+    /// the embeddings of the k tokens equal to <paramref name="imageTokenId"/>, in order. Later decodes continue at cache
+    /// position + the positions' rope delta.
+    /// </summary>
+    public float[] Prefill(ReadOnlySpan<int> ids, MropePositions? positions, float[]? imageEmbeds, int imageTokenId, bool allPositions = false,
+        EmulatorTrace? trace = null, int slot = 0)
     {
         int n = ids.Length, L = PrefillLength;
         CheckSlot(slot);
         if (n == 0 || n > L)
             throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"A prefill takes 1..{L} tokens (MaxInputLength), got {n}.");
+        if (positions is not null && (!MultimodalRope || positions.Length != n))
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, MultimodalRope ? $"{positions.Length} M-RoPE positions for {n} tokens." : "The model's blocks take 1-D positions, not M-RoPE positions.");
         CheckIds(ids);
         _positions[slot] = 0;
+        _ropeDeltas[slot] = positions?.RopeDelta ?? 0;
         var padded = new int[L];
         ids.CopyTo(padded);
         DeviceMem hidden = Embed(padded, _embedding, _hostPrefillRows);
+        if (imageEmbeds is not null) SpliceImage(hidden, ids, imageEmbeds, imageTokenId);
         if (trace is not null) trace.Embeddings = ReadRows(hidden, 0, n, HiddenSize);
 
-        var positions = new int[L];
-        for (int i = 0; i < n; i++) positions[i] = i;
+        var positionIds = new int[MultimodalRope ? 3 * L : L];
+        for (int c = 0; c < (MultimodalRope ? 3 : 1); c++)
+            for (int i = 0; i < n; i++) positionIds[c * L + i] = positions?.At(c, i) ?? i;
         var mask = new float[L * L];
         for (int i = 0; i < L; i++)
             for (int j = 0; j < L; j++)
@@ -221,7 +280,7 @@ public sealed class LlmEmulator : IDisposable
         for (int layer = 0; layer < NumLayers; layer++)
         {
             EmulatorGroup net = _prefill[layer];
-            states = RunBlock(net, states, positions, net.HasInput("attention_mask") ? mask : null, null, null);
+            states = RunBlock(net, states, positionIds, net.HasInput("attention_mask") ? mask : null, null, null);
             StoreKv(net, layer, slot, 0, 0, rows);
             if (trace is not null) Trace(trace, net, states[0], 0, n);
         }
@@ -310,12 +369,14 @@ public sealed class LlmEmulator : IDisposable
         CheckIds(ids);
         DeviceMem hidden = Embed(ids, _embeddingCache, _hostDecodeRows);
         if (trace is not null) trace.Embeddings = ReadRows(hidden, traceSlot, 1, HiddenSize);
-        var positions = new int[B];
+        var positions = new int[MultimodalRope ? 3 : B];
         var mask = new float[B * (S + 1)];
         for (int b = 0; b < B; b++)
         {
             // An idle slot attends to its own token only; its cache is left untouched.
-            positions[b] = active[b] ? _positions[b] : 0;
+            positions[b] = active[b] ? _positions[b] + _ropeDeltas[b] : 0;
+            // M-RoPE (batch 1): text after the prompt has the same position in all three components.
+            if (MultimodalRope) positions[1] = positions[2] = positions[0];
             for (int j = 0; j < S; j++) mask[b * (S + 1) + j] = active[b] && j < _positions[b] ? 0f : MaskFill;
         }
         DeviceMem[] states = Broadcast(hidden, _decode[0]);
@@ -371,6 +432,22 @@ public sealed class LlmEmulator : IDisposable
             _rt.Memory.Copy(_keyCache[layer][d].Slice(at, rows * row), net.OutputMem(1, d).Slice(outputRow * row, rows * row), rows * row);
             _rt.Memory.Copy(_valueCache[layer][d].Slice(at, rows * row), net.OutputMem(2, d).Slice(outputRow * row, rows * row), rows * row);
         }
+    }
+
+    /// <summary>Writes the image embeddings over the embedded rows of the image-pad tokens, in order.</summary>
+    private void SpliceImage(DeviceMem hidden, ReadOnlySpan<int> ids, float[] imageEmbeds, int imageTokenId)
+    {
+        long rowBytes = (long)HiddenSize * TensorRef.ElementSize(ActivationType);
+        int used = 0;
+        for (int t = 0; t < ids.Length; t++)
+        {
+            if (ids[t] != imageTokenId) continue;
+            if ((used + 1) * HiddenSize > imageEmbeds.Length)
+                throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has more image-pad tokens ({imageTokenId}) than the {imageEmbeds.Length / HiddenSize} image embeddings given.");
+            _rt.WriteFloat(hidden.Slice(t * rowBytes, rowBytes), ActivationType, imageEmbeds.AsSpan(used++ * HiddenSize, HiddenSize));
+        }
+        if (used * HiddenSize != imageEmbeds.Length)
+            throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has {used} image-pad tokens ({imageTokenId}) but {imageEmbeds.Length / HiddenSize} image embeddings were given.");
     }
 
     /// <summary>The last prefilled token's logits, or every one's ([n, vocab]).</summary>

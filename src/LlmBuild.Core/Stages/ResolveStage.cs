@@ -40,7 +40,8 @@ public static class ResolveStage
             : DefaultBackend(OptionTable.TpuMlirPath.Text(values), Environment.GetEnvironmentVariable("PATH"));
         string[] ignoreTensors = OptionTable.LlmIgnoreTensors.ReadText(values)
             .Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors) with
+        bool quantizeVit = OptionTable.QuantizeVit.ReadSwitch(values);
+        ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors, quantizeVit) with
         {
             DeviceMemoryMiB = deviceMemory, CodegenBackend = backend, IgnoredTensors = ignoreTensors.Length > 0 ? ignoreTensors : null,
         };
@@ -118,14 +119,14 @@ public static class ResolveStage
         var graphOptions = new
         {
             o.SeqLength, o.PrefillLength, o.Batch, o.Dynamic, o.DoSample, o.LoraMaxRank, o.MaxPrefillKvLength,
-            o.UseBlockWithKv, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy,
+            o.UseBlockWithKv, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, model.VitPatches,
         };
         foreach (var piece in model.Pieces)
         {
             var spec = new
             {
                 Stage = "export", Sdk = sdk, Piece = piece, model.Family, model.Config, Options = graphOptions, model.ActivationDtype, model.Weights,
-                model.QuantizeLmHead, model.FinalNormInLastBlock, OwnerEntries = piece.WeightOwner is null ? null : model.Owner(piece.WeightOwner).Entries,
+                model.QuantizeLmHead, model.QuantizeVit, model.FinalNormInLastBlock, OwnerEntries = piece.WeightOwner is null ? null : model.Owner(piece.WeightOwner).Entries,
             };
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "pieces", piece.Name + ".json"), ToJson(spec));
         }
@@ -154,6 +155,7 @@ public static class ResolveStage
         Line("family", m.Family);
         foreach (var option in OptionTable.BuildOptionsFields) Line(option.Name, Format(option.Value!(m.Options)));
         Line(OptionTable.QuantizeLmHead.Name, m.QuantizeLmHead);
+        if (m.VitPatches > 0) Line(OptionTable.QuantizeVit.Name, m.QuantizeVit);
         Line(OptionTable.DeviceMemoryMiB.Name, m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
         Line("codegen backend", m.CodegenBackend);
         Line("resolved quantize", m.Quantize);
@@ -172,6 +174,11 @@ public static class ResolveStage
         Line("rope", $"theta {c.RopeTheta}{(c.RopeScaling is null ? "" : $", scaling {c.RopeScaling.Type} x{c.RopeScaling.Factor}")}" +
             $"{(c.RopeScaling?.Type == "longrope" ? $" (original {c.RopeScaling.OriginalMaxPositionEmbeddings}, attention factor {c.RopeScaling.AttentionFactor:0.######})" : "")}" +
             $", rotates {c.RotatedDims} of {c.HeadDim} dims{(c.LocalRopeTheta is { } local ? $", sliding layers theta {local} unscaled" : "")}");
+        if (c.MropeSection is { } section) Line("m-rope", $"sections temporal/height/width {string.Join("/", section)} of {c.HeadDim / 2} frequencies");
+        if (c.Vision is { } v)
+            Line("vision tower", $"depth {v.Depth}, embed {v.EmbedDim}, heads {v.NumHeads}, mlp {v.IntermediateSize} {v.HiddenAct}, patch {v.PatchSize}, temporal {v.TemporalPatchSize}, " +
+                $"merge {v.SpatialMergeSize}, out {v.OutHiddenSize}{(v.UsesWindows ? $", window {v.WindowSize} px, full attention in blocks {string.Join(",", v.FullAttentionBlocks)}" : "")}; " +
+                $"vit takes {m.VitPatches} patches → {m.VitPatches / v.MergeArea} image tokens");
         Line("attention scale", c.ScoreScale.ToString("0.########", CultureInfo.InvariantCulture));
         var windows = Enumerable.Range(0, c.NumLayers).Where(l => c.WindowOf(l) > 0).ToArray();
         Line("sliding window", windows.Length == 0 ? "none"

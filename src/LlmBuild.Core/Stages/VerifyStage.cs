@@ -209,12 +209,37 @@ public static class VerifyStage
             }
         }
 
+        // Vision-language models: a synthetic image through vit (against the reference tower), its embeddings placed at
+        // image-pad tokens in the middle of the prompt, M-RoPE positions from the host's get_rope_index.
+        MropePositions? mrope = null;
+        float[]? emuImage = null, refImage = null;
+        if (model.Config.Vision is { } vision && emu.HasVision)
+        {
+            // Room for the image's tokens in the prefill, leaving the decode steps room in the KV cache.
+            int room = Math.Min(emu.PrefillLength, emu.SeqLength - Math.Min(decodeSteps, emu.SeqLength / 2)) - prompt.Length - 1;
+            var (grid, pixels) = SyntheticImage(vision, emu.VitPatches, room);
+            emuImage = emu.EncodeImage(VisionInputs.Prepare(pixels, grid, vision, emu.VitPatches));
+            refImage = new ReferenceVisionTower(checkpoint, model.Config).Encode(pixels, [grid]);
+            Compare(VisionPlan.VitPiece, emuImage, refImage);
+            int imageTokens = grid.T * grid.H * grid.W / vision.MergeArea;
+            if (imageTokens > 0 && prompt.Length + 1 + imageTokens <= emu.PrefillLength)
+            {
+                int half = prompt.Length / 2;
+                prompt = [.. prompt[..half].Select(id => id == vision.ImageTokenId ? (id + 1) % vocab : id), vision.VisionStartTokenId,
+                    .. Enumerable.Repeat(vision.ImageTokenId, imageTokens), .. prompt[half..].Select(id => id == vision.ImageTokenId ? (id + 1) % vocab : id)];
+                mrope = MropePositions.Compute(prompt, [grid], vision);
+                decodeSteps = Math.Max(0, Math.Min(decodeSteps, emu.SeqLength - prompt.Length));
+            }
+            else emuImage = refImage = null;
+        }
+
         // Prefill: the whole prompt, or (with block_kv nets) its first half and then the rest through block_kv.
         int head = emu.HasHistoryPrefill && prompt.Length > 1 ? Math.Min((prompt.Length + 1) / 2, emu.HistoryLength) : prompt.Length;
         var et = new EmulatorTrace();
         var rt = new ReferenceTrace();
-        float[] emuLogits = emu.Prefill(prompt.AsSpan(0, head), allPositions: true, et);
-        float[] refLogits = reference.Forward(prompt[..head], rt);
+        float[] emuLogits = mrope is null ? emu.Prefill(prompt.AsSpan(0, head), allPositions: true, et)
+            : emu.Prefill(prompt, mrope, emuImage, model.Config.Vision!.ImageTokenId, allPositions: true, et);
+        float[] refLogits = mrope is null ? reference.Forward(prompt[..head], rt) : reference.ForwardMultimodal(prompt, mrope.Positions, refImage, rt);
         CompareBlocks("prefill", et, rt);
         CompareLogits(emuLogits, refLogits, head);
         float[] last = emuLogits.AsSpan((head - 1) * vocab, vocab).ToArray();
@@ -266,8 +291,22 @@ public static class VerifyStage
         };
     }
 
+    /// <summary>
+    /// A deterministic image for verify: the largest square grid of whole merge windows that fits the vit net and, merged,
+    /// at most <paramref name="maxTokens"/> prompt tokens (at least one window), with pixel values spread over [−2, 2]
+    /// (the range normalised images take).
+    /// </summary>
+    public static ((int T, int H, int W) Grid, float[] Pixels) SyntheticImage(VisionConfig vision, int netPatches, int maxTokens)
+    {
+        int m = vision.SpatialMergeSize, side = m;
+        while ((side + m) * (side + m) <= netPatches && (side + m) * (side + m) / vision.MergeArea <= Math.Max(1, maxTokens)) side += m;
+        var pixels = new float[(long)side * side * vision.PatchDim];
+        for (long i = 0; i < pixels.Length; i++) pixels[i] = (float)((i * 2654435761L % 4001) / 1000.0 - 2.0);
+        return ((1, side, side), pixels);
+    }
+
     private static int PieceOrder(string piece) =>
-        piece.StartsWith("embedding", StringComparison.Ordinal) ? 0 : piece.StartsWith("block_cache_", StringComparison.Ordinal) ? 2
+        piece == VisionPlan.VitPiece ? -1 : piece.StartsWith("embedding", StringComparison.Ordinal) ? 0 : piece.StartsWith("block_cache_", StringComparison.Ordinal) ? 2
         : piece.StartsWith("block_", StringComparison.Ordinal) ? 1 : 3;
 
     /// <summary>Cosine of two vectors in double precision (1 when both are zero).</summary>

@@ -30,6 +30,10 @@ public sealed record ChatSessionOptions
 
     /// <summary>Extra chat-template variables (enable_thinking, ...).</summary>
     public IReadOnlyDictionary<string, object?>? TemplateVariables { get; init; }
+
+    /// <summary>Rewrites the rendered prompt's ids before they are counted and prefilled (vision-language models expand
+    /// each image placeholder into the image's tokens); null leaves them as they are.</summary>
+    public Func<int[], int[]>? ExpandPrompt { get; init; }
 }
 
 public enum ChatStopReason { EndOfSequence, SeqLengthReached, MaxNewTokens, Cancelled }
@@ -82,7 +86,8 @@ public sealed class ChatSession
         if (withHistory) messages.AddRange(_history);
         messages.Add(new ChatMessage("user", userText));
         string prompt = _template.Render(messages, addGenerationPrompt: true, _options.TemplateVariables);
-        return _tokenizer.Encode(prompt, addSpecialTokens: false);
+        int[] ids = _tokenizer.Encode(prompt, addSpecialTokens: false);
+        return _options.ExpandPrompt is { } expand ? expand(ids) : ids;
     }
 
     /// <summary>Answers one user message; <paramref name="onText"/> receives the reply as it is generated.</summary>
