@@ -28,10 +28,18 @@ public static class Resolver
         // A GGUF's config is synthesized from its metadata by LlmBuild itself; a folder's config.json is the user's.
         if (!GgufCheckpoint.IsGgufPath(modelDir))
             ConfigFieldAudit.Audit(ModelConfig.ParseObject(Path.Combine(modelDir, "config.json")), family, config, Path.Combine(modelDir, "config.json"), warnings);
-        using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(modelDir, config);
+        // A dry run before the download (config.json and the tokenizer only) plans from config.json alone: every tensor
+        // the family requires, with the shape config.json implies, and none of the optional ones (biases a checkpoint may
+        // hold). Without a dry run, missing weights stay LLMB0101.
+        bool weightsAbsent = options.DryRun && !CheckpointLoader.HasWeightFiles(modelDir);
+        using ICheckpoint? checkpoint = weightsAbsent ? null : FamilyCheckpoint.OpenForBuild(modelDir, config);
         bool fuseFinalNorm = options.NumDevice == 1;
-        var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);
-        AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
+        var owners = BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir);
+        if (checkpoint is not null)
+        {
+            owners = MarkPermutedInputs(owners, config, checkpoint, modelDir);
+            AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
+        }
         var pieces = BuildPieces(options, config);
 
         return new ResolvedModel
@@ -44,7 +52,8 @@ public static class Resolver
             Quantize = quantize,
             Weights = scheme,
             QuantizeLmHead = quantizeLmHead && scheme.IsQuantized,
-            WeightFiles = checkpoint.Files,
+            WeightFiles = checkpoint?.Files ?? [],
+            WeightsAbsent = weightsAbsent,
             Pieces = pieces,
             Owners = owners,
             FinalNormInLastBlock = fuseFinalNorm,
@@ -70,7 +79,8 @@ public static class Resolver
                 $"SeqLength={o.SeqLength} exceeds the model's max_position_embeddings ({c.MaxPositionEmbeddings}); positions past it were never trained."));
     }
 
-    private static List<WeightOwner> BuildOwners(ModelConfig c, ModelFamily family, ICheckpoint checkpoint, QuantScheme scheme,
+    /// <param name="checkpoint">The source weights; null in a dry run without them (config.json decides every shape).</param>
+    private static List<WeightOwner> BuildOwners(ModelConfig c, ModelFamily family, ICheckpoint? checkpoint, QuantScheme scheme,
         bool quantizeLmHead, bool fuseFinalNorm, string modelDir)
     {
         long h = c.HiddenSize, q = c.QDim, kv = c.KvDim, inter = c.IntermediateSize, d = c.HeadDim, vocab = c.VocabSize;
@@ -100,7 +110,7 @@ public static class Resolver
         WeightEntry? Entry(WeightRole role, int layer, WeightStorage storage, string? sourceOverride = null, string? keyOverride = null, int? expert = null)
         {
             string source = sourceOverride ?? family.TensorName(role, layer, expert ?? 0);
-            bool present = checkpoint.Contains(source) || IsPrequantized(checkpoint, source);
+            bool present = checkpoint is null ? !family.OptionalRoles.Contains(role) : checkpoint.Contains(source) || IsPrequantized(checkpoint, source);
             if (!present)
             {
                 if (family.OptionalRoles.Contains(role)) return null;
@@ -109,7 +119,7 @@ public static class Resolver
                     "Check that the weights belong to this config.json and that every shard is present.", modelDir);
             }
             long[] shape = Shape(role);
-            if (checkpoint.Contains(source))
+            if (checkpoint is not null && checkpoint.Contains(source))
             {
                 TensorInfo info = checkpoint.GetInfo(source);
                 if (!info.Shape.SequenceEqual(shape))
@@ -155,7 +165,7 @@ public static class Resolver
         if (!fuseFinalNorm) head.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);
         WeightStorage headStorage = quantizeLmHead && scheme.IsQuantized ? WeightStorage.Quantized : WeightStorage.Activation;
         string lmHeadName = family.TensorName(WeightRole.LmHead);
-        bool hasLmHead = checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName);
+        bool hasLmHead = checkpoint is null ? !c.TieWordEmbeddings : checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName);
         // Untied without an lm_head, Hugging Face would start from a random output layer: the checkpoint is incomplete.
         if (!c.TieWordEmbeddings && !hasLmHead)
             throw new LlmBuildException(ErrorCodes.MissingWeight,

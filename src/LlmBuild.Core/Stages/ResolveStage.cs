@@ -56,7 +56,12 @@ public static class ResolveStage
             // Weights, KV cache and the prefill nets' contract io need no codegen: an impossible build fails here, in a
             // second, instead of after quantize and export have written gigabytes (codegen checks the exact figure again).
             var chip = Chips.ChipProfile.Get(model.Options.Chip);
-            Codegen.DeviceMemoryBudget.Estimate(model, chip).Check(model, chip);
+            try { Codegen.DeviceMemoryBudget.Estimate(model, chip).Check(model, chip); }
+            catch (LlmBuildException e) when (model.Options.DryRun && e.Code == ErrorCodes.DeviceMemoryOverflow)
+            {
+                // A dry run reports the whole plan, the overflow included; the build itself stops here.
+                warnings.Add(new LlmBuildWarning(e.Code, e.Message.Replace(e.Code + ": ", "", StringComparison.Ordinal), e.File));
+            }
         }
         return model;
     }
@@ -181,11 +186,23 @@ public static class ResolveStage
         if (c.AttentionSoftcap > 0 || c.FinalLogitSoftcap > 0)
             Line("soft-capping", $"attention {c.AttentionSoftcap}, final logits {c.FinalLogitSoftcap}");
         Line("tie_word_embeddings", c.TieWordEmbeddings);
-        Line("weight files", string.Join(", ", m.WeightFiles));
+        Line("weight files", m.WeightsAbsent
+            ? "none yet: weights absent, the plan and memory estimate come from config.json (optional tensors such as biases not counted)"
+            : string.Join(", ", m.WeightFiles));
+        if (m.CodegenBackend == "builtin")
+        {
+            var chip = Chips.ChipProfile.Get(m.Options.Chip);
+            var budget = Codegen.DeviceMemoryBudget.Estimate(m, chip);
+            Line("device memory", string.Create(CultureInfo.InvariantCulture,
+                $"{MiB(budget.TotalBytes)} MiB per device of {MiB(budget.BudgetBytes)} MiB on {chip.Name}{(budget.TotalBytes > budget.BudgetBytes ? " (DOES NOT FIT: LLMB0503)" : "")}: " +
+                $"weights {MiB(budget.WeightBytes)} + KV cache {MiB(budget.KvCacheBytes)} + prefill io {MiB(budget.ActivationBytes)} (estimate; codegen checks the exact figure)"));
+        }
         Line("pieces", $"{m.Pieces.Count}: {string.Join(", ", m.Pieces.Select(p => p.Name))}");
         Line("weight owners", $"{m.Owners.Count}: {string.Join(", ", m.Owners.Select(w => w.Name))}");
         return sb.ToString();
     }
+
+    private static string MiB(long bytes) => (bytes / (1024.0 * 1024.0)).ToString("0.0", CultureInfo.InvariantCulture);
 
     private static string Format(object? v) => v switch
     {
