@@ -17,12 +17,14 @@ public static class Resolver
     public static ResolvedModel Resolve(BuildOptions options, string name, bool quantizeLmHead, ICollection<LlmBuildWarning> warnings,
         IReadOnlyList<string>? ignoreTensors = null)
     {
+        options = options.WithReferenceRules(warnings);
         string modelDir = Path.GetFullPath(options.ModelPath);
         ModelConfig config = ModelConfig.Load(modelDir);
         ModelFamily family = ModelFamilies.Get(config.ModelType, Path.Combine(modelDir, "config.json"));
         var (quantize, activation, scheme) = QuantizationResolver.Resolve(config, options.Quantize, options.QGroupSize, options.Symmetric, warnings);
         CheckGroupSize(config, scheme);
         CheckLengths(options, config, warnings);
+        NoteDroppedOptions(options, family, warnings);
 
         CheckAttention(options, config, family);
         // A GGUF's config is synthesized from its metadata by LlmBuild itself; a folder's config.json is the user's.
@@ -80,6 +82,29 @@ public static class Resolver
     }
 
     /// <param name="checkpoint">The source weights; null in a dry run without them (config.json decides every shape).</param>
+    /// <summary>
+    /// Options the current llm_convert.py dropped still build their nets, with a warning; AudioLength is accepted and
+    /// checked for every family, and said to change nothing for families without an audio tower (all of them so far).
+    /// </summary>
+    private static void NoteDroppedOptions(BuildOptions o, ModelFamily family, ICollection<LlmBuildWarning> warnings)
+    {
+        var dropped = new List<string>();
+        if (o.SharePrompt) dropped.Add("SharePrompt (--share_prompt)");
+        if (o.MaxPrefillKvLength > 0) dropped.Add("MaxPrefillKvLength (--max_prefill_kv_length)");
+        if (dropped.Count > 0)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.DroppedOption,
+                $"{string.Join(" and ", dropped)}: the current llm_convert.py no longer has {(dropped.Count > 1 ? "these options" : "this option")}. " +
+                "LlmBuild still builds their nets (block_prompt_i, a block_kv_i history of MaxPrefillKvLength rows), but a newer runtime may not know them. " +
+                "UseHistoryKv (--use_history_kv) with ChunkLength is the current way to reuse a prompt's KV cache."));
+        if (o.ChunkLength > 0 && o.Batch > 1)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.ChunkedDecodeNeedsOneSequence,
+                $"ChunkLength={o.ChunkLength} with Batch={o.Batch}: the chunked decode nets block_cache_<i>_<s> read a prefix of one sequence's KV cache, so they are not built; " +
+                "decode runs block_cache_<i> over the whole cache. Prefill chunks (UseHistoryKv) are unaffected. Use Batch=1 to get them."));
+        if (o.AudioLength > 0)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.AudioLengthUnused,
+                $"AudioLength={o.AudioLength} is for audio families (llm_convert.py's qwen2_5_omni, qwen3_asr); family {family.Name} has no audio tower, so it changes nothing."));
+    }
+
     private static List<WeightOwner> BuildOwners(ModelConfig c, ModelFamily family, ICheckpoint? checkpoint, QuantScheme scheme,
         bool quantizeLmHead, bool fuseFinalNorm, string modelDir)
     {
@@ -236,9 +261,26 @@ public static class Resolver
 
     /// <summary>
     /// The nets of the model, in the order the runtime loads them. SharePrompt replaces block_i by block_prompt_i (the
-    /// shared prompt's prefill) and adds block_kv_i for later prefills that attend to it, as UseBlockWithKv does.
+    /// shared prompt's prefill) and adds block_kv_i for later prefills that attend to it, as UseHistoryKv does. ChunkLength
+    /// adds the chunked decode nets block_cache_&lt;i&gt;_&lt;s&gt; (<see cref="DecodeSegments"/>) before block_cache_i.
     /// DoSample or LoRA split the heads: lm_head emits logits and greedy_head / sample_head pick the token.
     /// </summary>
+    /// <summary>
+    /// The history rows of the chunked decode nets block_cache_&lt;i&gt;_&lt;s&gt; (ChunkLength &gt; 0): s = ChunkLength,
+    /// 2·ChunkLength, 4·ChunkLength … below SeqLength, ascending; block_cache_&lt;i&gt; covers the rest up to SeqLength. A
+    /// decode step runs the smallest net whose history holds the cached tokens, so a short context reads a short cache.
+    /// The reference's own list is in its LlmConverter, which this follows as LLM-TPU describes it ("decode is segmented by
+    /// KV-cache length … 1K / 2K / 4K / 8K" for a chunk of 1024 and SeqLength 8192).
+    /// </summary>
+    public static IReadOnlyList<int> DecodeSegments(BuildOptions o)
+    {
+        var rows = new List<int>();
+        // A segment net reads the first s rows of one sequence's cache; with Batch > 1 the slots' caches interleave.
+        if (o.ChunkLength <= 0 || o.Batch > 1) return rows;
+        for (long s = o.ChunkLength; s < o.SeqLength; s *= 2) rows.Add((int)s);
+        return rows;
+    }
+
     public static List<Piece> BuildPieces(BuildOptions o, ModelConfig c)
     {
         var pieces = new List<Piece>();
@@ -253,7 +295,9 @@ public static class Resolver
             pieces.Add(o.SharePrompt
                 ? new Piece($"block_prompt_{i}", PieceKind.BlockPrompt, i, owner)
                 : new Piece(owner, PieceKind.Block, i, owner));
-            if (o.UseBlockWithKv || o.SharePrompt) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
+            if (o.UseHistoryKv || o.SharePrompt) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
+            foreach (int rows in DecodeSegments(o))
+                pieces.Add(new Piece(Piece.SegmentName(i, rows), PieceKind.BlockCache, i, owner) { History = rows });
             pieces.Add(new Piece($"block_cache_{i}", PieceKind.BlockCache, i, owner));
         }
         pieces.Add(new Piece("lm_head", PieceKind.LmHead, -1, "lm_head"));

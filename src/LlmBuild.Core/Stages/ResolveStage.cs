@@ -27,7 +27,7 @@ public static class ResolveStage
 
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
-        BuildOptions options = BuildOptions.Parse(values);
+        BuildOptions options = BuildOptions.Parse(values, warnings);
         // The targets always pass LlmModelName (the project name unless set), so an empty value is the user's: refuse it
         // rather than write bin/.bmodel. Callers that pass no name at all (tests, tools) get the model's file or folder name.
         string name = values.TryGetValue("LlmModelName", out string? n) ? CheckModelName(n)
@@ -123,7 +123,7 @@ public static class ResolveStage
         var graphOptions = new
         {
             o.SeqLength, o.PrefillLength, o.Batch, o.Dynamic, o.DoSample, o.LoraMaxRank, o.MaxPrefillKvLength,
-            o.UseBlockWithKv, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy,
+            o.UseHistoryKv, o.ChunkLength, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy,
         };
         foreach (var piece in model.Pieces)
         {
