@@ -37,21 +37,21 @@ public sealed record ChipProfile
     {
         Name = "bm1684x", BModelChip = "BM1684X" + EmulatorSuffix, NpuNum = 64, LocalMemPerLaneBytes = 256 * 1024, EuBytes = 64,
         MaxCores = 1, FrequencyMHz = 1000, Alignment = 4096, DefaultDeviceMemoryMiB = 12 * 1024, TaggedAddresses = false,
-        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16],
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16],
     };
 
     public static readonly ChipProfile BM1688 = new()
     {
         Name = "bm1688", BModelChip = "BM1688" + EmulatorSuffix, NpuNum = 32, LocalMemPerLaneBytes = 128 * 1024, EuBytes = 16,
         MaxCores = 2, FrequencyMHz = 1000, Alignment = 64, DefaultDeviceMemoryMiB = 4 * 1024, TaggedAddresses = true,
-        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16],
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16],
     };
 
     public static readonly ChipProfile CV186X = new()
     {
         Name = "cv186x", BModelChip = "CV186X" + EmulatorSuffix, NpuNum = 32, LocalMemPerLaneBytes = 128 * 1024, EuBytes = 16,
         MaxCores = 1, FrequencyMHz = 900, Alignment = 64, DefaultDeviceMemoryMiB = 4 * 1024, TaggedAddresses = true,
-        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16], SingleDevice = true,
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16], SingleDevice = true,
     };
 
     /// <summary>Every chip LlmBuild targets, the default first: the Chip option's values come from this list.</summary>

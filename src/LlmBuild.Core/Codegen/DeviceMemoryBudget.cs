@@ -47,10 +47,11 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
         var cfg = model.Config;
         int devices = TensorParallel.Devices(model);
         long length = model.PrefillLength, keys = model.PrefillLength, batch = model.Options.Batch;
-        long states = Product(batch, length, cfg.HiddenSize, 2);
-        long mask = model.Options.Dynamic ? 0 : Product(batch, length, keys, 2);
+        long act = Models.GraphDTypes.ActivationBytes(model.ActivationDtype);
+        long states = Product(batch, length, cfg.HiddenSize, act);
+        long mask = model.Options.Dynamic ? 0 : Product(batch, length, keys, act);
         long positions = Product(batch, length, 4);
-        long newKv = Product(2, batch, length, cfg.NumKvHeads / devices, cfg.HeadDim, 2);
+        long newKv = Product(2, batch, length, cfg.NumKvHeads / devices, cfg.HeadDim, act);
         long io = Sum(Sum(Sum(Product(2, states), mask), positions), newKv);
         return Compute(model, chip, io, "block_0 (inputs and outputs only)");
     }
@@ -59,7 +60,7 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
     private static long KvCacheBytesPerDevice(ResolvedModel model)
     {
         var cfg = model.Config;
-        const int actBytes = 2; // bf16 or f16 KV
+        int actBytes = Models.GraphDTypes.ActivationBytes(model.ActivationDtype); // KV in the activation dtype
         return Product(2, cfg.NumLayers, model.Options.Batch, model.SeqLength, cfg.NumKvHeads / TensorParallel.Devices(model), cfg.HeadDim, actBytes);
     }
 
@@ -98,7 +99,7 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
         switch (e.Storage)
         {
             case WeightStorage.Float32: return Product(count, 4);
-            case WeightStorage.Activation: return Product(count, 2);
+            case WeightStorage.Activation: return Product(count, Models.GraphDTypes.ActivationBytes(model.ActivationDtype));
             default:
             {
                 long n = shape[0], k = shape.Length > 1 ? shape[1] : 1;
