@@ -35,7 +35,8 @@ public static class Resolver
         // hold). Without a dry run, missing weights stay LLMB0101.
         bool weightsAbsent = options.DryRun && !CheckpointLoader.HasWeightFiles(modelDir);
         using ICheckpoint? checkpoint = weightsAbsent ? null : FamilyCheckpoint.OpenForBuild(modelDir, config);
-        bool fuseFinalNorm = options.NumDevice == 1;
+        // One device, or a pipeline whose last block device runs whole blocks: the final norm joins the last block.
+        bool fuseFinalNorm = options.NumDevice == 1 || PipelineParallel.IsPipeline(options);
         var owners = BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir);
         if (checkpoint is not null)
         {

@@ -49,6 +49,8 @@ public static class ResolveStage
             using var gguf = Checkpoints.CheckpointLoader.Open(model.Options.ModelPath);
             NoteGgufRequantization(gguf, model.Quantize, model.Weights, warnings);
         }
+        // A pipeline's cut must give every device a net (for either backend: the package is cut from the piece bmodels).
+        if (PipelineParallel.IsPipeline(model.Options)) PipelineParallel.Stages(model);
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
         if (backend == "builtin")
         {
@@ -56,7 +58,10 @@ public static class ResolveStage
             // Weights, KV cache and the prefill nets' contract io need no codegen: an impossible build fails here, in a
             // second, instead of after quantize and export have written gigabytes (codegen checks the exact figure again).
             var chip = Chips.ChipProfile.Get(model.Options.Chip);
-            try { Codegen.DeviceMemoryBudget.Estimate(model, chip).Check(model, chip); }
+            try
+            {
+                foreach (var budget in Codegen.DeviceMemoryBudget.EstimateDevices(model, chip)) budget.Check(model, chip);
+            }
             catch (LlmBuildException e) when (model.Options.DryRun && e.Code == ErrorCodes.DeviceMemoryOverflow)
             {
                 // A dry run reports the whole plan, the overflow included; the build itself stops here.
@@ -137,7 +142,7 @@ public static class ResolveStage
 
         var codegen = new { Stage = "codegen", Sdk = sdk, model.CodegenBackend, o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "codegen.json"), ToJson(codegen));
-        var combine = new { Stage = "combine", Sdk = sdk, model.Name, o.Chip, o.EmbeddingDisk, Pieces = model.Pieces.Select(p => p.Name) };
+        var combine = new { Stage = "combine", Sdk = sdk, model.Name, o.Chip, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, Pieces = model.Pieces.Select(p => p.Name) };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "combine.json"), ToJson(combine));
 
         // The resolve target's own outputs: always written, so their times mark the last resolve.
@@ -192,10 +197,14 @@ public static class ResolveStage
         if (m.CodegenBackend == "builtin")
         {
             var chip = Chips.ChipProfile.Get(m.Options.Chip);
-            var budget = Codegen.DeviceMemoryBudget.Estimate(m, chip);
-            Line("device memory", string.Create(CultureInfo.InvariantCulture,
-                $"{MiB(budget.TotalBytes)} MiB per device of {MiB(budget.BudgetBytes)} MiB on {chip.Name}{(budget.TotalBytes > budget.BudgetBytes ? " (DOES NOT FIT: LLMB0503)" : "")}: " +
-                $"weights {MiB(budget.WeightBytes)} + KV cache {MiB(budget.KvCacheBytes)} + prefill io {MiB(budget.ActivationBytes)} (estimate; codegen checks the exact figure)"));
+            var budgets = Codegen.DeviceMemoryBudget.EstimateDevices(m, chip);
+            foreach (var budget in budgets)
+                Line(budgets.Count > 1 ? $"device {budget.Device} memory" : "device memory", string.Create(CultureInfo.InvariantCulture,
+                    $"{MiB(budget.TotalBytes)} MiB {(budgets.Count > 1 ? "" : "per device ")}of {MiB(budget.BudgetBytes)} MiB on {chip.Name}{(budget.TotalBytes > budget.BudgetBytes ? " (DOES NOT FIT: LLMB0503)" : "")}: " +
+                    $"weights {MiB(budget.WeightBytes)} + KV cache {MiB(budget.KvCacheBytes)} + io {MiB(budget.ActivationBytes)} of {budget.ActivationPiece} (estimate; codegen checks the exact figure)"));
+            if (PipelineParallel.IsPipeline(m.Options))
+                foreach (var stage in PipelineParallel.Stages(m))
+                    Line($"pp device {stage.Device}", $"{stage.FileName(m.Name)}: {string.Join(", ", stage.Pieces)}");
         }
         Line("pieces", $"{m.Pieces.Count}: {string.Join(", ", m.Pieces.Select(p => p.Name))}");
         Line("weight owners", $"{m.Owners.Count}: {string.Join(", ", m.Owners.Select(w => w.Name))}");
