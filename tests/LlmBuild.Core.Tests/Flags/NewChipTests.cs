@@ -26,6 +26,19 @@ public sealed class NewChipTests
         Assert.AreEqual(ErrorCodes.ConflictingProperties, Assert.ThrowsExactly<LlmBuildException>(() => (o with { Chip = "bm1684x2", NumCore = 5 }).Validate()).Code);
     }
 
+    /// <summary>The chip targets' LlmChipCores is each profile's core count.</summary>
+    [TestMethod]
+    public void ChipTargetsGiveEveryProfilesCores()
+    {
+        var targets = System.Xml.Linq.XDocument.Load(Path.Combine(ExampleBuild.RepoRoot, "targets", "LlmBuild.Chips.targets"));
+        var cores = targets.Descendants("LlmChipCores").ToArray();
+        foreach (var chip in ChipProfile.All)
+        {
+            var entry = cores.Single(e => ((string)e.Attribute("Condition")!).Contains($"'{chip.Name}'", StringComparison.Ordinal));
+            Assert.AreEqual(chip.MaxCores.ToString(), entry.Value, chip.Name);
+        }
+    }
+
     [TestMethod]
     [DataRow("bm1690", "BM1690-EMU")]
     [DataRow("bm1684x2", "BM1684X2-EMU")]
