@@ -41,7 +41,7 @@ public sealed class CommandLineTests
         var (exit, output, error) = RunMain("convert", "-m", TestPaths.ExampleCheckpoint, "-s", "64", "-q", "int3");
         Assert.AreEqual(1, exit);
         Assert.AreEqual("", output);
-        Assert.AreEqual("error LLMB0001: -q/--quantize: Property Quantize='int3' is invalid: expected one of auto, bf16, f16, w8bf16, w8f16, w4bf16, w4f16.", error.Trim());
+        Assert.AreEqual("error LLMB0001: -q/--quantize: Property Quantize='int3' is invalid: expected one of auto, bf16, f16, w8bf16, w8f16, w4bf16, w4f16, f32.", error.Trim());
     }
 
     [TestMethod]

@@ -22,9 +22,11 @@ public sealed class ConvertFlagsTests
         (["-b", "--batch"], "Batch", false),
         (["--max_input_length"], "MaxInputLength", false),
         (["--max_prefill_kv_length"], "MaxPrefillKvLength", false),
-        (["--use_block_with_kv"], "UseBlockWithKv", true),
+        (["--use_history_kv", "--use_block_with_kv"], "UseHistoryKv", true),
+        (["--chunk_length"], "ChunkLength", false),
         (["--share_prompt"], "SharePrompt", true),
         (["--max_pixels"], "MaxPixels", false),
+        (["--audio_length"], "AudioLength", false),
         (["--lora_max_rank"], "LoraMaxRank", false),
         (["--do_sample"], "DoSample", true),
         (["--embedding_disk"], "EmbeddingDisk", true),
@@ -126,7 +128,7 @@ public sealed class ConvertFlagsTests
         Assert.AreEqual(0, o.MaxPrefillKvLength);
         Assert.AreEqual("", o.MaxPixels);
         Assert.AreEqual(0, o.LoraMaxRank);
-        Assert.IsFalse(o.UseBlockWithKv || o.SharePrompt || o.DoSample || o.EmbeddingDisk || o.Dynamic || o.OnlyMlir || o.Debug || o.DryRun);
+        Assert.IsFalse(o.UseHistoryKv || o.SharePrompt || o.DoSample || o.EmbeddingDisk || o.Dynamic || o.OnlyMlir || o.Debug || o.DryRun);
         // auto follows the checkpoint's torch_dtype (bfloat16), and the default out_dir is ./<model>_<chip>_<quantize>.
         Assert.AreEqual("bf16", plan.Model.Quantize);
         Assert.AreEqual(Path.Combine(TestPaths.RepoRoot, "checkpoint_bm1684x_bf16"), plan.OutDir);
@@ -153,7 +155,7 @@ public sealed class ConvertFlagsTests
         Assert.AreEqual(16, o.MaxPrefillKvLength);
         Assert.AreEqual(8, o.LoraMaxRank);
         Assert.AreEqual("100,100", o.MaxPixels, "text families have no pixel unit");
-        Assert.IsTrue(o.UseBlockWithKv && o.SharePrompt && o.DoSample && o.EmbeddingDisk && o.Dynamic && o.OnlyMlir && o.Debug);
+        Assert.IsTrue(o.UseHistoryKv && o.SharePrompt && o.DoSample && o.EmbeddingDisk && o.Dynamic && o.OnlyMlir && o.Debug);
         Assert.IsFalse(o.DryRun);
     }
 

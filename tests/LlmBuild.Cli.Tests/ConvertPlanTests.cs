@@ -111,6 +111,22 @@ public sealed class ConvertPlanTests
         Assert.IsFalse(Directory.Exists(outDir));
     }
 
+    /// <summary>Before the download: a folder with config.json and the tokenizer only (today's Qwen2.5-7B-Instruct).</summary>
+    [TestMethod]
+    public void DryRunWorksBeforeTheWeightsAreDownloaded()
+    {
+        string outDir = Path.Combine(TestPaths.NewTempDirectory("dry7b"), "out");
+        string model = Path.Combine(TestPaths.RepoRoot, "tests", "fixtures", "qwen2.5-7b-instruct");
+        var (_, request) = TestPaths.Parse("-m", model, "-s", "2048", "-q", "w4bf16", "--dry_run", "-o", outDir);
+        var output = new StringWriter();
+        Assert.AreEqual(0, Commands.ConvertCommand.Run(request, output));
+        string text = output.ToString();
+        StringAssert.Contains(text, "weights absent");
+        StringAssert.Contains(text, "device memory");
+        StringAssert.Contains(text, "pieces                 59:");
+        Assert.IsFalse(Directory.Exists(outDir));
+    }
+
     [TestMethod]
     public void VersionPrintsTheToolAndFormatVersionsWithoutOtherFlags()
     {

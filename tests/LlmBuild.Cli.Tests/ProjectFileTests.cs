@@ -29,7 +29,7 @@ public sealed class ProjectFileTests
             ["ImportDirectoryBuildProps"] = "false", ["ImportDirectoryBuildTargets"] = "false", ["ImportDirectoryPackagesProps"] = "false",
             ["ModelPath"] = TestPaths.ExampleCheckpoint, ["SeqLength"] = "64", ["Quantize"] = "w4bf16", ["QGroupSize"] = "32",
             ["Symmetric"] = "true", ["Chip"] = "bm1688", ["NumDevice"] = "1", ["DistributeStrategy"] = "tp", ["NumCore"] = "1",
-            ["Batch"] = "2", ["MaxInputLength"] = "0", ["MaxPrefillKvLength"] = "0", ["UseBlockWithKv"] = "false",
+            ["Batch"] = "2", ["MaxInputLength"] = "0", ["MaxPrefillKvLength"] = "0", ["UseHistoryKv"] = "false", ["ChunkLength"] = "0", ["AudioLength"] = "0",
             ["SharePrompt"] = "false", ["MaxPixels"] = "672,896", ["LoraMaxRank"] = "0", ["DoSample"] = "true",
             ["EmbeddingDisk"] = "false", ["Dynamic"] = "false", ["OnlyMlir"] = "false", ["Debug"] = "false",
             ["LlmModelName"] = "checkpoint_w4bf16_seq64_bm1688_1core_static", ["OutputPath"] = "$(MSBuildProjectDirectory)/",

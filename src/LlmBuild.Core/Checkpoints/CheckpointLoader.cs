@@ -42,6 +42,22 @@ public static class CheckpointLoader
             "Download the full checkpoint (not only config.json and the tokenizer).", dir);
     }
 
+    /// <summary>
+    /// True when <see cref="Open"/> would find weights: a .gguf file, or a folder holding any of the weight files it looks
+    /// for. False for a folder with only config.json and the tokenizer (what a dry run before the download sees).
+    /// </summary>
+    public static bool HasWeightFiles(string modelPath)
+    {
+        if (GgufCheckpoint.IsGgufPath(modelPath)) return true;
+        string dir = Path.GetFullPath(modelPath);
+        if (!Directory.Exists(dir)) return false;
+        return Directory.EnumerateFiles(dir, "*.safetensors").Any(f => !Path.GetFileName(f).StartsWith("adapter", StringComparison.Ordinal))
+            || File.Exists(Path.Combine(dir, "model.safetensors.index.json"))
+            || File.Exists(Path.Combine(dir, "pytorch_model.bin.index.json"))
+            || File.Exists(Path.Combine(dir, "pytorch_model.bin"))
+            || Directory.EnumerateFiles(dir, "pytorch_model-*.bin").Any();
+    }
+
     /// <summary>The weight files <see cref="Open"/> would read, relative to the folder (for MSBuild Inputs).</summary>
     public static IReadOnlyList<string> WeightFiles(string modelDir)
     {

@@ -37,25 +37,52 @@ public sealed record ChipProfile
     {
         Name = "bm1684x", BModelChip = "BM1684X" + EmulatorSuffix, NpuNum = 64, LocalMemPerLaneBytes = 256 * 1024, EuBytes = 64,
         MaxCores = 1, FrequencyMHz = 1000, Alignment = 4096, DefaultDeviceMemoryMiB = 12 * 1024, TaggedAddresses = false,
-        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16],
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16],
     };
 
     public static readonly ChipProfile BM1688 = new()
     {
         Name = "bm1688", BModelChip = "BM1688" + EmulatorSuffix, NpuNum = 32, LocalMemPerLaneBytes = 128 * 1024, EuBytes = 16,
         MaxCores = 2, FrequencyMHz = 1000, Alignment = 64, DefaultDeviceMemoryMiB = 4 * 1024, TaggedAddresses = true,
-        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16],
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16],
     };
 
     public static readonly ChipProfile CV186X = new()
     {
         Name = "cv186x", BModelChip = "CV186X" + EmulatorSuffix, NpuNum = 32, LocalMemPerLaneBytes = 128 * 1024, EuBytes = 16,
         MaxCores = 1, FrequencyMHz = 900, Alignment = 64, DefaultDeviceMemoryMiB = 4 * 1024, TaggedAddresses = true,
-        ActivationDTypes = [GraphDType.BF16, GraphDType.F16], WeightBits = [4, 8, 16], SingleDevice = true,
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16], SingleDevice = true,
     };
 
-    /// <summary>Every chip LlmBuild targets, the default first: the Chip option's values come from this list.</summary>
-    public static IReadOnlyList<ChipProfile> All { get; } = [BM1684X, BM1688, CV186X];
+    /// <summary>
+    /// BM1690. Lanes (NPU_NUM 64), vector width (EU_BYTES 64), local memory (LMEM_BYTES 256 KiB per lane), the 4 KiB
+    /// ALIGNMENT and tagged global addresses (SUPPORT_MEM_TAG, weight/activation tags in bits 40+) are TPU-MLIR's
+    /// include/tpu_mlir/Backend/BM168x/BM1690.h; 8 cores is the default num_core llm_convert's LlmConverter.get_core_num
+    /// gives it. No public source gives its clock or its boards' device memory: the frequency is recorded as 1000 MHz
+    /// (like BM1684X, unused by the emulator) and the budget default is a conservative 16 GiB (set DeviceMemoryMiB).
+    /// </summary>
+    public static readonly ChipProfile BM1690 = new()
+    {
+        Name = "bm1690", BModelChip = "BM1690" + EmulatorSuffix, NpuNum = 64, LocalMemPerLaneBytes = 256 * 1024, EuBytes = 64,
+        MaxCores = 8, FrequencyMHz = 1000, Alignment = 4096, DefaultDeviceMemoryMiB = 16 * 1024, TaggedAddresses = true,
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16],
+    };
+
+    /// <summary>
+    /// BM1684X2. NPU_NUM 16, EU_BYTES 32, LMEM_BYTES 256 KiB per lane, ALIGNMENT 4 KiB and tagged addresses (weight,
+    /// activation and io_alone tags) are TPU-MLIR's include/tpu_mlir/Backend/BM168x/BM1684X2.h; 4 cores is LlmConverter's
+    /// get_core_num default for it. No public source gives its clock or device memory: 1000 MHz is recorded and the
+    /// budget default is a conservative 4 GiB, BM1688's figure (set DeviceMemoryMiB for the real board).
+    /// </summary>
+    public static readonly ChipProfile BM1684X2 = new()
+    {
+        Name = "bm1684x2", BModelChip = "BM1684X2" + EmulatorSuffix, NpuNum = 16, LocalMemPerLaneBytes = 256 * 1024, EuBytes = 32,
+        MaxCores = 4, FrequencyMHz = 1000, Alignment = 4096, DefaultDeviceMemoryMiB = 4 * 1024, TaggedAddresses = true,
+        ActivationDTypes = [GraphDType.BF16, GraphDType.F16, GraphDType.F32], WeightBits = [4, 8, 16],
+    };
+
+    /// <summary>Every chip LlmBuild targets, the default first: the Chip option's values come from this list (llm_convert's order).</summary>
+    public static IReadOnlyList<ChipProfile> All { get; } = [BM1684X, BM1688, CV186X, BM1690, BM1684X2];
 
     public static ChipProfile Get(string name) =>
         All.FirstOrDefault(c => string.Equals(c.Name, name, StringComparison.OrdinalIgnoreCase))

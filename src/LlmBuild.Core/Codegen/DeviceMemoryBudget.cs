@@ -21,6 +21,8 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
     /// <param name="device">The device (0 .. NumDevice − 1).</param>
     public static DeviceMemoryBudget Compute(ResolvedModel model, ChipProfile chip, long activationBytes, string activationPiece, int device = 0)
     {
+        if (PipelineParallel.IsPipeline(model.Options))
+            return ComputeStage(model, chip, PipelineParallel.StageOf(model, activationPiece), activationBytes, activationPiece);
         int devices = TensorParallel.Devices(model);
         if (device < 0 || device >= devices) throw new ArgumentOutOfRangeException(nameof(device), device, $"the model has devices 0..{devices - 1}");
         var blockOwners = model.Pieces.Where(p => TensorParallel.IsBlock(p.Kind) && p.WeightOwner is not null)
@@ -37,22 +39,48 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
     }
 
     /// <summary>
+    /// One pipeline device (DistributeStrategy=pp): the weight owners of its stage's nets and the KV cache of its layers,
+    /// plus <paramref name="activationBytes"/> of its largest net.
+    /// </summary>
+    public static DeviceMemoryBudget ComputeStage(ResolvedModel model, ChipProfile chip, PipelineStage stage, long activationBytes, string activationPiece)
+    {
+        long weights = 0;
+        foreach (string owner in stage.Pieces.Select(p => model.Piece(p).WeightOwner).OfType<string>().Distinct(StringComparer.Ordinal))
+            foreach (WeightEntry e in model.Owner(owner).Entries) weights = Sum(weights, chip.AlignUp(StoredBytes(model, e)));
+        long kv = model.Config.NumLayers == 0 ? 0 : KvCacheBytesPerDevice(model) / model.Config.NumLayers * stage.Layers.Count;
+        return new DeviceMemoryBudget(weights, kv, activationBytes, chip.DeviceMemoryBytes(model.DeviceMemoryMiB), activationPiece, stage.Device, model.Options.NumDevice);
+    }
+
+    /// <summary>
+    /// Every device's budget known before any piece is compiled: <see cref="Estimate"/> for one device or tensor
+    /// parallelism (device 0 holds the most), one per stage for a pipeline (block devices with a prefill block's io, the
+    /// others with their nets' states).
+    /// </summary>
+    public static IReadOnlyList<DeviceMemoryBudget> EstimateDevices(ResolvedModel model, ChipProfile chip)
+    {
+        if (!PipelineParallel.IsPipeline(model.Options)) return [Estimate(model, chip)];
+        long blockIo = BlockIoBytes(model);
+        long act = Models.GraphDTypes.ActivationBytes(model.ActivationDtype);
+        long statesIo = Sum(Product(model.PrefillLength, model.Config.HiddenSize, act), Product(model.Config.VocabSize, 4));
+        return PipelineParallel.Stages(model).Select(s => ComputeStage(model, chip, s, s.Layers.Count > 0 ? blockIo : statesIo,
+            s.Layers.Count > 0 ? $"block_{s.Layers[0]} (inputs and outputs only)" : $"{s.Pieces.FirstOrDefault()} (states only)")).ToArray();
+    }
+
+    /// <summary>
     /// The budget of device 0 known before any piece is compiled: its weights and KV cache as <see cref="Compute"/> counts
     /// them, and for activations only the io the net contract fixes for one prefill block (input and output states, the
     /// [L, S] attention mask, position ids, the new k and v, at 2 bytes an element). Compiled nets need at least that, so
     /// a model this refuses would be refused by codegen too — only later, after quantize and export.
     /// </summary>
-    public static DeviceMemoryBudget Estimate(ResolvedModel model, ChipProfile chip)
+    public static DeviceMemoryBudget Estimate(ResolvedModel model, ChipProfile chip) =>
+        PipelineParallel.IsPipeline(model.Options) ? EstimateDevices(model, chip).MaxBy(b => b.TotalBytes)!
+        : SingleDeviceEstimate(model, chip);
+
+    /// <summary>One device or tensor parallelism: a prefill block's io, or the vit's where a vision tower's is larger.</summary>
+    private static DeviceMemoryBudget SingleDeviceEstimate(ResolvedModel model, ChipProfile chip)
     {
-        var cfg = model.Config;
-        int devices = TensorParallel.Devices(model);
-        long length = model.PrefillLength, keys = model.PrefillLength, batch = model.Options.Batch;
-        long states = Product(batch, length, cfg.HiddenSize, 2);
-        long mask = model.Options.Dynamic ? 0 : Product(batch, length, keys, 2);
-        long positions = Product(batch, length, 4);
-        long newKv = Product(2, batch, length, cfg.NumKvHeads / devices, cfg.HeadDim, 2);
-        long io = Sum(Sum(Sum(Product(2, states), mask), positions), newKv);
-        if (cfg.Vision is { } v && model.VitPatches > 0)
+        long io = BlockIoBytes(model);
+        if (model.Config.Vision is { } v && model.VitPatches > 0)
         {
             // vit: patches, position ids, the [N, N] mask(s) in f32, the merged output.
             long n = model.VitPatches;
@@ -62,11 +90,25 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
         return Compute(model, chip, io, "block_0 (inputs and outputs only)");
     }
 
+    /// <summary>The io the net contract fixes for one prefill block (states, mask, positions, new k and v).</summary>
+    private static long BlockIoBytes(ResolvedModel model)
+    {
+        var cfg = model.Config;
+        int devices = TensorParallel.Devices(model);
+        long length = model.PrefillLength, keys = model.PrefillLength, batch = model.Options.Batch;
+        long act = Models.GraphDTypes.ActivationBytes(model.ActivationDtype);
+        long states = Product(batch, length, cfg.HiddenSize, act);
+        long mask = model.Options.Dynamic ? 0 : Product(batch, length, keys, act);
+        long positions = Product(batch, length, 4);
+        long newKv = Product(2, batch, length, cfg.NumKvHeads / devices, cfg.HeadDim, act);
+        return Sum(Sum(Sum(Product(2, states), mask), positions), newKv);
+    }
+
     /// <summary>Every layer's K and V cache on one device, for Batch sequences of SeqLength (saturates rather than wraps).</summary>
     private static long KvCacheBytesPerDevice(ResolvedModel model)
     {
         var cfg = model.Config;
-        const int actBytes = 2; // bf16 or f16 KV
+        int actBytes = Models.GraphDTypes.ActivationBytes(model.ActivationDtype); // KV in the activation dtype
         return Product(2, cfg.NumLayers, model.Options.Batch, model.SeqLength, cfg.NumKvHeads / TensorParallel.Devices(model), cfg.HeadDim, actBytes);
     }
 
@@ -105,7 +147,7 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
         switch (e.Storage)
         {
             case WeightStorage.Float32: return Product(count, 4);
-            case WeightStorage.Activation: return Product(count, 2);
+            case WeightStorage.Activation: return Product(count, Models.GraphDTypes.ActivationBytes(model.ActivationDtype));
             default:
             {
                 long n = shape[0], k = shape.Length > 1 ? shape[1] : 1;

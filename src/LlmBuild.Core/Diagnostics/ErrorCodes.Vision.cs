@@ -6,7 +6,7 @@ public static partial class ErrorCodes
     public const string BadVisionConfig = "LLMB0140";
     [Code("MaxPixels is not a multiple of the family's pixel unit (28×28 for Qwen2-VL / Qwen2.5-VL) or gives no whole merge window of patches.")]
     public const string BadMaxPixels = "LLMB0141";
-    [Code("A vision-language model is built with an option its image path does not support yet (Batch > 1, NumDevice > 1, Dynamic, SharePrompt, UseBlockWithKv, EmbeddingDisk).")]
+    [Code("A vision-language model is built with an option its image path does not support yet (Batch > 1, NumDevice > 1, Dynamic, SharePrompt, UseHistoryKv, EmbeddingDisk).")]
     public const string VisionUnsupportedOption = "LLMB0142";
     [Code("An image cannot be decoded (corrupt, truncated or an unsupported format), or is too small or too large to preprocess.")]
     public const string BadImage = "LLMB0143";

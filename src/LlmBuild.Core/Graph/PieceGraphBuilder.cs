@@ -294,7 +294,7 @@ public static partial class PieceGraphBuilder
         };
         int history = kind switch
         {
-            PieceKind.BlockCache => model.SeqLength,
+            PieceKind.BlockCache => c.Piece.History ?? model.SeqLength,
             PieceKind.BlockKv => HistoryLength(model),
             _ => 0,
         };

@@ -16,11 +16,15 @@ public static class GraphDTypes
         _ => throw new ArgumentOutOfRangeException(nameof(t)),
     };
 
-    /// <summary>The activation dtype of a resolved model ("bf16" or "f16").</summary>
+    /// <summary>The activation dtype of a resolved model ("bf16", "f16", or "f32" for Quantize=f32).</summary>
     public static GraphDType Activation(string activationDtype) => activationDtype switch
     {
         "bf16" => GraphDType.BF16,
         "f16" => GraphDType.F16,
-        _ => throw new ArgumentException($"Activation dtype '{activationDtype}' is neither bf16 nor f16.", nameof(activationDtype)),
+        "f32" => GraphDType.F32,
+        _ => throw new ArgumentException($"Activation dtype '{activationDtype}' is not bf16, f16 or f32.", nameof(activationDtype)),
     };
+
+    /// <summary>Bytes of one element of an activation dtype ("bf16", "f16": 2; "f32": 4).</summary>
+    public static int ActivationBytes(string activationDtype) => activationDtype == "f32" ? 4 : 2;
 }

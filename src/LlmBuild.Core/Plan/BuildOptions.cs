@@ -27,10 +27,12 @@ public sealed record BuildOptions
     public int Batch { get; init; } = DefaultInteger(OptionTable.Batch);
     public int MaxInputLength { get; init; }
     public int MaxPrefillKvLength { get; init; }
-    public bool UseBlockWithKv { get; init; }
+    public bool UseHistoryKv { get; init; }
+    public int ChunkLength { get; init; }
     public bool SharePrompt { get; init; }
     /// <summary>"W,H" for vision families; empty means the family default.</summary>
     public string MaxPixels { get; init; } = "";
+    public int AudioLength { get; init; }
     public int LoraMaxRank { get; init; }
     public bool DoSample { get; init; }
     public bool EmbeddingDisk { get; init; }
@@ -43,7 +45,8 @@ public sealed record BuildOptions
     /// Parses named string values (MSBuild properties or CLI flags). Names that are not options are ignored;
     /// missing names take the default. Every bad value is an <see cref="ErrorCodes.InvalidProperty"/> error.
     /// </summary>
-    public static BuildOptions Parse(IReadOnlyDictionary<string, string?> values)
+    /// <param name="notes">Receives LLMB0020 when UseHistoryKv derives options (see <see cref="WithReferenceRules"/>).</param>
+    public static BuildOptions Parse(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning>? notes = null)
     {
         var options = new BuildOptions
         {
@@ -59,9 +62,11 @@ public sealed record BuildOptions
             Batch = OptionTable.Batch.ReadInteger(values),
             MaxInputLength = OptionTable.MaxInputLength.ReadInteger(values),
             MaxPrefillKvLength = OptionTable.MaxPrefillKvLength.ReadInteger(values),
-            UseBlockWithKv = OptionTable.UseBlockWithKv.ReadSwitch(values),
+            UseHistoryKv = OptionTable.UseHistoryKv.ReadSwitch(values),
+            ChunkLength = OptionTable.ChunkLength.ReadInteger(values),
             SharePrompt = OptionTable.SharePrompt.ReadSwitch(values),
             MaxPixels = OptionTable.MaxPixels.ReadText(values),
+            AudioLength = OptionTable.AudioLength.ReadInteger(values),
             LoraMaxRank = OptionTable.LoraMaxRank.ReadInteger(values),
             DoSample = OptionTable.DoSample.ReadSwitch(values),
             EmbeddingDisk = OptionTable.EmbeddingDisk.ReadSwitch(values),
@@ -69,9 +74,34 @@ public sealed record BuildOptions
             OnlyMlir = OptionTable.OnlyMlir.ReadSwitch(values),
             Debug = OptionTable.Debug.ReadSwitch(values),
             DryRun = OptionTable.DryRun.ReadSwitch(values),
-        };
+        }.WithReferenceRules(notes);
         options.Validate();
         return options;
+    }
+
+    /// <summary>
+    /// The options llm_convert.py derives from --use_history_kv: Dynamic is forced on, ChunkLength defaults to
+    /// SeqLength/4 (an error when that is 0) and MaxInputLength becomes ChunkLength. The reference refuses any
+    /// MaxInputLength given with it. Here, so that projects of the April 2026 command line (--use_block_with_kv with
+    /// --max_input_length) keep building, a MaxInputLength without ChunkLength is taken as the chunk, and one equal to
+    /// ChunkLength is accepted (a project written from derived options reads back the same); only a MaxInputLength that
+    /// contradicts ChunkLength is refused. Idempotent; a note says what was derived when anything changed.
+    /// </summary>
+    public BuildOptions WithReferenceRules(ICollection<LlmBuildWarning>? notes = null)
+    {
+        if (!UseHistoryKv) return this;
+        int chunk = ChunkLength > 0 ? ChunkLength : MaxInputLength > 0 ? MaxInputLength : SeqLength / 4;
+        if (chunk <= 0)
+            throw new LlmBuildException(ErrorCodes.BadChunkLength,
+                $"UseHistoryKv needs a positive ChunkLength, and SeqLength/4 = {SeqLength / 4}: set ChunkLength (--chunk_length) explicitly or use a larger SeqLength.");
+        if (MaxInputLength > 0 && MaxInputLength != chunk)
+            throw new LlmBuildException(ErrorCodes.BadChunkLength,
+                $"MaxInputLength={MaxInputLength} is set together with UseHistoryKv, which derives it from ChunkLength ({chunk}). Remove MaxInputLength (--max_input_length), or set ChunkLength instead.");
+        var derived = this with { Dynamic = true, ChunkLength = chunk, MaxInputLength = chunk };
+        if (derived != this)
+            notes?.Add(new LlmBuildWarning(ErrorCodes.HistoryKvDerived,
+                $"UseHistoryKv: {(ChunkLength > 0 ? "" : MaxInputLength > 0 ? $"ChunkLength not set, using MaxInputLength = {chunk} (the current llm_convert.py refuses --max_input_length with --use_history_kv: set --chunk_length instead); " : $"ChunkLength not set, using SeqLength/4 = {chunk}; ")}MaxInputLength = ChunkLength = {chunk}, Dynamic=true{(Dynamic ? "" : " (forced)")}, as llm_convert.py derives them."));
+        return derived;
     }
 
     /// <summary>Each option's own check (range, choices, format), then the cross-option checks llm_convert.py makes, plus ours.</summary>
@@ -87,6 +117,9 @@ public sealed record BuildOptions
         if (MaxPrefillKvLength >= SeqLength)
             throw new LlmBuildException(ErrorCodes.ConflictingProperties,
                 $"MaxPrefillKvLength ({MaxPrefillKvLength}) must be smaller than SeqLength ({SeqLength}).");
+        if (ChunkLength > SeqLength / 2)
+            throw new LlmBuildException(ErrorCodes.BadChunkLength,
+                $"ChunkLength ({ChunkLength}) must not be larger than SeqLength/2 ({SeqLength / 2}), as llm_convert.py requires. Lower ChunkLength (--chunk_length) or raise SeqLength.");
         ChipProfile chip = ChipProfile.Get(Chip);
         if (chip.SingleDevice && NumDevice > 1)
             throw new LlmBuildException(ErrorCodes.ConflictingProperties, $"{Chip} boards have one chip: NumDevice must be 1.");

@@ -27,6 +27,8 @@ public sealed record OptionDefinition
     public required string Name { get; init; }
     /// <summary>llm_convert.py's spellings (short first); empty for LlmBuild's own options.</summary>
     public IReadOnlyList<string> Flags { get; init; } = [];
+    /// <summary>Earlier names of the property, still read when the current name is not set (e.g. UseBlockWithKv).</summary>
+    public IReadOnlyList<string> OldNames { get; init; } = [];
     public required OptionKind Kind { get; init; }
     /// <summary>The value a missing or empty property takes, as text ("" for none).</summary>
     public string Default { get; init; } = "";
@@ -62,8 +64,13 @@ public sealed record OptionDefinition
     };
 
     /// <summary>The option's trimmed text in <paramref name="values"/>, or null when missing or blank.</summary>
-    public string? Text(IReadOnlyDictionary<string, string?> values) =>
-        values.TryGetValue(Name, out string? v) && !string.IsNullOrWhiteSpace(v) ? v.Trim() : null;
+    public string? Text(IReadOnlyDictionary<string, string?> values)
+    {
+        if (values.TryGetValue(Name, out string? v) && !string.IsNullOrWhiteSpace(v)) return v.Trim();
+        foreach (string old in OldNames)
+            if (values.TryGetValue(old, out string? o) && !string.IsNullOrWhiteSpace(o)) return o.Trim();
+        return null;
+    }
 
     public string ReadText(IReadOnlyDictionary<string, string?> values)
     {
@@ -147,8 +154,8 @@ public static class OptionTable
     public static readonly OptionDefinition Quantize = new()
     {
         Name = "Quantize", Flags = ["-q", "--quantize"], Kind = OptionKind.Choice, Default = "auto",
-        Choices = ["auto", "bf16", "f16", "w8bf16", "w8f16", "w4bf16", "w4f16"],
-        Doc = "auto | bf16 | f16 | w8bf16 | w8f16 | w4bf16 | w4f16; auto follows quantization_config, else torch_dtype.",
+        Choices = ["auto", "bf16", "f16", "w8bf16", "w8f16", "w4bf16", "w4f16", "f32"],
+        Doc = "auto | bf16 | f16 | w8bf16 | w8f16 | w4bf16 | w4f16 | f32; auto follows quantization_config, else torch_dtype. f32: float32 weights and activations.",
         Value = o => o.Quantize,
     };
     public static readonly OptionDefinition QGroupSize = new()
@@ -199,18 +206,31 @@ public static class OptionTable
     public static readonly OptionDefinition MaxPrefillKvLength = new()
     {
         Name = "MaxPrefillKvLength", Flags = ["--max_prefill_kv_length"], Kind = OptionKind.Integer, Default = "0", Minimum = 0,
-        Doc = "Shared-prompt KV length for SharePrompt; 0 = none.", ValuesDoc = "< SeqLength; required by SharePrompt",
+        Doc = "Shared-prompt KV length for SharePrompt; 0 = none. Dropped by the current llm_convert.py (warning LLMB0022).",
+        ValuesDoc = "< SeqLength; required by SharePrompt; dropped by the current reference (LLMB0022)",
         Value = o => o.MaxPrefillKvLength,
     };
-    public static readonly OptionDefinition UseBlockWithKv = new()
+    public static readonly OptionDefinition UseHistoryKv = new()
     {
-        Name = "UseBlockWithKv", Flags = ["--use_block_with_kv"], Kind = OptionKind.Switch, Default = "false",
-        Doc = "Add block_kv_i nets: prefill that attends to history KV.", Value = o => o.UseBlockWithKv,
+        Name = "UseHistoryKv", Flags = ["--use_history_kv", "--use_block_with_kv"], OldNames = ["UseBlockWithKv"], Kind = OptionKind.Switch, Default = "false",
+        // An old project's UseBlockWithKv reaches the build through the new property.
+        PropsDefault = "$(UseBlockWithKv)",
+        Doc = "Add block_kv_i nets (prefill that attends to the history KV, in chunks); forces Dynamic, ChunkLength defaults to SeqLength/4 and MaxInputLength = ChunkLength. Old name UseBlockWithKv.",
+        DefaultDoc = "false", ValuesDoc = "old name UseBlockWithKv / `--use_block_with_kv`",
+        Value = o => o.UseHistoryKv,
+    };
+    public static readonly OptionDefinition ChunkLength = new()
+    {
+        Name = "ChunkLength", Flags = ["--chunk_length"], Kind = OptionKind.Integer, Default = "0", Minimum = 0,
+        Doc = "Prefill chunk (with UseHistoryKv) and decode segment: adds block_cache_<i>_<s> nets for s = ChunkLength·2^k < SeqLength; 0 = none (SeqLength/4 with UseHistoryKv).",
+        DefaultDoc = "0 (SeqLength/4 with UseHistoryKv)", ValuesDoc = "≤ SeqLength/2; Batch = 1",
+        Value = o => o.ChunkLength,
     };
     public static readonly OptionDefinition SharePrompt = new()
     {
         Name = "SharePrompt", Flags = ["--share_prompt"], Kind = OptionKind.Switch, Default = "false",
-        Doc = "Add block_prompt_i nets whose KV later prefills reuse.", Value = o => o.SharePrompt,
+        Doc = "Add block_prompt_i nets whose KV later prefills reuse. Dropped by the current llm_convert.py (warning LLMB0022; use UseHistoryKv).",
+        ValuesDoc = "dropped by the current reference (LLMB0022)", Value = o => o.SharePrompt,
     };
     public static readonly OptionDefinition MaxPixels = new()
     {
@@ -218,6 +238,12 @@ public static class OptionTable
         Check = text => BuildOptions.ParseMaxPixels(text),
         Doc = "W,H for vision models; W*H must be a multiple of the family's pixel unit; empty = family default.",
         DefaultDoc = "(family default)", ValuesDoc = "`W,H`", Value = o => o.MaxPixels,
+    };
+    public static readonly OptionDefinition AudioLength = new()
+    {
+        Name = "AudioLength", Flags = ["--audio_length"], Kind = OptionKind.Integer, Default = "0", Minimum = 0,
+        Doc = "Audio sequence length of an audio family's audio net; 0 = the family's default. No family here has an audio tower yet (warning LLMB0023).",
+        ValuesDoc = "≥ 0; for audio families (none yet: LLMB0023)", Value = o => o.AudioLength,
     };
     public static readonly OptionDefinition LoraMaxRank = new()
     {
@@ -318,7 +344,7 @@ public static class OptionTable
     public static IReadOnlyList<OptionDefinition> ConvertOptions { get; } =
     [
         ModelPath, SeqLength, Quantize, QGroupSize, Symmetric, Chip, NumDevice, DistributeStrategy, NumCore, Batch,
-        MaxInputLength, MaxPrefillKvLength, UseBlockWithKv, SharePrompt, MaxPixels, LoraMaxRank, DoSample, EmbeddingDisk,
+        MaxInputLength, MaxPrefillKvLength, UseHistoryKv, ChunkLength, SharePrompt, MaxPixels, AudioLength, LoraMaxRank, DoSample, EmbeddingDisk,
         Dynamic, OnlyMlir, Debug, DryRun,
     ];
 

@@ -13,7 +13,7 @@ public enum PieceKind
     Block,
     /// <summary>Decode block: [1,1,H], history_k/v [1,S,kvh,d] → output, new k, v.</summary>
     BlockCache,
-    /// <summary>History prefill (UseBlockWithKv): input plus history_k/v, mask over history + input.</summary>
+    /// <summary>History prefill (UseHistoryKv): input plus history_k/v, mask over history + input.</summary>
     BlockKv,
     /// <summary>SharePrompt: the shared prompt's prefill block of length MaxPrefillKvLength.</summary>
     BlockPrompt,
@@ -34,7 +34,16 @@ public enum PieceKind
 /// <summary>One net of the built model and the weight owner whose npz holds its weights (null: no weights).</summary>
 public sealed record Piece(string Name, PieceKind Kind, int Layer, string? WeightOwner)
 {
+    /// <summary>
+    /// History rows of a chunked decode net (block_cache_&lt;i&gt;_&lt;s&gt;, ChunkLength): history_k/v [B, s, kvh, d]
+    /// instead of SeqLength rows. Null for every other piece.
+    /// </summary>
+    public int? History { get; init; }
+
     public static string BlockName(int layer) => $"block_{layer}";
+
+    /// <summary>The chunked decode net of a layer with <paramref name="rows"/> history rows.</summary>
+    public static string SegmentName(int layer, int rows) => $"block_cache_{layer}_{rows}";
 }
 
 /// <summary>How a stored weight is kept.</summary>

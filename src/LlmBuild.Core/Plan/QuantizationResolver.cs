@@ -43,9 +43,11 @@ public static class QuantizationResolver
         }
 
         int bits = requested.StartsWith("w8", StringComparison.Ordinal) ? 8 : requested.StartsWith("w4", StringComparison.Ordinal) ? 4 : 16;
-        string activation = requested.EndsWith("f16", StringComparison.Ordinal) && !requested.EndsWith("bf16", StringComparison.Ordinal) ? "f16" : "bf16";
+        // f32 (-q f32): float32 weights and activations end to end; widening a bf16/f16 checkpoint loses nothing.
+        string activation = requested == "f32" ? "f32"
+            : requested.EndsWith("f16", StringComparison.Ordinal) && !requested.EndsWith("bf16", StringComparison.Ordinal) ? "f16" : "bf16";
 
-        if (config.TorchDtype is "bfloat16" or "float16" && activation != sourceActivation)
+        if (config.TorchDtype is "bfloat16" or "float16" && activation != sourceActivation && activation != "f32")
             warnings.Add(new LlmBuildWarning(ErrorCodes.QuantizeDtypeDiffers,
                 $"Quantize={requested} computes in {activation} but the checkpoint's torch_dtype is {config.TorchDtype}; weights are converted" +
                 (activation == "f16" ? " and values beyond ±65504 overflow to infinity." : " with bf16's shorter mantissa.") +

@@ -41,6 +41,11 @@ public sealed record ResolvedModel
     public required IReadOnlyList<WeightOwner> Owners { get; init; }
     /// <summary>Checkpoint tensors the user dropped on purpose (LlmIgnoreTensors patterns); null when none.</summary>
     public IReadOnlyList<string>? IgnoredTensors { get; init; }
+    /// <summary>
+    /// True only in a dry run on a folder without weight files: the plan comes from config.json alone (optional tensors
+    /// such as biases are not counted), nothing is built.
+    /// </summary>
+    public bool WeightsAbsent { get; init; }
     /// <summary>True when the final RMSNorm is part of the last block (one device) rather than lm_head.</summary>
     public bool FinalNormInLastBlock { get; init; }
     /// <summary>Vision-language models: the patches one vit run takes (MaxPixels / patch²); 0 without a vision tower.</summary>

@@ -18,20 +18,28 @@ public static class Resolver
     public static ResolvedModel Resolve(BuildOptions options, string name, bool quantizeLmHead, ICollection<LlmBuildWarning> warnings,
         IReadOnlyList<string>? ignoreTensors = null, bool quantizeVit = false)
     {
+        options = options.WithReferenceRules(warnings);
         string modelDir = Path.GetFullPath(options.ModelPath);
         ModelConfig config = ModelConfig.Load(modelDir);
         ModelFamily family = ModelFamilies.Get(config.ModelType, Path.Combine(modelDir, "config.json"));
         var (quantize, activation, scheme) = QuantizationResolver.Resolve(config, options.Quantize, options.QGroupSize, options.Symmetric, warnings);
         CheckGroupSize(config, scheme);
         CheckLengths(options, config, warnings);
+        NoteDroppedOptions(options, family, warnings);
 
         CheckAttention(options, config, family);
         // A GGUF's config is synthesized from its metadata by LlmBuild itself; a folder's config.json is the user's.
         if (!GgufCheckpoint.IsGgufPath(modelDir))
             ConfigFieldAudit.Audit(ModelConfig.ParseObject(Path.Combine(modelDir, "config.json")), family, config, Path.Combine(modelDir, "config.json"), warnings);
-        using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(modelDir, config);
-        bool fuseFinalNorm = options.NumDevice == 1;
-        var owners = MarkPermutedInputs(BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir), config, checkpoint, modelDir);
+        // A dry run before the download (config.json and the tokenizer only) plans from config.json alone: every tensor
+        // the family requires, with the shape config.json implies, and none of the optional ones (biases a checkpoint may
+        // hold). Without a dry run, missing weights stay LLMB0101.
+        bool weightsAbsent = options.DryRun && !CheckpointLoader.HasWeightFiles(modelDir);
+        using ICheckpoint? checkpoint = weightsAbsent ? null : FamilyCheckpoint.OpenForBuild(modelDir, config);
+        // One device, or a pipeline whose last block device runs whole blocks: the final norm joins the last block.
+        bool fuseFinalNorm = options.NumDevice == 1 || PipelineParallel.IsPipeline(options);
+        var owners = BuildOwners(config, family, checkpoint, scheme, quantizeLmHead, fuseFinalNorm, modelDir);
+        if (checkpoint is not null) owners = MarkPermutedInputs(owners, config, checkpoint, modelDir);
         int vitPatches = 0;
         if (config.Vision is { } vision)
         {
@@ -39,7 +47,7 @@ public static class Resolver
             vitPatches = VisionPlan.NumPatches(options, family, vision);
             owners.Insert(0, VisionPlan.BuildOwner(family, vision, checkpoint, scheme, quantizeVit, modelDir));
         }
-        AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
+        if (checkpoint is not null) AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
         var pieces = BuildPieces(options, config);
 
         return new ResolvedModel
@@ -52,7 +60,8 @@ public static class Resolver
             Quantize = quantize,
             Weights = scheme,
             QuantizeLmHead = quantizeLmHead && scheme.IsQuantized,
-            WeightFiles = checkpoint.Files,
+            WeightFiles = checkpoint?.Files ?? [],
+            WeightsAbsent = weightsAbsent,
             Pieces = pieces,
             Owners = owners,
             FinalNormInLastBlock = fuseFinalNorm,
@@ -80,7 +89,31 @@ public static class Resolver
                 $"SeqLength={o.SeqLength} exceeds the model's max_position_embeddings ({c.MaxPositionEmbeddings}); positions past it were never trained."));
     }
 
-    private static List<WeightOwner> BuildOwners(ModelConfig c, ModelFamily family, ICheckpoint checkpoint, QuantScheme scheme,
+    /// <param name="checkpoint">The source weights; null in a dry run without them (config.json decides every shape).</param>
+    /// <summary>
+    /// Options the current llm_convert.py dropped still build their nets, with a warning; AudioLength is accepted and
+    /// checked for every family, and said to change nothing for families without an audio tower (all of them so far).
+    /// </summary>
+    private static void NoteDroppedOptions(BuildOptions o, ModelFamily family, ICollection<LlmBuildWarning> warnings)
+    {
+        var dropped = new List<string>();
+        if (o.SharePrompt) dropped.Add("SharePrompt (--share_prompt)");
+        if (o.MaxPrefillKvLength > 0) dropped.Add("MaxPrefillKvLength (--max_prefill_kv_length)");
+        if (dropped.Count > 0)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.DroppedOption,
+                $"{string.Join(" and ", dropped)}: the current llm_convert.py no longer has {(dropped.Count > 1 ? "these options" : "this option")}. " +
+                "LlmBuild still builds their nets (block_prompt_i, a block_kv_i history of MaxPrefillKvLength rows), but a newer runtime may not know them. " +
+                "UseHistoryKv (--use_history_kv) with ChunkLength is the current way to reuse a prompt's KV cache."));
+        if (o.ChunkLength > 0 && o.Batch > 1)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.ChunkedDecodeNeedsOneSequence,
+                $"ChunkLength={o.ChunkLength} with Batch={o.Batch}: the chunked decode nets block_cache_<i>_<s> read a prefix of one sequence's KV cache, so they are not built; " +
+                "decode runs block_cache_<i> over the whole cache. Prefill chunks (UseHistoryKv) are unaffected. Use Batch=1 to get them."));
+        if (o.AudioLength > 0)
+            warnings.Add(new LlmBuildWarning(ErrorCodes.AudioLengthUnused,
+                $"AudioLength={o.AudioLength} is for audio families (llm_convert.py's qwen2_5_omni, qwen3_asr); family {family.Name} has no audio tower, so it changes nothing."));
+    }
+
+    private static List<WeightOwner> BuildOwners(ModelConfig c, ModelFamily family, ICheckpoint? checkpoint, QuantScheme scheme,
         bool quantizeLmHead, bool fuseFinalNorm, string modelDir)
     {
         long h = c.HiddenSize, q = c.QDim, kv = c.KvDim, inter = c.IntermediateSize, d = c.HeadDim, vocab = c.VocabSize;
@@ -110,7 +143,7 @@ public static class Resolver
         WeightEntry? Entry(WeightRole role, int layer, WeightStorage storage, string? sourceOverride = null, string? keyOverride = null, int? expert = null)
         {
             string source = sourceOverride ?? family.TensorName(role, layer, expert ?? 0);
-            bool present = checkpoint.Contains(source) || IsPrequantized(checkpoint, source);
+            bool present = checkpoint is null ? !family.OptionalRoles.Contains(role) : checkpoint.Contains(source) || IsPrequantized(checkpoint, source);
             if (!present)
             {
                 if (family.OptionalRoles.Contains(role)) return null;
@@ -119,7 +152,7 @@ public static class Resolver
                     "Check that the weights belong to this config.json and that every shard is present.", modelDir);
             }
             long[] shape = Shape(role);
-            if (checkpoint.Contains(source))
+            if (checkpoint is not null && checkpoint.Contains(source))
             {
                 TensorInfo info = checkpoint.GetInfo(source);
                 if (!info.Shape.SequenceEqual(shape))
@@ -165,7 +198,7 @@ public static class Resolver
         if (!fuseFinalNorm) head.Add(Entry(WeightRole.FinalNorm, 0, normStorage(WeightRole.FinalNorm))!);
         WeightStorage headStorage = quantizeLmHead && scheme.IsQuantized ? WeightStorage.Quantized : WeightStorage.Activation;
         string lmHeadName = family.TensorName(WeightRole.LmHead);
-        bool hasLmHead = checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName);
+        bool hasLmHead = checkpoint is null ? !c.TieWordEmbeddings : checkpoint.Contains(lmHeadName) || IsPrequantized(checkpoint, lmHeadName);
         // Untied without an lm_head, Hugging Face would start from a random output layer: the checkpoint is incomplete.
         if (!c.TieWordEmbeddings && !hasLmHead)
             throw new LlmBuildException(ErrorCodes.MissingWeight,
@@ -241,9 +274,26 @@ public static class Resolver
 
     /// <summary>
     /// The nets of the model, in the order the runtime loads them. SharePrompt replaces block_i by block_prompt_i (the
-    /// shared prompt's prefill) and adds block_kv_i for later prefills that attend to it, as UseBlockWithKv does.
+    /// shared prompt's prefill) and adds block_kv_i for later prefills that attend to it, as UseHistoryKv does. ChunkLength
+    /// adds the chunked decode nets block_cache_&lt;i&gt;_&lt;s&gt; (<see cref="DecodeSegments"/>) before block_cache_i.
     /// DoSample or LoRA split the heads: lm_head emits logits and greedy_head / sample_head pick the token.
     /// </summary>
+    /// <summary>
+    /// The history rows of the chunked decode nets block_cache_&lt;i&gt;_&lt;s&gt; (ChunkLength &gt; 0): s = ChunkLength,
+    /// 2·ChunkLength, 4·ChunkLength … below SeqLength, ascending; block_cache_&lt;i&gt; covers the rest up to SeqLength. A
+    /// decode step runs the smallest net whose history holds the cached tokens, so a short context reads a short cache.
+    /// The reference's own list is in its LlmConverter, which this follows as LLM-TPU describes it ("decode is segmented by
+    /// KV-cache length … 1K / 2K / 4K / 8K" for a chunk of 1024 and SeqLength 8192).
+    /// </summary>
+    public static IReadOnlyList<int> DecodeSegments(BuildOptions o)
+    {
+        var rows = new List<int>();
+        // A segment net reads the first s rows of one sequence's cache; with Batch > 1 the slots' caches interleave.
+        if (o.ChunkLength <= 0 || o.Batch > 1) return rows;
+        for (long s = o.ChunkLength; s < o.SeqLength; s *= 2) rows.Add((int)s);
+        return rows;
+    }
+
     public static List<Piece> BuildPieces(BuildOptions o, ModelConfig c)
     {
         var pieces = new List<Piece>();
@@ -259,7 +309,9 @@ public static class Resolver
             pieces.Add(o.SharePrompt
                 ? new Piece($"block_prompt_{i}", PieceKind.BlockPrompt, i, owner)
                 : new Piece(owner, PieceKind.Block, i, owner));
-            if (o.UseBlockWithKv || o.SharePrompt) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
+            if (o.UseHistoryKv || o.SharePrompt) pieces.Add(new Piece($"block_kv_{i}", PieceKind.BlockKv, i, owner));
+            foreach (int rows in DecodeSegments(o))
+                pieces.Add(new Piece(Piece.SegmentName(i, rows), PieceKind.BlockCache, i, owner) { History = rows });
             pieces.Add(new Piece($"block_cache_{i}", PieceKind.BlockCache, i, owner));
         }
         pieces.Add(new Piece("lm_head", PieceKind.LmHead, -1, "lm_head"));

@@ -38,7 +38,9 @@ public static class TensorParallel
     /// <summary>bmodel Tensor.hidden of a cascade net's tensor that is an input / output of the main net.</summary>
     public const int HiddenInput = 3, HiddenOutput = 4;
 
-    public static int Devices(ResolvedModel model) => Math.Max(1, model.Options.NumDevice);
+    /// <summary>Devices a block is split across: NumDevice with tensor parallelism; 1 with DistributeStrategy=pp, whose
+    /// stages each run whole nets on one device (<see cref="PipelineParallel"/>), as llm_convert sets num_device = 1 for pp.</summary>
+    public static int Devices(ResolvedModel model) => PipelineParallel.IsPipeline(model.Options) ? 1 : Math.Max(1, model.Options.NumDevice);
 
     public static bool IsBlock(PieceKind kind) => kind is PieceKind.Block or PieceKind.BlockPrompt or PieceKind.BlockKv or PieceKind.BlockCache;
 
@@ -89,10 +91,6 @@ public static class TensorParallel
         int devices = Devices(model); // NumDevice ≥ 1 is BuildOptions.Validate's check
         if (devices == 1) return;
         string where = $"model '{model.Name}' ({Path.Combine(model.Options.ModelPath, "config.json")})";
-        if (model.Options.DistributeStrategy != "tp")
-            throw new LlmBuildException(ErrorCodes.TensorParallelSplit,
-                $"DistributeStrategy={model.Options.DistributeStrategy} with NumDevice={devices}: the built-in backend splits blocks by tensor " +
-                "parallelism only. Set DistributeStrategy=tp, or use the tpu-mlir backend.");
         var cfg = model.Config;
         if (cfg.Moe is not null)
             throw new LlmBuildException(ErrorCodes.MoeTensorParallel,

@@ -50,7 +50,7 @@ public static class VisionPlan
         if (o.NumDevice > 1) bad.Add($"NumDevice={o.NumDevice}");
         if (o.Dynamic) bad.Add("Dynamic=true");
         if (o.SharePrompt) bad.Add("SharePrompt=true");
-        if (o.UseBlockWithKv) bad.Add("UseBlockWithKv=true");
+        if (o.UseHistoryKv) bad.Add("UseHistoryKv=true");
         if (o.EmbeddingDisk) bad.Add("EmbeddingDisk=true");
         if (o.LoraMaxRank > 0) bad.Add($"LoraMaxRank={o.LoraMaxRank}");
         if (bad.Count > 0)
@@ -60,7 +60,7 @@ public static class VisionPlan
     }
 
     /// <summary>The vit owner: the patch embedding, every block's tensors in role order, then the merger.</summary>
-    public static WeightOwner BuildOwner(ModelFamily family, VisionConfig v, ICheckpoint checkpoint, QuantScheme scheme, bool quantizeVit, string modelDir)
+    public static WeightOwner BuildOwner(ModelFamily family, VisionConfig v, ICheckpoint? checkpoint, QuantScheme scheme, bool quantizeVit, string modelDir)
     {
         VisionTowerDeclaration tower = family.Vision!;
         long e = v.EmbedDim, inter = v.IntermediateSize, merged = (long)v.EmbedDim * v.MergeArea, outH = v.OutHiddenSize;
@@ -90,12 +90,13 @@ public static class VisionPlan
         {
             string source = tower.TensorName(role, block);
             long[] shape = Shape(role);
-            if (!checkpoint.Contains(source))
+            // A dry run before the download has no checkpoint: vision_config decides every shape.
+            if (checkpoint is not null && !checkpoint.Contains(source))
                 throw new LlmBuildException(ErrorCodes.MissingWeight,
                     $"Tensor '{source}' (vision {role}{(block >= 0 ? $" of vision block {block}" : "")}) is missing from the checkpoint in '{modelDir}'. " +
                     "Check that the weights belong to this config.json (vision_config) and that every shard is present.", modelDir);
-            TensorInfo info = checkpoint.GetInfo(source);
-            if (!info.Shape.SequenceEqual(shape))
+            TensorInfo? info = checkpoint?.GetInfo(source);
+            if (info is not null && !info.Shape.SequenceEqual(shape))
                 throw new LlmBuildException(ErrorCodes.MissingWeight,
                     $"Tensor '{source}' in '{info.File}' has shape [{string.Join(",", info.Shape)}] but vision_config implies [{string.Join(",", shape)}]. " +
                     "Check that the weights belong to this config.json.", info.File);

@@ -9,7 +9,7 @@ namespace LlmBuild.Core.Quantization;
 
 /// <summary>
 /// EmbeddingDisk: instead of embedding nets the runtime reads <c>config/embedding.bin</c>, the raw [vocab, hidden]
-/// table in the activation dtype (bf16 or f16, little-endian, row-major, no header), and embeds on the CPU.
+/// table in the activation dtype (bf16, f16 or f32, little-endian, row-major, no header), and embeds on the CPU.
 /// </summary>
 public static class EmbeddingBin
 {
@@ -32,6 +32,12 @@ public static class EmbeddingBin
             {
                 int count = (int)(Math.Min(RowsPerBlock, vocab - row) * hidden);
                 checkpoint.ReadFloat32(tensor, row * hidden, floats.AsSpan(0, count));
+                if (model.ActivationDtype == "f32")
+                {
+                    NonFiniteCheck.Float32(floats.AsSpan(0, count), tensor, info.Shape, row * hidden, info.File);
+                    stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(floats.AsSpan(0, count)));
+                    continue;
+                }
                 if (bf16) FloatFormats.FloatToBFloat16(floats.AsSpan(0, count), bits.AsSpan(0, count));
                 else FloatFormats.FloatToHalf(floats.AsSpan(0, count), bits.AsSpan(0, count));
                 NonFiniteCheck.Bits16(bits.AsSpan(0, count), bf16 ? TensorDType.BF16 : TensorDType.F16, tensor, info.Shape, row * hidden, info.File);

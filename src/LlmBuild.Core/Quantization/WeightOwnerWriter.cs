@@ -71,12 +71,18 @@ public static class WeightOwnerWriter
     {
         "bf16" => NpyFormat.UInt16,
         "f16" => NpyFormat.Float16,
-        _ => throw new ArgumentException($"Activation dtype must be bf16 or f16, not '{activationDtype}'."),
+        "f32" => NpyFormat.Float32,
+        _ => throw new ArgumentException($"Activation dtype must be bf16, f16 or f32, not '{activationDtype}'."),
     };
 
     private static void WriteActivation(ICheckpoint checkpoint, TensorInfo info, string key, string activationDtype, NpzWriter npz)
     {
         string descr = ActivationDescr(activationDtype);
+        if (activationDtype == "f32")
+        {
+            WriteFloat32(checkpoint, info, key, npz);
+            return;
+        }
         TensorDType target = activationDtype == "bf16" ? TensorDType.BF16 : TensorDType.F16;
         npz.AddStreamed(key, descr, info.Shape, sink =>
         {
@@ -219,7 +225,7 @@ public static class WeightOwnerWriter
                 // In the source's input order: the activation-dtype weight is used without a gather.
                 float[] w = LinearQuantizer.DequantizeInSourceOrder(q);
                 NonFiniteCheck.Float32(w, entry.SourceTensor, entry.Shape, 0, checkpoint.Directory);
-                if (entry.Storage == WeightStorage.Float32)
+                if (entry.Storage == WeightStorage.Float32 || model.ActivationDtype == "f32")
                 {
                     npz.AddFloat32(entry.Key, w, entry.Shape);
                     break;

@@ -296,6 +296,9 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     /// <summary>True when <paramref name="name"/> is a net or a cascade's main net.</summary>
     public bool HasGroup(string name) => _groups.ContainsKey(name);
 
+    /// <summary>Every net and cascade main net, ordinal order.</summary>
+    public IEnumerable<string> GroupNames => _groups.Keys.Order(StringComparer.Ordinal);
+
     public EmulatorNet Net(string name) => _nets.TryGetValue(name, out var n) ? n
         : throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The model has no net '{name}' (it has {string.Join(", ", NetNames)}).");
 

@@ -9,6 +9,8 @@ public sealed class EmulatorTrace
 {
     /// <summary>embedding output for the new tokens, [n, H].</summary>
     public float[] Embeddings { get; set; } = [];
+    /// <summary>Per layer: the net that ran (block_i, block_kv_i, block_cache_i or a chunked block_cache_i_s).</summary>
+    public List<string> Nets { get; } = [];
     /// <summary>Per layer: the block's output_states for the new tokens, [n, H].</summary>
     public List<float[]> BlockOutputs { get; } = [];
     /// <summary>Per layer: the new tokens' keys and values, [n, kvh, d] (all devices' heads, in head order).</summary>
@@ -36,8 +38,13 @@ public sealed class LlmEmulator : IDisposable
     private readonly DeviceMem _hostPrefillRows, _hostDecodeRows;
     private readonly EmulatorGroup _lmHead;
     private readonly EmulatorGroup[] _prefill, _decode;
-    /// <summary>block_kv_i (UseBlockWithKv, SharePrompt): a prefill segment that attends to the cache's first rows.</summary>
+    /// <summary>block_kv_i (UseHistoryKv, SharePrompt): a prefill segment that attends to the cache's first rows.</summary>
     private readonly EmulatorGroup[]? _prefillKv;
+    /// <summary>
+    /// ChunkLength's decode nets block_cache_&lt;i&gt;_&lt;s&gt;, ascending by s: [k] = (s, per layer). A decode step runs the
+    /// smallest whose s rows hold the cached tokens, else block_cache_i.
+    /// </summary>
+    private readonly (int Rows, EmulatorGroup[] Nets)[] _decodeSegments;
     /// <summary>[layer][device]: [B, S, kvh/D, d] in the activation dtype.</summary>
     private readonly DeviceMem[][] _keyCache, _valueCache;
     /// <summary>Bytes of one token's keys (or values) on each device.</summary>
@@ -64,6 +71,21 @@ public sealed class LlmEmulator : IDisposable
             HistoryPrefillLength = (int)kv.Input(kv.InputIndex("input_states")).Shape[1];
             HistoryLength = (int)kv.Input(kv.InputIndex("history_k")).Shape[1];
         }
+
+        var segments = new List<(int Rows, EmulatorGroup[] Nets)>();
+        foreach (string name in rt.GroupNames)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(name, "^block_cache_0_([0-9]{1,9})$");
+            if (!m.Success) continue;
+            int rows = int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            var nets = Enumerable.Range(0, layers).Select(i => rt.Group($"block_cache_{i}_{rows}")).ToArray();
+            RequireRank(nets[0], "history_k", 4);
+            if (nets[0].Input(nets[0].InputIndex("history_k")).Shape[1] != rows || nets[0].Input(nets[0].InputIndex("history_k")).Shape[0] != 1)
+                throw new LlmBuildException(ErrorCodes.BModelBadTensor,
+                    $"Net '{nets[0].Name}' has history_k [{string.Join(", ", nets[0].Input(nets[0].InputIndex("history_k")).Shape)}]; the net contract gives a chunked decode net one sequence of {rows} rows. The bmodel is damaged; rebuild it.");
+            segments.Add((rows, nets));
+        }
+        _decodeSegments = segments.OrderBy(g => g.Rows).ToArray();
 
         EmulatorGroup first = _prefill[0], cache = _decode[0];
         // The net contract (DESIGN §7) fixes the ranks this reads; a damaged file must not index past them.
@@ -188,6 +210,10 @@ public sealed class LlmEmulator : IDisposable
     /// <summary>Tokens a block_kv call takes, and the cache rows it attends to.</summary>
     public int HistoryPrefillLength { get; }
     public int HistoryLength { get; }
+    /// <summary>History rows of the chunked decode nets (ChunkLength), ascending; empty without them.</summary>
+    public IReadOnlyList<int> DecodeSegments => _decodeSegments.Select(g => g.Rows).ToArray();
+    /// <summary>The decode net a step at <paramref name="position"/> cached tokens runs for a layer.</summary>
+    public string DecodeNet(int layer, int position) => DecodeNets(position)[layer].Name;
     /// <summary>True when tokens are embedded on the host from config/embedding.bin (EmbeddingDisk).</summary>
     public bool EmbedsOnHost => _hostEmbedding is not null;
     /// <summary>The prefill net of a layer: block_i, or block_prompt_i with SharePrompt.</summary>
@@ -295,7 +321,7 @@ public sealed class LlmEmulator : IDisposable
     public float[] PrefillWithHistory(ReadOnlySpan<int> ids, bool allPositions = false, EmulatorTrace? trace = null, int slot = 0)
     {
         if (_prefillKv is null)
-            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, "The model has no block_kv nets; build it with UseBlockWithKv=true or SharePrompt=true.");
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, "The model has no block_kv nets; build it with UseHistoryKv=true or SharePrompt=true.");
         int n = ids.Length, L = HistoryPrefillLength, H = HistoryLength, start = _positions[CheckSlot(slot)];
         if (n == 0 || n > L)
             throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"A block_kv prefill takes 1..{L} tokens, got {n}.");
@@ -329,6 +355,30 @@ public sealed class LlmEmulator : IDisposable
         return PrefillLogits(states[0], n, allPositions);
     }
 
+    /// <summary>
+    /// Prefills a prompt of any length up to SeqLength in chunks, as the reference's runtime does with UseHistoryKv: the
+    /// first <see cref="PrefillLength"/> tokens through block_i, each further chunk of <see cref="HistoryPrefillLength"/>
+    /// tokens through block_kv_i over the cache so far. Returns the last (or every) token's logits.
+    /// </summary>
+    public float[] PrefillChunked(ReadOnlySpan<int> ids, bool allPositions = false, int slot = 0)
+    {
+        if (ids.Length <= PrefillLength) return Prefill(ids, allPositions, slot: slot);
+        if (_prefillKv is null)
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput,
+                $"A prompt of {ids.Length} tokens is longer than the prefill nets take ({PrefillLength}) and the model has no block_kv nets to continue it; build it with UseHistoryKv=true.");
+        if (ids.Length > SeqLength)
+            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"A prompt of {ids.Length} tokens does not fit the KV cache (SeqLength={SeqLength}).");
+        var all = allPositions ? new List<float[]>() : null;
+        float[] last = Prefill(ids[..PrefillLength], allPositions, slot: slot);
+        all?.Add(last);
+        for (int at = PrefillLength; at < ids.Length; at += HistoryPrefillLength)
+        {
+            last = PrefillWithHistory(ids.Slice(at, Math.Min(HistoryPrefillLength, ids.Length - at)), allPositions, slot: slot);
+            all?.Add(last);
+        }
+        return all is null ? last : all.SelectMany(a => a).ToArray();
+    }
+
     /// <summary>Runs one token of one slot at its position through the decode nets (other slots idle) and returns its logits.</summary>
     public float[] Decode(int id, EmulatorTrace? trace = null, int slot = 0)
     {
@@ -360,12 +410,23 @@ public sealed class LlmEmulator : IDisposable
         return DecodeCore(ids.ToArray(), active.ToArray(), null, 0);
     }
 
+    /// <summary>The smallest chunked decode nets whose history holds <paramref name="position"/> tokens, else block_cache_i.</summary>
+    private EmulatorGroup[] DecodeNets(int position)
+    {
+        foreach (var (rows, nets) in _decodeSegments)
+            if (position <= rows) return nets;
+        return _decode;
+    }
+
     private float[] DecodeCore(int[] ids, bool[] active, EmulatorTrace? trace, int traceSlot)
     {
-        int S = SeqLength, B = Batch;
+        int B = Batch;
         for (int b = 0; b < B; b++)
-            if (active[b] && _positions[b] >= S)
-                throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The KV cache of slot {b} is full: the model was built with SeqLength={S}.");
+            if (active[b] && _positions[b] >= SeqLength)
+                throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The KV cache of slot {b} is full: the model was built with SeqLength={SeqLength}.");
+        // Chunked decode nets exist for Batch = 1 only (resolve refuses them with more): history is the cache's first S rows.
+        EmulatorGroup[] decode = B == 1 ? DecodeNets(_positions[0]) : _decode;
+        int S = decode == _decode ? SeqLength : _decodeSegments.First(g => g.Nets == decode).Rows;
         CheckIds(ids);
         DeviceMem hidden = Embed(ids, _embeddingCache, _hostDecodeRows);
         if (trace is not null) trace.Embeddings = ReadRows(hidden, traceSlot, 1, HiddenSize);
@@ -379,11 +440,13 @@ public sealed class LlmEmulator : IDisposable
             if (MultimodalRope) positions[1] = positions[2] = positions[0];
             for (int j = 0; j < S; j++) mask[b * (S + 1) + j] = active[b] && j < _positions[b] ? 0f : MaskFill;
         }
-        DeviceMem[] states = Broadcast(hidden, _decode[0]);
+        DeviceMem[] states = Broadcast(hidden, decode[0]);
         for (int layer = 0; layer < NumLayers; layer++)
         {
-            EmulatorGroup net = _decode[layer];
-            states = RunBlock(net, states, positions, mask, _keyCache[layer], _valueCache[layer]);
+            EmulatorGroup net = decode[layer];
+            DeviceMem[] History(DeviceMem[][] cache) => S == SeqLength ? cache[layer]
+                : Enumerable.Range(0, Devices).Select(d => cache[layer][d].Slice(0, S * _kvRowBytes[d])).ToArray();
+            states = RunBlock(net, states, positions, mask, History(_keyCache), History(_valueCache));
             for (int b = 0; b < B; b++)
                 if (active[b]) StoreKv(net, layer, b, _positions[b], b, 1);
             if (trace is not null) Trace(trace, net, states[0], traceSlot, 1);
@@ -507,6 +570,7 @@ public sealed class LlmEmulator : IDisposable
 
     private void Trace(EmulatorTrace trace, EmulatorGroup net, DeviceMem output, int firstRow, int rows)
     {
+        trace.Nets.Add(net.Name);
         trace.BlockOutputs.Add(ReadRows(output, firstRow, rows, HiddenSize));
         trace.Keys.Add(GatherHeads(net, 1, firstRow, rows));
         trace.Values.Add(GatherHeads(net, 2, firstRow, rows));

@@ -9,7 +9,9 @@ namespace LlmBuild.Core.Stages;
 
 /// <summary>
 /// Stage 5. Merges the piece bmodels into the deployable bin/&lt;name&gt;.bmodel (identical weight blobs stored
-/// once) and mirrors the model's non-weight files into bin/config/.
+/// once) and mirrors the model's non-weight files into bin/config/. A pipeline-parallel build (DistributeStrategy=pp)
+/// also gets bin/&lt;name&gt;_pp.tar, one bmodel per device with the manifest, and the manifest beside it
+/// (<see cref="PipelinePackage"/>); another build removes a stale package.
 /// </summary>
 public static class CombineStage
 {
@@ -29,7 +31,23 @@ public static class CombineStage
             using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
             EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, NetContract.EmbeddingFileName));
         }
-        return BModelCombiner.Combine(ordered, outputBModel);
+        var result = BModelCombiner.Combine(ordered, outputBModel);
+        string outputDir = Path.GetDirectoryName(Path.GetFullPath(outputBModel))!;
+        string package = Path.Combine(outputDir, PipelineParallel.PackageFileName(model.Name));
+        string manifest = Path.Combine(outputDir, PipelineParallel.ManifestFileName(model.Name));
+        if (PipelineParallel.IsPipeline(model.Options))
+        {
+            // The stage bmodels are combined in a scratch folder beside the output and live on inside the package.
+            string stageDir = Path.Combine(outputDir, $".{model.Name}_pp_stages");
+            PipelinePackage.Write(model, byName, stageDir, package, manifest);
+            Directory.Delete(stageDir, recursive: true);
+        }
+        else
+        {
+            AtomicFile.Delete(package);
+            AtomicFile.Delete(manifest);
+        }
+        return result;
     }
 
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir, IReadOnlyList<string> generated)

@@ -27,7 +27,7 @@ public static class ResolveStage
 
     public static ResolvedModel Resolve(IReadOnlyDictionary<string, string?> values, ICollection<LlmBuildWarning> warnings)
     {
-        BuildOptions options = BuildOptions.Parse(values);
+        BuildOptions options = BuildOptions.Parse(values, warnings);
         // The targets always pass LlmModelName (the project name unless set), so an empty value is the user's: refuse it
         // rather than write bin/.bmodel. Callers that pass no name at all (tests, tools) get the model's file or folder name.
         string name = values.TryGetValue("LlmModelName", out string? n) ? CheckModelName(n)
@@ -50,6 +50,8 @@ public static class ResolveStage
             using var gguf = Checkpoints.CheckpointLoader.Open(model.Options.ModelPath);
             NoteGgufRequantization(gguf, model.Quantize, model.Weights, warnings);
         }
+        // A pipeline's cut must give every device a net (for either backend: the package is cut from the piece bmodels).
+        if (PipelineParallel.IsPipeline(model.Options)) PipelineParallel.Stages(model);
         // The built-in backend's tensor-parallel split must fit the model: one early error rather than one per piece.
         if (backend == "builtin")
         {
@@ -57,7 +59,15 @@ public static class ResolveStage
             // Weights, KV cache and the prefill nets' contract io need no codegen: an impossible build fails here, in a
             // second, instead of after quantize and export have written gigabytes (codegen checks the exact figure again).
             var chip = Chips.ChipProfile.Get(model.Options.Chip);
-            Codegen.DeviceMemoryBudget.Estimate(model, chip).Check(model, chip);
+            try
+            {
+                foreach (var budget in Codegen.DeviceMemoryBudget.EstimateDevices(model, chip)) budget.Check(model, chip);
+            }
+            catch (LlmBuildException e) when (model.Options.DryRun && e.Code == ErrorCodes.DeviceMemoryOverflow)
+            {
+                // A dry run reports the whole plan, the overflow included; the build itself stops here.
+                warnings.Add(new LlmBuildWarning(e.Code, e.Message.Replace(e.Code + ": ", "", StringComparison.Ordinal), e.File));
+            }
         }
         return model;
     }
@@ -119,7 +129,7 @@ public static class ResolveStage
         var graphOptions = new
         {
             o.SeqLength, o.PrefillLength, o.Batch, o.Dynamic, o.DoSample, o.LoraMaxRank, o.MaxPrefillKvLength,
-            o.UseBlockWithKv, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, model.VitPatches,
+            o.UseHistoryKv, o.ChunkLength, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, model.VitPatches,
         };
         foreach (var piece in model.Pieces)
         {
@@ -133,7 +143,7 @@ public static class ResolveStage
 
         var codegen = new { Stage = "codegen", Sdk = sdk, model.CodegenBackend, o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "codegen.json"), ToJson(codegen));
-        var combine = new { Stage = "combine", Sdk = sdk, model.Name, o.Chip, o.EmbeddingDisk, Pieces = model.Pieces.Select(p => p.Name) };
+        var combine = new { Stage = "combine", Sdk = sdk, model.Name, o.Chip, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, Pieces = model.Pieces.Select(p => p.Name) };
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "combine.json"), ToJson(combine));
 
         // The resolve target's own outputs: always written, so their times mark the last resolve.
@@ -188,11 +198,27 @@ public static class ResolveStage
         if (c.AttentionSoftcap > 0 || c.FinalLogitSoftcap > 0)
             Line("soft-capping", $"attention {c.AttentionSoftcap}, final logits {c.FinalLogitSoftcap}");
         Line("tie_word_embeddings", c.TieWordEmbeddings);
-        Line("weight files", string.Join(", ", m.WeightFiles));
+        Line("weight files", m.WeightsAbsent
+            ? "none yet: weights absent, the plan and memory estimate come from config.json (optional tensors such as biases not counted)"
+            : string.Join(", ", m.WeightFiles));
+        if (m.CodegenBackend == "builtin")
+        {
+            var chip = Chips.ChipProfile.Get(m.Options.Chip);
+            var budgets = Codegen.DeviceMemoryBudget.EstimateDevices(m, chip);
+            foreach (var budget in budgets)
+                Line(budgets.Count > 1 ? $"device {budget.Device} memory" : "device memory", string.Create(CultureInfo.InvariantCulture,
+                    $"{MiB(budget.TotalBytes)} MiB {(budgets.Count > 1 ? "" : "per device ")}of {MiB(budget.BudgetBytes)} MiB on {chip.Name}{(budget.TotalBytes > budget.BudgetBytes ? " (DOES NOT FIT: LLMB0503)" : "")}: " +
+                    $"weights {MiB(budget.WeightBytes)} + KV cache {MiB(budget.KvCacheBytes)} + io {MiB(budget.ActivationBytes)} of {budget.ActivationPiece} (estimate; codegen checks the exact figure)"));
+            if (PipelineParallel.IsPipeline(m.Options))
+                foreach (var stage in PipelineParallel.Stages(m))
+                    Line($"pp device {stage.Device}", $"{stage.FileName(m.Name)}: {string.Join(", ", stage.Pieces)}");
+        }
         Line("pieces", $"{m.Pieces.Count}: {string.Join(", ", m.Pieces.Select(p => p.Name))}");
         Line("weight owners", $"{m.Owners.Count}: {string.Join(", ", m.Owners.Select(w => w.Name))}");
         return sb.ToString();
     }
+
+    private static string MiB(long bytes) => (bytes / (1024.0 * 1024.0)).ToString("0.0", CultureInfo.InvariantCulture);
 
     private static string Format(object? v) => v switch
     {

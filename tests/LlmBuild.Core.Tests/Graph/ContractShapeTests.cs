@@ -160,7 +160,7 @@ public sealed class ContractShapeTests
             Assert.AreEqual(o.LoraMaxRank > 0, names.Contains("lm_head_lora"), s.Name);
             Assert.AreEqual(layers, s.Model.Pieces.Count(p => p.Kind == PieceKind.BlockCache), s.Name);
             Assert.AreEqual(o.SharePrompt ? 0 : layers, s.Model.Pieces.Count(p => p.Kind == PieceKind.Block), s.Name);
-            Assert.AreEqual(o.UseBlockWithKv || o.SharePrompt ? layers : 0, s.Model.Pieces.Count(p => p.Kind == PieceKind.BlockKv), s.Name);
+            Assert.AreEqual(o.UseHistoryKv || o.SharePrompt ? layers : 0, s.Model.Pieces.Count(p => p.Kind == PieceKind.BlockKv), s.Name);
         }
     }
 

@@ -104,7 +104,7 @@ public sealed class OptionTests
 
     [TestMethod]
     public void HistoryPrefillWithBlockKvMatchesOneForward() =>
-        TwoChunkPrefill(Tiny(o => o with { UseBlockWithKv = true, MaxInputLength = 4, MaxPrefillKvLength = 8 }), "block_{i}", 4);
+        TwoChunkPrefill(Tiny(o => o with { UseHistoryKv = true, MaxInputLength = 4, MaxPrefillKvLength = 8 }), "block_{i}", 4);
 
     [TestMethod]
     public void SharedPromptThenBlockKvMatchesOneForward() =>

@@ -26,7 +26,7 @@ internal static class TestScenarios
             new("tiny-w8f16-g0-sample-batch2-input16", TestResolver.Resolve(tiny, TestResolver.Options(tiny) with
                 { Quantize = "w8f16", QGroupSize = 0, DoSample = true, Batch = 2, MaxInputLength = 16 }), true),
             new("tiny-dynamic-kv", TestResolver.Resolve(tiny, TestResolver.Options(tiny) with
-                { Dynamic = true, UseBlockWithKv = true, MaxInputLength = 16, MaxPrefillKvLength = 32 }), true),
+                { Dynamic = true, UseHistoryKv = true, MaxInputLength = 16, MaxPrefillKvLength = 32 }), true),
             new("tiny-shareprompt-lora-embdisk", TestResolver.Resolve(tiny, TestResolver.Options(tiny) with
                 { SharePrompt = true, MaxPrefillKvLength = 24, MaxInputLength = 8, LoraMaxRank = 4, EmbeddingDisk = true }), true),
             new("tiny-2dev", TestResolver.Resolve(tiny, TestResolver.Options(tiny) with { NumDevice = 2 }), true),

@@ -80,7 +80,7 @@ public sealed class ShardGraphTests
     [TestMethod]
     public void BlockKvWithHistoryMatchesTheWholeBlock()
     {
-        var model = Tiny(o => o with { NumDevice = 2, UseBlockWithKv = true });
+        var model = Tiny(o => o with { NumDevice = 2, UseHistoryKv = true });
         Compare(model, ReferenceModelTests.TinyCheckpoint, "block_kv_3");
     }
 

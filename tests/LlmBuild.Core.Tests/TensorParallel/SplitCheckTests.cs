@@ -75,11 +75,12 @@ public sealed class SplitCheckTests
     }
 
     [TestMethod]
-    public void OnlyTensorParallelAndPositiveDeviceCounts()
+    public void PipelineNeedsThreeDevicesAndDeviceCountsArePositive()
     {
-        var e = Refused(("NumDevice", "2"), ("DistributeStrategy", "pp"));
-        Assert.AreEqual(ErrorCodes.TensorParallelSplit, e.Code);
-        StringAssert.Contains(e.Message, "DistributeStrategy=tp");
+        // pp is built now (Flags/PipelineParallelTests); two devices leave none for the layers, with either backend.
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => ExampleBuild.Resolve(Props(("NumDevice", "2"), ("DistributeStrategy", "pp"))));
+        Assert.AreEqual(ErrorCodes.PipelineSplit, e.Code);
+        StringAssert.Contains(e.Message, "NumDevice ≥ 3");
         Assert.AreEqual(ErrorCodes.InvalidProperty, Assert.ThrowsExactly<LlmBuildException>(() => ExampleBuild.Resolve(Props(("NumDevice", "0")))).Code);
         var options = TestResolver.Options(TestResolver.TinyModelDir) with { NumDevice = 0 };
         Assert.AreEqual(ErrorCodes.InvalidProperty, Assert.ThrowsExactly<LlmBuildException>(options.Validate).Code);
