@@ -43,6 +43,8 @@ public sealed record ResolvedModel
     public IReadOnlyList<string>? IgnoredTensors { get; init; }
     /// <summary>True when the final RMSNorm is part of the last block (one device) rather than lm_head.</summary>
     public bool FinalNormInLastBlock { get; init; }
+    /// <summary>QuantizeMethod gptq/awq: how the quantize stage calibrates; null for round-to-nearest.</summary>
+    public CalibrationSettings? Calibration { get; init; }
 
     [JsonIgnore] public ModelFamily ModelFamily => ModelFamilies.All.First(f => f.Name == Family);
     [JsonIgnore] public int PrefillLength => Options.PrefillLength;
