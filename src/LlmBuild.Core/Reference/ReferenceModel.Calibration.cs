@@ -59,4 +59,10 @@ public sealed partial class ReferenceModel
             throw new ArgumentException($"'{tensorName}' holds {current.Length} values, not {data.Length}.", nameof(data));
         lock (_weights) _weights[tensorName] = data;
     }
+
+    /// <summary>Drops the weights kept so far (calibration keeps one layer's weights at a time).</summary>
+    public void ForgetWeights()
+    {
+        lock (_weights) _weights.Clear();
+    }
 }
