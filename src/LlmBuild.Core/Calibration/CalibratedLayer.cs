@@ -40,61 +40,15 @@ public static class CalibratedLayer
         var overrides = new WeightOverrides();
         var report = new List<LinearReport>();
         WeightEntry? Entry(WeightRole role) => entries.FirstOrDefault(e => e.Role == role && e.Layer == layer && e.Expert is null);
-        var weights = new Dictionary<WeightRole, float[]>();
-        float[] Read(WeightEntry e)
-        {
-            var data = new float[e.Shape.Aggregate(1L, (a, b) => a * b)];
-            checkpoint.ReadFloat32(e.SourceTensor, data);
-            return data;
-        }
-        foreach (var (role, _) in Linears)
-            if (Entry(role) is { Storage: WeightStorage.Quantized } e) weights[role] = Read(e);
-
+        float[] Read(WeightEntry e) => ReadFloats(checkpoint, e);
         QuantScheme scheme = model.Weights;
-        var alphas = new Dictionary<WeightRole, double>();
-        // AWQ's factors per linear: its columns were multiplied by ColumnScale, its rows divided by RowScale (up_proj).
-        var columnScale = new Dictionary<WeightRole, float[]>();
-        var rowScale = new Dictionary<WeightRole, float[]>();
-        if (settings.Method == CalibrationSettings.Awq)
-        {
-            float offset = (float)model.ModelFamily.NormWeightOffset;
-            void ScaleGroup(LinearInput input, WeightRole[] roles, Action<float[]> fold)
-            {
-                if (!stats.Groups.TryGetValue(input, out var group) || roles.Any(r => !weights.ContainsKey(r))) return;
-                var linears = roles.Select(r => (weights[r], checked((int)Entry(r)!.Shape[0]))).ToList();
-                var result = ActivationAwareScales.Search(linears, group.K, group.MeanAbs, group.Hessian, scheme);
-                foreach (var r in roles)
-                {
-                    ScaleColumns(weights[r], group.K, result.Scales);
-                    alphas[r] = result.Alpha;
-                    columnScale[r] = result.Scales;
-                }
-                fold(result.Scales);
-            }
-            void FoldIntoNorm(WeightRole normRole, float[] s)
-            {
-                WeightEntry norm = Entry(normRole)!;
-                float[] w = overrides.Floats.TryGetValue(norm.SourceTensor, out var done) ? done : Read(norm);
-                for (int j = 0; j < s.Length; j++) w[j] = (offset + w[j]) / s[j] - offset;
-                overrides.Floats[norm.SourceTensor] = w;
-            }
-            ScaleGroup(LinearInput.Attention, [WeightRole.QProj, WeightRole.KProj, WeightRole.VProj], s => FoldIntoNorm(WeightRole.InputNorm, s));
-            ScaleGroup(LinearInput.Mlp, [WeightRole.MlpGate, WeightRole.MlpUp], s => FoldIntoNorm(WeightRole.PostAttentionNorm, s));
-            if (weights.ContainsKey(WeightRole.MlpUp))
-                ScaleGroup(LinearInput.MlpDown, [WeightRole.MlpDown], s =>
-                {
-                    float[] up = weights[WeightRole.MlpUp];
-                    int k = checked((int)Entry(WeightRole.MlpUp)!.Shape[1]);
-                    for (int r = 0; r < s.Length; r++) TensorPrimitives.Divide(up.AsSpan(r * k, k), s[r], up.AsSpan(r * k, k));
-                    rowScale[WeightRole.MlpUp] = s;
-                    if (Entry(WeightRole.MlpUpBias) is { } biasEntry)
-                    {
-                        float[] bias = Read(biasEntry);
-                        TensorPrimitives.Divide(bias, s, bias);
-                        overrides.Floats[biasEntry.SourceTensor] = bias;
-                    }
-                });
-        }
+        var scaling = new AwqScaling();
+        Dictionary<WeightRole, float[]> weights = settings.Method == CalibrationSettings.Awq
+            ? ScaleForAwq(checkpoint, model, entries, stats, scaling, overrides.Floats)
+            : LayerLinears(checkpoint, entries, layer);
+        var alphas = scaling.Alphas;
+        var columnScale = scaling.ColumnScale;
+        var rowScale = scaling.RowScale;
 
         foreach (var (role, input) in Linears)
         {
@@ -118,6 +72,90 @@ public static class CalibratedLayer
             report.Add(new LinearReport(layer, role.ToString(), e.SourceTensor, scheme.Bits, rtn, error, alphas.TryGetValue(role, out double a) ? a : null));
         }
         return (overrides, report);
+    }
+
+    /// <summary>AWQ's decisions for one layer: α and the column factor per scaled linear, the row factor of up_proj.</summary>
+    private sealed class AwqScaling
+    {
+        public Dictionary<WeightRole, double> Alphas { get; } = [];
+        public Dictionary<WeightRole, float[]> ColumnScale { get; } = [];
+        public Dictionary<WeightRole, float[]> RowScale { get; } = [];
+    }
+
+    private static float[] ReadFloats(ICheckpoint checkpoint, WeightEntry e)
+    {
+        var data = new float[e.Shape.Aggregate(1L, (a, b) => a * b)];
+        checkpoint.ReadFloat32(e.SourceTensor, data);
+        return data;
+    }
+
+    /// <summary>The layer's quantized linears as f32 [N, K], by role.</summary>
+    private static Dictionary<WeightRole, float[]> LayerLinears(ICheckpoint checkpoint, IReadOnlyList<WeightEntry> entries, int layer)
+    {
+        var weights = new Dictionary<WeightRole, float[]>();
+        foreach (var (role, _) in Linears)
+            if (entries.FirstOrDefault(e => e.Role == role && e.Layer == layer && e.Expert is null) is { Storage: WeightStorage.Quantized } e) weights[role] = ReadFloats(checkpoint, e);
+        return weights;
+    }
+
+    /// <summary>
+    /// The AWQ-folded float layer, unquantized: every tensor the fold changed (norm weights, scaled linears, up_proj's
+    /// rows and bias), by source tensor name. The float model with these is the checkpoint's model (a test checks the logits).
+    /// </summary>
+    public static Dictionary<string, float[]> AwqFoldedFloats(ICheckpoint checkpoint, ResolvedModel model, IReadOnlyList<WeightEntry> entries, LayerStatistics stats)
+    {
+        var floats = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        var weights = ScaleForAwq(checkpoint, model, entries, stats, new AwqScaling(), floats);
+        foreach (var (role, w) in weights) floats[entries.First(e => e.Role == role && e.Layer == stats.Layer && e.Expert is null).SourceTensor] = w;
+        return floats;
+    }
+
+    /// <summary>Searches and applies AWQ's scales: returns the scaled linears by role; the folded norms and bias go to <paramref name="floats"/>.</summary>
+    private static Dictionary<WeightRole, float[]> ScaleForAwq(ICheckpoint checkpoint, ResolvedModel model, IReadOnlyList<WeightEntry> entries, LayerStatistics stats,
+        AwqScaling scaling, Dictionary<string, float[]> floats)
+    {
+        int layer = stats.Layer;
+        WeightEntry? Entry(WeightRole role) => entries.FirstOrDefault(e => e.Role == role && e.Layer == layer && e.Expert is null);
+        var weights = LayerLinears(checkpoint, entries, layer);
+        QuantScheme scheme = model.Weights;
+        float offset = (float)model.ModelFamily.NormWeightOffset;
+        void ScaleGroup(LinearInput input, WeightRole[] roles, Action<float[]> fold)
+        {
+            if (!stats.Groups.TryGetValue(input, out var group) || roles.Any(r => !weights.ContainsKey(r))) return;
+            var linears = roles.Select(r => (weights[r], checked((int)Entry(r)!.Shape[0]))).ToList();
+            var result = ActivationAwareScales.Search(linears, group.K, group.MeanAbs, group.Hessian, scheme);
+            foreach (var r in roles)
+            {
+                ScaleColumns(weights[r], group.K, result.Scales);
+                scaling.Alphas[r] = result.Alpha;
+                scaling.ColumnScale[r] = result.Scales;
+            }
+            fold(result.Scales);
+        }
+        void FoldIntoNorm(WeightRole normRole, float[] s)
+        {
+            WeightEntry norm = Entry(normRole)!;
+            float[] w = floats.TryGetValue(norm.SourceTensor, out var done) ? done : ReadFloats(checkpoint, norm);
+            for (int j = 0; j < s.Length; j++) w[j] = (offset + w[j]) / s[j] - offset;
+            floats[norm.SourceTensor] = w;
+        }
+        ScaleGroup(LinearInput.Attention, [WeightRole.QProj, WeightRole.KProj, WeightRole.VProj], s => FoldIntoNorm(WeightRole.InputNorm, s));
+        ScaleGroup(LinearInput.Mlp, [WeightRole.MlpGate, WeightRole.MlpUp], s => FoldIntoNorm(WeightRole.PostAttentionNorm, s));
+        if (weights.ContainsKey(WeightRole.MlpUp))
+            ScaleGroup(LinearInput.MlpDown, [WeightRole.MlpDown], s =>
+            {
+                float[] up = weights[WeightRole.MlpUp];
+                int k = checked((int)Entry(WeightRole.MlpUp)!.Shape[1]);
+                for (int r = 0; r < s.Length; r++) TensorPrimitives.Divide(up.AsSpan(r * k, k), s[r], up.AsSpan(r * k, k));
+                scaling.RowScale[WeightRole.MlpUp] = s;
+                if (Entry(WeightRole.MlpUpBias) is { } biasEntry)
+                {
+                    float[] bias = ReadFloats(checkpoint, biasEntry);
+                    TensorPrimitives.Divide(bias, s, bias);
+                    floats[biasEntry.SourceTensor] = bias;
+                }
+            });
+        return weights;
     }
 
     /// <summary>W[:, j] *= s[j] in place.</summary>
