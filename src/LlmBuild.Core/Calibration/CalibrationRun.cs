@@ -73,11 +73,12 @@ public static class CalibrationRun
     /// Runs <paramref name="sequences"/> through the reference one layer at a time and hands each layer's statistics to
     /// <paramref name="done"/>. Holds the sequences' hidden states at one layer, that layer's linear inputs and weights.
     /// </summary>
-    public static void Collect(ReferenceModel reference, int[][] sequences, Action<LayerStatistics> done)
+    /// <param name="layers">Only the first layers (a benchmark's sample); all when negative.</param>
+    public static void Collect(ReferenceModel reference, int[][] sequences, Action<LayerStatistics> done, int layers = -1)
     {
         reference.Reset();
         float[][] hidden = sequences.Select(s => reference.Embed(s)).ToArray();
-        for (int layer = 0; layer < reference.Config.NumLayers; layer++)
+        for (int layer = 0; layer < (layers < 0 ? reference.Config.NumLayers : Math.Min(layers, reference.Config.NumLayers)); layer++)
         {
             var collector = new LayerStatistics.Collector();
             for (int s = 0; s < sequences.Length; s++) reference.PrefillLayer(layer, hidden[s], sequences[s].Length, collector.Observe);
