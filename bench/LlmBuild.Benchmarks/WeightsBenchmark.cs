@@ -101,7 +101,7 @@ public sealed class WeightsBenchmark : IBenchmark
         return 0;
     }
 
-    private static List<WeightOwner> Owners(ModelFamily family)
+    internal static List<WeightOwner> Owners(ModelFamily family)
     {
         WeightEntry E(WeightRole role, int layer, WeightStorage storage, params long[] shape) =>
             new(role, layer, family.TensorName(role, layer), family.TensorName(role, layer), storage, shape);
@@ -138,7 +138,7 @@ public sealed class WeightsBenchmark : IBenchmark
     }
 
     /// <summary>Writes config.json and a random-bf16 model.safetensors of the Qwen2.5-0.5B shapes.</summary>
-    private static void WriteCheckpoint(string dir)
+    internal static void WriteCheckpoint(string dir)
     {
         Directory.CreateDirectory(dir);
         var family = ModelFamilies.Get("qwen2");
@@ -206,7 +206,7 @@ public sealed class WeightsBenchmark : IBenchmark
     }
 
     /// <summary>Resets the kernel's peak-RSS counter (VmHWM) to the current RSS and returns it.</summary>
-    private static long ResetPeakRss()
+    internal static long ResetPeakRss()
     {
         try
         {
@@ -219,7 +219,7 @@ public sealed class WeightsBenchmark : IBenchmark
         return Status("VmRSS");
     }
 
-    private static long PeakRss() => Status("VmHWM");
+    internal static long PeakRss() => Status("VmHWM");
 
     private static long Status(string field)
     {

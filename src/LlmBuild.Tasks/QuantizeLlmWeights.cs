@@ -1,19 +1,26 @@
 using Microsoft.Build.Framework;
 using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks;
 
-/// <summary>Stage 2: writes one npz per weight owner (embedding, block_i, lm_head), only for owners that are out of date.</summary>
+/// <summary>
+/// Stage 2: writes one npz per weight owner (embedding, block_i, lm_head), only for owners that are out of date. With
+/// QuantizeMethod gptq/awq it first computes (or reuses) the per-layer calibration statistics under CalibrationDirectory
+/// and writes quantization.json there, with its table in the build log.
+/// </summary>
 public sealed class QuantizeLlmWeights : LlmTask
 {
     [Required] public string ResolvedFile { get; set; } = "";
     /// <summary>Identity = owner name; metadata Spec (its spec file) and Npz (its output).</summary>
     [Required] public ITaskItem[] Owners { get; set; } = [];
-    /// <summary>Inputs every owner depends on (weight files, SDK files, the task assembly).</summary>
+    /// <summary>Inputs every owner depends on (weight files, SDK files, the task assembly, the calibration text).</summary>
     public ITaskItem[]? SharedInputs { get; set; }
+    /// <summary>Where calibration keeps its statistics and report (obj/…/llm/calibration/).</summary>
+    public string CalibrationDirectory { get; set; } = "";
 
     protected override void ExecuteCore()
     {
@@ -23,8 +30,18 @@ public sealed class QuantizeLlmWeights : LlmTask
         var stale = Owners.Where(o => !Freshness.IsUpToDate([o.Path("Npz")], [o.Path("Spec"), .. shared])).ToList();
         foreach (var o in Owners.Except(stale)) LogPieceUpToDate(o.ItemSpec);
         if (stale.Count == 0) return;
+        string calibrationDir = CalibrationDirectory.Length > 0 ? CalibrationDirectory : System.IO.Path.Combine(System.IO.Path.GetDirectoryName(ResolvedFile)!, "calibration");
+        var warnings = new List<LlmBuildWarning>();
+        string? stats = QuantizeStage.Calibrate(model, calibrationDir, warnings, line => LogProgress($"{Stage}: {line}"));
+        foreach (var w in warnings) LogWarning(w);
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         RunPieces(stale, o => o.ItemSpec, (o, log) =>
-            QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz")));
+        {
+            if (stats is null) QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz"));
+            else QuantizeStage.RunCalibrated(checkpoint, model, o.ItemSpec, o.Path("Npz"), stats, calibrationDir);
+        });
+        if (stats is not null && !Log.HasLoggedErrors)
+            LogProgress($"{Stage}: {model.Calibration!.Method} quantization (output error on the calibration data, per linear; {System.IO.Path.Combine(calibrationDir, "quantization.json")}):\n" +
+                QuantizeStage.WriteCalibrationReport(model, calibrationDir));
     }
 }

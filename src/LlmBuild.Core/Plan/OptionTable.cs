@@ -333,6 +333,40 @@ public static class OptionTable
         Doc = "Checkpoint tensors (names or * patterns, separated by ;) the build drops on purpose, with a warning. Any other tensor no role of the family uses stops the build (LLMB0010).",
         ValuesDoc = "checkpoint tensors (names or `*` patterns, `;`-separated) dropped on purpose; any other unused tensor is LLMB0010",
     };
+    public static readonly OptionDefinition QuantizeMethod = new()
+    {
+        Name = "QuantizeMethod", Kind = OptionKind.Choice, Choices = ["rtn", "gptq", "awq"], Default = "rtn",
+        Doc = "How w4/w8 weights are rounded: rtn (round to nearest), gptq (error-compensating rounding on calibration data), awq (activation-aware scales folded into the preceding norm, then rounding).",
+        ValuesDoc = "rtn (round to nearest), gptq, awq: calibrated on LlmCalibrationText or self-generated text",
+    };
+    public static readonly OptionDefinition CalibrationSamples = new()
+    {
+        Name = "CalibrationSamples", Kind = OptionKind.Integer, Default = "32", Minimum = 1,
+        Doc = "Calibration sequences for gptq/awq.", ValuesDoc = "sequences run through the f32 reference for gptq/awq",
+    };
+    public static readonly OptionDefinition CalibrationSeqLength = new()
+    {
+        Name = "CalibrationSeqLength", Kind = OptionKind.Integer, Default = "128", Minimum = 8,
+        Doc = "Tokens per calibration sequence.", ValuesDoc = "tokens per calibration sequence",
+    };
+    public static readonly OptionDefinition CalibrationSeed = new()
+    {
+        Name = "CalibrationSeed", Kind = OptionKind.Integer, Default = "0", Minimum = 0,
+        Doc = "Seed of the calibration text: the windows cut from LlmCalibrationText, or the model's own sampled text when none is given.",
+        ValuesDoc = "seeds the text windows or the self-generated text",
+    };
+    public static readonly OptionDefinition GptqActOrder = new()
+    {
+        Name = "GptqActOrder", Kind = OptionKind.Switch, Default = "false",
+        Doc = "gptq: quantize the inputs in order of decreasing Hessian diagonal (stored with input_perm; the graph gathers the input).",
+        ValuesDoc = "gptq: quantize inputs in decreasing-activation order (input_perm)",
+    };
+    public static readonly OptionDefinition LlmCalibrationText = new()
+    {
+        Name = "LlmCalibrationText", Kind = OptionKind.Text,
+        Doc = "Text files for gptq/awq calibration, normally given as LlmCalibrationText items (the SDK passes their full paths here, ;-separated); none = text the model samples itself.",
+        ValuesDoc = "calibration text files (the `LlmCalibrationText` item); none: text the model samples itself from neutral starts",
+    };
     public static readonly OptionDefinition Verify = new()
     {
         Name = "Verify", Kind = OptionKind.Switch, Default = "true",
@@ -350,7 +384,8 @@ public static class OptionTable
 
     /// <summary>LlmBuild's own options.</summary>
     public static IReadOnlyList<OptionDefinition> LlmBuildOptions { get; } =
-        [LlmModelName, QuantizeLmHead, QuantizeVit, DeviceMemoryMiB, TpuMlirPath, LlmCodegenBackend, LlmIgnoreTensors, Verify];
+        [LlmModelName, QuantizeLmHead, QuantizeVit, DeviceMemoryMiB, TpuMlirPath, LlmCodegenBackend, LlmIgnoreTensors, Verify,
+         QuantizeMethod, CalibrationSamples, CalibrationSeqLength, CalibrationSeed, GptqActOrder, LlmCalibrationText];
 
     public static IReadOnlyList<OptionDefinition> All { get; } = [.. ConvertOptions, .. LlmBuildOptions];
 

@@ -52,6 +52,8 @@ public sealed record ResolvedModel
     public int VitPatches { get; init; }
     /// <summary>The vision tower's linears are quantized like the LLM's (QuantizeVit); by default they stay in the activation dtype.</summary>
     public bool QuantizeVit { get; init; }
+    /// <summary>QuantizeMethod gptq/awq: how the quantize stage calibrates; null for round-to-nearest.</summary>
+    public CalibrationSettings? Calibration { get; init; }
 
     [JsonIgnore] public ModelFamily ModelFamily => ModelFamilies.All.First(f => f.Name == Family);
     [JsonIgnore] public int PrefillLength => Options.PrefillLength;

@@ -268,6 +268,16 @@ public static class Resolver
         }).ToList();
     }
 
+    /// <summary>
+    /// GPTQ with act-order: every quantized linear of the blocks stores its inputs in its own order (input_perm), which
+    /// the graph gathers. lm_head keeps the source order (it is not calibrated).
+    /// </summary>
+    public static IReadOnlyList<WeightOwner> PermuteBlockInputs(IReadOnlyList<WeightOwner> owners) =>
+        owners.Select(o => o with
+        {
+            Entries = o.Entries.Select(e => e.Storage == WeightStorage.Quantized && ModelFamily.IsLayerRole(e.Role) ? e with { InputPermuted = true } : e).ToList(),
+        }).ToList();
+
     /// <summary>A pre-quantized checkpoint stores x.qweight (GPTQ, AWQ) or x.weight_packed (compressed-tensors) instead of x.weight.</summary>
     private static bool IsPrequantized(ICheckpoint checkpoint, string weightName) =>
         weightName.EndsWith(".weight", StringComparison.Ordinal) && PreQuantizedUnpacker.IsPacked(checkpoint, weightName);

@@ -115,6 +115,14 @@ public static class LinearQuantizer
         if (bits == 4) QuantizedLinear.PackNibbles(q, qweightRow);
     }
 
+    /// <summary>One group's scale and zero point exactly as round-to-nearest chooses them (GPTQ and AWQ reuse the rule).</summary>
+    public static (float Scale, int Zero) GroupScaleAndZero(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName = "weight", int row = 0, int groupIndex = 0) =>
+        GroupParameters(group, bits, symmetric, tensorName, row, groupIndex);
+
+    /// <summary>The level of one value: clamp(round-half-even(w / scale) + zero, 0, 2^b − 1); a zero scale gives the zero point.</summary>
+    public static int Level(double w, float scale, int zero, int bits) =>
+        scale == 0 ? zero : (int)Math.Clamp(Math.Round(w / scale, MidpointRounding.ToEven) + zero, 0, (1 << bits) - 1);
+
     /// <summary>The per-group scale and zero point (shared by the vector and scalar paths).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static (float Scale, int Zero) GroupParameters(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName, int row, int groupIndex)

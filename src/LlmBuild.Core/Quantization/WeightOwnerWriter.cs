@@ -22,17 +22,23 @@ public static class WeightOwnerWriter
     /// <summary>Elements converted per streamed block (16 MiB of f32).</summary>
     internal const int BlockElements = 1 << 22;
 
-    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath)
+    /// <param name="overrides">Calibration's decisions for this owner (QuantizeMethod gptq/awq); null: round to nearest.</param>
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath, WeightOverrides? overrides = null)
     {
-        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream));
+        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream, overrides));
     }
 
     /// <summary>Writes the owner's npz into a seekable stream (the file form above adds the atomic rename).</summary>
-    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination)
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination, WeightOverrides? overrides = null)
     {
         var source = PreQuantizedFormat.FromConfig(model.Config.QuantizationConfig, "config.json quantization_config");
         using var npz = new NpzWriter(destination, leaveOpen: true);
-        foreach (var entry in owner.Entries) WriteEntry(checkpoint, model, source, entry, npz);
+        foreach (var entry in owner.Entries)
+        {
+            if (overrides is not null && overrides.Quantized.TryGetValue(entry.SourceTensor, out QuantizedLinear? q)) WriteGiven(entry, q, model, npz, checkpoint.Directory);
+            else if (overrides is not null && overrides.Floats.TryGetValue(entry.SourceTensor, out float[]? w)) WriteGiven(entry, w, model, npz, checkpoint.Directory);
+            else WriteEntry(checkpoint, model, source, entry, npz);
+        }
         npz.Finish();
     }
 
@@ -205,15 +211,21 @@ public static class WeightOwnerWriter
             throw new LlmBuildException(ErrorCodes.TensorShapeMismatch,
                 $"Pre-quantized tensor '{entry.SourceTensor}' unpacks to [{q.N}, {q.K}], but config.json implies [{string.Join(", ", entry.Shape)}] for {entry.Role}.",
                 checkpoint.Directory);
+        WriteGiven(entry, q, model, npz, checkpoint.Directory);
+    }
+
+    /// <summary>Stores an already quantized linear: as it is when the entry is quantized, else dequantized in source order.</summary>
+    private static void WriteGiven(WeightEntry entry, QuantizedLinear q, ResolvedModel model, NpzWriter npz, string where)
+    {
         switch (entry.Storage)
         {
             case WeightStorage.Quantized:
-                // Resolve read the g_idx to decide whether the graph gathers this weight's input; the data must agree.
+                // Resolve decided whether the graph gathers this weight's input; the data must agree.
                 if ((q.InputPermutation is not null) != entry.InputPermuted)
                     throw new LlmBuildException(ErrorCodes.StaleIntermediate,
-                        $"'{entry.SourceTensor}' {(entry.InputPermuted ? "no longer" : "now")} permutes its inputs (act-order g_idx), unlike when the build was resolved. Rebuild to resolve again.",
-                        checkpoint.Directory);
-                NonFiniteCheck.Float32(q.Scales, entry.SourceTensor + " (scales)", [q.N, q.GroupsPerRow], 0, checkpoint.Directory);
+                        $"'{entry.SourceTensor}' {(entry.InputPermuted ? "no longer" : "now")} permutes its inputs (act-order), unlike when the build was resolved. Rebuild to resolve again.",
+                        where);
+                NonFiniteCheck.Float32(q.Scales, entry.SourceTensor + " (scales)", [q.N, q.GroupsPerRow], 0, where);
                 npz.AddUInt8(WeightKeys.QWeight(entry.Key), q.QWeight, [q.N, q.PackedRowBytes]);
                 npz.AddFloat32(WeightKeys.Scales(entry.Key), q.Scales, [q.N, q.GroupsPerRow]);
                 npz.AddUInt8(WeightKeys.QZeros(entry.Key), q.QZeros, [q.N, q.GroupsPerRow]);
@@ -223,9 +235,22 @@ public static class WeightOwnerWriter
             case WeightStorage.Activation:
             case WeightStorage.Float32:
                 // In the source's input order: the activation-dtype weight is used without a gather.
-                float[] w = LinearQuantizer.DequantizeInSourceOrder(q);
-                NonFiniteCheck.Float32(w, entry.SourceTensor, entry.Shape, 0, checkpoint.Directory);
-                if (entry.Storage == WeightStorage.Float32 || model.ActivationDtype == "f32")
+                WriteGiven(entry, LinearQuantizer.DequantizeInSourceOrder(q), model, npz, where);
+                break;
+        }
+    }
+
+    /// <summary>Stores float values given for the entry (activation dtype or f32, as the entry says; quantized entries are rounded to nearest).</summary>
+    private static void WriteGiven(WeightEntry entry, float[] w, ResolvedModel model, NpzWriter npz, string where)
+    {
+        NonFiniteCheck.Float32(w, entry.SourceTensor, entry.Shape, 0, where);
+        switch (entry.Storage)
+        {
+            case WeightStorage.Float32:
+                npz.AddFloat32(entry.Key, w, entry.Shape);
+                break;
+            case WeightStorage.Activation:
+                if (model.ActivationDtype == "f32")
                 {
                     npz.AddFloat32(entry.Key, w, entry.Shape);
                     break;
@@ -241,6 +266,9 @@ public static class WeightOwnerWriter
                     FloatFormats.FloatToHalf(w, bits);
                     npz.AddHalf(entry.Key, bits, entry.Shape);
                 }
+                break;
+            case WeightStorage.Quantized:
+                WriteGiven(entry, LinearQuantizer.Quantize(w, checked((int)entry.Shape[0]), checked((int)entry.Shape[1]), model.Weights, entry.SourceTensor), model, npz, where);
                 break;
         }
     }

@@ -50,6 +50,8 @@ public sealed partial class ReferenceModel
     private readonly float[] _longInvFreq;
     private readonly float[] _localInvFreq;
     private readonly PreQuantizedFormat? _preQuantized;
+    /// <summary>Calibration's observer of each linear's input (null in every other forward).</summary>
+    private LinearInputObserver? _linearInputs;
 
     /// <param name="keepWeights">Keep every weight in memory as f32 after its first use (fast; 4 bytes per parameter).
     /// When false, each weight is read from the checkpoint whenever it is needed.</param>
@@ -150,16 +152,9 @@ public sealed partial class ReferenceModel
     private float[] Forward(ReadOnlySpan<int> tokens, ReferenceTrace? trace, float[]? imageEmbeds)
     {
         var cfg = Config;
-        int n = tokens.Length, hidden = cfg.HiddenSize, vocab = cfg.VocabSize;
-        var h = new float[n * hidden];
-        float[] embedding = Weight(_family.TensorName(WeightRole.Embedding));
-        for (int t = 0; t < n; t++)
-        {
-            if ((uint)tokens[t] >= (uint)vocab)
-                throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"Token id {tokens[t]} is outside the vocabulary (0..{vocab - 1}).");
-            embedding.AsSpan(tokens[t] * hidden, hidden).CopyTo(h.AsSpan(t * hidden));
-        }
-        if (cfg.EmbeddingMultiplier != 1) TensorPrimitives.Multiply(h, (float)cfg.EmbeddingMultiplier, h);
+        int n = tokens.Length;
+        float[] h = Embed(tokens);
+        int hidden = cfg.HiddenSize;
         if (imageEmbeds is not null)
         {
             // Hugging Face's masked_scatter: the image features fill the image-pad tokens' rows in order.
@@ -182,18 +177,43 @@ public sealed partial class ReferenceModel
             Layer(layer, h, n, trace);
         }
         if (trace is not null) trace.LastHidden = (float[])h.Clone();
+        float[] logits = Head(h, n, trace);
+        Position += n;
+        return logits;
+    }
 
+    /// <summary>The (scaled) embeddings of the tokens, [n, H].</summary>
+    public float[] Embed(ReadOnlySpan<int> tokens)
+    {
+        var cfg = Config;
+        int n = tokens.Length, hidden = cfg.HiddenSize, vocab = cfg.VocabSize;
+        var h = new float[n * hidden];
+        float[] embedding = Weight(_family.TensorName(WeightRole.Embedding));
+        for (int t = 0; t < n; t++)
+        {
+            if ((uint)tokens[t] >= (uint)vocab)
+                throw new LlmBuildException(ErrorCodes.ReferenceUnsupported, $"Token id {tokens[t]} is outside the vocabulary (0..{vocab - 1}).");
+            embedding.AsSpan(tokens[t] * hidden, hidden).CopyTo(h.AsSpan(t * hidden));
+        }
+        if (cfg.EmbeddingMultiplier != 1) TensorPrimitives.Multiply(h, (float)cfg.EmbeddingMultiplier, h);
+        return h;
+    }
+
+    /// <summary>The final norm, lm_head and logit soft-capping over the last hidden states [n, H]: logits [n, vocab].</summary>
+    public float[] Head(float[] h, int n, ReferenceTrace? trace = null)
+    {
+        var cfg = Config;
+        int hidden = cfg.HiddenSize, vocab = cfg.VocabSize;
         float[] normed = RmsNorm(h, n, hidden, Weight(_family.TensorName(WeightRole.FinalNorm)));
         if (cfg.FinalHiddenMultiplier != 1) TensorPrimitives.Multiply(normed, (float)cfg.FinalHiddenMultiplier, normed);
         if (trace is not null) trace.NormedHidden = (float[])normed.Clone();
-        float[] head = Config.TieWordEmbeddings ? embedding : Weight(_family.TensorName(WeightRole.LmHead));
+        float[] head = Config.TieWordEmbeddings ? Weight(_family.TensorName(WeightRole.Embedding)) : Weight(_family.TensorName(WeightRole.LmHead));
         float[] logits = Linear(normed, n, hidden, head, vocab, null);
         if (cfg.FinalLogitSoftcap > 0)
         {
             float cap = (float)cfg.FinalLogitSoftcap;
             for (int i = 0; i < logits.Length; i++) logits[i] = MathF.Tanh(logits[i] / cap) * cap;
         }
-        Position += n;
         return logits;
     }
 
@@ -204,6 +224,7 @@ public sealed partial class ReferenceModel
         int qd = heads * d, kvd = kvHeads * d;
 
         float[] x = RmsNorm(h, n, hidden, Weight(Name(WeightRole.InputNorm, layer)));
+        _linearInputs?.Invoke(layer, LinearInput.Attention, x, n, hidden);
         float[] q = Linear(x, n, hidden, Weight(Name(WeightRole.QProj, layer)), qd, Optional(WeightRole.QBias, layer));
         float[] k = Linear(x, n, hidden, Weight(Name(WeightRole.KProj, layer)), kvd, Optional(WeightRole.KBias, layer));
         float[] v = Linear(x, n, hidden, Weight(Name(WeightRole.VProj, layer)), kvd, Optional(WeightRole.VBias, layer));
@@ -261,12 +282,14 @@ public sealed partial class ReferenceModel
                 }
             }
         }
+        _linearInputs?.Invoke(layer, LinearInput.AttentionOutput, attn, n, qd);
         float[] projected = Linear(attn, n, qd, Weight(Name(WeightRole.OProj, layer)), hidden, Optional(WeightRole.OBias, layer));
         if (_family.Has(WeightRole.AttentionOutputNorm)) projected = RmsNorm(projected, n, hidden, Weight(Name(WeightRole.AttentionOutputNorm, layer)));
         if (cfg.ResidualMultiplier != 1) TensorPrimitives.Multiply(projected, (float)cfg.ResidualMultiplier, projected);
         TensorPrimitives.Add(h, projected, h);
 
         float[] y = RmsNorm(h, n, hidden, Weight(Name(WeightRole.PostAttentionNorm, layer)));
+        _linearInputs?.Invoke(layer, LinearInput.Mlp, y, n, hidden);
         float[] down;
         if (cfg.IsSparseLayer(layer)) down = SparseMoe(layer, y, n, trace);
         else
@@ -280,6 +303,7 @@ public sealed partial class ReferenceModel
                 float activated = gelu ? 0.5f * g * (1f + MathF.Tanh(MathF.Sqrt(2f / MathF.PI) * (g + 0.044715f * g * g * g))) : g / (1f + MathF.Exp(-g));
                 gate[i] = activated * up[i];
             }
+            _linearInputs?.Invoke(layer, LinearInput.MlpDown, gate, n, inter);
             down = Linear(gate, n, inter, Weight(Name(WeightRole.MlpDown, layer)), hidden, Optional(WeightRole.MlpDownBias, layer));
         }
         if (_family.Has(WeightRole.MlpOutputNorm)) down = RmsNorm(down, n, hidden, Weight(Name(WeightRole.MlpOutputNorm, layer)));

@@ -41,10 +41,16 @@ public static class ResolveStage
         string[] ignoreTensors = OptionTable.LlmIgnoreTensors.ReadText(values)
             .Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         bool quantizeVit = OptionTable.QuantizeVit.ReadSwitch(values);
+        CalibrationSettings? calibration = CalibrationSettings.Read(values);
         ResolvedModel model = Resolver.Resolve(options, name, quantizeLmHead, warnings, ignoreTensors, quantizeVit) with
         {
             DeviceMemoryMiB = deviceMemory, CodegenBackend = backend, IgnoredTensors = ignoreTensors.Length > 0 ? ignoreTensors : null,
         };
+        if (calibration is not null)
+        {
+            calibration.CheckModel(model);
+            model = model with { Calibration = calibration, Owners = calibration.ActOrder ? Resolver.PermuteBlockInputs(model.Owners) : model.Owners };
+        }
         if (Checkpoints.GgufCheckpoint.IsGgufPath(model.Options.ModelPath))
         {
             using var gguf = Checkpoints.CheckpointLoader.Open(model.Options.ModelPath);
@@ -121,7 +127,7 @@ public static class ResolveStage
 
         foreach (var owner in model.Owners)
         {
-            var spec = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources };
+            var spec = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources, model.Calibration };
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "weights", owner.Name + ".json"), ToJson(spec));
         }
 
@@ -167,6 +173,9 @@ public static class ResolveStage
         Line(OptionTable.QuantizeLmHead.Name, m.QuantizeLmHead);
         if (m.VitPatches > 0) Line(OptionTable.QuantizeVit.Name, m.QuantizeVit);
         Line(OptionTable.DeviceMemoryMiB.Name, m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
+        Line(OptionTable.QuantizeMethod.Name, m.Calibration is not { } cal ? "rtn"
+            : $"{cal.Method}{(cal.ActOrder ? " act-order" : "")}, {cal.Samples} × {cal.SeqLength} tokens, seed {cal.Seed}, " +
+              (cal.TextFiles.Count == 0 ? "self-generated text" : $"text from {string.Join(", ", cal.TextFiles.Select(Path.GetFileName))}"));
         Line("codegen backend", m.CodegenBackend);
         Line("resolved quantize", m.Quantize);
         Line("activation dtype", m.ActivationDtype);
