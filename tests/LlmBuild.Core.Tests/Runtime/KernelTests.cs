@@ -101,6 +101,25 @@ public sealed unsafe class KernelTests
             }
     }
 
+    /// <summary>f32 → bf16 goes straight into the destination unless the two overlap (an in-place convert), then through a buffer.</summary>
+    [TestMethod]
+    public void FloatToBFloat16ConvertMatchesScalarInPlaceToo()
+    {
+        var rng = new Random(11);
+        float[] values = Enumerable.Range(0, 1000).Select(_ => (float)(rng.NextDouble() - 0.5) * 100).ToArray();
+        ushort[] want = values.Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        var apart = new ushort[values.Length];
+        float[] inPlace = (float[])values.Clone();
+        fixed (float* src = values, same = inPlace)
+        fixed (ushort* dst = apart)
+        {
+            Kernels.Convert((byte*)src, BModelDataType.Float32, (byte*)dst, BModelDataType.BFloat16, values.Length);
+            Kernels.Convert((byte*)same, BModelDataType.Float32, (byte*)same, BModelDataType.BFloat16, values.Length);
+            CollectionAssert.AreEqual(want, apart);
+            CollectionAssert.AreEqual(want, new ReadOnlySpan<ushort>(same, values.Length).ToArray());
+        }
+    }
+
     [TestMethod]
     [DataRow(1, 50, 7)]
     [DataRow(4, 33, 9)]
