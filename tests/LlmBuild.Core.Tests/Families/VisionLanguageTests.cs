@@ -291,4 +291,23 @@ public sealed class VisionLanguageTests
         Console.WriteLine($"verify (vit at 2916 patches included): {clock.Elapsed.TotalSeconds:F1} s");
         foreach (string l in lines.Where(l => l.Contains("vit") || l.Contains("final"))) Console.WriteLine(l);
     }
+
+    /// <summary>With the tpu-mlir backend the vit compiles in float unless QuantizeVit, as llm_convert compiles it.</summary>
+    [TestMethod]
+    public void TpuMlirCompilesTheVitInFloatUnlessAsked()
+    {
+        string dir = VlGolden.Load().Dir;
+        foreach (bool quantizeVit in new[] { false, true })
+        {
+            var model = ExampleBuild.Resolve(new Dictionary<string, string?>
+            {
+                ["ModelPath"] = dir, ["SeqLength"] = "64", ["Quantize"] = "w4bf16", ["QGroupSize"] = "32", ["MaxPixels"] = "112,112",
+                ["QuantizeVit"] = quantizeVit ? "true" : "false",
+            });
+            var args = LlmBuild.Core.Codegen.TpuMlirCommand.Arguments(model, model.Piece("vit"), "vit.mlir", "vit.bmodel");
+            string quantize = args[args.ToList().IndexOf("--quantize") + 1];
+            Assert.AreEqual(quantizeVit ? "W4BF16" : "BF16", quantize, string.Join(" ", args));
+            Assert.AreEqual(quantizeVit, model.Owner("vit").Entries.Any(e => e.Storage == LlmBuild.Core.Plan.WeightStorage.Quantized));
+        }
+    }
 }
