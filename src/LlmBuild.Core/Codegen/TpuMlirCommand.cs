@@ -53,6 +53,13 @@ public static class TpuMlirCommand
                 else args.AddRange(["--quantize", half]);
                 Common(quantInput: true, quantOutput: false);
                 break;
+            case PieceKind.Vit:
+                // The tower compiles in float (as llm_convert does) unless QuantizeVit; its f32 patches stay f32 inputs.
+                if (model.QuantizeVit) Quantized();
+                else args.AddRange(["--quantize", half]);
+                Common(quantInput: false, quantOutput: true);
+                args.Add("--high_precision");
+                break;
             case PieceKind.GreedyHead or PieceKind.SampleHead:
                 args.AddRange(["--chip", o.Chip]);
                 break;

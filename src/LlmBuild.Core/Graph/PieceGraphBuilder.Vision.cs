@@ -10,17 +10,6 @@ public static partial class PieceGraphBuilder
     public const string VisionRotaryCosKey = "visual.rotary.cos.weight";
     public const string VisionRotarySinKey = "visual.rotary.sin.weight";
 
-    /// <summary>The vit net's contract: input and output names, in order.</summary>
-    public static class VitNet
-    {
-        public const string Patches = "input_states";
-        public const string PositionIds = "position_ids";
-        public const string FullMask = "full_attn_mask";
-        public const string WindowMask = "window_attn_mask";
-        public const string ReverseIndex = "reverse_index";
-        public const string Output = "image_embeds";
-    }
-
     /// <summary>
     /// vit: patches [N, C·T·P·P] → patch embedding [N, E]; 2-D rotary tables gathered by position_ids [N, 2] (height,
     /// width) into [1, N, 1, head_dim]; each block norm → fused qkv → rotate-half RoPE → attention under the full mask
@@ -40,11 +29,11 @@ public static partial class PieceGraphBuilder
             ?? throw new LlmBuildException(ErrorCodes.GraphMissingWeight, $"Piece {c.Piece.Name}: the vit owner has no {role}{(block >= 0 ? $" of vision block {block}" : "")}. Rebuild.");
         WeightEntry? B(VisionRole role, int block = -1) => tower.Has(role) ? W(role, block) : null;
 
-        string patches = g.Input(VitNet.Patches, GraphDType.F32, n, v.PatchDim);
-        string pos = g.Input(VitNet.PositionIds, GraphDType.SI32, n, 2);
-        string fullMask = g.Input(VitNet.FullMask, GraphDType.F32, 1, 1, n, n);
-        string? windowMask = v.UsesWindows ? g.Input(VitNet.WindowMask, GraphDType.F32, 1, 1, n, n) : null;
-        string? reverse = v.UsesWindows ? g.Input(VitNet.ReverseIndex, GraphDType.SI32, n / unit) : null;
+        string patches = g.Input(NetContract.Vit.Patches, GraphDType.F32, n, v.PatchDim);
+        string pos = g.Input(NetContract.Vit.PositionIds, GraphDType.SI32, n, 2);
+        string fullMask = g.Input(NetContract.Vit.FullMask, GraphDType.F32, 1, 1, n, n);
+        string? windowMask = v.UsesWindows ? g.Input(NetContract.Vit.WindowMask, GraphDType.F32, 1, 1, n, n) : null;
+        string? reverse = v.UsesWindows ? g.Input(NetContract.Vit.ReverseIndex, GraphDType.SI32, n / unit) : null;
 
         string x = Linear(c, W(VisionRole.PatchEmbed), null, patches, null, [n, e], v.PatchDim, e);
 
@@ -119,9 +108,9 @@ public static partial class PieceGraphBuilder
         string rowsOfWindows = g.Op("top.Reshape", [lnq], "visual.merger.ln_q.reshape", [tokens, width], OpAttr.I64s("shape", tokens, width));
         string h0 = Linear(c, W(VisionRole.Merger0), B(VisionRole.Merger0Bias), rowsOfWindows, null, [tokens, width], width, width);
         string gelu = g.Op("top.GELU", [h0], "visual.merger.mlp.1", [tokens, width], OpAttr.String("approx_mode", "normal"));
-        string output = Linear(c, W(VisionRole.Merger2), B(VisionRole.Merger2Bias), gelu, reverse is null ? VitNet.Output : null, [tokens, outH], width, outH);
+        string output = Linear(c, W(VisionRole.Merger2), B(VisionRole.Merger2Bias), gelu, reverse is null ? NetContract.Vit.Output : null, [tokens, outH], width, outH);
         if (reverse is not null)
-            output = g.Op("top.Gather", [output, reverse], VitNet.Output, [tokens, outH], OpAttr.SI32("axis", 0));
+            output = g.Op("top.Gather", [output, reverse], NetContract.Vit.Output, [tokens, outH], OpAttr.SI32("axis", 0));
         return g.Build(c.Platform, false, output);
     }
 

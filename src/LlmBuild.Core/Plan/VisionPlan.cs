@@ -12,8 +12,8 @@ namespace LlmBuild.Core.Plan;
 /// </summary>
 public static class VisionPlan
 {
-    public const string VitPiece = "vit";
-    public const string VitOwner = "vit";
+    public const string VitPiece = NetContract.Vit.Net;
+    public const string VitOwner = NetContract.Vit.Net;
 
     /// <summary>MaxPixels as (width, height): the option, or the family's default.</summary>
     public static (int Width, int Height) MaxPixels(BuildOptions options, ModelFamily family) =>

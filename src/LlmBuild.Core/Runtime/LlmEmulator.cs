@@ -119,7 +119,7 @@ public sealed class LlmEmulator : IDisposable
         NetTensor firstPositions = first.Input(first.InputIndex("position_ids"));
         // Prefill nets are batch 1, so position_ids [3, L] can only be M-RoPE's temporal/height/width rows.
         MultimodalRope = firstPositions.Shape.Length == 2 && firstPositions.Shape[0] == 3;
-        if (rt.HasGroup("vit")) _vit = rt.Group("vit");
+        if (rt.HasGroup(NetContract.Vit.Net)) _vit = rt.Group(NetContract.Vit.Net);
 
         NetTensor lmOut = _lmHead.Output(0);
         LmHeadOutputsLogits = lmOut.DType == BModelDataType.Float32 && lmOut.Shape[^1] > 1;
@@ -223,7 +223,7 @@ public sealed class LlmEmulator : IDisposable
     /// <summary>The model has a vit net (images can be encoded).</summary>
     public bool HasVision => _vit is not null;
     /// <summary>The patches one vit run takes (fixed by MaxPixels at build time); 0 without a vit net.</summary>
-    public int VitPatches => _vit is null ? 0 : (int)_vit.Input(_vit.InputIndex("input_states")).Shape[0];
+    public int VitPatches => _vit is null ? 0 : (int)_vit.Input(_vit.InputIndex(NetContract.Vit.Patches)).Shape[0];
 
     /// <summary>
     /// Runs the vit net on prepared inputs (<see cref="VisionInputs"/>) and returns the image's merged embeddings,
@@ -237,14 +237,14 @@ public sealed class LlmEmulator : IDisposable
     {
         void Floats(string name, float[] data) => rt.WriteFloat(vit.InputMem(vit.InputIndex(name)), vit.Input(vit.InputIndex(name)).DType, data);
         void Ints(string name, int[] data) => rt.Memory.Write(vit.InputMem(vit.InputIndex(name)), (ReadOnlySpan<int>)data);
-        NetTensor patches = vit.Input(vit.InputIndex("input_states"));
+        NetTensor patches = vit.Input(vit.InputIndex(NetContract.Vit.Patches));
         if (inputs.Patches.Length != patches.Shape.Aggregate(1L, (a, b) => a * b))
             throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The vit net takes {patches.Shape[0]} patches; the inputs were prepared for another size.");
-        Floats("input_states", inputs.Patches);
-        Ints("position_ids", inputs.PositionIds);
-        Floats("full_attn_mask", inputs.FullMask);
-        if (vit.HasInput("window_attn_mask")) Floats("window_attn_mask", inputs.WindowMask ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no window mask was prepared."));
-        if (vit.HasInput("reverse_index")) Ints("reverse_index", inputs.ReverseIndex ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no reverse index was prepared."));
+        Floats(NetContract.Vit.Patches, inputs.Patches);
+        Ints(NetContract.Vit.PositionIds, inputs.PositionIds);
+        Floats(NetContract.Vit.FullMask, inputs.FullMask);
+        if (vit.HasInput(NetContract.Vit.WindowMask)) Floats(NetContract.Vit.WindowMask, inputs.WindowMask ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no window mask was prepared."));
+        if (vit.HasInput(NetContract.Vit.ReverseIndex)) Ints(NetContract.Vit.ReverseIndex, inputs.ReverseIndex ?? throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, "The vit net attends in windows; no reverse index was prepared."));
         rt.Launch(vit);
         NetTensor output = vit.Output(0);
         int hidden = (int)output.Shape[^1];

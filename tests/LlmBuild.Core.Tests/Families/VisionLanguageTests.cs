@@ -291,4 +291,53 @@ public sealed class VisionLanguageTests
         Console.WriteLine($"verify (vit at 2916 patches included): {clock.Elapsed.TotalSeconds:F1} s");
         foreach (string l in lines.Where(l => l.Contains("vit") || l.Contains("final"))) Console.WriteLine(l);
     }
+
+    /// <summary>With the tpu-mlir backend the vit compiles in float unless QuantizeVit, as llm_convert compiles it.</summary>
+    [TestMethod]
+    public void TpuMlirCompilesTheVitInFloatUnlessAsked()
+    {
+        string dir = VlGolden.Load().Dir;
+        foreach (bool quantizeVit in new[] { false, true })
+        {
+            var model = ExampleBuild.Resolve(new Dictionary<string, string?>
+            {
+                ["ModelPath"] = dir, ["SeqLength"] = "64", ["Quantize"] = "w4bf16", ["QGroupSize"] = "32", ["MaxPixels"] = "112,112",
+                ["QuantizeVit"] = quantizeVit ? "true" : "false",
+            });
+            var args = LlmBuild.Core.Codegen.TpuMlirCommand.Arguments(model, model.Piece("vit"), "vit.mlir", "vit.bmodel");
+            string quantize = args[args.ToList().IndexOf("--quantize") + 1];
+            Assert.AreEqual(quantizeVit ? "W4BF16" : "BF16", quantize, string.Join(" ", args));
+            Assert.AreEqual(quantizeVit, model.Owner("vit").Entries.Any(e => e.Storage == LlmBuild.Core.Plan.WeightStorage.Quantized));
+        }
+    }
+
+    /// <summary>Two images in one prompt (one vit run each): the build follows the reference, which encodes both in one call.</summary>
+    [TestMethod]
+    public void TwoImagesInOnePromptFollowTheReference()
+    {
+        var golden = VlGolden.Load();
+        var config = ModelConfig.Load(golden.Dir);
+        var built = Bf16Build(golden);
+        using var emu = LlmEmulator.Load(built.BModel);
+        string png = Path.Combine(golden.Dir, "image-open.png");
+        ImagePrompt images = ImagePrompt.Encode(emu, built.ConfigDir, [png, png]);
+        var v = config.Vision!;
+        int[] placeholder = [981, 12, v.VisionStartTokenId, v.ImageTokenId, 990, 450, 7, v.VisionStartTokenId, v.ImageTokenId, 990, 33, 101, 982, 77, 981, 19];
+        int[] ids = images.Expand(placeholder);
+        Assert.AreEqual(placeholder.Length + 2 * 11, ids.Length);
+        var mrope = images.Positions(ids);
+        using ICheckpoint checkpoint = CheckpointLoader.Open(golden.Dir);
+        float[] embeds = new ReferenceVisionTower(checkpoint, config).Encode([.. golden.PixelValues, .. golden.PixelValues], [golden.Grids[0], golden.Grids[0]]);
+        Assert.IsTrue(Cosine(images.Embeds, embeds) >= 0.99999);
+        var reference = new ReferenceModel(checkpoint, config);
+        float[] expected = reference.ForwardMultimodal(ids, mrope.Positions, embeds);
+        float[] actual = emu.Prefill(ids, mrope, images.Embeds, v.ImageTokenId, allPositions: true);
+        int vocab = config.VocabSize;
+        double worst = 1;
+        for (int t = 0; t < ids.Length; t++) worst = Math.Min(worst, Cosine(actual.AsSpan(t * vocab, vocab), expected.AsSpan(t * vocab, vocab)));
+        // The second image starts after the first's largest position (5 + max(1, 3, 4) = 9) plus the 3 text tokens between.
+        Assert.AreEqual(ids.Length - (mrope.Positions.Max() + 1), -mrope.RopeDelta);
+        Console.WriteLine($"qwen2_vl: two images, bf16 build vs reference worst prefill cosine {worst:F7}");
+        Assert.IsTrue(worst >= 0.9999, $"worst {worst}");
+    }
 }
