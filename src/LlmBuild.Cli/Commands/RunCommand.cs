@@ -46,7 +46,7 @@ public static class RunCommand
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
             {
                 SeqLength = emulator.SeqLength,
-                MaxInputLength = emulator.PrefillLength,
+                MaxInputLength = emulator.MaxPromptLength,
                 SystemPrompt = parse.GetValue(system),
                 MaxNewTokens = maxNewTokens,
             });
