@@ -277,7 +277,7 @@ public sealed class IncrementalBuildTests
         var result = BuildHarness.Build(dir, "-p:DryRun=true");
         result.AssertSucceeded();
         foreach (string expected in new[] { "family", "qwen2", "SeqLength", "Quantize", "w4bf16", "QGroupSize", "Chip", "bm1684x", "NumDevice", "DistributeStrategy",
-                     "MaxInputLength", "UseBlockWithKv", "EmbeddingDisk", "embedding_cache", "block_cache_3", "lm_head",
+                     "MaxInputLength", "UseHistoryKv", "ChunkLength", "AudioLength", "EmbeddingDisk", "embedding_cache", "block_cache_3", "lm_head",
                      "codegen backend: builtin (LlmCodegenBackend=builtin)" })
             StringAssert.Contains(result.Output, expected);
         Assert.IsFalse(Directory.Exists(Path.Combine(dir, "obj", "Debug", "llm")), "no llm intermediates");

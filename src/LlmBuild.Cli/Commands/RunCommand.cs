@@ -50,7 +50,7 @@ public static class RunCommand
             var session = new ChatSession(tokenizer, template, generator, new ChatSessionOptions
             {
                 SeqLength = emulator.SeqLength,
-                MaxInputLength = emulator.PrefillLength,
+                MaxInputLength = emulator.MaxPromptLength,
                 SystemPrompt = parse.GetValue(system),
                 MaxNewTokens = maxNewTokens,
                 ExpandPrompt = images is null ? null : ids => images.Expand(ids),

@@ -213,8 +213,8 @@ public static class OptionTable
     public static readonly OptionDefinition UseHistoryKv = new()
     {
         Name = "UseHistoryKv", Flags = ["--use_history_kv", "--use_block_with_kv"], OldNames = ["UseBlockWithKv"], Kind = OptionKind.Switch, Default = "false",
-        // An old project's UseBlockWithKv reaches the build through the new property.
-        PropsDefault = "$(UseBlockWithKv)",
+        // An old project's UseBlockWithKv reaches the build through the stage targets (they are imported after the
+        // project's properties) and, for callers that pass names, through OldNames.
         Doc = "Add block_kv_i nets (prefill that attends to the history KV, in chunks); forces Dynamic, ChunkLength defaults to SeqLength/4 and MaxInputLength = ChunkLength. Old name UseBlockWithKv.",
         DefaultDoc = "false", ValuesDoc = "old name UseBlockWithKv / `--use_block_with_kv`",
         Value = o => o.UseHistoryKv,

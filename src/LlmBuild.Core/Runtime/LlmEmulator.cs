@@ -210,6 +210,11 @@ public sealed class LlmEmulator : IDisposable
     /// <summary>Tokens a block_kv call takes, and the cache rows it attends to.</summary>
     public int HistoryPrefillLength { get; }
     public int HistoryLength { get; }
+    /// <summary>
+    /// The longest prompt <see cref="PrefillChunked"/> takes: L, or with block_kv nets (UseHistoryKv) as many chunks as
+    /// the history they attend to allows, within SeqLength.
+    /// </summary>
+    public int MaxPromptLength => HasHistoryPrefill ? Math.Max(PrefillLength, Math.Min(SeqLength, HistoryLength + HistoryPrefillLength)) : PrefillLength;
     /// <summary>History rows of the chunked decode nets (ChunkLength), ascending; empty without them.</summary>
     public IReadOnlyList<int> DecodeSegments => _decodeSegments.Select(g => g.Rows).ToArray();
     /// <summary>The decode net a step at <paramref name="position"/> cached tokens runs for a layer.</summary>

@@ -48,7 +48,7 @@ public sealed class BatchingEngine : IDisposable
     public int QueueCapacity { get; }
 
     /// <summary>The longest prompt a prefill takes.</summary>
-    public int MaxPromptTokens => Math.Min(_emulator.PrefillLength, _emulator.SeqLength - 1);
+    public int MaxPromptTokens => Math.Min(_emulator.MaxPromptLength, _emulator.SeqLength - 1);
 
     public int SeqLength => _emulator.SeqLength;
 
@@ -206,7 +206,7 @@ public sealed class BatchingEngine : IDisposable
         {
             s.Sampler.Observe(s.Generation.PromptIds);
             long start = Stopwatch.GetTimestamp();
-            float[] logits = _emulator.Prefill(s.Generation.PromptIds, slot: slot);
+            float[] logits = _emulator.PrefillChunked(s.Generation.PromptIds, slot: slot);
             lock (_gate)
             {
                 _prefills++;

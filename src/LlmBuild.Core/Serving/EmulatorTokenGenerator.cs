@@ -13,7 +13,8 @@ public sealed class EmulatorTokenGenerator(LlmEmulator emulator, TokenSampler sa
     {
         sampler.Reset();
         sampler.Observe(ids);
-        return sampler.Next(emulator.Prefill(ids));
+        // A UseHistoryKv model takes prompts longer than one chunk, prefilled chunk by chunk.
+        return sampler.Next(emulator.PrefillChunked(ids));
     }
 
     public int Decode(int lastId) => sampler.Next(emulator.Decode(lastId));

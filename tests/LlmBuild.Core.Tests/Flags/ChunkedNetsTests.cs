@@ -73,6 +73,24 @@ public sealed class ChunkedNetsTests
         Assert.AreEqual("block_cache_0", chunked.DecodeNet(0, 33));
     }
 
+    /// <summary>`llmbuild run` and the server take prompts longer than one chunk on a UseHistoryKv model.</summary>
+    [TestMethod]
+    public void RunTakesPromptsLongerThanAChunk()
+    {
+        using var chunked = LlmEmulator.Load(Chunked().BModel);
+        using var whole = LlmEmulator.Load(ExampleBuild.Get("bf16", seqLength: 48).BModel);
+        Assert.AreEqual(8, chunked.PrefillLength);
+        Assert.AreEqual(48, chunked.MaxPromptLength);
+        var a = new LlmBuild.Core.Serving.EmulatorTokenGenerator(chunked, new TokenSampler(null, 0));
+        var b = new LlmBuild.Core.Serving.EmulatorTokenGenerator(whole, new TokenSampler(null, 0));
+        int ta = a.Prefill(Prompt), tb = b.Prefill(Prompt);
+        for (int step = 0; step < 6; step++)
+        {
+            Assert.AreEqual(tb, ta, $"token {step}");
+            (ta, tb) = (a.Decode(ta), b.Decode(tb));
+        }
+    }
+
     [TestMethod]
     public void VerifyCoversEveryChunkedNet()
     {
