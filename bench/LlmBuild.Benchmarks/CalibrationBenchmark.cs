@@ -37,6 +37,8 @@ public sealed class CalibrationBenchmark : IBenchmark
         GC.Collect();
         long baseline = WeightsBenchmark.ResetPeakRss();
         var statistics = new List<LayerStatistics>();
+        var process = Process.GetCurrentProcess();
+        TimeSpan cpu0 = process.TotalProcessorTime;
         var forward = Stopwatch.StartNew();
         using (var checkpoint = CheckpointLoader.Open(dir))
         {
@@ -44,6 +46,8 @@ public sealed class CalibrationBenchmark : IBenchmark
             CalibrationRun.Collect(reference, sequences, statistics.Add, layers);
         }
         forward.Stop();
+        process.Refresh();
+        var cpu = new Dictionary<string, double> { ["forward"] = (process.TotalProcessorTime - cpu0).TotalSeconds };
         long forwardPeak = WeightsBenchmark.PeakRss();
 
         var model = new ResolvedModel
@@ -56,17 +60,22 @@ public sealed class CalibrationBenchmark : IBenchmark
         foreach (string method in new[] { CalibrationSettings.Gptq, CalibrationSettings.Awq })
         {
             var settings = new CalibrationSettings(method, samples, seqLength, 0, false, []);
+            process.Refresh();
+            TimeSpan start = process.TotalProcessorTime;
             var watch = Stopwatch.StartNew();
             using var build = QuantizeStage.OpenSource(model);
             foreach (var stats in statistics) CalibratedLayer.Quantize(build, model, model.Owner($"block_{stats.Layer}").Entries, stats, settings);
             times[method] = watch.Elapsed.TotalSeconds;
+            process.Refresh();
+            cpu[method] = (process.TotalProcessorTime - start).TotalSeconds;
         }
         long peak = WeightsBenchmark.PeakRss();
         double scale = (double)config.NumLayers / layers;
         Console.WriteLine($"Qwen2.5-0.5B-shaped, {samples} × {seqLength} calibration tokens, {layers} of {config.NumLayers} layers measured, {Environment.ProcessorCount} cores");
-        Console.WriteLine($"forward + statistics  {forward.Elapsed.TotalSeconds,8:F1} s   (all layers: ~{forward.Elapsed.TotalSeconds * scale:F0} s)");
-        Console.WriteLine($"gptq w4 g64           {times["gptq"],8:F1} s   (all layers: ~{times["gptq"] * scale:F0} s)");
-        Console.WriteLine($"awq w4 g64            {times["awq"],8:F1} s   (all layers: ~{times["awq"] * scale:F0} s)");
+        Console.WriteLine($"load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} (wall times grow with it; CPU seconds are what the work took)");
+        Console.WriteLine($"forward + statistics  {forward.Elapsed.TotalSeconds,8:F1} s wall, {cpu["forward"],8:F1} CPU s   (all layers: ~{cpu["forward"] * scale:F0} CPU s)");
+        Console.WriteLine($"gptq w4 g64           {times["gptq"],8:F1} s wall, {cpu["gptq"],8:F1} CPU s   (all layers: ~{cpu["gptq"] * scale:F0} CPU s)");
+        Console.WriteLine($"awq w4 g64            {times["awq"],8:F1} s wall, {cpu["awq"],8:F1} CPU s   (all layers: ~{cpu["awq"] * scale:F0} CPU s)");
         Console.WriteLine($"peak RSS over base    {(forwardPeak - baseline) / 1048576.0:F0} MiB in the forward, {(peak - baseline) / 1048576.0:F0} MiB overall (baseline {baseline / 1048576.0:F0} MiB)");
         long statBytes = statistics.Sum(s => s.Groups.Values.Sum(g => (long)g.K * g.K * 4 + g.K * 4));
         Console.WriteLine($"statistics on disk    {statBytes * scale / 1048576.0:F0} MiB for all layers (f32 Hessians)");

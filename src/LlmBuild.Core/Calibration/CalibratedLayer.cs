@@ -164,20 +164,28 @@ public static class CalibratedLayer
         for (int r = 0; r < w.Length / k; r++) TensorPrimitives.Multiply(w.AsSpan(r * k, k), s, w.AsSpan(r * k, k));
     }
 
-    /// <summary>Σ_rows (W' − W) H (W' − W)ᵀ: the squared output error summed over the calibration tokens.</summary>
+    /// <summary>Rows the report measures per linear (evenly spaced; the error is scaled to all rows).</summary>
+    public const int ReportRows = 256;
+
+    /// <summary>
+    /// Σ_rows (W' − W) H (W' − W)ᵀ: the squared output error summed over the calibration tokens, measured on at most
+    /// <see cref="ReportRows"/> evenly spaced rows and scaled to N.
+    /// </summary>
     public static double OutputError(float[] w, float[] wq, int n, int k, double[] hessian)
     {
         var h = new float[hessian.Length];
         for (int i = 0; i < h.Length; i++) h[i] = (float)hessian[i];
-        var partial = new double[n];
-        Numerics.Parallelism.For(n, r =>
+        int rows = Math.Min(n, ReportRows);
+        var partial = new double[rows];
+        Numerics.Parallelism.For(rows, i =>
         {
+            int r = (int)((long)i * n / rows);
             var delta = new float[k];
             TensorPrimitives.Subtract(wq.AsSpan(r * k, k), w.AsSpan(r * k, k), delta);
             double sum = 0;
-            for (int i = 0; i < k; i++) sum += delta[i] * (double)TensorPrimitives.Dot(h.AsSpan(i * k, k), delta);
-            partial[r] = sum;
+            for (int c = 0; c < k; c++) sum += delta[c] * (double)TensorPrimitives.Dot(h.AsSpan(c * k, k), delta);
+            partial[i] = sum;
         });
-        return partial.Sum();
+        return partial.Sum() * n / rows;
     }
 }

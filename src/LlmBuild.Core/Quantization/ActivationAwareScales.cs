@@ -12,8 +12,8 @@ namespace LlmBuild.Core.Quantization;
 /// largest magnitude, averaged per input channel over the linears' rows); the chosen one gives the smallest output
 /// error of the quantized linears on the calibration inputs,
 /// Σ_rows (W_eff − W) H (W_eff − W)ᵀ with W_eff = RTN(W·diag s)·diag(1/s) and H = Σ x xᵀ; α = 0 is RTN itself, so the
-/// chosen scales never do worse than RTN on the calibration data. The search measures at most
-/// <see cref="SearchRows"/> evenly spaced rows of each linear.
+/// chosen scales never do worse than RTN on the calibration data. The search measures evenly spaced rows of each
+/// linear: <see cref="SearchRows"/>, fewer for long rows (a row costs K² multiply-adds), at least 16.
 /// </summary>
 public static class ActivationAwareScales
 {
@@ -99,7 +99,7 @@ public static class ActivationAwareScales
     private static double OutputError(float[] w, int n, int k, float[] s, float[] h, QuantScheme scheme)
     {
         int g = LinearQuantizer.EffectiveGroupSize(k, scheme.GroupSize, scheme.Bits, "weight");
-        int rows = Math.Min(n, SearchRows), groups = k / g;
+        int rows = Math.Min(n, (int)Math.Clamp((1L << 27) / ((long)k * k), 16, SearchRows)), groups = k / g;
         var scaled = new float[k];
         var packed = new byte[scheme.Bits == 4 ? k / 2 : k];
         var scales = new float[groups];

@@ -14,7 +14,8 @@ namespace LlmBuild.Core.Quantization;
 /// <item>dead inputs (H_ii = 0) get H_ii = 1 and zero weights;</item>
 /// <item>act-order: inputs sorted by decreasing H_ii (ties by index); the stored columns keep that order and the
 /// permutation is the weight's input_perm, so each group stays contiguous in the A16MatMul layout;</item>
-/// <item>damping: H += 0.01 · mean(diag H) · I; U = the upper Cholesky factor of H⁻¹ (H⁻¹ = Uᵀ U);</item>
+/// <item>damping: H += 0.01 · mean(diag H) · I; U = the upper Cholesky factor of H⁻¹ (H⁻¹ = Uᵀ U, from one Cholesky of the
+/// order-reversed H and a triangular inverse);</item>
 /// <item>column c: q = RTN level of w_c with its group's scale and zero (chosen, as RTN chooses them, from the group's
 /// current weights when the group's first column comes up; per channel from the original row), err = (w_c − deq(q)) / U_cc,
 /// w_j −= err · U_cj for the later columns j.</item>
@@ -117,8 +118,9 @@ public static class Gptq
     }
 
     /// <summary>
-    /// Damps H in place (H += 0.01 · mean(diag H) · I) and returns U, upper triangular row-major with H⁻¹ = Uᵀ U:
-    /// Cholesky of H, H⁻¹ by two triangular solves per column, then the Cholesky factor of H⁻¹, transposed.
+    /// Damps H in place (H += 0.01 · mean(diag H) · I) and returns U, upper triangular row-major with H⁻¹ = Uᵀ U.
+    /// With J the order reversal, J H J = L Lᵀ gives H⁻¹ = (L⁻¹ J)ᵀ (L⁻¹ J), so U = J L⁻¹ J (upper, positive diagonal,
+    /// hence the Cholesky factor): one Cholesky and one triangular inverse (forward solves, columns in parallel).
     /// </summary>
     public static double[] InverseCholeskyUpper(double[] h, int k, string tensorName = "weight")
     {
@@ -126,25 +128,19 @@ public static class Gptq
         for (int i = 0; i < k; i++) mean += h[(long)i * k + i];
         double damp = PercentDamp * mean / k;
         for (int i = 0; i < k; i++) h[(long)i * k + i] += damp;
-        double[] l = CholeskyLower(h, k, tensorName);
-        var lt = new double[(long)k * k];
+        var reversed = new double[(long)k * k];
         for (int i = 0; i < k; i++)
-            for (int j = 0; j <= i; j++) lt[(long)j * k + i] = l[(long)i * k + j];
-        var inverse = new double[(long)k * k];
+            for (int j = 0; j < k; j++) reversed[(long)i * k + j] = h[(long)(k - 1 - i) * k + (k - 1 - j)];
+        double[] l = CholeskyLower(reversed, k, tensorName);
+        var upper = new double[(long)k * k];
         Parallelism.For(k, col =>
         {
+            // Column col of L⁻¹: L x = e_col (x is zero above col).
             var x = new double[k];
-            // L y = e_col (y is zero above col), then Lᵀ x = y.
             for (int i = col; i < k; i++)
                 x[i] = ((i == col ? 1 : 0) - TensorPrimitives.Dot<double>(l.AsSpan((int)((long)i * k + col), i - col), x.AsSpan(col, i - col))) / l[(long)i * k + i];
-            for (int i = k - 1; i >= 0; i--)
-                x[i] = (x[i] - TensorPrimitives.Dot<double>(lt.AsSpan((int)((long)i * k + i + 1), k - i - 1), x.AsSpan(i + 1, k - i - 1))) / l[(long)i * k + i];
-            x.CopyTo(inverse.AsSpan((int)((long)col * k), k));
+            for (int i = col; i < k; i++) upper[(long)(k - 1 - i) * k + (k - 1 - col)] = x[i];
         });
-        double[] l2 = CholeskyLower(inverse, k, tensorName);
-        var upper = new double[(long)k * k];
-        for (int i = 0; i < k; i++)
-            for (int j = 0; j <= i; j++) upper[(long)j * k + i] = l2[(long)i * k + j];
         return upper;
     }
 
