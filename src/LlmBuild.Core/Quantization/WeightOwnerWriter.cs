@@ -22,17 +22,22 @@ public static class WeightOwnerWriter
     /// <summary>Elements converted per streamed block (16 MiB of f32).</summary>
     internal const int BlockElements = 1 << 22;
 
-    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath)
+    /// <param name="addMore">Adds entries after the weights (the constants of the pieces that name this file).</param>
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath, Action<NpzWriter>? addMore = null)
     {
-        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream));
+        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream, addMore));
     }
 
     /// <summary>Writes the owner's npz into a seekable stream (the file form above adds the atomic rename).</summary>
-    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination)
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination, Action<NpzWriter>? addMore = null)
     {
         var source = PreQuantizedFormat.FromConfig(model.Config.QuantizationConfig, "config.json quantization_config");
         using var npz = new NpzWriter(destination, leaveOpen: true);
-        foreach (var entry in owner.Entries) WriteEntry(checkpoint, model, source, entry, npz);
+        // A tied head reads the embedding's entry again (same key): the file stores it once.
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var entry in owner.Entries)
+            if (written.Add(entry.Key)) WriteEntry(checkpoint, model, source, entry, npz);
+        addMore?.Invoke(npz);
         npz.Finish();
     }
 

@@ -1,5 +1,7 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Codegen;
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Plan;
@@ -29,7 +31,26 @@ public static class CombineStage
             using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
             EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, NetContract.EmbeddingFileName));
         }
-        return BModelCombiner.Combine(ordered, outputBModel);
+        // Built-in piece bmodels reference their coefficients in the weight files: checked here (zip directory CRCs),
+        // streamed and sha256-checked while the output is written. A stale piece is deleted, so the next build recompiles it.
+        var externals = new List<IReadOnlyDictionary<string, ExternalPayload>?>();
+        string? current = null;
+        try
+        {
+            foreach (string piece in ordered)
+            {
+                current = piece;
+                externals.Add(PieceCoeffReferences.TryRead(piece)?.Payloads(piece));
+            }
+            current = null;
+            return BModelCombiner.Combine(ordered, outputBModel, externals: externals);
+        }
+        catch (LlmBuildException e) when (e.Code is ErrorCodes.StaleCoefficientReference or ErrorCodes.BadCoefficientReference && (e.File ?? current) is not null)
+        {
+            string stale = (e.File ?? current)!;
+            AtomicFile.Delete(stale);
+            throw new LlmBuildException(e.Code, e.Message + $" '{stale}' was deleted: build again to compile the piece from the current weights.", stale, e);
+        }
     }
 
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir, IReadOnlyList<string> generated)

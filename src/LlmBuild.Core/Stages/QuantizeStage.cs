@@ -1,4 +1,5 @@
 using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Graph;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
@@ -13,6 +14,14 @@ public static class QuantizeStage
 {
     public static ICheckpoint OpenSource(ResolvedModel model) => FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
 
-    public static void Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath) =>
-        WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath);
+    /// <summary>
+    /// Writes the owner's weight file: its weights, then the constants of every piece whose module names the file
+    /// (RoPE tables, masks, LoRA zeros; <see cref="ExportStage.OwnerConstants"/>), as TPU-MLIR's own converter lays
+    /// out block_i's file for block_i and block_cache_i.
+    /// </summary>
+    public static void Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath)
+    {
+        var constants = ExportStage.OwnerConstants(model, owner);
+        WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath, npz => GraphNpz.AddConstants(npz, constants));
+    }
 }

@@ -110,7 +110,12 @@ public static class ResolveStage
 
         foreach (var owner in model.Owners)
         {
-            var spec = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources };
+            // The owner's file also holds the constants of the pieces that name it (RoPE tables sized by SeqLength …).
+            var spec = new
+            {
+                Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources,
+                Constants = ExportStage.OwnerConstantsDigest(model, owner.Name),
+            };
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "weights", owner.Name + ".json"), ToJson(spec));
         }
 
