@@ -25,6 +25,16 @@ public sealed class QuantizeLlmWeights : LlmTask
         if (stale.Count == 0) return;
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         RunPieces(stale, o => o.ItemSpec, (o, log) =>
-            QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz")));
+        {
+            if (QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz"), WeightsIdentity(o.Path("Spec"))))
+                log("weights unchanged: copied, constants rewritten");
+        });
+    }
+
+    /// <summary>The owner spec's digest of what its stored weights depend on.</summary>
+    private static string? WeightsIdentity(string spec)
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(spec));
+        return doc.RootElement.TryGetProperty("WeightsIdentity", out var v) ? v.GetString() : null;
     }
 }

@@ -34,22 +34,29 @@ public static class CombineStage
         // Built-in piece bmodels reference their coefficients in the weight files: checked here (zip directory CRCs),
         // streamed and sha256-checked while the output is written. A stale piece is deleted, so the next build recompiles it.
         var externals = new List<IReadOnlyDictionary<string, ExternalPayload>?>();
+        var weightFiles = new Dictionary<string, string>(StringComparer.Ordinal);
         string? current = null;
         try
         {
             foreach (string piece in ordered)
             {
                 current = piece;
-                externals.Add(PieceCoeffReferences.TryRead(piece)?.Payloads(piece));
+                PieceCoeffReferences? references = PieceCoeffReferences.TryRead(piece);
+                if (references is not null) weightFiles[piece] = references.WeightFilePath(piece);
+                externals.Add(references?.Payloads(piece));
             }
             current = null;
             return BModelCombiner.Combine(ordered, outputBModel, externals: externals);
         }
         catch (LlmBuildException e) when (e.Code is ErrorCodes.StaleCoefficientReference or ErrorCodes.BadCoefficientReference && (e.File ?? current) is not null)
         {
+            // Every piece that references the same weight file was compiled from the same bytes: all of them go.
             string stale = (e.File ?? current)!;
-            AtomicFile.Delete(stale);
-            throw new LlmBuildException(e.Code, e.Message + $" '{stale}' was deleted: build again to compile the piece from the current weights.", stale, e);
+            var deleted = weightFiles.TryGetValue(stale, out string? weights)
+                ? weightFiles.Where(kv => kv.Value == weights).Select(kv => kv.Key).Append(stale).Distinct().Order(StringComparer.Ordinal).ToArray()
+                : [stale];
+            foreach (string piece in deleted) AtomicFile.Delete(piece);
+            throw new LlmBuildException(e.Code, e.Message + $" Deleted {string.Join(", ", deleted.Select(d => $"'{d}'"))}: build again to compile them from the current weights.", stale, e);
         }
     }
 

@@ -42,6 +42,28 @@ public static class ExportStage
         AtomicFile.WriteAllText(mlirPath, MlirWriter.Write(graph, PieceCoeffReferences.RelativePath(dir, ownerNpz)));
     }
 
+    /// <summary>
+    /// Exports a piece as a self-contained folder, as TPU-MLIR hands one module to model_deploy.py elsewhere: its own
+    /// weight file beside the module holds a copy of the owner's entries it uses plus its constants. The build does not
+    /// use this form (it would copy every weight once per piece); tools and tests that move one piece around do.
+    /// </summary>
+    public static void RunSelfContained(ResolvedModel model, Piece piece, string? ownerNpz, string mlirPath, string pieceNpzPath)
+    {
+        PieceGraph graph = PieceGraphBuilder.Build(model, piece);
+        if (graph.Weights.Count > 0 && ownerNpz is null)
+            throw new InvalidOperationException($"Piece {graph.Name} uses weights but has no weight owner.");
+        if (ownerNpz is not null) CheckOwnerFile(graph, ownerNpz);
+        using NpzReader? owner = ownerNpz is null ? null : new NpzReader(ownerNpz);
+        AtomicFile.Write(pieceNpzPath, stream =>
+        {
+            using var npz = new NpzWriter(stream, leaveOpen: true);
+            foreach (GraphWeight w in graph.Weights) npz.CopyEntry(owner!, w.Key);
+            GraphNpz.AddConstants(npz, graph);
+            npz.Finish();
+        });
+        AtomicFile.WriteAllText(mlirPath, MlirWriter.Write(graph, Path.GetFileName(pieceNpzPath)));
+    }
+
     /// <summary>The weight file a piece's module names: its owner's, or its own for a piece without weights.</summary>
     public static string WeightFile(string? ownerNpz, string pieceNpzPath) => ownerNpz ?? pieceNpzPath;
 
