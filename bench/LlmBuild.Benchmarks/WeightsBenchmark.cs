@@ -138,7 +138,7 @@ public sealed class WeightsBenchmark : IBenchmark
     }
 
     /// <summary>Writes config.json and a random-bf16 model.safetensors of the Qwen2.5-0.5B shapes.</summary>
-    private static void WriteCheckpoint(string dir)
+    internal static void WriteCheckpoint(string dir)
     {
         Directory.CreateDirectory(dir);
         var family = ModelFamilies.Get("qwen2");

@@ -41,7 +41,8 @@ public sealed class ResolveLlmConfigTests
         var (task, engine, dir) = Create(Valid());
         Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "resolved.json")));
-        CollectionAssert.AreEqual(new[] { "embedding", "block_0", "block_1", "block_2", "block_3", "lm_head" }, File.ReadAllLines(Path.Combine(dir, "owners.txt")));
+        // The example ties lm_head to the embedding: the head reads the embedding owner's file (DESIGN §14).
+        CollectionAssert.AreEqual(new[] { "embedding", "block_0", "block_1", "block_2", "block_3" }, File.ReadAllLines(Path.Combine(dir, "owners.txt")));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "pieces", "block_cache_3.json")));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "weights", "block_3.json")));
     }

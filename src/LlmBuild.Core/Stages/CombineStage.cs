@@ -52,6 +52,14 @@ public static class CombineStage
         {
             // Every piece that references the same weight file was compiled from the same bytes: all of them go.
             string stale = (e.File ?? current)!;
+            foreach (string piece in ordered.Where(p => !weightFiles.ContainsKey(p)))
+            {
+                try
+                {
+                    if (PieceCoeffReferences.TryRead(piece) is { } r) weightFiles[piece] = r.WeightFilePath(piece);
+                }
+                catch (LlmBuildException) { } // a damaged piece: the next combine reports it
+            }
             var deleted = weightFiles.TryGetValue(stale, out string? weights)
                 ? weightFiles.Where(kv => kv.Value == weights).Select(kv => kv.Key).Append(stale).Distinct().Order(StringComparer.Ordinal).ToArray()
                 : [stale];
