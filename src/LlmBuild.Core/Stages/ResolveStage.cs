@@ -116,6 +116,7 @@ public static class ResolveStage
             var weights = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources };
             var spec = new
             {
+                Stage = "quantize", Sdk = sdk,
                 WeightsIdentity = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(ToJson(weights)))),
                 Constants = ExportStage.OwnerConstantsDigest(model, owner.Name),
                 Weights = weights,
