@@ -64,7 +64,7 @@ public sealed class BuildBenchmark : IBenchmark
             {
                 foreach (var (name, props) in new (string, string[])[]
                 {
-                    ("NumDevice=2", ["NumDevice=2"]),
+                    ("NumDevice=2 (QGroupSize=64: 128 does not split o_proj's inputs in two)", ["NumDevice=2", "QGroupSize=64"]),
                     ("DoSample+UseBlockWithKv+LoRA16", ["DoSample=true", "UseBlockWithKv=true", "LoraMaxRank=16"]),
                 })
                 {

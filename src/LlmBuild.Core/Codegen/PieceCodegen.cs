@@ -15,6 +15,12 @@ public sealed record PieceTensorData(string Descr, long[] Shape, ReadOnlyMemory<
     /// bmodel can reference the bytes instead of copying them; null when they are not stored as they are.
     /// </summary>
     public WeightFileEntry? Source { get; init; }
+
+    /// <summary>
+    /// True when <see cref="Data"/> was not read (it is empty): the compiled piece will reference the bytes at
+    /// <see cref="Source"/>, so codegen only lays them out and never holds them in memory.
+    /// </summary>
+    public bool Deferred { get; init; }
 }
 
 /// <summary>An uncompressed entry of a piece's weight file: key, CRC-32 of the .npy member and its data length.</summary>
@@ -49,6 +55,12 @@ public sealed record CompiledPiece(
 
     /// <summary>The weight file entries <see cref="CoeffSources"/> reads.</summary>
     public IReadOnlyList<WeightFileEntry> CoeffEntries { get; init; } = [];
+
+    /// <summary>The coefficient blob's length: <see cref="Coeff"/>'s, or the referenced bytes' when their reads were deferred (then Coeff is empty).</summary>
+    public long CoeffSize { get; init; }
+
+    /// <summary>The coefficient blob's sha256 when it was computed from the referenced bytes (deferred reads); null: hash <see cref="Coeff"/>.</summary>
+    public byte[]? CoeffSha256 { get; init; }
 }
 
 /// <summary>
@@ -156,13 +168,14 @@ public static class PieceCodegen
                 _probes.Select(p => new EmuProbe(p.Name, Ref(p.Value))).ToArray());
             return new CompiledPiece(graph.Name, coeff, locations, constants, program, ctxSize, inputs, outputs, ioSize)
             {
-                CoeffSources = _coeffSources, CoeffEntries = _coeffEntries.Values.ToArray(),
+                CoeffSources = _coeffSources, CoeffEntries = _coeffEntries.Values.ToArray(), CoeffSize = _coeffSize,
             };
         }
 
         // ------------------------------------------------------------ weights, constants, io
 
         private List<CoeffSegment>? _coeffSources = [];
+        private long _coeffSize;
         private readonly SortedDictionary<string, WeightFileEntry> _coeffEntries = new(StringComparer.Ordinal);
 
         private (byte[] Coeff, IReadOnlyList<CoeffLocation> Locations) PackWeights()
@@ -177,20 +190,28 @@ public static class PieceCodegen
                 PieceTensorData data = ReadChecked(w.Key, w.DType, w.StoredShape);
                 // A tensor-parallel shard keeps only its slice of the stored entry.
                 int elementSize = TensorRef.ElementSize(ToBModel(w.DType));
-                ReadOnlyMemory<byte> bytes = w.Slice is { } slice ? slice.ApplyBytes(data.Data.Span, elementSize) : data.Data;
+                if (data.Deferred && data.Source is null)
+                    throw new InvalidOperationException($"Weight '{w.Key}' was not read but has no source to reference.");
+                long storedBytes = data.Deferred ? data.Source!.DataLength : data.Data.Length;
+                ReadOnlyMemory<byte> bytes = data.Deferred ? ReadOnlyMemory<byte>.Empty
+                    : w.Slice is { } slice ? slice.ApplyBytes(data.Data.Span, elementSize) : data.Data;
+                var (first, run, stride, count) = w.Slice is { } s ? s.ByteRuns(elementSize) : (0L, storedBytes, storedBytes, 1L);
+                long length = run * count;
                 long offset = chip.AlignUp(size);
                 if (data.Source is { } source && _coeffSources is not null)
                 {
-                    var (first, run, stride, count) = w.Slice is { } s ? s.ByteRuns(elementSize) : (0L, (long)bytes.Length, (long)bytes.Length, 1L);
                     _coeffSources.Add(new CoeffSegment(offset, source.Key, first, run, stride, count));
                     _coeffEntries.TryAdd(source.Key, source);
                 }
                 else _coeffSources = null;
-                locations.Add(new CoeffLocation(w.Key, (ulong)offset, (ulong)bytes.Length));
+                locations.Add(new CoeffLocation(w.Key, (ulong)offset, (ulong)length));
                 datas.Add(bytes);
                 _values[w.Key] = new Val(Region.Coeff, offset, -1, ToBModel(w.DType), w.Shape);
-                size = offset + bytes.Length;
+                size = offset + length;
             }
+            _coeffSize = size;
+            // Deferred reads: the piece references its bytes; the blob is never built (nor held in memory).
+            if (datas.Count > 0 && datas.Sum(d => (long)d.Length) != datas.Zip(locations).Sum(p => (long)p.Second.Size)) return ([], locations);
             var blob = new byte[size];
             for (int i = 0; i < datas.Count; i++) datas[i].Span.CopyTo(blob.AsSpan((int)locations[i].Offset));
             return (blob, locations);
@@ -202,6 +223,7 @@ public static class PieceCodegen
             foreach (GraphConstant c in graph.Constants.OrderBy(c => c.Key, StringComparer.Ordinal))
             {
                 PieceTensorData data = ReadChecked(c.Key, c.DType, c.Shape);
+                if (data.Deferred) throw new InvalidOperationException($"Constant '{c.Key}' was not read; constants are copied into the program.");
                 long offset = chip.AlignUp(blob.Length);
                 blob.SetLength(offset);
                 blob.Position = offset;
@@ -218,8 +240,9 @@ public static class PieceCodegen
                 throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch,
                     $"Piece {graph.Name}: weight file entry '{key}' is {data.Descr}[{string.Join(", ", data.Shape)}] but the piece needs {NpyDescr(dtype)}[{string.Join(", ", shape)}]. Rebuild to regenerate the piece weights.");
             long expected = shape.Aggregate(1L, (a, b) => a * b) * TensorRef.ElementSize(ToBModel(dtype));
-            if (data.Data.Length != expected)
-                throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch, $"Piece {graph.Name}: weight file entry '{key}' holds {data.Data.Length} bytes, expected {expected}. Rebuild.");
+            long stored = data.Deferred ? data.Source!.DataLength : data.Data.Length;
+            if (stored != expected)
+                throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch, $"Piece {graph.Name}: weight file entry '{key}' holds {stored} bytes, expected {expected}. Rebuild.");
             return data;
         }
 

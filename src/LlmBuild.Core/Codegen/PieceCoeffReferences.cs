@@ -121,9 +121,22 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         return payloads;
     }
 
-    private static void Stream(CoeffReference c, string weights, IReadOnlyDictionary<string, long> offsets, byte[] sha, Stream output, string bmodelPath)
+    /// <summary>The sha256 of a coefficient blob made of <paramref name="segments"/> of <paramref name="npzPath"/>'s entries, streamed.</summary>
+    public static byte[] Hash(string npzPath, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments, long size)
     {
+        var references = new PieceCoeffReferences(Path.GetFileName(npzPath), entries, [new CoeffReference("hash", size, "", segments)]);
+        using var npz = new NpzReader(npzPath);
+        var offsets = entries.ToDictionary(e => e.Key, e => npz.GetEntry(e.Key).DataOffset, StringComparer.Ordinal);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Stream(references.Coefficients[0], npzPath, offsets, null, System.IO.Stream.Null, npzPath, hash);
+        return hash.GetHashAndReset();
+    }
+
+    private static void Stream(CoeffReference c, string weights, IReadOnlyDictionary<string, long> offsets, byte[]? sha, Stream output, string bmodelPath,
+        IncrementalHash? into = null)
+    {
+        using var own = into is null ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+        IncrementalHash hash = into ?? own!;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
         try
         {
@@ -162,7 +175,7 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-        if (!hash.GetHashAndReset().AsSpan().SequenceEqual(sha))
+        if (sha is not null && !hash.GetHashAndReset().AsSpan().SequenceEqual(sha))
             throw new LlmBuildException(ErrorCodes.StaleCoefficientReference,
                 $"The coefficients of {c.Where} streamed from '{weights}' do not match the sha256 '{bmodelPath}' was compiled with: the weight file changed after the piece was compiled.", bmodelPath);
     }

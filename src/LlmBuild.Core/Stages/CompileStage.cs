@@ -39,7 +39,7 @@ public static class CompileStage
     public static bool RunReferencing(ResolvedModel model, Piece piece, string mlirPath, string weightFilePath, string bmodelPath)
     {
         var (file, blob, compiled) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true);
-        if (compiled.Any(c => c.Coeff.Length > 0 && c.CoeffSources is null))
+        if (compiled.Any(c => c.CoeffSize > 0 && c.CoeffSources is null))
         {
             (file, blob, _) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: false);
             BModelWriter.WriteFile(bmodelPath, file, blob);
@@ -48,8 +48,8 @@ public static class CompileStage
         var coefficients = new List<CoeffReference>();
         for (int i = 0; i < file.Nets.Count; i++)
         {
-            if (file.Nets[i].Stages[0].CoeffMem is not { } coeff || compiled[i].Coeff.Length == 0) continue;
-            coefficients.Add(new CoeffReference(BModelBinaries.CoeffWhere(file.Nets[i].Name, 0), compiled[i].Coeff.Length,
+            if (file.Nets[i].Stages[0].CoeffMem is not { } coeff || compiled[i].CoeffSize == 0) continue;
+            coefficients.Add(new CoeffReference(BModelBinaries.CoeffWhere(file.Nets[i].Name, 0), compiled[i].CoeffSize,
                 Convert.ToHexString(coeff.CheckCode.ToArray()), compiled[i].CoeffSources!));
         }
         var references = new PieceCoeffReferences(
@@ -119,19 +119,30 @@ public static class CompileStage
         CompiledPiece compiled;
         using (var npz = new NpzReader(npzPath))
         {
-            compiled = PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, graph.Name, npzPath));
+            // Weights are referenced (not read) when the piece will reference them; constants go into the program.
+            var constants = graph.Constants.Select(c => c.Key).ToHashSet(StringComparer.Ordinal);
+            compiled = PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, graph.Name, npzPath, referenceCoeff && !constants.Contains(key)));
         }
+        compiled = Hashed(compiled, npzPath);
         DeviceMemoryBudget.Compute(model, chip, compiled.CtxSize + compiled.IoSize, graph.Name).Check(model, chip);
         var (file, blob) = ToBModel(model, chip, compiled, referenceCoeff);
         return (file, blob, [compiled]);
     }
 
-    private static PieceTensorData Read(NpzReader npz, string key, string piece, string npzPath)
+    /// <summary>A piece compiled from deferred reads gets its coefficients' sha256 from the referenced bytes, streamed.</summary>
+    private static CompiledPiece Hashed(CompiledPiece piece, string npzPath) =>
+        piece.Coeff.Length == 0 && piece.CoeffSize > 0 && piece.CoeffSources is { } sources
+            ? piece with { CoeffSha256 = PieceCoeffReferences.Hash(npzPath, piece.CoeffEntries, sources, piece.CoeffSize) }
+            : piece;
+
+    private static PieceTensorData Read(NpzReader npz, string key, string piece, string npzPath, bool defer = false)
     {
         if (!npz.Contains(key))
             throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch,
                 $"'{npzPath}' has no entry '{key}' that piece {piece} needs. Rebuild (or delete obj/) to regenerate it.", npzPath);
         NpzEntry e = npz.GetEntry(key);
+        // The build's pieces reference stored entries: their bytes are not read here (only hashed, streamed, later).
+        if (defer && e.Stored) return new PieceTensorData(e.Descr, e.Shape, ReadOnlyMemory<byte>.Empty) { Source = new WeightFileEntry(key, e.Crc32, e.DataLength), Deferred = true };
         return new PieceTensorData(e.Descr, e.Shape, npz.ReadBytes(key))
         {
             Source = e.Stored ? new WeightFileEntry(key, e.Crc32, e.DataLength) : null,
@@ -144,13 +155,14 @@ public static class CompileStage
     {
         int devices = TensorParallel.Devices(model);
         var nets = new List<(GraphShard Shard, CompiledPiece Compiled)>();
+        var constants = whole.Constants.Select(c => c.Key).ToHashSet(StringComparer.Ordinal);
         using (var npz = new NpzReader(npzPath))
         {
             for (int step = 0; step < TensorParallel.Steps; step++)
                 for (int device = 0; device < devices; device++)
                 {
                     PieceGraph graph = TensorParallelShards.Shard(whole, step, device, devices);
-                    nets.Add((graph.Shard!, PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, whole.Name, npzPath))));
+                    nets.Add((graph.Shard!, Hashed(PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, whole.Name, npzPath, referenceCoeff && !constants.Contains(key))), npzPath)));
                 }
         }
         for (int device = 0; device < devices; device++)
@@ -227,12 +239,13 @@ public static class CompileStage
     private static NetInfo ToNet(ResolvedModel model, ChipProfile chip, BModelBlobBuilder blob, CompiledPiece piece, Cascade? cascade,
         Func<BModelTensor, bool, BModelTensor> rename, bool referenceCoeff)
     {
-        var (coeffAddr, ctxAddr, ioAddr) = Addresses(chip, piece.Coeff.Length, piece.CtxSize);
+        long coeffSize = Math.Max(piece.Coeff.Length, piece.CoeffSize);
+        var (coeffAddr, ctxAddr, ioAddr) = Addresses(chip, coeffSize, piece.CtxSize);
         // A weightless sub-net (the reduce step) has no coefficient memory rather than an empty binary at offset 0,
         // which a loader keying blobs by offset could mistake for another net's. Whole pieces keep today's layout.
-        CoeffMem? coeff = cascade is not null && piece.Coeff.Length == 0 ? null
-            : referenceCoeff && piece.Coeff.Length > 0
-                ? new CoeffMem { Address = coeffAddr, CheckCode = System.Security.Cryptography.SHA256.HashData(piece.Coeff), BinaryCoeff = new BinaryRef(0, 0), Locations = piece.CoeffLocations }
+        CoeffMem? coeff = cascade is not null && coeffSize == 0 ? null
+            : referenceCoeff && coeffSize > 0
+                ? new CoeffMem { Address = coeffAddr, CheckCode = piece.CoeffSha256 ?? System.Security.Cryptography.SHA256.HashData(piece.Coeff), BinaryCoeff = new BinaryRef(0, 0), Locations = piece.CoeffLocations }
                 : blob.AddCoeff(piece.Coeff, coeffAddr, piece.CoeffLocations);
         byte[] program = piece.Program.Encode();
         var cmd = new CmdGroup
