@@ -62,13 +62,13 @@ public sealed class BuildBenchmark : IBenchmark
             Print("default", sizes);
             if (variants)
             {
-                foreach (var (name, props) in new (string, string[])[]
+                foreach (var (folder, name, props) in new (string, string, string[])[]
                 {
-                    ("NumDevice=2 (QGroupSize=64: 128 does not split o_proj's inputs in two)", ["NumDevice=2", "QGroupSize=64"]),
-                    ("DoSample+UseBlockWithKv+LoRA16", ["DoSample=true", "UseBlockWithKv=true", "LoraMaxRank=16"]),
+                    ("tp2", "NumDevice=2 (QGroupSize=64: 128 does not split o_proj's inputs in two)", ["NumDevice=2", "QGroupSize=64"]),
+                    ("optional-nets", "DoSample+UseBlockWithKv+LoraMaxRank=16", ["DoSample=true", "UseBlockWithKv=true", "LoraMaxRank=16"]),
                 })
                 {
-                    string p = Project(work, name.Replace('+', '-').Replace('=', '-'), root, ckpt, props);
+                    string p = Project(work, folder, root, ckpt, props);
                     var r = Run("dotnet", ["build", "model.llmproj"], p, check: true);
                     Console.WriteLine($"{name}: cold build {r.Seconds:F2} s = {r.Seconds / cp:F1}x cp, peak RSS {Mib(r.PeakProcess)}");
                     Print(name, ObjSizes(p));
