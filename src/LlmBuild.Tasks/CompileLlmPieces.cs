@@ -5,11 +5,11 @@ using LlmBuild.Core.Stages;
 
 namespace LlmBuild.Tasks;
 
-/// <summary>Stage 4: per-chip codegen of each out-of-date piece into its own bmodel.</summary>
+/// <summary>Stage 4: per-chip codegen of each out-of-date piece into its own bmodel, which references its coefficients in the weight file.</summary>
 public sealed class CompileLlmPieces : LlmTask
 {
     [Required] public string ResolvedFile { get; set; } = "";
-    /// <summary>Identity = piece name; metadata Mlir, PieceNpz, BModel.</summary>
+    /// <summary>Identity = piece name; metadata Mlir, WeightFile (the one its module names), BModel.</summary>
     [Required] public ITaskItem[] Pieces { get; set; } = [];
     public ITaskItem[]? SharedInputs { get; set; }
 
@@ -18,9 +18,9 @@ public sealed class CompileLlmPieces : LlmTask
         ResolvedModel model = ResolvedModel.Load(ResolvedFile);
         DeleteStaleTemporariesBeside(Pieces.Select(p => p.Path("BModel")));
         var shared = SharedInputs.Paths().ToArray();
-        var stale = Pieces.Where(p => !Freshness.IsUpToDate([p.Path("BModel")], [p.Path("Mlir"), p.Path("PieceNpz"), .. shared])).ToList();
+        var stale = Pieces.Where(p => !Freshness.IsUpToDate([p.Path("BModel")], [p.Path("Mlir"), p.Path("WeightFile"), .. shared])).ToList();
         foreach (var p in Pieces.Except(stale)) LogPieceUpToDate(p.ItemSpec);
         RunPieces(stale, p => p.ItemSpec, (p, log) =>
-            CompileStage.Run(model, model.Piece(p.ItemSpec), p.Path("Mlir"), p.Path("PieceNpz"), p.Path("BModel")));
+            CompileStage.RunReferencing(model, model.Piece(p.ItemSpec), p.Path("Mlir"), p.Path("WeightFile"), p.Path("BModel")));
     }
 }

@@ -37,11 +37,18 @@ public sealed class QuantizeLlmWeights : LlmTask
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         RunPieces(stale, o => o.ItemSpec, (o, log) =>
         {
-            if (stats is null) QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz"));
-            else QuantizeStage.RunCalibrated(checkpoint, model, o.ItemSpec, o.Path("Npz"), stats, calibrationDir);
+            if (QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz"), WeightsIdentity(o.Path("Spec")), stats, calibrationDir))
+                log("weights unchanged: copied, constants rewritten");
         });
         if (stats is not null && !Log.HasLoggedErrors)
             LogProgress($"{Stage}: {model.Calibration!.Method} quantization (output error on the calibration data, per linear; {System.IO.Path.Combine(calibrationDir, "quantization.json")}):\n" +
                 QuantizeStage.WriteCalibrationReport(model, calibrationDir));
+    }
+
+    /// <summary>The owner spec's digest of what its stored weights depend on.</summary>
+    private static string? WeightsIdentity(string spec)
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(spec));
+        return doc.RootElement.TryGetProperty("WeightsIdentity", out var v) ? v.GetString() : null;
     }
 }

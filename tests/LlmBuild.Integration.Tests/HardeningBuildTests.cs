@@ -27,6 +27,13 @@ public sealed class HardeningBuildTests
         Assert.IsTrue(File.Exists(Path.Combine(dir, "bin", "tiny.bmodel")));
         Assert.IsFalse(File.Exists(Path.Combine(dir, "obj", "llmbuild.lock")), "the lock is released");
         Assert.AreEqual(0, Directory.GetFiles(dir, ".*.tmp", SearchOption.AllDirectories).Length, "no temporaries left");
+        // The shared storage stayed consistent: every piece bmodel's coefficient references match the weight file it reads.
+        foreach (string piece in Directory.GetFiles(Path.Combine(dir, "obj", "Debug", "llm", "bm1684x"), "*.bmodel"))
+        {
+            var references = LlmBuild.Core.Codegen.PieceCoeffReferences.TryRead(piece);
+            Assert.IsNotNull(references, piece);
+            references.Validate(piece);
+        }
     }
 
     [TestMethod]

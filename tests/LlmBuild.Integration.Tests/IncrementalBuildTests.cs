@@ -65,14 +65,74 @@ public sealed class IncrementalBuildTests
             Assert.IsTrue(File.Exists(Path.Combine(_baseline, "bin", "config", f)), "bin/config/" + f);
         Assert.IsFalse(File.Exists(Path.Combine(_baseline, "bin", "config", "model.safetensors")), "weights are not copied to config/");
         string llm = Path.Combine(_baseline, "obj", "Debug", "llm");
-        foreach (string owner in new[] { "embedding", "block_0", "block_3", "lm_head" })
+        foreach (string owner in new[] { "embedding", "block_0", "block_3" })
             Assert.IsTrue(File.Exists(Path.Combine(llm, "weights", owner + "_top_weights.npz")), owner);
+        // The example ties lm_head to the embedding: the head reads the embedding's file, it has none of its own.
+        Assert.IsFalse(File.Exists(Path.Combine(llm, "weights", "lm_head_top_weights.npz")), "a tied lm_head has no weight file");
         foreach (string piece in new[] { "embedding", "embedding_cache", "block_0", "block_cache_0", "block_3", "block_cache_3", "lm_head" })
         {
             Assert.IsTrue(File.Exists(Path.Combine(llm, "mlir", piece, piece + ".mlir")), piece + ".mlir");
             Assert.IsTrue(File.Exists(Path.Combine(llm, "bm1684x", piece + ".bmodel")), piece + ".bmodel");
         }
         Assert.IsFalse(Directory.EnumerateFiles(_baseline, "*.tmp", SearchOption.AllDirectories).Any(), "no temporaries left");
+    }
+
+    /// <summary>
+    /// DESIGN §14: obj/ holds each weight byte once. The modules name their owner's weight file (block_i and
+    /// block_cache_i the same one, lm_head the embedding's), mlir/ holds no weights, the piece bmodels reference their
+    /// coefficients (a few KiB each), and obj/ is at most 1.3× the final bmodel.
+    /// </summary>
+    [TestMethod]
+    public void ObjHoldsEachWeightByteOnce()
+    {
+        string llm = Path.Combine(_baseline, "obj", "Debug", "llm");
+        long Size(string folder) => Directory.EnumerateFiles(Path.Combine(llm, folder), "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        long bmodel = new FileInfo(Path.Combine(_baseline, "bin", "tiny.bmodel")).Length;
+        long weights = Size("weights"), mlir = Size("mlir"), pieces = Size("bm1684x"), obj = Size(".");
+        string table = $"weights {weights}, mlir {mlir}, bm1684x {pieces}, obj {obj}, bmodel {bmodel}";
+        Assert.IsFalse(Directory.EnumerateFiles(Path.Combine(llm, "mlir"), "*.npz", SearchOption.AllDirectories).Any(), "no weight file under mlir/: " + table);
+        Assert.IsTrue(mlir < bmodel / 50, "mlir/ holds only modules: " + table);
+        Assert.IsTrue(pieces < bmodel / 20, "piece bmodels hold no coefficients: " + table);
+        Assert.IsTrue(weights < bmodel * 1.1, "the weights once: " + table);
+        Assert.IsTrue(obj <= bmodel * 1.3, "obj/ ≤ 1.3× the bmodel: " + table);
+        StringAssert.Contains(File.ReadAllText(Path.Combine(llm, "mlir", "block_cache_2", "block_cache_2.mlir")), "module.weight_file = \"../../weights/block_2_top_weights.npz\"");
+        StringAssert.Contains(File.ReadAllText(Path.Combine(llm, "mlir", "lm_head", "lm_head.mlir")), "module.weight_file = \"../../weights/embedding_top_weights.npz\"");
+        var references = LlmBuild.Core.Codegen.PieceCoeffReferences.TryRead(Path.Combine(llm, "bm1684x", "block_cache_2.bmodel"));
+        Assert.IsNotNull(references, "block_cache_2.bmodel references its coefficients");
+        Assert.AreEqual("../weights/block_2_top_weights.npz", references.WeightFile);
+    }
+
+    /// <summary>
+    /// An owner file that changes behind the build's back (new bytes, the old time, so no stage looks out of date):
+    /// combine finds the piece bmodels' references stale (LLMB0430), deletes the pieces that read the file and builds
+    /// nothing from the old bytes; the next build compiles them from the current file.
+    /// </summary>
+    [TestMethod]
+    public void StaleCoefficientReferencesAreRefusedAndRebuilt()
+    {
+        string dir = CopyOfBaseline("stale");
+        string llm = Path.Combine(dir, "obj", "Debug", "llm");
+        string owner = Path.Combine(llm, "weights", "block_1_top_weights.npz");
+        DateTime time = File.GetLastWriteTimeUtc(owner);
+        var props = BuildHarness.DefaultProperties().ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
+        props["Symmetric"] = "true";
+        var symmetric = LlmBuild.Core.Stages.ResolveStage.Resolve(props, new List<LlmBuild.Core.Diagnostics.LlmBuildWarning>());
+        using (var checkpoint = LlmBuild.Core.Stages.QuantizeStage.OpenSource(symmetric))
+            LlmBuild.Core.Stages.QuantizeStage.Run(checkpoint, symmetric, "block_1", owner);
+        File.SetLastWriteTimeUtc(owner, time);
+        File.Delete(Path.Combine(dir, "bin", "tiny.bmodel"));
+
+        var refused = BuildHarness.Build(dir);
+        Assert.AreNotEqual(0, refused.ExitCode, refused.Output);
+        StringAssert.Contains(refused.Output, "LLMB0430");
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "bin", "tiny.bmodel")), "no model from stale references");
+        Assert.IsFalse(File.Exists(Path.Combine(llm, "bm1684x", "block_1.bmodel")), "block_1 deleted");
+        Assert.IsFalse(File.Exists(Path.Combine(llm, "bm1684x", "block_cache_1.bmodel")), "block_cache_1 deleted");
+
+        var rebuilt = BuildHarness.Build(dir, "-p:Verify=false");
+        rebuilt.AssertSucceeded();
+        CollectionAssert.AreEquivalent(new[] { "block_1", "block_cache_1" }, rebuilt.DonePieces.ToList(), rebuilt.Output);
+        Assert.AreNotEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"], "built from the current weights");
     }
 
     /// <summary>NumDevice=2 through MSBuild: a split the model cannot take fails at resolve; one it can builds cascades and verifies.</summary>
@@ -112,15 +172,22 @@ public sealed class IncrementalBuildTests
     }
 
     [TestMethod]
-    public void ChangingSeqLengthRerunsExportOnwardButNotQuantize()
+    public void ChangingSeqLengthRerunsExportOnwardAndQuantizesNothing()
     {
         string dir = CopyOfBaseline("seq");
         SetProperty(dir, "SeqLength", "96");
         var result = BuildHarness.Build(dir);
         result.AssertSucceeded();
-        Assert.IsTrue(result.SkippedTargets.Contains(Stages.Quantize), "quantize skipped:\n" + result.Output);
+        // The owners' files hold the RoPE tables (sized by SeqLength) beside the weights, as TPU-MLIR lays them out:
+        // the quantize stage rewrites the block files' constants and copies their weights, quantizing nothing again.
+        // The embedding's file has no constants: untouched.
+        Assert.IsFalse(result.Output.Contains("embedding: weights unchanged", StringComparison.Ordinal), "embedding untouched:\n" + result.Output);
+        for (int layer = 0; layer < 4; layer++)
+            StringAssert.Contains(result.Output, $"block_{layer}: weights unchanged: copied, constants rewritten");
         foreach (string s in new[] { Stages.Resolve, Stages.Export, Stages.Compile, Stages.Combine, Stages.Verify })
             Assert.IsTrue(result.RanTasks.Contains(s), s + " ran");
+        var after = Artifacts(dir);
+        Assert.AreEqual(_baselineHashes["obj/weights/embedding_top_weights.npz"], after["obj/weights/embedding_top_weights.npz"]);
         Assert.AreNotEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
     }
 
@@ -177,7 +244,8 @@ public sealed class IncrementalBuildTests
         result.AssertSucceeded();
         string o = result.Output;
         int quantize = o.IndexOf("QuantizeLlmWeights: running", StringComparison.Ordinal);
-        int afterQuantize = o.IndexOf("hook: after quantize, 6 weight files", StringComparison.Ordinal);
+        // Five weight files: the example's tied lm_head reads the embedding's.
+        int afterQuantize = o.IndexOf("hook: after quantize, 5 weight files", StringComparison.Ordinal);
         int export = o.IndexOf("ExportLlmMlir: running", StringComparison.Ordinal);
         int afterExport = o.IndexOf("hook: after export (seen-by-stages)", StringComparison.Ordinal);
         int compile = o.IndexOf("CompileLlmPieces: running", StringComparison.Ordinal);

@@ -41,7 +41,8 @@ public sealed class ResolveLlmConfigTests
         var (task, engine, dir) = Create(Valid());
         Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "resolved.json")));
-        CollectionAssert.AreEqual(new[] { "embedding", "block_0", "block_1", "block_2", "block_3", "lm_head" }, File.ReadAllLines(Path.Combine(dir, "owners.txt")));
+        // The example ties lm_head to the embedding: the head reads the embedding owner's file (DESIGN §14).
+        CollectionAssert.AreEqual(new[] { "embedding", "block_0", "block_1", "block_2", "block_3" }, File.ReadAllLines(Path.Combine(dir, "owners.txt")));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "pieces", "block_cache_3.json")));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "specs", "weights", "block_3.json")));
     }
@@ -65,18 +66,23 @@ public sealed class ResolveLlmConfigTests
     {
         var (task, engine, dir) = Create(Valid());
         Assert.IsTrue(task.Execute());
-        string weightSpec = Path.Combine(dir, "specs", "weights", "block_0.json");
+        string weightSpec = Path.Combine(dir, "specs", "weights", "embedding.json");
+        string blockWeightSpec = Path.Combine(dir, "specs", "weights", "block_0.json");
         string pieceSpec = Path.Combine(dir, "specs", "pieces", "block_0.json");
         var old = DateTime.UtcNow.AddHours(-1);
         File.SetLastWriteTimeUtc(weightSpec, old);
         File.SetLastWriteTimeUtc(pieceSpec, old);
+        static string Identity(string spec) => System.Text.Json.JsonDocument.Parse(File.ReadAllText(spec)).RootElement.GetProperty("WeightsIdentity").GetString()!;
+        string blockIdentity = Identity(blockWeightSpec);
         var options = Valid();
         options["SeqLength"] = "128";
         var (again, engine2, _) = Create(options);
         again.IntermediateDirectory = dir;
         Assert.IsTrue(again.Execute(), string.Join("\n", engine2.Errors.Select(e => e.Message)));
-        Assert.AreEqual(old, File.GetLastWriteTimeUtc(weightSpec), "weights do not depend on SeqLength");
+        Assert.AreEqual(old, File.GetLastWriteTimeUtc(weightSpec), "the embedding's file (no constants) does not depend on SeqLength");
         Assert.AreNotEqual(old, File.GetLastWriteTimeUtc(pieceSpec), "the block's graph does");
+        // block_0's file holds the RoPE tables too: its spec changes, but not the identity of its stored weights.
+        Assert.AreEqual(blockIdentity, Identity(blockWeightSpec), "the block's weights do not depend on SeqLength");
     }
 
     [TestMethod]
@@ -87,7 +93,7 @@ public sealed class ResolveLlmConfigTests
         var (task, engine, dir) = Create(options);
         Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
         string[] specs = Directory.GetFiles(Path.Combine(dir, "specs"), "*.json", SearchOption.AllDirectories);
-        Assert.AreEqual(6 + 11 + 2, specs.Length, "weight owners, pieces, codegen and combine");
+        Assert.AreEqual(5 + 11 + 2, specs.Length, "weight owners (the tied lm_head reads the embedding's), pieces, codegen and combine");
         foreach (string spec in specs)
             Assert.AreEqual($"{ResolveStage.Version} sdk-hash-1", System.Text.Json.JsonDocument.Parse(File.ReadAllText(spec)).RootElement.GetProperty("Sdk").GetString(), spec);
         var old = DateTime.UtcNow.AddHours(-1);

@@ -11,6 +11,9 @@ public static class BModelBinaries
         return found;
     }
 
+    /// <summary>How <see cref="Map"/> names a stage's coefficient memory.</summary>
+    public static string CoeffWhere(string net, int stage) => $"net '{net}' stage {stage} coeff_mem";
+
     /// <summary>Returns a copy of <paramref name="model"/> with every binary reference replaced by <paramref name="map"/>'s result.</summary>
     public static BModelFile Map(BModelFile model, Func<string, BinaryRef, BinaryRef> map)
     {
@@ -36,7 +39,7 @@ public static class BModelBinaries
                     string at = $"net '{net.Name}' stage {si}";
                     return p with
                     {
-                        CoeffMem = p.CoeffMem is { } cm ? cm with { BinaryCoeff = Opt($"{at} coeff_mem", cm.BinaryCoeff) } : null,
+                        CoeffMem = p.CoeffMem is { } cm ? cm with { BinaryCoeff = Opt(CoeffWhere(net.Name, si), cm.BinaryCoeff) } : null,
                         CmdGroups = Cmds($"{at} cmd_group", p.CmdGroups),
                         NetProfile = Opt($"{at} net_profile", p.NetProfile),
                         BinaryIr = Opt($"{at} binary_ir", p.BinaryIr),

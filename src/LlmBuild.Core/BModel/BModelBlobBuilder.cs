@@ -12,7 +12,7 @@ namespace LlmBuild.Core.BModel;
 /// </summary>
 public sealed class BModelBlobBuilder
 {
-    private readonly List<(ReadOnlyMemory<byte> Data, ulong Start, byte[] Sha256)> _segments = new();
+    private readonly List<(ReadOnlyMemory<byte> Data, ulong Start, byte[] Sha256, ExternalPayload? External)> _segments = new();
     private readonly Dictionary<(ulong, ulong, ulong, ulong, ulong), int> _byContent = new();
 
     /// <param name="alignment">Byte alignment of each payload's start inside the blob (a power of two).</param>
@@ -47,18 +47,40 @@ public sealed class BModelBlobBuilder
         sha256 = SHA256.HashData(data.Span);
         if (data.Length == 0) return new BinaryRef(0, 0);
         var key = Key(sha256, (ulong)data.Length);
-        if (_byContent.TryGetValue(key, out int index) && _segments[index].Data.Span.SequenceEqual(data.Span))
+        if (_byContent.TryGetValue(key, out int index)
+            && (_segments[index].External is not null || _segments[index].Data.Span.SequenceEqual(data.Span)))
         {
             DedupedCount++;
             DedupedBytes += (ulong)data.Length;
             return new BinaryRef(_segments[index].Start, (ulong)data.Length);
         }
+        return Append(data, (ulong)data.Length, sha256, null);
+    }
+
+    private BinaryRef Append(ReadOnlyMemory<byte> data, ulong length, byte[] sha256, ExternalPayload? external)
+    {
         ulong start = AlignUp(Length);
-        _segments.Add((data, start, sha256));
-        _byContent.TryAdd(key, _segments.Count - 1);
-        Length = start + (ulong)data.Length;
-        UniqueBytes += (ulong)data.Length;
-        return new BinaryRef(start, (ulong)data.Length);
+        _segments.Add((data, start, sha256, external));
+        _byContent.TryAdd(Key(sha256, length), _segments.Count - 1);
+        Length = start + length;
+        UniqueBytes += length;
+        return new BinaryRef(start, length);
+    }
+
+    /// <summary>
+    /// Adds a payload that is not in memory: <paramref name="payload"/> writes it when the blob is written (streamed
+    /// from where it was stored once). It is deduplicated by its sha256 and length like any other payload.
+    /// </summary>
+    public BinaryRef AddExternal(ExternalPayload payload)
+    {
+        if (payload.Length == 0) return new BinaryRef(0, 0);
+        if (_byContent.TryGetValue(Key(payload.Sha256, payload.Length), out int index))
+        {
+            DedupedCount++;
+            DedupedBytes += payload.Length;
+            return new BinaryRef(_segments[index].Start, payload.Length);
+        }
+        return Append(ReadOnlyMemory<byte>.Empty, payload.Length, payload.Sha256, payload);
     }
 
     /// <summary>Adds a stage's coefficient memory: the payload, its sha256 check code, device address and op locations.</summary>
@@ -76,7 +98,9 @@ public sealed class BModelBlobBuilder
     {
         if (!Contains(binary)) throw new LlmBuildException(ErrorCodes.BModelInvalid, $"Binary {binary} lies outside the {Length}-byte blob; add payloads through BModelBlobBuilder.Add.");
         foreach (var s in _segments)
-            if (s.Start == binary.Start && (ulong)s.Data.Length == binary.Size) return s.Sha256;
+            if (s.Start == binary.Start && SizeOf(s) == binary.Size) return s.Sha256;
+        if (_segments.Any(s => s.External is not null && s.Start < binary.Start + binary.Size && binary.Start < s.Start + SizeOf(s)))
+            throw new LlmBuildException(ErrorCodes.BModelInvalid, $"Binary {binary} covers part of a streamed payload; only whole payloads can be hashed before writing.");
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         ForEachPiece(binary, piece => hash.AppendData(piece));
         return hash.GetHashAndReset();
@@ -121,10 +145,22 @@ public sealed class BModelBlobBuilder
                 output.Write(zeros[..n]);
                 pos += (ulong)n;
             }
+            if (s.External is { } external)
+            {
+                long before = output.CanSeek ? output.Position : -1;
+                external.Write(output);
+                if (before >= 0 && (ulong)(output.Position - before) != external.Length)
+                    throw new LlmBuildException(ErrorCodes.WriteFailed, $"A streamed payload wrote {output.Position - before} bytes instead of {external.Length}.");
+                pos += external.Length;
+                continue;
+            }
             output.Write(s.Data.Span);
             pos += (ulong)s.Data.Length;
         }
     }
+
+    private static ulong SizeOf((ReadOnlyMemory<byte> Data, ulong Start, byte[] Sha256, ExternalPayload? External) s) =>
+        s.External?.Length ?? (ulong)s.Data.Length;
 
     private ulong AlignUp(ulong v) => (v + (ulong)Alignment - 1) & ~((ulong)Alignment - 1);
 
@@ -132,3 +168,9 @@ public sealed class BModelBlobBuilder
         (BinaryPrimitives.ReadUInt64LittleEndian(sha), BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(8)),
          BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(16)), BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(24)), size);
 }
+
+/// <summary>
+/// A blob payload written by a callback when the bmodel is written: <see cref="Length"/> bytes whose sha256 is
+/// <see cref="Sha256"/>. The callback writes exactly those bytes or throws (it checks what it streams).
+/// </summary>
+public sealed record ExternalPayload(ulong Length, byte[] Sha256, Action<Stream> Write);

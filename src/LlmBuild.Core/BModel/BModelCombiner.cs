@@ -15,14 +15,17 @@ public sealed record BModelCombineResult(
 public static class BModelCombiner
 {
     /// <param name="createTime">The combined model's time string; null keeps the first input's (never the wall clock).</param>
-    public static BModelCombineResult Combine(IReadOnlyList<string> inputPaths, string outputPath, string? createTime = null)
+    /// <param name="externals">Per input, the coefficient payloads it references instead of holding (keyed by
+    /// <see cref="BModelBinaries.CoeffWhere"/>), streamed into the output; null or a null entry: the input holds them.</param>
+    public static BModelCombineResult Combine(IReadOnlyList<string> inputPaths, string outputPath, string? createTime = null,
+        IReadOnlyList<IReadOnlyDictionary<string, ExternalPayload>?>? externals = null)
     {
         if (inputPaths.Count == 0) throw new LlmBuildException(ErrorCodes.BModelInvalid, "Nothing to combine: no input bmodels were given.");
         var inputs = new List<BModelContainer>();
         try
         {
             foreach (string path in inputPaths) inputs.Add(BModelReader.Read(path));
-            var (model, blob) = Merge(inputs, createTime);
+            var (model, blob) = Merge(inputs, createTime, externals);
             byte[] flatBuffer = BModelWriter.BuildFlatBuffer(model, blob);
             long expectedBytes = BModelHeader.Size + flatBuffer.LongLength + (long)blob.Length;
             CheckAgainstUniqueParts(inputs, blob, expectedBytes, outputPath);
@@ -54,8 +57,11 @@ public static class BModelCombiner
     }
 
     /// <summary>Merges opened bmodels into one model and the blob it refers to (the inputs must stay open until written).</summary>
-    public static (BModelFile Model, BModelBlobBuilder Blob) Merge(IReadOnlyList<BModelContainer> inputs, string? createTime = null)
+    public static (BModelFile Model, BModelBlobBuilder Blob) Merge(IReadOnlyList<BModelContainer> inputs, string? createTime = null,
+        IReadOnlyList<IReadOnlyDictionary<string, ExternalPayload>?>? externals = null)
     {
+        if (externals is not null && externals.Count != inputs.Count)
+            throw new ArgumentException($"{externals.Count} external payload tables for {inputs.Count} inputs.", nameof(externals));
         if (inputs.Count == 0) throw new LlmBuildException(ErrorCodes.BModelInvalid, "Nothing to combine: no input bmodels were given.");
         var first = inputs[0];
         var blob = new BModelBlobBuilder();
@@ -66,14 +72,18 @@ public static class BModelCombiner
         uint deviceNum = 0;
         ulong neuronSize = 0;
 
-        foreach (var input in inputs)
+        for (int i = 0; i < inputs.Count; i++)
         {
+            var input = inputs[i];
+            var streamed = externals?[i];
             if (!string.Equals(input.Model.Chip, first.Model.Chip, StringComparison.Ordinal))
                 throw new LlmBuildException(ErrorCodes.BModelCombineConflict,
                     $"Cannot combine '{input.Name}' (chip {input.Model.Chip}) with '{first.Name}' (chip {first.Model.Chip}); build every piece for the same chip.", input.Name);
             var copied = new Dictionary<BinaryRef, BinaryRef>();
-            var model = BModelBinaries.Map(input.Model, (_, b) =>
+            var model = BModelBinaries.Map(input.Model, (where, b) =>
             {
+                // A referenced coefficient memory: its bytes are streamed from the weight file, in this same order.
+                if (streamed is not null && streamed.TryGetValue(where, out var payload)) return blob.AddExternal(payload);
                 if (!copied.TryGetValue(b, out var to)) copied[b] = to = blob.Add(input.GetMemory(b));
                 return to;
             });

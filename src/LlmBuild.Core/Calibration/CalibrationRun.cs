@@ -88,12 +88,13 @@ public static class CalibrationRun
     }
 
     /// <summary>Writes one weight owner; block owners of a calibrated model use their layer's statistics and write their report lines.</summary>
-    public static void QuantizeOwner(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath, string statsDir, string reportDir)
+    public static void QuantizeOwner(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath, string statsDir, string reportDir,
+        Action<Numpy.NpzWriter>? addMore = null)
     {
         var layers = owner.Entries.Where(e => e.Storage == WeightStorage.Quantized && Models.ModelFamily.IsLayerRole(e.Role)).Select(e => e.Layer).Distinct().ToArray();
         if (model.Calibration is not { } cal || layers.Length == 0)
         {
-            WeightOwnerWriter.Write(checkpoint, model, owner, npzPath);
+            WeightOwnerWriter.Write(checkpoint, model, owner, npzPath, addMore: addMore);
             return;
         }
         var overrides = new WeightOverrides();
@@ -109,7 +110,7 @@ public static class CalibrationRun
             foreach (var (k, v) in o.Floats) overrides.Floats[k] = v;
             report.AddRange(lines);
         }
-        WeightOwnerWriter.Write(checkpoint, model, owner, npzPath, overrides);
+        WeightOwnerWriter.Write(checkpoint, model, owner, npzPath, overrides, addMore);
         AtomicFile.WriteAllText(Path.Combine(reportDir, owner.Name + ".json"), JsonSerializer.Serialize(report, ReportJson));
     }
 

@@ -8,7 +8,33 @@ using LlmBuild.Core.Plan;
 namespace LlmBuild.Core.Codegen;
 
 /// <summary>One tensor of a piece's weight file: npy descr, shape and raw little-endian bytes.</summary>
-public sealed record PieceTensorData(string Descr, long[] Shape, ReadOnlyMemory<byte> Data);
+public sealed record PieceTensorData(string Descr, long[] Shape, ReadOnlyMemory<byte> Data)
+{
+    /// <summary>
+    /// Where <see cref="Data"/> is stored uncompressed in the weight file (its npz key and entry CRC-32), so a piece
+    /// bmodel can reference the bytes instead of copying them; null when they are not stored as they are.
+    /// </summary>
+    public WeightFileEntry? Source { get; init; }
+
+    /// <summary>
+    /// True when <see cref="Data"/> was not read (it is empty): the compiled piece will reference the bytes at
+    /// <see cref="Source"/>, so codegen only lays them out and never holds them in memory.
+    /// </summary>
+    public bool Deferred { get; init; }
+}
+
+/// <summary>An uncompressed entry of a piece's weight file: key, CRC-32 of the .npy member and its data length.</summary>
+public sealed record WeightFileEntry(string Key, uint Crc32, long DataLength);
+
+/// <summary>
+/// Bytes [<see cref="At"/>, …) of a coefficient blob taken from a weight file entry: <see cref="Count"/> runs of
+/// <see cref="Run"/> bytes, the first at <see cref="Offset"/> in the entry's data and each <see cref="Stride"/> after
+/// the previous one (one run for a whole tensor, one per row for a tensor-parallel column slice).
+/// </summary>
+public sealed record CoeffSegment(long At, string Key, long Offset, long Run, long Stride, long Count)
+{
+    public long Length => Run * Count;
+}
 
 /// <summary>A net I/O tensor of a compiled piece.</summary>
 public sealed record CompiledIo(string Name, BModelDataType DType, long[] Shape, long Offset, long Bytes);
@@ -19,7 +45,23 @@ public sealed record CompiledIo(string Name, BModelDataType DType, long[] Shape,
 /// </summary>
 public sealed record CompiledPiece(
     string Name, byte[] Coeff, IReadOnlyList<CoeffLocation> CoeffLocations, byte[] Constants, EmuProgram Program,
-    long CtxSize, IReadOnlyList<CompiledIo> Inputs, IReadOnlyList<CompiledIo> Outputs, long IoSize);
+    long CtxSize, IReadOnlyList<CompiledIo> Inputs, IReadOnlyList<CompiledIo> Outputs, long IoSize)
+{
+    /// <summary>
+    /// Where every weight in <see cref="Coeff"/> comes from in the weight file (the gaps are alignment zeros), or null
+    /// when some weight was not read from an uncompressed entry: then the blob can only be copied.
+    /// </summary>
+    public IReadOnlyList<CoeffSegment>? CoeffSources { get; init; }
+
+    /// <summary>The weight file entries <see cref="CoeffSources"/> reads.</summary>
+    public IReadOnlyList<WeightFileEntry> CoeffEntries { get; init; } = [];
+
+    /// <summary>The coefficient blob's length: <see cref="Coeff"/>'s, or the referenced bytes' when their reads were deferred (then Coeff is empty).</summary>
+    public long CoeffSize { get; init; }
+
+    /// <summary>The coefficient blob's sha256 when it was computed from the referenced bytes (deferred reads); null: hash <see cref="Coeff"/>.</summary>
+    public byte[]? CoeffSha256 { get; init; }
+}
 
 /// <summary>
 /// The built-in backend: lowers a <see cref="PieceGraph"/> for a chip into an emulator program. Weights go to the
@@ -124,10 +166,17 @@ public static class PieceCodegen
             var program = new EmuProgram(
                 _instrs.Select(i => new EmuInstr(i.Op, i.Inputs.Select(Ref).ToArray(), i.Outputs.Select(Ref).ToArray(), i.Ints, i.Floats, i.Name)).ToArray(),
                 _probes.Select(p => new EmuProbe(p.Name, Ref(p.Value))).ToArray());
-            return new CompiledPiece(graph.Name, coeff, locations, constants, program, ctxSize, inputs, outputs, ioSize);
+            return new CompiledPiece(graph.Name, coeff, locations, constants, program, ctxSize, inputs, outputs, ioSize)
+            {
+                CoeffSources = _coeffSources, CoeffEntries = _coeffEntries.Values.ToArray(), CoeffSize = _coeffSize,
+            };
         }
 
         // ------------------------------------------------------------ weights, constants, io
+
+        private List<CoeffSegment>? _coeffSources = [];
+        private long _coeffSize;
+        private readonly SortedDictionary<string, WeightFileEntry> _coeffEntries = new(StringComparer.Ordinal);
 
         private (byte[] Coeff, IReadOnlyList<CoeffLocation> Locations) PackWeights()
         {
@@ -140,13 +189,29 @@ public static class PieceCodegen
             {
                 PieceTensorData data = ReadChecked(w.Key, w.DType, w.StoredShape);
                 // A tensor-parallel shard keeps only its slice of the stored entry.
-                ReadOnlyMemory<byte> bytes = w.Slice is { } slice ? slice.ApplyBytes(data.Data.Span, TensorRef.ElementSize(ToBModel(w.DType))) : data.Data;
+                int elementSize = TensorRef.ElementSize(ToBModel(w.DType));
+                if (data.Deferred && data.Source is null)
+                    throw new InvalidOperationException($"Weight '{w.Key}' was not read but has no source to reference.");
+                long storedBytes = data.Deferred ? data.Source!.DataLength : data.Data.Length;
+                ReadOnlyMemory<byte> bytes = data.Deferred ? ReadOnlyMemory<byte>.Empty
+                    : w.Slice is { } slice ? slice.ApplyBytes(data.Data.Span, elementSize) : data.Data;
+                var (first, run, stride, count) = w.Slice is { } s ? s.ByteRuns(elementSize) : (0L, storedBytes, storedBytes, 1L);
+                long length = run * count;
                 long offset = chip.AlignUp(size);
-                locations.Add(new CoeffLocation(w.Key, (ulong)offset, (ulong)bytes.Length));
+                if (data.Source is { } source && _coeffSources is not null)
+                {
+                    _coeffSources.Add(new CoeffSegment(offset, source.Key, first, run, stride, count));
+                    _coeffEntries.TryAdd(source.Key, source);
+                }
+                else _coeffSources = null;
+                locations.Add(new CoeffLocation(w.Key, (ulong)offset, (ulong)length));
                 datas.Add(bytes);
                 _values[w.Key] = new Val(Region.Coeff, offset, -1, ToBModel(w.DType), w.Shape);
-                size = offset + bytes.Length;
+                size = offset + length;
             }
+            _coeffSize = size;
+            // Deferred reads: the piece references its bytes; the blob is never built (nor held in memory).
+            if (datas.Count > 0 && datas.Sum(d => (long)d.Length) != datas.Zip(locations).Sum(p => (long)p.Second.Size)) return ([], locations);
             var blob = new byte[size];
             for (int i = 0; i < datas.Count; i++) datas[i].Span.CopyTo(blob.AsSpan((int)locations[i].Offset));
             return (blob, locations);
@@ -158,6 +223,7 @@ public static class PieceCodegen
             foreach (GraphConstant c in graph.Constants.OrderBy(c => c.Key, StringComparer.Ordinal))
             {
                 PieceTensorData data = ReadChecked(c.Key, c.DType, c.Shape);
+                if (data.Deferred) throw new InvalidOperationException($"Constant '{c.Key}' was not read; constants are copied into the program.");
                 long offset = chip.AlignUp(blob.Length);
                 blob.SetLength(offset);
                 blob.Position = offset;
@@ -174,8 +240,9 @@ public static class PieceCodegen
                 throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch,
                     $"Piece {graph.Name}: weight file entry '{key}' is {data.Descr}[{string.Join(", ", data.Shape)}] but the piece needs {NpyDescr(dtype)}[{string.Join(", ", shape)}]. Rebuild to regenerate the piece weights.");
             long expected = shape.Aggregate(1L, (a, b) => a * b) * TensorRef.ElementSize(ToBModel(dtype));
-            if (data.Data.Length != expected)
-                throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch, $"Piece {graph.Name}: weight file entry '{key}' holds {data.Data.Length} bytes, expected {expected}. Rebuild.");
+            long stored = data.Deferred ? data.Source!.DataLength : data.Data.Length;
+            if (stored != expected)
+                throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch, $"Piece {graph.Name}: weight file entry '{key}' holds {stored} bytes, expected {expected}. Rebuild.");
             return data;
         }
 

@@ -20,9 +20,12 @@ public static class GraphNpz
     };
 
     /// <summary>Adds a piece's constants (RoPE tables, Dynamic mask, LoRA zeros, sampling constants) in their dtypes.</summary>
-    public static void AddConstants(NpzWriter npz, PieceGraph graph)
+    public static void AddConstants(NpzWriter npz, PieceGraph graph) => AddConstants(npz, graph.Constants);
+
+    /// <summary>Adds constants in their dtypes.</summary>
+    public static void AddConstants(NpzWriter npz, IEnumerable<GraphConstant> constants)
     {
-        foreach (GraphConstant c in graph.Constants)
+        foreach (GraphConstant c in constants)
         {
             switch (c.DType)
             {

@@ -107,6 +107,17 @@ public sealed record WeightSlice(int Axis, long Start, long Length, long[] Sourc
         return result;
     }
 
+    /// <summary>
+    /// The slice as byte runs of the whole tensor: the first run's offset, the run length, the distance between runs'
+    /// starts and their count (what <see cref="ApplyBytes"/> copies, without copying).
+    /// </summary>
+    public (long First, long Run, long Stride, long Count) ByteRuns(int elementSize)
+    {
+        var (outer, extent, inner) = Layout();
+        long rowBytes = inner * elementSize;
+        return (Start * rowBytes, Length * rowBytes, extent * rowBytes, outer);
+    }
+
     /// <summary>Copies the slice out of a whole tensor's raw bytes, <paramref name="elementSize"/> bytes per element.</summary>
     public byte[] ApplyBytes(ReadOnlySpan<byte> source, int elementSize)
     {

@@ -34,7 +34,9 @@ public static class PipelinePackage
 {
     /// <param name="pieceBModels">Piece name → its compiled bmodel.</param>
     /// <param name="stageDir">Where the stage bmodels are combined (an intermediate folder).</param>
-    public static PipelineManifest Write(ResolvedModel model, IReadOnlyDictionary<string, string> pieceBModels, string stageDir, string packagePath, string manifestPath)
+    /// <param name="externals">Piece bmodel path → the coefficient payloads it references in a weight file instead of holding (null: it holds them).</param>
+    public static PipelineManifest Write(ResolvedModel model, IReadOnlyDictionary<string, string> pieceBModels, string stageDir, string packagePath, string manifestPath,
+        IReadOnlyDictionary<string, IReadOnlyDictionary<string, ExternalPayload>?>? externals = null)
     {
         var stages = PipelineParallel.Stages(model);
         var entries = new List<PipelineManifestStage>();
@@ -42,7 +44,8 @@ public static class PipelinePackage
         foreach (PipelineStage stage in stages)
         {
             string file = Path.Combine(stageDir, stage.FileName(model.Name));
-            BModelCombiner.Combine(stage.Pieces.Select(p => pieceBModels[p]).ToArray(), file);
+            string[] inputs = stage.Pieces.Select(p => pieceBModels[p]).ToArray();
+            BModelCombiner.Combine(inputs, file, externals: inputs.Select(i => externals?.GetValueOrDefault(i)).ToArray());
             string sha;
             using (var s = File.OpenRead(file)) sha = Convert.ToHexStringLower(SHA256.HashData(s));
             entries.Add(new PipelineManifestStage(stage.Device, stage.FileName(model.Name), stage.Pieces, stage.Layers, new FileInfo(file).Length, sha));

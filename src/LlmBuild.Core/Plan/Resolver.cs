@@ -49,6 +49,7 @@ public static class Resolver
         }
         if (checkpoint is not null) AccountForEveryTensor(checkpoint, family, owners, ignoreTensors ?? [], modelDir, warnings);
         var pieces = BuildPieces(options, config);
+        (owners, pieces) = ShareTiedHead(owners, pieces);
 
         return new ResolvedModel
         {
@@ -212,6 +213,27 @@ public static class Resolver
         return owners;
 
         static bool FamilyLayer(WeightRole role) => ModelFamily.IsLayerRole(role);
+    }
+
+    /// <summary>
+    /// A tied lm_head kept in the activation dtype holds the embedding's bytes: its entry becomes another reading of the
+    /// embedding owner's table (same npz key, so the file stores it once), any other head entry (the final norm when it
+    /// is not fused) joins that owner, and the head pieces name the embedding's weight file. A quantized head
+    /// (QuantizeLmHead) differs from the table and keeps its own owner.
+    /// </summary>
+    private static (List<WeightOwner> Owners, List<Piece> Pieces) ShareTiedHead(List<WeightOwner> owners, List<Piece> pieces)
+    {
+        WeightOwner embedding = owners.Single(o => o.Name == "embedding"), head = owners.Single(o => o.Name == "lm_head");
+        WeightEntry table = embedding.Entries.Single(e => e.Role == WeightRole.Embedding);
+        WeightEntry headWeight = head.Entries.Single(e => e.Role == WeightRole.LmHead);
+        if (headWeight.SourceTensor != table.SourceTensor || headWeight.Storage != table.Storage || !headWeight.Shape.SequenceEqual(table.Shape))
+            return (owners, pieces);
+        var merged = embedding with
+        {
+            Entries = [.. embedding.Entries, .. head.Entries.Select(e => e.Role == WeightRole.LmHead ? e with { Key = table.Key } : e)],
+        };
+        return (owners.Where(o => o != head).Select(o => o == embedding ? merged : o).ToList(),
+            pieces.Select(p => p.WeightOwner == head.Name ? p with { WeightOwner = embedding.Name } : p).ToList());
     }
 
     /// <summary>

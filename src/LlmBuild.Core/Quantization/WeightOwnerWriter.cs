@@ -23,22 +23,27 @@ public static class WeightOwnerWriter
     internal const int BlockElements = 1 << 22;
 
     /// <param name="overrides">Calibration's decisions for this owner (QuantizeMethod gptq/awq); null: round to nearest.</param>
-    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath, WeightOverrides? overrides = null)
+    /// <param name="addMore">Adds entries after the weights (the constants of the pieces that name this file).</param>
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, string npzPath, WeightOverrides? overrides = null, Action<NpzWriter>? addMore = null)
     {
-        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream, overrides));
+        AtomicFile.Write(npzPath, stream => Write(checkpoint, model, owner, stream, overrides, addMore));
     }
 
     /// <summary>Writes the owner's npz into a seekable stream (the file form above adds the atomic rename).</summary>
-    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination, WeightOverrides? overrides = null)
+    public static void Write(ICheckpoint checkpoint, ResolvedModel model, WeightOwner owner, Stream destination, WeightOverrides? overrides = null, Action<NpzWriter>? addMore = null)
     {
         var source = PreQuantizedFormat.FromConfig(model.Config.QuantizationConfig, "config.json quantization_config");
         using var npz = new NpzWriter(destination, leaveOpen: true);
+        // A tied head reads the embedding's entry again (same key): the file stores it once.
+        var written = new HashSet<string>(StringComparer.Ordinal);
         foreach (var entry in owner.Entries)
         {
+            if (!written.Add(entry.Key)) continue;
             if (overrides is not null && overrides.Quantized.TryGetValue(entry.SourceTensor, out QuantizedLinear? q)) WriteGiven(entry, q, model, npz, checkpoint.Directory);
             else if (overrides is not null && overrides.Floats.TryGetValue(entry.SourceTensor, out float[]? w)) WriteGiven(entry, w, model, npz, checkpoint.Directory);
             else WriteEntry(checkpoint, model, source, entry, npz);
         }
+        addMore?.Invoke(npz);
         npz.Finish();
     }
 

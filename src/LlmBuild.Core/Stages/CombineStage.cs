@@ -1,5 +1,7 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Codegen;
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Plan;
@@ -31,23 +33,58 @@ public static class CombineStage
             using ICheckpoint checkpoint = FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
             EmbeddingBin.Write(checkpoint, model, Path.Combine(outputConfigDir, NetContract.EmbeddingFileName));
         }
-        var result = BModelCombiner.Combine(ordered, outputBModel);
-        string outputDir = Path.GetDirectoryName(Path.GetFullPath(outputBModel))!;
-        string package = Path.Combine(outputDir, PipelineParallel.PackageFileName(model.Name));
-        string manifest = Path.Combine(outputDir, PipelineParallel.ManifestFileName(model.Name));
-        if (PipelineParallel.IsPipeline(model.Options))
+        // Built-in piece bmodels reference their coefficients in the weight files: checked here (zip directory CRCs),
+        // streamed and sha256-checked while the output is written. A stale piece is deleted, so the next build recompiles it.
+        var externals = new List<IReadOnlyDictionary<string, ExternalPayload>?>();
+        var weightFiles = new Dictionary<string, string>(StringComparer.Ordinal);
+        string? current = null;
+        try
         {
-            // The stage bmodels are combined in a scratch folder beside the output and live on inside the package.
-            string stageDir = Path.Combine(outputDir, $".{model.Name}_pp_stages");
-            PipelinePackage.Write(model, byName, stageDir, package, manifest);
-            Directory.Delete(stageDir, recursive: true);
+            foreach (string piece in ordered)
+            {
+                current = piece;
+                PieceCoeffReferences? references = PieceCoeffReferences.TryRead(piece);
+                if (references is not null) weightFiles[piece] = references.WeightFilePath(piece);
+                externals.Add(references?.Payloads(piece));
+            }
+            current = null;
+            var result = BModelCombiner.Combine(ordered, outputBModel, externals: externals);
+            string outputDir = Path.GetDirectoryName(Path.GetFullPath(outputBModel))!;
+            string package = Path.Combine(outputDir, PipelineParallel.PackageFileName(model.Name));
+            string manifest = Path.Combine(outputDir, PipelineParallel.ManifestFileName(model.Name));
+            if (PipelineParallel.IsPipeline(model.Options))
+            {
+                // The stage bmodels are combined in a scratch folder beside the output and live on inside the package.
+                string stageDir = Path.Combine(outputDir, $".{model.Name}_pp_stages");
+                var externalsByPiece = ordered.Select((path, i) => (path, i)).ToDictionary(x => x.path, x => externals[x.i], StringComparer.Ordinal);
+                PipelinePackage.Write(model, byName, stageDir, package, manifest, externalsByPiece);
+                Directory.Delete(stageDir, recursive: true);
+            }
+            else
+            {
+                AtomicFile.Delete(package);
+                AtomicFile.Delete(manifest);
+            }
+            return result;
         }
-        else
+        catch (LlmBuildException e) when (e.Code is ErrorCodes.StaleCoefficientReference or ErrorCodes.BadCoefficientReference && (e.File ?? current) is not null)
         {
-            AtomicFile.Delete(package);
-            AtomicFile.Delete(manifest);
+            // Every piece that references the same weight file was compiled from the same bytes: all of them go.
+            string stale = (e.File ?? current)!;
+            foreach (string piece in ordered.Where(p => !weightFiles.ContainsKey(p)))
+            {
+                try
+                {
+                    if (PieceCoeffReferences.TryRead(piece) is { } r) weightFiles[piece] = r.WeightFilePath(piece);
+                }
+                catch (LlmBuildException) { } // a damaged piece: the next combine reports it
+            }
+            var deleted = weightFiles.TryGetValue(stale, out string? weights)
+                ? weightFiles.Where(kv => kv.Value == weights).Select(kv => kv.Key).Append(stale).Distinct().Order(StringComparer.Ordinal).ToArray()
+                : [stale];
+            foreach (string piece in deleted) AtomicFile.Delete(piece);
+            throw new LlmBuildException(e.Code, e.Message + $" Deleted {string.Join(", ", deleted.Select(d => $"'{d}'"))}: build again to compile them from the current weights.", stale, e);
         }
-        return result;
     }
 
     private static void CopyConfig(IReadOnlyList<string> files, string outputConfigDir, IReadOnlyList<string> generated)

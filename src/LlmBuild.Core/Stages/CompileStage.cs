@@ -31,11 +31,50 @@ public static class CompileStage
     }
 
     /// <summary>
+    /// What the build runs: compiles the piece like <see cref="Run"/> but writes its bmodel without the coefficient
+    /// bytes, referencing them in the weight file instead (<see cref="PieceCoeffReferences"/>), so every weight byte
+    /// stays stored once in obj/. A piece whose weights cannot be referenced (a compressed weight file) is written whole.
+    /// </summary>
+    /// <returns>True when the bmodel references its coefficients.</returns>
+    public static bool RunReferencing(ResolvedModel model, Piece piece, string mlirPath, string weightFilePath, string bmodelPath)
+    {
+        var (file, blob, compiled) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true);
+        if (compiled.Any(c => c.CoeffSize > 0 && c.CoeffSources is null))
+        {
+            (file, blob, _) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: false);
+            BModelWriter.WriteFile(bmodelPath, file, blob);
+            return false;
+        }
+        var coefficients = new List<CoeffReference>();
+        for (int i = 0; i < file.Nets.Count; i++)
+        {
+            if (file.Nets[i].Stages[0].CoeffMem is not { } coeff || compiled[i].CoeffSize == 0) continue;
+            coefficients.Add(new CoeffReference(BModelBinaries.CoeffWhere(file.Nets[i].Name, 0), compiled[i].CoeffSize,
+                Convert.ToHexString(coeff.CheckCode.ToArray()), compiled[i].CoeffSources!));
+        }
+        var references = new PieceCoeffReferences(
+            PieceCoeffReferences.RelativePath(Path.GetDirectoryName(Path.GetFullPath(bmodelPath))!, weightFilePath),
+            compiled.SelectMany(c => c.CoeffEntries).DistinctBy(e => e.Key).OrderBy(e => e.Key, StringComparer.Ordinal).ToArray(),
+            coefficients);
+        byte[] bmodel = BModelWriter.ToBytes(file, blob);
+        byte[] trailer = references.ToTrailer();
+        IO.AtomicFile.Write(bmodelPath, s => { s.Write(bmodel); s.Write(trailer); });
+        return true;
+    }
+
+    /// <summary>
     /// Compiles a piece's module into a bmodel object model and its blob (without writing it). With NumDevice &gt; 1 a
     /// block becomes the 3·D cascade nets of <see cref="TensorParallel"/>; every other piece stays one net (device 0).
     /// </summary>
     /// <param name="expectedNpzPath">When given, the weight file the module must name (the build's declared input).</param>
     public static (BModelFile File, BModelBlobBuilder Blob) Build(ResolvedModel model, Piece piece, string mlirPath, string? expectedNpzPath = null)
+    {
+        var (file, blob, _) = BuildCore(model, piece, mlirPath, expectedNpzPath, referenceCoeff: false);
+        return (file, blob);
+    }
+
+    private static (BModelFile File, BModelBlobBuilder Blob, IReadOnlyList<CompiledPiece> Compiled) BuildCore(ResolvedModel model, Piece piece,
+        string mlirPath, string? expectedNpzPath, bool referenceCoeff)
     {
         if (!File.Exists(mlirPath))
             throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"Piece {piece.Name}: '{mlirPath}' is missing. Rebuild to regenerate the MLIR.", mlirPath);
@@ -44,7 +83,7 @@ public static class CompileStage
         if (graph.Name != piece.Name)
             throw new LlmBuildException(ErrorCodes.StaleIntermediate,
                 $"'{mlirPath}' is the module of {graph.Name}, not of piece {piece.Name}. Rebuild to regenerate the MLIR.", mlirPath);
-        string npzPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(mlirPath))!, module.WeightFile);
+        string npzPath = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(mlirPath))!, module.WeightFile));
         if (expectedNpzPath is not null && !string.Equals(Path.GetFullPath(expectedNpzPath), npzPath, StringComparison.Ordinal))
             throw new LlmBuildException(ErrorCodes.StaleIntermediate,
                 $"'{mlirPath}' names the weight file '{module.WeightFile}', but the build gives piece {piece.Name} '{expectedNpzPath}'. Rebuild to regenerate the MLIR.", mlirPath);
@@ -53,7 +92,7 @@ public static class CompileStage
                 $"'{mlirPath}' names the weight file '{module.WeightFile}', which is missing ('{npzPath}'). Rebuild to regenerate it.", mlirPath);
         try
         {
-            return Compile(model, graph, npzPath);
+            return CompileCore(model, graph, npzPath, referenceCoeff);
         }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException or KeyNotFoundException or IndexOutOfRangeException)
         {
@@ -67,39 +106,63 @@ public static class CompileStage
     /// <summary>Compiles a piece graph read from its module, reading weights from <paramref name="npzPath"/>.</summary>
     public static (BModelFile File, BModelBlobBuilder Blob) Compile(ResolvedModel model, PieceGraph graph, string npzPath)
     {
+        var (file, blob, _) = CompileCore(model, graph, npzPath, referenceCoeff: false);
+        return (file, blob);
+    }
+
+    private static (BModelFile File, BModelBlobBuilder Blob, IReadOnlyList<CompiledPiece> Compiled) CompileCore(ResolvedModel model, PieceGraph graph,
+        string npzPath, bool referenceCoeff)
+    {
         ChipProfile chip = ChipProfile.Get(model.Options.Chip);
         TensorParallel.Check(model);
-        if (TensorParallel.Devices(model) > 1 && TensorParallel.IsBlock(graph.Piece.Kind)) return BuildSplit(model, graph, chip, npzPath);
+        if (TensorParallel.Devices(model) > 1 && TensorParallel.IsBlock(graph.Piece.Kind)) return BuildSplit(model, graph, chip, npzPath, referenceCoeff);
         CompiledPiece compiled;
         using (var npz = new NpzReader(npzPath))
         {
-            compiled = PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, graph.Name, npzPath));
+            // Weights are referenced (not read) when the piece will reference them; constants go into the program.
+            var constants = graph.Constants.Select(c => c.Key).ToHashSet(StringComparer.Ordinal);
+            compiled = PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, graph.Name, npzPath, referenceCoeff && !constants.Contains(key)));
         }
+        compiled = Hashed(compiled, npzPath);
         DeviceMemoryBudget.Compute(model, chip, compiled.CtxSize + compiled.IoSize, graph.Name).Check(model, chip);
-        return ToBModel(model, chip, compiled);
+        var (file, blob) = ToBModel(model, chip, compiled, referenceCoeff);
+        return (file, blob, [compiled]);
     }
 
-    private static PieceTensorData Read(NpzReader npz, string key, string piece, string npzPath)
+    /// <summary>A piece compiled from deferred reads gets its coefficients' sha256 from the referenced bytes, streamed.</summary>
+    private static CompiledPiece Hashed(CompiledPiece piece, string npzPath) =>
+        piece.Coeff.Length == 0 && piece.CoeffSize > 0 && piece.CoeffSources is { } sources
+            ? piece with { CoeffSha256 = PieceCoeffReferences.Hash(npzPath, piece.CoeffEntries, sources, piece.CoeffSize) }
+            : piece;
+
+    private static PieceTensorData Read(NpzReader npz, string key, string piece, string npzPath, bool defer = false)
     {
         if (!npz.Contains(key))
             throw new LlmBuildException(ErrorCodes.PieceWeightsMismatch,
                 $"'{npzPath}' has no entry '{key}' that piece {piece} needs. Rebuild (or delete obj/) to regenerate it.", npzPath);
         NpzEntry e = npz.GetEntry(key);
-        return new PieceTensorData(e.Descr, e.Shape, npz.ReadBytes(key));
+        // The build's pieces reference stored entries: their bytes are not read here (only hashed, streamed, later).
+        if (defer && e.Stored) return new PieceTensorData(e.Descr, e.Shape, ReadOnlyMemory<byte>.Empty) { Source = new WeightFileEntry(key, e.Crc32, e.DataLength), Deferred = true };
+        return new PieceTensorData(e.Descr, e.Shape, npz.ReadBytes(key))
+        {
+            Source = e.Stored ? new WeightFileEntry(key, e.Crc32, e.DataLength) : null,
+        };
     }
 
     /// <summary>The 3·D sub-nets of a tensor-parallel block, each reading its slices of the whole piece's weight file.</summary>
-    private static (BModelFile File, BModelBlobBuilder Blob) BuildSplit(ResolvedModel model, PieceGraph whole, ChipProfile chip, string npzPath)
+    private static (BModelFile File, BModelBlobBuilder Blob, IReadOnlyList<CompiledPiece> Compiled) BuildSplit(ResolvedModel model, PieceGraph whole,
+        ChipProfile chip, string npzPath, bool referenceCoeff)
     {
         int devices = TensorParallel.Devices(model);
         var nets = new List<(GraphShard Shard, CompiledPiece Compiled)>();
+        var constants = whole.Constants.Select(c => c.Key).ToHashSet(StringComparer.Ordinal);
         using (var npz = new NpzReader(npzPath))
         {
             for (int step = 0; step < TensorParallel.Steps; step++)
                 for (int device = 0; device < devices; device++)
                 {
                     PieceGraph graph = TensorParallelShards.Shard(whole, step, device, devices);
-                    nets.Add((graph.Shard!, PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, whole.Name, npzPath))));
+                    nets.Add((graph.Shard!, Hashed(PieceCodegen.Compile(model, graph, chip, key => Read(npz, key, whole.Name, npzPath, referenceCoeff && !constants.Contains(key))), npzPath)));
                 }
         }
         for (int device = 0; device < devices; device++)
@@ -107,7 +170,8 @@ public static class CompileStage
             var largest = nets.Where(n => n.Shard.Device == device).MaxBy(n => n.Compiled.CtxSize + n.Compiled.IoSize);
             DeviceMemoryBudget.Compute(model, chip, largest.Compiled.CtxSize + largest.Compiled.IoSize, largest.Compiled.Name, device).Check(model, chip);
         }
-        return ToBModel(model, chip, whole, nets);
+        var (file, blob) = ToBModel(model, chip, whole, nets, referenceCoeff);
+        return (file, blob, nets.Select(n => n.Compiled).ToArray());
     }
 
     /// <summary>Device address map of the built-in backend: coeff, then ctx, then io (tagged regions on BM1688-family chips).</summary>
@@ -119,10 +183,11 @@ public static class CompileStage
         return (coeff, ctx, ctx + (ulong)chip.AlignUp(ctxSize));
     }
 
-    public static (BModelFile File, BModelBlobBuilder Blob) ToBModel(ResolvedModel model, ChipProfile chip, CompiledPiece piece)
+    /// <param name="referenceCoeff">Leave the coefficient bytes out (an empty binary with the real check code): the build's piece bmodels reference them.</param>
+    public static (BModelFile File, BModelBlobBuilder Blob) ToBModel(ResolvedModel model, ChipProfile chip, CompiledPiece piece, bool referenceCoeff = false)
     {
         var blob = new BModelBlobBuilder();
-        NetInfo net = ToNet(model, chip, blob, piece, null, (t, _) => t);
+        NetInfo net = ToNet(model, chip, blob, piece, null, (t, _) => t, referenceCoeff);
         return (ModelOf(model, chip, [net], piece.CtxSize), blob);
     }
 
@@ -132,7 +197,7 @@ public static class CompileStage
     /// piece's input/output list, the inter-step tensors kept as they are (hidden 0).
     /// </summary>
     public static (BModelFile File, BModelBlobBuilder Blob) ToBModel(ResolvedModel model, ChipProfile chip, PieceGraph whole,
-        IReadOnlyList<(GraphShard Shard, CompiledPiece Compiled)> nets)
+        IReadOnlyList<(GraphShard Shard, CompiledPiece Compiled)> nets, bool referenceCoeff = false)
     {
         Piece piece = whole.Piece;
         var blob = new BModelBlobBuilder();
@@ -157,7 +222,7 @@ public static class CompileStage
                 };
             }
             var cascade = new Cascade((uint)shard.Device, (uint)shard.Step, piece.Name);
-            infos.Add(ToNet(model, chip, blob, compiled, cascade, Rename));
+            infos.Add(ToNet(model, chip, blob, compiled, cascade, Rename, referenceCoeff));
         }
         return (ModelOf(model, chip, infos, nets.Max(n => n.Compiled.CtxSize)), blob);
     }
@@ -172,12 +237,16 @@ public static class CompileStage
     };
 
     private static NetInfo ToNet(ResolvedModel model, ChipProfile chip, BModelBlobBuilder blob, CompiledPiece piece, Cascade? cascade,
-        Func<BModelTensor, bool, BModelTensor> rename)
+        Func<BModelTensor, bool, BModelTensor> rename, bool referenceCoeff)
     {
-        var (coeffAddr, ctxAddr, ioAddr) = Addresses(chip, piece.Coeff.Length, piece.CtxSize);
+        long coeffSize = Math.Max(piece.Coeff.Length, piece.CoeffSize);
+        var (coeffAddr, ctxAddr, ioAddr) = Addresses(chip, coeffSize, piece.CtxSize);
         // A weightless sub-net (the reduce step) has no coefficient memory rather than an empty binary at offset 0,
         // which a loader keying blobs by offset could mistake for another net's. Whole pieces keep today's layout.
-        CoeffMem? coeff = cascade is not null && piece.Coeff.Length == 0 ? null : blob.AddCoeff(piece.Coeff, coeffAddr, piece.CoeffLocations);
+        CoeffMem? coeff = cascade is not null && coeffSize == 0 ? null
+            : referenceCoeff && coeffSize > 0
+                ? new CoeffMem { Address = coeffAddr, CheckCode = piece.CoeffSha256 ?? System.Security.Cryptography.SHA256.HashData(piece.Coeff), BinaryCoeff = new BinaryRef(0, 0), Locations = piece.CoeffLocations }
+                : blob.AddCoeff(piece.Coeff, coeffAddr, piece.CoeffLocations);
         byte[] program = piece.Program.Encode();
         var cmd = new CmdGroup
         {

@@ -1,6 +1,9 @@
 using LlmBuild.Core.Calibration;
 using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Graph;
+using LlmBuild.Core.IO;
+using LlmBuild.Core.Numpy;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
@@ -17,8 +20,61 @@ public static class QuantizeStage
 {
     public static ICheckpoint OpenSource(ResolvedModel model) => FamilyCheckpoint.OpenForBuild(model.Options.ModelPath, model.Config);
 
-    public static void Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath) =>
-        WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath);
+    /// <summary>
+    /// Writes the owner's weight file: its weights, then the constants of every piece whose module names the file
+    /// (RoPE tables, masks, LoRA zeros; <see cref="ExportStage.OwnerConstants"/>), as TPU-MLIR's own converter lays
+    /// out block_i's file for block_i and block_cache_i.
+    /// </summary>
+    /// <param name="weightsIdentity">
+    /// The digest of everything the stored weights depend on (the owner spec's WeightsIdentity). When the file was last
+    /// written with the same identity — only the constants changed, e.g. SeqLength — its weight entries are copied as
+    /// they are instead of being quantized again. The identity lives beside the file (<see cref="IdentityPath"/>),
+    /// deleted before the file changes and written after it is in place, so a killed build never pairs a file with
+    /// another file's identity (no identity: the weights are quantized again).
+    /// </param>
+    /// <param name="statsDir">A calibrated build's statistics (<see cref="Calibrate"/>); null: round to nearest.</param>
+    /// <param name="calibrationDir">A calibrated build's calibration folder (its per-owner report lines go under report/).</param>
+    /// <returns>True when the weights were copied from the previous file rather than quantized.</returns>
+    public static bool Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath, string? weightsIdentity = null, string? statsDir = null, string? calibrationDir = null)
+    {
+        var constants = ExportStage.OwnerConstants(model, owner);
+        string identityPath = IdentityPath(npzPath);
+        int? reusable = weightsIdentity is null ? null : ReusableWeightEntries(npzPath, identityPath, weightsIdentity);
+        if (File.Exists(identityPath)) AtomicFile.Delete(identityPath);
+        if (reusable is { } count)
+        {
+            using var previous = new NpzReader(npzPath);
+            AtomicFile.Write(npzPath, stream =>
+            {
+                using var npz = new NpzWriter(stream, leaveOpen: true);
+                foreach (NpzEntry e in previous.Entries.Take(count)) npz.CopyEntry(previous, e.Key);
+                GraphNpz.AddConstants(npz, constants);
+                npz.Finish();
+            });
+        }
+        else if (statsDir is not null && calibrationDir is not null)
+            CalibrationRun.QuantizeOwner(source, model, model.Owner(owner), npzPath, statsDir, Path.Combine(calibrationDir, "report"), npz => GraphNpz.AddConstants(npz, constants));
+        else WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath, addMore: npz => GraphNpz.AddConstants(npz, constants));
+        if (weightsIdentity is not null)
+        {
+            int weightEntries;
+            using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
+            AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n");
+        }
+        return reusable is not null;
+    }
+
+    /// <summary>The file beside an owner's weight file that names the identity of its weights and how many entries they are.</summary>
+    public static string IdentityPath(string npzPath) => npzPath + ".identity";
+
+    private static int? ReusableWeightEntries(string npzPath, string identityPath, string weightsIdentity)
+    {
+        if (!File.Exists(npzPath) || !File.Exists(identityPath)) return null;
+        string[] lines = File.ReadAllLines(identityPath);
+        if (lines.Length != 2 || lines[0] != weightsIdentity || !int.TryParse(lines[1], System.Globalization.CultureInfo.InvariantCulture, out int count)) return null;
+        using var previous = new NpzReader(npzPath);
+        return count >= 0 && count <= previous.Entries.Count ? count : null;
+    }
 
     /// <summary>The statistics folder of a calibrated build (null for rtn), computing what is missing.</summary>
     public static string? Calibrate(ResolvedModel model, string calibrationDir, ICollection<LlmBuildWarning> warnings, Action<string> log)
@@ -28,10 +84,6 @@ public static class QuantizeStage
         CalibrationRun.EnsureStatistics(model, stats, warnings, log);
         return stats;
     }
-
-    /// <summary>One owner of a calibrated build (an rtn build's owners go through <see cref="Run"/>).</summary>
-    public static void RunCalibrated(ICheckpoint source, ResolvedModel model, string owner, string npzPath, string statsDir, string calibrationDir) =>
-        CalibrationRun.QuantizeOwner(source, model, model.Owner(owner), npzPath, statsDir, Path.Combine(calibrationDir, "report"));
 
     /// <summary>Writes calibration/quantization.json and returns the build log's table.</summary>
     public static string WriteCalibrationReport(ResolvedModel model, string calibrationDir) =>

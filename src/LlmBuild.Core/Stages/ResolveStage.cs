@@ -127,7 +127,17 @@ public static class ResolveStage
 
         foreach (var owner in model.Owners)
         {
-            var spec = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources, model.Calibration };
+            // The owner's file also holds the constants of the pieces that name it (RoPE tables sized by SeqLength …):
+            // when only they change, the quantize stage copies the stored weights (same WeightsIdentity) instead of
+            // quantizing them again.
+            var weights = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources, model.Calibration };
+            var spec = new
+            {
+                Stage = "quantize", Sdk = sdk,
+                WeightsIdentity = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(ToJson(weights)))),
+                Constants = ExportStage.OwnerConstantsDigest(model, owner.Name),
+                Weights = weights,
+            };
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "weights", owner.Name + ".json"), ToJson(spec));
         }
 

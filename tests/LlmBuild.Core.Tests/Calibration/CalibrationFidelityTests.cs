@@ -74,7 +74,7 @@ public sealed class CalibrationFidelityTests
             {
                 string npz = Path.Combine(dir, owner.FileName);
                 if (method == "rtn") QuantizeStage.Run(build, model, owner.Name, npz);
-                else QuantizeStage.RunCalibrated(build, model, owner.Name, npz, statsDir, dir);
+                else QuantizeStage.Run(build, model, owner.Name, npz, statsDir: statsDir, calibrationDir: dir);
                 using var reader = new NpzReader(npz);
                 foreach (var e in owner.Entries)
                 {

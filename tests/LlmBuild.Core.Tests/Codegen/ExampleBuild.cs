@@ -56,7 +56,8 @@ internal static class ExampleBuild
             string mlir = Path.Combine(dir, piece.Name + ".mlir");
             string npz = Path.Combine(dir, piece.Name + "_top_weights.npz");
             string bmodel = Path.Combine(dir, piece.Name + ".bmodel");
-            ExportStage.Run(model, piece, piece.WeightOwner is null ? null : Path.Combine(weights, model.Owner(piece.WeightOwner).FileName), mlir, npz);
+            // Self-contained piece folders (a copy of the owner's entries beside each module): the tests move pieces around.
+            ExportStage.RunSelfContained(model, piece, piece.WeightOwner is null ? null : Path.Combine(weights, model.Owner(piece.WeightOwner).FileName), mlir, npz);
             CompileStage.Run(model, piece, mlir, npz, bmodel);
             MlirCompileCheck.Check(model, piece, mlir, npz, bmodel);
             pieces[piece.Name] = bmodel;

@@ -1,0 +1,186 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text.Json;
+using LlmBuild.Core.BModel;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Numpy;
+
+namespace LlmBuild.Core.Codegen;
+
+/// <summary>One coefficient memory a piece bmodel references instead of holding: its size, sha256 and byte sources.</summary>
+public sealed record CoeffReference(string Where, long Size, string Sha256, IReadOnlyList<CoeffSegment> Segments);
+
+/// <summary>
+/// The coefficient references of a built-in piece bmodel (DESIGN §14). The compile stage writes a piece's bmodel
+/// without its coefficient bytes — each stage's coefficient memory keeps its sha256 check code and an empty binary —
+/// and appends this table as a trailer (JSON, its length as u64, the magic "LLMBCREF"): the one weight file the
+/// piece's module names (relative to the bmodel's folder), the CRC-32 and data length of every entry it reads, and
+/// for each coefficient memory the segments of those entries it is made of (alignment gaps are zeros). One file,
+/// renamed into place like every artifact, so the bmodel and its references never disagree. The combine stage checks
+/// the entries' CRC-32s against the weight file's directory, then streams the bytes into the final bmodel and checks
+/// their sha256 on the way: a weight file that changed after the piece was compiled is a coded error
+/// (<see cref="ErrorCodes.StaleCoefficientReference"/>), never a wrong model.
+/// </summary>
+public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<WeightFileEntry> Entries, IReadOnlyList<CoeffReference> Coefficients)
+{
+    private static ReadOnlySpan<byte> Magic => "LLMBCREF"u8;
+    private const int TrailerTail = 16;
+
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = false };
+
+    /// <summary>The trailer bytes to append after the bmodel.</summary>
+    public byte[] ToTrailer()
+    {
+        byte[] json = JsonSerializer.SerializeToUtf8Bytes(this, Json);
+        var trailer = new byte[json.Length + TrailerTail];
+        json.CopyTo(trailer, 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(trailer.AsSpan(json.Length), (ulong)json.Length);
+        Magic.CopyTo(trailer.AsSpan(json.Length + 8));
+        return trailer;
+    }
+
+    /// <summary>The references appended to <paramref name="bmodelPath"/>, or null for a bmodel that holds its coefficients.</summary>
+    public static PieceCoeffReferences? TryRead(string bmodelPath)
+    {
+        using var file = new FileStream(bmodelPath, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1);
+        if (file.Length < TrailerTail) return null;
+        Span<byte> tail = stackalloc byte[TrailerTail];
+        file.Position = file.Length - TrailerTail;
+        file.ReadExactly(tail);
+        if (!tail[8..].SequenceEqual(Magic)) return null;
+        ulong length = BinaryPrimitives.ReadUInt64LittleEndian(tail);
+        if (length > (ulong)(file.Length - TrailerTail) || length > 1 << 30)
+            throw new LlmBuildException(ErrorCodes.BadCoefficientReference, $"'{bmodelPath}': its coefficient reference trailer claims {length} bytes, more than the file holds. Delete it and rebuild.", bmodelPath);
+        var json = new byte[length];
+        file.Position = file.Length - TrailerTail - (long)length;
+        file.ReadExactly(json);
+        try
+        {
+            return JsonSerializer.Deserialize<PieceCoeffReferences>(json, Json)
+                ?? throw new JsonException("null");
+        }
+        catch (JsonException e)
+        {
+            throw new LlmBuildException(ErrorCodes.BadCoefficientReference, $"'{bmodelPath}': its coefficient reference trailer is not valid ({e.Message}). Delete it and rebuild.", bmodelPath, e);
+        }
+    }
+
+    /// <summary>The weight file's full path, from the folder of the bmodel that references it.</summary>
+    public string WeightFilePath(string bmodelPath) => Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(bmodelPath))!, WeightFile));
+
+    /// <summary>
+    /// Checks that the weight file still holds every referenced entry with the CRC-32 and length the piece was compiled
+    /// from (the zip directory only: no data is read), and returns the entries' data offsets in the file.
+    /// </summary>
+    public IReadOnlyDictionary<string, long> Validate(string bmodelPath)
+    {
+        string weights = WeightFilePath(bmodelPath);
+        string Stale(string why) =>
+            $"Piece bmodel '{bmodelPath}' references coefficients in '{weights}', but {why}: the weight file changed after the piece was compiled.";
+        if (!File.Exists(weights)) throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, Stale("the file is missing"), bmodelPath);
+        using var npz = new NpzReader(weights);
+        var offsets = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (WeightFileEntry e in Entries)
+        {
+            if (!npz.Contains(e.Key)) throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, Stale($"it has no entry '{e.Key}'"), bmodelPath);
+            NpzEntry now = npz.GetEntry(e.Key);
+            if (!now.Stored || now.Crc32 != e.Crc32 || now.DataLength != e.DataLength)
+                throw new LlmBuildException(ErrorCodes.StaleCoefficientReference,
+                    Stale($"entry '{e.Key}' now has CRC-32 {now.Crc32:x8} and {now.DataLength} data bytes, not {e.Crc32:x8} and {e.DataLength}"), bmodelPath);
+            offsets[e.Key] = now.DataOffset;
+        }
+        foreach (var c in Coefficients)
+            foreach (var s in c.Segments)
+            {
+                WeightFileEntry entry = Entries.FirstOrDefault(e => e.Key == s.Key)
+                    ?? throw new LlmBuildException(ErrorCodes.BadCoefficientReference, $"'{bmodelPath}': {c.Where} reads entry '{s.Key}', which its reference table does not list. Delete it and rebuild.", bmodelPath);
+                bool fits = s.Offset >= 0 && s.Run >= 0 && s.Count >= 1 && s.Stride >= s.Run && s.At >= 0 && s.At + s.Length <= c.Size
+                    && s.Offset + (s.Count - 1) * s.Stride + s.Run <= entry.DataLength;
+                if (!fits)
+                    throw new LlmBuildException(ErrorCodes.BadCoefficientReference, $"'{bmodelPath}': {c.Where} has a segment outside entry '{s.Key}' or outside its {c.Size} bytes. Delete it and rebuild.", bmodelPath);
+            }
+        return offsets;
+    }
+
+    /// <summary>
+    /// The payloads the combine stage adds instead of the piece's empty coefficient binaries, keyed by
+    /// <see cref="BModelBinaries.CoeffWhere"/>. Each streams its bytes from the weight file when the bmodel is written
+    /// and checks their sha256.
+    /// </summary>
+    public IReadOnlyDictionary<string, ExternalPayload> Payloads(string bmodelPath)
+    {
+        IReadOnlyDictionary<string, long> offsets = Validate(bmodelPath);
+        string weights = WeightFilePath(bmodelPath);
+        var payloads = new Dictionary<string, ExternalPayload>(StringComparer.Ordinal);
+        foreach (CoeffReference c in Coefficients)
+        {
+            byte[] sha = Convert.FromHexString(c.Sha256);
+            payloads[c.Where] = new ExternalPayload((ulong)c.Size, sha, output => Stream(c, weights, offsets, sha, output, bmodelPath));
+        }
+        return payloads;
+    }
+
+    /// <summary>The sha256 of a coefficient blob made of <paramref name="segments"/> of <paramref name="npzPath"/>'s entries, streamed.</summary>
+    public static byte[] Hash(string npzPath, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments, long size)
+    {
+        var references = new PieceCoeffReferences(Path.GetFileName(npzPath), entries, [new CoeffReference("hash", size, "", segments)]);
+        using var npz = new NpzReader(npzPath);
+        var offsets = entries.ToDictionary(e => e.Key, e => npz.GetEntry(e.Key).DataOffset, StringComparer.Ordinal);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Stream(references.Coefficients[0], npzPath, offsets, null, System.IO.Stream.Null, npzPath, hash);
+        return hash.GetHashAndReset();
+    }
+
+    private static void Stream(CoeffReference c, string weights, IReadOnlyDictionary<string, long> offsets, byte[]? sha, Stream output, string bmodelPath,
+        IncrementalHash? into = null)
+    {
+        using var own = into is null ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+        IncrementalHash hash = into ?? own!;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
+        try
+        {
+            using var file = new FileStream(weights, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.SequentialScan);
+            long pos = 0;
+            void Zeros(long upTo)
+            {
+                while (pos < upTo)
+                {
+                    int n = (int)Math.Min(upTo - pos, buffer.Length);
+                    buffer.AsSpan(0, n).Clear();
+                    hash.AppendData(buffer, 0, n);
+                    output.Write(buffer, 0, n);
+                    pos += n;
+                }
+            }
+            foreach (CoeffSegment s in c.Segments.OrderBy(s => s.At))
+            {
+                Zeros(s.At);
+                for (long k = 0; k < s.Count; k++)
+                {
+                    long at = offsets[s.Key] + s.Offset + k * s.Stride, left = s.Run;
+                    while (left > 0)
+                    {
+                        int n = RandomAccess.Read(file.SafeFileHandle, buffer.AsSpan(0, (int)Math.Min(left, buffer.Length)), at);
+                        if (n <= 0) throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, $"'{weights}' ended while streaming {c.Where} of '{bmodelPath}': the weight file changed after the piece was compiled.", bmodelPath);
+                        hash.AppendData(buffer, 0, n);
+                        output.Write(buffer, 0, n);
+                        at += n; left -= n; pos += n;
+                    }
+                }
+            }
+            Zeros(c.Size);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        if (sha is not null && !hash.GetHashAndReset().AsSpan().SequenceEqual(sha))
+            throw new LlmBuildException(ErrorCodes.StaleCoefficientReference,
+                $"The coefficients of {c.Where} streamed from '{weights}' do not match the sha256 '{bmodelPath}' was compiled with: the weight file changed after the piece was compiled.", bmodelPath);
+    }
+
+    /// <summary>A path from <paramref name="fromDirectory"/> to <paramref name="file"/>, with '/' separators.</summary>
+    public static string RelativePath(string fromDirectory, string file) =>
+        Path.GetRelativePath(Path.GetFullPath(fromDirectory), Path.GetFullPath(file)).Replace(Path.DirectorySeparatorChar, '/');
+}

@@ -1,0 +1,88 @@
+using System.Security.Cryptography;
+using LlmBuild.Core.Codegen;
+using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.Numpy;
+using LlmBuild.Core.Stages;
+
+namespace LlmBuild.Core.Tests.Codegen;
+
+/// <summary>
+/// DESIGN §14 at the stage level: pieces exported to name their owner's weight file and compiled to reference their
+/// coefficients combine to the same bytes as self-contained pieces holding copies; a weight file that changes after
+/// compiling is refused (LLMB0430) and the pieces that read it are deleted.
+/// </summary>
+[TestClass]
+public sealed class CoeffReferenceTests
+{
+    public TestContext TestContext { get; set; } = null!;
+
+    private string BuildReferencing(ExampleBuild.Built built, string label)
+    {
+        var model = built.Model;
+        string dir = Path.Combine(TestContext.TestRunDirectory ?? Path.GetTempPath(), "coeff-refs", label + "-" + Guid.NewGuid().ToString("N"));
+        string weights = Path.Combine(dir, "weights");
+        using (var checkpoint = QuantizeStage.OpenSource(model))
+            foreach (var owner in model.Owners) QuantizeStage.Run(checkpoint, model, owner.Name, Path.Combine(weights, owner.FileName));
+        foreach (var piece in model.Pieces)
+        {
+            string folder = Path.Combine(dir, "mlir", piece.Name);
+            string mlir = Path.Combine(folder, piece.Name + ".mlir"), npz = Path.Combine(folder, piece.Name + "_top_weights.npz");
+            string? owner = piece.WeightOwner is null ? null : Path.Combine(weights, model.Owner(piece.WeightOwner).FileName);
+            ExportStage.Run(model, piece, owner, mlir, npz);
+            Assert.AreEqual(owner is not null, CompileStage.RunReferencing(model, piece, mlir, ExportStage.WeightFile(owner, npz),
+                Path.Combine(dir, "bm1684x", piece.Name + ".bmodel")), piece.Name);
+        }
+        return dir;
+    }
+
+    private static string Combine(ExampleBuild.Built built, string dir) =>
+        Combine(built, dir, Path.Combine(dir, "bin", "model.bmodel"));
+
+    private static string Combine(ExampleBuild.Built built, string dir, string output)
+    {
+        CombineStage.Run(built.Model, built.Model.Pieces.Select(p => Path.Combine(dir, "bm1684x", p.Name + ".bmodel")).ToArray(), [], output, Path.Combine(dir, "bin", "config"));
+        return output;
+    }
+
+    [TestMethod]
+    [DataRow("w4bf16", 1)]
+    [DataRow("bf16", 2)]
+    public void ReferencingPiecesCombineToTheBytesOfWholePieces(string quantize, int devices)
+    {
+        var built = devices == 1 ? ExampleBuild.Get(quantize) : ExampleBuild.Get(quantize, 64, 64, "bm1684x", ("NumDevice", devices.ToString()));
+        string dir = BuildReferencing(built, quantize + devices);
+        long pieceBytes = Directory.GetFiles(Path.Combine(dir, "bm1684x")).Sum(f => new FileInfo(f).Length);
+        string output = Combine(built, dir);
+        CollectionAssert.AreEqual(SHA256.HashData(File.ReadAllBytes(built.BModel)), SHA256.HashData(File.ReadAllBytes(output)),
+            "streamed coefficients give the bytes of whole piece bmodels");
+        Assert.IsTrue(pieceBytes < new FileInfo(output).Length / 10, $"piece bmodels hold no coefficients ({pieceBytes} bytes)");
+        Assert.IsFalse(Directory.GetFiles(Path.Combine(dir, "mlir"), "*.npz", SearchOption.AllDirectories).Any(), "no weight copies beside the modules");
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [TestMethod]
+    public void AChangedWeightFileIsRefusedAndItsPiecesDeleted()
+    {
+        var built = ExampleBuild.Get("w4bf16");
+        string dir = BuildReferencing(built, "stale");
+        // Same entries, same directory CRCs, one data byte flipped in place: only the streamed sha256 can see it.
+        string block = Path.Combine(dir, "weights", "block_2_top_weights.npz");
+        long at;
+        using (var npz = new NpzReader(block)) at = npz.Entries.First(e => e.Key.EndsWith(".qweight", StringComparison.Ordinal)).DataOffset + 5;
+        using (var f = new FileStream(block, FileMode.Open, FileAccess.ReadWrite))
+        {
+            f.Position = at;
+            int b = f.ReadByte();
+            f.Position = at;
+            f.WriteByte((byte)(b ^ 0x10));
+        }
+        string output = Path.Combine(dir, "bin", "model.bmodel");
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => Combine(built, dir, output));
+        Assert.AreEqual(ErrorCodes.StaleCoefficientReference, e.Code, e.Message);
+        Assert.IsFalse(File.Exists(output), "nothing written from stale references");
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "bm1684x", "block_2.bmodel")));
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "bm1684x", "block_cache_2.bmodel")));
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "bm1684x", "block_1.bmodel")), "pieces of other weight files stay");
+        Directory.Delete(dir, recursive: true);
+    }
+}
