@@ -223,7 +223,7 @@ public static class OptionTable
     {
         Name = "ChunkLength", Flags = ["--chunk_length"], Kind = OptionKind.Integer, Default = "0", Minimum = 0,
         Doc = "Prefill chunk (with UseHistoryKv) and decode segment: adds block_cache_<i>_<s> nets for s = ChunkLength·2^k < SeqLength; 0 = none (SeqLength/4 with UseHistoryKv).",
-        DefaultDoc = "0 (SeqLength/4 with UseHistoryKv)", ValuesDoc = "≤ SeqLength/2; Batch = 1",
+        DefaultDoc = "0 (SeqLength/4 with UseHistoryKv)", ValuesDoc = "≤ SeqLength/2; the segment nets need Batch = 1 (LLMB0025)",
         Value = o => o.ChunkLength,
     };
     public static readonly OptionDefinition SharePrompt = new()
