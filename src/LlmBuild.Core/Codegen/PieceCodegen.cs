@@ -185,9 +185,11 @@ public static class PieceCodegen
             var locations = new List<CoeffLocation>();
             var datas = new List<ReadOnlyMemory<byte>>();
             long size = 0;
+            bool deferred = false;
             foreach (GraphWeight w in weights)
             {
                 PieceTensorData data = ReadChecked(w.Key, w.DType, w.StoredShape);
+                deferred |= data.Deferred;
                 // A tensor-parallel shard keeps only its slice of the stored entry.
                 int elementSize = TensorRef.ElementSize(ToBModel(w.DType));
                 if (data.Deferred && data.Source is null)
@@ -211,7 +213,7 @@ public static class PieceCodegen
             }
             _coeffSize = size;
             // Deferred reads: the piece references its bytes; the blob is never built (nor held in memory).
-            if (datas.Count > 0 && datas.Sum(d => (long)d.Length) != datas.Zip(locations).Sum(p => (long)p.Second.Size)) return ([], locations);
+            if (deferred) return ([], locations);
             var blob = new byte[size];
             for (int i = 0; i < datas.Count; i++) datas[i].Span.CopyTo(blob.AsSpan((int)locations[i].Offset));
             return (blob, locations);
