@@ -69,8 +69,10 @@ public sealed class ImagePreprocessor
         JsonObject size = o["size"] as JsonObject ?? new JsonObject();
         double min = Number(o, "min_pixels", Number(size, "min_pixels", Number(size, "shortest_edge", 56 * 56)));
         double max = Number(o, "max_pixels", Number(size, "max_pixels", Number(size, "longest_edge", 28 * 28 * 1280)));
-        bool rescale = o["do_rescale"] is not JsonValue dr || dr.GetValue<bool>();
-        bool normalize = o["do_normalize"] is not JsonValue dn || dn.GetValue<bool>();
+        bool Flag(string field) => o[field] is null || (o[field] is JsonValue f && f.TryGetValue(out bool b)
+            ? b : throw new LlmBuildException(ErrorCodes.BadPreprocessorConfig, $"{path}: \"{field}\" is {o[field]!.ToJsonString()}, expected true or false.", path));
+        bool rescale = Flag("do_rescale");
+        bool normalize = Flag("do_normalize");
         return new ImagePreprocessor(vision,
             normalize ? Triple("image_mean") : [0, 0, 0], normalize ? Triple("image_std") : [1, 1, 1],
             rescale ? Number(o, "rescale_factor", 1 / 255.0) : 1.0, (long)min, netMaxPixels > 0 ? Math.Min((long)max, netMaxPixels) : (long)max);

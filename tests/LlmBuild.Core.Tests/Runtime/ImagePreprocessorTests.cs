@@ -129,4 +129,21 @@ public sealed class ImagePreprocessorTests
         using var data = bitmap.Encode(SKEncodedImageFormat.Png, 100);
         return data.ToArray();
     }
+
+    [TestMethod]
+    public void ABadPreprocessorConfigIsACodedError()
+    {
+        var (golden, config) = Fixture();
+        string dir = TestFiles.TempDir();
+        string text = File.ReadAllText(Path.Combine(golden.Dir, "preprocessor_config.json"));
+        foreach (string bad in new[] { text.Replace("\"do_rescale\": true", "\"do_rescale\": \"yes\""), text.Replace("\"resample\": 3", "\"resample\": 2"),
+                     text.Replace("\"image_mean\": [", "\"image_mean\": [1, ") })
+        {
+            File.WriteAllText(Path.Combine(dir, "preprocessor_config.json"), bad);
+            var e = Assert.ThrowsExactly<LlmBuildException>(() => ImagePreprocessor.Load(dir, config.Vision!, 0).Process(Path.Combine(golden.Dir, "image-open.png")));
+            Assert.AreEqual(ErrorCodes.BadPreprocessorConfig, e.Code, e.Message);
+        }
+        File.Delete(Path.Combine(dir, "preprocessor_config.json"));
+        Assert.AreEqual(ErrorCodes.BadPreprocessorConfig, Assert.ThrowsExactly<LlmBuildException>(() => ImagePreprocessor.Load(dir, config.Vision!, 0)).Code);
+    }
 }
