@@ -321,17 +321,21 @@ public sealed class RuntimeBenchmark : IBenchmark
     internal static string Build(ResolvedModel model, string dir, string[]? configFiles = null)
     {
         // The family's view of the checkpoint, as the quantize stage reads it (fused parts, the patch embedding as a linear).
+        // Owners and pieces share names (block_0 …): owners get their own folder, as in the build's weights/.
+        string weights = Path.Combine(dir, "weights");
+        Directory.CreateDirectory(weights);
         using (ICheckpoint checkpoint = QuantizeStage.OpenSource(model))
-            Parallel.ForEach(model.Owners, owner => WeightOwnerWriter.Write(checkpoint, model, owner, Path.Combine(dir, owner.FileName)));
+            Parallel.ForEach(model.Owners, owner => QuantizeStage.Run(checkpoint, model, owner.Name, Path.Combine(weights, owner.FileName)));
         var pieces = new ConcurrentDictionary<string, string>();
         Parallel.ForEach(model.Pieces, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, piece =>
         {
-            string mlir = Path.Combine(dir, piece.Name + ".mlir"), npz = Path.Combine(dir, piece.Name + ".npz"), bmodel = Path.Combine(dir, piece.Name + ".bmodel");
-            ExportStage.Run(model, piece, piece.WeightOwner is null ? null : Path.Combine(dir, model.Owner(piece.WeightOwner).FileName), mlir, npz);
+            string mlir = Path.Combine(dir, piece.Name + ".mlir"), npz = Path.Combine(dir, piece.Name + "_top_weights.npz"), bmodel = Path.Combine(dir, piece.Name + ".bmodel");
+            ExportStage.RunSelfContained(model, piece, piece.WeightOwner is null ? null : Path.Combine(weights, model.Owner(piece.WeightOwner).FileName), mlir, npz);
             CompileStage.Run(model, piece, mlir, npz, bmodel);
             File.Delete(npz);
             pieces[piece.Name] = bmodel;
         });
+        Directory.Delete(weights, recursive: true);
         string output = Path.Combine(dir, "bench.bmodel");
         CombineStage.Run(model, model.Pieces.Select(p => pieces[p.Name]).ToArray(), configFiles ?? [], output, Path.Combine(dir, "config"));
         return output;
