@@ -165,3 +165,27 @@ public sealed record VisionConfig
     private static LlmBuildException Missing(string source, string field) =>
         new(ErrorCodes.BadVisionConfig, $"{source}: \"{field}\" is missing; a vision-language model needs the id of its image tokens.", source);
 }
+
+/// <summary>
+/// Where image embeddings go in a prompt (Hugging Face's masked_scatter): the k-th image-pad token's embedded row is
+/// replaced by the k-th embedding row. The emulator and the reference forward place them by this one rule.
+/// </summary>
+public static class ImageSplice
+{
+    /// <summary>The prompt positions that take embedding rows 0, 1, …; refuses a count that differs from the embeddings given.</summary>
+    /// <param name="embeddingLength">Floats of image embeddings given ([k, hidden]).</param>
+    public static int[] Rows(ReadOnlySpan<int> ids, int imageTokenId, int embeddingLength, int hidden)
+    {
+        var rows = new List<int>();
+        for (int t = 0; t < ids.Length; t++)
+        {
+            if (ids[t] != imageTokenId) continue;
+            if ((rows.Count + 1) * hidden > embeddingLength)
+                throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has more image-pad tokens ({imageTokenId}) than the {embeddingLength / hidden} image embeddings given.");
+            rows.Add(t);
+        }
+        if (rows.Count * hidden != embeddingLength)
+            throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has {rows.Count} image-pad tokens ({imageTokenId}) but {embeddingLength / hidden} image embeddings were given.");
+        return rows.ToArray();
+    }
+}

@@ -157,17 +157,8 @@ public sealed partial class ReferenceModel
         int hidden = cfg.HiddenSize;
         if (imageEmbeds is not null)
         {
-            // Hugging Face's masked_scatter: the image features fill the image-pad tokens' rows in order.
-            int image = cfg.Vision!.ImageTokenId, used = 0;
-            for (int t = 0; t < n; t++)
-            {
-                if (tokens[t] != image) continue;
-                if ((used + 1) * hidden > imageEmbeds.Length)
-                    throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has more image-pad tokens ({image}) than the {imageEmbeds.Length / hidden} image embeddings given.");
-                imageEmbeds.AsSpan(used++ * hidden, hidden).CopyTo(h.AsSpan(t * hidden));
-            }
-            if (used * hidden != imageEmbeds.Length)
-                throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has {used} image-pad tokens ({image}) but {imageEmbeds.Length / hidden} image embeddings were given.");
+            int[] rows = ImageSplice.Rows(tokens, cfg.Vision!.ImageTokenId, imageEmbeds.Length, hidden);
+            for (int i = 0; i < rows.Length; i++) imageEmbeds.AsSpan(i * hidden, hidden).CopyTo(h.AsSpan(rows[i] * hidden));
         }
         if (trace is not null) trace.Embeddings = (float[])h.Clone();
 

@@ -506,16 +506,9 @@ public sealed class LlmEmulator : IDisposable
     private void SpliceImage(DeviceMem hidden, ReadOnlySpan<int> ids, float[] imageEmbeds, int imageTokenId)
     {
         long rowBytes = (long)HiddenSize * TensorRef.ElementSize(ActivationType);
-        int used = 0;
-        for (int t = 0; t < ids.Length; t++)
-        {
-            if (ids[t] != imageTokenId) continue;
-            if ((used + 1) * HiddenSize > imageEmbeds.Length)
-                throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has more image-pad tokens ({imageTokenId}) than the {imageEmbeds.Length / HiddenSize} image embeddings given.");
-            _rt.WriteFloat(hidden.Slice(t * rowBytes, rowBytes), ActivationType, imageEmbeds.AsSpan(used++ * HiddenSize, HiddenSize));
-        }
-        if (used * HiddenSize != imageEmbeds.Length)
-            throw new LlmBuildException(ErrorCodes.ImagePromptMismatch, $"The prompt has {used} image-pad tokens ({imageTokenId}) but {imageEmbeds.Length / HiddenSize} image embeddings were given.");
+        int[] rows = ImageSplice.Rows(ids, imageTokenId, imageEmbeds.Length, HiddenSize);
+        for (int i = 0; i < rows.Length; i++)
+            _rt.WriteFloat(hidden.Slice(rows[i] * rowBytes, rowBytes), ActivationType, imageEmbeds.AsSpan(i * HiddenSize, HiddenSize));
     }
 
     /// <summary>The last prefilled token's logits, or every one's ([n, vocab]).</summary>
