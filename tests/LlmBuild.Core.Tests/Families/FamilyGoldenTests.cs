@@ -48,9 +48,13 @@ public sealed class FamilyGoldenTests
     internal static readonly Dictionary<string, double> NearTieLogitGaps = new(StringComparer.Ordinal) { ["qwen2_moe"] = 0.05 };
 
     /// <summary>
-    /// Fixtures whose bf16 build stays below the 0.9999: the graphs are exact and the whole loss is the net
-    /// contract's bf16 rounding of the states between nets and of the KV cache, which these fixtures amplify — phi3's K
-    /// (longrope's attention factor), chatglm's V (a dominant random qkv bias). <see cref="Bf16ErrorBudgetTests"/> proves it.
+    /// Fixtures whose bf16 build stays below the 0.9999 when decoded token by token: the graphs are exact and the
+    /// whole loss is the net contract's bf16 KV cache (TPU-MLIR compiles every block with --quant_input/--quant_output, so
+    /// the chip stores and reads back bf16 keys and values too; the emulator rounds nothing else). With an f32 cache the same
+    /// graphs reach 0.999932 (phi3) and 0.999987 (chatglm), and the built model prefilling the whole sequence at once
+    /// 0.999932 / 0.999987 (<see cref="Bf16DivergenceTests"/>). phi3's keys cost most: its attention scores are 2.3× as
+    /// spread as llama's fixture (std median 3.8 vs 1.6, max |score| 18), so a relative rounding of k moves them further;
+    /// chatglm's values cost most (values alone 0.99985), by a mechanism not isolated.
     /// </summary>
     internal static readonly Dictionary<string, double> Bf16Floors = new(StringComparer.Ordinal) { ["phi3"] = 0.9998, ["chatglm"] = 0.9996 };
 

@@ -38,6 +38,12 @@ internal sealed class PieceChain
     /// <summary>Rounds every op's output to bf16 too: a stand-in for a forward computed in bf16 throughout.</summary>
     public bool Bf16EveryOp { get; init; }
 
+    /// <summary>Rounds only the keys (true) or only the values (false) of the KV cache when <see cref="Bf16KvCache"/> is set; null: both.</summary>
+    public bool? Bf16KvOnlyKeys { get; init; }
+
+    /// <summary>Sees every op's output after it ran (and after <see cref="Bf16EveryOp"/>'s rounding), with the piece that ran it.</summary>
+    public Action<string, GraphOp, int, float[]>? Observe { get; init; }
+
     /// <summary>Every TopK's chosen indices in run order (the experts of each mixture-of-experts block), with the piece that ran it.</summary>
     public List<(string Piece, int[] Indices)> ChosenExperts { get; } = [];
 
@@ -46,7 +52,9 @@ internal sealed class PieceChain
         for (int i = 0; i < values.Length; i++) values[i] = TestWeightSource.ToBf16(values[i]);
     }
 
-    private float[] Kv(float[] values) => Bf16KvCache ? values.Select(TestWeightSource.ToBf16).ToArray() : values;
+    private float[] K(float[] values) => Bf16KvCache && Bf16KvOnlyKeys != false ? values.Select(TestWeightSource.ToBf16).ToArray() : values;
+
+    private float[] V(float[] values) => Bf16KvCache && Bf16KvOnlyKeys != true ? values.Select(TestWeightSource.ToBf16).ToArray() : values;
 
     private float[] State(float[] values) => Bf16States ? values.Select(TestWeightSource.ToBf16).ToArray() : values;
 
@@ -71,6 +79,7 @@ internal sealed class PieceChain
                 {
                     if (op.Kind == "top.TopK" && output == 1) ChosenExperts.Add((piece, values.Select(v => (int)v).ToArray()));
                     if (Bf16EveryOp) RoundInPlace(values);
+                    Observe?.Invoke(piece, op, output, values);
                 },
             };
         return interpreter.Run(inputs);
@@ -90,8 +99,8 @@ internal sealed class PieceChain
         {
             var o = Run($"block_{layer}", new() { ["input_states"] = x, ["position_ids"] = positions, ["attention_mask"] = mask });
             x = State(o["output_states"]);
-            Array.Copy(Kv(o["k_cache"]), 0, _k[layer], 0, ids.Length * _kvRow);
-            Array.Copy(Kv(o["v_cache"]), 0, _v[layer], 0, ids.Length * _kvRow);
+            Array.Copy(K(o["k_cache"]), 0, _k[layer], 0, ids.Length * _kvRow);
+            Array.Copy(V(o["v_cache"]), 0, _v[layer], 0, ids.Length * _kvRow);
         }
         Length = ids.Length;
         _prefillStates = x;
@@ -113,8 +122,8 @@ internal sealed class PieceChain
                 ["history_k"] = _k[layer], ["history_v"] = _v[layer],
             });
             x = State(o["output_states"]);
-            Array.Copy(Kv(o["k_cache"]), 0, _k[layer], Length * _kvRow, _kvRow);
-            Array.Copy(Kv(o["v_cache"]), 0, _v[layer], Length * _kvRow, _kvRow);
+            Array.Copy(K(o["k_cache"]), 0, _k[layer], Length * _kvRow, _kvRow);
+            Array.Copy(V(o["v_cache"]), 0, _v[layer], Length * _kvRow, _kvRow);
         }
         Length++;
         return Head(x);
