@@ -26,12 +26,35 @@ public sealed record VerifyThresholds(double PieceCosine, double LogitsCosine, d
         8 => new(0.99, 0.99, 0.90),
         _ => new(0.95, 0.95, 0.70),
     };
+
+    /// <summary>What a quantized build is held to against the f32 model on its own quantized weights: the 16-bit thresholds.</summary>
+    public static VerifyThresholds OfTheBuildItself => For(new QuantScheme(16, 0, false));
 }
 
 /// <summary>How closely one net's outputs follow the reference over every call it made.</summary>
 public sealed record PieceFidelity(string Piece, int Calls, double Cosine, double MaxAbsError);
 
 public sealed record LogitsFidelity(int Positions, double MinCosine, double MeanCosine, double MaxAbsError, double Top1Agreement);
+
+/// <summary>
+/// A quantized build's distance from the f32 reference split in two, over the same positions: the build against the
+/// reference run on its quantized-and-dequantized weights (<see cref="FakeQuantCheckpoint"/>: the model the build is meant to
+/// compute; held to the 16-bit thresholds), and that quantized model against the unquantized one (what the weights' bits lose,
+/// whatever the build does).
+/// </summary>
+public sealed record QuantizationSplit(int Positions, double BuildMinCosine, double BuildTop1Agreement, int BuildNearTies,
+    double QuantizedMinCosine, double QuantizedTop1Agreement)
+{
+    /// <summary>
+    /// The build's top-1 agreement with its quantized model, a position where they differ counted as agreeing when the
+    /// model's own logits of the two tokens are closer than <see cref="VerifyStage.NearTieRmsFactor"/> × the RMS difference
+    /// of the two logit vectors (a near-tie that the build's bf16 noise may resolve either way) — only at positions whose
+    /// logits already meet the 16-bit cosine threshold, so a build whose logits are off is never excused by its own noise.
+    /// </summary>
+    public double BuildTop1BeyondNearTies => BuildTop1Agreement + (double)BuildNearTies / Positions;
+
+    public bool BuildPasses(VerifyThresholds t) => BuildMinCosine >= t.LogitsCosine && BuildTop1BeyondNearTies >= t.Top1Agreement;
+}
 
 /// <summary>verify.json: what was run and measured, the thresholds, and the verdict.</summary>
 public sealed record VerifyReport
@@ -44,6 +67,9 @@ public sealed record VerifyReport
     public required IReadOnlyList<PieceFidelity> Pieces { get; init; }
     public required LogitsFidelity Logits { get; init; }
     public required VerifyThresholds Thresholds { get; init; }
+    /// <summary>Round-to-nearest quantized builds of float checkpoints: the build's own error and the quantization's; null otherwise.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public QuantizationSplit? Quantization { get; init; }
     public required IReadOnlyList<string> Failures { get; init; }
     /// <summary>Why verification stopped before its last decode step (a mixture-of-experts routing near-tie); null otherwise.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
@@ -67,6 +93,12 @@ public sealed record VerifyReport
         yield return $"  {"piece",-18} {"calls",5} {"cosine",10} {"max |err|",10}";
         foreach (var p in Pieces) yield return $"  {p.Piece,-18} {p.Calls,5} {F(p.Cosine),10} {E(p.MaxAbsError),10}";
         yield return $"  final logits: min cosine {F(Logits.MinCosine)}, mean {F(Logits.MeanCosine)}, max |err| {E(Logits.MaxAbsError)}, top-1 agreement {Logits.Top1Agreement:P1} over {Logits.Positions} positions";
+        if (Quantization is { } q)
+        {
+            yield return $"  the build vs the f32 model on its own {Quantize} weights: min logits cosine {F(q.BuildMinCosine)}, top-1 agreement {q.BuildTop1Agreement:P1}" +
+                (q.BuildNearTies > 0 ? $" ({q.BuildTop1BeyondNearTies:P1} counting {q.BuildNearTies} near-tie flip(s))" : "");
+            yield return $"  that quantized model vs the unquantized one (the weights' loss): min logits cosine {F(q.QuantizedMinCosine)}, top-1 agreement {q.QuantizedTop1Agreement:P1}";
+        }
         if (StoppedEarly is not null) yield return "  stopped early: " + StoppedEarly;
         yield return Passed ? "  verdict: pass" : "  verdict: FAIL — " + string.Join("; ", Failures);
     }
@@ -88,6 +120,12 @@ public static class VerifyStage
     /// build meets one at 0.27 %), and from then on the build and the reference no longer share their state.
     /// </summary>
     public const double RouterNearTie = 0.01;
+
+    /// <summary>
+    /// A top-1 flip between two logit vectors is a near-tie when the expected vector's own gap between the two tokens is
+    /// below this many times the RMS difference of the vectors (their noise at that position).
+    /// </summary>
+    public const double NearTieRmsFactor = 3;
 
     public static VerifyReport Run(ResolvedModel model, string bmodelPath, string reportPath, Action<string>? log = null, VerifyThresholds? thresholds = null)
     {
@@ -157,6 +195,21 @@ public static class VerifyStage
         using ICheckpoint checkpoint = CheckpointLoader.Open(model.Options.ModelPath);
         var reference = new ReferenceModel(checkpoint, model.Config, droppedTensors: model.IgnoredTensors);
         int vocab = model.Config.VocabSize, layers = model.Config.NumLayers;
+        // Round-to-nearest builds of float checkpoints: the reference once more over the quantized-and-dequantized weights
+        // (re-read per call, so the weights are not held twice), fed the same tokens.
+        bool split = model.Weights.IsQuantized && model.Calibration is null && model.Config.QuantizationConfig is null && model.Config.Vision is null;
+        using FakeQuantCheckpoint? fakeQuant = split ? new FakeQuantCheckpoint(CheckpointLoader.Open(model.Options.ModelPath), model) : null;
+        ReferenceModel? quantized = fakeQuant is null ? null : new ReferenceModel(fakeQuant, model.Config, keepWeights: false, droppedTensors: model.IgnoredTensors);
+        var buildVsQuantized = new LogitStats(VerifyThresholds.OfTheBuildItself.LogitsCosine);
+        var quantizedVsReference = new LogitStats();
+        void CompareQuantized(float[] actual, float[] expected, float[] quantizedLogits, int positions)
+        {
+            for (int p = 0; p < positions; p++)
+            {
+                buildVsQuantized.Add(actual.AsSpan(p * vocab, vocab), quantizedLogits.AsSpan(p * vocab, vocab));
+                quantizedVsReference.Add(quantizedLogits.AsSpan(p * vocab, vocab), expected.AsSpan(p * vocab, vocab));
+            }
+        }
         decodeSteps = Math.Max(0, Math.Min(decodeSteps, emu.SeqLength - prompt.Length));
         var pieces = new SortedDictionary<string, Stats>(StringComparer.Ordinal);
         var logits = new LogitStats();
@@ -243,6 +296,7 @@ public static class VerifyStage
         float[] refLogits = mrope is null ? reference.Forward(prompt[..head], rt) : reference.ForwardMultimodal(prompt, mrope.Positions, refImage, rt);
         CompareBlocks("prefill", et, rt);
         CompareLogits(emuLogits, refLogits, head);
+        if (quantized is not null) CompareQuantized(emuLogits, refLogits, quantized.Forward(prompt[..head]), head);
         float[] last = emuLogits.AsSpan((head - 1) * vocab, vocab).ToArray();
         if (head < prompt.Length)
         {
@@ -252,6 +306,7 @@ public static class VerifyStage
             refLogits = reference.Forward(prompt[head..], rt);
             CompareBlocks("history", et, rt);
             CompareLogits(emuLogits, refLogits, prompt.Length - head);
+            if (quantized is not null) CompareQuantized(emuLogits, refLogits, quantized.Forward(prompt[head..]), prompt.Length - head);
             last = emuLogits.AsSpan((prompt.Length - head - 1) * vocab, vocab).ToArray();
         }
         var tokens = new List<int>(prompt);
@@ -275,6 +330,7 @@ public static class VerifyStage
             CompareBlocks("decode", et, rt);
             Compare("lm_head", last, expected);
             logits.Add(last, expected);
+            if (quantized is not null) CompareQuantized(last, expected, quantized.Forward([token]), 1);
         }
 
         var fidelity = pieces.Select(kv => new PieceFidelity(kv.Key, kv.Value.Calls, kv.Value.MinCosine, kv.Value.MaxAbs))
@@ -285,10 +341,24 @@ public static class VerifyStage
             failures.Add($"{p.Piece} cosine {p.Cosine:0.000000} < {thresholds.PieceCosine}");
         if (!(final.MinCosine >= thresholds.LogitsCosine)) failures.Add($"final-logit cosine {final.MinCosine:0.000000} < {thresholds.LogitsCosine}");
         if (!(final.Top1Agreement >= thresholds.Top1Agreement)) failures.Add($"top-1 agreement {final.Top1Agreement:P1} < {thresholds.Top1Agreement:P0}");
+        QuantizationSplit? quantization = quantized is null ? null : new QuantizationSplit(buildVsQuantized.Count,
+            buildVsQuantized.MinCosine, (double)buildVsQuantized.Agree / buildVsQuantized.Count, buildVsQuantized.NearTies,
+            quantizedVsReference.MinCosine, (double)quantizedVsReference.Agree / quantizedVsReference.Count);
+        if (quantization is not null)
+        {
+            var own = VerifyThresholds.OfTheBuildItself;
+            if (!quantization.BuildPasses(own))
+                failures.Add($"against the f32 model on its own quantized weights the build reaches logits cosine {quantization.BuildMinCosine:0.000000} " +
+                    $"(needs {own.LogitsCosine}) and top-1 agreement {quantization.BuildTop1BeyondNearTies:P1} beyond near-ties (needs {own.Top1Agreement:P0}): the build, not the quantization, is off");
+            else if (failures.Count > 0)
+                failures.Add($"the build computes its quantized weights' model faithfully (logits cosine {quantization.BuildMinCosine:0.000000}, top-1 " +
+                    $"{quantization.BuildTop1Agreement:P1}); the loss is the quantization's: that model itself reaches logits cosine " +
+                    $"{quantization.QuantizedMinCosine:0.000000}, top-1 {quantization.QuantizedTop1Agreement:P1} against the unquantized one");
+        }
         return new VerifyReport
         {
             Model = model.Name, Quantize = model.Quantize, Chip = model.Options.Chip, Tokens = tokens.ToArray(), PromptLength = prompt.Length,
-            Pieces = fidelity, Logits = final, Thresholds = thresholds, Failures = failures, StoppedEarly = stoppedEarly,
+            Pieces = fidelity, Logits = final, Thresholds = thresholds, Quantization = quantization, Failures = failures, StoppedEarly = stoppedEarly,
         };
     }
 
@@ -325,6 +395,13 @@ public static class VerifyStage
         return m;
     }
 
+    private static double RmsDifference(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double sum = 0;
+        for (int i = 0; i < a.Length; i++) sum += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        return Math.Sqrt(sum / a.Length);
+    }
+
     private sealed class Stats
     {
         public int Calls;
@@ -339,9 +416,10 @@ public static class VerifyStage
         }
     }
 
-    private sealed class LogitStats
+    /// <param name="nearTieMinCosine">Flips are counted as near-ties only at positions whose logits are at least this close in cosine.</param>
+    private sealed class LogitStats(double nearTieMinCosine = double.PositiveInfinity)
     {
-        public int Count, Agree;
+        public int Count, Agree, NearTies;
         public double MinCosine = 1, CosineSum, MaxAbs;
 
         public void Add(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
@@ -351,7 +429,9 @@ public static class VerifyStage
             CosineSum += c;
             MinCosine = Math.Min(MinCosine, c);
             MaxAbs = Math.Max(MaxAbs, MaxAbsError(a, b));
-            if (LlmEmulator.ArgMax(a) == LlmEmulator.ArgMax(b)) Agree++;
+            int top = LlmEmulator.ArgMax(a), expected = LlmEmulator.ArgMax(b);
+            if (top == expected) Agree++;
+            else if (c >= nearTieMinCosine && b[expected] - b[top] < NearTieRmsFactor * RmsDifference(a, b)) NearTies++;
         }
     }
 }

@@ -126,6 +126,11 @@ public sealed class FamilyGoldenTests
         var w4 = ExampleBuild.Get("w4bf16", groupSize: 32, extra: [("ModelPath", golden.Dir), ("LlmModelName", family)]);
         VerifyReport r4 = VerifyStage.Measure(w4.Model, w4.BModel, VerifyStage.FixedPrompt(w4.Model), 24, VerifyThresholds.For(w4.Model.Weights));
         Console.WriteLine($"{family} w4bf16 g32: worst piece cosine {r4.Pieces.Min(p => p.Cosine):F4}, final logits cosine {r4.Logits.MinCosine:F4}, top-1 {r4.Logits.Top1Agreement:P1}");
+        foreach (string line in r4.Table()) Console.WriteLine(line);
+        // Verify's verdict on these random fixtures is the quantization's (QuantizedVerifyTests): the build itself must compute its quantized model.
+        Assert.IsNotNull(r4.Quantization);
+        Assert.IsTrue(r4.Quantization.BuildPasses(VerifyThresholds.OfTheBuildItself), $"{family}: the w4bf16 build does not compute its quantized model");
+        Assert.IsFalse(r4.Failures.Any(f => f.Contains("the build, not the quantization", StringComparison.Ordinal)));
     }
 
     /// <summary>Builds <paramref name="dir"/> at w8bf16 (group 32) and asserts that verify passes, printing its table.</summary>

@@ -27,7 +27,7 @@ public sealed class QuantizedFamilyTests
     {
         var golden = FamilyGoldenTests.FamilyGolden.Load(family);
         var w4 = ExampleBuild.Get("w4bf16", groupSize: 32, extra: [("ModelPath", golden.Dir), ("LlmModelName", family)]);
-        using var fake = new FakeQuantCheckpoint(CheckpointLoader.Open(golden.Dir), w4.Model);
+        using var fake = new LlmBuild.Core.Reference.FakeQuantCheckpoint(CheckpointLoader.Open(golden.Dir), w4.Model);
         var reference = new ReferenceModel(fake, w4.Model.Config);
         using var emu = LlmEmulator.Load(w4.BModel);
         int vocab = golden.Vocab;

@@ -3,19 +3,20 @@ using LlmBuild.Core.Checkpoints;
 using LlmBuild.Core.Models;
 using LlmBuild.Core.Plan;
 
-namespace LlmBuild.Core.Tests.Families;
+namespace LlmBuild.Core.Reference;
 
 /// <summary>
 /// A checkpoint whose linear weights read back quantized and dequantized (DESIGN §5's formula with 0 inside every group's range, in f32,
 /// written here independently of LinearQuantizer): the f32 model a quantized build is meant to compute. Every tensor a resolved model stores
 /// quantized is replaced — a fused tensor as a whole, row by row, since groups run along each row — the rest pass through.
+/// Verify runs the reference forward over it to tell the build's own error (against this model) from the quantization's
+/// (this model against the unquantized one). Reads quantize only the groups they touch; nothing is cached.
 /// </summary>
-internal sealed class FakeQuantCheckpoint : ICheckpoint
+public sealed class FakeQuantCheckpoint : ICheckpoint
 {
     private readonly ICheckpoint _inner;
     private readonly QuantScheme _scheme;
     private readonly HashSet<string> _quantized;
-    private readonly Dictionary<string, float[]> _cache = new(StringComparer.Ordinal);
 
     public FakeQuantCheckpoint(ICheckpoint inner, ResolvedModel model)
     {
@@ -50,19 +51,18 @@ internal sealed class FakeQuantCheckpoint : ICheckpoint
             _inner.ReadFloat32(name, elementOffset, destination);
             return;
         }
-        float[] all;
-        lock (_cache)
-            if (!_cache.TryGetValue(name, out all!))
-                _cache[name] = all = QuantizeDequantize(name);
-        all.AsSpan((int)elementOffset, destination.Length).CopyTo(destination);
+        TensorInfo info = _inner.GetInfo(name);
+        int k = (int)info.Shape[^1], g = _scheme.GroupSize == 0 || _scheme.GroupSize > k ? k : _scheme.GroupSize;
+        long start = elementOffset / g * g, end = (elementOffset + destination.Length + g - 1) / g * g;
+        var w = new float[end - start];
+        _inner.ReadFloat32(name, start, w);
+        QuantizeDequantize(w, g);
+        w.AsSpan((int)(elementOffset - start), destination.Length).CopyTo(destination);
     }
 
-    private float[] QuantizeDequantize(string name)
+    /// <summary>Quantizes and dequantizes <paramref name="w"/> in place, group by group (its length is a multiple of <paramref name="g"/>).</summary>
+    private void QuantizeDequantize(float[] w, int g)
     {
-        TensorInfo info = _inner.GetInfo(name);
-        var w = new float[info.ElementCount];
-        _inner.ReadFloat32(name, w);
-        int k = (int)info.Shape[^1], g = _scheme.GroupSize == 0 ? k : _scheme.GroupSize;
         int qmax = (1 << _scheme.Bits) - 1;
         for (int start = 0; start < w.Length; start += g)
         {
@@ -87,6 +87,5 @@ internal sealed class FakeQuantCheckpoint : ICheckpoint
             for (int i = 0; i < g; i++)
                 group[i] = (Math.Clamp(MathF.Round(group[i] / scale) + zero, 0, qmax) - zero) * scale;
         }
-        return w;
     }
 }
