@@ -8,8 +8,9 @@ namespace LlmBuild.Core.Tests.Families;
 
 /// <summary>
 /// w4bf16 builds of the family fixtures against the model they are meant to compute: the f32 reference forward over a
-/// checkpoint whose linears are quantized and dequantized (<see cref="FakeQuantCheckpoint"/>). Verify compares with the
-/// unquantized model instead, and on these random fixtures 4-bit weights move the logits far (cosine 0.53–0.96 vs
+/// checkpoint whose linears are quantized and dequantized (<see cref="LlmBuild.Core.Reference.FakeQuantCheckpoint"/>), prompt rows
+/// and greedy steps fed the quantized model's own ids. Verify reports the same split, but its verdict compares with the
+/// unquantized model, and on these random fixtures 4-bit weights move the logits far (cosine 0.53–0.96 vs
 /// Hugging Face): their weights have std ≈ 0.2, so every linear has a gain above 1 and the tiny networks are chaotic —
 /// each weight's 8 % quantization error is amplified layer by layer (changing which way a few dozen weights round, f32
 /// vs double scales, moves mistral's logits by 0.005 in cosine). A trained model is not chaotic: the example's w4bf16

@@ -66,3 +66,4 @@ public sealed class QuantizedVerifyTests
         Assert.IsTrue(r.Failures.Any(f => f.Contains("the build, not the quantization, is off", StringComparison.Ordinal)), string.Join("; ", r.Failures));
     }
 }
+
