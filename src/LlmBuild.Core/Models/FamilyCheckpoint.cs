@@ -118,6 +118,7 @@ public sealed class FamilyCheckpoint : ICheckpoint
     private static ICheckpoint Wrap(ICheckpoint inner, ModelFamily family, ModelConfig config, bool reorderRotaryDims)
     {
         if (inner is FamilyCheckpoint) return inner;
+        inner = SavedNameCheckpoint.Wrap(inner, family);
         bool transforms = reorderRotaryDims && (RotaryLayout.NeedsReorder(family, config) || family.NormWeightOffset != 0);
         if (family.FusedWeights.Count == 0 && !transforms && family.Vision is null) return inner;
         try { return new FamilyCheckpoint(inner, family, config, reorderRotaryDims); }

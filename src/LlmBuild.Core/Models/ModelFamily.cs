@@ -143,6 +143,12 @@ public sealed record ModelFamily
     /// <c>*</c> patterns: accounted for as ignored, and listed in a warning (LLMB0160) so the omission is never silent.
     /// </summary>
     public IReadOnlyList<string> UnbuiltTowerTensors { get; init; } = [];
+    /// <summary>
+    /// Name layouts newer transformers save this family's checkpoints in (its <c>_checkpoint_conversion_mapping</c>): each
+    /// saved prefix with the declared prefix it stands for. <see cref="SavedNameCheckpoint"/> presents such tensors under
+    /// the declared names, so one weight map reads both layouts.
+    /// </summary>
+    public IReadOnlyList<(string Saved, string Declared)> SavedNamePrefixes { get; init; } = [];
     /// <summary>Config fields of this family that do not change the math (beyond <see cref="ConfigFieldAudit.Irrelevant"/>).</summary>
     public IReadOnlyList<string> IrrelevantConfigFields { get; init; } = [];
     /// <summary>The mixture-of-experts MLP of sparse layers; null for dense families.</summary>

@@ -198,7 +198,7 @@ public static class VerifyStage
         // Round-to-nearest builds of float checkpoints: the reference once more over the quantized-and-dequantized weights
         // (re-read per call, so the weights are not held twice), fed the same tokens.
         bool split = model.Weights.IsQuantized && model.Calibration is null && model.Config.QuantizationConfig is null && model.Config.Vision is null;
-        using FakeQuantCheckpoint? fakeQuant = split ? new FakeQuantCheckpoint(CheckpointLoader.Open(model.Options.ModelPath), model) : null;
+        using FakeQuantCheckpoint? fakeQuant = split ? new FakeQuantCheckpoint(SavedNameCheckpoint.Wrap(CheckpointLoader.Open(model.Options.ModelPath), model.ModelFamily), model) : null;
         ReferenceModel? quantized = fakeQuant is null ? null : new ReferenceModel(fakeQuant, model.Config, keepWeights: false, droppedTensors: model.IgnoredTensors);
         var buildVsQuantized = new LogitStats(VerifyThresholds.OfTheBuildItself.LogitsCosine);
         var quantizedVsReference = new LogitStats();

@@ -23,9 +23,18 @@ public sealed class Gemma3MultimodalTests
     private static readonly string[] TowerTensors =
         ["multi_modal_projector.mm_input_projection_weight", "vision_tower.vision_model.embeddings.patch_embedding.weight"];
 
-    private static readonly Lazy<string> Checkpoint = new(MakeCheckpoint);
+    private static readonly Lazy<string> Checkpoint = new(() => MakeCheckpoint(newerLayout: false));
 
-    private static string MakeCheckpoint()
+    /// <summary>The same checkpoint as transformers ≥ 4.52 saves it: model.language_model.*, model.vision_tower.*, model.multi_modal_projector.*.</summary>
+    private static readonly Lazy<string> NewerCheckpoint = new(() => MakeCheckpoint(newerLayout: true));
+
+    private static string Saved(string name, bool newerLayout) =>
+        !newerLayout ? name
+        : name.StartsWith("language_model.model.", StringComparison.Ordinal) ? "model.language_model." + name["language_model.model.".Length..]
+        : name.StartsWith("language_model.lm_head.", StringComparison.Ordinal) ? "lm_head." + name["language_model.lm_head.".Length..]
+        : "model." + name;
+
+    private static string MakeCheckpoint(bool newerLayout)
     {
         string source = FamilyGoldenTests.FamilyGolden.Load("gemma3_text").Dir;
         string dir = TestFiles.TempDir();
@@ -36,10 +45,10 @@ public sealed class Gemma3MultimodalTests
                 TensorInfo info = text.GetInfo(name);
                 var bytes = new byte[info.ByteLength];
                 text.ReadRaw(name, bytes);
-                return new TestFiles.Tensor("language_model." + name, "BF16", info.Shape, bytes);
+                return new TestFiles.Tensor(Saved("language_model." + name, newerLayout), "BF16", info.Shape, bytes);
             }).ToList();
-            tensors.Add(new TestFiles.Tensor(TowerTensors[0], "BF16", [8, 64], new byte[8 * 64 * 2]));
-            tensors.Add(new TestFiles.Tensor(TowerTensors[1], "BF16", [8, 3, 2, 2], new byte[8 * 3 * 2 * 2 * 2]));
+            tensors.Add(new TestFiles.Tensor(Saved(TowerTensors[0], newerLayout), "BF16", [8, 64], new byte[8 * 64 * 2]));
+            tensors.Add(new TestFiles.Tensor(Saved(TowerTensors[1], newerLayout), "BF16", [8, 3, 2, 2], new byte[8 * 3 * 2 * 2 * 2]));
             TestFiles.WriteSafetensors(Path.Combine(dir, "model.safetensors"), tensors);
         }
         var textConfig = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!;
@@ -135,4 +144,46 @@ public sealed class Gemma3MultimodalTests
 
     [TestMethod]
     public void TheW8Bf16BuildOfTheMultimodalCheckpointPassesVerify() => FamilyGoldenTests.AssertW8Bf16Verifies(Checkpoint.Value, "gemma3-multimodal");
+
+    [TestMethod]
+    public void TheNewerModelLanguageModelLayoutBuildsAndReproducesHuggingFace()
+    {
+        var warnings = new List<LlmBuildWarning>();
+        ResolvedModel model = ResolveStage.Resolve(new Dictionary<string, string?> { ["ModelPath"] = NewerCheckpoint.Value, ["SeqLength"] = "64", ["Quantize"] = "bf16" }, warnings);
+        Assert.AreEqual("gemma3_multimodal", model.Family);
+        StringAssert.Contains(warnings.Single(w => w.Code == ErrorCodes.VisionTowerIgnored).Message, "2 tensor(s)");
+        using (ICheckpoint raw = CheckpointLoader.Open(NewerCheckpoint.Value))
+            Assert.IsTrue(raw.TensorNames.All(n => n.StartsWith("model.", StringComparison.Ordinal)), "the checkpoint has only the newer names");
+
+        var golden = Golden with { Dir = NewerCheckpoint.Value };
+        using (ICheckpoint checkpoint = CheckpointLoader.Open(golden.Dir))
+        {
+            var reference = new ReferenceModel(checkpoint, ModelConfig.Load(golden.Dir));
+            double r = FamilyGoldenTests.Compare(golden, ids => reference.Forward(ids), id => reference.Forward([id]), "gemma3 newer layout reference");
+            Assert.IsTrue(r >= 0.99999, $"reference worst cosine {r}");
+        }
+        var built = ExampleBuild.Get("bf16", extra: [("ModelPath", golden.Dir), ("LlmModelName", "gemma3-multimodal-newer")]);
+        using var emu = LlmEmulator.Load(built.BModel);
+        double worst = FamilyGoldenTests.Compare(golden, ids => emu.Prefill(ids, allPositions: true), id => emu.Decode(id), "gemma3 newer layout bf16 build");
+        Console.WriteLine($"gemma3 (model.language_model.* checkpoint): bf16 build worst cosine vs Hugging Face's gemma3_text goldens {worst:F7}");
+        Assert.IsTrue(worst >= 0.9999, $"worst cosine {worst}");
+        FamilyGoldenTests.AssertW8Bf16Verifies(golden.Dir, "gemma3-multimodal-newer");
+    }
+
+    [TestMethod]
+    public void ACheckpointWithBothLayoutsIsRefused()
+    {
+        string dir = TestFiles.TempDir();
+        foreach (string f in new[] { "config.json", "generation_config.json" }) File.Copy(Path.Combine(Checkpoint.Value, f), Path.Combine(dir, f));
+        var tensors = new List<TestFiles.Tensor>();
+        foreach (string source in new[] { Checkpoint.Value, NewerCheckpoint.Value })
+        {
+            using ICheckpoint c = CheckpointLoader.Open(source);
+            tensors.AddRange(c.TensorNames.Select(n => { var i = c.GetInfo(n); var b = new byte[i.ByteLength]; c.ReadRaw(n, b); return new TestFiles.Tensor(n, "BF16", i.Shape, b); }));
+        }
+        TestFiles.WriteSafetensors(Path.Combine(dir, "model.safetensors"), tensors);
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => ExampleBuild.Resolve(new Dictionary<string, string?> { ["ModelPath"] = dir, ["SeqLength"] = "64", ["Quantize"] = "bf16" }));
+        Assert.AreEqual(ErrorCodes.MixedCheckpointLayout, e.Code);
+        StringAssert.Contains(e.Message, "model.language_model.");
+    }
 }

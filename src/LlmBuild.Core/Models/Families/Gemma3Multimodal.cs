@@ -4,7 +4,7 @@ namespace LlmBuild.Core.Models.Families;
 
 /// <summary>
 /// The language model of a multimodal Gemma 3 checkpoint (<c>gemma3</c>, Gemma3ForConditionalGeneration): gemma3_text's
-/// block under <c>language_model.</c> names, its fields in config.json's <c>text_config</c> over Gemma3TextConfig's
+/// block under <c>language_model.</c> names (or, saved by transformers ≥ 4.52, <c>model.language_model.</c>), its fields in config.json's <c>text_config</c> over Gemma3TextConfig's
 /// defaults. The SigLIP vision tower and the multimodal projector are not built: their tensors are ignored with a
 /// warning (LLMB0160), and the image-token fields of config.json do not concern the text model.
 /// </summary>
@@ -26,6 +26,13 @@ public static class Gemma3Multimodal
              "attn_logit_softcapping": null, "rope_scaling": null, "rope_local_base_freq": 10000.0, "sliding_window_pattern": 6}
             """)!,
         UnbuiltTowerTensors = ["vision_tower.*", "multi_modal_projector.*"],
+        // transformers ≥ 4.52 saves Gemma3ForConditionalGeneration as model.language_model.*, model.vision_tower.*,
+        // model.multi_modal_projector.* and lm_head.* (its _checkpoint_conversion_mapping); read as the names above.
+        SavedNamePrefixes =
+        [
+            ("model.language_model.", "language_model.model."), ("model.vision_tower.", "vision_tower."),
+            ("model.multi_modal_projector.", "multi_modal_projector."), ("lm_head.", "language_model.lm_head."),
+        ],
         // The vision tower's config and the image-token ids: the text model's math does not read them.
         IrrelevantConfigFields = ["vision_config", "boi_token_index", "eoi_token_index", "image_token_index", "mm_tokens_per_image"],
     };
