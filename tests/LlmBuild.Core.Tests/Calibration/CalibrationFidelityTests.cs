@@ -90,7 +90,7 @@ public sealed class CalibrationFidelityTests
         }
     }
 
-    private static float[] Dequantize(NpzReader reader, WeightEntry e)
+    internal static float[] Dequantize(NpzReader reader, WeightEntry e)
     {
         int n = (int)e.Shape[0], k = (int)e.Shape[1];
         float[] scales = reader.ReadFloat32(WeightKeys.Scales(e.Key));

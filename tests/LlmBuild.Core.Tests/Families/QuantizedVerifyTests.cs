@@ -1,6 +1,12 @@
+using LlmBuild.Core.Calibration;
 using LlmBuild.Core.Checkpoints;
+using LlmBuild.Core.Models;
+using LlmBuild.Core.Numpy;
 using LlmBuild.Core.Plan;
+using LlmBuild.Core.Reference;
+using LlmBuild.Core.Runtime;
 using LlmBuild.Core.Stages;
+using LlmBuild.Core.Tests.Calibration;
 using LlmBuild.Core.Tests.Checkpoints;
 using LlmBuild.Core.Tests.Codegen;
 
@@ -65,5 +71,61 @@ public sealed class QuantizedVerifyTests
         Assert.IsFalse(r.Quantization.BuildPasses(VerifyThresholds.OfTheBuildItself), $"{family}: {corrupted} swapped, yet the build part passes");
         Assert.IsTrue(r.Failures.Any(f => f.Contains("the build, not the quantization, is off", StringComparison.Ordinal)), string.Join("; ", r.Failures));
     }
-}
 
+    /// <summary>
+    /// GPTQ/AWQ instead of round-to-nearest on two fixtures without fused tensors (calibrated on text the model generates
+    /// from single-token starts: the fixtures have no tokenizer, which the build's own calibration needs): the quantized
+    /// model against the unquantized one over the fixture's 12 prompt + 16 greedy tokens — what verify's verdict measures,
+    /// the build itself being faithful to its weights. Measured (llama: rtn 0.74 / gptq 0.68 / awq 0.36 in cosine; gemma3_text
+    /// 0.94 / 0.93 / 0.90): the random networks stay below verify's 0.95 whichever way their weights are rounded.
+    /// </summary>
+    [TestMethod]
+    [DataRow("llama")]
+    [DataRow("gemma3_text")]
+    public void CalibratedW4WeightsOfTheFixtures(string family)
+    {
+        var golden = FamilyGoldenTests.FamilyGolden.Load(family);
+        int[] tokens = [.. golden.Prompt, .. golden.Generated[..^1]];
+        using ICheckpoint source = CheckpointLoader.Open(golden.Dir);
+        var config = ModelConfig.Load(golden.Dir);
+        float[] exact = new ReferenceModel(source, config).Forward(tokens);
+        var rows = new List<string>();
+        foreach (string method in new[] { "rtn", "gptq", "awq" })
+        {
+            ResolvedModel model = ExampleBuild.Resolve(new Dictionary<string, string?> { ["ModelPath"] = golden.Dir, ["SeqLength"] = "64", ["Quantize"] = "w4bf16", ["QGroupSize"] = "32" });
+            string dir = TestFiles.TempDir(), stats = Path.Combine(dir, "stats");
+            Directory.CreateDirectory(stats);
+            if (method != "rtn")
+            {
+                model = model with { Calibration = new CalibrationSettings(method, 8, 32, 0, false, []) };
+                var generator = new ReferenceModel(source, config);
+                int[][] sequences = CalibrationText.SelfGenerated(model.Calibration, generator,
+                    Enumerable.Range(0, 8).Select(i => new[] { (i * 97 + 5) % config.VocabSize }).ToArray());
+                CalibrationRun.Collect(generator, sequences, l => l.Write(Path.Combine(stats, LayerStatistics.FileName(l.Layer))));
+            }
+            var quantized = new ReferenceModel(source, config);
+            using ICheckpoint build = QuantizeStage.OpenSource(model);
+            foreach (var owner in model.Owners.Where(o => o.Name.StartsWith("block_", StringComparison.Ordinal)))
+            {
+                string npz = Path.Combine(dir, owner.FileName);
+                QuantizeStage.Run(build, model, owner.Name, npz, statsDir: method == "rtn" ? null : stats, calibrationDir: method == "rtn" ? null : dir);
+                using var reader = new NpzReader(npz);
+                foreach (var e in owner.Entries.Where(e => e.Storage == WeightStorage.Quantized))
+                    quantized.ReplaceWeight(e.SourceTensor, CalibrationFidelityTests.Dequantize(reader, e));
+            }
+            float[] logits = quantized.Forward(tokens);
+            int vocab = golden.Vocab, agree = 0;
+            double worst = 1;
+            for (int t = 0; t < tokens.Length; t++)
+            {
+                var a = logits.AsSpan(t * vocab, vocab);
+                var b = exact.AsSpan(t * vocab, vocab);
+                worst = Math.Min(worst, VerifyStage.Cosine(a, b));
+                if (LlmEmulator.ArgMax(a) == LlmEmulator.ArgMax(b)) agree++;
+            }
+            rows.Add($"{method} cosine {worst:F4}, top-1 {(double)agree / tokens.Length:P1}");
+            Assert.IsTrue(worst < 0.95, $"{family} {method}: 4-bit weights no longer move this fixture's logits past verify's 0.95 ({worst}); revisit the README's account");
+        }
+        Console.WriteLine($"{family} w4 g32 block weights vs the unquantized model over {tokens.Length} positions: {string.Join("; ", rows)}");
+    }
+}
