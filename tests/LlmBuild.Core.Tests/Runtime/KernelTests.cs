@@ -65,6 +65,9 @@ public sealed unsafe class KernelTests
     [DataRow(8, 3, 2100, 70, 5)]
     [DataRow(4, 1, 4864, 64, 13)] // Vector512: the table path (groups of a multiple of 64), K blocks too
     [DataRow(4, 2, 896, 128, 70)]
+    [DataRow(4, 4, 896, 64, 9)] // Vector512, several rows: the table path two columns at a time, an odd one left
+    [DataRow(4, 3, 4864, 64, 5)] // ... and in K blocks
+    [DataRow(8, 4, 896, 64, 9)]
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
