@@ -594,19 +594,10 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 }
                 case EmuOp.Concat:
                 {
-                    long outer = n[0], inner = n[1], total = 0;
-                    for (int k = 0; k < a.Length; k++) total += n[2 + k];
-                    float* y = F(o[0]);
-                    for (long r = 0; r < outer; r++)
-                    {
-                        long at = r * total * inner;
-                        for (int k = 0; k < a.Length; k++)
-                        {
-                            long len = n[2 + k] * inner;
-                            Buffer.MemoryCopy(F(a[k]) + r * len, y + at, len * 4, len * 4);
-                            at += len;
-                        }
-                    }
+                    var sizes = new long[a.Length];
+                    var xs = new nint[a.Length];
+                    for (int k = 0; k < a.Length; k++) (sizes[k], xs[k]) = (n[2 + k], (nint)F(a[k]));
+                    Kernels.Concat(xs, sizes, n[0], n[1], F(o[0]));
                     break;
                 }
                 case EmuOp.Attention:

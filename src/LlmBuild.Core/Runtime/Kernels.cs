@@ -16,6 +16,46 @@ namespace LlmBuild.Core.Runtime;
 internal static unsafe class Kernels
 {
 
+    /// <summary>
+    /// Concatenates f32 inputs (addresses) along one axis: <paramref name="outer"/> rows, input k contributing sizes[k]·<paramref name="inner"/>
+    /// elements to each. Large ones (a decode step's KV history and its new row) are copied on every core in chunks.
+    /// </summary>
+    public static void Concat(nint[] inputs, long[] sizes, long outer, long inner, float* y)
+    {
+        long total = 0;
+        foreach (long size in sizes) total += size;
+        long all = outer * total * inner;
+        if (all < 2 * CopyChunk)
+        {
+            long at = 0;
+            for (long r = 0; r < outer; r++)
+                for (int k = 0; k < inputs.Length; k++)
+                {
+                    long len = sizes[k] * inner;
+                    Buffer.MemoryCopy((float*)inputs[k] + r * len, y + at, len * 4, len * 4);
+                    at += len;
+                }
+            return;
+        }
+        // The output is contiguous: chunk c covers y[c·CopyChunk, ...), gathered from whichever inputs it spans.
+        nint yp = (nint)y;
+        nint[] xs = inputs;
+        WorkerPool.For((int)((all + CopyChunk - 1) / CopyChunk), c =>
+        {
+            long start = (long)c * CopyChunk, end = Math.Min(all, start + CopyChunk);
+            long rowLen = total * inner;
+            while (start < end)
+            {
+                long r = start / rowLen, inRow = start - r * rowLen, before = 0;
+                int k = 0;
+                while (inRow >= before + sizes[k] * inner) before += sizes[k++] * inner;
+                long len = sizes[k] * inner, offset = inRow - before, take = Math.Min(len - offset, end - start);
+                Buffer.MemoryCopy((float*)xs[k] + r * len + offset, (float*)yp + start, take * 4, take * 4);
+                start += take;
+            }
+        });
+    }
+
     public static float[] ToFloat(byte* p, BModelDataType t, long count)
     {
         var r = new float[count];
@@ -23,13 +63,34 @@ internal static unsafe class Kernels
         return r;
     }
 
+    /// <summary>Elements of a convert or copy one core takes at a time when it is split over the cores (a decode step's KV history).</summary>
+    internal const int CopyChunk = 1 << 15;
+
     public static void Convert(byte* src, BModelDataType st, byte* dst, BModelDataType dt, long count)
     {
         if (count == 0) return;
         int n = checked((int)count);
+        int ss = TensorRef.ElementSize(st), ds = TensorRef.ElementSize(dt);
+        bool overlaps = dst < src + (long)ss * n && src < dst + (long)ds * n;
+        if (n >= 2 * CopyChunk && !overlaps)
+        {
+            // Memory-bound: both cores stream, each a contiguous chunk.
+            nint sp = (nint)src, dp = (nint)dst;
+            WorkerPool.For((n + CopyChunk - 1) / CopyChunk, c =>
+            {
+                long at = (long)c * CopyChunk;
+                ConvertSerial((byte*)sp + at * ss, st, (byte*)dp + at * ds, dt, (int)Math.Min(CopyChunk, n - at));
+            });
+            return;
+        }
+        ConvertSerial(src, st, dst, dt, n);
+    }
+
+    private static void ConvertSerial(byte* src, BModelDataType st, byte* dst, BModelDataType dt, int n)
+    {
         if (st == dt)
         {
-            long bytes = count * TensorRef.ElementSize(st);
+            long bytes = (long)n * TensorRef.ElementSize(st);
             Buffer.MemoryCopy(src, dst, bytes, bytes);
             return;
         }

@@ -123,6 +123,56 @@ public sealed unsafe class KernelTests
         }
     }
 
+    /// <summary>A convert large enough to be split over the cores (bf16 → f32 and back) gives what the scalar conversions give.</summary>
+    [TestMethod]
+    [DataRow(3 * Kernels.CopyChunk + 17)]
+    [DataRow(2 * Kernels.CopyChunk)]
+    public void ChunkedConvertMatchesScalar(int count)
+    {
+        var rng = new Random(13);
+        float[] values = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() - 0.5) * 100).ToArray();
+        ushort[] want = values.Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        var narrow = new ushort[count];
+        var wide = new float[count];
+        fixed (float* src = values, back = wide)
+        fixed (ushort* dst = narrow)
+        {
+            Kernels.Convert((byte*)src, BModelDataType.Float32, (byte*)dst, BModelDataType.BFloat16, count);
+            Kernels.Convert((byte*)dst, BModelDataType.BFloat16, (byte*)back, BModelDataType.Float32, count);
+        }
+        CollectionAssert.AreEqual(want, narrow);
+        CollectionAssert.AreEqual(want.Select(FloatFormats.BFloat16ToFloatScalar).ToArray(), wide);
+    }
+
+    /// <summary>Concat against a scalar loop: small (serial) and large (chunks over the cores that span inputs and rows).</summary>
+    [TestMethod]
+    [DataRow(1, 3, 5, 2)]
+    [DataRow(1, 511, 1, 1024)] // a decode step's KV history and its new row
+    [DataRow(4, 300, 2, 128)]
+    [DataRow(3, 7, 0, 5000)] // an empty input
+    public void ConcatMatchesScalar(int outer, int first, int second, int inner)
+    {
+        long[] sizes = [first, second, 3];
+        float[][] parts = sizes.Select((size, k) => Enumerable.Range(0, (int)(outer * size * inner)).Select(i => k * 1e6f + i).ToArray()).ToArray();
+        long total = sizes.Sum();
+        var want = new List<float>();
+        for (int r = 0; r < outer; r++)
+            for (int k = 0; k < parts.Length; k++)
+                want.AddRange(parts[k].Skip((int)(r * sizes[k] * inner)).Take((int)(sizes[k] * inner)));
+        var y = new float[outer * total * inner];
+        var handles = parts.Select(p => System.Runtime.InteropServices.GCHandle.Alloc(p, System.Runtime.InteropServices.GCHandleType.Pinned)).ToArray();
+        try
+        {
+            fixed (float* yp = y)
+                Kernels.Concat(handles.Select(h => h.AddrOfPinnedObject()).ToArray(), sizes, outer, inner, yp);
+        }
+        finally
+        {
+            foreach (var h in handles) h.Free();
+        }
+        CollectionAssert.AreEqual(want.ToArray(), y);
+    }
+
     [TestMethod]
     [DataRow(1, 50, 7)]
     [DataRow(4, 33, 9)]
