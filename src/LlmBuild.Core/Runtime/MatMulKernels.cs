@@ -41,8 +41,15 @@ internal static unsafe class MatMulKernels
     /// <summary>Weight rows a GEMM thread dequantizes at once (its f32 copy stays in L2 while all x rows pass over it).</summary>
     internal const int GemmColumns = 16;
 
-    /// <summary>Output columns per parallel work item on the few-rows path (large enough to amortise scheduling).</summary>
+    /// <summary>Most output columns per parallel work item on the few-rows path (large enough to amortise scheduling).</summary>
     private const int ColumnChunk = 64;
+
+    /// <summary>
+    /// Columns per work item for <paramref name="n"/> columns: <see cref="ColumnChunk"/>, or fewer (down to 8, even) so a
+    /// small matmul (k_proj's 128 columns) still gives each thread several items: a core another process holds for a
+    /// moment then delays the step by one small item, not by half the matmul.
+    /// </summary>
+    internal static int ChunkColumns(int n) => Math.Clamp(n / (8 * WorkerPool.Threads) & ~1, 8, ColumnChunk);
 
     /// <summary>Rows up to which the few-rows (bandwidth) path is used.</summary>
     internal const int FewRows = 4;
@@ -214,17 +221,17 @@ internal static unsafe class MatMulKernels
         // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
         int unit = w.Group > 0 ? w.Group : 2 * TOps.Count;
         int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
-        int chunks = (n + ColumnChunk - 1) / ColumnChunk;
+        int chunk = ChunkColumns(n), chunks = (n + chunk - 1) / chunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
         WorkerPool.For((long)m * n * k, chunks, c =>
         {
             float* results = stackalloc float[2 * FewRows];
             float* ys = (float*)yp;
-            int end = Math.Min(n, (c + 1) * ColumnChunk);
+            int end = Math.Min(n, (c + 1) * chunk);
             for (int k0 = 0; k0 < k; k0 += kBlock)
             {
                 int kb = Math.Min(kBlock, k - k0);
-                int j = c * ColumnChunk;
+                int j = c * chunk;
                 // Two rows or more: two columns at once, so each x vector loaded feeds both columns' FMAs.
                 if (m > 1 && ColumnPairs)
                     for (; j + 1 < end; j += 2)

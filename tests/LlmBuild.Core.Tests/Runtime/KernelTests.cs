@@ -123,6 +123,10 @@ public sealed unsafe class KernelTests
         }
     }
 
+    /// <summary>The load-time warm-up runs every kernel path on its scratch operands without failing (at every width this CPU has, as the best).</summary>
+    [TestMethod]
+    public void KernelWarmupRunsEveryPath() => KernelWarmup.Run();
+
     /// <summary>A convert large enough to be split over the cores (bf16 → f32 and back) gives what the scalar conversions give.</summary>
     [TestMethod]
     [DataRow(3 * Kernels.CopyChunk + 17)]
