@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using LlmBuild.Core.BModel;
@@ -407,59 +408,102 @@ internal static unsafe class Kernels
     /// Grouped-query attention: q [B,Mq,Hq,D], k/v [B,Mk,Hkv,D], additive mask [B,1,Mq,Mk] (or causal: key j visible to
     /// query i iff j ≤ i + Mk − Mq); softmax in f32; output [B,Mq,Hq·D].
     /// </summary>
-    public static void Attention(float* q, float* k, float* v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale)
+    public static void Attention(float* q, float* k, float* v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale) =>
+        Attention(q, new ContiguousRows(k, mk, kvHeads, dim), new ContiguousRows(v, mk, kvHeads, dim), mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+
+    /// <summary>
+    /// <see cref="Attention(float*, float*, float*, float*, float*, int, int, int, int, int, int, bool, float)"/> with keys
+    /// and values given as their history rows followed by the new ones (see <see cref="KvHistoryFusion"/>): the same
+    /// f32 numbers, only the rows the mask keeps are read (bf16 history rows widened as they are).
+    /// </summary>
+    public static void Attention(float* q, SplitRows k, SplitRows v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale) =>
+        Attention<SplitRows, SplitRows>(q, k, v, mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+
+    /// <summary>Rows of keys or values [batch, rows, kvHeads, dim] as f32, wherever they lie.</summary>
+    internal interface IKvRows
+    {
+        /// <summary>Row <paramref name="j"/> of sequence <paramref name="b"/>, head <paramref name="kh"/>: in place, or widened into <paramref name="scratch"/> (dim floats).</summary>
+        float* Row(int b, int j, int kh, float* scratch);
+    }
+
+    /// <summary>One f32 tensor [batch, mk, kvHeads, dim].</summary>
+    internal readonly struct ContiguousRows(float* p, int mk, int kvHeads, int dim) : IKvRows
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Row(int b, int j, int kh, float* scratch) => p + (((long)b * mk + j) * kvHeads + kh) * dim;
+    }
+
+    /// <summary>History [batch, historyRows, kvHeads, dim] (bf16 or f32) followed by new rows [batch, freshRows, kvHeads, dim] (f32).</summary>
+    internal readonly struct SplitRows(byte* history, BModelDataType historyType, long historyRows, float* fresh, long freshRows, int kvHeads, int dim) : IKvRows
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Row(int b, int j, int kh, float* scratch)
+        {
+            if (j >= historyRows) return fresh + (((long)b * freshRows + (j - historyRows)) * kvHeads + kh) * dim;
+            long at = (((long)b * historyRows + j) * kvHeads + kh) * dim;
+            if (historyType == BModelDataType.Float32) return (float*)history + at;
+            FloatFormats.BFloat16ToFloat(new ReadOnlySpan<ushort>((ushort*)history + at, dim), new Span<float>(scratch, dim));
+            return scratch;
+        }
+    }
+
+    private static void Attention<TK, TV>(float* q, TK keyRows, TV valueRows, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale)
+        where TK : struct, IKvRows where TV : struct, IKvRows
     {
         int group = qHeads / kvHeads;
-        nint qp = (nint)q, kp = (nint)k, vp = (nint)v, mp = (nint)mask, yp = (nint)y;
+        nint qp = (nint)q, mp = (nint)mask, yp = (nint)y;
         WorkerPool.For((long)batch * qHeads * mq * mk * dim * 2, batch * qHeads, bh =>
         {
             if (_scores is null || _scores.Length < mk) (_scores, _keys) = (new float[mk], new int[mk]);
+            if (_row is null || _row.Length < dim) _row = new float[dim];
             float[] scores = _scores;
             int[] keys = _keys!;
             int b = bh / qHeads, h = bh % qHeads, kh = h / group;
-            float* qs = (float*)qp, ks = (float*)kp, vs = (float*)vp, ms = (float*)mp, ys = (float*)yp;
-            for (int i = 0; i < mq; i++)
-            {
-                var qv = new ReadOnlySpan<float>(qs + (((long)b * mq + i) * qHeads + h) * dim, dim);
-                int count = 0;
-                float* maskRow = causal ? null : ms + ((long)b * mq + i) * mk;
-                if (causal)
-                    for (int end = Math.Min(mk, i + mk - mq + 1); count < end; count++) keys[count] = count;
-                else
+            float* qs = (float*)qp, ms = (float*)mp, ys = (float*)yp;
+            fixed (float* scratch = _row)
+                for (int i = 0; i < mq; i++)
                 {
-                    for (int j = 0; j < mk; j++)
-                        if (maskRow[j] > MaskedKey) keys[count++] = j;
-                    if (count == 0) // every key masked: the weights are then all comparable, keep them all
-                        for (int j = 0; j < mk; j++) keys[count++] = j;
+                    var qv = new ReadOnlySpan<float>(qs + (((long)b * mq + i) * qHeads + h) * dim, dim);
+                    int count = 0;
+                    float* maskRow = causal ? null : ms + ((long)b * mq + i) * mk;
+                    if (causal)
+                        for (int end = Math.Min(mk, i + mk - mq + 1); count < end; count++) keys[count] = count;
+                    else
+                    {
+                        for (int j = 0; j < mk; j++)
+                            if (maskRow[j] > MaskedKey) keys[count++] = j;
+                        if (count == 0) // every key masked: the weights are then all comparable, keep them all
+                            for (int j = 0; j < mk; j++) keys[count++] = j;
+                    }
+                    float max = float.NegativeInfinity;
+                    for (int t = 0; t < count; t++)
+                    {
+                        int j = keys[t];
+                        float sc = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(keyRows.Row(b, j, kh, scratch), dim)) * scale;
+                        if (!causal) sc += maskRow[j];
+                        scores[t] = sc;
+                        if (sc > max) max = sc;
+                    }
+                    float sum = 0;
+                    for (int t = 0; t < count; t++)
+                    {
+                        float e = MathF.Exp(scores[t] - max);
+                        scores[t] = e;
+                        sum += e;
+                    }
+                    var outRow = new Span<float>(ys + (((long)b * mq + i) * qHeads + h) * dim, dim);
+                    outRow.Clear();
+                    float inv = 1f / sum;
+                    for (int t = 0; t < count; t++)
+                    {
+                        var vv = new ReadOnlySpan<float>(valueRows.Row(b, keys[t], kh, scratch), dim);
+                        TensorPrimitives.MultiplyAdd(vv, scores[t] * inv, outRow, outRow);
+                    }
                 }
-                float max = float.NegativeInfinity;
-                for (int t = 0; t < count; t++)
-                {
-                    int j = keys[t];
-                    float sc = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(ks + (((long)b * mk + j) * kvHeads + kh) * dim, dim)) * scale;
-                    if (!causal) sc += maskRow[j];
-                    scores[t] = sc;
-                    if (sc > max) max = sc;
-                }
-                float sum = 0;
-                for (int t = 0; t < count; t++)
-                {
-                    float e = MathF.Exp(scores[t] - max);
-                    scores[t] = e;
-                    sum += e;
-                }
-                var outRow = new Span<float>(ys + (((long)b * mq + i) * qHeads + h) * dim, dim);
-                outRow.Clear();
-                float inv = 1f / sum;
-                for (int t = 0; t < count; t++)
-                {
-                    var vv = new ReadOnlySpan<float>(vs + (((long)b * mk + keys[t]) * kvHeads + kh) * dim, dim);
-                    TensorPrimitives.MultiplyAdd(vv, scores[t] * inv, outRow, outRow);
-                }
-            }
         });
     }
 
+    [ThreadStatic] private static float[]? _row;
     [ThreadStatic] private static float[]? _scores;
     [ThreadStatic] private static int[]? _keys;
 

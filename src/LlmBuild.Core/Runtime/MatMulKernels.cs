@@ -263,13 +263,6 @@ internal static unsafe class MatMulKernels
     /// <summary>Off: few-rows matmuls take one column at a time (the kernel benchmark's A/B switch).</summary>
     internal static bool ColumnPairs { get; set; } = true;
 
-    /// <summary>On: the kernels as they were before the latest change (the runtime benchmark's --ab switch).</summary>
-    internal static bool Previous
-    {
-        get => !ColumnPairs;
-        set => ColumnPairs = !value;
-    }
-
     /// <summary>Column <paramref name="j"/>'s results for every row: the first K block sets them (with the bias), later ones add.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store(float* ys, int m, int n, int j, int k0, float[]? bias, float* results)

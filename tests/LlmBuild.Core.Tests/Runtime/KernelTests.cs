@@ -249,4 +249,47 @@ public sealed unsafe class KernelTests
                     }
                 }
     }
+
+    /// <summary>
+    /// Attention reading keys and values as history (bf16 or f32) + new rows gives bit for bit what it gives on the
+    /// concatenated f32 tensors (which the oracle above checks): the same numbers in the same order.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 1, 11, 1, false, true)]
+    [DataRow(2, 1, 7, 1, false, false)]
+    [DataRow(2, 3, 9, 3, true, true)]
+    public void SplitHistoryAttentionMatchesConcatenated(int batch, int mq, int historyRows, int freshRows, bool causal, bool bf16History)
+    {
+        const int qHeads = 4, kvHeads = 2, dim = 8;
+        const float scale = 0.35f;
+        int mk = historyRows + freshRows, row = kvHeads * dim;
+        var rng = new Random(17);
+        float[] Values(int count) => Enumerable.Range(0, count).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        float[] q = Values(batch * mq * qHeads * dim);
+        // bf16 history: values a bf16 holds exactly, as the widened copy would hold them.
+        float[] Rounded(float[] v) => bf16History ? v.Select(x => FloatFormats.BFloat16ToFloatScalar(FloatFormats.FloatToBFloat16Scalar(x))).ToArray() : v;
+        float[] kh = Rounded(Values(batch * historyRows * row)), vh = Rounded(Values(batch * historyRows * row));
+        float[] kf = Values(batch * freshRows * row), vf = Values(batch * freshRows * row);
+        float[] Joined(float[] h, float[] f) => Enumerable.Range(0, batch).SelectMany(b =>
+            h.Skip(b * historyRows * row).Take(historyRows * row).Concat(f.Skip(b * freshRows * row).Take(freshRows * row))).ToArray();
+        float[] k = Joined(kh, kf), v = Joined(vh, vf);
+        var mask = new float[batch * mq * mk];
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < mq; i++)
+                for (int j = 0; j < mk; j++)
+                    mask[(b * mq + i) * mk + j] = j < historyRows / 2 + b || j >= historyRows ? 0f : -10000f; // some history filled, the new rows
+        var want = new float[batch * mq * qHeads * dim];
+        var got = new float[want.Length];
+        ushort[] khb = kh.Select(FloatFormats.FloatToBFloat16Scalar).ToArray(), vhb = vh.Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        fixed (float* qp = q, kp = k, vp = v, mp = mask, wp = want, gp = got, khp = kh, vhp = vh, kfp = kf, vfp = vf)
+        fixed (ushort* khbp = khb, vhbp = vhb)
+        {
+            Kernels.Attention(qp, kp, vp, causal ? null : mp, wp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+            var type = bf16History ? BModelDataType.BFloat16 : BModelDataType.Float32;
+            var keys = new Kernels.SplitRows(bf16History ? (byte*)khbp : (byte*)khp, type, historyRows, kfp, freshRows, kvHeads, dim);
+            var values = new Kernels.SplitRows(bf16History ? (byte*)vhbp : (byte*)vhp, type, historyRows, vfp, freshRows, kvHeads, dim);
+            Kernels.Attention(qp, keys, values, causal ? null : mp, gp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+        }
+        CollectionAssert.AreEqual(want, got);
+    }
 }
