@@ -447,23 +447,29 @@ internal static unsafe class Kernels
         }
     }
 
+    /// <summary>
+    /// One work item per sequence and KV head: its keys and values are read (or widened) once for all the query heads that
+    /// share them. Per query head the operations and their order are those of a plain softmax(q·Kᵀ)·V over the kept keys.
+    /// </summary>
     private static void Attention<TK, TV>(float* q, TK keyRows, TV valueRows, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale)
         where TK : struct, IKvRows where TV : struct, IKvRows
     {
         int group = qHeads / kvHeads;
         nint qp = (nint)q, mp = (nint)mask, yp = (nint)y;
-        WorkerPool.For((long)batch * qHeads * mq * mk * dim * 2, batch * qHeads, bh =>
+        WorkerPool.For((long)batch * qHeads * mq * mk * dim * 2, batch * kvHeads, bk =>
         {
-            if (_scores is null || _scores.Length < mk) (_scores, _keys) = (new float[mk], new int[mk]);
-            if (_row is null || _row.Length < dim) _row = new float[dim];
+            if (_scores is null || _scores.Length < group * mk) (_scores, _keys) = (new float[group * mk], new int[mk]);
+            if (_keys!.Length < mk) _keys = new int[mk];
+            if (_row is null || _row.Length < dim + 2 * group) _row = new float[dim + 2 * group];
             float[] scores = _scores;
-            int[] keys = _keys!;
-            int b = bh / qHeads, h = bh % qHeads, kh = h / group;
+            int[] keys = _keys;
+            int b = bk / kvHeads, kh = bk % kvHeads;
             float* qs = (float*)qp, ms = (float*)mp, ys = (float*)yp;
             fixed (float* scratch = _row)
+            {
+                float* max = scratch + dim, inv = max + group;
                 for (int i = 0; i < mq; i++)
                 {
-                    var qv = new ReadOnlySpan<float>(qs + (((long)b * mq + i) * qHeads + h) * dim, dim);
                     int count = 0;
                     float* maskRow = causal ? null : ms + ((long)b * mq + i) * mk;
                     if (causal)
@@ -475,31 +481,43 @@ internal static unsafe class Kernels
                         if (count == 0) // every key masked: the weights are then all comparable, keep them all
                             for (int j = 0; j < mk; j++) keys[count++] = j;
                     }
-                    float max = float.NegativeInfinity;
+                    float* q0 = qs + (((long)b * mq + i) * qHeads + kh * group) * dim, y0 = ys + (((long)b * mq + i) * qHeads + kh * group) * dim;
+                    for (int g = 0; g < group; g++) max[g] = float.NegativeInfinity;
                     for (int t = 0; t < count; t++)
                     {
                         int j = keys[t];
-                        float sc = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(keyRows.Row(b, j, kh, scratch), dim)) * scale;
-                        if (!causal) sc += maskRow[j];
-                        scores[t] = sc;
-                        if (sc > max) max = sc;
+                        var key = new ReadOnlySpan<float>(keyRows.Row(b, j, kh, scratch), dim);
+                        for (int g = 0; g < group; g++)
+                        {
+                            float sc = TensorPrimitives.Dot(new ReadOnlySpan<float>(q0 + (long)g * dim, dim), key) * scale;
+                            if (!causal) sc += maskRow[j];
+                            scores[g * mk + t] = sc;
+                            if (sc > max[g]) max[g] = sc;
+                        }
                     }
-                    float sum = 0;
+                    for (int g = 0; g < group; g++)
+                    {
+                        float sum = 0;
+                        for (int t = 0; t < count; t++)
+                        {
+                            float e = MathF.Exp(scores[g * mk + t] - max[g]);
+                            scores[g * mk + t] = e;
+                            sum += e;
+                        }
+                        inv[g] = 1f / sum;
+                        new Span<float>(y0 + (long)g * dim, dim).Clear();
+                    }
                     for (int t = 0; t < count; t++)
                     {
-                        float e = MathF.Exp(scores[t] - max);
-                        scores[t] = e;
-                        sum += e;
-                    }
-                    var outRow = new Span<float>(ys + (((long)b * mq + i) * qHeads + h) * dim, dim);
-                    outRow.Clear();
-                    float inv = 1f / sum;
-                    for (int t = 0; t < count; t++)
-                    {
-                        var vv = new ReadOnlySpan<float>(valueRows.Row(b, keys[t], kh, scratch), dim);
-                        TensorPrimitives.MultiplyAdd(vv, scores[t] * inv, outRow, outRow);
+                        var value = new ReadOnlySpan<float>(valueRows.Row(b, keys[t], kh, scratch), dim);
+                        for (int g = 0; g < group; g++)
+                        {
+                            var outRow = new Span<float>(y0 + (long)g * dim, dim);
+                            TensorPrimitives.MultiplyAdd(value, scores[g * mk + t] * inv[g], outRow, outRow);
+                        }
                     }
                 }
+            }
         });
     }
 
