@@ -11,7 +11,9 @@ namespace LlmBuild.Benchmarks;
 /// 896→151936), at each vector width: GFLOP/s and GB/s of weights read, against the wall clock and against the CPU
 /// time the process got (on a shared machine the second says what the code does with the cores it is given).
 /// usage: kernels [samples (default 3, each ~100 ms)] [--one-core: every kernel on the calling thread, so the CPU-time
-/// figures say what one core does on a machine others are using]
+/// figures say what one core does on a machine others are using] [--decode: only the few-row (decode) shapes, 4- and
+/// 8-bit and bf16 at m = 1 and 4] [--wide: only the widest vector width] [--ab-pairs: the A/B figure is one column at a
+/// time against two (MatMulKernels.ColumnPairs) instead of against the previous kernels]
 /// </summary>
 public sealed unsafe class KernelBenchmark : IBenchmark
 {
@@ -21,12 +23,28 @@ public sealed unsafe class KernelBenchmark : IBenchmark
     public int Run(string[] args)
     {
         WorkerPool.Serial = args.Contains("--one-core");
-        args = args.Where(a => a != "--one-core").ToArray();
+        bool decodeOnly = args.Contains("--decode"), wideOnly = args.Contains("--wide");
+        _abPairs = args.Contains("--ab-pairs");
+        args = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
         int reps = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 3;
         Console.WriteLine($"{Environment.ProcessorCount} cores{(WorkerPool.Serial ? ", kernels on one thread" : "")}; best width {Simd.Best}; best of {reps} samples");
-        foreach (SimdWidth width in new[] { SimdWidth.Vector512, SimdWidth.Vector256 }.Where(Simd.IsSupported))
+        foreach (SimdWidth width in new[] { SimdWidth.Vector512, SimdWidth.Vector256 }.Where(Simd.IsSupported).Take(wideOnly ? 1 : 2))
         {
             Console.WriteLine(width);
+            if (decodeOnly)
+            {
+                foreach (int bits in new[] { 4, 8 })
+                    foreach (int m in new[] { 1, 4 })
+                    {
+                        Quantized(width, m, 896, 4864, reps, bits);
+                        Quantized(width, m, 4864, 896, reps, bits);
+                    }
+                Quantized(width, 1, 896, 151936, reps, 8);
+                Quantized(width, 4, 896, 151936, reps, 8);
+                Bf16(width, 1, 896, 151936, reps);
+                Bf16(width, 4, 896, 151936, reps);
+                continue;
+            }
             Quantized(width, 128, 896, 4864, reps);
             Quantized(width, 128, 4864, 896, reps);
             Bf16(width, 128, 896, 4864, reps);
@@ -39,17 +57,18 @@ public sealed unsafe class KernelBenchmark : IBenchmark
         return 0;
     }
 
-    private static void Quantized(SimdWidth width, int m, int k, int n, int reps)
+    private static void Quantized(SimdWidth width, int m, int k, int n, int reps, int bits = 4)
     {
         const int group = 64;
         var rng = new Random(1);
         float* x = Alloc<float>((long)m * k), y = Alloc<float>((long)m * n), s = Alloc<float>((long)n * k / group);
-        byte* q = Alloc<byte>((long)n * k / 2), z = Alloc<byte>((long)n * k / group);
+        long codes = (long)n * k * bits / 8;
+        byte* q = Alloc<byte>(codes), z = Alloc<byte>((long)n * k / group);
         for (long i = 0; i < (long)m * k; i++) x[i] = (float)rng.NextDouble() - 0.5f;
-        for (long i = 0; i < (long)n * k / 2; i++) q[i] = (byte)rng.Next(256);
-        for (long i = 0; i < (long)n * k / group; i++) { s[i] = 0.01f; z[i] = 8; }
-        long bytes = (long)n * k / 2 + (long)n * k / group * 5;
-        Time($"w4 g64  m={m,-3} k={k,-4} n={n,-6}", m, k, n, bytes, reps, () => Kernels.A16MatMul(x, m, k, n, q, s, z, 4, group, null, y, width));
+        for (long i = 0; i < codes; i++) q[i] = (byte)rng.Next(256);
+        for (long i = 0; i < (long)n * k / group; i++) { s[i] = 0.01f; z[i] = (byte)(1 << (bits - 1)); }
+        long bytes = codes + (long)n * k / group * 5;
+        Time($"w{bits} g64  m={m,-3} k={k,-4} n={n,-6}", m, k, n, bytes, reps, () => Kernels.A16MatMul(x, m, k, n, q, s, z, bits, group, null, y, width));
         NativeMemory.Free(x); NativeMemory.Free(y); NativeMemory.Free(s); NativeMemory.Free(q); NativeMemory.Free(z);
     }
 
@@ -62,6 +81,15 @@ public sealed unsafe class KernelBenchmark : IBenchmark
         for (long i = 0; i < (long)n * k; i++) w[i] = (ushort)(0x3C00 + rng.Next(0x200));
         Time($"bf16    m={m,-3} k={k,-4} n={n,-6}", m, k, n, (long)n * k * 2, reps, () => Kernels.MatMul(x, m, k, n, (byte*)w, BModelDataType.BFloat16, true, null, y, width));
         NativeMemory.Free(x); NativeMemory.Free(y); NativeMemory.Free(w);
+    }
+
+    private static bool _abPairs;
+
+    /// <summary>Sets the A/B switch: on = the current kernels, off = the previous ones (or single columns with --ab-pairs).</summary>
+    private static void Current(bool on)
+    {
+        if (_abPairs) MatMulKernels.ColumnPairs = on;
+        else WorkerPool.Enabled = MatMulKernels.NibbleTable = on;
     }
 
     private static T* Alloc<T>(long count) where T : unmanaged => (T*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(T)), 64);
@@ -93,11 +121,11 @@ public sealed unsafe class KernelBenchmark : IBenchmark
         {
             if (ab)
             {
-                WorkerPool.Enabled = MatMulKernels.NibbleTable = false;
+                Current(false);
                 var off = Stopwatch.StartNew();
                 for (int i = 0; i < inner; i++) run();
                 bestOff = Math.Min(bestOff, off.Elapsed.TotalSeconds / inner);
-                WorkerPool.Enabled = MatMulKernels.NibbleTable = true;
+                Current(true);
             }
             process.Refresh();
             TimeSpan cpu0 = process.TotalProcessorTime;

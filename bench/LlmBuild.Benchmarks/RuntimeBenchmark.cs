@@ -24,7 +24,8 @@ namespace LlmBuild.Benchmarks;
 ///   --keep-builds  reuse the bmodels of an earlier run (in the temp folder) instead of building them again
 ///   --lm-head-quant  also measure a build with QuantizeLmHead=true
 ///   --profile      print where a decode step's time goes (wall time per kind of instruction)
-///   --ab           alternate decode steps with the previous kernels (Parallel.For, generic 4-bit path) and print both
+///   --ab           alternate decode steps with the previous kernels (one column at a time for several rows, the KV
+///                  history widened and concatenated whole) and print both
 /// </summary>
 public sealed class RuntimeBenchmark : IBenchmark
 {
@@ -150,20 +151,20 @@ public sealed class RuntimeBenchmark : IBenchmark
         if (emu.Batch == 1) emu.Decode(1); else emu.DecodeBatch(ids); // warm up the decode path too
         for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
         long transferred = emu.Runtime.TransferredBytes;
-        // With --ab every other step runs the previous kernels (Parallel.For, the generic 4-bit path): both medians come
+        // With --ab every other step runs the previous kernels (see Previous): both medians come
         // from the same stretch of a shared machine's load.
         var stepMs = new List<double>();
         var previousMs = new List<double>();
         for (int s = 0; s < (_ab ? 2 * steps : steps); s++)
         {
             bool previous = _ab && s % 2 == 1;
-            WorkerPool.Enabled = MatMulKernels.NibbleTable = !previous;
+            Previous(previous);
             long t0 = Stopwatch.GetTimestamp();
             float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
             for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
             (previous ? previousMs : stepMs).Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
-        WorkerPool.Enabled = MatMulKernels.NibbleTable = true;
+        Previous(false);
         // The median step: on a shared machine one descheduled step must not move the figure.
         double medianMs = Median(stepMs);
         double tokensPerSecond = emu.Batch * 1000 / medianMs;
@@ -180,6 +181,13 @@ public sealed class RuntimeBenchmark : IBenchmark
         if (emu.Devices > 1)
             Console.WriteLine($"  {emu.Devices} devices: {transferPerStep / 1e3:F1} KB moved between devices per step (all-reduce); device memory {string.Join(" + ", Enumerable.Range(0, emu.Devices).Select(d => $"{emu.Runtime.DeviceBytes(d) / 1e6:F1} MB"))}");
         return new Figures(first.Min(), cold.Elapsed.TotalMilliseconds, tokensPerSecond, bound, bmodel);
+    }
+
+    /// <summary>On: the emulator as it was before the latest changes (column pairs, the KV history read in place), for --ab.</summary>
+    private static void Previous(bool on)
+    {
+        MatMulKernels.ColumnPairs = !on;
+        KvHistoryFusion.Enabled = !on;
     }
 
     private static double Median(List<double> values)

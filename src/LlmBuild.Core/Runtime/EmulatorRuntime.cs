@@ -25,6 +25,7 @@ public sealed class EmulatorNet
     {
         Name = name; Device = device; Cascade = cascade; Program = program; Coeff = coeff; Constants = constants;
         Inputs = inputs; Outputs = outputs; InputMems = inputMems; OutputMems = outputMems;
+        _fusion = new Lazy<KvHistoryFusion?>(() => KvHistoryFusion.Find(program));
     }
 
     public string Name { get; }
@@ -40,6 +41,11 @@ public sealed class EmulatorNet
     /// <summary>The io buffers the runtime allocated for each input and output (used when a launch binds no other memory).</summary>
     public IReadOnlyList<DeviceMem> InputMems { get; }
     public IReadOnlyList<DeviceMem> OutputMems { get; }
+
+    /// <summary>Where this program's attentions read a Convert-Concat history directly (found on first use; null: nowhere).</summary>
+    internal KvHistoryFusion? Fusion => _fusion.Value;
+
+    private readonly Lazy<KvHistoryFusion?> _fusion;
 
     public int InputIndex(string name) => IndexOf(Inputs, name, "input");
     public int OutputIndex(string name) => IndexOf(Outputs, name, "output");
@@ -451,15 +457,17 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Net '{net.Name}' output '{net.Outputs[i].Name}' needs {net.Outputs[i].Bytes} bytes; the bound device memory has {outMems[i].Size}.");
         }
         var executor = new Executor(this, net, inMems, outMems);
-        if (OpProfile is { } profile)
-            foreach (EmuInstr instr in net.Program.Instructions)
-            {
-                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-                executor.Run(instr);
-                profile.Add(instr, System.Diagnostics.Stopwatch.GetTimestamp() - t0);
-            }
-        else
-            foreach (EmuInstr instr in net.Program.Instructions) executor.Run(instr);
+        KvHistoryFusion? fusion = KvHistoryFusion.Enabled ? net.Fusion : null;
+        var instructions = net.Program.Instructions;
+        EmuOpProfile? profile = OpProfile;
+        for (int i = 0; i < instructions.Count; i++)
+        {
+            if (fusion is not null && fusion.Skip[i]) continue;
+            long t0 = profile is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
+            if (fusion is not null && fusion.Attention.TryGetValue(i, out var sources)) executor.Attention(instructions[i], sources.K, sources.V);
+            else executor.Run(instructions[i]);
+            profile?.Add(instructions[i], System.Diagnostics.Stopwatch.GetTimestamp() - t0);
+        }
     }
 
     /// <summary>When set, every instruction's wall time is added to it (the runtime benchmark's decode profile).</summary>
@@ -524,6 +532,18 @@ public sealed unsafe class EmulatorRuntime : IDisposable
             byte* p = P(t);
             if (t.Region != Region.Coeff) return Kernels.ToFloat(p, t.DType, t.Count);
             return rt._widened.GetOrAdd(((nint)p, t.DType, t.Count), key => Kernels.ToFloat((byte*)key.Address, key.DType, key.Count));
+        }
+
+        /// <summary>An Attention instruction whose keys and values are read as history + new rows (see <see cref="KvHistoryFusion"/>).</summary>
+        public void Attention(EmuInstr i, KvHistoryFusion.Source k, KvHistoryFusion.Source v)
+        {
+            TensorRef[] a = i.Inputs, o = i.Outputs;
+            long[] n = i.Ints;
+            int kvHeads = (int)n[2], dim = (int)n[3];
+            Kernels.SplitRows Rows(KvHistoryFusion.Source s) =>
+                new(P(s.History), s.History.DType, s.HistoryRows, F(s.Fresh), s.FreshRows, kvHeads, dim);
+            Kernels.Attention(F(a[0]), Rows(k), Rows(v), a[3].IsNone ? null : F(a[3]), F(o[0]),
+                (int)n[0], (int)n[1], kvHeads, dim, (int)n[4], (int)n[5], n[6] != 0, i.Floats[0]);
         }
 
         public void Run(EmuInstr i)
@@ -594,19 +614,10 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 }
                 case EmuOp.Concat:
                 {
-                    long outer = n[0], inner = n[1], total = 0;
-                    for (int k = 0; k < a.Length; k++) total += n[2 + k];
-                    float* y = F(o[0]);
-                    for (long r = 0; r < outer; r++)
-                    {
-                        long at = r * total * inner;
-                        for (int k = 0; k < a.Length; k++)
-                        {
-                            long len = n[2 + k] * inner;
-                            Buffer.MemoryCopy(F(a[k]) + r * len, y + at, len * 4, len * 4);
-                            at += len;
-                        }
-                    }
+                    var sizes = new long[a.Length];
+                    var xs = new nint[a.Length];
+                    for (int k = 0; k < a.Length; k++) (sizes[k], xs[k]) = (n[2 + k], (nint)F(a[k]));
+                    Kernels.Concat(xs, sizes, n[0], n[1], F(o[0]));
                     break;
                 }
                 case EmuOp.Attention:

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using LlmBuild.Core.BModel;
@@ -16,6 +17,46 @@ namespace LlmBuild.Core.Runtime;
 internal static unsafe class Kernels
 {
 
+    /// <summary>
+    /// Concatenates f32 inputs (addresses) along one axis: <paramref name="outer"/> rows, input k contributing sizes[k]·<paramref name="inner"/>
+    /// elements to each. Large ones (a decode step's KV history and its new row) are copied on every core in chunks.
+    /// </summary>
+    public static void Concat(nint[] inputs, long[] sizes, long outer, long inner, float* y)
+    {
+        long total = 0;
+        foreach (long size in sizes) total += size;
+        long all = outer * total * inner;
+        if (all < 2 * CopyChunk)
+        {
+            long at = 0;
+            for (long r = 0; r < outer; r++)
+                for (int k = 0; k < inputs.Length; k++)
+                {
+                    long len = sizes[k] * inner;
+                    Buffer.MemoryCopy((float*)inputs[k] + r * len, y + at, len * 4, len * 4);
+                    at += len;
+                }
+            return;
+        }
+        // The output is contiguous: chunk c covers y[c·CopyChunk, ...), gathered from whichever inputs it spans.
+        nint yp = (nint)y;
+        nint[] xs = inputs;
+        WorkerPool.For((int)((all + CopyChunk - 1) / CopyChunk), c =>
+        {
+            long start = (long)c * CopyChunk, end = Math.Min(all, start + CopyChunk);
+            long rowLen = total * inner;
+            while (start < end)
+            {
+                long r = start / rowLen, inRow = start - r * rowLen, before = 0;
+                int k = 0;
+                while (inRow >= before + sizes[k] * inner) before += sizes[k++] * inner;
+                long len = sizes[k] * inner, offset = inRow - before, take = Math.Min(len - offset, end - start);
+                Buffer.MemoryCopy((float*)xs[k] + r * len + offset, (float*)yp + start, take * 4, take * 4);
+                start += take;
+            }
+        });
+    }
+
     public static float[] ToFloat(byte* p, BModelDataType t, long count)
     {
         var r = new float[count];
@@ -23,13 +64,34 @@ internal static unsafe class Kernels
         return r;
     }
 
+    /// <summary>Elements of a convert or copy one core takes at a time when it is split over the cores (a decode step's KV history).</summary>
+    internal const int CopyChunk = 1 << 15;
+
     public static void Convert(byte* src, BModelDataType st, byte* dst, BModelDataType dt, long count)
     {
         if (count == 0) return;
         int n = checked((int)count);
+        int ss = TensorRef.ElementSize(st), ds = TensorRef.ElementSize(dt);
+        bool overlaps = dst < src + (long)ss * n && src < dst + (long)ds * n;
+        if (n >= 2 * CopyChunk && !overlaps)
+        {
+            // Memory-bound: both cores stream, each a contiguous chunk.
+            nint sp = (nint)src, dp = (nint)dst;
+            WorkerPool.For((n + CopyChunk - 1) / CopyChunk, c =>
+            {
+                long at = (long)c * CopyChunk;
+                ConvertSerial((byte*)sp + at * ss, st, (byte*)dp + at * ds, dt, (int)Math.Min(CopyChunk, n - at));
+            });
+            return;
+        }
+        ConvertSerial(src, st, dst, dt, n);
+    }
+
+    private static void ConvertSerial(byte* src, BModelDataType st, byte* dst, BModelDataType dt, int n)
+    {
         if (st == dt)
         {
-            long bytes = count * TensorRef.ElementSize(st);
+            long bytes = (long)n * TensorRef.ElementSize(st);
             Buffer.MemoryCopy(src, dst, bytes, bytes);
             return;
         }
@@ -346,59 +408,120 @@ internal static unsafe class Kernels
     /// Grouped-query attention: q [B,Mq,Hq,D], k/v [B,Mk,Hkv,D], additive mask [B,1,Mq,Mk] (or causal: key j visible to
     /// query i iff j ≤ i + Mk − Mq); softmax in f32; output [B,Mq,Hq·D].
     /// </summary>
-    public static void Attention(float* q, float* k, float* v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale)
+    public static void Attention(float* q, float* k, float* v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale) =>
+        Attention(q, new ContiguousRows(k, mk, kvHeads, dim), new ContiguousRows(v, mk, kvHeads, dim), mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+
+    /// <summary>
+    /// <see cref="Attention(float*, float*, float*, float*, float*, int, int, int, int, int, int, bool, float)"/> with keys
+    /// and values given as their history rows followed by the new ones (see <see cref="KvHistoryFusion"/>): the same
+    /// f32 numbers, only the rows the mask keeps are read (bf16 history rows widened as they are).
+    /// </summary>
+    public static void Attention(float* q, SplitRows k, SplitRows v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale) =>
+        Attention<SplitRows, SplitRows>(q, k, v, mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+
+    /// <summary>Rows of keys or values [batch, rows, kvHeads, dim] as f32, wherever they lie.</summary>
+    internal interface IKvRows
+    {
+        /// <summary>Row <paramref name="j"/> of sequence <paramref name="b"/>, head <paramref name="kh"/>: in place, or widened into <paramref name="scratch"/> (dim floats).</summary>
+        float* Row(int b, int j, int kh, float* scratch);
+    }
+
+    /// <summary>One f32 tensor [batch, mk, kvHeads, dim].</summary>
+    internal readonly struct ContiguousRows(float* p, int mk, int kvHeads, int dim) : IKvRows
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Row(int b, int j, int kh, float* scratch) => p + (((long)b * mk + j) * kvHeads + kh) * dim;
+    }
+
+    /// <summary>History [batch, historyRows, kvHeads, dim] (bf16 or f32) followed by new rows [batch, freshRows, kvHeads, dim] (f32).</summary>
+    internal readonly struct SplitRows(byte* history, BModelDataType historyType, long historyRows, float* fresh, long freshRows, int kvHeads, int dim) : IKvRows
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Row(int b, int j, int kh, float* scratch)
+        {
+            if (j >= historyRows) return fresh + (((long)b * freshRows + (j - historyRows)) * kvHeads + kh) * dim;
+            long at = (((long)b * historyRows + j) * kvHeads + kh) * dim;
+            if (historyType == BModelDataType.Float32) return (float*)history + at;
+            FloatFormats.BFloat16ToFloat(new ReadOnlySpan<ushort>((ushort*)history + at, dim), new Span<float>(scratch, dim));
+            return scratch;
+        }
+    }
+
+    /// <summary>
+    /// One work item per sequence and KV head: its keys and values are read (or widened) once for all the query heads that
+    /// share them. Per query head the operations and their order are those of a plain softmax(q·Kᵀ)·V over the kept keys.
+    /// </summary>
+    private static void Attention<TK, TV>(float* q, TK keyRows, TV valueRows, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale)
+        where TK : struct, IKvRows where TV : struct, IKvRows
     {
         int group = qHeads / kvHeads;
-        nint qp = (nint)q, kp = (nint)k, vp = (nint)v, mp = (nint)mask, yp = (nint)y;
-        WorkerPool.For((long)batch * qHeads * mq * mk * dim * 2, batch * qHeads, bh =>
+        nint qp = (nint)q, mp = (nint)mask, yp = (nint)y;
+        WorkerPool.For((long)batch * qHeads * mq * mk * dim * 2, batch * kvHeads, bk =>
         {
-            if (_scores is null || _scores.Length < mk) (_scores, _keys) = (new float[mk], new int[mk]);
+            if (_scores is null || _scores.Length < group * mk) (_scores, _keys) = (new float[group * mk], new int[mk]);
+            if (_keys!.Length < mk) _keys = new int[mk];
+            if (_row is null || _row.Length < dim + 2 * group) _row = new float[dim + 2 * group];
             float[] scores = _scores;
-            int[] keys = _keys!;
-            int b = bh / qHeads, h = bh % qHeads, kh = h / group;
-            float* qs = (float*)qp, ks = (float*)kp, vs = (float*)vp, ms = (float*)mp, ys = (float*)yp;
-            for (int i = 0; i < mq; i++)
+            int[] keys = _keys;
+            int b = bk / kvHeads, kh = bk % kvHeads;
+            float* qs = (float*)qp, ms = (float*)mp, ys = (float*)yp;
+            fixed (float* scratch = _row)
             {
-                var qv = new ReadOnlySpan<float>(qs + (((long)b * mq + i) * qHeads + h) * dim, dim);
-                int count = 0;
-                float* maskRow = causal ? null : ms + ((long)b * mq + i) * mk;
-                if (causal)
-                    for (int end = Math.Min(mk, i + mk - mq + 1); count < end; count++) keys[count] = count;
-                else
+                float* max = scratch + dim, inv = max + group;
+                for (int i = 0; i < mq; i++)
                 {
-                    for (int j = 0; j < mk; j++)
-                        if (maskRow[j] > MaskedKey) keys[count++] = j;
-                    if (count == 0) // every key masked: the weights are then all comparable, keep them all
-                        for (int j = 0; j < mk; j++) keys[count++] = j;
-                }
-                float max = float.NegativeInfinity;
-                for (int t = 0; t < count; t++)
-                {
-                    int j = keys[t];
-                    float sc = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(ks + (((long)b * mk + j) * kvHeads + kh) * dim, dim)) * scale;
-                    if (!causal) sc += maskRow[j];
-                    scores[t] = sc;
-                    if (sc > max) max = sc;
-                }
-                float sum = 0;
-                for (int t = 0; t < count; t++)
-                {
-                    float e = MathF.Exp(scores[t] - max);
-                    scores[t] = e;
-                    sum += e;
-                }
-                var outRow = new Span<float>(ys + (((long)b * mq + i) * qHeads + h) * dim, dim);
-                outRow.Clear();
-                float inv = 1f / sum;
-                for (int t = 0; t < count; t++)
-                {
-                    var vv = new ReadOnlySpan<float>(vs + (((long)b * mk + keys[t]) * kvHeads + kh) * dim, dim);
-                    TensorPrimitives.MultiplyAdd(vv, scores[t] * inv, outRow, outRow);
+                    int count = 0;
+                    float* maskRow = causal ? null : ms + ((long)b * mq + i) * mk;
+                    if (causal)
+                        for (int end = Math.Min(mk, i + mk - mq + 1); count < end; count++) keys[count] = count;
+                    else
+                    {
+                        for (int j = 0; j < mk; j++)
+                            if (maskRow[j] > MaskedKey) keys[count++] = j;
+                        if (count == 0) // every key masked: the weights are then all comparable, keep them all
+                            for (int j = 0; j < mk; j++) keys[count++] = j;
+                    }
+                    float* q0 = qs + (((long)b * mq + i) * qHeads + kh * group) * dim, y0 = ys + (((long)b * mq + i) * qHeads + kh * group) * dim;
+                    for (int g = 0; g < group; g++) max[g] = float.NegativeInfinity;
+                    for (int t = 0; t < count; t++)
+                    {
+                        int j = keys[t];
+                        var key = new ReadOnlySpan<float>(keyRows.Row(b, j, kh, scratch), dim);
+                        for (int g = 0; g < group; g++)
+                        {
+                            float sc = TensorPrimitives.Dot(new ReadOnlySpan<float>(q0 + (long)g * dim, dim), key) * scale;
+                            if (!causal) sc += maskRow[j];
+                            scores[g * mk + t] = sc;
+                            if (sc > max[g]) max[g] = sc;
+                        }
+                    }
+                    for (int g = 0; g < group; g++)
+                    {
+                        float sum = 0;
+                        for (int t = 0; t < count; t++)
+                        {
+                            float e = MathF.Exp(scores[g * mk + t] - max[g]);
+                            scores[g * mk + t] = e;
+                            sum += e;
+                        }
+                        inv[g] = 1f / sum;
+                        new Span<float>(y0 + (long)g * dim, dim).Clear();
+                    }
+                    for (int t = 0; t < count; t++)
+                    {
+                        var value = new ReadOnlySpan<float>(valueRows.Row(b, keys[t], kh, scratch), dim);
+                        for (int g = 0; g < group; g++)
+                        {
+                            var outRow = new Span<float>(y0 + (long)g * dim, dim);
+                            TensorPrimitives.MultiplyAdd(value, scores[g * mk + t] * inv[g], outRow, outRow);
+                        }
+                    }
                 }
             }
         });
     }
 
+    [ThreadStatic] private static float[]? _row;
     [ThreadStatic] private static float[]? _scores;
     [ThreadStatic] private static int[]? _keys;
 

@@ -153,6 +153,7 @@ public sealed class LlmEmulator : IDisposable
     /// <see cref="EmulatorRuntime.Load"/>); false skips it for a file known to be intact.</param>
     public static LlmEmulator Load(string bmodelPath, string? configDir = null, bool verifyWeights = true)
     {
+        KernelWarmup.Start(); // the JIT compiles the kernels on the other core while the coefficients load
         BModelFile model = EmulatorRuntime.ReadModel(bmodelPath);
         bool Has(string name) => model.Nets.Any(n => n.Name == name || n.Cascade?.MainName == name);
         int layers = 0;

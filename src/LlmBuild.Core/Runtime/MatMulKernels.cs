@@ -41,8 +41,15 @@ internal static unsafe class MatMulKernels
     /// <summary>Weight rows a GEMM thread dequantizes at once (its f32 copy stays in L2 while all x rows pass over it).</summary>
     internal const int GemmColumns = 16;
 
-    /// <summary>Output columns per parallel work item on the few-rows path (large enough to amortise scheduling).</summary>
+    /// <summary>Most output columns per parallel work item on the few-rows path (large enough to amortise scheduling).</summary>
     private const int ColumnChunk = 64;
+
+    /// <summary>
+    /// Columns per work item for <paramref name="n"/> columns: <see cref="ColumnChunk"/>, or fewer (down to 8, even) so a
+    /// small matmul (k_proj's 128 columns) still gives each thread several items: a core another process holds for a
+    /// moment then delays the step by one small item, not by half the matmul.
+    /// </summary>
+    internal static int ChunkColumns(int n) => Math.Clamp(n / (8 * WorkerPool.Threads) & ~1, 8, ColumnChunk);
 
     /// <summary>Rows up to which the few-rows (bandwidth) path is used.</summary>
     internal const int FewRows = 4;
@@ -214,17 +221,31 @@ internal static unsafe class MatMulKernels
         // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
         int unit = w.Group > 0 ? w.Group : 2 * TOps.Count;
         int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
-        int chunks = (n + ColumnChunk - 1) / ColumnChunk;
+        int chunk = ChunkColumns(n), chunks = (n + chunk - 1) / chunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
         WorkerPool.For((long)m * n * k, chunks, c =>
         {
-            float* results = stackalloc float[FewRows];
+            float* results = stackalloc float[2 * FewRows];
             float* ys = (float*)yp;
-            int end = Math.Min(n, (c + 1) * ColumnChunk);
+            int end = Math.Min(n, (c + 1) * chunk);
             for (int k0 = 0; k0 < k; k0 += kBlock)
             {
                 int kb = Math.Min(kBlock, k - k0);
-                for (int j = c * ColumnChunk; j < end; j++)
+                int j = c * chunk;
+                // Two rows or more: two columns at once, so each x vector loaded feeds both columns' FMAs.
+                if (m > 1 && ColumnPairs)
+                    for (; j + 1 < end; j += 2)
+                    {
+                        switch (m)
+                        {
+                            case 2: ColumnPair<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                            case 3: ColumnPair<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                            default: ColumnPair<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
+                        }
+                        Store(ys, m, n, j, k0, bias, results);
+                        Store(ys, m, n, j + 1, k0, bias, results + FewRows);
+                    }
+                for (; j < end; j++)
                 {
                     switch (m)
                     {
@@ -233,16 +254,48 @@ internal static unsafe class MatMulKernels
                         case 3: Column<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                         default: Column<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                     }
-                    if (k0 == 0)
-                    {
-                        float b = bias is null ? 0f : bias[j];
-                        for (int r = 0; r < m; r++) ys[(long)r * n + j] = results[r] + b;
-                    }
-                    else
-                        for (int r = 0; r < m; r++) ys[(long)r * n + j] += results[r];
+                    Store(ys, m, n, j, k0, bias, results);
                 }
             }
         });
+    }
+
+    /// <summary>Off: few-rows matmuls take one column at a time (the kernel benchmark's A/B switch).</summary>
+    internal static bool ColumnPairs { get; set; } = true;
+
+    /// <summary>Column <paramref name="j"/>'s results for every row: the first K block sets them (with the bias), later ones add.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* ys, int m, int n, int j, int k0, float[]? bias, float* results)
+    {
+        if (k0 == 0)
+        {
+            float b = bias is null ? 0f : bias[j];
+            for (int r = 0; r < m; r++) ys[(long)r * n + j] = results[r] + b;
+        }
+        else
+            for (int r = 0; r < m; r++) ys[(long)r * n + j] += results[r];
+    }
+
+    /// <summary>Columns <paramref name="j"/> and j + 1 at once: results[r] for the first, results[FewRows + r] for the second.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ColumnPair<TOps, TVec, TRows>(float* x, int k, int k0, int kb, Weights w, int j, float* groupSums, bool table, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        switch (w.Format)
+        {
+            case WeightFormat.BFloat16: DotBFloat16RowsPair<TOps, TVec, TRows>((ushort*)w.Data + (long)j * k + k0, k, x + k0, k, kb, results); break;
+            case WeightFormat.Int4 when table:
+            {
+                int groups = k / w.Group;
+                long at = (long)j * groups + k0 / w.Group;
+                DotNibbleRowsTablePair<TRows>(w.Data + (long)j * (k / 2) + k0 / 2, k / 2, w.Scales + at, w.Zeros + at, groups, x + k0, k, kb, w.Group, results);
+                break;
+            }
+            default: // 8 bits (measured: a pair is no faster, its 16 accumulators crowd the registers), f32, 4 bits without the table
+                Column<TOps, TVec, TRows>(x, k, k0, kb, w, j, groupSums, table, results);
+                Column<TOps, TVec, TRows>(x, k, k0, kb, w, j + 1, groupSums, table, results + FewRows);
+                break;
+        }
     }
 
     /// <summary>Column <paramref name="j"/>'s dot products with every row over elements [k0, k0 + kb).</summary>
@@ -442,6 +495,122 @@ internal static unsafe class MatMulKernels
         if (rows > 1) results[1] = TOps.Sum(a1) + t1;
         if (rows > 2) results[2] = TOps.Sum(a2) + t2;
         if (rows > 3) results[3] = TOps.Sum(a3) + t3;
+    }
+
+    /// <summary>
+    /// Asks for the next column pair's bytes at the same offset. A pair reads two weight rows side by side, which the
+    /// hardware prefetcher does not follow as it follows one column's plain sequential read; a pair lasts long enough
+    /// (hundreds of ns) for these to arrive in time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(void* a, void* b)
+    {
+        if (!Sse.IsSupported) return;
+        Sse.Prefetch0(a);
+        Sse.Prefetch0(b);
+    }
+
+    /// <summary>
+    /// <see cref="DotNibbleRowsTable{TRows}"/> for two weight rows (<paramref name="qStride"/> bytes and
+    /// <paramref name="groupStride"/> groups apart) at once: every x vector is loaded once for both, so with several rows
+    /// the loop issues half the loads per FMA. results[r] is the first row's, results[FewRows + r] the second's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotNibbleRowsTablePair<TRows>(byte* q, long qStride, float* scales, byte* zeros, long groupStride, float* x, long stride,
+        int count, int group, float* results)
+        where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, groups = count / group, blocks = group / NibbleBlock;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        byte* q1 = q + qStride;
+        Vector512<float> codes = Vector512<float>.Indices;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default; // first weight row
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default; // second
+        long at = 0, qa = 0;
+        for (int g = 0; g < groups; g++)
+        {
+            Vector512<float> ta = (codes - Vector512.Create(ByteValues[zeros[g]])) * Vector512.Create(scales[g]);
+            Vector512<float> tb = (codes - Vector512.Create(ByteValues[zeros[groupStride + g]])) * Vector512.Create(scales[groupStride + g]);
+            for (int b = 0; b < blocks; b++, at += NibbleBlock, qa += NibbleBlock / 2)
+            {
+                Prefetch(q1 + qStride + qa, q1 + 2 * qStride + qa);
+                Vector512<int> la = Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)(q + qa)));
+                Vector512<int> lb = Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)(q1 + qa)));
+                // Nibble t of every lane (shift by 4t) gives elements [16t, 16t + 16) of the block in x's prepared order.
+                Vector512<float> wa, wb, xv;
+                wa = Avx512F.PermuteVar16x32(ta, la);
+                wb = Avx512F.PermuteVar16x32(tb, lb);
+                xv = Vector512.Load(x + at);
+                a0 = Avx512F.FusedMultiplyAdd(wa, xv, a0); b0 = Avx512F.FusedMultiplyAdd(wb, xv, b0);
+                if (rows > 1) { xv = Vector512.Load(x1 + at); a1 = Avx512F.FusedMultiplyAdd(wa, xv, a1); b1 = Avx512F.FusedMultiplyAdd(wb, xv, b1); }
+                if (rows > 2) { xv = Vector512.Load(x2 + at); a2 = Avx512F.FusedMultiplyAdd(wa, xv, a2); b2 = Avx512F.FusedMultiplyAdd(wb, xv, b2); }
+                if (rows > 3) { xv = Vector512.Load(x3 + at); a3 = Avx512F.FusedMultiplyAdd(wa, xv, a3); b3 = Avx512F.FusedMultiplyAdd(wb, xv, b3); }
+                wa = Avx512F.PermuteVar16x32(ta, Avx512F.ShiftRightLogical(la, 4));
+                wb = Avx512F.PermuteVar16x32(tb, Avx512F.ShiftRightLogical(lb, 4));
+                xv = Vector512.Load(x + at + 16);
+                a0 = Avx512F.FusedMultiplyAdd(wa, xv, a0); b0 = Avx512F.FusedMultiplyAdd(wb, xv, b0);
+                if (rows > 1) { xv = Vector512.Load(x1 + at + 16); a1 = Avx512F.FusedMultiplyAdd(wa, xv, a1); b1 = Avx512F.FusedMultiplyAdd(wb, xv, b1); }
+                if (rows > 2) { xv = Vector512.Load(x2 + at + 16); a2 = Avx512F.FusedMultiplyAdd(wa, xv, a2); b2 = Avx512F.FusedMultiplyAdd(wb, xv, b2); }
+                if (rows > 3) { xv = Vector512.Load(x3 + at + 16); a3 = Avx512F.FusedMultiplyAdd(wa, xv, a3); b3 = Avx512F.FusedMultiplyAdd(wb, xv, b3); }
+                wa = Avx512F.PermuteVar16x32(ta, Avx512F.ShiftRightLogical(la, 8));
+                wb = Avx512F.PermuteVar16x32(tb, Avx512F.ShiftRightLogical(lb, 8));
+                xv = Vector512.Load(x + at + 32);
+                a0 = Avx512F.FusedMultiplyAdd(wa, xv, a0); b0 = Avx512F.FusedMultiplyAdd(wb, xv, b0);
+                if (rows > 1) { xv = Vector512.Load(x1 + at + 32); a1 = Avx512F.FusedMultiplyAdd(wa, xv, a1); b1 = Avx512F.FusedMultiplyAdd(wb, xv, b1); }
+                if (rows > 2) { xv = Vector512.Load(x2 + at + 32); a2 = Avx512F.FusedMultiplyAdd(wa, xv, a2); b2 = Avx512F.FusedMultiplyAdd(wb, xv, b2); }
+                if (rows > 3) { xv = Vector512.Load(x3 + at + 32); a3 = Avx512F.FusedMultiplyAdd(wa, xv, a3); b3 = Avx512F.FusedMultiplyAdd(wb, xv, b3); }
+                wa = Avx512F.PermuteVar16x32(ta, Avx512F.ShiftRightLogical(la, 12));
+                wb = Avx512F.PermuteVar16x32(tb, Avx512F.ShiftRightLogical(lb, 12));
+                xv = Vector512.Load(x + at + 48);
+                a0 = Avx512F.FusedMultiplyAdd(wa, xv, a0); b0 = Avx512F.FusedMultiplyAdd(wb, xv, b0);
+                if (rows > 1) { xv = Vector512.Load(x1 + at + 48); a1 = Avx512F.FusedMultiplyAdd(wa, xv, a1); b1 = Avx512F.FusedMultiplyAdd(wb, xv, b1); }
+                if (rows > 2) { xv = Vector512.Load(x2 + at + 48); a2 = Avx512F.FusedMultiplyAdd(wa, xv, a2); b2 = Avx512F.FusedMultiplyAdd(wb, xv, b2); }
+                if (rows > 3) { xv = Vector512.Load(x3 + at + 48); a3 = Avx512F.FusedMultiplyAdd(wa, xv, a3); b3 = Avx512F.FusedMultiplyAdd(wb, xv, b3); }
+            }
+        }
+        results[0] = Simd512.Sum(a0);
+        results[FewRows] = Simd512.Sum(b0);
+        if (rows > 1) { results[1] = Simd512.Sum(a1); results[FewRows + 1] = Simd512.Sum(b1); }
+        if (rows > 2) { results[2] = Simd512.Sum(a2); results[FewRows + 2] = Simd512.Sum(b2); }
+        if (rows > 3) { results[3] = Simd512.Sum(a3); results[FewRows + 3] = Simd512.Sum(b3); }
+    }
+
+    /// <summary><see cref="DotBFloat16Rows{TOps, TVec, TRows}"/> for two weight rows <paramref name="wStride"/> apart (results as <see cref="DotNibbleRowsTablePair{TRows}"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotBFloat16RowsPair<TOps, TVec, TRows>(ushort* w, long wStride, float* x, long stride, int count, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, step = TOps.Count;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        ushort* v = w + wStride;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+        TVec b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero, b3 = TOps.Zero;
+        int i = 0;
+        for (; i <= count - step; i += step)
+        {
+            Prefetch(v + wStride + i, v + 2 * wStride + i);
+            TVec wa = TOps.LoadBFloat16(w + i), wb = TOps.LoadBFloat16(v + i);
+            TVec xv = TOps.Load(x + i);
+            a0 = TOps.MultiplyAdd(wa, xv, a0);
+            b0 = TOps.MultiplyAdd(wb, xv, b0);
+            if (rows > 1) { xv = TOps.Load(x1 + i); a1 = TOps.MultiplyAdd(wa, xv, a1); b1 = TOps.MultiplyAdd(wb, xv, b1); }
+            if (rows > 2) { xv = TOps.Load(x2 + i); a2 = TOps.MultiplyAdd(wa, xv, a2); b2 = TOps.MultiplyAdd(wb, xv, b2); }
+            if (rows > 3) { xv = TOps.Load(x3 + i); a3 = TOps.MultiplyAdd(wa, xv, a3); b3 = TOps.MultiplyAdd(wb, xv, b3); }
+        }
+        results[0] = TOps.Sum(a0);
+        results[FewRows] = TOps.Sum(b0);
+        if (rows > 1) { results[1] = TOps.Sum(a1); results[FewRows + 1] = TOps.Sum(b1); }
+        if (rows > 2) { results[2] = TOps.Sum(a2); results[FewRows + 2] = TOps.Sum(b2); }
+        if (rows > 3) { results[3] = TOps.Sum(a3); results[FewRows + 3] = TOps.Sum(b3); }
+        for (; i < count; i++)
+        {
+            float wi = BitConverter.UInt32BitsToSingle((uint)w[i] << 16), vi = BitConverter.UInt32BitsToSingle((uint)v[i] << 16);
+            for (int r = 0; r < rows; r++)
+            {
+                results[r] += wi * x[r * stride + i];
+                results[FewRows + r] += vi * x[r * stride + i];
+            }
+        }
     }
 
     // ------------------------------------------------------------------ many rows: dequantize a block, register-tiled GEMM

@@ -65,6 +65,9 @@ public sealed unsafe class KernelTests
     [DataRow(8, 3, 2100, 70, 5)]
     [DataRow(4, 1, 4864, 64, 13)] // Vector512: the table path (groups of a multiple of 64), K blocks too
     [DataRow(4, 2, 896, 128, 70)]
+    [DataRow(4, 4, 896, 64, 9)] // Vector512, several rows: the table path two columns at a time, an odd one left
+    [DataRow(4, 3, 4864, 64, 5)] // ... and in K blocks
+    [DataRow(8, 4, 896, 64, 9)]
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
@@ -118,6 +121,60 @@ public sealed unsafe class KernelTests
             CollectionAssert.AreEqual(want, apart);
             CollectionAssert.AreEqual(want, new ReadOnlySpan<ushort>(same, values.Length).ToArray());
         }
+    }
+
+    /// <summary>The load-time warm-up runs every kernel path on its scratch operands without failing (at every width this CPU has, as the best).</summary>
+    [TestMethod]
+    public void KernelWarmupRunsEveryPath() => KernelWarmup.Run();
+
+    /// <summary>A convert large enough to be split over the cores (bf16 → f32 and back) gives what the scalar conversions give.</summary>
+    [TestMethod]
+    [DataRow(3 * Kernels.CopyChunk + 17)]
+    [DataRow(2 * Kernels.CopyChunk)]
+    public void ChunkedConvertMatchesScalar(int count)
+    {
+        var rng = new Random(13);
+        float[] values = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() - 0.5) * 100).ToArray();
+        ushort[] want = values.Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        var narrow = new ushort[count];
+        var wide = new float[count];
+        fixed (float* src = values, back = wide)
+        fixed (ushort* dst = narrow)
+        {
+            Kernels.Convert((byte*)src, BModelDataType.Float32, (byte*)dst, BModelDataType.BFloat16, count);
+            Kernels.Convert((byte*)dst, BModelDataType.BFloat16, (byte*)back, BModelDataType.Float32, count);
+        }
+        CollectionAssert.AreEqual(want, narrow);
+        CollectionAssert.AreEqual(want.Select(FloatFormats.BFloat16ToFloatScalar).ToArray(), wide);
+    }
+
+    /// <summary>Concat against a scalar loop: small (serial) and large (chunks over the cores that span inputs and rows).</summary>
+    [TestMethod]
+    [DataRow(1, 3, 5, 2)]
+    [DataRow(1, 511, 1, 1024)] // a decode step's KV history and its new row
+    [DataRow(4, 300, 2, 128)]
+    [DataRow(3, 7, 0, 5000)] // an empty input
+    public void ConcatMatchesScalar(int outer, int first, int second, int inner)
+    {
+        long[] sizes = [first, second, 3];
+        float[][] parts = sizes.Select((size, k) => Enumerable.Range(0, (int)(outer * size * inner)).Select(i => k * 1e6f + i).ToArray()).ToArray();
+        long total = sizes.Sum();
+        var want = new List<float>();
+        for (int r = 0; r < outer; r++)
+            for (int k = 0; k < parts.Length; k++)
+                want.AddRange(parts[k].Skip((int)(r * sizes[k] * inner)).Take((int)(sizes[k] * inner)));
+        var y = new float[outer * total * inner];
+        var handles = parts.Select(p => System.Runtime.InteropServices.GCHandle.Alloc(p, System.Runtime.InteropServices.GCHandleType.Pinned)).ToArray();
+        try
+        {
+            fixed (float* yp = y)
+                Kernels.Concat(handles.Select(h => h.AddrOfPinnedObject()).ToArray(), sizes, outer, inner, yp);
+        }
+        finally
+        {
+            foreach (var h in handles) h.Free();
+        }
+        CollectionAssert.AreEqual(want.ToArray(), y);
     }
 
     [TestMethod]
@@ -191,5 +248,48 @@ public sealed unsafe class KernelTests
                         Assert.AreEqual(want, y[((b * mq + i) * qHeads + h) * dim + d], 1e-5, $"[{b},{i},{h},{d}]");
                     }
                 }
+    }
+
+    /// <summary>
+    /// Attention reading keys and values as history (bf16 or f32) + new rows gives bit for bit what it gives on the
+    /// concatenated f32 tensors (which the oracle above checks): the same numbers in the same order.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 1, 11, 1, false, true)]
+    [DataRow(2, 1, 7, 1, false, false)]
+    [DataRow(2, 3, 9, 3, true, true)]
+    public void SplitHistoryAttentionMatchesConcatenated(int batch, int mq, int historyRows, int freshRows, bool causal, bool bf16History)
+    {
+        const int qHeads = 4, kvHeads = 2, dim = 8;
+        const float scale = 0.35f;
+        int mk = historyRows + freshRows, row = kvHeads * dim;
+        var rng = new Random(17);
+        float[] Values(int count) => Enumerable.Range(0, count).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        float[] q = Values(batch * mq * qHeads * dim);
+        // bf16 history: values a bf16 holds exactly, as the widened copy would hold them.
+        float[] Rounded(float[] v) => bf16History ? v.Select(x => FloatFormats.BFloat16ToFloatScalar(FloatFormats.FloatToBFloat16Scalar(x))).ToArray() : v;
+        float[] kh = Rounded(Values(batch * historyRows * row)), vh = Rounded(Values(batch * historyRows * row));
+        float[] kf = Values(batch * freshRows * row), vf = Values(batch * freshRows * row);
+        float[] Joined(float[] h, float[] f) => Enumerable.Range(0, batch).SelectMany(b =>
+            h.Skip(b * historyRows * row).Take(historyRows * row).Concat(f.Skip(b * freshRows * row).Take(freshRows * row))).ToArray();
+        float[] k = Joined(kh, kf), v = Joined(vh, vf);
+        var mask = new float[batch * mq * mk];
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < mq; i++)
+                for (int j = 0; j < mk; j++)
+                    mask[(b * mq + i) * mk + j] = j < historyRows / 2 + b || j >= historyRows ? 0f : -10000f; // some history filled, the new rows
+        var want = new float[batch * mq * qHeads * dim];
+        var got = new float[want.Length];
+        ushort[] khb = kh.Select(FloatFormats.FloatToBFloat16Scalar).ToArray(), vhb = vh.Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        fixed (float* qp = q, kp = k, vp = v, mp = mask, wp = want, gp = got, khp = kh, vhp = vh, kfp = kf, vfp = vf)
+        fixed (ushort* khbp = khb, vhbp = vhb)
+        {
+            Kernels.Attention(qp, kp, vp, causal ? null : mp, wp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+            var type = bf16History ? BModelDataType.BFloat16 : BModelDataType.Float32;
+            var keys = new Kernels.SplitRows(bf16History ? (byte*)khbp : (byte*)khp, type, historyRows, kfp, freshRows, kvHeads, dim);
+            var values = new Kernels.SplitRows(bf16History ? (byte*)vhbp : (byte*)vhp, type, historyRows, vfp, freshRows, kvHeads, dim);
+            Kernels.Attention(qp, keys, values, causal ? null : mp, gp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+        }
+        CollectionAssert.AreEqual(want, got);
     }
 }
