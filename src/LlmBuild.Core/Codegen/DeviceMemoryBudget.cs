@@ -150,9 +150,10 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
             case WeightStorage.Activation: return Product(count, Models.GraphDTypes.ActivationBytes(model.ActivationDtype));
             default:
             {
+                // The entry's own width: mixed-precision linears and an 8-bit head count at 8 bits.
                 long n = shape[0], k = shape.Length > 1 ? shape[1] : 1;
                 long groups = model.Weights.GroupSize > 0 ? k / model.Weights.GroupSize : 1;
-                return Sum(Product(n, k, model.Weights.Bits) / 8, Product(n, groups, 4 + 1));
+                return Sum(Product(n, k, model.SchemeOf(e).Bits) / 8, Product(n, groups, 4 + 1));
             }
         }
     }

@@ -77,8 +77,9 @@ public static class PieceCodegen
         GraphDType activation = GraphDTypes.Activation(model.ActivationDtype);
         if (!chip.ActivationDTypes.Contains(activation))
             throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"{chip.Name} does not compute in {model.ActivationDtype}; choose a Quantize mode with {string.Join(" or ", chip.ActivationDTypes.Select(t => t.MlirName()))} activations.");
-        if (!chip.WeightBits.Contains(model.Weights.Bits))
-            throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"{chip.Name} does not support {model.Weights.Bits}-bit weights.");
+        foreach (int bits in model.Owners.SelectMany(o => o.Entries).Where(e => e.Storage == WeightStorage.Quantized).Select(e => model.SchemeOf(e).Bits).Append(model.Weights.Bits).Distinct())
+            if (!chip.WeightBits.Contains(bits))
+                throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"{chip.Name} does not support {bits}-bit weights.");
         if (model.Options.NumCore > chip.MaxCores)
             throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"NumCore={model.Options.NumCore} but {chip.Name} has {chip.MaxCores} core(s). Set NumCore to at most {chip.MaxCores}.");
         return new Lowering(graph, chip, activation, read).Run();

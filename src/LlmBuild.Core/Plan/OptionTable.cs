@@ -295,9 +295,9 @@ public static class OptionTable
     };
     public static readonly OptionDefinition QuantizeLmHead = new()
     {
-        Name = "QuantizeLmHead", Kind = OptionKind.Switch, Default = "false",
-        Doc = "Quantize lm_head like the block linears (w4/w8 modes); by default it stays in the activation dtype.",
-        ValuesDoc = "quantize lm_head like the block linears",
+        Name = "QuantizeLmHead", Kind = OptionKind.Choice, Choices = ["false", "true", "w8"], Default = "false",
+        Doc = "Quantize lm_head: true like the block linears (w4/w8 modes), w8 at 8 bits even in a w4 build; by default (false) it stays in the activation dtype.",
+        ValuesDoc = "false (activation dtype), true (the model's width), w8 (8 bits in a w4 build too)",
     };
     public static readonly OptionDefinition QuantizeVit = new()
     {
@@ -338,6 +338,14 @@ public static class OptionTable
         Name = "QuantizeMethod", Kind = OptionKind.Choice, Choices = ["rtn", "gptq", "awq"], Default = "rtn",
         Doc = "How w4/w8 weights are rounded: rtn (round to nearest), gptq (error-compensating rounding on calibration data), awq (activation-aware scales folded into the preceding norm, then rounding).",
         ValuesDoc = "rtn (round to nearest), gptq, awq: calibrated on LlmCalibrationText or self-generated text",
+    };
+    public static readonly OptionDefinition QuantizeBudget = new()
+    {
+        Name = "QuantizeBudget", Kind = OptionKind.Text,
+        Expected = "a size such as 350MiB or bits per weight such as 5.0bpw",
+        Check = text => WeightBudget.Parse(text),
+        Doc = "w4 builds: mixed precision under a budget — the block linears most sensitive on calibration data are kept at 8 bits until the weights reach this size (NNNMiB, all weight files) or average (N.Nbpw, block linears with their scales and zero points).",
+        ValuesDoc = "`<n>MiB` (all stored weights) or `<x>bpw` (block linears, scales included): most sensitive linears at w8 until met",
     };
     public static readonly OptionDefinition CalibrationSamples = new()
     {
@@ -385,7 +393,7 @@ public static class OptionTable
     /// <summary>LlmBuild's own options.</summary>
     public static IReadOnlyList<OptionDefinition> LlmBuildOptions { get; } =
         [LlmModelName, QuantizeLmHead, QuantizeVit, DeviceMemoryMiB, TpuMlirPath, LlmCodegenBackend, LlmIgnoreTensors, Verify,
-         QuantizeMethod, CalibrationSamples, CalibrationSeqLength, CalibrationSeed, GptqActOrder, LlmCalibrationText];
+         QuantizeMethod, QuantizeBudget, CalibrationSamples, CalibrationSeqLength, CalibrationSeed, GptqActOrder, LlmCalibrationText];
 
     public static IReadOnlyList<OptionDefinition> All { get; } = [.. ConvertOptions, .. LlmBuildOptions];
 

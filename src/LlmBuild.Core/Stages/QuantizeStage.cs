@@ -38,6 +38,9 @@ public static class QuantizeStage
     public static bool Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath, string? weightsIdentity = null, string? statsDir = null, string? calibrationDir = null)
     {
         var constants = ExportStage.OwnerConstants(model, owner);
+        // Mixed widths are chosen after resolve: they join the identity, so a changed choice never reuses the old weights.
+        if (weightsIdentity is not null)
+            weightsIdentity += string.Concat(model.Owner(owner).Entries.Where(e => e.Bits is not null).Select(e => $";{e.Key}=w{e.Bits}"));
         string identityPath = IdentityPath(npzPath);
         int? reusable = weightsIdentity is null ? null : ReusableWeightEntries(npzPath, identityPath, weightsIdentity);
         if (File.Exists(identityPath)) AtomicFile.Delete(identityPath);
@@ -83,6 +86,21 @@ public static class QuantizeStage
         string stats = CalibrationRun.StatisticsDirectory(model, calibrationDir);
         CalibrationRun.EnsureStatistics(model, stats, warnings, log);
         return stats;
+    }
+
+    /// <summary>
+    /// QuantizeBudget: chooses every block linear's width from the calibration statistics (<see cref="MixedPrecision"/>),
+    /// writes <paramref name="widthsPath"/> (calibration/widths.json) when the choice changed, logs the table and returns
+    /// the model with the widths. Other builds are returned as they are.
+    /// </summary>
+    public static ResolvedModel ChooseWidths(ResolvedModel model, string? statsDir, string widthsPath, Action<string> log)
+    {
+        if (model.Calibration?.Budget is null || statsDir is null) return model;
+        PrecisionChoice choice;
+        using (ICheckpoint checkpoint = OpenSource(model)) choice = MixedPrecision.Choose(checkpoint, model, statsDir);
+        bool changed = choice.Write(widthsPath);
+        log($"mixed precision under QuantizeBudget={choice.Budget} ({widthsPath}{(changed ? "" : ", unchanged")}):\n" + MixedPrecision.Table(choice));
+        return PrecisionChoice.Apply(model, widthsPath);
     }
 
     /// <summary>Writes calibration/quantization.json and returns the build log's table.</summary>
