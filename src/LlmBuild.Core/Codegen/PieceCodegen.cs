@@ -353,6 +353,8 @@ public static class PieceCodegen
                     long m = ins[0].Count / k;
                     if (!op.BoolOr("right_transpose", false)) throw Unsupported(op, "A16MatMul needs right_transpose");
                     if (bits is not (4 or 8)) throw Unsupported(op, $"{bits}-bit weights");
+                    // The op's width must be what the stored weight is (a mixed-precision build has both widths).
+                    if (ins[1].Count != n * k * bits / 8) throw Unsupported(op, $"qweight has {ins[1].Count} bytes, {bits}-bit {n}x{k} weights take {n * k * bits / 8}");
                     Emit(EmuOp.A16MatMul, [ins[0], ins[1], ins[2], ins[3], ins.Length > 4 ? ins[4] : NoneVal], [Define(outName)],
                         [m, k, n, bits, group > 0 ? group : k], [], outName);
                     break;

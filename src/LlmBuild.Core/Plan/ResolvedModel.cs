@@ -75,11 +75,11 @@ public sealed record ResolvedModel
     /// <summary>The bytes an entry is stored with in its weight file (quantized: qweight, f32 scales, u8 zero points).</summary>
     public long StoredBytes(WeightEntry e)
     {
-        long count = e.Shape.Aggregate(1L, (a, b) => checked(a * b));
+        long count = WeightBudget.SaturatingProduct(e.Shape);
         return e.Storage switch
         {
-            WeightStorage.Float32 => count * 4,
-            WeightStorage.Activation => count * GraphDTypes.ActivationBytes(ActivationDtype),
+            WeightStorage.Float32 => WeightBudget.SaturatingProduct(count, 4),
+            WeightStorage.Activation => WeightBudget.SaturatingProduct(count, GraphDTypes.ActivationBytes(ActivationDtype)),
             _ => WeightBudget.LinearBytes(e.Shape[0], e.Shape.Length > 1 ? e.Shape[1] : 1, SchemeOf(e).Bits, Weights.GroupSize),
         };
     }

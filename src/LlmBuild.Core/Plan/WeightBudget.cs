@@ -42,8 +42,22 @@ public sealed partial record WeightBudget(double Value, string Unit)
     public static long LinearBytes(long n, long k, int bits, int groupSize)
     {
         long groups = groupSize > 0 ? k / groupSize : 1;
-        return n * k * bits / 8 + n * groups * 5;
+        return SaturatingSum(SaturatingProduct(n, k, bits) / 8, SaturatingProduct(n, groups, 5));
     }
+
+    /// <summary>Products and sums of sizes that stop at long.MaxValue instead of wrapping (absurd configs give a coded error later, not an overflow).</summary>
+    public static long SaturatingProduct(params long[] factors)
+    {
+        try
+        {
+            long p = 1;
+            foreach (long f in factors) p = checked(p * f);
+            return p;
+        }
+        catch (OverflowException) { return long.MaxValue; }
+    }
+
+    public static long SaturatingSum(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
 
     /// <summary>
     /// The bytes the candidates may take in all, checked against what all-w4 and all-w8 take (LLMB0235). <paramref name="otherBytes"/>
