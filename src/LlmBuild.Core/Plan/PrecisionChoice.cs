@@ -4,8 +4,11 @@ using LlmBuild.Core.IO;
 
 namespace LlmBuild.Core.Plan;
 
-/// <summary>One block linear in the mixed-precision choice: its output error on the calibration data at 4 and 8 bits (round to nearest) and the width kept.</summary>
-public sealed record LinearWidth(int Layer, string Role, string Tensor, int Bits, double Error4, double Error8, long Bytes4, long Bytes8);
+/// <summary>
+/// One block linear in the mixed-precision choice: the width kept, its output error on the calibration data at 4 and 8 bits
+/// (round to nearest), its float output's energy on the same data (Signal), and its stored bytes at either width.
+/// </summary>
+public sealed record LinearWidth(int Layer, string Role, string Tensor, int Bits, double Error4, double Error8, double Signal, long Bytes4, long Bytes8);
 
 /// <summary>
 /// calibration/widths.json: the width of every block linear of a QuantizeBudget build, chosen by the quantize stage

@@ -23,8 +23,6 @@ public sealed class MixedPrecisionTests
     /// <summary>The example's block linears: 4 layers × (q, k, v, o, gate, up, down).</summary>
     private const int BlockLinears = 4 * 7;
 
-    private static readonly WeightBudget SixBpw = WeightBudget.Parse("6.0bpw");
-
     private static Dictionary<string, string?> Props(params (string Name, string Value)[] extra)
     {
         var props = new Dictionary<string, string?>
@@ -42,11 +40,17 @@ public sealed class MixedPrecisionTests
         var rows = new List<string>();
         foreach (int groupSize in new[] { 64, 32 })
         {
+            // Halfway between every block linear at w4 and every one at w8 (scales and zero points included):
+            // 6.625 bpw at g64, 7.25 bpw at g32.
+            double overhead = 40.0 / groupSize;
+            var budget = new WeightBudget(6 + overhead, WeightBudget.Bpw);
             PrecisionChoice? choice = null;
             var rtn = CalibrationFidelityTests.Measure("rtn", groupSize);
-            var mixed = CalibrationFidelityTests.Measure("rtn", groupSize, budget: SixBpw, chosen: c => choice = c);
-            var mixedGptq = CalibrationFidelityTests.Measure("gptq", groupSize, budget: SixBpw);
-            string row = $"w4 g{groupSize}: rtn {rtn}, mixed 6.0bpw (rtn) {mixed}, mixed 6.0bpw (gptq) {mixedGptq}; " +
+            var mixed = CalibrationFidelityTests.Measure("rtn", groupSize, budget: budget, chosen: c => choice = c);
+            var mixedGptq = CalibrationFidelityTests.Measure("gptq", groupSize, budget: budget);
+            // For scale: every block linear at w8 (the budget's top).
+            var allEight = CalibrationFidelityTests.Measure("rtn", groupSize, budget: new WeightBudget(8 + overhead, WeightBudget.Bpw));
+            string row = $"w4 g{groupSize}: rtn {rtn}, mixed {budget} (rtn) {mixed}, mixed {budget} (gptq) {mixedGptq}, all w8 {allEight}; " +
                 $"{choice!.Linears.Count(l => l.Bits == 8)} of {choice.Linears.Count} linears at w8, {choice.BitsPerWeight} bpw";
             Console.WriteLine(row);
             rows.Add(row);
