@@ -55,6 +55,10 @@ public sealed class CalibratedBuildTests
         rechosen.AssertSucceeded();
         Assert.IsTrue(File.Exists(widths), "widths.json chosen again");
         StringAssert.Contains(rechosen.Output, "calibration statistics up to date");
+        var quiet = BuildHarness.Build(dir);
+        quiet.AssertSucceeded();
+        Assert.IsTrue(File.Exists(widths), "kept by the next build (it is a FileWrite of every build, not only the one that wrote it)");
+        Assert.AreEqual(0, quiet.RanTasks.Count(t => t != Stages.Resolve), "no-op again after the widths were chosen anew: " + string.Join(", ", quiet.RanTasks));
 
         BuildHarness.WriteProject(dir, Properties(groupSize: "32"));
         var regrouped = BuildHarness.Build(dir);

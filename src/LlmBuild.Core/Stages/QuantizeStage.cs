@@ -99,6 +99,9 @@ public static class QuantizeStage
         PrecisionChoice choice;
         using (ICheckpoint checkpoint = OpenSource(model)) choice = MixedPrecision.Choose(checkpoint, model, statsDir);
         bool changed = choice.Write(widthsPath);
+        // Unchanged content keeps its bytes but not its time: the file is an output of the quantize target, which must
+        // not stay older than the inputs this run answered (nothing downstream lists it; they follow the weight files).
+        if (!changed) File.SetLastWriteTimeUtc(widthsPath, DateTime.UtcNow);
         log($"mixed precision under QuantizeBudget={choice.Budget} ({widthsPath}{(changed ? "" : ", unchanged")}):\n" + MixedPrecision.Table(choice));
         return PrecisionChoice.Apply(model, widthsPath);
     }
