@@ -35,14 +35,21 @@ public sealed class CalibratedBuildTests
         StringAssert.Contains(first.Output, "mixed precision under QuantizeBudget=6bpw");
         string calibration = Path.Combine(dir, "obj", "Debug", "llm", "calibration");
         string widths = Path.Combine(calibration, "widths.json");
+        int eight;
         using (var doc = JsonDocument.Parse(File.ReadAllText(widths)))
         {
             var linears = doc.RootElement.GetProperty("Linears").EnumerateArray().ToList();
             Assert.AreEqual(28, linears.Count, "every block linear of the example");
-            int eight = linears.Count(l => l.GetProperty("Bits").GetInt32() == 8);
+            eight = linears.Count(l => l.GetProperty("Bits").GetInt32() == 8);
             Assert.IsTrue(eight > 0 && eight < 28, $"{eight} linears at w8");
         }
-        Assert.IsTrue(File.Exists(Path.Combine(calibration, "quantization.json")), "the gptq report");
+        using (var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(calibration, "quantization.json"))))
+        {
+            Assert.AreEqual("6bpw", report.RootElement.GetProperty("Budget").GetString());
+            var lines = report.RootElement.GetProperty("Linears").EnumerateArray().ToList();
+            Assert.AreEqual(28, lines.Count, "the gptq report lists every linear");
+            Assert.AreEqual(eight, lines.Count(l => l.GetProperty("Bits").GetInt32() == 8), "with the width chosen for it");
+        }
         using (var verify = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "obj", "Debug", "llm", "verify.json"))))
             Assert.AreEqual(0, verify.RootElement.GetProperty("failures").GetArrayLength());
 
