@@ -10,7 +10,8 @@ namespace LlmBuild.Tasks;
 /// <summary>
 /// Stage 2: writes one npz per weight owner (embedding, block_i, lm_head), only for owners that are out of date. With
 /// QuantizeMethod gptq/awq it first computes (or reuses) the per-layer calibration statistics under CalibrationDirectory
-/// and writes quantization.json there, with its table in the build log.
+/// and writes quantization.json there, with its table in the build log. With QuantizeBudget it then chooses every block
+/// linear's width (calibration/widths.json, read back by the later stages) before writing the owners.
 /// </summary>
 public sealed class QuantizeLlmWeights : LlmTask
 {

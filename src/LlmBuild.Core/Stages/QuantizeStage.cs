@@ -14,7 +14,8 @@ namespace LlmBuild.Core.Stages;
 /// Stage 2. Converts or quantizes one weight owner's tensors (embedding, block_i, lm_head) from the source checkpoint
 /// into its npz. The checkpoint is opened once per batch of owners and memory-mapped, so owners run in parallel.
 /// With QuantizeMethod gptq/awq, <see cref="Calibrate"/> first makes sure the per-layer calibration statistics exist
-/// (under <c>calibration/</c> beside the weights), and each block is quantized from its layer's statistics.
+/// (under <c>calibration/</c> beside the weights), and each block is quantized from its layer's statistics. With
+/// QuantizeBudget (any method), <see cref="ChooseWidths"/> picks each block linear's width from those statistics first.
 /// </summary>
 public static class QuantizeStage
 {
