@@ -10,7 +10,8 @@ namespace LlmBuild.Tasks;
 /// <summary>
 /// Stage 2: writes one npz per weight owner (embedding, block_i, lm_head), only for owners that are out of date. With
 /// QuantizeMethod gptq/awq it first computes (or reuses) the per-layer calibration statistics under CalibrationDirectory
-/// and writes quantization.json there, with its table in the build log.
+/// and writes quantization.json there, with its table in the build log. With QuantizeBudget it then chooses every block
+/// linear's width (calibration/widths.json, read back by the later stages) before writing the owners.
 /// </summary>
 public sealed class QuantizeLlmWeights : LlmTask
 {
@@ -24,16 +25,20 @@ public sealed class QuantizeLlmWeights : LlmTask
 
     protected override void ExecuteCore()
     {
-        ResolvedModel model = ResolvedModel.Load(ResolvedFile);
+        // The widths of a QuantizeBudget build are chosen here, after the calibration statistics exist.
+        ResolvedModel model = ResolvedModel.Load(ResolvedFile, withWidths: false);
         DeleteStaleTemporariesBeside(Owners.Select(o => o.Path("Npz")));
         var shared = SharedInputs.Paths().ToArray();
         var stale = Owners.Where(o => !Freshness.IsUpToDate([o.Path("Npz")], [o.Path("Spec"), .. shared])).ToList();
         foreach (var o in Owners.Except(stale)) LogPieceUpToDate(o.ItemSpec);
-        if (stale.Count == 0) return;
+        string widthsPath = PrecisionChoice.PathBeside(ResolvedFile);
+        if (stale.Count == 0 && (model.Calibration?.Budget is null || File.Exists(widthsPath))) return;
         string calibrationDir = CalibrationDirectory.Length > 0 ? CalibrationDirectory : System.IO.Path.Combine(System.IO.Path.GetDirectoryName(ResolvedFile)!, "calibration");
         var warnings = new List<LlmBuildWarning>();
         string? stats = QuantizeStage.Calibrate(model, calibrationDir, warnings, line => LogProgress($"{Stage}: {line}"));
         foreach (var w in warnings) LogWarning(w);
+        model = QuantizeStage.ChooseWidths(model, stats, widthsPath, line => LogProgress($"{Stage}: {line}"));
+        if (stale.Count == 0) return;
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         RunPieces(stale, o => o.ItemSpec, (o, log) =>
         {

@@ -34,6 +34,14 @@ public sealed class ConvertFlagsTests
         (["--only_mlir"], "OnlyMlir", true),
         (["--debug"], "Debug", true),
         (["--dry_run"], "DryRun", true),
+        // LlmBuild's own flags, in the same style: calibrated quantization.
+        (["--quantize_method"], "QuantizeMethod", false),
+        (["--quantize_budget"], "QuantizeBudget", false),
+        (["--calibration_samples"], "CalibrationSamples", false),
+        (["--calibration_seq_length"], "CalibrationSeqLength", false),
+        (["--calibration_seed"], "CalibrationSeed", false),
+        (["--gptq_act_order"], "GptqActOrder", true),
+        (["--calibration_text"], "LlmCalibrationText", false),
     ];
 
     [TestMethod]

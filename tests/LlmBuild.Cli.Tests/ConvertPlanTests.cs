@@ -113,6 +113,24 @@ public sealed class ConvertPlanTests
         Assert.IsFalse(Directory.Exists(outDir));
     }
 
+    [TestMethod]
+    public void CalibrationFlagsReachTheResolvedConfigurationAndABadBudgetNamesItsFlag()
+    {
+        string outDir = Path.Combine(TestPaths.NewTempDirectory("dry-calib"), "out");
+        var (_, request) = TestPaths.Parse(TestPaths.Example("--dry_run", "-o", outDir, "--quantize_method", "gptq", "--quantize_budget", "6bpw",
+            "--calibration_samples", "4", "--calibration_seq_length", "32", "--calibration_seed", "3", "--gptq_act_order"));
+        var output = new StringWriter();
+        Assert.AreEqual(0, Commands.ConvertCommand.Run(request, output));
+        string text = output.ToString();
+        StringAssert.Contains(text, "gptq act-order, 4 × 32 tokens, seed 3, self-generated text");
+        StringAssert.Contains(text, "QuantizeBudget");
+
+        var (_, bad) = TestPaths.Parse(TestPaths.Example("--dry_run", "-o", outDir, "--quantize_budget", "lots"));
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => ConvertPlan.Create(bad, Directory.GetCurrentDirectory()));
+        Assert.AreEqual(ErrorCodes.BadQuantizeBudget, e.Code, e.Message);
+        Assert.IsFalse(Directory.Exists(outDir));
+    }
+
     /// <summary>Before the download: a folder with config.json and the tokenizer only (today's Qwen2.5-7B-Instruct).</summary>
     [TestMethod]
     public void DryRunWorksBeforeTheWeightsAreDownloaded()

@@ -39,6 +39,9 @@ public sealed record ConvertPlan
         string modelPath = OptionTable.ModelPath.Name;
         if (values.TryGetValue(modelPath, out string? model) && !string.IsNullOrWhiteSpace(model))
             values[modelPath] = Path.TrimEndingDirectorySeparator(Path.GetFullPath(model.Trim(), currentDirectory));
+        string text = OptionTable.LlmCalibrationText.Name;
+        if (values.TryGetValue(text, out string? files) && !string.IsNullOrWhiteSpace(files))
+            values[text] = string.Join(';', files.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(f => Path.GetFullPath(f, currentDirectory)));
 
         BuildOptions options;
         ResolvedModel resolved;

@@ -32,6 +32,9 @@ public static class CalibratedLayer
         (WeightRole.MlpGate, LinearInput.Mlp), (WeightRole.MlpUp, LinearInput.Mlp), (WeightRole.MlpDown, LinearInput.MlpDown),
     ];
 
+    /// <summary>The calibration input group a block linear reads (its Hessian); null for a role calibration does not observe.</summary>
+    public static LinearInput? InputOf(WeightRole role) => Linears.Where(l => l.Role == role).Select(l => (LinearInput?)l.Input).FirstOrDefault();
+
     /// <summary>The overrides for the layer's entries among <paramref name="entries"/>, and the report lines.</summary>
     public static (WeightOverrides Overrides, List<LinearReport> Report) Quantize(ICheckpoint checkpoint, ResolvedModel model, IReadOnlyList<WeightEntry> entries,
         LayerStatistics stats, CalibrationSettings settings)
@@ -41,7 +44,6 @@ public static class CalibratedLayer
         var report = new List<LinearReport>();
         WeightEntry? Entry(WeightRole role) => entries.FirstOrDefault(e => e.Role == role && e.Layer == layer && e.Expert is null);
         float[] Read(WeightEntry e) => ReadFloats(checkpoint, e);
-        QuantScheme scheme = model.Weights;
         var scaling = new AwqScaling();
         Dictionary<WeightRole, float[]> weights = settings.Method == CalibrationSettings.Awq
             ? ScaleForAwq(checkpoint, model, entries, stats, scaling, overrides.Floats)
@@ -54,6 +56,8 @@ public static class CalibratedLayer
         {
             if (!weights.TryGetValue(role, out float[]? w) || !stats.Groups.TryGetValue(input, out var group)) continue;
             WeightEntry e = Entry(role)!;
+            // The entry's width: a linear mixed precision keeps at 8 bits is rounded (and GPTQ-compensated) at 8 bits.
+            QuantScheme scheme = model.SchemeOf(e);
             int n = checked((int)e.Shape[0]), k = checked((int)e.Shape[1]);
             QuantizedLinear q = settings.Method == CalibrationSettings.Gptq
                 ? Gptq.Quantize(w, n, k, group.Hessian, scheme, settings.ActOrder, e.SourceTensor)

@@ -133,7 +133,9 @@ public static class CalibrationRun
         var document = new
         {
             Method = cal.Method, cal.ActOrder, cal.Samples, cal.SeqLength, cal.Seed, Text = cal.TextFiles.Count == 0 ? "self-generated" : string.Join(";", cal.TextFiles.Select(Path.GetFileName)),
-            model.Weights.Bits, model.Weights.GroupSize, model.Weights.Symmetric, Linears = lines,
+            model.Weights.Bits, model.Weights.GroupSize, model.Weights.Symmetric,
+            // QuantizeBudget: each line's Bits is the width chosen for it (calibration/widths.json has the choice's figures).
+            Budget = cal.Budget?.ToString(), Linears = lines,
         };
         AtomicFile.WriteAllText(reportPath, JsonSerializer.Serialize(document, ReportJson) + "\n");
         var table = new StringBuilder();

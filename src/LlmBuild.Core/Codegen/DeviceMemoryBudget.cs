@@ -113,18 +113,9 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
     }
 
     /// <summary>A product of sizes; long.MaxValue when it overflows, which no budget admits.</summary>
-    internal static long Product(params long[] factors)
-    {
-        try
-        {
-            long p = 1;
-            foreach (long f in factors) p = checked(p * f);
-            return p;
-        }
-        catch (OverflowException) { return long.MaxValue; }
-    }
+    internal static long Product(params long[] factors) => WeightBudget.SaturatingProduct(factors);
 
-    private static long Sum(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
+    private static long Sum(long a, long b) => WeightBudget.SaturatingSum(a, b);
 
     /// <summary>Bytes of one weight entry as stored in coefficient memory.</summary>
     public static long StoredBytes(ResolvedModel model, WeightEntry e) => Bytes(model, e, e.Shape);
@@ -141,21 +132,8 @@ public sealed record DeviceMemoryBudget(long WeightBytes, long KvCacheBytes, lon
         return Bytes(model, e, shape);
     }
 
-    private static long Bytes(ResolvedModel model, WeightEntry e, long[] shape)
-    {
-        long count = Product(shape);
-        switch (e.Storage)
-        {
-            case WeightStorage.Float32: return Product(count, 4);
-            case WeightStorage.Activation: return Product(count, Models.GraphDTypes.ActivationBytes(model.ActivationDtype));
-            default:
-            {
-                long n = shape[0], k = shape.Length > 1 ? shape[1] : 1;
-                long groups = model.Weights.GroupSize > 0 ? k / model.Weights.GroupSize : 1;
-                return Sum(Product(n, k, model.Weights.Bits) / 8, Product(n, groups, 4 + 1));
-            }
-        }
-    }
+    /// <summary>The stored bytes of an entry (or one device's shard of it) at its own width: mixed-precision linears and an 8-bit head count at 8 bits.</summary>
+    private static long Bytes(ResolvedModel model, WeightEntry e, long[] shape) => model.StoredBytes(e with { Shape = shape });
 
     public void Check(ResolvedModel model, ChipProfile chip)
     {

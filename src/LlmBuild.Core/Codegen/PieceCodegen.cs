@@ -77,8 +77,9 @@ public static class PieceCodegen
         GraphDType activation = GraphDTypes.Activation(model.ActivationDtype);
         if (!chip.ActivationDTypes.Contains(activation))
             throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"{chip.Name} does not compute in {model.ActivationDtype}; choose a Quantize mode with {string.Join(" or ", chip.ActivationDTypes.Select(t => t.MlirName()))} activations.");
-        if (!chip.WeightBits.Contains(model.Weights.Bits))
-            throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"{chip.Name} does not support {model.Weights.Bits}-bit weights.");
+        foreach (int bits in model.Owners.SelectMany(o => o.Entries).Where(e => e.Storage == WeightStorage.Quantized).Select(e => model.SchemeOf(e).Bits).Append(model.Weights.Bits).Distinct())
+            if (!chip.WeightBits.Contains(bits))
+                throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"{chip.Name} does not support {bits}-bit weights.");
         if (model.Options.NumCore > chip.MaxCores)
             throw new LlmBuildException(ErrorCodes.CodegenUnsupported, $"NumCore={model.Options.NumCore} but {chip.Name} has {chip.MaxCores} core(s). Set NumCore to at most {chip.MaxCores}.");
         return new Lowering(graph, chip, activation, read).Run();
@@ -352,6 +353,8 @@ public static class PieceCodegen
                     long m = ins[0].Count / k;
                     if (!op.BoolOr("right_transpose", false)) throw Unsupported(op, "A16MatMul needs right_transpose");
                     if (bits is not (4 or 8)) throw Unsupported(op, $"{bits}-bit weights");
+                    // The op's width must be what the stored weight is (a mixed-precision build has both widths).
+                    if (ins[1].Count != n * k * bits / 8) throw Unsupported(op, $"qweight has {ins[1].Count} bytes, {bits}-bit {n}x{k} weights take {n * k * bits / 8}");
                     Emit(EmuOp.A16MatMul, [ins[0], ins[1], ins[2], ins[3], ins.Length > 4 ? ins[4] : NoneVal], [Define(outName)],
                         [m, k, n, bits, group > 0 ? group : k], [], outName);
                     break;

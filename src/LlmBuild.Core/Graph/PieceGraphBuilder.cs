@@ -655,7 +655,8 @@ public static partial class PieceGraphBuilder
             return g.Op("top.MatMul", [input, weight, biasName], result, outShape,
                 OpAttr.Of("right_transpose", true), OpAttr.Of("do_relu", false));
         }
-        QuantScheme q = c.Model.Weights;
+        // The entry's own width (mixed precision, an 8-bit lm_head) or the model's.
+        QuantScheme q = c.Model.SchemeOf(w);
         if (q.Bits is not (4 or 8))
             throw new LlmBuildException(ErrorCodes.GraphUnsupported, $"Weight '{w.Key}': {q.Bits}-bit weights are not supported (4 or 8).");
         GroupSizeRule.Check(q, kl, $"Weight '{w.Key}'");

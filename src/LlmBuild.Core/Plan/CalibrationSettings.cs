@@ -9,6 +9,7 @@ namespace LlmBuild.Core.Plan;
 /// </summary>
 public sealed record CalibrationSettings(string Method, int Samples, int SeqLength, int Seed, bool ActOrder, IReadOnlyList<string> TextFiles)
 {
+    public const string Rtn = "rtn";
     public const string Gptq = "gptq";
     public const string Awq = "awq";
 
@@ -16,13 +17,19 @@ public sealed record CalibrationSettings(string Method, int Samples, int SeqLeng
     /// What the calibration statistics (Hessians, mean |x|) depend on — not the method, the group size or act-order, so
     /// switching those reuses the cached forward passes.
     /// </summary>
+    /// <summary>QuantizeBudget: mixed w4/w8 widths chosen on the calibration data (any method, rtn included); null: one width.</summary>
+    public WeightBudget? Budget { get; init; }
+
     public string StatisticsKey => $"samples={Samples};seq={SeqLength};seed={Seed};text={string.Join('|', TextFiles)}";
 
-    /// <summary>Reads the calibration options; null for rtn. Refuses builds calibration cannot serve (LLMB0231).</summary>
+    /// <summary>Reads the calibration options; null for rtn without QuantizeBudget. Refuses builds calibration cannot serve (LLMB0231).</summary>
     public static CalibrationSettings? Read(IReadOnlyDictionary<string, string?> values)
     {
         string method = OptionTable.QuantizeMethod.ReadText(values);
-        if (method is "" or "rtn") return null;
+        if (method == "") method = Rtn;
+        string budgetText = OptionTable.QuantizeBudget.ReadText(values);
+        WeightBudget? budget = budgetText.Length > 0 ? WeightBudget.Parse(budgetText) : null;
+        if (method == Rtn && budget is null) return null;
         string[] files = OptionTable.LlmCalibrationText.ReadText(values)
             .Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(f => Path.GetFullPath(f)).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
@@ -31,7 +38,7 @@ public sealed record CalibrationSettings(string Method, int Samples, int SeqLeng
                 throw new LlmBuildException(ErrorCodes.BadCalibrationText,
                     $"LlmCalibrationText names '{file}', which does not exist. Fix the item's path or remove it (without text the model's own sampled text is used).", file);
         return new CalibrationSettings(method, OptionTable.CalibrationSamples.ReadInteger(values), OptionTable.CalibrationSeqLength.ReadInteger(values),
-            OptionTable.CalibrationSeed.ReadInteger(values), OptionTable.GptqActOrder.ReadSwitch(values) && method == Gptq, files);
+            OptionTable.CalibrationSeed.ReadInteger(values), OptionTable.GptqActOrder.ReadSwitch(values) && method == Gptq, files) { Budget = budget };
     }
 
     /// <summary>The resolve-time refusals: calibration needs plain float linears of a dense single-device model.</summary>
@@ -46,6 +53,7 @@ public sealed record CalibrationSettings(string Method, int Samples, int SeqLeng
             : null;
         if (why is not null)
             throw new LlmBuildException(ErrorCodes.CalibrationUnsupported,
-                $"QuantizeMethod={Method} cannot calibrate this build: {why}. Use QuantizeMethod=rtn.");
+                Budget is null ? $"QuantizeMethod={Method} cannot calibrate this build: {why}. Use QuantizeMethod=rtn."
+                : $"QuantizeBudget={Budget} (QuantizeMethod={Method}) needs calibration, which cannot serve this build: {why}. Remove QuantizeBudget and use QuantizeMethod=rtn.");
     }
 }

@@ -25,7 +25,7 @@ public enum OptionKind
 public sealed record OptionDefinition
 {
     public required string Name { get; init; }
-    /// <summary>llm_convert.py's spellings (short first); empty for LlmBuild's own options.</summary>
+    /// <summary>llm_convert.py's spellings (short first); for LlmBuild's own options, the `llmbuild convert` flag in the same style when it has one.</summary>
     public IReadOnlyList<string> Flags { get; init; } = [];
     /// <summary>Earlier names of the property, still read when the current name is not set (e.g. UseBlockWithKv).</summary>
     public IReadOnlyList<string> OldNames { get; init; } = [];
@@ -295,9 +295,9 @@ public static class OptionTable
     };
     public static readonly OptionDefinition QuantizeLmHead = new()
     {
-        Name = "QuantizeLmHead", Kind = OptionKind.Switch, Default = "false",
-        Doc = "Quantize lm_head like the block linears (w4/w8 modes); by default it stays in the activation dtype.",
-        ValuesDoc = "quantize lm_head like the block linears",
+        Name = "QuantizeLmHead", Kind = OptionKind.Choice, Choices = ["false", "true", "w8"], Default = "false",
+        Doc = "Quantize lm_head: true like the block linears (w4/w8 modes), w8 at 8 bits even in a w4 build; by default (false) it stays in the activation dtype.",
+        ValuesDoc = "false (activation dtype), true (the model's width), w8 (8 bits in a w4 build too)",
     };
     public static readonly OptionDefinition QuantizeVit = new()
     {
@@ -335,35 +335,43 @@ public static class OptionTable
     };
     public static readonly OptionDefinition QuantizeMethod = new()
     {
-        Name = "QuantizeMethod", Kind = OptionKind.Choice, Choices = ["rtn", "gptq", "awq"], Default = "rtn",
+        Name = "QuantizeMethod", Flags = ["--quantize_method"], Kind = OptionKind.Choice, Choices = ["rtn", "gptq", "awq"], Default = "rtn",
         Doc = "How w4/w8 weights are rounded: rtn (round to nearest), gptq (error-compensating rounding on calibration data), awq (activation-aware scales folded into the preceding norm, then rounding).",
         ValuesDoc = "rtn (round to nearest), gptq, awq: calibrated on LlmCalibrationText or self-generated text",
     };
+    public static readonly OptionDefinition QuantizeBudget = new()
+    {
+        Name = "QuantizeBudget", Flags = ["--quantize_budget"], Kind = OptionKind.Text,
+        Expected = "a size such as 350MiB or bits per weight such as 5.0bpw",
+        Check = text => WeightBudget.Parse(text),
+        Doc = "w4 builds: mixed precision under a budget — the block linears most sensitive on calibration data are kept at 8 bits until the weights reach this size (NNNMiB, all weight files) or average (N.Nbpw, block linears with their scales and zero points).",
+        ValuesDoc = "`<n>MiB` (all stored weights) or `<x>bpw` (block linears, scales included): most sensitive linears at w8 until met",
+    };
     public static readonly OptionDefinition CalibrationSamples = new()
     {
-        Name = "CalibrationSamples", Kind = OptionKind.Integer, Default = "32", Minimum = 1,
+        Name = "CalibrationSamples", Flags = ["--calibration_samples"], Kind = OptionKind.Integer, Default = "32", Minimum = 1,
         Doc = "Calibration sequences for gptq/awq.", ValuesDoc = "sequences run through the f32 reference for gptq/awq",
     };
     public static readonly OptionDefinition CalibrationSeqLength = new()
     {
-        Name = "CalibrationSeqLength", Kind = OptionKind.Integer, Default = "128", Minimum = 8,
+        Name = "CalibrationSeqLength", Flags = ["--calibration_seq_length"], Kind = OptionKind.Integer, Default = "128", Minimum = 8,
         Doc = "Tokens per calibration sequence.", ValuesDoc = "tokens per calibration sequence",
     };
     public static readonly OptionDefinition CalibrationSeed = new()
     {
-        Name = "CalibrationSeed", Kind = OptionKind.Integer, Default = "0", Minimum = 0,
+        Name = "CalibrationSeed", Flags = ["--calibration_seed"], Kind = OptionKind.Integer, Default = "0", Minimum = 0,
         Doc = "Seed of the calibration text: the windows cut from LlmCalibrationText, or the model's own sampled text when none is given.",
         ValuesDoc = "seeds the text windows or the self-generated text",
     };
     public static readonly OptionDefinition GptqActOrder = new()
     {
-        Name = "GptqActOrder", Kind = OptionKind.Switch, Default = "false",
+        Name = "GptqActOrder", Flags = ["--gptq_act_order"], Kind = OptionKind.Switch, Default = "false",
         Doc = "gptq: quantize the inputs in order of decreasing Hessian diagonal (stored with input_perm; the graph gathers the input).",
         ValuesDoc = "gptq: quantize inputs in decreasing-activation order (input_perm)",
     };
     public static readonly OptionDefinition LlmCalibrationText = new()
     {
-        Name = "LlmCalibrationText", Kind = OptionKind.Text,
+        Name = "LlmCalibrationText", Flags = ["--calibration_text"], Kind = OptionKind.Text,
         Doc = "Text files for gptq/awq calibration, normally given as LlmCalibrationText items (the SDK passes their full paths here, ;-separated); none = text the model samples itself.",
         ValuesDoc = "calibration text files (the `LlmCalibrationText` item); none: text the model samples itself from neutral starts",
     };
@@ -385,7 +393,7 @@ public static class OptionTable
     /// <summary>LlmBuild's own options.</summary>
     public static IReadOnlyList<OptionDefinition> LlmBuildOptions { get; } =
         [LlmModelName, QuantizeLmHead, QuantizeVit, DeviceMemoryMiB, TpuMlirPath, LlmCodegenBackend, LlmIgnoreTensors, Verify,
-         QuantizeMethod, CalibrationSamples, CalibrationSeqLength, CalibrationSeed, GptqActOrder, LlmCalibrationText];
+         QuantizeMethod, QuantizeBudget, CalibrationSamples, CalibrationSeqLength, CalibrationSeed, GptqActOrder, LlmCalibrationText];
 
     public static IReadOnlyList<OptionDefinition> All { get; } = [.. ConvertOptions, .. LlmBuildOptions];
 

@@ -79,6 +79,12 @@ public sealed record WeightEntry(WeightRole Role, int Layer, string SourceTensor
     /// <summary>The vision-tower tensor a <see cref="WeightRole.Vision"/> entry is (its <see cref="Layer"/> is the vision
     /// block, −1 for the patch embedding and the merger); null for every other entry.</summary>
     public VisionRole? Vision { get; init; }
+
+    /// <summary>
+    /// A quantized entry's own width when it differs from the model's scheme (a w8 lm_head in a w4 build, or a linear
+    /// mixed precision keeps at 8 bits); null: the model's width (<see cref="ResolvedModel.SchemeOf"/>).
+    /// </summary>
+    public int? Bits { get; init; }
 }
 
 /// <summary>A weight owner: one npz shared by every piece that uses these weights (block_i and block_cache_i).</summary>

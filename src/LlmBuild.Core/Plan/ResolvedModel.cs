@@ -69,6 +69,30 @@ public sealed record ResolvedModel
     public WeightEntry? Weight(WeightRole role, int layer = 0) =>
         Owners.SelectMany(o => o.Entries).FirstOrDefault(e => e.Role == role && (!ModelFamily.IsLayerRole(role) || e.Layer == layer));
 
+    /// <summary>The scheme a quantized entry is stored with: the model's, at the entry's own width when it has one (mixed precision, an 8-bit lm_head).</summary>
+    public QuantScheme SchemeOf(WeightEntry entry) => entry.Bits is { } bits && bits != Weights.Bits ? Weights with { Bits = bits } : Weights;
+
+    /// <summary>The bytes an entry is stored with in its weight file (quantized: qweight, f32 scales, u8 zero points).</summary>
+    public long StoredBytes(WeightEntry e)
+    {
+        long count = WeightBudget.SaturatingProduct(e.Shape);
+        return e.Storage switch
+        {
+            WeightStorage.Float32 => WeightBudget.SaturatingProduct(count, 4),
+            WeightStorage.Activation => WeightBudget.SaturatingProduct(count, GraphDTypes.ActivationBytes(ActivationDtype)),
+            _ => WeightBudget.LinearBytes(e.Shape[0], e.Shape.Length > 1 ? e.Shape[1] : 1, SchemeOf(e).Bits, Weights.GroupSize),
+        };
+    }
+
+    /// <summary>The model with per-entry widths (by source tensor) on its quantized entries; entries not named keep theirs.</summary>
+    public ResolvedModel WithWidths(IReadOnlyDictionary<string, int> bits) => this with
+    {
+        Owners = [.. Owners.Select(o => o with
+        {
+            Entries = [.. o.Entries.Select(e => e.Storage == WeightStorage.Quantized && bits.TryGetValue(e.SourceTensor, out int b) ? e with { Bits = b == Weights.Bits ? null : b } : e)],
+        })],
+    };
+
     public static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true,
@@ -78,18 +102,23 @@ public sealed record ResolvedModel
 
     public string ToJson() => JsonSerializer.Serialize(this, Json) + "\n";
 
-    public static ResolvedModel Load(string path)
+    /// <summary>
+    /// Reads resolved.json. A mixed-precision build (QuantizeBudget) also reads the widths the quantize stage chose
+    /// (<see cref="PrecisionChoice.PathBeside"/>) unless <paramref name="withWidths"/> is false (the quantize stage, which chooses them).
+    /// </summary>
+    public static ResolvedModel Load(string path, bool withWidths = true)
     {
+        ResolvedModel? model;
         try
         {
-            var model = JsonSerializer.Deserialize<ResolvedModel>(File.ReadAllText(path), Json);
+            model = JsonSerializer.Deserialize<ResolvedModel>(File.ReadAllText(path), Json);
             if (model is null || model.Version != FormatVersion)
                 throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"'{path}' was written by another LlmBuild version. Rebuild.", path);
-            return model;
         }
         catch (Exception e) when (e is JsonException or IOException)
         {
             throw new LlmBuildException(ErrorCodes.StaleIntermediate, $"Cannot read '{path}': {e.Message}. Rebuild (dotnet build) to regenerate it.", path, e);
         }
+        return withWidths && model.Calibration?.Budget is not null ? PrecisionChoice.Apply(model, PrecisionChoice.PathBeside(path)) : model;
     }
 }

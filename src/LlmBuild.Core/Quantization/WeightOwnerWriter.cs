@@ -52,7 +52,7 @@ public static class WeightOwnerWriter
         bool packed = source is not null && !checkpoint.Contains(entry.SourceTensor) && PreQuantizedUnpacker.IsPacked(checkpoint, entry.SourceTensor);
         // GGUF Q8_0/Q4_0 blocks already in the scheme's layout are kept; other GGUF tensors read as exact floats below.
         bool ggufExact = source?.Layout == PackingLayout.GgufBlocks && entry.Storage == WeightStorage.Quantized
-            && GgufBlockUnpacker.KeepsExactly(checkpoint, entry.SourceTensor, model.Weights.Bits, model.Weights.GroupSize, model.Weights.Symmetric);
+            && GgufBlockUnpacker.KeepsExactly(checkpoint, entry.SourceTensor, model.SchemeOf(entry).Bits, model.Weights.GroupSize, model.Weights.Symmetric);
         if (source is not null && (packed || ggufExact))
         {
             WritePreQuantized(checkpoint, model, source, entry, npz);
@@ -65,7 +65,7 @@ public static class WeightOwnerWriter
         {
             case WeightStorage.Activation: WriteActivation(checkpoint, info, entry.Key, model.ActivationDtype, npz); break;
             case WeightStorage.Float32: WriteFloat32(checkpoint, info, entry.Key, npz); break;
-            case WeightStorage.Quantized: WriteQuantized(checkpoint, info, entry, model.Weights, npz); break;
+            case WeightStorage.Quantized: WriteQuantized(checkpoint, info, entry, model.SchemeOf(entry), npz); break;
             default: throw new InvalidOperationException($"Unknown storage {entry.Storage}.");
         }
     }
@@ -230,6 +230,9 @@ public static class WeightOwnerWriter
                     throw new LlmBuildException(ErrorCodes.StaleIntermediate,
                         $"'{entry.SourceTensor}' {(entry.InputPermuted ? "no longer" : "now")} permutes its inputs (act-order), unlike when the build was resolved. Rebuild to resolve again.",
                         where);
+                if (q.Bits != model.SchemeOf(entry).Bits)
+                    throw new LlmBuildException(ErrorCodes.PrecisionChoiceStale,
+                        $"'{entry.SourceTensor}' was quantized to {q.Bits} bits but the build stores it with {model.SchemeOf(entry).Bits}. Build again.", where);
                 NonFiniteCheck.Float32(q.Scales, entry.SourceTensor + " (scales)", [q.N, q.GroupsPerRow], 0, where);
                 npz.AddUInt8(WeightKeys.QWeight(entry.Key), q.QWeight, [q.N, q.PackedRowBytes]);
                 npz.AddFloat32(WeightKeys.Scales(entry.Key), q.Scales, [q.N, q.GroupsPerRow]);
@@ -273,7 +276,7 @@ public static class WeightOwnerWriter
                 }
                 break;
             case WeightStorage.Quantized:
-                WriteGiven(entry, LinearQuantizer.Quantize(w, checked((int)entry.Shape[0]), checked((int)entry.Shape[1]), model.Weights, entry.SourceTensor), model, npz, where);
+                WriteGiven(entry, LinearQuantizer.Quantize(w, checked((int)entry.Shape[0]), checked((int)entry.Shape[1]), model.SchemeOf(entry), entry.SourceTensor), model, npz, where);
                 break;
         }
     }

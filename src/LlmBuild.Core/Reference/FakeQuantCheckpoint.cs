@@ -15,13 +15,12 @@ namespace LlmBuild.Core.Reference;
 public sealed class FakeQuantCheckpoint : ICheckpoint
 {
     private readonly ICheckpoint _inner;
-    private readonly QuantScheme _scheme;
-    private readonly HashSet<string> _quantized;
+    /// <summary>Each quantized source tensor's scheme: an entry's own width (mixed precision, an 8-bit lm_head) or the model's.</summary>
+    private readonly Dictionary<string, QuantScheme> _quantized;
 
     public FakeQuantCheckpoint(ICheckpoint inner, ResolvedModel model)
     {
         _inner = inner;
-        _scheme = model.Weights;
         ModelFamily family = model.ModelFamily;
         var fusedViews = new Dictionary<string, string>(StringComparer.Ordinal);
         for (int layer = 0; layer < model.Config.NumLayers; layer++)
@@ -30,8 +29,9 @@ public sealed class FakeQuantCheckpoint : ICheckpoint
                 string raw = string.Format(CultureInfo.InvariantCulture, f.Pattern, layer);
                 foreach (WeightRole role in f.Parts) fusedViews[ModelFamily.FusedPartName(raw, role)] = raw;
             }
-        _quantized = model.Owners.SelectMany(o => o.Entries).Where(e => e.Storage == WeightStorage.Quantized)
-            .Select(e => fusedViews.GetValueOrDefault(e.SourceTensor, e.SourceTensor)).ToHashSet(StringComparer.Ordinal);
+        _quantized = new Dictionary<string, QuantScheme>(StringComparer.Ordinal);
+        foreach (WeightEntry e in model.Owners.SelectMany(o => o.Entries).Where(e => e.Storage == WeightStorage.Quantized))
+            _quantized[fusedViews.GetValueOrDefault(e.SourceTensor, e.SourceTensor)] = model.SchemeOf(e);
     }
 
     public int QuantizedTensors => _quantized.Count;
@@ -46,35 +46,35 @@ public sealed class FakeQuantCheckpoint : ICheckpoint
 
     public void ReadFloat32(string name, long elementOffset, Span<float> destination)
     {
-        if (!_quantized.Contains(name))
+        if (!_quantized.TryGetValue(name, out QuantScheme scheme))
         {
             _inner.ReadFloat32(name, elementOffset, destination);
             return;
         }
         TensorInfo info = _inner.GetInfo(name);
-        int k = (int)info.Shape[^1], g = _scheme.GroupSize == 0 || _scheme.GroupSize > k ? k : _scheme.GroupSize;
+        int k = (int)info.Shape[^1], g = scheme.GroupSize == 0 || scheme.GroupSize > k ? k : scheme.GroupSize;
         long start = elementOffset / g * g, end = (elementOffset + destination.Length + g - 1) / g * g;
         var w = new float[end - start];
         _inner.ReadFloat32(name, start, w);
-        QuantizeDequantize(w, g);
+        QuantizeDequantize(w, g, scheme);
         w.AsSpan((int)(elementOffset - start), destination.Length).CopyTo(destination);
     }
 
     /// <summary>Quantizes and dequantizes <paramref name="w"/> in place, group by group (its length is a multiple of <paramref name="g"/>).</summary>
-    private void QuantizeDequantize(float[] w, int g)
+    private static void QuantizeDequantize(float[] w, int g, QuantScheme scheme)
     {
-        int qmax = (1 << _scheme.Bits) - 1;
+        int qmax = (1 << scheme.Bits) - 1;
         for (int start = 0; start < w.Length; start += g)
         {
             var group = w.AsSpan(start, g);
             // In f32 as the stored scales are; the range always includes 0 (so 0 stays exact).
             float scale, zero;
-            if (_scheme.Symmetric)
+            if (scheme.Symmetric)
             {
                 float absMax = 0;
                 foreach (float x in group) absMax = Math.Max(absMax, Math.Abs(x));
                 scale = 2 * absMax / qmax;
-                zero = 1 << (_scheme.Bits - 1);
+                zero = 1 << (scheme.Bits - 1);
             }
             else
             {

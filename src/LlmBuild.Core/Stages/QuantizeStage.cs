@@ -14,7 +14,8 @@ namespace LlmBuild.Core.Stages;
 /// Stage 2. Converts or quantizes one weight owner's tensors (embedding, block_i, lm_head) from the source checkpoint
 /// into its npz. The checkpoint is opened once per batch of owners and memory-mapped, so owners run in parallel.
 /// With QuantizeMethod gptq/awq, <see cref="Calibrate"/> first makes sure the per-layer calibration statistics exist
-/// (under <c>calibration/</c> beside the weights), and each block is quantized from its layer's statistics.
+/// (under <c>calibration/</c> beside the weights), and each block is quantized from its layer's statistics. With
+/// QuantizeBudget (any method), <see cref="ChooseWidths"/> picks each block linear's width from those statistics first.
 /// </summary>
 public static class QuantizeStage
 {
@@ -38,6 +39,9 @@ public static class QuantizeStage
     public static bool Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath, string? weightsIdentity = null, string? statsDir = null, string? calibrationDir = null)
     {
         var constants = ExportStage.OwnerConstants(model, owner);
+        // Mixed widths are chosen after resolve: they join the identity, so a changed choice never reuses the old weights.
+        if (weightsIdentity is not null)
+            weightsIdentity += string.Concat(model.Owner(owner).Entries.Where(e => e.Bits is not null).Select(e => $";{e.Key}=w{e.Bits}"));
         string identityPath = IdentityPath(npzPath);
         int? reusable = weightsIdentity is null ? null : ReusableWeightEntries(npzPath, identityPath, weightsIdentity);
         if (File.Exists(identityPath)) AtomicFile.Delete(identityPath);
@@ -83,6 +87,24 @@ public static class QuantizeStage
         string stats = CalibrationRun.StatisticsDirectory(model, calibrationDir);
         CalibrationRun.EnsureStatistics(model, stats, warnings, log);
         return stats;
+    }
+
+    /// <summary>
+    /// QuantizeBudget: chooses every block linear's width from the calibration statistics (<see cref="MixedPrecision"/>),
+    /// writes <paramref name="widthsPath"/> (calibration/widths.json) when the choice changed, logs the table and returns
+    /// the model with the widths. Other builds are returned as they are.
+    /// </summary>
+    public static ResolvedModel ChooseWidths(ResolvedModel model, string? statsDir, string widthsPath, Action<string> log)
+    {
+        if (model.Calibration?.Budget is null || statsDir is null) return model;
+        PrecisionChoice choice;
+        using (ICheckpoint checkpoint = OpenSource(model)) choice = MixedPrecision.Choose(checkpoint, model, statsDir);
+        bool changed = choice.Write(widthsPath);
+        // Unchanged content keeps its bytes but not its time: the file is an output of the quantize target, which must
+        // not stay older than the inputs this run answered (nothing downstream lists it; they follow the weight files).
+        if (!changed) File.SetLastWriteTimeUtc(widthsPath, DateTime.UtcNow);
+        log($"mixed precision under QuantizeBudget={choice.Budget} ({widthsPath}{(changed ? "" : ", unchanged")}):\n" + MixedPrecision.Table(choice));
+        return PrecisionChoice.Apply(model, widthsPath);
     }
 
     /// <summary>Writes calibration/quantization.json and returns the build log's table.</summary>

@@ -34,7 +34,8 @@ public static class ResolveStage
             : Checkpoints.GgufCheckpoint.IsGgufPath(options.ModelPath) ? Path.GetFileNameWithoutExtension(options.ModelPath)
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.ModelPath)));
         OptionTable.LlmModelName.CheckValue(name);
-        bool quantizeLmHead = OptionTable.QuantizeLmHead.ReadSwitch(values);
+        string lmHead = OptionTable.QuantizeLmHead.ReadText(values);
+        bool quantizeLmHead = lmHead is "true" or "w8";
         int deviceMemory = OptionTable.DeviceMemoryMiB.ReadInteger(values);
         string backend = OptionTable.LlmCodegenBackend.ReadText(values) is { Length: > 0 } b ? b
             : DefaultBackend(OptionTable.TpuMlirPath.Text(values), Environment.GetEnvironmentVariable("PATH"));
@@ -46,10 +47,20 @@ public static class ResolveStage
         {
             DeviceMemoryMiB = deviceMemory, CodegenBackend = backend, IgnoredTensors = ignoreTensors.Length > 0 ? ignoreTensors : null,
         };
+        // QuantizeLmHead=w8: the head keeps 8 bits whatever the model's width (its entry carries its own).
+        if (lmHead == "w8" && model.QuantizeLmHead && model.Weights.Bits != 8)
+            model = model.WithWidths(model.Owners.SelectMany(o => o.Entries).Where(e => e.Role == WeightRole.LmHead && e.Storage == WeightStorage.Quantized)
+                .ToDictionary(e => e.SourceTensor, _ => 8));
         if (calibration is not null)
         {
             calibration.CheckModel(model);
             model = model with { Calibration = calibration, Owners = calibration.ActOrder ? Resolver.PermuteBlockInputs(model.Owners) : model.Owners };
+            // A budget that cannot be met fails here, before any forward pass.
+            if (calibration.Budget is { } budget)
+            {
+                var candidates = WeightBudget.Candidates(model).Select(e => e.Key).ToHashSet(StringComparer.Ordinal);
+                budget.CandidateBytes(model, model.Owners.SelectMany(o => o.Entries).DistinctBy(e => e.Key).Where(e => !candidates.Contains(e.Key)).Sum(model.StoredBytes));
+            }
         }
         if (Checkpoints.GgufCheckpoint.IsGgufPath(model.Options.ModelPath))
         {
@@ -180,12 +191,13 @@ public static class ResolveStage
         Line("model_type", m.Config.ModelType);
         Line("family", m.Family);
         foreach (var option in OptionTable.BuildOptionsFields) Line(option.Name, Format(option.Value!(m.Options)));
-        Line(OptionTable.QuantizeLmHead.Name, m.QuantizeLmHead);
+        Line(OptionTable.QuantizeLmHead.Name, m.QuantizeLmHead && m.Weight(WeightRole.LmHead)?.Bits is { } headBits ? $"w{headBits}" : m.QuantizeLmHead);
         if (m.VitPatches > 0) Line(OptionTable.QuantizeVit.Name, m.QuantizeVit);
         Line(OptionTable.DeviceMemoryMiB.Name, m.DeviceMemoryMiB == 0 ? "chip default" : m.DeviceMemoryMiB);
         Line(OptionTable.QuantizeMethod.Name, m.Calibration is not { } cal ? "rtn"
             : $"{cal.Method}{(cal.ActOrder ? " act-order" : "")}, {cal.Samples} × {cal.SeqLength} tokens, seed {cal.Seed}, " +
               (cal.TextFiles.Count == 0 ? "self-generated text" : $"text from {string.Join(", ", cal.TextFiles.Select(Path.GetFileName))}"));
+        if (m.Calibration?.Budget is { } b) Line(OptionTable.QuantizeBudget.Name, $"{b} (the most sensitive block linears at 8 bits, chosen on the calibration data)");
         Line("codegen backend", m.CodegenBackend);
         Line("resolved quantize", m.Quantize);
         Line("activation dtype", m.ActivationDtype);

@@ -206,7 +206,10 @@ public static class VerifyStage
         int vocab = model.Config.VocabSize, layers = model.Config.NumLayers;
         // Round-to-nearest builds of float checkpoints: the reference once more over the quantized-and-dequantized weights
         // (re-read per call, so the weights are not held twice), fed the same tokens.
-        bool split = model.Weights.IsQuantized && model.Calibration is null && model.Config.QuantizationConfig is null && model.Config.Vision is null;
+        // Not with a quantized tied head: the head's source is the embedding, which the build keeps unquantized for the lookup,
+        // and a checkpoint view can only give that tensor one way.
+        bool split = model.Weights.IsQuantized && model.Calibration is null && model.Config.QuantizationConfig is null && model.Config.Vision is null
+            && !(model.QuantizeLmHead && model.Config.TieWordEmbeddings);
         using FakeQuantCheckpoint? fakeQuant = split ? new FakeQuantCheckpoint(SavedNameCheckpoint.Wrap(CheckpointLoader.Open(model.Options.ModelPath), model.ModelFamily), model) : null;
         ReferenceModel? quantized = fakeQuant is null ? null : new ReferenceModel(fakeQuant, model.Config, keepWeights: false, droppedTensors: model.IgnoredTensors);
         var buildVsQuantized = new LogitStats(VerifyThresholds.OfTheBuildItself.LogitsCosine);

@@ -54,13 +54,17 @@ public sealed class CalibrationFidelityTests
 
     public sealed record Fidelity(double Top1, double Cosine);
 
-    /// <summary>Builds the blocks with <paramref name="method"/> (rtn, gptq, awq) and measures the model on the held-out sequences.</summary>
-    private static Fidelity Measure(string method, int groupSize, bool actOrder = false, bool symmetric = false)
+    /// <summary>
+    /// Builds the blocks with <paramref name="method"/> (rtn, gptq, awq), with mixed widths under <paramref name="budget"/>
+    /// when given (chosen on the shared statistics), and measures the model on the held-out sequences.
+    /// </summary>
+    internal static Fidelity Measure(string method, int groupSize, bool actOrder = false, bool symmetric = false, WeightBudget? budget = null,
+        Action<PrecisionChoice>? chosen = null)
     {
         var f = Shared.Value;
         ResolvedModel model = TestResolver.Resolve(f.ModelDir, TestResolver.Options(f.ModelDir) with { Quantize = "w4bf16", QGroupSize = groupSize, Symmetric = symmetric });
-        if (method != "rtn")
-            model = model with { Calibration = Settings(method, actOrder), Owners = actOrder ? Resolver.PermuteBlockInputs(model.Owners) : model.Owners };
+        if (method != "rtn" || budget is not null)
+            model = model with { Calibration = Settings(method, actOrder) with { Budget = budget }, Owners = actOrder ? Resolver.PermuteBlockInputs(model.Owners) : model.Owners };
         string dir = Path.Combine(Path.GetTempPath(), "llmb-calib-" + Guid.NewGuid().ToString("N"));
         string statsDir = Path.Combine(dir, "stats");
         Directory.CreateDirectory(statsDir);
@@ -68,18 +72,24 @@ public sealed class CalibrationFidelityTests
         {
             foreach (var s in f.Statistics) s.Write(Path.Combine(statsDir, LayerStatistics.FileName(s.Layer)));
             using ICheckpoint build = QuantizeStage.OpenSource(model);
+            if (budget is not null)
+            {
+                PrecisionChoice choice = MixedPrecision.Choose(build, model, statsDir);
+                chosen?.Invoke(choice);
+                model = model.WithWidths(choice.Linears.ToDictionary(l => l.Tensor, l => l.Bits));
+            }
             using ICheckpoint source = CheckpointLoader.Open(f.ModelDir);
             var reference = new ReferenceModel(source, model.Config);
             foreach (var owner in model.Owners.Where(o => o.Name.StartsWith("block_", StringComparison.Ordinal)))
             {
                 string npz = Path.Combine(dir, owner.FileName);
-                if (method == "rtn") QuantizeStage.Run(build, model, owner.Name, npz);
+                if (model.Calibration is null) QuantizeStage.Run(build, model, owner.Name, npz);
                 else QuantizeStage.Run(build, model, owner.Name, npz, statsDir: statsDir, calibrationDir: dir);
                 using var reader = new NpzReader(npz);
                 foreach (var e in owner.Entries)
                 {
                     if (e.Role == WeightRole.FinalNorm) continue;
-                    reference.ReplaceWeight(e.SourceTensor, e.Storage == WeightStorage.Quantized ? Dequantize(reader, e) : reader.ReadFloat32(e.Key));
+                    reference.ReplaceWeight(e.SourceTensor, e.Storage == WeightStorage.Quantized ? Dequantize(reader, e, model.SchemeOf(e).Bits) : reader.ReadFloat32(e.Key));
                 }
             }
             return Compare(reference, f);
@@ -90,12 +100,12 @@ public sealed class CalibrationFidelityTests
         }
     }
 
-    internal static float[] Dequantize(NpzReader reader, WeightEntry e)
+    internal static float[] Dequantize(NpzReader reader, WeightEntry e, int bits)
     {
         int n = (int)e.Shape[0], k = (int)e.Shape[1];
         float[] scales = reader.ReadFloat32(WeightKeys.Scales(e.Key));
         int groups = scales.Length / n;
-        var q = new QuantizedLinear(n, k, 4, k / groups, reader.ReadBytes(WeightKeys.QWeight(e.Key))[^(n * k / 2)..], scales, reader.ReadBytes(WeightKeys.QZeros(e.Key))[^(n * groups)..])
+        var q = new QuantizedLinear(n, k, bits, k / groups, reader.ReadBytes(WeightKeys.QWeight(e.Key))[^(n * k * bits / 8)..], scales, reader.ReadBytes(WeightKeys.QZeros(e.Key))[^(n * groups)..])
         {
             InputPermutation = e.InputPermuted ? ReadInt32(reader, WeightKeys.InputPermutation(e.Key), k) : null,
         };

@@ -46,9 +46,14 @@ internal static class ExampleBuild
         // Owners and pieces share names (block_0 …): owners get their own folder, as in the build's weights/.
         string weights = Path.Combine(dir, "weights");
         Directory.CreateDirectory(weights);
+        // A calibrated build (QuantizeMethod gptq/awq, QuantizeBudget) calibrates as the quantize task does: statistics, then widths.
+        string calibration = Path.Combine(dir, "calibration");
+        string? stats = QuantizeStage.Calibrate(model, calibration, new List<LlmBuildWarning>(), _ => { });
+        model = QuantizeStage.ChooseWidths(model, stats, Path.Combine(calibration, PrecisionChoice.FileName), _ => { });
         using (ICheckpoint checkpoint = QuantizeStage.OpenSource(model))
         {
-            Parallel.ForEach(model.Owners, owner => QuantizeStage.Run(checkpoint, model, owner.Name, Path.Combine(weights, owner.FileName)));
+            Parallel.ForEach(model.Owners, owner => QuantizeStage.Run(checkpoint, model, owner.Name, Path.Combine(weights, owner.FileName),
+                statsDir: stats, calibrationDir: stats is null ? null : calibration));
         }
         var pieces = new ConcurrentDictionary<string, string>();
         Parallel.ForEach(model.Pieces, piece =>

@@ -111,7 +111,7 @@ public sealed class QuantizedVerifyTests
                 QuantizeStage.Run(build, model, owner.Name, npz, statsDir: method == "rtn" ? null : stats, calibrationDir: method == "rtn" ? null : dir);
                 using var reader = new NpzReader(npz);
                 foreach (var e in owner.Entries.Where(e => e.Storage == WeightStorage.Quantized))
-                    quantized.ReplaceWeight(e.SourceTensor, CalibrationFidelityTests.Dequantize(reader, e));
+                    quantized.ReplaceWeight(e.SourceTensor, CalibrationFidelityTests.Dequantize(reader, e, model.SchemeOf(e).Bits));
             }
             float[] logits = quantized.Forward(tokens);
             int vocab = golden.Vocab, agree = 0;
