@@ -46,7 +46,7 @@ public sealed class FakeQuantCheckpoint : ICheckpoint
 
     public void ReadFloat32(string name, long elementOffset, Span<float> destination)
     {
-        if (!_quantized.TryGetValue(name, out QuantScheme scheme))
+        if (!_quantized.TryGetValue(name, out QuantScheme? scheme))
         {
             _inner.ReadFloat32(name, elementOffset, destination);
             return;
