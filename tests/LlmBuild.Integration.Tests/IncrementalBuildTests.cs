@@ -164,11 +164,15 @@ public sealed class IncrementalBuildTests
     {
         string dir = CopyOfBaseline("noop");
         var before = ArtifactTimes(dir);
+        // The lock's guard file is created by any attempt to take the build lock: a no-op build makes none (issue 15).
+        File.Delete(Path.Combine(dir, "obj", "llmbuild.lock.guard"));
         var result = BuildHarness.Build(dir);
         result.AssertSucceeded();
         CollectionAssert.IsSubsetOf(Stages.All, result.SkippedTargets.ToList(), "every stage skipped:\n" + result.Output);
         Assert.AreEqual(0, result.RanTasks.Count, "no stage task ran");
         CollectionAssert.AreEqual(before, ArtifactTimes(dir), "outputs untouched");
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "obj", "llmbuild.lock.guard")), "no build lock taken:\n" + result.Output);
+        Assert.IsFalse(result.Output.Contains("Restored ", StringComparison.Ordinal), "nothing restored");
     }
 
     [TestMethod]
@@ -189,6 +193,12 @@ public sealed class IncrementalBuildTests
         var after = Artifacts(dir);
         Assert.AreEqual(_baselineHashes["obj/weights/embedding_top_weights.npz"], after["obj/weights/embedding_top_weights.npz"]);
         Assert.AreNotEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
+
+        // The embedding's file is now older than the block owners' specs. Each owner is compared with its own spec, so the
+        // next build is a no-op, not a quantize stage that finds every owner up to date on every build (issue 15).
+        var again = BuildHarness.Build(dir);
+        again.AssertSucceeded();
+        Assert.AreEqual(0, again.RanTasks.Count, "no stage task ran after the change:\n" + again.Output);
     }
 
     [TestMethod]
