@@ -4,7 +4,8 @@ using LlmBuild.Core.IO;
 namespace LlmBuild.Tasks;
 
 /// <summary>
-/// Runs only when an option changed (the targets compare the stamp's first line, the options' hash, without a task):
+/// Runs only when an option changed (the targets compare the stamp's first line, the options' hash, without a task) or
+/// the SDK files' content was hashed again (a path or write time changed; the cache line is written here):
 /// takes the project's build lock (waiting while another build of the project holds it, see <see cref="BuildLock"/>),
 /// then writes the options stamp when it differs. A task rather than MSBuild's WriteLinesToFile so a read-only obj/ is
 /// a coded error (LLMB0901) naming the path. Loaded in-process (no task host): it holds the lock for the MSBuild
@@ -16,6 +17,10 @@ public sealed class BeginLlmBuild : BuildLockTask
     public string OptionsHash { get; set; } = "";
     /// <summary>One item per option: Identity = property name, metadata Value = its value.</summary>
     public ITaskItem[]? Options { get; set; }
+    /// <summary>obj/…/llm/sdk.identity: the SDK files' paths-and-times key and their content hash (see _LlmHashSdk).</summary>
+    public string SdkIdentityCache { get; set; } = "";
+    /// <summary>The cache line to write after a miss (the targets hashed the SDK files again); empty: the cache holds.</summary>
+    public string SdkIdentityLine { get; set; } = "";
 
     /// <summary>The stamp's text: the hash line the targets compare, then one "Name=Value" line per option.</summary>
     public static string StampText(string optionsHash, IEnumerable<ITaskItem> options) =>
@@ -27,6 +32,7 @@ public sealed class BeginLlmBuild : BuildLockTask
         try
         {
             AtomicFile.WriteAllTextIfChanged(StampFile, StampText(OptionsHash, Options ?? []));
+            if (SdkIdentityCache.Length > 0 && SdkIdentityLine.Length > 0) AtomicFile.WriteAllTextIfChanged(SdkIdentityCache, SdkIdentityLine + "\n");
         }
         catch
         {
