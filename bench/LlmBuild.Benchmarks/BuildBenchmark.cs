@@ -52,10 +52,12 @@ public sealed class BuildBenchmark : IBenchmark
             var cold = Run("dotnet", ["build", "model.llmproj"], project, check: true);
             var sizes = ObjSizes(project);
             // No-op and empty builds alternate, NoOpRounds times each after one warm-up of each: medians, and the median of
-            // the rounds' own ratios (each round's two builds see about the same load on a shared machine).
+            // the rounds' own ratios (each round's two builds see about the same load on a shared machine). Neither is
+            // sampled for RSS: the sampler's scans of /proc would take CPU from the sub-second builds it times.
             Run("dotnet", ["build", "model.llmproj"], project, check: true);
             var rounds = Enumerable.Range(0, NoOpRounds).Select(_ =>
-                (NoOp: Run("dotnet", ["build", "model.llmproj"], project, check: true).Seconds, Empty: Run("dotnet", ["build", "empty.proj"], empty, check: true).Seconds)).ToList();
+                (NoOp: Run("dotnet", ["build", "model.llmproj"], project, check: true, sampleRss: false).Seconds,
+                 Empty: Run("dotnet", ["build", "empty.proj"], empty, check: true, sampleRss: false).Seconds)).ToList();
             double noopSeconds = Median(rounds.Select(r => r.NoOp)), emptyBuild = Median(rounds.Select(r => r.Empty));
             double roundRatio = Median(rounds.Select(r => r.NoOp / r.Empty));
             var seq = Run("dotnet", ["build", "model.llmproj", "-p:SeqLength=256"], project, check: true);
@@ -150,8 +152,8 @@ public sealed class BuildBenchmark : IBenchmark
 
     private sealed record Measured(double Seconds, long PeakProcess, long PeakTree);
 
-    /// <summary>Runs a command to its end, sampling the RSS of its process tree every 50 ms.</summary>
-    private static Measured Run(string file, string[] arguments, string dir, bool check = false)
+    /// <summary>Runs a command to its end, sampling the RSS of its process tree every 50 ms (unless <paramref name="sampleRss"/> is false).</summary>
+    private static Measured Run(string file, string[] arguments, string dir, bool check = false, bool sampleRss = true)
     {
         var psi = new ProcessStartInfo(file) { WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in arguments) psi.ArgumentList.Add(a);
@@ -161,6 +163,7 @@ public sealed class BuildBenchmark : IBenchmark
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         long peakProcess = 0, peakTree = 0;
+        if (!sampleRss) process.WaitForExit();
         while (!process.WaitForExit(50))
         {
             var rss = TreeRss(process.Id);
