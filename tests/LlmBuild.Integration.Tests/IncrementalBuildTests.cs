@@ -457,6 +457,29 @@ public sealed class IncrementalBuildTests
         Assert.AreEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
     }
 
+    /// <summary>
+    /// Two builds of one project with different options at once (issue 15: the lock is taken only by a build with work,
+    /// after it compared the options stamp without it): each succeeds, waits and fails with LLMB0050, or stops with
+    /// LLMB0437 because the other rewrote the stamp meanwhile; none corrupts the other, and the next build gives the
+    /// clean build's bytes.
+    /// </summary>
+    [TestMethod]
+    public void TwoBuildsWithDifferentOptionsAtOnceNeverCorruptEachOther()
+    {
+        string dir = CopyOfBaseline("racing");
+        var results = Task.WhenAll(
+            Task.Run(() => BuildHarness.Build(dir, "-p:SeqLength=96")),
+            Task.Run(() => BuildHarness.Build(dir))).GetAwaiter().GetResult();
+        foreach (BuildResult r in results)
+            Assert.IsTrue(r.ExitCode == 0 || r.Output.Contains("error LLMB0437", StringComparison.Ordinal) || r.Output.Contains("error LLMB0050", StringComparison.Ordinal),
+                "succeeded or stopped with a coded error:\n" + r.Output);
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "obj", "llmbuild.lock")), "the lock is released");
+
+        var after = BuildHarness.Build(dir);
+        after.AssertSucceeded();
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "the clean build's bytes:\n" + string.Join("\n-----\n", results.Select(r => r.Output)));
+    }
+
     [TestMethod]
     public void TwoCleanBuildsAreByteIdentical()
     {
