@@ -38,26 +38,35 @@ public sealed class BuildBenchmark : IBenchmark
             double cp = Run("cp", [source, copy], work).Seconds;
             File.Delete(copy);
 
-            // An empty MSBuild project: the fixed cost of `dotnet build` on this machine (second of two builds).
+            // An empty MSBuild project: the fixed cost of `dotnet build` on this machine. Both it and the no-op build run as
+            // `dotnet build <project>` with the implicit restore, default verbosity and no node reuse (neither has packages:
+            // the empty project has no Restore target, an LlmBuild project an empty one).
             string empty = Path.Combine(work, "empty");
             Directory.CreateDirectory(empty);
             File.WriteAllText(Path.Combine(empty, "empty.proj"), "<Project><Target Name=\"Build\" /></Project>\n");
             Run("dotnet", ["build", "empty.proj"], empty);
-            double emptyBuild = Run("dotnet", ["build", "empty.proj"], empty).Seconds;
 
             string project = Project(work, "main", root, ckpt, []);
             Run("dotnet", ["build", "model.llmproj"], project, check: true); // builds the task assembly once if needed
             Clean(project);
             var cold = Run("dotnet", ["build", "model.llmproj"], project, check: true);
             var sizes = ObjSizes(project);
-            var noop = Run("dotnet", ["build", "model.llmproj"], project, check: true);
+            // No-op and empty builds alternate, NoOpRounds times each after one warm-up of each: medians, and the median of
+            // the rounds' own ratios (each round's two builds see about the same load on a shared machine). Neither is
+            // sampled for RSS: the sampler's scans of /proc would take CPU from the sub-second builds it times.
+            Run("dotnet", ["build", "model.llmproj"], project, check: true);
+            var rounds = Enumerable.Range(0, NoOpRounds).Select(_ =>
+                (NoOp: Run("dotnet", ["build", "model.llmproj"], project, check: true, sampleRss: false).Seconds,
+                 Empty: Run("dotnet", ["build", "empty.proj"], empty, check: true, sampleRss: false).Seconds)).ToList();
+            double noopSeconds = Median(rounds.Select(r => r.NoOp)), emptyBuild = Median(rounds.Select(r => r.Empty));
+            double roundRatio = Median(rounds.Select(r => r.NoOp / r.Empty));
             var seq = Run("dotnet", ["build", "model.llmproj", "-p:SeqLength=256"], project, check: true);
 
             Console.WriteLine($"checkpoint {new FileInfo(source).Length / 1e6:F0} MB bf16 (Qwen2.5-0.5B shape), w4bf16 g128, bm1684x, Verify=false, {Environment.ProcessorCount} cores, load {Load()}");
             Console.WriteLine($"cp of the checkpoint (warm)    {cp,7:F2} s");
-            Console.WriteLine($"empty MSBuild project build    {emptyBuild,7:F2} s");
+            Console.WriteLine($"empty MSBuild project build    {emptyBuild,7:F2} s  (median of {NoOpRounds})");
             Console.WriteLine($"cold build                     {cold.Seconds,7:F2} s  = {cold.Seconds / cp:F1}x cp         (target ≤ 5x)   peak RSS {Mib(cold.PeakProcess)} (one process), {Mib(cold.PeakTree)} (all)");
-            Console.WriteLine($"no-op build                    {noop.Seconds,7:F2} s  = {noop.Seconds / emptyBuild:F2}x empty project (target ≤ 1.3x)");
+            Console.WriteLine($"no-op build                    {noopSeconds,7:F2} s  = {noopSeconds / emptyBuild:F2}x empty project (target ≤ 1.3x; median of {NoOpRounds}; median of the rounds' ratios {roundRatio:F2}x)");
             Console.WriteLine($"SeqLength 512 → 256            {seq.Seconds,7:F2} s  = {seq.Seconds / cold.Seconds:F2}x cold       (target ≤ 0.5x) peak RSS {Mib(seq.PeakProcess)}");
             Print("default", sizes);
             if (variants)
@@ -80,6 +89,15 @@ public sealed class BuildBenchmark : IBenchmark
         {
             Directory.Delete(work, recursive: true);
         }
+    }
+
+    /// <summary>No-op and empty-project builds measured, alternating.</summary>
+    private const int NoOpRounds = 7;
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var v = values.Order().ToList();
+        return v.Count % 2 == 1 ? v[v.Count / 2] : (v[v.Count / 2 - 1] + v[v.Count / 2]) / 2;
     }
 
     private static string Mib(long bytes) => $"{bytes / 1048576.0:F0} MiB";
@@ -134,8 +152,8 @@ public sealed class BuildBenchmark : IBenchmark
 
     private sealed record Measured(double Seconds, long PeakProcess, long PeakTree);
 
-    /// <summary>Runs a command to its end, sampling the RSS of its process tree every 50 ms.</summary>
-    private static Measured Run(string file, string[] arguments, string dir, bool check = false)
+    /// <summary>Runs a command to its end, sampling the RSS of its process tree every 50 ms (unless <paramref name="sampleRss"/> is false).</summary>
+    private static Measured Run(string file, string[] arguments, string dir, bool check = false, bool sampleRss = true)
     {
         var psi = new ProcessStartInfo(file) { WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in arguments) psi.ArgumentList.Add(a);
@@ -145,6 +163,7 @@ public sealed class BuildBenchmark : IBenchmark
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         long peakProcess = 0, peakTree = 0;
+        if (!sampleRss) process.WaitForExit();
         while (!process.WaitForExit(50))
         {
             var rss = TreeRss(process.Id);

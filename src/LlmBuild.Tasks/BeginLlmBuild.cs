@@ -4,34 +4,35 @@ using LlmBuild.Core.IO;
 namespace LlmBuild.Tasks;
 
 /// <summary>
-/// The build's first write: takes the project's build lock (waiting while another build of the project holds it, see
-/// <see cref="BuildLock"/>), then writes the options stamp only when an option changed. A task rather than MSBuild's
-/// WriteLinesToFile so a read-only obj/ is a coded error (LLMB0901) naming the path.
+/// Runs only when an option changed (the targets compare the stamp's first line, the options' hash, without a task) or
+/// the SDK files' content was hashed again (a path or write time changed; the cache line is written here):
+/// takes the project's build lock (waiting while another build of the project holds it, see <see cref="BuildLock"/>),
+/// then writes the options stamp when it differs. A task rather than MSBuild's WriteLinesToFile so a read-only obj/ is
+/// a coded error (LLMB0901) naming the path. Loaded in-process (no task host): it holds the lock for the MSBuild
+/// process that runs the build.
 /// </summary>
-public sealed class BeginLlmBuild : LlmTask
+public sealed class BeginLlmBuild : BuildLockTask
 {
-    /// <summary>The lock file (obj/llmbuild.lock).</summary>
-    [Required] public string LockFile { get; set; } = "";
-    /// <summary>This build's id (one per evaluation of the project); the release target compares it with the lock's.</summary>
-    [Required] public string BuildId { get; set; } = "";
-    /// <summary>How long to wait for another build of the project before failing with LLMB0050.</summary>
-    public int LockTimeoutSeconds { get; set; } = 600;
-    [Required] public string StampFile { get; set; } = "";
+    /// <summary>The targets' 64-bit hash of the options' "Name=Value" lines: the stamp's first line, what they compare.</summary>
+    public string OptionsHash { get; set; } = "";
     /// <summary>One item per option: Identity = property name, metadata Value = its value.</summary>
     public ITaskItem[]? Options { get; set; }
+    /// <summary>obj/…/llm/sdk.identity: the SDK files' paths-and-times key and their content hash (see _LlmHashSdk).</summary>
+    public string SdkIdentityCache { get; set; } = "";
+    /// <summary>The cache line to write after a miss (the targets hashed the SDK files again); empty: the cache holds.</summary>
+    public string SdkIdentityLine { get; set; } = "";
 
-    /// <summary>Runs in every build, no-op rebuilds included.</summary>
-    protected override bool AnnouncesItself => false;
+    /// <summary>The stamp's text: the hash line the targets compare, then one "Name=Value" line per option.</summary>
+    public static string StampText(string optionsHash, IEnumerable<ITaskItem> options) =>
+        $"options-hash={optionsHash}\n" + string.Concat(options.Select(o => $"{o.ItemSpec}={o.GetMetadata("Value")}\n"));
 
     protected override void ExecuteCore()
     {
-        int node = Processes.ParentOfCurrent();
-        var self = new BuildLock.Holder(node, Processes.StartedUtcTicks(node), BuildId);
-        BuildLock.Acquire(LockFile, self, TimeSpan.FromSeconds(Math.Max(0, LockTimeoutSeconds)), LogProgress);
+        Acquire();
         try
         {
-            string text = string.Concat((Options ?? []).Select(o => $"{o.ItemSpec}={o.GetMetadata("Value")}\n"));
-            AtomicFile.WriteAllTextIfChanged(StampFile, text);
+            AtomicFile.WriteAllTextIfChanged(StampFile, StampText(OptionsHash, Options ?? []));
+            if (SdkIdentityCache.Length > 0 && SdkIdentityLine.Length > 0) AtomicFile.WriteAllTextIfChanged(SdkIdentityCache, SdkIdentityLine + "\n");
         }
         catch
         {

@@ -21,6 +21,7 @@ public sealed class BeginLlmBuildTests
             BuildId = build,
             LockTimeoutSeconds = 1,
             StampFile = Path.Combine(stampDir, "options.stamp"),
+            OptionsHash = "h1",
             Options = [new TaskItem("SeqLength", new Dictionary<string, string> { ["Value"] = "64" }), new TaskItem("Chip", new Dictionary<string, string> { ["Value"] = "bm1684x" })],
         };
         return (task, engine);
@@ -35,7 +36,7 @@ public sealed class BeginLlmBuildTests
         string llm = Path.Combine(root, "obj", "Debug", "llm");
         var (task, engine) = Create(root, llm);
         Assert.IsTrue(task.Execute(), string.Join("\n", engine.Errors.Select(e => e.Message)));
-        Assert.AreEqual("SeqLength=64\nChip=bm1684x\n", File.ReadAllText(Path.Combine(llm, "options.stamp")));
+        Assert.AreEqual("options-hash=h1\nSeqLength=64\nChip=bm1684x\n", File.ReadAllText(Path.Combine(llm, "options.stamp")));
         StringAssert.Contains(File.ReadAllText(task.LockFile), "build=b1");
         var stamp = DateTime.UtcNow.AddHours(-1);
         File.SetLastWriteTimeUtc(Path.Combine(llm, "options.stamp"), stamp);

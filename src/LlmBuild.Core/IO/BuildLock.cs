@@ -62,6 +62,9 @@ public static class BuildLock
         }
     }
 
+    /// <summary>Whether the build <paramref name="buildId"/> holds the lock now (a read, no guard: only that build takes or drops it for itself).</summary>
+    public static bool IsHeldBy(string lockPath, string buildId) => Read(Path.GetFullPath(lockPath))?.BuildId == buildId;
+
     /// <summary>Removes the lock if <paramref name="buildId"/> holds it (a lock another build took over is left alone).</summary>
     public static void Release(string lockPath, string buildId)
     {

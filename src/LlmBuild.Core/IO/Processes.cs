@@ -51,23 +51,4 @@ public static class Processes
             return null;
         }
     }
-
-    /// <summary>
-    /// The parent of this process. MSBuild runs each stage task in a short-lived task host whose parent is the MSBuild node
-    /// building the project; that node, not the task host, lives as long as the build. Read from /proc where there is one;
-    /// elsewhere this process's own id (the lock then only serializes the tasks themselves).
-    /// </summary>
-    public static int ParentOfCurrent()
-    {
-        try
-        {
-            // /proc/self/stat: "pid (comm) state ppid …"; comm may hold spaces and parentheses, so parse after the last ')'.
-            string stat = File.ReadAllText("/proc/self/stat");
-            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            if (int.TryParse(fields[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int ppid) && ppid > 0)
-                return ppid;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or IndexOutOfRangeException or ArgumentOutOfRangeException) { }
-        return Environment.ProcessId;
-    }
 }
