@@ -121,8 +121,36 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         return payloads;
     }
 
-    /// <summary>The sha256 of a coefficient blob made of <paramref name="segments"/> of <paramref name="npzPath"/>'s entries, streamed.</summary>
+    /// <summary>
+    /// The sha256 of a coefficient blob made of <paramref name="segments"/> of <paramref name="npzPath"/>'s entries, streamed.
+    /// Pieces that share an owner (block_i and block_cache_i, embedding and embedding_cache and a tied lm_head) lay out
+    /// the same blob: it is hashed once per process, keyed by the file (path, length, write time), the entries' CRC-32s
+    /// and lengths, and the segments — everything the bytes depend on.
+    /// </summary>
     public static byte[] Hash(string npzPath, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments, long size)
+    {
+        var file = new FileInfo(Path.GetFullPath(npzPath));
+        if (!file.Exists) return HashUncached(npzPath, entries, segments, size);
+        var key = new System.Text.StringBuilder()
+            .Append(file.FullName).Append('|').Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(size);
+        foreach (var e in entries) key.Append('|').Append(e.Key).Append(':').Append(e.Crc32).Append(':').Append(e.DataLength);
+        foreach (var s in segments) key.Append('|').Append(s.At).Append(':').Append(s.Key).Append(':').Append(s.Offset).Append(':').Append(s.Run).Append(':').Append(s.Stride).Append(':').Append(s.Count);
+        if (HashCache.Count > 4096) HashCache.Clear();
+        var lazy = HashCache.GetOrAdd(key.ToString(), _ => new Lazy<byte[]>(() => HashUncached(npzPath, entries, segments, size)));
+        try
+        {
+            return (byte[])lazy.Value.Clone();
+        }
+        catch
+        {
+            HashCache.TryRemove(key.ToString(), out _);
+            throw;
+        }
+    }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<byte[]>> HashCache = new(StringComparer.Ordinal);
+
+    private static byte[] HashUncached(string npzPath, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments, long size)
     {
         var references = new PieceCoeffReferences(Path.GetFileName(npzPath), entries, [new CoeffReference("hash", size, "", segments)]);
         using var npz = new NpzReader(npzPath);
