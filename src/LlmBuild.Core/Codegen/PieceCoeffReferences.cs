@@ -131,10 +131,9 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     {
         var file = new FileInfo(Path.GetFullPath(npzPath));
         if (!file.Exists) return HashUncached(npzPath, entries, segments, size);
-        var key = new System.Text.StringBuilder()
-            .Append(file.FullName).Append('|').Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(size);
-        foreach (var e in entries) key.Append('|').Append(e.Key).Append(':').Append(e.Crc32).Append(':').Append(e.DataLength);
-        foreach (var s in segments) key.Append('|').Append(s.At).Append(':').Append(s.Key).Append(':').Append(s.Offset).Append(':').Append(s.Run).Append(':').Append(s.Stride).Append(':').Append(s.Count);
+        string blob = BlobKey(file.FullName, size, entries, segments);
+        if (Previous.TryGetValue(blob, out byte[]? claimed)) return (byte[])claimed.Clone();
+        var key = new System.Text.StringBuilder().Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(blob);
         if (HashCache.Count > 4096) HashCache.Clear();
         var lazy = HashCache.GetOrAdd(key.ToString(), _ => new Lazy<byte[]>(() => HashUncached(npzPath, entries, segments, size)));
         try
@@ -149,6 +148,46 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     }
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<byte[]>> HashCache = new(StringComparer.Ordinal);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte[]> Previous = new(StringComparer.Ordinal);
+
+    /// <summary>What a coefficient blob's bytes are made of: the weight file, the segments and the CRC-32 and length of each entry they read.</summary>
+    private static string BlobKey(string weightFile, long size, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments)
+    {
+        var key = new System.Text.StringBuilder().Append(weightFile).Append('|').Append(size);
+        var used = segments.Select(s => s.Key).ToHashSet(StringComparer.Ordinal);
+        foreach (var e in entries.Where(e => used.Contains(e.Key)).OrderBy(e => e.Key, StringComparer.Ordinal))
+            key.Append('|').Append(e.Key).Append(':').Append(e.Crc32).Append(':').Append(e.DataLength);
+        foreach (var s in segments) key.Append('|').Append(s.At).Append(':').Append(s.Key).Append(':').Append(s.Offset).Append(':').Append(s.Run).Append(':').Append(s.Stride).Append(':').Append(s.Count);
+        return key.ToString();
+    }
+
+    /// <summary>
+    /// Remembers the sha256 of the coefficient blobs the bmodel at <paramref name="bmodelPath"/> (a piece about to be
+    /// compiled again, e.g. after a SeqLength change) references, so a blob made of the same segments of entries with the
+    /// same CRC-32s and lengths in the same weight file is not hashed again. A claim, not a proof: the combine stage
+    /// checks every streamed blob against its sha256, and a mismatch is a coded error that deletes the pieces (the next
+    /// build compiles and hashes them afresh). A bmodel without references or with unreadable ones adds nothing.
+    /// </summary>
+    public static void RememberHashesOf(string bmodelPath)
+    {
+        PieceCoeffReferences? old;
+        try
+        {
+            old = File.Exists(bmodelPath) ? TryRead(bmodelPath) : null;
+        }
+        catch (Exception e) when (e is LlmBuildException or IOException or UnauthorizedAccessException)
+        {
+            return; // nothing to reuse: the blobs are hashed
+        }
+        if (old is null) return;
+        string weights = old.WeightFilePath(bmodelPath);
+        if (Previous.Count > 4096) Previous.Clear();
+        foreach (var c in old.Coefficients)
+        {
+            if (c.Sha256.Length != 64 || !c.Sha256.All(Uri.IsHexDigit)) continue;
+            Previous[BlobKey(weights, c.Size, old.Entries, c.Segments)] = Convert.FromHexString(c.Sha256);
+        }
+    }
 
     private static byte[] HashUncached(string npzPath, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments, long size)
     {

@@ -41,6 +41,44 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// Changes an existing file in place without ever showing a half-changed file at its path: the file is renamed to a
+    /// temporary sibling (the path now has no file), <paramref name="modify"/> changes it there through a read/write
+    /// stream, it is flushed to disk and renamed back. Killed in between, the path has no file — so the stage that writes
+    /// it reruns and writes it whole — and the temporary is a killed writer's, removed by <see cref="DeleteStaleTemporaries"/>.
+    /// For a large file of which only the end changes (an npz's constants after its weights) this writes the end only.
+    /// </summary>
+    public static void Rewrite(string path, Action<FileStream> modify)
+    {
+        string full = Path.GetFullPath(path);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, TemporaryName(Path.GetFileName(full)));
+        try
+        {
+            File.Move(full, temp);
+            using (var stream = new FileStream(temp, FileMode.Open, FileAccess.ReadWrite, FileShare.None, 1 << 16))
+            {
+                modify(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        catch (IOException e)
+        {
+            TryDelete(temp);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot rewrite '{full}': {e.Message}. Check free disk space and permissions.", full, e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            TryDelete(temp);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot rewrite '{full}': {e.Message}. Check permissions.", full, e);
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
+    }
+
     public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes)
     {
         byte[] copy = bytes.ToArray();
