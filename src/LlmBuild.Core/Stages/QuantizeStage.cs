@@ -73,7 +73,8 @@ public static class QuantizeStage
         {
             int weightEntries;
             using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
-            AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n");
+            // Not fsynced: lost or torn by a power failure, it reads as no identity and the weights are quantized again.
+            AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
         }
         return reusable is not null;
     }
@@ -84,8 +85,10 @@ public static class QuantizeStage
     private static int? ReusableWeightEntries(string npzPath, string identityPath, string weightsIdentity)
     {
         if (!File.Exists(npzPath) || !File.Exists(identityPath)) return null;
-        string[] lines = File.ReadAllLines(identityPath);
-        if (lines.Length != 2 || lines[0] != weightsIdentity || !int.TryParse(lines[1], System.Globalization.CultureInfo.InvariantCulture, out int count)) return null;
+        string text = File.ReadAllText(identityPath);
+        string[] lines = text.Split('\n');
+        // Two lines, each ended: a torn file (it is not fsynced) is no identity.
+        if (lines.Length != 3 || lines[2].Length != 0 || lines[0] != weightsIdentity || !int.TryParse(lines[1], System.Globalization.CultureInfo.InvariantCulture, out int count)) return null;
         using var previous = new NpzReader(npzPath);
         return count >= 0 && count <= previous.Entries.Count ? count : null;
     }
