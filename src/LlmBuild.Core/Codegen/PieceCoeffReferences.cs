@@ -132,7 +132,7 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         var file = new FileInfo(Path.GetFullPath(npzPath));
         if (!file.Exists) return HashUncached(npzPath, entries, segments, size);
         string blob = BlobKey(file.FullName, size, entries, segments);
-        if (Previous.TryGetValue(blob, out byte[]? claimed)) return (byte[])claimed.Clone();
+        if (_claims is not null && _claims.TryGetValue(blob, out byte[]? claimed)) return (byte[])claimed.Clone();
         var key = new System.Text.StringBuilder().Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(blob);
         if (HashCache.Count > 4096) HashCache.Clear();
         var lazy = HashCache.GetOrAdd(key.ToString(), _ => new Lazy<byte[]>(() => HashUncached(npzPath, entries, segments, size)));
@@ -148,7 +148,8 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     }
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<byte[]>> HashCache = new(StringComparer.Ordinal);
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte[]> Previous = new(StringComparer.Ordinal);
+    /// <summary>The claims of the piece this thread is compiling (<see cref="UsingHashesOf"/>).</summary>
+    [ThreadStatic] private static Dictionary<string, byte[]>? _claims;
 
     /// <summary>What a coefficient blob's bytes are made of: the weight file, the segments and the CRC-32 and length of each entry they read.</summary>
     private static string BlobKey(string weightFile, long size, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments)
@@ -162,30 +163,39 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     }
 
     /// <summary>
-    /// Remembers the sha256 of the coefficient blobs the bmodel at <paramref name="bmodelPath"/> (a piece about to be
-    /// compiled again, e.g. after a SeqLength change) references, so a blob made of the same segments of entries with the
-    /// same CRC-32s and lengths in the same weight file is not hashed again. A claim, not a proof: the combine stage
-    /// checks every streamed blob against its sha256, and a mismatch is a coded error that deletes the pieces (the next
-    /// build compiles and hashes them afresh). A bmodel without references or with unreadable ones adds nothing.
+    /// Runs <paramref name="compile"/> (on this thread) taking the sha256 of the coefficient blobs the bmodel at
+    /// <paramref name="bmodelPath"/> — the piece about to be compiled again, e.g. after a SeqLength change — references:
+    /// a blob made of the same segments of entries with the same CRC-32s and lengths in the same weight file is not
+    /// hashed again. A claim, not a proof: the combine stage checks every streamed blob against its sha256, and a
+    /// mismatch is a coded error that deletes the pieces (the next build compiles and hashes them afresh). A bmodel
+    /// without references or with unreadable ones claims nothing. The claims serve this compile only.
     /// </summary>
-    public static void RememberHashesOf(string bmodelPath)
+    public static T UsingHashesOf<T>(string bmodelPath, Func<T> compile)
     {
-        PieceCoeffReferences? old;
+        var claims = new Dictionary<string, byte[]>(StringComparer.Ordinal);
         try
         {
-            old = File.Exists(bmodelPath) ? TryRead(bmodelPath) : null;
+            if (File.Exists(bmodelPath) && TryRead(bmodelPath) is { } old)
+            {
+                string weights = old.WeightFilePath(bmodelPath);
+                foreach (var c in old.Coefficients)
+                    if (c.Sha256.Length == 64 && c.Sha256.All(Uri.IsHexDigit))
+                        claims[BlobKey(weights, c.Size, old.Entries, c.Segments)] = Convert.FromHexString(c.Sha256);
+            }
         }
         catch (Exception e) when (e is LlmBuildException or IOException or UnauthorizedAccessException)
         {
-            return; // nothing to reuse: the blobs are hashed
+            claims.Clear(); // an unreadable previous bmodel claims nothing: the blobs are hashed
         }
-        if (old is null) return;
-        string weights = old.WeightFilePath(bmodelPath);
-        if (Previous.Count > 4096) Previous.Clear();
-        foreach (var c in old.Coefficients)
+        var outer = _claims;
+        _claims = claims;
+        try
         {
-            if (c.Sha256.Length != 64 || !c.Sha256.All(Uri.IsHexDigit)) continue;
-            Previous[BlobKey(weights, c.Size, old.Entries, c.Segments)] = Convert.FromHexString(c.Sha256);
+            return compile();
+        }
+        finally
+        {
+            _claims = outer;
         }
     }
 

@@ -39,8 +39,7 @@ public static class CompileStage
     public static bool RunReferencing(ResolvedModel model, Piece piece, string mlirPath, string weightFilePath, string bmodelPath)
     {
         // A piece compiled again from the same weights (SeqLength changed) does not hash them again.
-        PieceCoeffReferences.RememberHashesOf(bmodelPath);
-        var (file, blob, compiled) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true);
+        var (file, blob, compiled) = PieceCoeffReferences.UsingHashesOf(bmodelPath, () => BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true));
         if (compiled.Any(c => c.CoeffSize > 0 && c.CoeffSources is null))
         {
             (file, blob, _) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: false);
