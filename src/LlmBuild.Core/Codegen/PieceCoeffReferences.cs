@@ -213,29 +213,21 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         IncrementalHash? into = null)
     {
         using var own = into is null ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
-        var hash = new HashBehind(into ?? own!);
-        // Two buffers in turn: one is hashed (on another core) while the other is written and refilled.
-        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(1 << 20), ArrayPool<byte>.Shared.Rent(1 << 20)];
-        int turn = 0;
+        IncrementalHash hash = into ?? own!;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
         try
         {
             using var file = new FileStream(weights, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.SequentialScan);
             long pos = 0;
-            void Emit(byte[] buffer, int n)
-            {
-                hash.Append(buffer, n);
-                output.Write(buffer, 0, n);
-                pos += n;
-                turn ^= 1;
-            }
             void Zeros(long upTo)
             {
                 while (pos < upTo)
                 {
-                    byte[] buffer = buffers[turn];
                     int n = (int)Math.Min(upTo - pos, buffer.Length);
                     buffer.AsSpan(0, n).Clear();
-                    Emit(buffer, n);
+                    hash.AppendData(buffer, 0, n);
+                    output.Write(buffer, 0, n);
+                    pos += n;
                 }
             }
             foreach (CoeffSegment s in c.Segments.OrderBy(s => s.At))
@@ -246,47 +238,23 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
                     long at = offsets[s.Key] + s.Offset + k * s.Stride, left = s.Run;
                     while (left > 0)
                     {
-                        byte[] buffer = buffers[turn];
                         int n = RandomAccess.Read(file.SafeFileHandle, buffer.AsSpan(0, (int)Math.Min(left, buffer.Length)), at);
                         if (n <= 0) throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, $"'{weights}' ended while streaming {c.Where} of '{bmodelPath}': the weight file changed after the piece was compiled.", bmodelPath);
-                        Emit(buffer, n);
-                        at += n; left -= n;
+                        hash.AppendData(buffer, 0, n);
+                        output.Write(buffer, 0, n);
+                        at += n; left -= n; pos += n;
                     }
                 }
             }
             Zeros(c.Size);
-            hash.Finish();
         }
         finally
         {
-            hash.Settle();
-            foreach (byte[] b in buffers) ArrayPool<byte>.Shared.Return(b);
+            ArrayPool<byte>.Shared.Return(buffer);
         }
-        if (sha is not null && !(into ?? own!).GetHashAndReset().AsSpan().SequenceEqual(sha))
+        if (sha is not null && !hash.GetHashAndReset().AsSpan().SequenceEqual(sha))
             throw new LlmBuildException(ErrorCodes.StaleCoefficientReference,
                 $"The coefficients of {c.Where} streamed from '{weights}' do not match the sha256 '{bmodelPath}' was compiled with: the weight file changed after the piece was compiled.", bmodelPath);
-    }
-
-    /// <summary>
-    /// Hashes chunks behind the caller: <see cref="Append"/> waits for the previous chunk's hash, then hashes this one on
-    /// the thread pool while the caller writes it and reads the next into its other buffer (so a buffer is never refilled
-    /// while it is being hashed). The hash sees the chunks in order.
-    /// </summary>
-    private sealed class HashBehind(IncrementalHash hash)
-    {
-        private System.Threading.Tasks.Task _pending = System.Threading.Tasks.Task.CompletedTask;
-
-        public void Append(byte[] buffer, int count)
-        {
-            _pending.GetAwaiter().GetResult();
-            _pending = System.Threading.Tasks.Task.Run(() => hash.AppendData(buffer, 0, count));
-        }
-
-        /// <summary>Waits for the last chunk; its failure is thrown.</summary>
-        public void Finish() => _pending.GetAwaiter().GetResult();
-
-        /// <summary>Waits for the last chunk without throwing (when unwinding, before the buffers are returned).</summary>
-        public void Settle() => ((IAsyncResult)_pending).AsyncWaitHandle.WaitOne();
     }
 
     /// <summary>A path from <paramref name="fromDirectory"/> to <paramref name="file"/>, with '/' separators.</summary>
