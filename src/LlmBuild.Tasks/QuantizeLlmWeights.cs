@@ -43,7 +43,7 @@ public sealed class QuantizeLlmWeights : LlmTask
         RunPieces(stale, o => o.ItemSpec, (o, log) =>
         {
             if (QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz"), WeightsIdentity(o.Path("Spec")), stats, calibrationDir))
-                log("weights unchanged: copied, constants rewritten");
+                log("weights unchanged: kept in place, constants rewritten");
         });
         if (stats is not null && !Log.HasLoggedErrors)
             LogProgress($"{Stage}: {model.Calibration!.Method} quantization (output error on the calibration data, per linear; {System.IO.Path.Combine(calibrationDir, "quantization.json")}):\n" +

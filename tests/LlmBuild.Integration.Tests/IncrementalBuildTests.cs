@@ -187,12 +187,17 @@ public sealed class IncrementalBuildTests
         // The embedding's file has no constants: untouched.
         Assert.IsFalse(result.Output.Contains("embedding: weights unchanged", StringComparison.Ordinal), "embedding untouched:\n" + result.Output);
         for (int layer = 0; layer < 4; layer++)
-            StringAssert.Contains(result.Output, $"block_{layer}: weights unchanged: copied, constants rewritten");
+            StringAssert.Contains(result.Output, $"block_{layer}: weights unchanged: kept in place, constants rewritten");
         foreach (string s in new[] { Stages.Resolve, Stages.Export, Stages.Compile, Stages.Combine, Stages.Verify })
             Assert.IsTrue(result.RanTasks.Contains(s), s + " ran");
         var after = Artifacts(dir);
         Assert.AreEqual(_baselineHashes["obj/weights/embedding_top_weights.npz"], after["obj/weights/embedding_top_weights.npz"]);
         Assert.AreNotEqual(_baselineHashes["bin/tiny.bmodel"], Artifacts(dir)["bin/tiny.bmodel"]);
+        // Constants rewritten in place after the kept weights: the same bytes as a cold build at that SeqLength.
+        string cold = BuildHarness.NewTempDirectory("seq-cold");
+        SetProperty(cold, "SeqLength", "96");
+        BuildHarness.Build(cold).AssertSucceeded();
+        CollectionAssert.AreEqual(Artifacts(cold), after, "a SeqLength change gives the cold build's bytes");
 
         // The embedding's file is now older than the block owners' specs. Each owner is compared with its own spec, so the
         // next build is a no-op, not a quantize stage that finds every owner up to date on every build (issue 15).
@@ -294,6 +299,34 @@ public sealed class IncrementalBuildTests
     {
         string dir = BuildHarness.NewTempDirectory("kill");
         BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
+        BuildAndKillIn(dir, stage);
+
+        var resumed = BuildHarness.Build(dir);
+        resumed.AssertSucceeded();
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), $"resumed build after a kill in {stage} equals the clean build");
+        Assert.IsFalse(Directory.EnumerateFiles(dir, "*.tmp", SearchOption.AllDirectories).Any(f => f.Contains("/bin/")), "no temporaries in bin/");
+    }
+
+    [TestMethod]
+    [DataRow("QuantizeLlmWeights")]
+    [DataRow("CombineLlmBModel")]
+    public void KilledSeqLengthChangeResumesToTheColdBuildsBytes(string stage)
+    {
+        // A SeqLength change rewrites the owners' constants in place after their weights (the file is moved aside
+        // meanwhile): killed at any moment, the next build must still give the bytes of a cold build.
+        string cold = BuildHarness.NewTempDirectory("seq-cold");
+        SetProperty(cold, "SeqLength", "96");
+        BuildHarness.Build(cold).AssertSucceeded();
+        string dir = CopyOfBaseline("seq-kill");
+        SetProperty(dir, "SeqLength", "96");
+        BuildAndKillIn(dir, stage);
+        BuildHarness.Build(dir).AssertSucceeded();
+        CollectionAssert.AreEqual(Artifacts(cold), Artifacts(dir), $"resumed SeqLength change after a kill in {stage} equals the cold build");
+    }
+
+    /// <summary>Starts a build of <paramref name="dir"/> and kills its whole process group once <paramref name="stage"/> has started.</summary>
+    private static void BuildAndKillIn(string dir, string stage)
+    {
         // Its own process group (setsid), so the throttle and the kill reach the build, its nodes and its task hosts.
         var psi = BuildHarness.StartInfo(dir, ["build", "model.llmproj"]);
         psi.FileName = "setsid";
@@ -317,11 +350,6 @@ public sealed class IncrementalBuildTests
         // Kill the whole process group: the build, its nodes and its task hosts.
         using (var kill = Process.Start("kill", ["-9", "--", "-" + process.Id])) kill.WaitForExit();
         process.WaitForExit();
-
-        var resumed = BuildHarness.Build(dir);
-        resumed.AssertSucceeded();
-        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), $"resumed build after a kill in {stage} equals the clean build");
-        Assert.IsFalse(Directory.EnumerateFiles(dir, "*.tmp", SearchOption.AllDirectories).Any(f => f.Contains("/bin/")), "no temporaries in bin/");
     }
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]

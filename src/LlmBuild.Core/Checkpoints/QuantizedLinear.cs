@@ -31,6 +31,7 @@ public sealed record QuantizedLinear(int N, int K, int Bits, int GroupSize, byte
     }
 
     /// <summary>Packs 4-bit values: out[i] = q[2i] | q[2i+1] &lt;&lt; 4.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public static void PackNibbles(ReadOnlySpan<byte> q, Span<byte> packed)
     {
         int i = 0;

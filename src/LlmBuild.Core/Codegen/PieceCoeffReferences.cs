@@ -121,8 +121,85 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         return payloads;
     }
 
-    /// <summary>The sha256 of a coefficient blob made of <paramref name="segments"/> of <paramref name="npzPath"/>'s entries, streamed.</summary>
+    /// <summary>
+    /// The sha256 of a coefficient blob made of <paramref name="segments"/> of <paramref name="npzPath"/>'s entries, streamed.
+    /// Pieces that share an owner (block_i and block_cache_i, embedding and embedding_cache and a tied lm_head) lay out
+    /// the same blob: it is hashed once per process, keyed by the file (path, length, write time), the entries' CRC-32s
+    /// and lengths, and the segments — everything the bytes depend on.
+    /// </summary>
     public static byte[] Hash(string npzPath, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments, long size)
+    {
+        var file = new FileInfo(Path.GetFullPath(npzPath));
+        if (!file.Exists) return HashUncached(npzPath, entries, segments, size);
+        string blob = BlobKey(file.FullName, size, entries, segments);
+        if (_claims is not null && _claims.TryGetValue(blob, out byte[]? claimed)) return (byte[])claimed.Clone();
+        var key = new System.Text.StringBuilder().Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(blob);
+        if (HashCache.Count > 4096) HashCache.Clear();
+        var lazy = HashCache.GetOrAdd(key.ToString(), _ => new Lazy<byte[]>(() => HashUncached(npzPath, entries, segments, size)));
+        try
+        {
+            return (byte[])lazy.Value.Clone();
+        }
+        catch
+        {
+            HashCache.TryRemove(key.ToString(), out _);
+            throw;
+        }
+    }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<byte[]>> HashCache = new(StringComparer.Ordinal);
+    /// <summary>The claims of the piece this thread is compiling (<see cref="UsingHashesOf"/>).</summary>
+    [ThreadStatic] private static Dictionary<string, byte[]>? _claims;
+
+    /// <summary>What a coefficient blob's bytes are made of: the weight file, the segments and the CRC-32 and length of each entry they read.</summary>
+    private static string BlobKey(string weightFile, long size, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments)
+    {
+        var key = new System.Text.StringBuilder().Append(weightFile).Append('|').Append(size);
+        var used = segments.Select(s => s.Key).ToHashSet(StringComparer.Ordinal);
+        foreach (var e in entries.Where(e => used.Contains(e.Key)).OrderBy(e => e.Key, StringComparer.Ordinal))
+            key.Append('|').Append(e.Key).Append(':').Append(e.Crc32).Append(':').Append(e.DataLength);
+        foreach (var s in segments) key.Append('|').Append(s.At).Append(':').Append(s.Key).Append(':').Append(s.Offset).Append(':').Append(s.Run).Append(':').Append(s.Stride).Append(':').Append(s.Count);
+        return key.ToString();
+    }
+
+    /// <summary>
+    /// Runs <paramref name="compile"/> (on this thread) taking the sha256 of the coefficient blobs the bmodel at
+    /// <paramref name="bmodelPath"/> — the piece about to be compiled again, e.g. after a SeqLength change — references:
+    /// a blob made of the same segments of entries with the same CRC-32s and lengths in the same weight file is not
+    /// hashed again. A claim, not a proof: the combine stage checks every streamed blob against its sha256, and a
+    /// mismatch is a coded error that deletes the pieces (the next build compiles and hashes them afresh). A bmodel
+    /// without references or with unreadable ones claims nothing. The claims serve this compile only.
+    /// </summary>
+    public static T UsingHashesOf<T>(string bmodelPath, Func<T> compile)
+    {
+        var claims = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        try
+        {
+            if (File.Exists(bmodelPath) && TryRead(bmodelPath) is { } old)
+            {
+                string weights = old.WeightFilePath(bmodelPath);
+                foreach (var c in old.Coefficients)
+                    if (c.Sha256.Length == 64 && c.Sha256.All(Uri.IsHexDigit))
+                        claims[BlobKey(weights, c.Size, old.Entries, c.Segments)] = Convert.FromHexString(c.Sha256);
+            }
+        }
+        catch (Exception e) when (e is LlmBuildException or IOException or UnauthorizedAccessException)
+        {
+            claims.Clear(); // an unreadable previous bmodel claims nothing: the blobs are hashed
+        }
+        var outer = _claims;
+        _claims = claims;
+        try
+        {
+            return compile();
+        }
+        finally
+        {
+            _claims = outer;
+        }
+    }
+
+    private static byte[] HashUncached(string npzPath, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments, long size)
     {
         var references = new PieceCoeffReferences(Path.GetFileName(npzPath), entries, [new CoeffReference("hash", size, "", segments)]);
         using var npz = new NpzReader(npzPath);

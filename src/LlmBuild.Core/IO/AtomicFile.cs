@@ -9,7 +9,12 @@ namespace LlmBuild.Core.IO;
 public static class AtomicFile
 {
     /// <summary>Writes a file by streaming into a temporary sibling, flushing to disk, then renaming it over <paramref name="path"/>.</summary>
-    public static void Write(string path, Action<Stream> write)
+    /// <param name="durable">
+    /// Whether the data reaches the disk before the rename (fsync): what makes "old file, new file or no file" hold across
+    /// a power loss, not only a killed process, for a file a later build trusts by its timestamp. False only for a file
+    /// whose reader checks it and falls back safely when it is empty or missing (the weights' identity sidecar).
+    /// </param>
+    public static void Write(string path, Action<Stream> write, bool durable = true)
     {
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
@@ -17,10 +22,10 @@ public static class AtomicFile
         string temp = Path.Combine(dir, TemporaryName(Path.GetFileName(full)));
         try
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16))
+            using (var stream = new WritebackFileStream(temp, FileMode.CreateNew))
             {
                 write(stream);
-                stream.Flush(flushToDisk: true);
+                stream.Flush(flushToDisk: durable);
             }
             File.Move(temp, full, overwrite: true);
         }
@@ -41,14 +46,52 @@ public static class AtomicFile
         }
     }
 
-    public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes)
+    /// <summary>
+    /// Changes an existing file in place without ever showing a half-changed file at its path: the file is renamed to a
+    /// temporary sibling (the path now has no file), <paramref name="modify"/> changes it there through a read/write
+    /// stream, it is flushed to disk and renamed back. Killed in between, the path has no file — so the stage that writes
+    /// it reruns and writes it whole — and the temporary is a killed writer's, removed by <see cref="DeleteStaleTemporaries"/>.
+    /// For a large file of which only the end changes (an npz's constants after its weights) this writes the end only.
+    /// </summary>
+    public static void Rewrite(string path, Action<FileStream> modify)
     {
-        byte[] copy = bytes.ToArray();
-        Write(path, s => s.Write(copy));
+        string full = Path.GetFullPath(path);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, TemporaryName(Path.GetFileName(full)));
+        try
+        {
+            File.Move(full, temp);
+            using (var stream = new WritebackFileStream(temp, FileMode.Open))
+            {
+                modify(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        catch (IOException e)
+        {
+            TryDelete(temp);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot rewrite '{full}': {e.Message}. Check free disk space and permissions.", full, e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            TryDelete(temp);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot rewrite '{full}': {e.Message}. Check permissions.", full, e);
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
     }
 
-    public static void WriteAllText(string path, string text) =>
-        WriteAllBytes(path, new System.Text.UTF8Encoding(false).GetBytes(text));
+    public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes, bool durable = true)
+    {
+        byte[] copy = bytes.ToArray();
+        Write(path, s => s.Write(copy), durable);
+    }
+
+    public static void WriteAllText(string path, string text, bool durable = true) =>
+        WriteAllBytes(path, new System.Text.UTF8Encoding(false).GetBytes(text), durable);
 
     /// <summary>
     /// Writes only when the content differs from what is on disk, leaving the timestamp alone otherwise, so
@@ -118,5 +161,50 @@ public static class AtomicFile
     private static void TryDelete(string path)
     {
         try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    /// <summary>
+    /// The stream artifacts are written through: a file stream that, on Linux, asks the kernel to start writing each
+    /// finished 16 MiB back while the writer computes the next (sync_file_range, asynchronous), so the fsync before the
+    /// rename finds little left to write instead of the whole file. Elsewhere, or when the call is refused, a plain stream.
+    /// </summary>
+    private sealed class WritebackFileStream(string path, FileMode mode)
+        : FileStream(path, mode, FileAccess.ReadWrite, FileShare.None, 1 << 16)
+    {
+        private const long Step = 16L << 20;
+        private const uint SyncFileRangeWrite = 2;
+        private long _started;
+        private bool _refused = !OperatingSystem.IsLinux();
+
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
+        private static extern int SyncFileRange(int fd, long offset, long count, uint flags);
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            base.Write(buffer);
+            StartWriteback();
+        }
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            base.Write(buffer, offset, count);
+            StartWriteback();
+        }
+
+        private void StartWriteback()
+        {
+            if (_refused) return;
+            long end = Position - Position % Step;
+            if (end - _started < Step) return;
+            try
+            {
+                _refused = SyncFileRange((int)SafeFileHandle.DangerousGetHandle(), _started, end - _started, SyncFileRangeWrite) != 0;
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+                _refused = true; // only a head start for the fsync: without it the fsync writes everything
+            }
+            _started = end;
+        }
     }
 }

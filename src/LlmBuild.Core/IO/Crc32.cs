@@ -61,6 +61,7 @@ public static class Crc32
     }
 
     /// <summary>CRC state after <paramref name="data"/> (length ≥ 64, a multiple of 16), state in and out un-inverted.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static uint Fold(ReadOnlySpan<byte> data, uint c)
     {
         static Vector128<ulong> LoadAt(ReadOnlySpan<byte> d, int offset) => Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(d), (nuint)offset).AsUInt64();

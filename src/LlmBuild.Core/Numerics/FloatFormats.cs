@@ -63,6 +63,7 @@ public static class FloatFormats
     }
 
     /// <summary>bf16 bit patterns → f32 (exact).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public static void BFloat16ToFloat(ReadOnlySpan<ushort> source, Span<float> destination)
     {
         CheckLengths(source.Length, destination.Length);

@@ -27,7 +27,7 @@ public sealed class NpzWriter : IDisposable
     private readonly HashSet<string> _keys = new(StringComparer.Ordinal);
     private bool _finished, _broken;
 
-    private sealed record CentralRecord(byte[] Name, uint Crc, long Size, long Offset, bool Zip64Sizes);
+    internal sealed record CentralRecord(byte[] Name, uint Crc, long Size, long Offset, bool Zip64Sizes);
 
     public NpzWriter(Stream stream, bool leaveOpen = false)
     {
@@ -35,6 +35,68 @@ public sealed class NpzWriter : IDisposable
         _stream = stream;
         _leaveOpen = leaveOpen;
         _origin = stream.Position;
+    }
+
+    /// <summary>
+    /// Continues an npz this class wrote, after its first entries (<see cref="FindResumePoint"/>): the file is cut right
+    /// after them and what is added next follows, so the result is byte for byte the file a writer that had added the
+    /// same entries from the start would have written. The kept entries' bytes are neither read nor written again.
+    /// </summary>
+    public NpzWriter(Stream stream, NpzResumePoint resume)
+    {
+        if (!stream.CanSeek || !stream.CanWrite) throw new ArgumentException("NpzWriter needs a writable, seekable stream.", nameof(stream));
+        if (stream.Length < resume.End) throw new ArgumentException($"The file holds {stream.Length} bytes, less than the {resume.End} bytes of the entries it continues.", nameof(stream));
+        _stream = stream;
+        _leaveOpen = true;
+        _origin = 0;
+        stream.SetLength(resume.End);
+        stream.Position = resume.End;
+        foreach (var r in resume.Records)
+        {
+            _entries.Add(r);
+            _keys.Add(KeyOf(r.Name));
+        }
+    }
+
+    /// <summary>
+    /// Where the npz at <paramref name="path"/> can be continued after its first <paramref name="keep"/> entries, or null
+    /// when it is not laid out exactly as this class lays out its files (each of those entries stored, its local header
+    /// as written here, the entries back to back from the start of the file).
+    /// </summary>
+    public static NpzResumePoint? FindResumePoint(string path, int keep)
+    {
+        IReadOnlyList<NpzEntry> entries;
+        using (var reader = new NpzReader(path)) entries = reader.Entries;
+        if (keep < 0 || keep > entries.Count) return null;
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        var records = new List<CentralRecord>();
+        long position = 0;
+        Span<byte> h = stackalloc byte[30];
+        foreach (NpzEntry e in entries.Take(keep))
+        {
+            byte[] name = Encoding.UTF8.GetBytes(e.Key + ".npy");
+            bool zip64 = e.NpyLength >= uint.MaxValue;
+            long offset = e.NpyOffset - (30 + name.Length + (zip64 ? 20 : 0));
+            if (!e.Stored || offset != position) return null;
+            if (RandomAccess.Read(file, h, offset) != h.Length) return null;
+            bool same = BinaryPrimitives.ReadUInt32LittleEndian(h) == LocalSignature
+                && BinaryPrimitives.ReadUInt16LittleEndian(h[4..]) == (zip64 ? 45 : 20)
+                && BinaryPrimitives.ReadUInt16LittleEndian(h[6..]) == Flags(name)
+                && BinaryPrimitives.ReadUInt16LittleEndian(h[8..]) == 0
+                && BinaryPrimitives.ReadUInt16LittleEndian(h[10..]) == DosTime
+                && BinaryPrimitives.ReadUInt16LittleEndian(h[12..]) == DosDate
+                && BinaryPrimitives.ReadUInt32LittleEndian(h[14..]) == e.Crc32
+                && BinaryPrimitives.ReadUInt32LittleEndian(h[18..]) == (zip64 ? uint.MaxValue : (uint)e.NpyLength)
+                && BinaryPrimitives.ReadUInt32LittleEndian(h[22..]) == (zip64 ? uint.MaxValue : (uint)e.NpyLength)
+                && BinaryPrimitives.ReadUInt16LittleEndian(h[26..]) == name.Length
+                && BinaryPrimitives.ReadUInt16LittleEndian(h[28..]) == (zip64 ? 20 : 0);
+            if (!same) return null;
+            byte[] stored = new byte[name.Length];
+            if (RandomAccess.Read(file, stored, offset + 30) != stored.Length || !stored.AsSpan().SequenceEqual(name)) return null;
+            records.Add(new CentralRecord(name, e.Crc32, e.NpyLength, offset, zip64));
+            position = e.NpyOffset + e.NpyLength;
+        }
+        return new NpzResumePoint(records, position);
     }
 
     /// <summary>For tests: write zip64 records even for small entries.</summary>
@@ -276,4 +338,22 @@ public sealed class NpzWriter : IDisposable
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
         public override void SetLength(long value) => throw new NotSupportedException();
     }
+}
+
+/// <summary>The first entries of an npz and where they end: where <see cref="NpzWriter"/> continues the file.</summary>
+public sealed class NpzResumePoint
+{
+    internal NpzResumePoint(IReadOnlyList<NpzWriter.CentralRecord> records, long end)
+    {
+        Records = records;
+        End = end;
+    }
+
+    internal IReadOnlyList<NpzWriter.CentralRecord> Records { get; }
+
+    /// <summary>The byte offset right after the kept entries.</summary>
+    public long End { get; }
+
+    /// <summary>How many entries are kept.</summary>
+    public int Count => Records.Count;
 }

@@ -1,4 +1,4 @@
-using System.Numerics.Tensors;
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -74,35 +74,87 @@ public static class LinearQuantizer
     internal static unsafe void QuantizeRows(ReadOnlySpan<float> w, int rows, int k, int bits, int g, bool symmetric,
         Span<byte> qweight, Span<float> scales, Span<byte> zeros, string tensorName)
     {
-        int rowBytes = bits == 4 ? k / 2 : k, groups = k / g;
         fixed (float* wp = w)
+            QuantizeRowsCore((nint)wp, bf16: false, rows, k, bits, g, symmetric, qweight, scales, zeros, tensorName);
+    }
+
+    /// <summary>
+    /// Quantizes a block of rows given as bf16 bit patterns (the checkpoint's own bytes): each row is widened to f32
+    /// (exactly: bf16 is the top half of an f32) inside the parallel loop, into a row-sized buffer that stays in cache,
+    /// so the block is read once and never stored as f32. Bit-identical to <see cref="QuantizeRows"/> on the widened values.
+    /// </summary>
+    internal static unsafe void QuantizeRowsBFloat16(ReadOnlySpan<ushort> w, int rows, int k, int bits, int g, bool symmetric,
+        Span<byte> qweight, Span<float> scales, Span<byte> zeros, string tensorName)
+    {
+        if (w.Length < (long)rows * k) throw new ArgumentException($"Weight '{tensorName}': {w.Length} bf16 values for {rows}×{k}.");
+        fixed (ushort* wp = w)
+            QuantizeRowsCore((nint)wp, bf16: true, rows, k, bits, g, symmetric, qweight, scales, zeros, tensorName);
+    }
+
+    private static unsafe void QuantizeRowsCore(nint wAddr, bool bf16, int rows, int k, int bits, int g, bool symmetric,
+        Span<byte> qweight, Span<float> scales, Span<byte> zeros, string tensorName)
+    {
+        int rowBytes = bits == 4 ? k / 2 : k, groups = k / g;
+        if (qweight.Length < (long)rows * rowBytes || scales.Length < (long)rows * groups || zeros.Length < (long)rows * groups)
+            throw new ArgumentException($"Weight '{tensorName}': output spans too short for {rows}×{k}.");
         fixed (byte* qp = qweight)
         fixed (float* sp = scales)
         fixed (byte* zp = zeros)
         {
-            nint wAddr = (nint)wp, qAddr = (nint)qp, sAddr = (nint)sp, zAddr = (nint)zp;
-            const int RowsPerTask = 16;
-            int tasks = (rows + RowsPerTask - 1) / RowsPerTask;
-            Parallelism.For(tasks, t =>
+            nint qAddr = (nint)qp, sAddr = (nint)sp, zAddr = (nint)zp;
+            // About 64 KiB of f32 per task: enough work to amortise the scheduling, small enough to balance two cores.
+            int rowsPerTask = Math.Max(1, (1 << 14) / Math.Max(1, k));
+            int tasks = (rows + rowsPerTask - 1) / rowsPerTask;
+            Parallelism.For(tasks, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (t) =>
             {
-                byte[] scratch = new byte[k];
-                for (int r = t * RowsPerTask; r < Math.Min(rows, (t + 1) * RowsPerTask); r++)
+                byte[] scratch = ArrayPool<byte>.Shared.Rent(k);
+                float[]? widened = bf16 ? ArrayPool<float>.Shared.Rent(k) : null;
+                try
                 {
-                    var row = new ReadOnlySpan<float>((float*)wAddr + (long)r * k, k);
-                    QuantizeRow(row, bits, g, symmetric,
-                        new Span<byte>((byte*)qAddr + (long)r * rowBytes, rowBytes),
-                        new Span<float>((float*)sAddr + (long)r * groups, groups),
-                        new Span<byte>((byte*)zAddr + (long)r * groups, groups), scratch, tensorName, r);
+                    for (int r = t * rowsPerTask; r < Math.Min(rows, (t + 1) * rowsPerTask); r++)
+                    {
+                        ReadOnlySpan<float> row;
+                        if (widened is not null)
+                        {
+                            FloatFormats.BFloat16ToFloat(new ReadOnlySpan<ushort>((ushort*)wAddr + (long)r * k, k), widened.AsSpan(0, k));
+                            row = widened.AsSpan(0, k);
+                        }
+                        else row = new ReadOnlySpan<float>((float*)wAddr + (long)r * k, k);
+                        QuantizeRow(row, bits, g, symmetric,
+                            new Span<byte>((byte*)qAddr + (long)r * rowBytes, rowBytes),
+                            new Span<float>((float*)sAddr + (long)r * groups, groups),
+                            new Span<byte>((byte*)zAddr + (long)r * groups, groups), scratch, tensorName, r);
+                    }
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(scratch);
+                    if (widened is not null) ArrayPool<float>.Shared.Return(widened);
                 }
             });
         }
     }
 
     /// <summary>Quantizes one row of K values (vectorised); <paramref name="scratch"/> holds at least K bytes.</summary>
+    // The hot loops are compiled optimised at once: a build's process is too short-lived for tiering to reach them.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void QuantizeRow(ReadOnlySpan<float> row, int bits, int g, bool symmetric,
         Span<byte> qweightRow, Span<float> scalesRow, Span<byte> zerosRow, Span<byte> scratch, string tensorName = "weight", int rowIndex = 0)
     {
         int k = row.Length, qmax = (1 << bits) - 1;
+        if (bits == 4 && g % 128 == 0 && Vector512.IsHardwareAccelerated)
+        {
+            // Levels go straight into packed nibbles, 128 values (64 bytes) at a time.
+            for (int j = 0; j < k / g; j++)
+            {
+                ReadOnlySpan<float> group = row.Slice(j * g, g);
+                var (scale, zero) = GroupParameters(group, bits, symmetric, tensorName, rowIndex, j);
+                scalesRow[j] = scale;
+                zerosRow[j] = (byte)zero;
+                QuantizeGroupPacked4(group, scale, zero, qweightRow.Slice(j * g / 2, g / 2));
+            }
+            return;
+        }
         Span<byte> q = bits == 8 ? qweightRow[..k] : scratch[..k];
         for (int j = 0; j < k / g; j++)
         {
@@ -115,6 +167,39 @@ public static class LinearQuantizer
         if (bits == 4) QuantizedLinear.PackNibbles(q, qweightRow);
     }
 
+    /// <summary>4-bit levels of a group whose length is a multiple of 128, packed two per byte (element 2i in the low nibble).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void QuantizeGroupPacked4(ReadOnlySpan<float> group, float scale, int zero, Span<byte> packed)
+    {
+        if (scale == 0)
+        {
+            packed.Fill((byte)(zero | (zero << 4)));
+            return;
+        }
+        var vScale = Vector512.Create(scale);
+        var vZero = Vector512.Create((float)zero);
+        var vMax = Vector512.Create(15f);
+        ref float src = ref MemoryMarshal.GetReference(group);
+        ref byte dst = ref MemoryMarshal.GetReference(packed);
+        for (int i = 0; i <= group.Length - 128; i += 128)
+        {
+            var lo = Levels64(ref src, i, vScale, vZero, vMax).AsUInt16();
+            var hi = Levels64(ref src, i + 64, vScale, vZero, vMax).AsUInt16();
+            // A ushort lane holds q[2m] | q[2m+1] << 8; its low byte after (u | u >> 4) is q[2m] | q[2m+1] << 4.
+            Vector512.Narrow(lo | (lo >> 4), hi | (hi >> 4)).StoreUnsafe(ref dst, (nuint)(i / 2));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> Levels64(ref float src, int i, Vector512<float> scale, Vector512<float> zero, Vector512<float> max)
+    {
+        var a = Level(Vector512.LoadUnsafe(ref src, (nuint)i), scale, zero, max);
+        var b = Level(Vector512.LoadUnsafe(ref src, (nuint)(i + 16)), scale, zero, max);
+        var c = Level(Vector512.LoadUnsafe(ref src, (nuint)(i + 32)), scale, zero, max);
+        var d = Level(Vector512.LoadUnsafe(ref src, (nuint)(i + 48)), scale, zero, max);
+        return Vector512.Narrow(Vector512.Narrow(a, b), Vector512.Narrow(c, d)).AsByte();
+    }
+
     /// <summary>One group's scale and zero point exactly as round-to-nearest chooses them (GPTQ and AWQ reuse the rule).</summary>
     public static (float Scale, int Zero) GroupScaleAndZero(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName = "weight", int row = 0, int groupIndex = 0) =>
         GroupParameters(group, bits, symmetric, tensorName, row, groupIndex);
@@ -124,7 +209,7 @@ public static class LinearQuantizer
         scale == 0 ? zero : (int)Math.Clamp(Math.Round(w / scale, MidpointRounding.ToEven) + zero, 0, (1 << bits) - 1);
 
     /// <summary>The per-group scale and zero point (shared by the vector and scalar paths).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     private static (float Scale, int Zero) GroupParameters(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName, int row, int groupIndex)
     {
         int qmax = (1 << bits) - 1;
@@ -132,7 +217,7 @@ public static class LinearQuantizer
         int zero;
         if (symmetric)
         {
-            float absMax = MathF.Abs(TensorPrimitives.MaxMagnitude(group));
+            float absMax = AbsMax(group);
             scale = 2 * absMax / qmax;
             zero = 1 << (bits - 1);
         }
@@ -149,7 +234,51 @@ public static class LinearQuantizer
         return (scale, zero);
     }
 
+    /// <summary>The largest magnitude; NaN when any value is NaN (so the caller rejects the group).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float AbsMax(ReadOnlySpan<float> x)
+    {
+        int i = 0;
+        float max = 0;
+        bool nan = false;
+        if (Vector512.IsHardwareAccelerated && x.Length >= 16)
+        {
+            ref float src = ref MemoryMarshal.GetReference(x);
+            var vMax = Vector512<float>.Zero;
+            var vNaN = Vector512<float>.Zero;
+            for (; i <= x.Length - 16; i += 16)
+            {
+                var v = Vector512.LoadUnsafe(ref src, (nuint)i);
+                vMax = Vector512.Max(vMax, Vector512.Abs(v));
+                vNaN |= ~Vector512.Equals(v, v);
+            }
+            for (int l = 0; l < 16; l++) max = MathF.Max(max, vMax[l]);
+            nan = vNaN != Vector512<float>.Zero;
+        }
+        else if (Vector256.IsHardwareAccelerated && x.Length >= 8)
+        {
+            ref float src = ref MemoryMarshal.GetReference(x);
+            var vMax = Vector256<float>.Zero;
+            var vNaN = Vector256<float>.Zero;
+            for (; i <= x.Length - 8; i += 8)
+            {
+                var v = Vector256.LoadUnsafe(ref src, (nuint)i);
+                vMax = Vector256.Max(vMax, Vector256.Abs(v));
+                vNaN |= ~Vector256.Equals(v, v);
+            }
+            for (int l = 0; l < 8; l++) max = MathF.Max(max, vMax[l]);
+            nan = vNaN != Vector256<float>.Zero;
+        }
+        for (; i < x.Length; i++)
+        {
+            nan |= float.IsNaN(x[i]);
+            max = MathF.Max(max, MathF.Abs(x[i]));
+        }
+        return nan ? float.NaN : max;
+    }
+
     /// <summary>Minimum and maximum in one pass; NaN anywhere makes both NaN (so the caller rejects the group).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static (float Min, float Max) MinMax(ReadOnlySpan<float> x)
     {
         int i = 0;
@@ -168,9 +297,32 @@ public static class LinearQuantizer
                 vMax = Vector512.Max(vMax, v);
                 vNaN |= ~Vector512.Equals(v, v);
             }
-            min = TensorPrimitives.Min(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.As<Vector512<float>, float>(ref vMin), 16));
-            max = TensorPrimitives.Max(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.As<Vector512<float>, float>(ref vMax), 16));
+            for (int l = 0; l < 16; l++)
+            {
+                min = MathF.Min(min, vMin[l]);
+                max = MathF.Max(max, vMax[l]);
+            }
             nan = vNaN != Vector512<float>.Zero;
+        }
+        else if (Vector256.IsHardwareAccelerated && x.Length >= 8)
+        {
+            ref float src = ref MemoryMarshal.GetReference(x);
+            var vMin = Vector256.Create(float.PositiveInfinity);
+            var vMax = Vector256.Create(float.NegativeInfinity);
+            var vNaN = Vector256<float>.Zero;
+            for (; i <= x.Length - 8; i += 8)
+            {
+                var v = Vector256.LoadUnsafe(ref src, (nuint)i);
+                vMin = Vector256.Min(vMin, v);
+                vMax = Vector256.Max(vMax, v);
+                vNaN |= ~Vector256.Equals(v, v);
+            }
+            for (int l = 0; l < 8; l++)
+            {
+                min = MathF.Min(min, vMin[l]);
+                max = MathF.Max(max, vMax[l]);
+            }
+            nan = vNaN != Vector256<float>.Zero;
         }
         for (; i < x.Length; i++)
         {
@@ -182,6 +334,7 @@ public static class LinearQuantizer
         return nan ? (float.NaN, float.NaN) : (min, max);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeGroup(ReadOnlySpan<float> group, float scale, int zero, int qmax, Span<byte> q)
     {
         if (scale == 0)

@@ -46,6 +46,7 @@ internal static class NonFiniteCheck
     }
 
     /// <summary>The first element whose exponent field (<paramref name="exponent"/>) is all ones — infinity or NaN — or −1.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static int IndexOfAllOnes<T>(ReadOnlySpan<T> bits, T exponent) where T : unmanaged, IBinaryInteger<T>
     {
         int i = 0;

@@ -186,22 +186,35 @@ public static class WeightOwnerWriter
         npz.AddStreamed(WeightKeys.QWeight(entry.Key), NpyFormat.UInt8, [n, rowBytes], sink =>
         {
             int blockRows = Math.Max(1, BlockElements / k);
-            float[] w = ArrayPool<float>.Shared.Rent(blockRows * k);
+            // bf16 (most checkpoints): the raw bits go to the quantizer, which widens a row at a time in cache.
+            bool bf16 = info.DType == TensorDType.BF16;
+            float[]? w = bf16 ? null : ArrayPool<float>.Shared.Rent(blockRows * k);
+            byte[]? raw = bf16 ? ArrayPool<byte>.Shared.Rent(blockRows * k * 2) : null;
             byte[] q = ArrayPool<byte>.Shared.Rent(blockRows * rowBytes);
             try
             {
                 for (int r = 0; r < n; r += blockRows)
                 {
                     int rows = Math.Min(blockRows, n - r);
-                    checkpoint.ReadFloat32(info.Name, (long)r * k, w.AsSpan(0, rows * k));
-                    LinearQuantizer.QuantizeRows(w.AsSpan(0, rows * k), rows, k, scheme.Bits, g, scheme.Symmetric,
-                        q.AsSpan(0, rows * rowBytes), scales.AsSpan(r * groups, rows * groups), zeros.AsSpan(r * groups, rows * groups), info.Name);
+                    if (raw is not null)
+                    {
+                        checkpoint.ReadRaw(info.Name, (long)r * k * 2, raw.AsSpan(0, rows * k * 2));
+                        LinearQuantizer.QuantizeRowsBFloat16(MemoryMarshal.Cast<byte, ushort>(raw.AsSpan(0, rows * k * 2)), rows, k, scheme.Bits, g, scheme.Symmetric,
+                            q.AsSpan(0, rows * rowBytes), scales.AsSpan(r * groups, rows * groups), zeros.AsSpan(r * groups, rows * groups), info.Name);
+                    }
+                    else
+                    {
+                        checkpoint.ReadFloat32(info.Name, (long)r * k, w.AsSpan(0, rows * k));
+                        LinearQuantizer.QuantizeRows(w.AsSpan(0, rows * k), rows, k, scheme.Bits, g, scheme.Symmetric,
+                            q.AsSpan(0, rows * rowBytes), scales.AsSpan(r * groups, rows * groups), zeros.AsSpan(r * groups, rows * groups), info.Name);
+                    }
                     sink.Write(q, 0, rows * rowBytes);
                 }
             }
             finally
             {
-                ArrayPool<float>.Shared.Return(w);
+                if (w is not null) ArrayPool<float>.Shared.Return(w);
+                if (raw is not null) ArrayPool<byte>.Shared.Return(raw);
                 ArrayPool<byte>.Shared.Return(q);
             }
         });

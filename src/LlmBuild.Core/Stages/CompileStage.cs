@@ -38,7 +38,8 @@ public static class CompileStage
     /// <returns>True when the bmodel references its coefficients.</returns>
     public static bool RunReferencing(ResolvedModel model, Piece piece, string mlirPath, string weightFilePath, string bmodelPath)
     {
-        var (file, blob, compiled) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true);
+        // A piece compiled again from the same weights (SeqLength changed) does not hash them again.
+        var (file, blob, compiled) = PieceCoeffReferences.UsingHashesOf(bmodelPath, () => BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true));
         if (compiled.Any(c => c.CoeffSize > 0 && c.CoeffSources is null))
         {
             (file, blob, _) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: false);

@@ -28,10 +28,13 @@ public static class QuantizeStage
     /// </summary>
     /// <param name="weightsIdentity">
     /// The digest of everything the stored weights depend on (the owner spec's WeightsIdentity). When the file was last
-    /// written with the same identity — only the constants changed, e.g. SeqLength — its weight entries are copied as
-    /// they are instead of being quantized again. The identity lives beside the file (<see cref="IdentityPath"/>),
-    /// deleted before the file changes and written after it is in place, so a killed build never pairs a file with
-    /// another file's identity (no identity: the weights are quantized again).
+    /// written with the same identity — only the constants changed, e.g. SeqLength — its weight entries are kept as
+    /// they are, not quantized again: the file is cut after them and the new constants and zip directory are written
+    /// in their place (<see cref="AtomicFile.Rewrite"/>: meanwhile the path has no file, so a build killed then writes
+    /// it whole next time), giving the same bytes as a cold write. A file not laid out as <see cref="NpzWriter"/> lays
+    /// out its files has its weight entries copied into a new one. The identity lives beside the file
+    /// (<see cref="IdentityPath"/>), deleted before the file changes and written after it is in place, so a killed
+    /// build never pairs a file with another file's identity (no identity: the weights are quantized again).
     /// </param>
     /// <param name="statsDir">A calibrated build's statistics (<see cref="Calibrate"/>); null: round to nearest.</param>
     /// <param name="calibrationDir">A calibrated build's calibration folder (its per-owner report lines go under report/).</param>
@@ -45,13 +48,24 @@ public static class QuantizeStage
         string identityPath = IdentityPath(npzPath);
         int? reusable = weightsIdentity is null ? null : ReusableWeightEntries(npzPath, identityPath, weightsIdentity);
         if (File.Exists(identityPath)) AtomicFile.Delete(identityPath);
-        if (reusable is { } count)
+        // The weights stay where they are: only the constants after them and the zip directory are written again.
+        NpzResumePoint? resume = reusable is { } count ? NpzWriter.FindResumePoint(npzPath, count) : null;
+        if (resume is not null)
+        {
+            AtomicFile.Rewrite(npzPath, stream =>
+            {
+                using var npz = new NpzWriter(stream, resume);
+                GraphNpz.AddConstants(npz, constants);
+                npz.Finish();
+            });
+        }
+        else if (reusable is { } copied)
         {
             using var previous = new NpzReader(npzPath);
             AtomicFile.Write(npzPath, stream =>
             {
                 using var npz = new NpzWriter(stream, leaveOpen: true);
-                foreach (NpzEntry e in previous.Entries.Take(count)) npz.CopyEntry(previous, e.Key);
+                foreach (NpzEntry e in previous.Entries.Take(copied)) npz.CopyEntry(previous, e.Key);
                 GraphNpz.AddConstants(npz, constants);
                 npz.Finish();
             });
@@ -63,7 +77,8 @@ public static class QuantizeStage
         {
             int weightEntries;
             using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
-            AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n");
+            // Not fsynced: lost or torn by a power failure, it reads as no identity and the weights are quantized again.
+            AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
         }
         return reusable is not null;
     }
@@ -74,8 +89,10 @@ public static class QuantizeStage
     private static int? ReusableWeightEntries(string npzPath, string identityPath, string weightsIdentity)
     {
         if (!File.Exists(npzPath) || !File.Exists(identityPath)) return null;
-        string[] lines = File.ReadAllLines(identityPath);
-        if (lines.Length != 2 || lines[0] != weightsIdentity || !int.TryParse(lines[1], System.Globalization.CultureInfo.InvariantCulture, out int count)) return null;
+        string text = File.ReadAllText(identityPath);
+        string[] lines = text.Split('\n');
+        // Two lines, each ended: a torn file (it is not fsynced) is no identity.
+        if (lines.Length != 3 || lines[2].Length != 0 || lines[0] != weightsIdentity || !int.TryParse(lines[1], System.Globalization.CultureInfo.InvariantCulture, out int count)) return null;
         using var previous = new NpzReader(npzPath);
         return count >= 0 && count <= previous.Entries.Count ? count : null;
     }

@@ -85,4 +85,37 @@ public sealed class CoeffReferenceTests
         Assert.IsTrue(File.Exists(Path.Combine(dir, "bm1684x", "block_1.bmodel")), "pieces of other weight files stay");
         Directory.Delete(dir, recursive: true);
     }
+
+    [TestMethod]
+    public void APieceCompiledAgainTakesItsPreviousHashesAndCombineChecksTheClaim()
+    {
+        var built = ExampleBuild.Get("w4bf16");
+        string dir = BuildReferencing(built, "claims");
+        var model = built.Model;
+        var piece = model.Pieces.First(p => p.Name == "block_1");
+        string mlir = Path.Combine(dir, "mlir", piece.Name, piece.Name + ".mlir");
+        string weights = Path.Combine(dir, "weights", model.Owner(piece.WeightOwner!).FileName);
+        string bmodel = Path.Combine(dir, "bm1684x", piece.Name + ".bmodel");
+        byte[] first = File.ReadAllBytes(bmodel);
+        // Compiled again over its own bmodel: same bytes (the claimed sha256 is the one it computed).
+        CompileStage.RunReferencing(model, piece, mlir, weights, bmodel);
+        CollectionAssert.AreEqual(first, File.ReadAllBytes(bmodel));
+
+        // A previous bmodel whose claim is wrong: the piece takes it, combine refuses it and deletes the owner's pieces.
+        var refs = PieceCoeffReferences.TryRead(bmodel)!;
+        var wrong = refs with { Coefficients = refs.Coefficients.Select(c => c with { Sha256 = new string('0', 64) }).ToArray() };
+        byte[] trailer = wrong.ToTrailer(), old = refs.ToTrailer();
+        File.WriteAllBytes(bmodel, [.. first.AsSpan(0, first.Length - old.Length), .. trailer]);
+        CompileStage.RunReferencing(model, piece, mlir, weights, bmodel);
+        Assert.AreEqual(new string('0', 64), PieceCoeffReferences.TryRead(bmodel)!.Coefficients[0].Sha256, "the claim was taken, not recomputed");
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => Combine(built, dir));
+        Assert.AreEqual(ErrorCodes.StaleCoefficientReference, e.Code, e.Message);
+        Assert.IsFalse(File.Exists(bmodel), "the piece with the wrong claim is deleted");
+        // Compiled again without a previous bmodel, it hashes the weights: combine gives the whole pieces' bytes.
+        CompileStage.RunReferencing(model, piece, mlir, weights, bmodel);
+        CompileStage.RunReferencing(model, model.Pieces.First(p => p.Name == "block_cache_1"), Path.Combine(dir, "mlir", "block_cache_1", "block_cache_1.mlir"), weights,
+            Path.Combine(dir, "bm1684x", "block_cache_1.bmodel"));
+        CollectionAssert.AreEqual(SHA256.HashData(File.ReadAllBytes(built.BModel)), SHA256.HashData(File.ReadAllBytes(Combine(built, dir))));
+        Directory.Delete(dir, recursive: true);
+    }
 }

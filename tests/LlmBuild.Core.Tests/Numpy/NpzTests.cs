@@ -31,6 +31,67 @@ public sealed class NpzTests
         return path;
     }
 
+    private static void AddTail(NpzWriter w, int seqLength)
+    {
+        w.AddFloat32("cos", Enumerable.Range(0, seqLength).Select(i => MathF.Cos(i)).ToArray(), [seqLength]);
+        w.AddUInt8("mask", Enumerable.Range(0, seqLength).Select(i => (byte)i).ToArray(), [seqLength]);
+    }
+
+    [TestMethod]
+    public void ResumedFileEqualsAFileWrittenWholeAndKeepsTheEntriesBytesInPlace()
+    {
+        string dir = TestFiles.TempDir();
+        using var sample = new NpzReader(WriteSample(dir, "sample.npz"));
+        // The weights (the sample's entries) then constants sized by SeqLength, written whole.
+        string whole(int seq, string name)
+        {
+            string p = Path.Combine(dir, name);
+            using var f = File.Create(p);
+            using var w = new NpzWriter(f);
+            foreach (var e in sample.Entries) w.CopyEntry(sample, e.Key);
+            AddTail(w, seq);
+            w.Finish();
+            return p;
+        }
+        string at8 = whole(8, "at8.npz"), at5 = whole(5, "at5.npz");
+        string resumed = Path.Combine(dir, "resumed.npz");
+        File.Copy(at8, resumed);
+        byte[] before = File.ReadAllBytes(resumed);
+        var point = NpzWriter.FindResumePoint(resumed, 8);
+        Assert.IsNotNull(point);
+        Assert.AreEqual(8, point.Count);
+        AtomicFile.Rewrite(resumed, stream =>
+        {
+            using var w = new NpzWriter(stream, point);
+            AddTail(w, 5);
+            w.Finish();
+        });
+        CollectionAssert.AreEqual(File.ReadAllBytes(at5), File.ReadAllBytes(resumed), "same bytes as the file written whole");
+        CollectionAssert.AreEqual(before[..(int)point.End], File.ReadAllBytes(resumed)[..(int)point.End], "kept entries untouched");
+        Assert.AreEqual(0, Directory.GetFiles(dir, ".*.tmp").Length, "no temporary left");
+        using var check = new NpzReader(resumed);
+        CollectionAssert.AreEqual(Enumerable.Range(0, 5).Select(i => MathF.Cos(i)).ToArray(), check.ReadFloat32("cos"));
+    }
+
+    [TestMethod]
+    public void AFileNotLaidOutByTheWriterHasNoResumePoint()
+    {
+        string dir = TestFiles.TempDir();
+        Assert.IsNull(NpzWriter.FindResumePoint(WriteSample(dir, "z.npz", forceZip64: true), 3), "zip64 extras where sizes are small");
+        Assert.IsNull(NpzWriter.FindResumePoint(WriteSample(dir), 9), "more entries than the file has");
+        Assert.AreEqual(0L, NpzWriter.FindResumePoint(WriteSample(dir), 0)!.End);
+    }
+
+    [TestMethod]
+    public void AFailedRewriteLeavesNoFileAtThePathAndNoTemporary()
+    {
+        string dir = TestFiles.TempDir();
+        string path = WriteSample(dir);
+        Assert.ThrowsExactly<InvalidOperationException>(() => AtomicFile.Rewrite(path, _ => throw new InvalidOperationException("boom")));
+        Assert.IsFalse(File.Exists(path), "half-changed file never at the path: the stage writes it whole next time");
+        Assert.AreEqual(0, Directory.GetFiles(dir).Length, "no temporary left");
+    }
+
     [TestMethod]
     public void RoundTripsThroughOurReader()
     {

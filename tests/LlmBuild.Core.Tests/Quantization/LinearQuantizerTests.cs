@@ -1,3 +1,4 @@
+using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.Plan;
 using LlmBuild.Core.Quantization;
@@ -10,7 +11,7 @@ public sealed class LinearQuantizerTests
 {
     public static IEnumerable<object[]> Schemes =>
     [
-        [4, 64, false], [4, 64, true], [8, 64, false], [8, 64, true], [4, 0, false], [8, 0, true], [4, 16, false], [8, 32, true], [4, 128, true],
+        [4, 64, false], [4, 64, true], [8, 64, false], [8, 64, true], [4, 0, false], [8, 0, true], [4, 16, false], [8, 32, true], [4, 128, true], [4, 128, false], [4, 256, false], [8, 128, false],
     ];
 
     private static float[] Weights(int n, int k, int seed)
@@ -42,6 +43,45 @@ public sealed class LinearQuantizerTests
             CollectionAssert.AreEqual(s, q.Scales.AsSpan(r * (k / g), k / g).ToArray(), $"scales row {r}");
             CollectionAssert.AreEqual(z, q.QZeros.AsSpan(r * (k / g), k / g).ToArray(), $"zeros row {r}");
         }
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Schemes))]
+    public void Bf16RowsAreQuantizedAsTheirExactF32Values(int bits, int group, bool symmetric)
+    {
+        // The build hands bf16 checkpoints' raw bits to the quantizer; the scalar reference sees the widened f32 values.
+        int n = 41, k = 512;
+        float[] w = Weights(n, k, 7 * bits + group);
+        ushort[] bits16 = w.Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        float[] exact = bits16.Select(b => BitConverter.Int32BitsToSingle(b << 16)).ToArray();
+        int g = group == 0 ? k : group, rowBytes = bits == 4 ? k / 2 : k, groups = k / g;
+        byte[] qw = new byte[n * rowBytes], z = new byte[n * groups];
+        float[] s = new float[n * groups];
+        LinearQuantizer.QuantizeRowsBFloat16(bits16, n, k, bits, g, symmetric, qw, s, z, "w");
+        var rqw = new byte[rowBytes];
+        var rs = new float[groups];
+        var rz = new byte[groups];
+        for (int r = 0; r < n; r++)
+        {
+            LinearQuantizer.QuantizeRowScalar(exact.AsSpan(r * k, k), bits, g, symmetric, rqw, rs, rz);
+            CollectionAssert.AreEqual(rqw, qw.AsSpan(r * rowBytes, rowBytes).ToArray(), $"qweight row {r}");
+            CollectionAssert.AreEqual(rs, s.AsSpan(r * groups, groups).ToArray(), $"scales row {r}");
+            CollectionAssert.AreEqual(rz, z.AsSpan(r * groups, groups).ToArray(), $"zeros row {r}");
+        }
+    }
+
+    [TestMethod]
+    [DataRow(true)]
+    [DataRow(false)]
+    public void NaNInABf16RowIsACodedError(bool symmetric)
+    {
+        int k = 256;
+        ushort[] w = new ushort[2 * k];
+        w[k + 200] = 0x7FC0; // NaN
+        var e = Assert.ThrowsExactly<LlmBuildException>(() =>
+            LinearQuantizer.QuantizeRowsBFloat16(w, 2, k, 4, 128, symmetric, new byte[k], new float[4], new byte[4], "w"));
+        Assert.AreEqual(ErrorCodes.NonFiniteWeight, e.Code);
+        StringAssert.Contains(e.Message, "row 1, group 1");
     }
 
     [TestMethod]
