@@ -22,7 +22,7 @@ namespace LlmBuild.Benchmarks;
 /// usage: runtime [qwen-shaped checkpoint dir] [--peer llama.cpp-bin-dir] [--gguf q4_0.gguf] [--quick] [--keep-builds]
 ///   --quick        only the Qwen2.5-0.5B-shaped Batch=1 and Batch=4 builds
 ///   --keep-builds  reuse the bmodels of an earlier run (in the temp folder) instead of building them again
-///   --lm-head-quant  also measure a build with QuantizeLmHead=true
+///   --lm-head-quant  also measure builds with an 8-bit (QuantizeLmHead=w8) and a 4-bit (true) lm_head: fidelity and decode
 ///   --profile      print where a decode step's time goes (wall time per kind of instruction)
 ///   --ab           alternate decode steps with the previous kernels (one column at a time for several rows, the KV
 ///                  history widened and concatenated whole) and print both
@@ -88,12 +88,15 @@ public sealed class RuntimeBenchmark : IBenchmark
         Figures one = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth);
         double? freshFtl = FreshRunFirstToken(root, one.BModel);
         Figures four = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("Batch", "4"));
+        Figures? w8Head = null, w8HeadFour = null;
         if (lmHeadQuant)
         {
-            // What a 4-bit lm_head costs in fidelity: the example's verify figures (a trained-shaped model with
-            // Hugging Face goldens) with and without it, then what it buys in decode speed on the Qwen-shaped one.
-            foreach (string quantizeLmHead in new[] { "false", "true" })
+            // What a quantized lm_head costs in fidelity: the example's verify figures (a trained-shaped model with
+            // Hugging Face goldens) with a bf16, an 8-bit and a 4-bit head, then what it buys in decode speed on the Qwen-shaped one.
+            foreach (string quantizeLmHead in new[] { "false", "w8", "true" })
                 Fidelity(example, 64, ("QuantizeLmHead", quantizeLmHead));
+            w8Head = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("QuantizeLmHead", "w8"));
+            w8HeadFour = Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("QuantizeLmHead", "w8"), ("Batch", "4"));
             Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("QuantizeLmHead", "true"));
         }
         if (!quick) Measure("Qwen2.5-0.5B-shaped", qwenDir, 512, 64, bandwidth, ("NumDevice", "2"));
@@ -107,6 +110,13 @@ public sealed class RuntimeBenchmark : IBenchmark
         Console.WriteLine($"  prefill: {prefill:F0} tokens/s (128 rows, first token {one.FirstTokenMs:F0} ms warm, {one.ColdFirstTokenMs:F0} ms for the first call after loading)"
             + (llama is { } l2 ? $"; llama.cpp pp128 {l2.Prefill:F0} tokens/s -> {prefill / l2.Prefill:F2}x" : ""));
         Console.WriteLine($"  Batch=4 decode: {four.DecodeTokensPerSecond:F1} tokens/s over 4 sequences = {four.DecodeTokensPerSecond / one.DecodeTokensPerSecond:F2}x Batch=1");
+        if (w8Head is { } h8)
+        {
+            Console.WriteLine($"  decode, 8-bit lm_head (QuantizeLmHead=w8): {h8.DecodeTokensPerSecond:F1} tokens/s = {100 * h8.DecodeTokensPerSecond / h8.BoundTokensPerSecond:F0} % of its bound ({h8.BoundTokensPerSecond:F1})"
+                + (llama is { } l3 ? $"; vs llama.cpp tg32 -> {h8.DecodeTokensPerSecond / l3.Decode:F2}x" : ""));
+            if (w8HeadFour is { } h8four)
+                Console.WriteLine($"  Batch=4 decode, 8-bit lm_head: {h8four.DecodeTokensPerSecond:F1} tokens/s = {h8four.DecodeTokensPerSecond / h8.DecodeTokensPerSecond:F2}x Batch=1");
+        }
         if (freshFtl is { } fresh)
             Console.WriteLine($"  fresh `llmbuild run` first token {fresh * 1000:F0} ms = {fresh * 1000 / one.FirstTokenMs:F2}x the warm first token");
         return 0;
