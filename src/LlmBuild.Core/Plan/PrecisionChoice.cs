@@ -20,7 +20,7 @@ public sealed record PrecisionChoice(string Budget, long TargetBytes, long Bytes
 {
     public const string FileName = "widths.json";
 
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, TypeInfoResolver = PlanJson.WithReflectionFallback(PrecisionChoiceJsonContext.Default) };
 
     /// <summary>The file beside resolved.json: &lt;llm&gt;/calibration/widths.json.</summary>
     public static string PathBeside(string resolvedFile) => Path.Combine(Path.GetDirectoryName(Path.GetFullPath(resolvedFile))!, "calibration", FileName);

@@ -98,6 +98,7 @@ public sealed record ResolvedModel
         WriteIndented = true,
         Converters = { new JsonStringEnumConverter() },
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        TypeInfoResolver = PlanJson.WithReflectionFallback(ResolvedModelJsonContext.Default),
     };
 
     public string ToJson() => JsonSerializer.Serialize(this, Json) + "\n";
