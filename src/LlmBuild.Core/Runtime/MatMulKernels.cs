@@ -220,7 +220,9 @@ internal static unsafe class MatMulKernels
     {
         // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
         int unit = w.Group > 0 ? w.Group : 2 * TOps.Count;
-        int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
+        // One row of x is read in order beside the weights (L2 keeps up), so it is never split: a split would read each
+        // weight row in pieces, one pass per block, which the hardware prefetcher follows worse than one sweep.
+        int kBlock = m == 1 || m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
         int chunk = ChunkColumns(n), chunks = (n + chunk - 1) / chunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
         WorkerPool.For((long)m * n * k, chunks, c =>
@@ -232,12 +234,14 @@ internal static unsafe class MatMulKernels
             {
                 int kb = Math.Min(kBlock, k - k0);
                 int j = c * chunk;
-                // Two rows or more: two columns at once, so each x vector loaded feeds both columns' FMAs.
-                if (m > 1 && ColumnPairs)
+                // Two rows or more (or the 4-bit table path): two columns at once, so each x vector loaded feeds both
+                // columns' FMAs, and the pair prefetches the next pair's rows.
+                if ((m > 1 || table) && ColumnPairs)
                     for (; j + 1 < end; j += 2)
                     {
                         switch (m)
                         {
+                            case 1: ColumnPair<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                             case 2: ColumnPair<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                             case 3: ColumnPair<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                             default: ColumnPair<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;

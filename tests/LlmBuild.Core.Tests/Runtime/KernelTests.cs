@@ -68,6 +68,10 @@ public sealed unsafe class KernelTests
     [DataRow(4, 4, 896, 64, 9)] // Vector512, several rows: the table path two columns at a time, an odd one left
     [DataRow(4, 3, 4864, 64, 5)] // ... and in K blocks
     [DataRow(8, 4, 896, 64, 9)]
+    [DataRow(4, 1, 896, 64, 9)] // one row: the table path two columns at a time, an odd one left
+    [DataRow(8, 1, 896, 64, 9)] // one row, 8 bits: two columns at a time, an odd one left
+    [DataRow(8, 1, 100, 20, 7)] // ... with groups shorter than two vectors and scalar tails
+    [DataRow(8, 1, 4864, 64, 5)] // ... one row of a long K in one pass
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
