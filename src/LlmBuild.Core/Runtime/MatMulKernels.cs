@@ -455,6 +455,9 @@ internal static unsafe class MatMulKernels
         if (rows > 3) results[3] = TOps.Sum(a3) + t3;
     }
 
+    /// <summary>How far ahead (bytes) an 8-bit weight row is prefetched: about a column (a hidden size's worth) ahead.</summary>
+    private const int ByteAhead = 1024;
+
     /// <summary><see cref="DotNibbleRows{TOps, TVec, TRows}"/> for 8-bit codes (x in its natural order).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void DotByteRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int group,
@@ -468,6 +471,8 @@ internal static unsafe class MatMulKernels
         for (int g = 0; g < groups; g++)
         {
             int at = g * group;
+            // One read stream per core is too few requests in flight to fill the memory bandwidth: ask ahead.
+            if (Sse.IsSupported) Sse.Prefetch0(q + at + ByteAhead);
             TVec d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero, d3 = TOps.Zero;
             int i = 0;
             for (; i <= group - step; i += step)
