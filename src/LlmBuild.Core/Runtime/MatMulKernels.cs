@@ -141,14 +141,32 @@ internal static unsafe class MatMulKernels
     /// </summary>
     internal static void InterleaveNibbleBlocks(float* x, int m, int k, float[] prepared)
     {
-        for (int r = 0; r < m; r++)
+        fixed (float* p = prepared)
         {
-            float* src = x + (long)r * k;
-            var dst = prepared.AsSpan(r * k, k);
-            for (int b = 0; b < k; b += NibbleBlock)
+            if (Avx512F.IsSupported)
+            {
+                // It runs before every 4-bit decode matmul on the calling thread alone: per block, each of the four
+                // outputs gathers stride-4 elements from two pairs of input vectors (two-source permutes), then joins
+                // the halves.
+                Vector512<int> lo = Vector512.Create(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+                Vector512<int> join = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+                for (long b = 0; b < (long)m * k; b += NibbleBlock)
+                {
+                    float* src = x + b, dst = p + b;
+                    Vector512<float> v0 = Vector512.Load(src), v1 = Vector512.Load(src + 16), v2 = Vector512.Load(src + 32), v3 = Vector512.Load(src + 48);
+                    for (int t = 0; t < 4; t++)
+                    {
+                        Vector512<int> idx = lo + Vector512.Create(t);
+                        Vector512<float> first = Avx512F.PermuteVar16x32x2(v0, idx, v1), second = Avx512F.PermuteVar16x32x2(v2, idx, v3);
+                        Avx512F.PermuteVar16x32x2(first, join, second).Store(dst + 16 * t);
+                    }
+                }
+                return;
+            }
+            for (long b = 0; b < (long)m * k; b += NibbleBlock)
                 for (int t = 0; t < 4; t++)
                     for (int l = 0; l < 16; l++)
-                        dst[b + 16 * t + l] = src[b + 4 * l + t];
+                        p[b + 16 * t + l] = x[b + 4 * l + t];
         }
     }
 

@@ -108,6 +108,20 @@ public sealed unsafe class KernelTests
             }
     }
 
+    /// <summary>The table path's x order: in each block of 64, x'[16t + l] = x[4l + t], every row (vector permutes or scalar).</summary>
+    [TestMethod]
+    public void InterleaveNibbleBlocksFollowsItsDefinition()
+    {
+        const int m = 3, k = 192;
+        float[] x = Enumerable.Range(0, m * k).Select(i => (float)i).ToArray();
+        var prepared = new float[m * k];
+        fixed (float* xp = x) MatMulKernels.InterleaveNibbleBlocks(xp, m, k, prepared);
+        for (int b = 0; b < m * k; b += 64)
+            for (int t = 0; t < 4; t++)
+                for (int l = 0; l < 16; l++)
+                    Assert.AreEqual(x[b + 4 * l + t], prepared[b + 16 * t + l], $"block {b}, nibble {t}, lane {l}");
+    }
+
     /// <summary>f32 → bf16 goes straight into the destination unless the two overlap (an in-place convert), then through a buffer.</summary>
     [TestMethod]
     public void FloatToBFloat16ConvertMatchesScalarInPlaceToo()
