@@ -39,6 +39,7 @@ public sealed unsafe class KernelBenchmark : IBenchmark
                         Quantized(width, m, 896, 4864, reps, bits);
                         Quantized(width, m, 4864, 896, reps, bits);
                     }
+                Quantized(width, 1, 896, 151936, reps, 4); // a 4-bit lm_head: the weights stream from memory, not cache
                 Quantized(width, 1, 896, 151936, reps, 8);
                 Quantized(width, 4, 896, 151936, reps, 8);
                 Bf16(width, 1, 896, 151936, reps);

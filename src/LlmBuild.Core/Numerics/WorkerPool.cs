@@ -6,8 +6,9 @@ namespace LlmBuild.Core.Numerics;
 /// <summary>
 /// A parallel for-loop for the emulator's kernels, whose pieces last microseconds (a decode step runs hundreds of
 /// matmuls of 0.05–0.5 ms): one persistent worker per extra core that spins briefly between jobs instead of going back
-/// to the thread pool, so handing a job over costs about a microsecond rather than a thread wake-up. Items are claimed
-/// one at a time from a shared counter, so a core another process is using simply takes fewer of them. A worker idle
+/// to the thread pool, so handing a job over costs about a microsecond rather than a thread wake-up. Each thread works
+/// through its own contiguous range of items, then helps with the others' (see <see cref="Job"/>), so a core another
+/// process is using simply takes fewer of them. A worker idle
 /// for longer than <see cref="SpinTicks"/> blocks (a shared machine gets its core back between steps). When the pool is
 /// busy (another thread's kernel, or a kernel started from inside a job) the loop runs on <see cref="Parallel.For(int, int, Action{int})"/>
 /// instead, so callers never wait for each other. The first exception of an item is rethrown on the caller as it was thrown.
@@ -23,30 +24,61 @@ internal static class WorkerPool
     /// <summary>On: every loop runs on the calling thread (the kernel benchmark's one-core figures).</summary>
     internal static bool Serial { get; set; }
 
-    private sealed class Job(Action<int> body, int count)
+    /// <summary>
+    /// A loop's items in one contiguous range per thread, each with its own claim counter on its own cache line: a
+    /// thread works through its range in order (a decode matmul's weights then stream from memory as one sequential read
+    /// per core, which the hardware prefetcher follows, instead of items alternating between cores), then takes what is
+    /// left of the others' ranges, so a core another process holds for a while simply does fewer items.
+    /// </summary>
+    private sealed class Job
     {
-        public readonly Action<int> Body = body;
-        public readonly int Count = count;
-        public int Next;
+        public readonly Action<int> Body;
+        public readonly int Count;
+        private readonly Slot[] _slots;
         public int Done;
         public Exception? Error;
 
-        /// <summary>Claims and runs items until none is left.</summary>
-        public void Work()
+        [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 128)]
+        private struct Slot
         {
-            int i;
-            while ((i = Interlocked.Increment(ref Next) - 1) < Count)
+            [System.Runtime.InteropServices.FieldOffset(64)] public int Next;
+            [System.Runtime.InteropServices.FieldOffset(68)] public int End;
+        }
+
+        public Job(Action<int> body, int count, int threads)
+        {
+            Body = body;
+            Count = count;
+            _slots = new Slot[threads];
+            for (int t = 0; t < threads; t++)
             {
-                try
-                {
-                    Body(i);
-                }
-                catch (Exception e)
-                {
-                    Interlocked.CompareExchange(ref Error, e, null);
-                }
-                Interlocked.Increment(ref Done);
+                _slots[t].Next = (int)((long)count * t / threads);
+                _slots[t].End = (int)((long)count * (t + 1) / threads);
             }
+        }
+
+        /// <summary>Claims and runs items, its own range (<paramref name="self"/>) first, until none is left.</summary>
+        public void Work(int self)
+        {
+            int done = 0;
+            for (int s = 0; s < _slots.Length; s++)
+            {
+                ref Slot slot = ref _slots[(self + s) % _slots.Length];
+                int i;
+                while ((i = Interlocked.Increment(ref slot.Next) - 1) < slot.End)
+                {
+                    try
+                    {
+                        Body(i);
+                    }
+                    catch (Exception e)
+                    {
+                        Interlocked.CompareExchange(ref Error, e, null);
+                    }
+                    done++;
+                }
+            }
+            if (done > 0) Interlocked.Add(ref Done, done);
         }
     }
 
@@ -88,12 +120,12 @@ internal static class WorkerPool
         try
         {
             EnsureStarted();
-            var job = new Job(body, count);
+            var job = new Job(body, count, Threads);
             Volatile.Write(ref _job, job);
             Interlocked.Increment(ref _generation);
             if (Volatile.Read(ref _sleepers) > 0)
                 lock (Gate) Monitor.PulseAll(Gate);
-            job.Work();
+            job.Work(0);
             var spin = new SpinWait();
             while (Volatile.Read(ref job.Done) < count) spin.SpinOnce(sleep1Threshold: -1);
             Volatile.Write(ref _job, null);
@@ -109,10 +141,13 @@ internal static class WorkerPool
     {
         if (Interlocked.Exchange(ref _started, 1) != 0) return;
         for (int t = 1; t < Threads; t++)
-            new Thread(WorkerLoop) { IsBackground = true, Name = $"llmbuild-kernel-{t}" }.Start();
+        {
+            int slot = t;
+            new Thread(() => WorkerLoop(slot)) { IsBackground = true, Name = $"llmbuild-kernel-{slot}" }.Start();
+        }
     }
 
-    private static void WorkerLoop()
+    private static void WorkerLoop(int self)
     {
         long seen = Interlocked.Read(ref _generation);
         while (true)
@@ -133,7 +168,7 @@ internal static class WorkerPool
                 Thread.SpinWait(20);
             }
             seen = Interlocked.Read(ref _generation);
-            Volatile.Read(ref _job)?.Work();
+            Volatile.Read(ref _job)?.Work(self);
         }
     }
 }

@@ -141,14 +141,32 @@ internal static unsafe class MatMulKernels
     /// </summary>
     internal static void InterleaveNibbleBlocks(float* x, int m, int k, float[] prepared)
     {
-        for (int r = 0; r < m; r++)
+        fixed (float* p = prepared)
         {
-            float* src = x + (long)r * k;
-            var dst = prepared.AsSpan(r * k, k);
-            for (int b = 0; b < k; b += NibbleBlock)
+            if (Avx512F.IsSupported)
+            {
+                // It runs before every 4-bit decode matmul on the calling thread alone: per block, each of the four
+                // outputs gathers stride-4 elements from two pairs of input vectors (two-source permutes), then joins
+                // the halves.
+                Vector512<int> lo = Vector512.Create(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+                Vector512<int> join = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+                for (long b = 0; b < (long)m * k; b += NibbleBlock)
+                {
+                    float* src = x + b, dst = p + b;
+                    Vector512<float> v0 = Vector512.Load(src), v1 = Vector512.Load(src + 16), v2 = Vector512.Load(src + 32), v3 = Vector512.Load(src + 48);
+                    for (int t = 0; t < 4; t++)
+                    {
+                        Vector512<int> idx = lo + Vector512.Create(t);
+                        Vector512<float> first = Avx512F.PermuteVar16x32x2(v0, idx, v1), second = Avx512F.PermuteVar16x32x2(v2, idx, v3);
+                        Avx512F.PermuteVar16x32x2(first, join, second).Store(dst + 16 * t);
+                    }
+                }
+                return;
+            }
+            for (long b = 0; b < (long)m * k; b += NibbleBlock)
                 for (int t = 0; t < 4; t++)
                     for (int l = 0; l < 16; l++)
-                        dst[b + 16 * t + l] = src[b + 4 * l + t];
+                        p[b + 16 * t + l] = x[b + 4 * l + t];
         }
     }
 
@@ -220,7 +238,9 @@ internal static unsafe class MatMulKernels
     {
         // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
         int unit = w.Group > 0 ? w.Group : 2 * TOps.Count;
-        int kBlock = m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
+        // One row of x is read in order beside the weights (L2 keeps up), so it is never split: a split would read each
+        // weight row in pieces, one pass per block, which the hardware prefetcher follows worse than one sweep.
+        int kBlock = m == 1 || m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
         int chunk = ChunkColumns(n), chunks = (n + chunk - 1) / chunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;
         WorkerPool.For((long)m * n * k, chunks, c =>
@@ -232,12 +252,14 @@ internal static unsafe class MatMulKernels
             {
                 int kb = Math.Min(kBlock, k - k0);
                 int j = c * chunk;
-                // Two rows or more: two columns at once, so each x vector loaded feeds both columns' FMAs.
-                if (m > 1 && ColumnPairs)
+                // Two rows or more (or the 4-bit table path): two columns at once, so each x vector loaded feeds both
+                // columns' FMAs, and the pair prefetches the next pair's rows.
+                if ((m > 1 || table) && ColumnPairs)
                     for (; j + 1 < end; j += 2)
                     {
                         switch (m)
                         {
+                            case 1: ColumnPair<TOps, TVec, Rows1>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                             case 2: ColumnPair<TOps, TVec, Rows2>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                             case 3: ColumnPair<TOps, TVec, Rows3>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
                             default: ColumnPair<TOps, TVec, Rows4>((float*)xp, k, k0, kb, w, j, (float*)gp, table, results); break;
@@ -451,6 +473,9 @@ internal static unsafe class MatMulKernels
         if (rows > 3) results[3] = TOps.Sum(a3) + t3;
     }
 
+    /// <summary>How far ahead (bytes) an 8-bit weight row is prefetched: about a column (a hidden size's worth) ahead.</summary>
+    private const int ByteAhead = 1024;
+
     /// <summary><see cref="DotNibbleRows{TOps, TVec, TRows}"/> for 8-bit codes (x in its natural order).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void DotByteRows<TOps, TVec, TRows>(byte* q, float* scales, byte* zeros, float* x, long stride, int count, int group,
@@ -464,6 +489,8 @@ internal static unsafe class MatMulKernels
         for (int g = 0; g < groups; g++)
         {
             int at = g * group;
+            // One read stream per core is too few requests in flight to fill the memory bandwidth: ask ahead.
+            if (Sse.IsSupported) Sse.Prefetch0(q + at + ByteAhead);
             TVec d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero, d3 = TOps.Zero;
             int i = 0;
             for (; i <= group - step; i += step)

@@ -68,6 +68,10 @@ public sealed unsafe class KernelTests
     [DataRow(4, 4, 896, 64, 9)] // Vector512, several rows: the table path two columns at a time, an odd one left
     [DataRow(4, 3, 4864, 64, 5)] // ... and in K blocks
     [DataRow(8, 4, 896, 64, 9)]
+    [DataRow(4, 1, 896, 64, 9)] // one row: the table path two columns at a time, an odd one left
+    [DataRow(8, 1, 896, 64, 9)] // one row, 8 bits: two columns at a time, an odd one left
+    [DataRow(8, 1, 100, 20, 7)] // ... with groups shorter than two vectors and scalar tails
+    [DataRow(8, 1, 4864, 64, 5)] // ... one row of a long K in one pass
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
@@ -102,6 +106,20 @@ public sealed unsafe class KernelTests
                 }
                 Assert.AreEqual(want, y[i * n + j], 1e-3, $"{width} [{i},{j}]");
             }
+    }
+
+    /// <summary>The table path's x order: in each block of 64, x'[16t + l] = x[4l + t], every row (vector permutes or scalar).</summary>
+    [TestMethod]
+    public void InterleaveNibbleBlocksFollowsItsDefinition()
+    {
+        const int m = 3, k = 192;
+        float[] x = Enumerable.Range(0, m * k).Select(i => (float)i).ToArray();
+        var prepared = new float[m * k];
+        fixed (float* xp = x) MatMulKernels.InterleaveNibbleBlocks(xp, m, k, prepared);
+        for (int b = 0; b < m * k; b += 64)
+            for (int t = 0; t < 4; t++)
+                for (int l = 0; l < 16; l++)
+                    Assert.AreEqual(x[b + 4 * l + t], prepared[b + 16 * t + l], $"block {b}, nibble {t}, lane {l}");
     }
 
     /// <summary>f32 → bf16 goes straight into the destination unless the two overlap (an in-place convert), then through a buffer.</summary>
