@@ -20,7 +20,7 @@ public static class AtomicFile
         string dir = Path.GetDirectoryName(full)!;
         CreateDirectory(dir);
         string temp = Path.Combine(dir, TemporaryName(Path.GetFileName(full)));
-        try
+        ThroughTemporary(full, temp, "write", () =>
         {
             using (var stream = new WritebackFileStream(temp, FileMode.CreateNew))
             {
@@ -28,22 +28,7 @@ public static class AtomicFile
                 stream.Flush(flushToDisk: durable);
             }
             File.Move(temp, full, overwrite: true);
-        }
-        catch (IOException e)
-        {
-            TryDelete(temp);
-            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot write '{full}': {e.Message}. Check free disk space and permissions.", full, e);
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            TryDelete(temp);
-            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot write '{full}': {e.Message}. Check permissions.", full, e);
-        }
-        catch
-        {
-            TryDelete(temp);
-            throw;
-        }
+        });
     }
 
     /// <summary>
@@ -57,7 +42,7 @@ public static class AtomicFile
     {
         string full = Path.GetFullPath(path);
         string temp = Path.Combine(Path.GetDirectoryName(full)!, TemporaryName(Path.GetFileName(full)));
-        try
+        ThroughTemporary(full, temp, "rewrite", () =>
         {
             File.Move(full, temp);
             using (var stream = new WritebackFileStream(temp, FileMode.Open))
@@ -66,16 +51,28 @@ public static class AtomicFile
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, full, overwrite: true);
+        });
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/>, which works on <paramref name="temp"/> and renames it to <paramref name="full"/>; on any
+    /// failure the temporary is removed, and an I/O or permission failure becomes a coded error naming the file.
+    /// </summary>
+    private static void ThroughTemporary(string full, string temp, string verb, Action body)
+    {
+        try
+        {
+            body();
         }
         catch (IOException e)
         {
             TryDelete(temp);
-            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot rewrite '{full}': {e.Message}. Check free disk space and permissions.", full, e);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot {verb} '{full}': {e.Message}. Check free disk space and permissions.", full, e);
         }
         catch (UnauthorizedAccessException e)
         {
             TryDelete(temp);
-            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot rewrite '{full}': {e.Message}. Check permissions.", full, e);
+            throw new LlmBuildException(ErrorCodes.WriteFailed, $"Cannot {verb} '{full}': {e.Message}. Check permissions.", full, e);
         }
         catch
         {
