@@ -466,7 +466,7 @@ public sealed class IncrementalBuildTests
         string sdk = Path.Combine(dir, "sdk");
         BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "build", "LlmBuild.Sdk", "Sdk"), Path.Combine(sdk, "Sdk"));
         BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "targets"), Path.Combine(sdk, "targets"));
-        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "src", "LlmBuild.Tasks", "bin", "Release", "net10.0"), Path.Combine(sdk, "tasks", "net10.0"));
+        BuildHarness.CopyTree(Path.Combine(BuildHarness.RepoRoot, "src", "LlmBuild.Tasks", "bin", "Release", "net10.0", "sdk-tasks"), Path.Combine(sdk, "tasks", "net10.0"));
         string project = BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
         File.WriteAllText(project, File.ReadAllText(project).Replace(Path.Combine(BuildHarness.RepoRoot, "build", "LlmBuild.Sdk", "Sdk"), Path.Combine(sdk, "Sdk")));
 
