@@ -16,6 +16,11 @@ public sealed class SdkPackageTests
         string sdkProject = Path.Combine(BuildHarness.RepoRoot, "build", "LlmBuild.Sdk", "LlmBuild.Sdk.csproj");
         BuildHarness.Dotnet(BuildHarness.RepoRoot, ["pack", sdkProject, "-c", "Release", "-o", feed, $"-p:PackageVersion={version}"]).AssertSucceeded();
         Assert.IsTrue(File.Exists(Path.Combine(feed, $"LlmBuild.Sdk.{version}.nupkg")));
+        // The package's task assembly is the ReadyToRun publish the repository's SDK loads.
+        string unpacked = BuildHarness.NewTempDirectory("sdkpkg");
+        System.IO.Compression.ZipFile.ExtractToDirectory(Path.Combine(feed, $"LlmBuild.Sdk.{version}.nupkg"), unpacked);
+        foreach (string name in new[] { "LlmBuild.Tasks.dll", "LlmBuild.Core.dll" })
+            Assert.IsTrue(TaskAssemblyBuildTests.IsReadyToRun(Path.Combine(unpacked, "tasks", "net10.0", name)), name + " is ReadyToRun in the package");
 
         string dir = BuildHarness.NewTempDirectory("sdkuser");
         File.WriteAllText(Path.Combine(dir, "global.json"), $$"""{ "msbuild-sdks": { "LlmBuild.Sdk": "{{version}}" } }""");

@@ -1,3 +1,4 @@
+using System.Reflection.PortableExecutable;
 using System.Text.RegularExpressions;
 
 namespace LlmBuild.Integration.Tests;
@@ -36,4 +37,42 @@ public sealed class TaskAssemblyBuildTests
         Assert.IsFalse(Directory.Exists(Path.GetDirectoryName(path)), "a build that succeeds deletes its copy");
         Assert.IsFalse(result.Output.Contains("external task host", StringComparison.OrdinalIgnoreCase), "no task host");
     }
+
+    /// <summary>
+    /// Issue 15: the task assembly the SDK loads is published ReadyToRun (precompiled native code beside the IL), Core
+    /// and the packages with it, so a build does not JIT-compile Core again; the native library of a package is in the
+    /// folder (a runtime-specific publish puts it beside the assemblies).
+    /// </summary>
+    [TestMethod]
+    public void TheSdkLoadsAReadyToRunTaskAssembly()
+    {
+        string dir = BuildHarness.NewTempDirectory("taskr2r");
+        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties(), """
+              <Target Name="_ShowTaskAssembly" AfterTargets="ResolveLlmConfig">
+                <Message Importance="high" Text="task assembly: $(LlmBuildTasksAssembly)" />
+              </Target>
+            """);
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        Match m = Regex.Match(result.Output, @"task assembly: (?<path>\S+)");
+        Assert.IsTrue(m.Success, result.Output);
+        string published = Path.GetDirectoryName(m.Groups["path"].Value)!;
+        Assert.AreEqual(Path.Combine(BuildHarness.RepoRoot, "src", "LlmBuild.Tasks", "bin", "Release", "net10.0", "sdk-tasks"), published);
+        foreach (string name in new[] { "LlmBuild.Tasks.dll", "LlmBuild.Core.dll", "System.Numerics.Tensors.dll" })
+            Assert.IsTrue(IsReadyToRun(Path.Combine(published, name)), name + " is a ReadyToRun image");
+        Assert.IsTrue(Directory.EnumerateFiles(published, "*SkiaSharp*").Any(f => !f.EndsWith(".dll", StringComparison.Ordinal)),
+            "the package's native library is beside the assemblies");
+    }
+
+    /// <summary>A ReadyToRun image: its CLI header names a native code header (an IL-only assembly's is empty).</summary>
+    public static bool IsReadyToRun(string assembly)
+    {
+        using var pe = new PEReader(File.OpenRead(assembly));
+        return pe.PEHeaders.CorHeader is { ManagedNativeHeaderDirectory.Size: > 0 };
+    }
+
+    /// <summary>The check itself: an IL-only assembly (this test assembly) is not one.</summary>
+    [TestMethod]
+    public void AnIlOnlyAssemblyIsNotReadyToRun() =>
+        Assert.IsFalse(IsReadyToRun(typeof(TaskAssemblyBuildTests).Assembly.Location));
 }
