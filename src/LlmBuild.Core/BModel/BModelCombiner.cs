@@ -64,7 +64,8 @@ public static class BModelCombiner
     /// change, which changes shapes and commands but no coefficient, needs. The region's bytes are trusted by the old
     /// file's own check codes (it was written whole and renamed into place, or rewritten the same way); the gaps are
     /// read. A file with other links is never changed in place (it would change the other names too), nor one this
-    /// process cannot count the links of. Anything unreadable or different: false, and the file is written whole.
+    /// process cannot count the links of, nor one a reader has open (as far as the file's advisory lock tells: .NET
+    /// readers take it, other programs may not). Anything unreadable or different: false, and the file is written whole.
     /// </summary>
     private static bool CanKeepCoefficients(string path, BModelFile model, BModelBlobBuilder blob, byte[] flatBuffer)
     {
@@ -73,6 +74,16 @@ public static class BModelCombiner
         long blobStart = BModelHeader.Size + flatBuffer.LongLength;
         var wanted = Coefficients(model, blobStart, b => blob.Sha256(b));
         if (wanted is null) return false;
+        try
+        {
+            // A reader that has the file open (the emulator, a server) holds a shared lock on it; changed in place, the
+            // bytes would change under it. Written anew, it keeps its file.
+            using (new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.None)) { }
+        }
+        catch (IOException)
+        {
+            return false;
+        }
         try
         {
             using var old = BModelReader.Read(path);

@@ -51,15 +51,21 @@ public static class BModelWriter
         ulong kept = blob.LeadingRegionEnd ?? throw new InvalidOperationException("The blob has no leading region to keep.");
         AtomicFile.Rewrite(path, s =>
         {
+            RewriteProbe?.Invoke(s, "moved");
             s.Position = 0;
             WriteHead(s, flatBuffer, blob);
-            var zeros = new byte[(int)blob.Leading];
-            s.Write(zeros);
+            RewriteProbe?.Invoke(s, "head");
+            s.Write(new byte[(int)blob.Leading]);
             s.Position = BModelHeader.Size + flatBuffer.LongLength + (long)kept;
             blob.WriteTo(s, kept);
+            RewriteProbe?.Invoke(s, "tail");
             s.SetLength(s.Position);
+            RewriteProbe?.Invoke(s, "truncated");
         });
     }
+
+    /// <summary>Tests only: called at each step of <see cref="RewriteFile"/> with the moved-aside file, to stop it there.</summary>
+    internal static Action<FileStream, string>? RewriteProbe;
 
     public static void Write(BModelFile model, BModelBlobBuilder blob, Stream output) =>
         WriteParts(output, BuildFlatBuffer(model, blob), blob);
