@@ -189,10 +189,10 @@ public sealed class BModelBlobBuilder
             }
             if (s.External is { } external)
             {
-                long before = output.CanSeek ? output.Position : -1;
-                external.Write(output);
-                if (before >= 0 && (ulong)(output.Position - before) != external.Length)
-                    throw new LlmBuildException(ErrorCodes.WriteFailed, $"A streamed payload wrote {output.Position - before} bytes instead of {external.Length}.");
+                var counted = new CountingStream(output);
+                external.Write(counted);
+                if ((ulong)counted.Count != external.Length)
+                    throw new LlmBuildException(ErrorCodes.WriteFailed, $"A streamed payload wrote {counted.Count} bytes instead of {external.Length}.");
                 pos += external.Length;
                 continue;
             }
@@ -215,6 +215,24 @@ public sealed class BModelBlobBuilder
     private static (ulong, ulong, ulong, ulong, ulong) Key(byte[] sha, ulong size) =>
         (BinaryPrimitives.ReadUInt64LittleEndian(sha), BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(8)),
          BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(16)), BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(24)), size);
+}
+
+/// <summary>Passes writes through to another stream, counting the bytes.</summary>
+internal sealed class CountingStream(Stream inner) : Stream
+{
+    public long Count { get; private set; }
+    public override void Write(ReadOnlySpan<byte> buffer) { inner.Write(buffer); Count += buffer.Length; }
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+    public override void WriteByte(byte value) => Write([value]);
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() => inner.Flush();
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
 }
 
 /// <summary>
