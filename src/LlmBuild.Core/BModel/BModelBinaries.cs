@@ -12,7 +12,12 @@ public static class BModelBinaries
     }
 
     /// <summary>How <see cref="Map"/> names a stage's coefficient memory.</summary>
-    public static string CoeffWhere(string net, int stage) => $"net '{net}' stage {stage} coeff_mem";
+    public static string CoeffWhere(string net, int stage) => $"net '{net}' stage {stage} {CoeffSuffix}";
+
+    /// <summary>True when <paramref name="where"/> (as <see cref="Map"/> names it) is a stage's coefficient memory.</summary>
+    public static bool IsCoeffWhere(string where) => where.EndsWith(" " + CoeffSuffix, StringComparison.Ordinal);
+
+    private const string CoeffSuffix = "coeff_mem";
 
     /// <summary>Returns a copy of <paramref name="model"/> with every binary reference replaced by <paramref name="map"/>'s result.</summary>
     public static BModelFile Map(BModelFile model, Func<string, BinaryRef, BinaryRef> map)

@@ -39,6 +39,40 @@ public sealed class BModelBlobBuilder
     /// <summary>Bytes not stored thanks to deduplication.</summary>
     public ulong DedupedBytes { get; private set; }
 
+    /// <summary>Zero bytes before the first payload, set by <see cref="Shift"/> (0 until then).</summary>
+    public ulong Leading { get; private set; }
+
+    /// <summary>
+    /// Where the leading region of payloads ends (the combined bmodel's coefficients, see <see cref="EndLeadingRegion"/>):
+    /// payloads added before the call lie in [<see cref="Leading"/>, <see cref="LeadingRegionEnd"/>), later ones after it.
+    /// Null until the call.
+    /// </summary>
+    public ulong? LeadingRegionEnd { get; private set; }
+
+    /// <summary>Closes the leading region: every payload added from now on is placed after it.</summary>
+    public void EndLeadingRegion()
+    {
+        if (LeadingRegionEnd is not null) throw new InvalidOperationException("The leading region was already closed.");
+        LeadingRegionEnd = Length;
+    }
+
+    /// <summary>
+    /// Moves every payload <paramref name="lead"/> bytes later, zeros before the first (the caller moves the references
+    /// it holds by as much, see <see cref="Shifted"/>). Once only, before the blob is written.
+    /// </summary>
+    public void Shift(ulong lead)
+    {
+        if (Leading != 0) throw new InvalidOperationException("The blob was already shifted.");
+        if (lead == 0) return;
+        for (int i = 0; i < _segments.Count; i++) _segments[i] = _segments[i] with { Start = _segments[i].Start + lead };
+        Length += lead;
+        LeadingRegionEnd += lead;
+        Leading = lead;
+    }
+
+    /// <summary>A reference moved as <see cref="Shift"/> moved the payloads (an empty reference stays where it is).</summary>
+    public static BinaryRef Shifted(BinaryRef binary, ulong lead) => binary.Size == 0 ? binary : new BinaryRef(binary.Start + lead, binary.Size);
+
     /// <summary>Adds a payload (or finds an identical one) and returns where it lives in the blob.</summary>
     public BinaryRef Add(ReadOnlyMemory<byte> data) => Add(data, out _);
 
@@ -131,14 +165,22 @@ public sealed class BModelBlobBuilder
         }
     }
 
-    /// <summary>Writes the blob: each payload at its offset, zero padding between.</summary>
-    internal void WriteTo(Stream output)
+    /// <summary>
+    /// Writes the blob from offset <paramref name="from"/> on (the whole blob by default): each payload at its offset,
+    /// zero padding between. <paramref name="from"/> may not cut a payload; those before it are not written.
+    /// </summary>
+    internal void WriteTo(Stream output, ulong from = 0)
     {
-        ulong pos = 0;
+        ulong pos = from;
         Span<byte> zeros = stackalloc byte[64];
         zeros.Clear();
         foreach (var s in _segments)
         {
+            if (s.Start < from)
+            {
+                if (s.Start + SizeOf(s) > from) throw new ArgumentOutOfRangeException(nameof(from), $"Offset {from} cuts the payload at {s.Start}.");
+                continue;
+            }
             while (pos < s.Start)
             {
                 int n = (int)Math.Min(s.Start - pos, (ulong)zeros.Length);
@@ -147,15 +189,21 @@ public sealed class BModelBlobBuilder
             }
             if (s.External is { } external)
             {
-                long before = output.CanSeek ? output.Position : -1;
-                external.Write(output);
-                if (before >= 0 && (ulong)(output.Position - before) != external.Length)
-                    throw new LlmBuildException(ErrorCodes.WriteFailed, $"A streamed payload wrote {output.Position - before} bytes instead of {external.Length}.");
+                var counted = new CountingStream(output);
+                external.Write(counted);
+                if ((ulong)counted.Count != external.Length)
+                    throw new LlmBuildException(ErrorCodes.WriteFailed, $"A streamed payload wrote {counted.Count} bytes instead of {external.Length}.");
                 pos += external.Length;
                 continue;
             }
             output.Write(s.Data.Span);
             pos += (ulong)s.Data.Length;
+        }
+        while (pos < Length) // a blob that is all padding (shifted, no payload after `from`)
+        {
+            int n = (int)Math.Min(Length - pos, (ulong)zeros.Length);
+            output.Write(zeros[..n]);
+            pos += (ulong)n;
         }
     }
 
@@ -167,6 +215,24 @@ public sealed class BModelBlobBuilder
     private static (ulong, ulong, ulong, ulong, ulong) Key(byte[] sha, ulong size) =>
         (BinaryPrimitives.ReadUInt64LittleEndian(sha), BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(8)),
          BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(16)), BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(24)), size);
+}
+
+/// <summary>Passes writes through to another stream, counting the bytes.</summary>
+internal sealed class CountingStream(Stream inner) : Stream
+{
+    public long Count { get; private set; }
+    public override void Write(ReadOnlySpan<byte> buffer) { inner.Write(buffer); Count += buffer.Length; }
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+    public override void WriteByte(byte value) => Write([value]);
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() => inner.Flush();
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
 }
 
 /// <summary>

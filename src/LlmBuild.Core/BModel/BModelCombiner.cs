@@ -29,7 +29,8 @@ public static class BModelCombiner
             byte[] flatBuffer = BModelWriter.BuildFlatBuffer(model, blob);
             long expectedBytes = BModelHeader.Size + flatBuffer.LongLength + (long)blob.Length;
             CheckAgainstUniqueParts(inputs, blob, expectedBytes, outputPath);
-            BModelWriter.WriteFile(outputPath, model, blob);
+            if (CanKeepCoefficients(outputPath, model, blob, flatBuffer)) BModelWriter.RewriteFile(outputPath, flatBuffer, blob);
+            else BModelWriter.WriteFile(outputPath, flatBuffer, blob);
             long written = new FileInfo(outputPath).Length;
             if (written != expectedBytes)
                 throw new LlmBuildException(ErrorCodes.WriteFailed, $"'{outputPath}' is {written} bytes after writing, expected {expectedBytes}; check the disk and rebuild.", outputPath);
@@ -49,11 +50,88 @@ public static class BModelCombiner
     private static void CheckAgainstUniqueParts(IReadOnlyList<BModelContainer> inputs, BModelBlobBuilder blob, long outputBytes, string outputPath)
     {
         long metadata = inputs.Sum(c => (long)c.Header.HeaderSize + c.Header.FlatBufferSize);
-        long bound = metadata + (long)blob.UniqueBytes + (long)blob.UniqueCount * (blob.Alignment - 1);
+        long bound = metadata + (long)blob.UniqueBytes + (long)blob.UniqueCount * (blob.Alignment - 1) + (long)blob.Leading;
         if (outputBytes > bound)
             throw new LlmBuildException(ErrorCodes.BModelCombineTooLarge,
                 $"The combined bmodel '{outputPath}' would be {outputBytes} bytes, more than its unique parts ({bound} bytes: " +
                 $"{blob.UniqueCount} distinct binaries of {blob.UniqueBytes} bytes plus {metadata} bytes of headers and flatbuffers); weights were not deduplicated.", outputPath);
+    }
+
+    /// <summary>
+    /// True when the bmodel already at <paramref name="path"/> holds exactly the coefficient region the new one needs —
+    /// the same coefficient binaries (file offset, size, sha256 check code) with zeros between them — so only the header,
+    /// flatbuffer and what follows the region are written again (<see cref="BModelWriter.RewriteFile"/>): what a SeqLength
+    /// change, which changes shapes and commands but no coefficient, needs. The region's bytes are trusted by the old
+    /// file's own check codes (it was written whole and renamed into place, or rewritten the same way); the gaps are
+    /// read. A file with other links is never changed in place (it would change the other names too), nor one this
+    /// process cannot count the links of, nor one a reader has open (as far as the file's advisory lock tells: .NET
+    /// readers take it, other programs may not). Anything unreadable or different: false, and the file is written whole.
+    /// </summary>
+    private static bool CanKeepCoefficients(string path, BModelFile model, BModelBlobBuilder blob, byte[] flatBuffer)
+    {
+        if (blob.LeadingRegionEnd is not { } regionEnd || regionEnd == blob.Leading) return false;
+        if (!File.Exists(path) || IO.HardLinks.Count(path) != 1) return false;
+        long blobStart = BModelHeader.Size + flatBuffer.LongLength;
+        var wanted = Coefficients(model, blobStart, b => blob.Sha256(b));
+        if (wanted is null) return false;
+        try
+        {
+            // A reader that has the file open (the emulator, a server) holds a shared lock on it; changed in place, the
+            // bytes would change under it. Written anew, it keeps its file.
+            using (new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.None)) { }
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        try
+        {
+            using var old = BModelReader.Read(path);
+            long oldBlobStart = old.FileLength - old.BlobLength;
+            var checkCodes = new Dictionary<BinaryRef, byte[]>();
+            foreach (var stage in old.Model.Nets.SelectMany(n => n.Stages))
+                if (stage.CoeffMem is { BinaryCoeff: { } b } coeff) checkCodes.TryAdd(b, coeff.CheckCode.ToArray());
+            var have = Coefficients(old.Model, oldBlobStart, b => checkCodes[b]);
+            if (have is null || !have.SequenceEqual(wanted)) return false;
+            // Every other binary of the old file lies after the region (or inside one of its coefficients): its layout is this one.
+            long start = blobStart + (long)blob.Leading, end = blobStart + (long)regionEnd;
+            foreach (var (where, b) in BModelBinaries.All(old.Model))
+            {
+                if (b.Size == 0 || BModelBinaries.IsCoeffWhere(where)) continue;
+                long at = oldBlobStart + (long)b.Start;
+                if (at < end && !have.Any(c => c.Offset <= at && at + (long)b.Size <= c.Offset + c.Size)) return false;
+            }
+            // The gaps between the coefficients, and up to the region's end, are zeros.
+            long pos = start;
+            foreach (var (offset, size, _) in have.Append((end, 0L, "")))
+            {
+                if (offset < pos) return false;
+                if (offset > pos && old.GetSpan(new BinaryRef((ulong)(pos - oldBlobStart), (ulong)(offset - pos))).ContainsAnyExcept((byte)0)) return false;
+                pos = offset + size;
+            }
+            return pos == end;
+        }
+        catch (LlmBuildException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The distinct coefficient binaries of a model as (file offset, size, sha256 hex), in file order; null when one has no check code.</summary>
+    private static List<(long Offset, long Size, string Sha256)>? Coefficients(BModelFile model, long blobStart, Func<BinaryRef, byte[]> sha256)
+    {
+        var found = new SortedDictionary<long, (long Offset, long Size, string Sha256)>();
+        foreach (var (where, b) in BModelBinaries.All(model))
+        {
+            if (!BModelBinaries.IsCoeffWhere(where) || b.Size == 0) continue;
+            long at = blobStart + (long)b.Start;
+            byte[] sha = sha256(b);
+            if (sha.Length != 32) return null;
+            var c = (at, (long)b.Size, Convert.ToHexString(sha));
+            if (found.TryGetValue(at, out var seen) && seen != c) return null; // two sizes at one offset: not this layout
+            found[at] = c;
+        }
+        return found.Values.ToList();
     }
 
     /// <summary>Merges opened bmodels into one model and the blob it refers to (the inputs must stay open until written).</summary>
@@ -72,18 +150,36 @@ public static class BModelCombiner
         uint deviceNum = 0;
         ulong neuronSize = 0;
 
+        foreach (var input in inputs)
+            if (!string.Equals(input.Model.Chip, first.Model.Chip, StringComparison.Ordinal))
+                throw new LlmBuildException(ErrorCodes.BModelCombineConflict,
+                    $"Cannot combine '{input.Name}' (chip {input.Model.Chip}) with '{first.Name}' (chip {first.Model.Chip}); build every piece for the same chip.", input.Name);
+        // Coefficients first, in the inputs' order, then everything else (commands, modules): the coefficient region's
+        // place and layout depend on the coefficients alone (see Place), so a change of shapes or commands only rewrites
+        // what follows it and the flatbuffer before it.
+        var mapped = new BModelFile[inputs.Count];
         for (int i = 0; i < inputs.Count; i++)
         {
             var input = inputs[i];
             var streamed = externals?[i];
-            if (!string.Equals(input.Model.Chip, first.Model.Chip, StringComparison.Ordinal))
-                throw new LlmBuildException(ErrorCodes.BModelCombineConflict,
-                    $"Cannot combine '{input.Name}' (chip {input.Model.Chip}) with '{first.Name}' (chip {first.Model.Chip}); build every piece for the same chip.", input.Name);
             var copied = new Dictionary<BinaryRef, BinaryRef>();
-            var model = BModelBinaries.Map(input.Model, (where, b) =>
+            mapped[i] = BModelBinaries.Map(input.Model, (where, b) =>
             {
+                if (!BModelBinaries.IsCoeffWhere(where)) return b;
                 // A referenced coefficient memory: its bytes are streamed from the weight file, in this same order.
                 if (streamed is not null && streamed.TryGetValue(where, out var payload)) return blob.AddExternal(payload);
+                if (!copied.TryGetValue(b, out var to)) copied[b] = to = blob.Add(input.GetMemory(b));
+                return to;
+            });
+        }
+        blob.EndLeadingRegion();
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            var input = inputs[i];
+            var copied = new Dictionary<BinaryRef, BinaryRef>();
+            var model = BModelBinaries.Map(mapped[i], (where, b) =>
+            {
+                if (BModelBinaries.IsCoeffWhere(where)) return b;
                 if (!copied.TryGetValue(b, out var to)) copied[b] = to = blob.Add(input.GetMemory(b));
                 return to;
             });
@@ -127,8 +223,34 @@ public static class BModelCombiner
             CpuopModule = cpuop,
             LibBackend = libBackend,
         };
-        return (merged, blob);
+        return (Place(merged, blob), blob);
     }
+
+    /// <summary>
+    /// Where the coefficient region starts in a combined bmodel's file: the end of the header and flatbuffer rounded up
+    /// to this, so a flatbuffer that changes by a little (or not at all: a SeqLength change only changes numbers in it)
+    /// leaves the region where it was.
+    /// </summary>
+    public const int CoefficientRegionAlignment = 64 << 10;
+
+    /// <summary>
+    /// Moves the blob's payloads so the coefficient region starts at a file offset that is a multiple of
+    /// <see cref="CoefficientRegionAlignment"/> (zeros between the flatbuffer and the region), and the model's references
+    /// with them. The flatbuffer's size does not depend on the offsets it holds (fixed-width structs), so it is measured once.
+    /// </summary>
+    private static BModelFile Place(BModelFile model, BModelBlobBuilder blob)
+    {
+        long blobStart = BModelHeader.Size + BModelWriter.BuildFlatBuffer(model, blob).LongLength;
+        ulong lead = (ulong)(AlignUp(blobStart, CoefficientRegionAlignment) - blobStart);
+        blob.Shift(lead);
+        var placed = BModelBinaries.Map(model, (_, b) => BModelBlobBuilder.Shifted(b, lead));
+        long after = BModelHeader.Size + BModelWriter.BuildFlatBuffer(placed, blob).LongLength;
+        if (after != blobStart)
+            throw new LlmBuildException(ErrorCodes.BModelInvalid, $"The combined flatbuffer changed size from {blobStart - BModelHeader.Size} to {after - BModelHeader.Size} bytes when its binaries moved; this is a bug in LlmBuild's bmodel writer.");
+        return placed;
+    }
+
+    private static long AlignUp(long v, long alignment) => (v + alignment - 1) / alignment * alignment;
 
     private static LlmBuildException Conflict(string net, string fileA, string fileB, string what) =>
         new(ErrorCodes.BModelCombineConflict,

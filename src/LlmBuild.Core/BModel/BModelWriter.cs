@@ -33,11 +33,39 @@ public readonly record struct BModelHeader(uint Magic, uint HeaderSize, uint Fla
 public static class BModelWriter
 {
     /// <summary>Writes the bmodel to <paramref name="path"/> atomically (temp file + rename).</summary>
-    public static void WriteFile(string path, BModelFile model, BModelBlobBuilder blob)
-    {
-        byte[] flatBuffer = BuildFlatBuffer(model, blob);
+    public static void WriteFile(string path, BModelFile model, BModelBlobBuilder blob) => WriteFile(path, BuildFlatBuffer(model, blob), blob);
+
+    /// <summary>Writes the bmodel whose flatbuffer <see cref="BuildFlatBuffer"/> made to <paramref name="path"/> atomically.</summary>
+    internal static void WriteFile(string path, byte[] flatBuffer, BModelBlobBuilder blob) =>
         AtomicFile.Write(path, s => WriteParts(s, flatBuffer, blob));
+
+    /// <summary>
+    /// Turns the bmodel at <paramref name="path"/>, which already holds the blob's leading region (from
+    /// <see cref="BModelBlobBuilder.Leading"/> to <see cref="BModelBlobBuilder.LeadingRegionEnd"/>) at the same file
+    /// offsets, into the one <see cref="WriteFile(string, byte[], BModelBlobBuilder)"/> would write, writing everything
+    /// but that region: header, flatbuffer and zeros before it, the rest of the blob after it. The file is moved aside
+    /// meanwhile (<see cref="AtomicFile.Rewrite"/>): killed in between, the path has no file and the next build writes it whole.
+    /// </summary>
+    internal static void RewriteFile(string path, byte[] flatBuffer, BModelBlobBuilder blob)
+    {
+        ulong kept = blob.LeadingRegionEnd ?? throw new InvalidOperationException("The blob has no leading region to keep.");
+        AtomicFile.Rewrite(path, s =>
+        {
+            RewriteProbe?.Invoke(s, "moved");
+            s.Position = 0;
+            WriteHead(s, flatBuffer, blob);
+            RewriteProbe?.Invoke(s, "head");
+            s.Write(new byte[(int)blob.Leading]);
+            s.Position = BModelHeader.Size + flatBuffer.LongLength + (long)kept;
+            blob.WriteTo(s, kept);
+            RewriteProbe?.Invoke(s, "tail");
+            s.SetLength(s.Position);
+            RewriteProbe?.Invoke(s, "truncated");
+        });
     }
+
+    /// <summary>Tests only: called at each step of <see cref="RewriteFile"/> with the moved-aside file, to stop it there.</summary>
+    internal static Action<FileStream, string>? RewriteProbe;
 
     public static void Write(BModelFile model, BModelBlobBuilder blob, Stream output) =>
         WriteParts(output, BuildFlatBuffer(model, blob), blob);
@@ -51,12 +79,18 @@ public static class BModelWriter
 
     private static void WriteParts(Stream output, byte[] flatBuffer, BModelBlobBuilder blob)
     {
+        WriteHead(output, flatBuffer, blob);
+        blob.WriteTo(output);
+    }
+
+    /// <summary>The header and the flatbuffer.</summary>
+    private static void WriteHead(Stream output, byte[] flatBuffer, BModelBlobBuilder blob)
+    {
         Span<byte> header = stackalloc byte[BModelHeader.Size];
         // binary_size is a uint32 in the format; like the reference writer we store the low 32 bits of larger blobs.
         new BModelHeader(BModelHeader.ExpectedMagic, BModelHeader.Size, (uint)flatBuffer.Length, unchecked((uint)blob.Length)).WriteTo(header);
         output.Write(header);
         output.Write(flatBuffer);
-        blob.WriteTo(output);
     }
 
     /// <summary>The flatbuffer part alone. Checks the model and fills empty coefficient check codes from the blob.</summary>
