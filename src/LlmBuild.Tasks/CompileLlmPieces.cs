@@ -20,7 +20,9 @@ public sealed class CompileLlmPieces : LlmTask
         var shared = SharedInputs.Paths().ToArray();
         var stale = Pieces.Where(p => !Freshness.IsUpToDate([p.Path("BModel")], [p.Path("Mlir"), p.Path("WeightFile"), .. shared])).ToList();
         foreach (var p in Pieces.Except(stale)) LogPieceUpToDate(p.ItemSpec);
-        RunPieces(stale, p => p.ItemSpec, (p, log) =>
-            CompileStage.RunReferencing(model, model.Piece(p.ItemSpec), p.Path("Mlir"), p.Path("WeightFile"), p.Path("BModel")));
+        // The pieces' small outputs are fsynced concurrently, each before its rename (ConcurrentCommits).
+        ConcurrentCommits.Run(() =>
+            RunPieces(stale, p => p.ItemSpec, (p, log) =>
+                CompileStage.RunReferencing(model, model.Piece(p.ItemSpec), p.Path("Mlir"), p.Path("WeightFile"), p.Path("BModel"))));
     }
 }
