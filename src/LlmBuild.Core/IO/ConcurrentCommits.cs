@@ -26,6 +26,7 @@ public sealed class ConcurrentCommits
     private readonly BlockingCollection<Commit> _queue = new();
     private readonly ConcurrentDictionary<string, Commit> _pending = new(StringComparer.Ordinal);
     private readonly ConcurrentQueue<Exception> _failures = new();
+    private readonly ConcurrentQueue<Action> _afterwards = new();
     private readonly List<Thread> _threads = [];
 
     private ConcurrentCommits()
@@ -59,6 +60,18 @@ public sealed class ConcurrentCommits
         var failures = commits._failures.ToArray();
         if (failures.Length == 1) ExceptionDispatchInfo.Capture(failures[0]).Throw();
         if (failures.Length > 1) throw new AggregateException(failures);
+        foreach (Action action in commits._afterwards) action();
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> once every file is in place: at the end of the current <see cref="Run"/> (in the
+    /// order given, and only when the body and every commit succeeded), or at once outside one. For a file that must be
+    /// written only after others are at their paths (a weight file's identity sidecar).
+    /// </summary>
+    public static void AfterAllInPlace(Action action)
+    {
+        if (Current is { } commits) commits._afterwards.Enqueue(action);
+        else action();
     }
 
     /// <summary>Takes over a written (flushed, not yet fsynced) temporary: it is fsynced, closed and renamed to <paramref name="path"/>.</summary>
