@@ -20,7 +20,18 @@ public sealed class CompileLlmPieces : LlmTask
         var shared = SharedInputs.Paths().ToArray();
         var stale = Pieces.Where(p => !Freshness.IsUpToDate([p.Path("BModel")], [p.Path("Mlir"), p.Path("WeightFile"), .. shared])).ToList();
         foreach (var p in Pieces.Except(stale)) LogPieceUpToDate(p.ItemSpec);
-        RunPieces(stale, p => p.ItemSpec, (p, log) =>
-            CompileStage.RunReferencing(model, model.Piece(p.ItemSpec), p.Path("Mlir"), p.Path("WeightFile"), p.Path("BModel")));
+        // Pieces that name one weight file (block_i and block_cache_i, embedding, embedding_cache and a tied lm_head) share
+        // its coefficients' sha256, computed once: the first piece of every file goes first, so the cores hash different
+        // files instead of one waiting for the other's hash; the biggest file (the embedding's) leads.
+        stale = stale.GroupBy(p => p.Path("WeightFile"), StringComparer.Ordinal)
+            .OrderByDescending(g => LengthOf(g.Key))
+            .SelectMany((g, file) => g.Select((p, nth) => (p, nth, file)))
+            .OrderBy(x => x.nth).ThenBy(x => x.file).Select(x => x.p).ToList();
+        // The pieces' small outputs are fsynced concurrently, each before its rename (ConcurrentCommits).
+        ConcurrentCommits.Run(() =>
+            RunPieces(stale, p => p.ItemSpec, (p, log) =>
+                CompileStage.RunReferencing(model, model.Piece(p.ItemSpec), p.Path("Mlir"), p.Path("WeightFile"), p.Path("BModel"))));
     }
+
+    private static long LengthOf(string path) => File.Exists(path) ? new FileInfo(path).Length : 0;
 }

@@ -25,7 +25,9 @@ public sealed class ExportLlmMlir : LlmTask
             Outputs(p),
             [p.Path("Spec"), .. p.OptionalPath("OwnerNpz") is { } npz ? new[] { npz } : [], .. shared])).ToList();
         foreach (var p in Pieces.Except(stale)) LogPieceUpToDate(p.ItemSpec);
-        RunPieces(stale, p => p.ItemSpec, (p, log) =>
-            ExportStage.Run(model, model.Piece(p.ItemSpec), p.OptionalPath("OwnerNpz"), p.Path("Mlir"), PieceNpz(p)));
+        // The pieces' small outputs are fsynced concurrently, each before its rename (ConcurrentCommits).
+        ConcurrentCommits.Run(() =>
+            RunPieces(stale, p => p.ItemSpec, (p, log) =>
+                ExportStage.Run(model, model.Piece(p.ItemSpec), p.OptionalPath("OwnerNpz"), p.Path("Mlir"), PieceNpz(p))));
     }
 }

@@ -75,7 +75,9 @@ public abstract class LlmTask : Microsoft.Build.Utilities.Task
         var errors = new System.Collections.Concurrent.ConcurrentQueue<LlmBuildException>();
         try
         {
-            var run = System.Threading.Tasks.Task.Run(() => Parallel.ForEach(items,
+            // In the given order, one item at a time (no chunks): a stage lists its longest or most shared work first.
+            var run = System.Threading.Tasks.Task.Run(() => Parallel.ForEach(
+                System.Collections.Concurrent.Partitioner.Create(items, System.Collections.Concurrent.EnumerablePartitionerOptions.NoBuffering),
                 new ParallelOptions { MaxDegreeOfParallelism = granted },
                 item =>
                 {

@@ -40,11 +40,12 @@ public sealed class QuantizeLlmWeights : LlmTask
         model = QuantizeStage.ChooseWidths(model, stats, widthsPath, line => LogProgress($"{Stage}: {line}"));
         if (stale.Count == 0) return;
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
-        RunPieces(stale, o => o.ItemSpec, (o, log) =>
+        // Each weight file's fsync and rename run on I/O threads while the cores quantize the next owners (ConcurrentCommits).
+        ConcurrentCommits.Run(() => RunPieces(stale, o => o.ItemSpec, (o, log) =>
         {
             if (QuantizeStage.Run(checkpoint, model, o.ItemSpec, o.Path("Npz"), WeightsIdentity(o.Path("Spec")), stats, calibrationDir))
                 log("weights unchanged: kept in place, constants rewritten");
-        });
+        }));
         if (stats is not null && !Log.HasLoggedErrors)
             LogProgress($"{Stage}: {model.Calibration!.Method} quantization (output error on the calibration data, per linear; {System.IO.Path.Combine(calibrationDir, "quantization.json")}):\n" +
                 QuantizeStage.WriteCalibrationReport(model, calibrationDir));

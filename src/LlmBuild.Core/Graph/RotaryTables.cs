@@ -57,7 +57,12 @@ public static class RotaryTables
     public static ModelConfig LocalConfig(ModelConfig config) =>
         config with { RopeTheta = config.LocalRopeTheta ?? config.RopeTheta, RopeScaling = config.LocalRopeTheta is null ? config.RopeScaling : null };
 
-    /// <summary>cos and sin tables, row-major [rows, 1, head_dim].</summary>
+    /// <summary>
+    /// cos and sin tables, row-major [rows, 1, head_dim]: new arrays the caller owns. Every piece graph of a build asks for
+    /// the same tables (each block, in resolve, quantize and export), so one process computes each table once and hands
+    /// out copies: the cache is keyed by everything the values depend on (the inverse frequencies after rope_scaling,
+    /// the long ones and where they start, the attention factor, head_dim, the rotated dims and the rows).
+    /// </summary>
     public static (float[] Cos, float[] Sin) Compute(ModelConfig config, int rows)
     {
         double[] shortInv = InverseFrequencies(config);
@@ -65,7 +70,20 @@ public static class RotaryTables
         bool longRope = scaling?.Type == "longrope";
         double[] longInv = longRope ? InverseFrequencies(config, longFactors: true) : shortInv;
         float attention = longRope ? (float)scaling!.AttentionFactor : 1f;
-        int d = config.HeadDim, half = d / 2, pairs = config.RotatedDims / 2;
+        int d = config.HeadDim, pairs = config.RotatedDims / 2, longFrom = longRope ? scaling!.OriginalMaxPositionEmbeddings : int.MaxValue;
+        var key = new System.Text.StringBuilder().Append(rows).Append('|').Append(d).Append('|').Append(pairs).Append('|')
+            .Append(BitConverter.SingleToInt32Bits(attention)).Append('|').Append(longFrom);
+        foreach (double f in shortInv.Concat(longInv)) key.Append('|').Append(BitConverter.DoubleToInt64Bits(f));
+        if (TableCache.Count > 64) TableCache.Clear();
+        var (cos, sin) = TableCache.GetOrAdd(key.ToString(), _ => new Lazy<(float[], float[])>(() => ComputeUncached(shortInv, longInv, longFrom, attention, d, pairs, rows))).Value;
+        return ((float[])cos.Clone(), (float[])sin.Clone());
+    }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<(float[] Cos, float[] Sin)>> TableCache = new(StringComparer.Ordinal);
+
+    private static (float[] Cos, float[] Sin) ComputeUncached(double[] shortInv, double[] longInv, int longFrom, float attention, int d, int pairs, int rows)
+    {
+        int half = d / 2;
         // Resolve refuses a SeqLength whose KV cache cannot fit device memory long before this; a caller that skips
         // resolve still gets a coded error rather than an overflow.
         if (rows < 0 || (long)rows * d > Array.MaxLength)
@@ -76,7 +94,7 @@ public static class RotaryTables
         for (int p = 0; p < rows; p++)
         {
             // longrope: positions past the original context use the long factors (as the cache of both lists does).
-            double[] inv = longRope && p >= scaling!.OriginalMaxPositionEmbeddings ? longInv : shortInv;
+            double[] inv = p >= longFrom ? longInv : shortInv;
             for (int i = 0; i < half; i++)
             {
                 float c = 1f, s = 0f;

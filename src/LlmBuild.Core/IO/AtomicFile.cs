@@ -20,12 +20,27 @@ public static class AtomicFile
         string dir = Path.GetDirectoryName(full)!;
         CreateDirectory(dir);
         string temp = Path.Combine(dir, TemporaryName(Path.GetFileName(full)));
+        // Inside ConcurrentCommits.Run a durable file's fsync and rename are handed to its I/O threads (same order: data
+        // on disk, then the rename), so many small files wait for the disk together.
+        ConcurrentCommits? commits = durable ? ConcurrentCommits.Current : null;
         ThroughTemporary(full, temp, "write", () =>
         {
-            using (var stream = new WritebackFileStream(temp, FileMode.CreateNew))
+            WritebackFileStream? stream = new WritebackFileStream(temp, FileMode.CreateNew);
+            try
             {
                 write(stream);
+                if (commits is not null)
+                {
+                    stream.Flush(flushToDisk: false);
+                    commits.Add(full, temp, stream);
+                    stream = null;
+                    return;
+                }
                 stream.Flush(flushToDisk: durable);
+            }
+            finally
+            {
+                stream?.Dispose();
             }
             File.Move(temp, full, overwrite: true);
         });
@@ -144,9 +159,16 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// Waits until a file written inside <see cref="ConcurrentCommits.Run"/> is in place (at once outside it): for a
+    /// writer whose next file must not reach the disk before this one (the order a build killed between them relies on).
+    /// </summary>
+    public static void WaitUntilInPlace(string path) => ConcurrentCommits.Current?.WaitFor(Path.GetFullPath(path));
+
     /// <summary>Deletes a file (nothing when it is missing) or raises LLMB0901 naming it.</summary>
     public static void Delete(string path)
     {
+        WaitUntilInPlace(path);
         try { File.Delete(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -155,7 +177,7 @@ public static class AtomicFile
         }
     }
 
-    private static void TryDelete(string path)
+    internal static void TryDelete(string path)
     {
         try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }

@@ -182,6 +182,7 @@ public sealed class NpzReader : IDisposable
     private List<NpzEntry> ReadDirectory()
     {
         var entries = new List<NpzEntry>();
+        Span<byte> shortHeader = stackalloc byte[ShortHeader];
         foreach (ZipEntry zip in ZipDirectory.Read(_length, ReadExactly, Bad))
         {
             string name = zip.Name;
@@ -198,9 +199,17 @@ public sealed class NpzReader : IDisposable
             if (stored)
             {
                 if (compressed != size) throw Bad($"stored entry '{name}' has different compressed and uncompressed sizes");
-                byte[] prefix = new byte[(int)Math.Min(size, 1 << 16)];
-                ReadExactly(dataStart, prefix);
-                (header, headerLength) = NpyFormat.DecodeHeader(prefix, $"{Path}:{name}");
+                // The header's first bytes say how long it is (usually ~128 bytes): read those, and up to 64 KiB only
+                // for a header longer than that (an open reads every entry's header; a weight file has dozens).
+                Span<byte> start = shortHeader[..(int)Math.Min(size, ShortHeader)];
+                ReadExactly(dataStart, start);
+                if (!HeaderWithin(start))
+                {
+                    byte[] prefix = new byte[(int)Math.Min(size, 1 << 16)];
+                    ReadExactly(dataStart, prefix);
+                    start = prefix;
+                }
+                (header, headerLength) = NpyFormat.DecodeHeader(start, $"{Path}:{name}");
             }
             else
             {
@@ -229,6 +238,17 @@ public sealed class NpzReader : IDisposable
             entries.Add(entry);
         }
         return entries;
+    }
+
+    private const int ShortHeader = 256;
+
+    /// <summary>Whether <paramref name="start"/> holds the whole npy header its prelude announces (else the longer read decides).</summary>
+    private static bool HeaderWithin(ReadOnlySpan<byte> start)
+    {
+        if (start.Length < 12) return false;
+        long dict = start[6] == 1 ? System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(start[8..])
+            : System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(start[8..]);
+        return (start[6] == 1 ? 10 : 12) + dict <= start.Length;
     }
 
     private LlmBuildException Bad(string what) =>

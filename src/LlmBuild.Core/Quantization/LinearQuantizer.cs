@@ -135,23 +135,38 @@ public static class LinearQuantizer
         }
     }
 
+    /// <summary>The widest vector path this machine runs (the kernels below have a Vector512, a Vector256 and a scalar path).</summary>
+    internal static KernelWidth Widest { get; } =
+        Vector512.IsHardwareAccelerated ? KernelWidth.V512 : Vector256.IsHardwareAccelerated ? KernelWidth.V256 : KernelWidth.Scalar;
+
     /// <summary>Quantizes one row of K values (vectorised); <paramref name="scratch"/> holds at least K bytes.</summary>
     // The hot loops are compiled optimised at once: a build's process is too short-lived for tiering to reach them.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void QuantizeRow(ReadOnlySpan<float> row, int bits, int g, bool symmetric,
-        Span<byte> qweightRow, Span<float> scalesRow, Span<byte> zerosRow, Span<byte> scratch, string tensorName = "weight", int rowIndex = 0)
+        Span<byte> qweightRow, Span<float> scalesRow, Span<byte> zerosRow, Span<byte> scratch, string tensorName = "weight", int rowIndex = 0) =>
+        QuantizeRow(row, bits, g, symmetric, qweightRow, scalesRow, zerosRow, scratch, tensorName, rowIndex, Widest);
+
+    /// <summary>
+    /// <see cref="QuantizeRow(ReadOnlySpan{float}, int, int, bool, Span{byte}, Span{float}, Span{byte}, Span{byte}, string, int)"/>
+    /// on the given vector path (a narrower one than the machine's runs too: the tests compare each with the scalar reference).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void QuantizeRow(ReadOnlySpan<float> row, int bits, int g, bool symmetric,
+        Span<byte> qweightRow, Span<float> scalesRow, Span<byte> zerosRow, Span<byte> scratch, string tensorName, int rowIndex, KernelWidth width)
     {
         int k = row.Length, qmax = (1 << bits) - 1;
-        if (bits == 4 && g % 128 == 0 && Vector512.IsHardwareAccelerated)
+        // 4 bits: levels go straight into packed nibbles, 128 (Vector512) or 64 (Vector256) values at a time.
+        int packedStep = bits != 4 ? 0 : width == KernelWidth.V512 && g % 128 == 0 ? 128 : width != KernelWidth.Scalar && g % 64 == 0 ? 64 : 0;
+        if (packedStep > 0)
         {
-            // Levels go straight into packed nibbles, 128 values (64 bytes) at a time.
             for (int j = 0; j < k / g; j++)
             {
                 ReadOnlySpan<float> group = row.Slice(j * g, g);
-                var (scale, zero) = GroupParameters(group, bits, symmetric, tensorName, rowIndex, j);
+                var (scale, zero) = GroupParameters(group, bits, symmetric, tensorName, rowIndex, j, width);
                 scalesRow[j] = scale;
                 zerosRow[j] = (byte)zero;
-                QuantizeGroupPacked4(group, scale, zero, qweightRow.Slice(j * g / 2, g / 2));
+                if (packedStep == 128) QuantizeGroupPacked4(group, scale, zero, qweightRow.Slice(j * g / 2, g / 2));
+                else QuantizeGroupPacked4V256(group, scale, zero, qweightRow.Slice(j * g / 2, g / 2));
             }
             return;
         }
@@ -159,10 +174,10 @@ public static class LinearQuantizer
         for (int j = 0; j < k / g; j++)
         {
             ReadOnlySpan<float> group = row.Slice(j * g, g);
-            var (scale, zero) = GroupParameters(group, bits, symmetric, tensorName, rowIndex, j);
+            var (scale, zero) = GroupParameters(group, bits, symmetric, tensorName, rowIndex, j, width);
             scalesRow[j] = scale;
             zerosRow[j] = (byte)zero;
-            QuantizeGroup(group, scale, zero, qmax, q.Slice(j * g, g));
+            QuantizeGroup(group, scale, zero, qmax, q.Slice(j * g, g), width);
         }
         if (bits == 4) QuantizedLinear.PackNibbles(q, qweightRow);
     }
@@ -190,6 +205,28 @@ public static class LinearQuantizer
         }
     }
 
+    /// <summary>The Vector256 form of <see cref="QuantizeGroupPacked4"/>: a group whose length is a multiple of 64.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void QuantizeGroupPacked4V256(ReadOnlySpan<float> group, float scale, int zero, Span<byte> packed)
+    {
+        if (scale == 0)
+        {
+            packed.Fill((byte)(zero | (zero << 4)));
+            return;
+        }
+        var vScale = Vector256.Create(scale);
+        var vZero = Vector256.Create((float)zero);
+        var vMax = Vector256.Create(15f);
+        ref float src = ref MemoryMarshal.GetReference(group);
+        ref byte dst = ref MemoryMarshal.GetReference(packed);
+        for (int i = 0; i <= group.Length - 64; i += 64)
+        {
+            var lo = Levels32(ref src, i, vScale, vZero, vMax).AsUInt16();
+            var hi = Levels32(ref src, i + 32, vScale, vZero, vMax).AsUInt16();
+            Vector256.Narrow(lo | (lo >> 4), hi | (hi >> 4)).StoreUnsafe(ref dst, (nuint)(i / 2));
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<byte> Levels64(ref float src, int i, Vector512<float> scale, Vector512<float> zero, Vector512<float> max)
     {
@@ -200,30 +237,44 @@ public static class LinearQuantizer
         return Vector512.Narrow(Vector512.Narrow(a, b), Vector512.Narrow(c, d)).AsByte();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Levels32(ref float src, int i, Vector256<float> scale, Vector256<float> zero, Vector256<float> max)
+    {
+        var a = Level(Vector256.LoadUnsafe(ref src, (nuint)i), scale, zero, max);
+        var b = Level(Vector256.LoadUnsafe(ref src, (nuint)(i + 8)), scale, zero, max);
+        var c = Level(Vector256.LoadUnsafe(ref src, (nuint)(i + 16)), scale, zero, max);
+        var d = Level(Vector256.LoadUnsafe(ref src, (nuint)(i + 24)), scale, zero, max);
+        return Vector256.Narrow(Vector256.Narrow(a, b), Vector256.Narrow(c, d)).AsByte();
+    }
+
     /// <summary>One group's scale and zero point exactly as round-to-nearest chooses them (GPTQ and AWQ reuse the rule).</summary>
     public static (float Scale, int Zero) GroupScaleAndZero(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName = "weight", int row = 0, int groupIndex = 0) =>
-        GroupParameters(group, bits, symmetric, tensorName, row, groupIndex);
+        GroupParameters(group, bits, symmetric, tensorName, row, groupIndex, Widest);
 
     /// <summary>The level of one value: clamp(round-half-even(w / scale) + zero, 0, 2^b − 1); a zero scale gives the zero point.</summary>
     public static int Level(double w, float scale, int zero, int bits) =>
         scale == 0 ? zero : (int)Math.Clamp(Math.Round(w / scale, MidpointRounding.ToEven) + zero, 0, (1 << bits) - 1);
 
-    /// <summary>The per-group scale and zero point (shared by the vector and scalar paths).</summary>
+    /// <summary>
+    /// The per-group scale and zero point (shared by the vector and scalar paths). The sign of a zero minimum or maximum
+    /// never matters: the range is widened to include 0 (lo = min(min, 0) and hi = max(max, 0) give the same scale and
+    /// zero point for −0 and +0), so the vector paths take the hardware's min/max and test for NaN separately.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static (float Scale, int Zero) GroupParameters(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName, int row, int groupIndex)
+    private static (float Scale, int Zero) GroupParameters(ReadOnlySpan<float> group, int bits, bool symmetric, string tensorName, int row, int groupIndex, KernelWidth width)
     {
         int qmax = (1 << bits) - 1;
         float scale;
         int zero;
         if (symmetric)
         {
-            float absMax = AbsMax(group);
+            float absMax = AbsMax(group, width);
             scale = 2 * absMax / qmax;
             zero = 1 << (bits - 1);
         }
         else
         {
-            var (min, max) = MinMax(group);
+            var (min, max) = MinMax(group, width);
             float lo = MathF.Min(min, 0f), hi = MathF.Max(max, 0f);
             scale = (hi - lo) / qmax;
             zero = scale == 0 ? 0 : (int)Math.Clamp(MathF.Round(-lo / scale, MidpointRounding.ToEven), 0, qmax);
@@ -236,37 +287,36 @@ public static class LinearQuantizer
 
     /// <summary>The largest magnitude; NaN when any value is NaN (so the caller rejects the group).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float AbsMax(ReadOnlySpan<float> x)
+    internal static float AbsMax(ReadOnlySpan<float> x, KernelWidth width)
     {
         int i = 0;
         float max = 0;
         bool nan = false;
-        if (Vector512.IsHardwareAccelerated && x.Length >= 16)
+        ref float src = ref MemoryMarshal.GetReference(x);
+        if (width == KernelWidth.V512 && x.Length >= 16)
         {
-            ref float src = ref MemoryMarshal.GetReference(x);
             var vMax = Vector512<float>.Zero;
             var vNaN = Vector512<float>.Zero;
             for (; i <= x.Length - 16; i += 16)
             {
                 var v = Vector512.LoadUnsafe(ref src, (nuint)i);
-                vMax = Vector512.Max(vMax, Vector512.Abs(v));
+                vMax = Vector512.MaxNative(vMax, Vector512.Abs(v));
                 vNaN |= ~Vector512.Equals(v, v);
             }
-            for (int l = 0; l < 16; l++) max = MathF.Max(max, vMax[l]);
+            max = HorizontalMax(Vector256.MaxNative(vMax.GetLower(), vMax.GetUpper()));
             nan = vNaN != Vector512<float>.Zero;
         }
-        else if (Vector256.IsHardwareAccelerated && x.Length >= 8)
+        else if (width != KernelWidth.Scalar && x.Length >= 8)
         {
-            ref float src = ref MemoryMarshal.GetReference(x);
             var vMax = Vector256<float>.Zero;
             var vNaN = Vector256<float>.Zero;
             for (; i <= x.Length - 8; i += 8)
             {
                 var v = Vector256.LoadUnsafe(ref src, (nuint)i);
-                vMax = Vector256.Max(vMax, Vector256.Abs(v));
+                vMax = Vector256.MaxNative(vMax, Vector256.Abs(v));
                 vNaN |= ~Vector256.Equals(v, v);
             }
-            for (int l = 0; l < 8; l++) max = MathF.Max(max, vMax[l]);
+            max = HorizontalMax(vMax);
             nan = vNaN != Vector256<float>.Zero;
         }
         for (; i < x.Length; i++)
@@ -279,49 +329,43 @@ public static class LinearQuantizer
 
     /// <summary>Minimum and maximum in one pass; NaN anywhere makes both NaN (so the caller rejects the group).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (float Min, float Max) MinMax(ReadOnlySpan<float> x)
+    internal static (float Min, float Max) MinMax(ReadOnlySpan<float> x, KernelWidth width)
     {
         int i = 0;
         float min = float.PositiveInfinity, max = float.NegativeInfinity;
         bool nan = false;
-        if (Vector512.IsHardwareAccelerated && x.Length >= 16)
+        ref float src = ref MemoryMarshal.GetReference(x);
+        if (width == KernelWidth.V512 && x.Length >= 16)
         {
-            ref float src = ref MemoryMarshal.GetReference(x);
             var vMin = Vector512.Create(float.PositiveInfinity);
             var vMax = Vector512.Create(float.NegativeInfinity);
             var vNaN = Vector512<float>.Zero;
             for (; i <= x.Length - 16; i += 16)
             {
                 var v = Vector512.LoadUnsafe(ref src, (nuint)i);
-                vMin = Vector512.Min(vMin, v);
-                vMax = Vector512.Max(vMax, v);
+                // The hardware's min/max (no NaN or signed-zero fix-ups): NaN is caught by vNaN, and a zero's sign does not matter.
+                vMin = Vector512.MinNative(vMin, v);
+                vMax = Vector512.MaxNative(vMax, v);
                 vNaN |= ~Vector512.Equals(v, v);
             }
-            for (int l = 0; l < 16; l++)
-            {
-                min = MathF.Min(min, vMin[l]);
-                max = MathF.Max(max, vMax[l]);
-            }
+            min = HorizontalMin(Vector256.MinNative(vMin.GetLower(), vMin.GetUpper()));
+            max = HorizontalMax(Vector256.MaxNative(vMax.GetLower(), vMax.GetUpper()));
             nan = vNaN != Vector512<float>.Zero;
         }
-        else if (Vector256.IsHardwareAccelerated && x.Length >= 8)
+        else if (width != KernelWidth.Scalar && x.Length >= 8)
         {
-            ref float src = ref MemoryMarshal.GetReference(x);
             var vMin = Vector256.Create(float.PositiveInfinity);
             var vMax = Vector256.Create(float.NegativeInfinity);
             var vNaN = Vector256<float>.Zero;
             for (; i <= x.Length - 8; i += 8)
             {
                 var v = Vector256.LoadUnsafe(ref src, (nuint)i);
-                vMin = Vector256.Min(vMin, v);
-                vMax = Vector256.Max(vMax, v);
+                vMin = Vector256.MinNative(vMin, v);
+                vMax = Vector256.MaxNative(vMax, v);
                 vNaN |= ~Vector256.Equals(v, v);
             }
-            for (int l = 0; l < 8; l++)
-            {
-                min = MathF.Min(min, vMin[l]);
-                max = MathF.Max(max, vMax[l]);
-            }
+            min = HorizontalMin(vMin);
+            max = HorizontalMax(vMax);
             nan = vNaN != Vector256<float>.Zero;
         }
         for (; i < x.Length; i++)
@@ -334,8 +378,26 @@ public static class LinearQuantizer
         return nan ? (float.NaN, float.NaN) : (min, max);
     }
 
+    /// <summary>The smallest of 8 lanes (no NaN among them), by halving: 8 → 4 → 2 → 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float HorizontalMin(Vector256<float> v)
+    {
+        var m = Vector128.MinNative(v.GetLower(), v.GetUpper());
+        m = Vector128.MinNative(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Min(m.ToScalar(), m.GetElement(1));
+    }
+
+    /// <summary>The largest of 8 lanes (no NaN among them), by halving: 8 → 4 → 2 → 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float HorizontalMax(Vector256<float> v)
+    {
+        var m = Vector128.MaxNative(v.GetLower(), v.GetUpper());
+        m = Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(m.ToScalar(), m.GetElement(1));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void QuantizeGroup(ReadOnlySpan<float> group, float scale, int zero, int qmax, Span<byte> q)
+    private static void QuantizeGroup(ReadOnlySpan<float> group, float scale, int zero, int qmax, Span<byte> q, KernelWidth width)
     {
         if (scale == 0)
         {
@@ -343,7 +405,7 @@ public static class LinearQuantizer
             return;
         }
         int i = 0;
-        if (Vector512.IsHardwareAccelerated && group.Length >= 64)
+        if (width == KernelWidth.V512 && group.Length >= 64)
         {
             var vScale = Vector512.Create(scale);
             var vZero = Vector512.Create((float)zero);
@@ -360,7 +422,7 @@ public static class LinearQuantizer
                 shorts.AsByte().StoreUnsafe(ref dst, (nuint)i);
             }
         }
-        else if (Vector256.IsHardwareAccelerated && group.Length >= 32)
+        else if (width != KernelWidth.Scalar && group.Length >= 32)
         {
             var vScale = Vector256.Create(scale);
             var vZero = Vector256.Create((float)zero);
@@ -427,4 +489,12 @@ public static class LinearQuantizer
             }
         }
     }
+}
+
+/// <summary>Which vector path a quantization kernel takes (the machine's widest by default; tests run each).</summary>
+internal enum KernelWidth
+{
+    Scalar,
+    V256,
+    V512,
 }

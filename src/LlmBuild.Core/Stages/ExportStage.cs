@@ -32,6 +32,8 @@ public static class ExportStage
                 GraphNpz.AddConstants(npz, graph);
                 npz.Finish();
             });
+            // The module is written once the weight file it names is in place.
+            AtomicFile.WaitUntilInPlace(pieceNpzPath);
             AtomicFile.WriteAllText(mlirPath, MlirWriter.Write(graph, Path.GetFileName(pieceNpzPath)));
             return;
         }

@@ -75,10 +75,15 @@ public static class QuantizeStage
         else WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath, addMore: npz => GraphNpz.AddConstants(npz, constants));
         if (weightsIdentity is not null)
         {
-            int weightEntries;
-            using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
-            // Not fsynced: lost or torn by a power failure, it reads as no identity and the weights are quantized again.
-            AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
+            // Once the weight file is at its path (inside ConcurrentCommits.Run its fsync and rename come later, and a
+            // build killed before then leaves no identity: the weights are quantized again).
+            ConcurrentCommits.AfterAllInPlace(() =>
+            {
+                int weightEntries;
+                using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
+                // Not fsynced: lost or torn by a power failure, it reads as no identity and the weights are quantized again.
+                AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
+            });
         }
         return reusable is not null;
     }

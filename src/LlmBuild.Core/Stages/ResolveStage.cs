@@ -125,7 +125,11 @@ public static class ResolveStage
     /// <paramref name="sdkHash"/> (the <see cref="SdkHashOption"/> value) joins <see cref="Version"/> in every spec:
     /// another SDK reruns every stage even when its files are older than the outputs.
     /// </summary>
-    public static void WriteOutputs(ResolvedModel model, string intermediateDir, string? sdkHash = null)
+    public static void WriteOutputs(ResolvedModel model, string intermediateDir, string? sdkHash = null) =>
+        // Dozens of small files: their fsyncs wait for the disk together, each still before its own rename.
+        ConcurrentCommits.Run(() => WriteOutputsCore(model, intermediateDir, sdkHash));
+
+    private static void WriteOutputsCore(ResolvedModel model, string intermediateDir, string? sdkHash)
     {
         string specs = Path.Combine(intermediateDir, "specs");
         string sdk = string.IsNullOrWhiteSpace(sdkHash) ? Version : $"{Version} {sdkHash.Trim()}";

@@ -239,4 +239,35 @@ public sealed class NpzTests
         using var r = new NpzReader(WriteSample(dir, "ok.npz"));
         Assert.AreEqual(ErrorCodes.BadNumpyFile, Assert.ThrowsExactly<LlmBuildException>(() => r.ReadBytes("u8", 2, new byte[3])).Code);
     }
+
+    [TestMethod]
+    [DataRow(118, 1)]
+    [DataRow(245, 1)]
+    [DataRow(246, 1)]
+    [DataRow(4000, 1)]
+    [DataRow(300, 2)]
+    public void HeadersOfAnyLengthAreRead(int dictLength, int major)
+    {
+        // The reader takes the first 256 bytes of each entry for its header and reads more only for a longer one: a
+        // header that ends just inside, just past, or far past those bytes reads the same (v1: 10-byte prelude, v2: 12).
+        string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }";
+        dict = dict.PadRight(dictLength - 1) + "\n";
+        byte[] data = MemoryMarshal.AsBytes(new float[] { 1.5f, -2f, 3f }.AsSpan()).ToArray();
+        var npy = new List<byte>();
+        npy.AddRange([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', (byte)major, 0]);
+        if (major == 1) npy.AddRange(BitConverter.GetBytes((ushort)dict.Length));
+        else npy.AddRange(BitConverter.GetBytes((uint)dict.Length));
+        npy.AddRange(System.Text.Encoding.Latin1.GetBytes(dict));
+        npy.AddRange(data);
+        string path = Path.Combine(TestFiles.TempDir(), "long.npz");
+        using (var zip = new System.IO.Compression.ZipArchive(File.Create(path), System.IO.Compression.ZipArchiveMode.Create))
+        {
+            using var entry = zip.CreateEntry("w.npy", System.IO.Compression.CompressionLevel.NoCompression).Open();
+            entry.Write(npy.ToArray());
+        }
+        using var reader = new NpzReader(path);
+        Assert.IsTrue(reader.GetEntry("w").Stored, "a stored entry (its header is read in place)");
+        CollectionAssert.AreEqual(new[] { 1.5f, -2f, 3f }, reader.ReadFloat32("w"));
+        CollectionAssert.AreEqual(new long[] { 3 }, reader.GetEntry("w").Shape);
+    }
 }

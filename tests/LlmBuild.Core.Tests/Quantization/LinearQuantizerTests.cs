@@ -148,4 +148,61 @@ public sealed class LinearQuantizerTests
         var e = Assert.ThrowsExactly<LlmBuildException>(() => LinearQuantizer.Quantize(w, 1, 64, new QuantScheme(4, 64, false), "x.weight"));
         Assert.AreEqual(ErrorCodes.NonFiniteWeight, e.Code);
     }
+
+    /// <summary>The vector paths this machine can run (a narrower one than its widest runs too), and the scalar one.</summary>
+    public static IEnumerable<object[]> WidthsAndSchemes =>
+        from width in new[] { KernelWidth.Scalar, KernelWidth.V256, KernelWidth.V512 }
+        where width == KernelWidth.Scalar || (width == KernelWidth.V256 ? System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated : System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+        from scheme in Schemes
+        select new object[] { (int)width, scheme[0], scheme[1], scheme[2] };
+
+    [TestMethod]
+    [DynamicData(nameof(WidthsAndSchemes))]
+    public void EveryVectorPathIsBitIdenticalToTheScalarReference(int path, int bits, int group, bool symmetric)
+    {
+        var width = (KernelWidth)path;
+        int n = 23, k = 512;
+        float[] w = Weights(n, k, 31 * bits + group + (int)width);
+        // Groups whose extremes are signed zeros, or all −0, or hold ±infinity-free ties: the hardware min/max may pick
+        // either zero; the scale and zero point must not care.
+        for (int c = 16; c < 32; c++) w[c] = -0f;
+        for (int c = 0; c < k; c++) w[3 * k + c] = c % 2 == 0 ? -0f : 0f;
+        for (int c = 0; c < k; c++) w[4 * k + c] = -Math.Abs(w[4 * k + c]);
+        w[4 * k + 7] = -0f;
+        for (int c = 0; c < k; c++) w[5 * k + c] = (c % 5 - 2) * 0.25f;
+        int g = group == 0 ? k : group, rowBytes = bits == 4 ? k / 2 : k, groups = k / g;
+        var (qw, s, z) = (new byte[rowBytes], new float[groups], new byte[groups]);
+        var (rqw, rs, rz) = (new byte[rowBytes], new float[groups], new byte[groups]);
+        byte[] scratch = new byte[k];
+        for (int r = 0; r < n; r++)
+        {
+            LinearQuantizer.QuantizeRow(w.AsSpan(r * k, k), bits, g, symmetric, qw, s, z, scratch, "w", r, width);
+            LinearQuantizer.QuantizeRowScalar(w.AsSpan(r * k, k), bits, g, symmetric, rqw, rs, rz);
+            CollectionAssert.AreEqual(rqw, qw, $"qweight row {r} ({width})");
+            CollectionAssert.AreEqual(rs.Select(BitConverter.SingleToInt32Bits).ToArray(), s.Select(BitConverter.SingleToInt32Bits).ToArray(), $"scales row {r} ({width}), bit for bit");
+            CollectionAssert.AreEqual(rz, z, $"zeros row {r} ({width})");
+        }
+    }
+
+    [TestMethod]
+    [DataRow((int)KernelWidth.Scalar)]
+    [DataRow((int)KernelWidth.V256)]
+    [DataRow((int)KernelWidth.V512)]
+    public void EveryVectorPathFindsTheExtremesAndNaNInEveryLane(int path)
+    {
+        var width = (KernelWidth)path;
+        foreach (int length in new[] { 3, 8, 15, 16, 17, 64, 128, 131 })
+            for (int at = 0; at < length; at++)
+            {
+                float[] x = Enumerable.Range(0, length).Select(i => (i % 7 - 3) * 0.125f).ToArray();
+                x[at] = -5f;
+                Assert.AreEqual(-5f, LinearQuantizer.MinMax(x, width).Min, $"min at {at} of {length}");
+                Assert.AreEqual(5f, LinearQuantizer.AbsMax(x, width), $"absmax at {at} of {length}");
+                x[at] = 6f;
+                Assert.AreEqual(6f, LinearQuantizer.MinMax(x, width).Max, $"max at {at} of {length}");
+                x[at] = float.NaN;
+                Assert.IsTrue(float.IsNaN(LinearQuantizer.MinMax(x, width).Min) && float.IsNaN(LinearQuantizer.MinMax(x, width).Max), $"NaN at {at} of {length}");
+                Assert.IsTrue(float.IsNaN(LinearQuantizer.AbsMax(x, width)), $"NaN (absmax) at {at} of {length}");
+            }
+    }
 }
