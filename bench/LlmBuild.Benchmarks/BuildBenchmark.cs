@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace LlmBuild.Benchmarks;
 
@@ -8,12 +9,13 @@ namespace LlmBuild.Benchmarks;
 /// writes, at w4bf16 g128 for BM1684X with verify off: obj/ size per folder against the final bmodel, and cold, no-op
 /// and SeqLength-change build times as ratios to copying the checkpoint once (cp, page cache warm) and to building an
 /// empty MSBuild project, with the peak RSS of the build's processes (sampled from /proc every 50 ms: the largest
-/// single process, and the largest sum over the build's process tree).
+/// single process, and the largest sum over the build's process tree) and the CPU time (user + system) of the build's
+/// processes, which a loaded machine disturbs less than wall-clock time.
 /// usage: build [checkpoint-dir] [--variants] [--sdk REPO] (--variants adds obj/ sizes for NumDevice=2 and for DoSample +
 /// UseBlockWithKv + LoraMaxRank=16; --sdk builds with another checkout's SDK, e.g. an export of an older commit, for a
 /// before/after table)
 /// </summary>
-public sealed class BuildBenchmark : IBenchmark
+public sealed partial class BuildBenchmark : IBenchmark
 {
     public string Name => "build";
     public string Description => "dotnet build of a 0.5B-shaped model: obj/ per folder, cold/no-op/SeqLength times vs cp and an empty project, peak RSS";
@@ -56,10 +58,11 @@ public sealed class BuildBenchmark : IBenchmark
             // sampled for RSS: the sampler's scans of /proc would take CPU from the sub-second builds it times.
             Run("dotnet", ["build", "model.llmproj"], project, check: true);
             var rounds = Enumerable.Range(0, NoOpRounds).Select(_ =>
-                (NoOp: Run("dotnet", ["build", "model.llmproj"], project, check: true, sampleRss: false).Seconds,
-                 Empty: Run("dotnet", ["build", "empty.proj"], empty, check: true, sampleRss: false).Seconds)).ToList();
-            double noopSeconds = Median(rounds.Select(r => r.NoOp)), emptyBuild = Median(rounds.Select(r => r.Empty));
-            double roundRatio = Median(rounds.Select(r => r.NoOp / r.Empty));
+                (NoOp: Run("dotnet", ["build", "model.llmproj"], project, check: true, sampleRss: false),
+                 Empty: Run("dotnet", ["build", "empty.proj"], empty, check: true, sampleRss: false))).ToList();
+            double noopSeconds = Median(rounds.Select(r => r.NoOp.Seconds)), emptyBuild = Median(rounds.Select(r => r.Empty.Seconds));
+            double roundRatio = Median(rounds.Select(r => r.NoOp.Seconds / r.Empty.Seconds));
+            double noopCpu = Median(rounds.Select(r => r.NoOp.CpuSeconds)), emptyCpu = Median(rounds.Select(r => r.Empty.CpuSeconds));
             var seq = Run("dotnet", ["build", "model.llmproj", "-p:SeqLength=256"], project, check: true);
 
             Console.WriteLine($"checkpoint {new FileInfo(source).Length / 1e6:F0} MB bf16 (Qwen2.5-0.5B shape), w4bf16 g128, bm1684x, Verify=false, {Environment.ProcessorCount} cores, load {Load()}");
@@ -68,6 +71,7 @@ public sealed class BuildBenchmark : IBenchmark
             Console.WriteLine($"cold build                     {cold.Seconds,7:F2} s  = {cold.Seconds / cp:F1}x cp         (target ≤ 5x)   peak RSS {Mib(cold.PeakProcess)} (one process), {Mib(cold.PeakTree)} (all)");
             Console.WriteLine($"no-op build                    {noopSeconds,7:F2} s  = {noopSeconds / emptyBuild:F2}x empty project (target ≤ 1.3x; median of {NoOpRounds}; median of the rounds' ratios {roundRatio:F2}x)");
             Console.WriteLine($"SeqLength 512 → 256            {seq.Seconds,7:F2} s  = {seq.Seconds / cold.Seconds:F2}x cold       (target ≤ 0.5x) peak RSS {Mib(seq.PeakProcess)}");
+            Console.WriteLine($"CPU time (user + system)       cold {cold.CpuSeconds:F2} s, no-op {noopCpu:F2} s = {noopCpu / emptyCpu:F2}x the empty project's {emptyCpu:F2} s (medians of {NoOpRounds}), SeqLength change {seq.CpuSeconds:F2} s = {seq.CpuSeconds / cold.CpuSeconds:F2}x cold");
             Print("default", sizes);
             if (variants)
             {
@@ -150,7 +154,7 @@ public sealed class BuildBenchmark : IBenchmark
             if (Directory.Exists(Path.Combine(project, d))) Directory.Delete(Path.Combine(project, d), recursive: true);
     }
 
-    private sealed record Measured(double Seconds, long PeakProcess, long PeakTree);
+    private sealed record Measured(double Seconds, long PeakProcess, long PeakTree, double CpuSeconds);
 
     /// <summary>Runs a command to its end, sampling the RSS of its process tree every 50 ms (unless <paramref name="sampleRss"/> is false).</summary>
     private static Measured Run(string file, string[] arguments, string dir, bool check = false, bool sampleRss = true)
@@ -158,6 +162,7 @@ public sealed class BuildBenchmark : IBenchmark
         var psi = new ProcessStartInfo(file) { WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in arguments) psi.ArgumentList.Add(a);
         psi.Environment["MSBUILDDISABLENODEREUSE"] = "1";
+        double cpuBefore = ChildrenCpuSeconds();
         var watch = Stopwatch.StartNew();
         using var process = Process.Start(psi)!;
         var output = process.StandardOutput.ReadToEndAsync();
@@ -173,8 +178,32 @@ public sealed class BuildBenchmark : IBenchmark
         watch.Stop();
         if (check && process.ExitCode != 0)
             throw new InvalidOperationException($"{file} {string.Join(' ', arguments)} failed in {dir}:\n{output.Result}\n{error.Result}");
-        return new Measured(watch.Elapsed.TotalSeconds, peakProcess, peakTree);
+        return new Measured(watch.Elapsed.TotalSeconds, peakProcess, peakTree, ChildrenCpuSeconds() - cpuBefore);
     }
+
+    /// <summary>
+    /// User + system CPU seconds of this process's waited-for children and theirs (getrusage RUSAGE_CHILDREN: a build's
+    /// MSBuild nodes are counted when the build reaps them); NaN where unavailable. Commands run one at a time, so the
+    /// difference around one command is that command's.
+    /// </summary>
+    private static double ChildrenCpuSeconds()
+    {
+        if (!OperatingSystem.IsLinux() || getrusage(RusageChildren, out Rusage u) != 0) return double.NaN;
+        return u.UserSeconds + u.UserMicroseconds / 1e6 + u.SystemSeconds + u.SystemMicroseconds / 1e6;
+    }
+
+    private const int RusageChildren = -1;
+
+    /// <summary>Linux's struct rusage on 64-bit: two timevals, then fourteen counters this benchmark does not read.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private unsafe struct Rusage
+    {
+        public long UserSeconds, UserMicroseconds, SystemSeconds, SystemMicroseconds;
+        public fixed long Counters[14];
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int getrusage(int who, out Rusage usage);
 
     /// <summary>VmRSS of a process and all its descendants (from /proc).</summary>
     private static List<long> TreeRss(int rootPid)
