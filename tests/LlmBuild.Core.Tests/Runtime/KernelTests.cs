@@ -72,6 +72,9 @@ public sealed unsafe class KernelTests
     [DataRow(8, 1, 896, 64, 9)] // one row, 8 bits: two columns at a time, an odd one left
     [DataRow(8, 1, 100, 20, 7)] // ... with groups shorter than two vectors and scalar tails
     [DataRow(8, 1, 4864, 64, 5)] // ... one row of a long K in one pass
+    [DataRow(8, 4, 200, 100, 7)] // several rows, 8 bits (Vector512): two columns at a time, scalar tails in each group, an odd one left
+    [DataRow(8, 3, 896, 64, 6)]
+    [DataRow(8, 2, 4864, 64, 5)] // ... in K blocks
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
