@@ -169,6 +169,31 @@ public sealed unsafe class KernelTests
         CollectionAssert.AreEqual(want.Select(FloatFormats.BFloat16ToFloatScalar).ToArray(), wide);
     }
 
+    /// <summary>
+    /// SiLU against x / (1 + e^−x), and split over the cores (from two chunks on) exactly what one call on the whole span
+    /// gives; in place too (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²).
+    /// </summary>
+    [TestMethod]
+    [DataRow(100)]
+    [DataRow(4 * 4864)] // a Batch=4 decode step's MLP
+    [DataRow(3 * Kernels.SiLUChunk + 17)]
+    public void SiLUMatchesScalarAndOneCall(int count)
+    {
+        var rng = new Random(17);
+        float[] x = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() - 0.5) * 20).ToArray();
+        float[] whole = new float[count], y = new float[count], inPlace = (float[])x.Clone();
+        System.Numerics.Tensors.TensorPrimitives.Sigmoid(x, whole);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(x, whole, whole);
+        fixed (float* xp = x, yp = y, ip = inPlace)
+        {
+            Kernels.SiLU(xp, yp, count);
+            Kernels.SiLU(ip, ip, count);
+        }
+        CollectionAssert.AreEqual(whole, y);
+        CollectionAssert.AreEqual(whole, inPlace);
+        for (int i = 0; i < count; i++) Assert.AreEqual(x[i] / (1 + Math.Exp(-x[i])), y[i], 1e-5 * (1 + Math.Abs(x[i])), $"[{i}]");
+    }
+
     /// <summary>Concat against a scalar loop: small (serial) and large (chunks over the cores that span inputs and rows).</summary>
     [TestMethod]
     [DataRow(1, 3, 5, 2)]
