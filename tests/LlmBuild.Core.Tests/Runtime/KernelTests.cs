@@ -170,8 +170,8 @@ public sealed unsafe class KernelTests
     }
 
     /// <summary>
-    /// SiLU against x / (1 + e^−x), and split over the cores (from two chunks on) exactly what one call on the whole span
-    /// gives; in place too (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²).
+    /// SiLU against x / (1 + e^−x), and in pieces (its scratch's length) exactly what one call on the whole span gives;
+    /// in place too (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²).
     /// </summary>
     [TestMethod]
     [DataRow(100)]
