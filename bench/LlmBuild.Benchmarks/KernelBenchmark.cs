@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Runtime;
@@ -13,7 +14,8 @@ namespace LlmBuild.Benchmarks;
 /// usage: kernels [samples (default 3, each ~100 ms)] [--one-core: every kernel on the calling thread, so the CPU-time
 /// figures say what one core does on a machine others are using] [--decode: only the few-row (decode) shapes, 4- and
 /// 8-bit and bf16 at m = 1 and 4] [--wide: only the widest vector width] [--ab-pairs: the A/B figure is one column at a
-/// time against two (MatMulKernels.ColumnPairs) instead of against the previous kernels]
+/// time against two (MatMulKernels.ColumnPairs) instead of against the previous kernels] [--ab-byte-pairs: the A/B figure
+/// is 8-bit weights with several rows one column at a time against two (MatMulKernels.BytePairs)]
 /// </summary>
 public sealed unsafe class KernelBenchmark : IBenchmark
 {
@@ -25,12 +27,14 @@ public sealed unsafe class KernelBenchmark : IBenchmark
         WorkerPool.Serial = args.Contains("--one-core");
         bool decodeOnly = args.Contains("--decode"), wideOnly = args.Contains("--wide");
         _abPairs = args.Contains("--ab-pairs");
+        _abBytePairs = args.Contains("--ab-byte-pairs");
         args = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
         int reps = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 3;
         Console.WriteLine($"{Environment.ProcessorCount} cores{(WorkerPool.Serial ? ", kernels on one thread" : "")}; best width {Simd.Best}; best of {reps} samples");
         foreach (SimdWidth width in new[] { SimdWidth.Vector512, SimdWidth.Vector256 }.Where(Simd.IsSupported).Take(wideOnly ? 1 : 2))
         {
-            Console.WriteLine(width);
+            _peak = FmaPeak(width);
+            Console.WriteLine($"{width} (one core's FMA peak, a loop of independent FMAs: {_peak / 1e9:F1} GFLOP per CPU-second)");
             if (decodeOnly)
             {
                 foreach (int bits in new[] { 4, 8 })
@@ -84,14 +88,52 @@ public sealed unsafe class KernelBenchmark : IBenchmark
         NativeMemory.Free(x); NativeMemory.Free(y); NativeMemory.Free(w);
     }
 
-    private static bool _abPairs;
+    private static bool _abPairs, _abBytePairs;
 
     /// <summary>Sets the A/B switch: on = the current kernels, off = the previous ones (or single columns with --ab-pairs).</summary>
     private static void Current(bool on)
     {
         if (_abPairs) MatMulKernels.ColumnPairs = on;
+        else if (_abBytePairs) MatMulKernels.BytePairs = on;
         else WorkerPool.Enabled = MatMulKernels.NibbleTable = on;
     }
+
+    /// <summary>This width's FMA peak on the calling thread: FLOP per CPU-second of 10 independent FMA chains, best of 5 samples.</summary>
+    private static double FmaPeak(SimdWidth width)
+    {
+        var process = Process.GetCurrentProcess();
+        double best = 0;
+        for (int r = 0; r < 6; r++)
+        {
+            const long loops = 20_000_000;
+            process.Refresh();
+            TimeSpan cpu0 = process.TotalProcessorTime;
+            int lanes = width == SimdWidth.Vector512 ? FmaLoop<Simd512, Vector512<float>>(loops) : FmaLoop<Simd256, Vector256<float>>(loops);
+            process.Refresh();
+            double cpu = (process.TotalProcessorTime - cpu0).TotalSeconds;
+            if (r > 0) best = Math.Max(best, 2.0 * 10 * lanes * loops / Math.Max(cpu, 1e-6)); // the first sample compiles
+        }
+        return best;
+    }
+
+    /// <summary>10 independent chains of <paramref name="loops"/> FMAs each; returns the lanes of a vector.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining | System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static int FmaLoop<TOps, TVec>(long loops) where TOps : struct, ISimdOps<TVec> where TVec : struct
+    {
+        TVec m = TOps.Broadcast(0.999f), a = TOps.Broadcast(1e-3f);
+        TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero, c4 = TOps.Zero, c5 = TOps.Zero, c6 = TOps.Zero, c7 = TOps.Zero, c8 = TOps.Zero, c9 = TOps.Zero;
+        for (long i = 0; i < loops; i++)
+        {
+            c0 = TOps.MultiplyAdd(c0, m, a); c1 = TOps.MultiplyAdd(c1, m, a); c2 = TOps.MultiplyAdd(c2, m, a); c3 = TOps.MultiplyAdd(c3, m, a);
+            c4 = TOps.MultiplyAdd(c4, m, a); c5 = TOps.MultiplyAdd(c5, m, a); c6 = TOps.MultiplyAdd(c6, m, a); c7 = TOps.MultiplyAdd(c7, m, a);
+            c8 = TOps.MultiplyAdd(c8, m, a); c9 = TOps.MultiplyAdd(c9, m, a);
+        }
+        _sink = TOps.Sum(TOps.Add(TOps.Add(TOps.Add(c0, c1), TOps.Add(c2, c3)), TOps.Add(TOps.Add(TOps.Add(c4, c5), TOps.Add(c6, c7)), TOps.Add(c8, c9))));
+        return TOps.Count;
+    }
+
+    private static float _sink;
+    private static double _peak;
 
     private static T* Alloc<T>(long count) where T : unmanaged => (T*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(T)), 64);
 
@@ -105,7 +147,7 @@ public sealed unsafe class KernelBenchmark : IBenchmark
         bool ab = m <= MatMulKernels.FewRows;
         var (wall, cpu, wallOff) = Sample(run, reps, ab);
         double flops = 2.0 * m * k * n;
-        Console.WriteLine($"  {label}: {wall * 1e3,8:F2} ms  {flops / wall / 1e9,6:F1} GFLOP/s  {weightBytes / wall / 1e9,5:F1} GB/s   per CPU-second: {flops / cpu / 1e9,6:F1} GFLOP, {weightBytes / cpu / 1e9,5:F1} GB"
+        Console.WriteLine($"  {label}: {wall * 1e3,8:F2} ms  {flops / wall / 1e9,6:F1} GFLOP/s  {weightBytes / wall / 1e9,5:F1} GB/s   per CPU-second: {flops / cpu / 1e9,6:F1} GFLOP ({100 * flops / cpu / _peak,3:F0} % of peak), {weightBytes / cpu / 1e9,5:F1} GB"
             + (ab ? $"   previous {wallOff * 1e3:F2} ms -> {wallOff / wall:F2}x" : ""));
     }
 

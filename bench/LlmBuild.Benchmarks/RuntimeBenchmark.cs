@@ -222,7 +222,9 @@ public sealed class RuntimeBenchmark : IBenchmark
         emu.Runtime.OpProfile = null;
         var entries = profile.Entries().ToList();
         double total = wall.Elapsed.TotalMilliseconds / steps, kernels = entries.Sum(e => e.Ms) / steps;
-        Console.WriteLine($"  decode step profile: {total:F2} ms a step, {kernels:F2} ms in instructions ({total - kernels:F2} ms between them)");
+        double matmuls = entries.Where(e => e.Kind.Contains("MatMul", StringComparison.Ordinal)).Sum(e => e.Ms) / steps;
+        Console.WriteLine($"  decode step profile: {total:F2} ms a step, {kernels:F2} ms in instructions ({total - kernels:F2} ms between them); "
+            + $"matmuls {matmuls:F2} ms, the rest {total - matmuls:F2} ms ({100 * (total - matmuls) / total:F0} %)");
         foreach (var (kind, ms, count) in entries.Take(12))
             Console.WriteLine($"    {kind,-34} {ms / steps,7:F2} ms  {count / steps,4} calls");
     }

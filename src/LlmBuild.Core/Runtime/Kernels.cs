@@ -363,13 +363,26 @@ internal static unsafe class Kernels
         TensorPrimitives.Tanh(new ReadOnlySpan<float>(x, n), new Span<float>(y, n));
     }
 
+    /// <summary>Elements of a SiLU's sigmoid scratch (on the stack): longer inputs go in pieces.</summary>
+    internal const int SiLUChunk = 1 << 12;
+
+    /// <summary>
+    /// y = x·sigmoid(x), element by element, on the calling thread (split over the cores, a Batch=4 step's 4 × 4864 took
+    /// 13–41 µs against 13–14 µs on one core at load 7: under load the hand-over loses more than the second core saves).
+    /// The sigmoid goes to a scratch, not to y: with y = x (in place) x is still needed for the product.
+    /// </summary>
     public static void SiLU(float* x, float* y, long count)
     {
         int n = checked((int)count);
-        var xs = new ReadOnlySpan<float>(x, n);
-        var ys = new Span<float>(y, n);
-        TensorPrimitives.Sigmoid(xs, ys);
-        TensorPrimitives.Multiply(xs, ys, ys);
+        float* sigmoid = stackalloc float[SiLUChunk];
+        for (int at = 0; at < n; at += SiLUChunk)
+        {
+            int len = Math.Min(SiLUChunk, n - at);
+            var xs = new ReadOnlySpan<float>(x + at, len);
+            var ss = new Span<float>(sigmoid, len);
+            TensorPrimitives.Sigmoid(xs, ss);
+            TensorPrimitives.Multiply(xs, ss, new Span<float>(y + at, len));
+        }
     }
 
     public static void Slice(float* x, float* y, long[] outShape, long[] inStrides, long start)

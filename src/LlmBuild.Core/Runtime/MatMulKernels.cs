@@ -313,7 +313,14 @@ internal static unsafe class MatMulKernels
                 DotNibbleRowsTablePair<TRows>(w.Data + (long)j * (k / 2) + k0 / 2, k / 2, w.Scales + at, w.Zeros + at, groups, x + k0, k, kb, w.Group, results);
                 break;
             }
-            default: // 8 bits (measured: a pair is no faster, its 16 accumulators crowd the registers), f32, 4 bits without the table
+            case WeightFormat.Int8 when BytePairs && typeof(TOps) == typeof(Simd512) && TRows.Value > 1:
+            {
+                int groups = k / w.Group;
+                long at = (long)j * groups + k0 / w.Group;
+                DotByteRowsPair<TOps, TVec, TRows>(w.Data + (long)j * k + k0, k, w.Scales + at, w.Zeros + at, groups, x + k0, k, kb, w.Group, groupSums + k0 / w.Group, groups, results);
+                break;
+            }
+            default: // 8 bits with one row or narrower vectors (measured: a pair is no faster, its 16 accumulators crowd the 16 registers), f32, 4 bits without the table
                 Column<TOps, TVec, TRows>(x, k, k0, kb, w, j, groupSums, table, results);
                 Column<TOps, TVec, TRows>(x, k, k0, kb, w, j + 1, groupSums, table, results + FewRows);
                 break;
@@ -522,6 +529,65 @@ internal static unsafe class MatMulKernels
         if (rows > 1) results[1] = TOps.Sum(a1) + t1;
         if (rows > 2) results[2] = TOps.Sum(a2) + t2;
         if (rows > 3) results[3] = TOps.Sum(a3) + t3;
+    }
+
+    /// <summary>Off: 8-bit weights take one column at a time for every row count (the kernel benchmark's A/B switch).</summary>
+    internal static bool BytePairs { get; set; } = true;
+
+    /// <summary>
+    /// <see cref="DotByteRows{TOps, TVec, TRows}"/> for two weight rows (<paramref name="qStride"/> bytes and
+    /// <paramref name="scaleStride"/> groups apart) at once: every x vector is loaded once for both, so with several rows
+    /// the loop issues half the loads per FMA (with 32 vector registers the 16 sums fit). results as
+    /// <see cref="DotNibbleRowsTablePair{TRows}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void DotByteRowsPair<TOps, TVec, TRows>(byte* q, long qStride, float* scales, byte* zeros, long scaleStride, float* x, long stride,
+        int count, int group, float* groupSums, int groupStride, float* results)
+        where TOps : struct, ISimdOps<TVec> where TVec : struct where TRows : struct, IRowCount
+    {
+        int rows = TRows.Value, step = TOps.Count, groups = count / group, gs = groupStride;
+        float* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        byte* p = q + qStride;
+        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero; // first weight row
+        TVec b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero, b3 = TOps.Zero; // second
+        float t0 = 0, t1 = 0, t2 = 0, t3 = 0, u0 = 0, u1 = 0, u2 = 0, u3 = 0;
+        for (int g = 0; g < groups; g++)
+        {
+            int at = g * group;
+            Prefetch(p + qStride + at, p + 2 * qStride + at);
+            TVec d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero, d3 = TOps.Zero;
+            TVec e0 = TOps.Zero, e1 = TOps.Zero, e2 = TOps.Zero, e3 = TOps.Zero;
+            int i = 0;
+            for (; i <= group - step; i += step)
+            {
+                TVec wq = TOps.LoadBytes(q + at + i), wr = TOps.LoadBytes(p + at + i);
+                TVec xv = TOps.Load(x + at + i);
+                d0 = TOps.MultiplyAdd(wq, xv, d0); e0 = TOps.MultiplyAdd(wr, xv, e0);
+                if (rows > 1) { xv = TOps.Load(x1 + at + i); d1 = TOps.MultiplyAdd(wq, xv, d1); e1 = TOps.MultiplyAdd(wr, xv, e1); }
+                if (rows > 2) { xv = TOps.Load(x2 + at + i); d2 = TOps.MultiplyAdd(wq, xv, d2); e2 = TOps.MultiplyAdd(wr, xv, e2); }
+                if (rows > 3) { xv = TOps.Load(x3 + at + i); d3 = TOps.MultiplyAdd(wq, xv, d3); e3 = TOps.MultiplyAdd(wr, xv, e3); }
+            }
+            float s = scales[g], r = scales[scaleStride + g];
+            TVec sv = TOps.Broadcast(s), rv = TOps.Broadcast(r);
+            float sz = s * zeros[g], rz = r * zeros[scaleStride + g];
+            a0 = TOps.MultiplyAdd(d0, sv, a0); b0 = TOps.MultiplyAdd(e0, rv, b0);
+            t0 -= sz * groupSums[g]; u0 -= rz * groupSums[g];
+            if (rows > 1) { a1 = TOps.MultiplyAdd(d1, sv, a1); b1 = TOps.MultiplyAdd(e1, rv, b1); t1 -= sz * groupSums[gs + g]; u1 -= rz * groupSums[gs + g]; }
+            if (rows > 2) { a2 = TOps.MultiplyAdd(d2, sv, a2); b2 = TOps.MultiplyAdd(e2, rv, b2); t2 -= sz * groupSums[2 * gs + g]; u2 -= rz * groupSums[2 * gs + g]; }
+            if (rows > 3) { a3 = TOps.MultiplyAdd(d3, sv, a3); b3 = TOps.MultiplyAdd(e3, rv, b3); t3 -= sz * groupSums[3 * gs + g]; u3 -= rz * groupSums[3 * gs + g]; }
+            for (; i < group; i++)
+            {
+                float wq = q[at + i], wr = p[at + i];
+                t0 += s * wq * x[at + i]; u0 += r * wr * x[at + i];
+                if (rows > 1) { t1 += s * wq * x1[at + i]; u1 += r * wr * x1[at + i]; }
+                if (rows > 2) { t2 += s * wq * x2[at + i]; u2 += r * wr * x2[at + i]; }
+                if (rows > 3) { t3 += s * wq * x3[at + i]; u3 += r * wr * x3[at + i]; }
+            }
+        }
+        results[0] = TOps.Sum(a0) + t0; results[FewRows] = TOps.Sum(b0) + u0;
+        if (rows > 1) { results[1] = TOps.Sum(a1) + t1; results[FewRows + 1] = TOps.Sum(b1) + u1; }
+        if (rows > 2) { results[2] = TOps.Sum(a2) + t2; results[FewRows + 2] = TOps.Sum(b2) + u2; }
+        if (rows > 3) { results[3] = TOps.Sum(a3) + t3; results[FewRows + 3] = TOps.Sum(b3) + u3; }
     }
 
     /// <summary>

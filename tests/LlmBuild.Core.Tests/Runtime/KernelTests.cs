@@ -72,6 +72,9 @@ public sealed unsafe class KernelTests
     [DataRow(8, 1, 896, 64, 9)] // one row, 8 bits: two columns at a time, an odd one left
     [DataRow(8, 1, 100, 20, 7)] // ... with groups shorter than two vectors and scalar tails
     [DataRow(8, 1, 4864, 64, 5)] // ... one row of a long K in one pass
+    [DataRow(8, 4, 200, 100, 7)] // several rows, 8 bits (Vector512): two columns at a time, scalar tails in each group, an odd one left
+    [DataRow(8, 3, 896, 64, 6)]
+    [DataRow(8, 2, 4864, 64, 5)] // ... in K blocks
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
@@ -164,6 +167,31 @@ public sealed unsafe class KernelTests
         }
         CollectionAssert.AreEqual(want, narrow);
         CollectionAssert.AreEqual(want.Select(FloatFormats.BFloat16ToFloatScalar).ToArray(), wide);
+    }
+
+    /// <summary>
+    /// SiLU against x / (1 + e^−x), and in pieces (its scratch's length) exactly what one call on the whole span gives;
+    /// in place too (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²).
+    /// </summary>
+    [TestMethod]
+    [DataRow(100)]
+    [DataRow(4 * 4864)] // a Batch=4 decode step's MLP
+    [DataRow(3 * Kernels.SiLUChunk + 17)]
+    public void SiLUMatchesScalarAndOneCall(int count)
+    {
+        var rng = new Random(17);
+        float[] x = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() - 0.5) * 20).ToArray();
+        float[] whole = new float[count], y = new float[count], inPlace = (float[])x.Clone();
+        System.Numerics.Tensors.TensorPrimitives.Sigmoid(x, whole);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(x, whole, whole);
+        fixed (float* xp = x, yp = y, ip = inPlace)
+        {
+            Kernels.SiLU(xp, yp, count);
+            Kernels.SiLU(ip, ip, count);
+        }
+        CollectionAssert.AreEqual(whole, y);
+        CollectionAssert.AreEqual(whole, inPlace);
+        for (int i = 0; i < count; i++) Assert.AreEqual(x[i] / (1 + Math.Exp(-x[i])), y[i], 1e-5 * (1 + Math.Abs(x[i])), $"[{i}]");
     }
 
     /// <summary>Concat against a scalar loop: small (serial) and large (chunks over the cores that span inputs and rows).</summary>
