@@ -75,9 +75,9 @@ public static class QuantizeStage
         else WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath, addMore: npz => GraphNpz.AddConstants(npz, constants));
         if (weightsIdentity is not null)
         {
-            // Once the weight file is at its path (inside ConcurrentCommits.Run its fsync and rename come later, and a
-            // build killed before then leaves no identity: the weights are quantized again).
-            ConcurrentCommits.AfterAllInPlace(() =>
+            // Right after the weight file is at its path (inside ConcurrentCommits.Run its fsync and rename come later, on
+            // an I/O thread, which then writes this; a build killed before then leaves no identity and no new file).
+            ConcurrentCommits.AfterInPlace(npzPath, () =>
             {
                 int weightEntries;
                 using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
