@@ -88,6 +88,23 @@ public static class QuantizeStage
         return reusable is not null;
     }
 
+    /// <summary>
+    /// Writes the identity of an up-to-date owner's weight file when it is missing: a build killed between a weight
+    /// file's rename and its identity's leaves that file newer than its spec — written from it, so its weights are the
+    /// spec's — but without identity, and the owner is not rerun; the resumed build restores the sidecar a cold build
+    /// writes (same text). Returns true when it wrote one.
+    /// </summary>
+    public static bool RestoreIdentity(ResolvedModel model, string owner, string npzPath, string? weightsIdentity)
+    {
+        string identityPath = IdentityPath(npzPath);
+        if (weightsIdentity is null || File.Exists(identityPath) || !File.Exists(npzPath)) return false;
+        weightsIdentity += string.Concat(model.Owner(owner).Entries.Where(e => e.Bits is not null).Select(e => $";{e.Key}=w{e.Bits}"));
+        int weightEntries;
+        using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - ExportStage.OwnerConstants(model, owner).Count;
+        AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
+        return true;
+    }
+
     /// <summary>The file beside an owner's weight file that names the identity of its weights and how many entries they are.</summary>
     public static string IdentityPath(string npzPath) => npzPath + ".identity";
 
