@@ -38,6 +38,9 @@ public sealed class QuantizeLlmWeights : LlmTask
         string? stats = QuantizeStage.Calibrate(model, calibrationDir, warnings, line => LogProgress($"{Stage}: {line}"));
         foreach (var w in warnings) LogWarning(w);
         model = QuantizeStage.ChooseWidths(model, stats, widthsPath, line => LogProgress($"{Stage}: {line}"));
+        foreach (var o in Owners.Except(stale))
+            if (QuantizeStage.RestoreIdentity(model, o.ItemSpec, o.Path("Npz"), WeightsIdentity(o.Path("Spec"))))
+                LogProgress($"{o.ItemSpec}: identity of its up-to-date weight file restored");
         if (stale.Count == 0) return;
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         // Each weight file's fsync and rename run on I/O threads while the cores quantize the next owners (ConcurrentCommits).

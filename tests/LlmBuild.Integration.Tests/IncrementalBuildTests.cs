@@ -271,6 +271,21 @@ public sealed class IncrementalBuildTests
     }
 
     [TestMethod]
+    public void AnUpToDateWeightFileWithoutItsIdentityGetsItBack()
+    {
+        // What a kill between a weight file's rename and its identity's leaves: the file is newer than its spec (not
+        // rerun) but has no identity. The next build that runs the quantize stage restores the sidecar of a cold build.
+        string dir = CopyOfBaseline("identity");
+        string weights = Path.Combine(dir, "obj", "Debug", "llm", "weights");
+        File.Delete(Path.Combine(weights, "block_0_top_weights.npz.identity"));
+        File.Delete(Path.Combine(weights, "block_1_top_weights.npz"));
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        StringAssert.Contains(result.Output, "block_0: identity of its up-to-date weight file restored");
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "same bytes as the clean build, sidecars included");
+    }
+
+    [TestMethod]
     public void DeletingOnePieceIntermediateRebuildsThatPieceOnly()
     {
         string dir = CopyOfBaseline("piece");

@@ -27,7 +27,13 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     private static ReadOnlySpan<byte> Magic => "LLMBCREF"u8;
     private const int TrailerTail = 16;
 
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = false };
+    // Compile-time metadata (the text is the reflection serializer's): no serializer is built at run time in a build.
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = false,
+        TypeInfoResolver = System.Text.Json.Serialization.Metadata.JsonTypeInfoResolver.Combine(
+            PieceCoeffReferencesJsonContext.Default, new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver()),
+    };
 
     /// <summary>The trailer bytes to append after the bmodel.</summary>
     public byte[] ToTrailer()
@@ -261,3 +267,7 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     public static string RelativePath(string fromDirectory, string file) =>
         Path.GetRelativePath(Path.GetFullPath(fromDirectory), Path.GetFullPath(file)).Replace(Path.DirectorySeparatorChar, '/');
 }
+
+/// <summary>Compile-time JSON metadata for the coefficient reference trailer (default options, as <see cref="PieceCoeffReferences"/> writes it).</summary>
+[System.Text.Json.Serialization.JsonSerializable(typeof(PieceCoeffReferences))]
+internal sealed partial class PieceCoeffReferencesJsonContext : System.Text.Json.Serialization.JsonSerializerContext;

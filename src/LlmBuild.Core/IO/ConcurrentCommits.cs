@@ -26,7 +26,6 @@ public sealed class ConcurrentCommits
     private readonly BlockingCollection<Commit> _queue = new();
     private readonly ConcurrentDictionary<string, Commit> _pending = new(StringComparer.Ordinal);
     private readonly ConcurrentQueue<Exception> _failures = new();
-    private readonly ConcurrentQueue<Action> _afterwards = new();
     private readonly List<Thread> _threads = [];
 
     private ConcurrentCommits()
@@ -60,18 +59,17 @@ public sealed class ConcurrentCommits
         var failures = commits._failures.ToArray();
         if (failures.Length == 1) ExceptionDispatchInfo.Capture(failures[0]).Throw();
         if (failures.Length > 1) throw new AggregateException(failures);
-        foreach (Action action in commits._afterwards) action();
     }
 
     /// <summary>
-    /// Runs <paramref name="action"/> once every file is in place: at the end of the current <see cref="Run"/> (in the
-    /// order given, and only when the body and every commit succeeded), or at once outside one. For a file that must be
-    /// written only after others are at their paths (a weight file's identity sidecar).
+    /// Runs <paramref name="action"/> right after <paramref name="path"/> is in place: on the I/O thread that renamed it,
+    /// when its commit is pending (a failure of the action fails <see cref="Run"/>), else at once. For a file that must
+    /// be written only after another is at its path (a weight file's identity sidecar), as soon as it may be.
     /// </summary>
-    public static void AfterAllInPlace(Action action)
+    public static void AfterInPlace(string path, Action action)
     {
-        if (Current is { } commits) commits._afterwards.Enqueue(action);
-        else action();
+        if (Current is { } commits && commits._pending.TryGetValue(Path.GetFullPath(path), out Commit? commit) && commit.Then(action)) return;
+        action();
     }
 
     /// <summary>Takes over a written (flushed, not yet fsynced) temporary: it is fsynced, closed and renamed to <paramref name="path"/>.</summary>
@@ -109,6 +107,7 @@ public sealed class ConcurrentCommits
                 {
                     using (c.Stream) c.Stream.Flush(flushToDisk: true);
                     File.Move(c.Temp, c.Path, overwrite: true);
+                    foreach (Action action in c.InPlace()) action();
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                 {
@@ -124,6 +123,7 @@ public sealed class ConcurrentCommits
             }
             finally
             {
+                c.InPlace(); // a failed commit runs nothing after it
                 _pending.TryRemove(new KeyValuePair<string, Commit>(c.Path, c));
                 c.Done.Set();
             }
@@ -140,6 +140,32 @@ public sealed class ConcurrentCommits
 
     private sealed record Commit(string Path, string Temp, FileStream Stream)
     {
+        private readonly List<Action> _then = [];
+        private bool _renamed;
+
         public ManualResetEventSlim Done { get; } = new(false);
+
+        /// <summary>Queues an action for after the rename; false when the rename already happened (run it yourself).</summary>
+        public bool Then(Action action)
+        {
+            lock (_then)
+            {
+                if (_renamed) return false;
+                _then.Add(action);
+                return true;
+            }
+        }
+
+        /// <summary>Marks the file renamed (or its commit over) and returns the queued actions, once.</summary>
+        public Action[] InPlace()
+        {
+            lock (_then)
+            {
+                _renamed = true;
+                Action[] actions = [.. _then];
+                _then.Clear();
+                return actions;
+            }
+        }
     }
 }

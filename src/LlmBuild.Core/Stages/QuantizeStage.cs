@@ -75,9 +75,9 @@ public static class QuantizeStage
         else WeightOwnerWriter.Write(source, model, model.Owner(owner), npzPath, addMore: npz => GraphNpz.AddConstants(npz, constants));
         if (weightsIdentity is not null)
         {
-            // Once the weight file is at its path (inside ConcurrentCommits.Run its fsync and rename come later, and a
-            // build killed before then leaves no identity: the weights are quantized again).
-            ConcurrentCommits.AfterAllInPlace(() =>
+            // Right after the weight file is at its path (inside ConcurrentCommits.Run its fsync and rename come later, on
+            // an I/O thread, which then writes this; a build killed before then leaves no identity and no new file).
+            ConcurrentCommits.AfterInPlace(npzPath, () =>
             {
                 int weightEntries;
                 using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
@@ -86,6 +86,23 @@ public static class QuantizeStage
             });
         }
         return reusable is not null;
+    }
+
+    /// <summary>
+    /// Writes the identity of an up-to-date owner's weight file when it is missing: a build killed between a weight
+    /// file's rename and its identity's leaves that file newer than its spec — written from it, so its weights are the
+    /// spec's — but without identity, and the owner is not rerun; the resumed build restores the sidecar a cold build
+    /// writes (same text). Returns true when it wrote one.
+    /// </summary>
+    public static bool RestoreIdentity(ResolvedModel model, string owner, string npzPath, string? weightsIdentity)
+    {
+        string identityPath = IdentityPath(npzPath);
+        if (weightsIdentity is null || File.Exists(identityPath) || !File.Exists(npzPath)) return false;
+        weightsIdentity += string.Concat(model.Owner(owner).Entries.Where(e => e.Bits is not null).Select(e => $";{e.Key}=w{e.Bits}"));
+        int weightEntries;
+        using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - ExportStage.OwnerConstants(model, owner).Count;
+        AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
+        return true;
     }
 
     /// <summary>The file beside an owner's weight file that names the identity of its weights and how many entries they are.</summary>

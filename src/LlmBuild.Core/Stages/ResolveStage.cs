@@ -137,7 +137,7 @@ public static class ResolveStage
         var sources = model.WeightFiles.Select(f =>
         {
             var info = LinkedFile.Resolve(Checkpoints.CheckpointLoader.WeightFilePath(modelDir, f));
-            return new { File = f, info.Length, Modified = info.LastWriteTimeUtc.Ticks };
+            return new StageSpecs.SourceFile(f, info.Length, info.LastWriteTimeUtc.Ticks);
         }).ToArray();
 
         foreach (var owner in model.Owners)
@@ -145,36 +145,27 @@ public static class ResolveStage
             // The owner's file also holds the constants of the pieces that name it (RoPE tables sized by SeqLength …):
             // when only they change, the quantize stage copies the stored weights (same WeightsIdentity) instead of
             // quantizing them again.
-            var weights = new { Stage = "quantize", Sdk = sdk, Owner = owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, ModelDir = modelDir, Sources = sources, model.Calibration };
-            var spec = new
-            {
-                Stage = "quantize", Sdk = sdk,
-                WeightsIdentity = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(ToJson(weights)))),
-                Constants = ExportStage.OwnerConstantsDigest(model, owner.Name),
-                Weights = weights,
-            };
+            var weights = new StageSpecs.OwnerWeights("quantize", sdk, owner, model.ActivationDtype, model.Weights, model.Config.QuantizationConfig, modelDir, sources, model.Calibration);
+            var spec = new StageSpecs.Owner("quantize", sdk,
+                Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(ToJson(weights)))),
+                ExportStage.OwnerConstantsDigest(model, owner.Name), weights);
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "weights", owner.Name + ".json"), ToJson(spec));
         }
 
         var o = model.Options;
-        var graphOptions = new
-        {
+        var graphOptions = new StageSpecs.GraphOptions(
             o.SeqLength, o.PrefillLength, o.Batch, o.Dynamic, o.DoSample, o.LoraMaxRank, o.MaxPrefillKvLength,
-            o.UseHistoryKv, o.ChunkLength, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, model.VitPatches,
-        };
+            o.UseHistoryKv, o.ChunkLength, o.SharePrompt, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, model.VitPatches);
         foreach (var piece in model.Pieces)
         {
-            var spec = new
-            {
-                Stage = "export", Sdk = sdk, Piece = piece, model.Family, model.Config, Options = graphOptions, model.ActivationDtype, model.Weights,
-                model.QuantizeLmHead, model.QuantizeVit, model.FinalNormInLastBlock, OwnerEntries = piece.WeightOwner is null ? null : model.Owner(piece.WeightOwner).Entries,
-            };
+            var spec = new StageSpecs.PieceSpec("export", sdk, piece, model.Family, model.Config, graphOptions, model.ActivationDtype, model.Weights,
+                model.QuantizeLmHead, model.QuantizeVit, model.FinalNormInLastBlock, piece.WeightOwner is null ? null : model.Owner(piece.WeightOwner).Entries);
             AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "pieces", piece.Name + ".json"), ToJson(spec));
         }
 
-        var codegen = new { Stage = "codegen", Sdk = sdk, model.CodegenBackend, o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype };
+        var codegen = new StageSpecs.Codegen("codegen", sdk, model.CodegenBackend, o.Chip, o.NumCore, o.NumDevice, o.DistributeStrategy, model.DeviceMemoryMiB, model.ActivationDtype);
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "codegen.json"), ToJson(codegen));
-        var combine = new { Stage = "combine", Sdk = sdk, model.Name, o.Chip, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, Pieces = model.Pieces.Select(p => p.Name) };
+        var combine = new StageSpecs.Combine("combine", sdk, model.Name, o.Chip, o.EmbeddingDisk, o.NumDevice, o.DistributeStrategy, [.. model.Pieces.Select(p => p.Name)]);
         AtomicFile.WriteAllTextIfChanged(Path.Combine(specs, "combine.json"), ToJson(combine));
 
         // The resolve target's own outputs: always written, so their times mark the last resolve.
@@ -263,7 +254,13 @@ public static class ResolveStage
         _ => Convert.ToString(v, CultureInfo.InvariantCulture) ?? "",
     };
 
-    private static string ToJson(object value) => JsonSerializer.Serialize(value, ResolvedModel.Json) + "\n";
+    private static string ToJson<T>(T value) => JsonSerializer.Serialize(value, SpecJson) + "\n";
+
+    /// <summary><see cref="ResolvedModel.Json"/> with the specs' compile-time metadata first.</summary>
+    private static readonly JsonSerializerOptions SpecJson = new(ResolvedModel.Json)
+    {
+        TypeInfoResolver = System.Text.Json.Serialization.Metadata.JsonTypeInfoResolver.Combine(StageSpecsJsonContext.Default, ResolvedModel.Json.TypeInfoResolver!),
+    };
 
     /// <summary>
     /// Says in the build log (LLMB0210) which GGUF block types are not kept as they are — everything but Q8_0/Q4_0 in

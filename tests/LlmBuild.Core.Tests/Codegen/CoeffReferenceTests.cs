@@ -118,4 +118,28 @@ public sealed class CoeffReferenceTests
         CollectionAssert.AreEqual(SHA256.HashData(File.ReadAllBytes(built.BModel)), SHA256.HashData(File.ReadAllBytes(Combine(built, dir))));
         Directory.Delete(dir, recursive: true);
     }
+
+    [TestMethod]
+    public void TheTrailerTextIsTheReflectionSerializersAndReadsBack()
+    {
+        // The trailer is written with compile-time JSON metadata; its text must stay what the run-time serializer wrote
+        // (piece bmodels of an older build are read by this one).
+        var references = new PieceCoeffReferences("../weights/block_0_top_weights.npz",
+            [new WeightFileEntry("model.layers.0.mlp.down_proj.qweight", 0xDEADBEEF, 123456), new WeightFileEntry("k\"é", 7, 0)],
+            [new CoeffReference("net0/stage0/coeff", 4096, new string('A', 64), [new CoeffSegment(0, "k\"é", 16, 32, 64, 3)])]);
+        byte[] trailer = references.ToTrailer();
+        byte[] reflection = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(references, new System.Text.Json.JsonSerializerOptions
+        {
+            WriteIndented = false, TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),
+        });
+        CollectionAssert.AreEqual(reflection, trailer[..reflection.Length]);
+        Assert.AreEqual(reflection.Length + 16, trailer.Length);
+        string path = Path.Combine(TestContext.TestRunDirectory ?? Path.GetTempPath(), $"trailer-{Guid.NewGuid():N}.bmodel");
+        File.WriteAllBytes(path, [.. new byte[100], .. trailer]);
+        var back = PieceCoeffReferences.TryRead(path)!;
+        Assert.AreEqual(references.WeightFile, back.WeightFile);
+        CollectionAssert.AreEqual(references.Entries.ToArray(), back.Entries.ToArray());
+        Assert.AreEqual(references.Coefficients[0] with { Segments = [] }, back.Coefficients[0] with { Segments = [] });
+        CollectionAssert.AreEqual(references.Coefficients[0].Segments.ToArray(), back.Coefficients[0].Segments.ToArray());
+    }
 }

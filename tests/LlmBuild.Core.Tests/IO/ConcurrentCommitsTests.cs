@@ -93,4 +93,27 @@ public sealed class ConcurrentCommitsTests
             Assert.AreEqual("s\n", File.ReadAllText(Path.Combine(dir, "sidecar.txt")));
         });
     }
+
+    [TestMethod]
+    public void AnActionAfterAFileIsInPlaceRunsRightAfterItsRenameOrAtOnce()
+    {
+        string dir = TestFiles.TempDir();
+        string npz = Path.Combine(dir, "w.npz"), sidecar = npz + ".identity";
+        bool sawFile = false;
+        ConcurrentCommits.Run(() =>
+        {
+            AtomicFile.WriteAllText(npz, "weights\n");
+            ConcurrentCommits.AfterInPlace(npz, () =>
+            {
+                sawFile = File.ReadAllText(npz) == "weights\n";
+                AtomicFile.WriteAllText(sidecar, "id\n", durable: false);
+            });
+            // A path with no pending commit: the action runs at once.
+            bool ranAtOnce = false;
+            ConcurrentCommits.AfterInPlace(Path.Combine(dir, "other"), () => ranAtOnce = true);
+            Assert.IsTrue(ranAtOnce);
+        });
+        Assert.IsTrue(sawFile, "the action ran once the file was at its path");
+        Assert.AreEqual("id\n", File.ReadAllText(sidecar));
+    }
 }
