@@ -16,6 +16,15 @@ public sealed class HardeningBuildTests
         BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties());
         // The task assembly is shared by every build in the repository: build it first, so the two builds race only on the project.
         BuildHarness.Build(dir, "-p:DryRun=true").AssertSucceeded();
+        // The builds must overlap however late the second process starts (a build of the tiny model takes ~2 s, a loaded
+        // test machine can start a process later than that): the first build past resolve holds the build lock and pauses
+        // there, so the other finds the lock taken when its first stage with work (quantize) asks for it.
+        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties(), """
+              <Target Name="LlmBuildAfterResolve" Condition="!Exists('$(MSBuildProjectDirectory)/paused')">
+                <Touch Files="$(MSBuildProjectDirectory)/paused" AlwaysCreate="true" />
+                <Exec Command="sleep 8" />
+              </Target>
+            """);
 
         var first = Task.Run(() => BuildHarness.Build(dir));
         var second = Task.Run(() => BuildHarness.Build(dir));
