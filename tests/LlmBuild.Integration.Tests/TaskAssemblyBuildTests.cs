@@ -16,18 +16,9 @@ public sealed class TaskAssemblyBuildTests
     [TestMethod]
     public void StageTasksLoadFromACopyOfTheirOwnThatTheBuildDeletes()
     {
-        string dir = BuildHarness.NewTempDirectory("taskcopy");
         // After resolve ran: where the stage tasks load from, and whether the copy is there.
-        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties(), """
-              <Target Name="_ShowStageTasks" AfterTargets="ResolveLlmConfig">
-                <Message Importance="high" Text="stage tasks: $(_LlmStageTasksAssembly) exists=$([System.IO.File]::Exists('$(_LlmStageTasksAssembly)'))" />
-              </Target>
-            """);
-        var result = BuildHarness.Build(dir);
-        result.AssertSucceeded();
-
-        Match m = Regex.Match(result.Output, @"stage tasks: (?<path>\S+) exists=(?<exists>\w+)");
-        Assert.IsTrue(m.Success, result.Output);
+        var (dir, output, m) = BuildShowing("taskcopy", "stage tasks: $(_LlmStageTasksAssembly) exists=$([System.IO.File]::Exists('$(_LlmStageTasksAssembly)'))",
+            @"stage tasks: (?<path>\S+) exists=(?<exists>\w+)");
         string path = m.Groups["path"].Value;
         string expectedRoot = Path.Combine(BuildHarness.RepoRoot, "artifacts", "llmbuild-tasks") + Path.DirectorySeparatorChar;
         StringAssert.StartsWith(path, expectedRoot);
@@ -35,7 +26,7 @@ public sealed class TaskAssemblyBuildTests
         Assert.AreEqual("True", m.Groups["exists"].Value, "the copy exists while the stage tasks run");
         Assert.IsTrue(File.Exists(Path.Combine(dir, "bin", "tiny.bmodel")));
         Assert.IsFalse(Directory.Exists(Path.GetDirectoryName(path)), "a build that succeeds deletes its copy");
-        Assert.IsFalse(result.Output.Contains("external task host", StringComparison.OrdinalIgnoreCase), "no task host");
+        Assert.IsFalse(output.Contains("external task host", StringComparison.OrdinalIgnoreCase), "no task host");
     }
 
     /// <summary>
@@ -46,22 +37,32 @@ public sealed class TaskAssemblyBuildTests
     [TestMethod]
     public void TheSdkLoadsAReadyToRunTaskAssembly()
     {
-        string dir = BuildHarness.NewTempDirectory("taskr2r");
-        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties(), """
-              <Target Name="_ShowTaskAssembly" AfterTargets="ResolveLlmConfig">
-                <Message Importance="high" Text="task assembly: $(LlmBuildTasksAssembly)" />
-              </Target>
-            """);
-        var result = BuildHarness.Build(dir);
-        result.AssertSucceeded();
-        Match m = Regex.Match(result.Output, @"task assembly: (?<path>\S+)");
-        Assert.IsTrue(m.Success, result.Output);
+        var (_, _, m) = BuildShowing("taskr2r", "task assembly: $(LlmBuildTasksAssembly)", @"task assembly: (?<path>\S+)");
         string published = Path.GetDirectoryName(m.Groups["path"].Value)!;
         Assert.AreEqual(Path.Combine(BuildHarness.RepoRoot, "src", "LlmBuild.Tasks", "bin", "Release", "net10.0", "sdk-tasks"), published);
         foreach (string name in new[] { "LlmBuild.Tasks.dll", "LlmBuild.Core.dll", "System.Numerics.Tensors.dll" })
             Assert.IsTrue(IsReadyToRun(Path.Combine(published, name)), name + " is a ReadyToRun image");
         Assert.IsTrue(Directory.EnumerateFiles(published, "*SkiaSharp*").Any(f => !f.EndsWith(".dll", StringComparison.Ordinal)),
             "the package's native library is beside the assemblies");
+    }
+
+    /// <summary>
+    /// Builds the tiny model in a new folder with a message printed once resolve ran (MSBuild expressions expanded), and
+    /// returns the folder, the build's output and the match of <paramref name="pattern"/> in it.
+    /// </summary>
+    private static (string Dir, string Output, Match Shown) BuildShowing(string name, string message, string pattern)
+    {
+        string dir = BuildHarness.NewTempDirectory(name);
+        BuildHarness.WriteProject(dir, BuildHarness.DefaultProperties(), $"""
+              <Target Name="_ShowAfterResolve" AfterTargets="ResolveLlmConfig">
+                <Message Importance="high" Text="{message}" />
+              </Target>
+            """);
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        Match m = Regex.Match(result.Output, pattern);
+        Assert.IsTrue(m.Success, result.Output);
+        return (dir, result.Output, m);
     }
 
     /// <summary>A ReadyToRun image: its CLI header names a native code header (an IL-only assembly's is empty).</summary>

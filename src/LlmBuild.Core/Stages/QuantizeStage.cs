@@ -42,9 +42,7 @@ public static class QuantizeStage
     public static bool Run(ICheckpoint source, ResolvedModel model, string owner, string npzPath, string? weightsIdentity = null, string? statsDir = null, string? calibrationDir = null)
     {
         var constants = ExportStage.OwnerConstants(model, owner);
-        // Mixed widths are chosen after resolve: they join the identity, so a changed choice never reuses the old weights.
-        if (weightsIdentity is not null)
-            weightsIdentity += string.Concat(model.Owner(owner).Entries.Where(e => e.Bits is not null).Select(e => $";{e.Key}=w{e.Bits}"));
+        if (weightsIdentity is not null) weightsIdentity = WithWidths(model, owner, weightsIdentity);
         string identityPath = IdentityPath(npzPath);
         int? reusable = weightsIdentity is null ? null : ReusableWeightEntries(npzPath, identityPath, weightsIdentity);
         if (File.Exists(identityPath)) AtomicFile.Delete(identityPath);
@@ -77,13 +75,7 @@ public static class QuantizeStage
         {
             // Right after the weight file is at its path (inside ConcurrentCommits.Run its fsync and rename come later, on
             // an I/O thread, which then writes this; a build killed before then leaves no identity and no new file).
-            ConcurrentCommits.AfterInPlace(npzPath, () =>
-            {
-                int weightEntries;
-                using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants.Count;
-                // Not fsynced: lost or torn by a power failure, it reads as no identity and the weights are quantized again.
-                AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
-            });
+            ConcurrentCommits.AfterInPlace(npzPath, () => WriteIdentity(npzPath, weightsIdentity, constants.Count));
         }
         return reusable is not null;
     }
@@ -98,11 +90,27 @@ public static class QuantizeStage
     {
         string identityPath = IdentityPath(npzPath);
         if (weightsIdentity is null || File.Exists(identityPath) || !File.Exists(npzPath)) return false;
-        weightsIdentity += string.Concat(model.Owner(owner).Entries.Where(e => e.Bits is not null).Select(e => $";{e.Key}=w{e.Bits}"));
-        int weightEntries;
-        using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - ExportStage.OwnerConstants(model, owner).Count;
-        AtomicFile.WriteAllText(identityPath, $"{weightsIdentity}\n{weightEntries}\n", durable: false);
+        WriteIdentity(npzPath, WithWidths(model, owner, weightsIdentity), ExportStage.OwnerConstants(model, owner).Count);
         return true;
+    }
+
+    /// <summary>
+    /// The identity of an owner's stored weights: the spec's, plus each entry's own width. Mixed widths are chosen after
+    /// resolve; they join the identity, so a changed choice never reuses the old weights.
+    /// </summary>
+    private static string WithWidths(ResolvedModel model, string owner, string weightsIdentity) =>
+        weightsIdentity + string.Concat(model.Owner(owner).Entries.Where(e => e.Bits is not null).Select(e => $";{e.Key}=w{e.Bits}"));
+
+    /// <summary>
+    /// Writes the sidecar naming the weight file's identity and how many of its entries are weights (the rest are the
+    /// <paramref name="constants"/> after them). Not fsynced: lost or torn by a power failure, it reads as no identity
+    /// and the weights are quantized again.
+    /// </summary>
+    private static void WriteIdentity(string npzPath, string identity, int constants)
+    {
+        int weightEntries;
+        using (var written = new NpzReader(npzPath)) weightEntries = written.Entries.Count - constants;
+        AtomicFile.WriteAllText(IdentityPath(npzPath), $"{identity}\n{weightEntries}\n", durable: false);
     }
 
     /// <summary>The file beside an owner's weight file that names the identity of its weights and how many entries they are.</summary>
