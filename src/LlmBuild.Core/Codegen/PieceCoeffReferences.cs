@@ -4,12 +4,17 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Diagnostics;
+using LlmBuild.Core.IO;
 using LlmBuild.Core.Numpy;
 
 namespace LlmBuild.Core.Codegen;
 
-/// <summary>One coefficient memory a piece bmodel references instead of holding: its size, sha256 and byte sources.</summary>
-public sealed record CoeffReference(string Where, long Size, string Sha256, IReadOnlyList<CoeffSegment> Segments);
+/// <summary>
+/// One coefficient memory a piece bmodel references instead of holding: its size, sha256 and byte sources.
+/// <see cref="Sha256Computed"/>: the compile stage hashed these very bytes (false: it took the sha256 from the piece's
+/// previous bmodel, a claim, or an older trailer says nothing), see <see cref="PieceCoeffReferences"/>.
+/// </summary>
+public sealed record CoeffReference(string Where, long Size, string Sha256, IReadOnlyList<CoeffSegment> Segments, bool Sha256Computed = false);
 
 /// <summary>
 /// The coefficient references of a built-in piece bmodel (DESIGN §14). The compile stage writes a piece's bmodel
@@ -19,8 +24,11 @@ public sealed record CoeffReference(string Where, long Size, string Sha256, IRea
 /// for each coefficient memory the segments of those entries it is made of (alignment gaps are zeros). One file,
 /// renamed into place like every artifact, so the bmodel and its references never disagree. The combine stage checks
 /// the entries' CRC-32s against the weight file's directory, then streams the bytes into the final bmodel and checks
-/// their sha256 on the way: a weight file that changed after the piece was compiled is a coded error
-/// (<see cref="ErrorCodes.StaleCoefficientReference"/>), never a wrong model.
+/// them on the way: a weight file that changed after the piece was compiled is a coded error
+/// (<see cref="ErrorCodes.StaleCoefficientReference"/>), never a wrong model. A sha256 compile computed from the bytes
+/// is checked through the CRC-32 of each whole entry the blob is made of (the zip directory's, which compile read
+/// beside the bytes it hashed): it sees any change of those bytes, at a tenth of a second sha256's cost. A claimed
+/// sha256, or a blob made of parts of entries, is checked by hashing the streamed bytes.
 /// </summary>
 public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<WeightFileEntry> Entries, IReadOnlyList<CoeffReference> Coefficients)
 {
@@ -79,7 +87,10 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     /// Checks that the weight file still holds every referenced entry with the CRC-32 and length the piece was compiled
     /// from (the zip directory only: no data is read), and returns the entries' data offsets in the file.
     /// </summary>
-    public IReadOnlyDictionary<string, long> Validate(string bmodelPath)
+    public IReadOnlyDictionary<string, long> Validate(string bmodelPath) => Locate(bmodelPath).Data;
+
+    /// <summary><see cref="Validate"/>, also giving where each entry's .npy (its header, which the entry's CRC-32 covers too) starts.</summary>
+    private (Dictionary<string, long> Data, Dictionary<string, long> Npy) Locate(string bmodelPath)
     {
         string weights = WeightFilePath(bmodelPath);
         string Stale(string why) =>
@@ -87,6 +98,7 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         if (!File.Exists(weights)) throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, Stale("the file is missing"), bmodelPath);
         using var npz = new NpzReader(weights);
         var offsets = new Dictionary<string, long>(StringComparer.Ordinal);
+        var npyOffsets = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (WeightFileEntry e in Entries)
         {
             if (!npz.Contains(e.Key)) throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, Stale($"it has no entry '{e.Key}'"), bmodelPath);
@@ -95,6 +107,7 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
                 throw new LlmBuildException(ErrorCodes.StaleCoefficientReference,
                     Stale($"entry '{e.Key}' now has CRC-32 {now.Crc32:x8} and {now.DataLength} data bytes, not {e.Crc32:x8} and {e.DataLength}"), bmodelPath);
             offsets[e.Key] = now.DataOffset;
+            npyOffsets[e.Key] = now.NpyOffset;
         }
         foreach (var c in Coefficients)
             foreach (var s in c.Segments)
@@ -106,7 +119,7 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
                 if (!fits)
                     throw new LlmBuildException(ErrorCodes.BadCoefficientReference, $"'{bmodelPath}': {c.Where} has a segment outside entry '{s.Key}' or outside its {c.Size} bytes. Delete it and rebuild.", bmodelPath);
             }
-        return offsets;
+        return (offsets, npyOffsets);
     }
 
     /// <summary>
@@ -116,13 +129,13 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     /// </summary>
     public IReadOnlyDictionary<string, ExternalPayload> Payloads(string bmodelPath)
     {
-        IReadOnlyDictionary<string, long> offsets = Validate(bmodelPath);
+        var (offsets, npyOffsets) = Locate(bmodelPath);
         string weights = WeightFilePath(bmodelPath);
         var payloads = new Dictionary<string, ExternalPayload>(StringComparer.Ordinal);
         foreach (CoeffReference c in Coefficients)
         {
             byte[] sha = Convert.FromHexString(c.Sha256);
-            payloads[c.Where] = new ExternalPayload((ulong)c.Size, sha, output => Stream(c, weights, offsets, sha, output, bmodelPath));
+            payloads[c.Where] = new ExternalPayload((ulong)c.Size, sha, output => Stream(c, weights, offsets, sha, output, bmodelPath, entries: Entries, npyOffsets: npyOffsets));
         }
         return payloads;
     }
@@ -138,7 +151,11 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         var file = new FileInfo(Path.GetFullPath(npzPath));
         if (!file.Exists) return HashUncached(npzPath, entries, segments, size);
         string blob = BlobKey(file.FullName, size, entries, segments);
-        if (_claims is not null && _claims.TryGetValue(blob, out byte[]? claimed)) return (byte[])claimed.Clone();
+        if (_claims is not null && _claims.TryGetValue(blob, out byte[]? claimed))
+        {
+            _taken?.Add(Convert.ToHexString(claimed));
+            return (byte[])claimed.Clone();
+        }
         var key = new System.Text.StringBuilder().Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(blob);
         if (HashCache.Count > 4096) HashCache.Clear();
         var lazy = HashCache.GetOrAdd(key.ToString(), _ => new Lazy<byte[]>(() => HashUncached(npzPath, entries, segments, size)));
@@ -156,6 +173,8 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<byte[]>> HashCache = new(StringComparer.Ordinal);
     /// <summary>The claims of the piece this thread is compiling (<see cref="UsingHashesOf"/>).</summary>
     [ThreadStatic] private static Dictionary<string, byte[]>? _claims;
+    /// <summary>The claims <see cref="Hash"/> returned to the piece this thread is compiling (sha256 in hex).</summary>
+    [ThreadStatic] private static HashSet<string>? _taken;
 
     /// <summary>What a coefficient blob's bytes are made of: the weight file, the segments and the CRC-32 and length of each entry they read.</summary>
     private static string BlobKey(string weightFile, long size, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments)
@@ -174,9 +193,10 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     /// a blob made of the same segments of entries with the same CRC-32s and lengths in the same weight file is not
     /// hashed again. A claim, not a proof: the combine stage checks every streamed blob against its sha256, and a
     /// mismatch is a coded error that deletes the pieces (the next build compiles and hashes them afresh). A bmodel
-    /// without references or with unreadable ones claims nothing. The claims serve this compile only.
+    /// without references or with unreadable ones claims nothing. The claims serve this compile only; the sha256s (hex)
+    /// of those taken come back with the result, so the new references say which of their sha256s are claims.
     /// </summary>
-    public static T UsingHashesOf<T>(string bmodelPath, Func<T> compile)
+    public static (T Result, IReadOnlySet<string> ClaimsTaken) UsingHashesOf<T>(string bmodelPath, Func<T> compile)
     {
         var claims = new Dictionary<string, byte[]>(StringComparer.Ordinal);
         try
@@ -193,15 +213,16 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         {
             claims.Clear(); // an unreadable previous bmodel claims nothing: the blobs are hashed
         }
-        var outer = _claims;
-        _claims = claims;
+        var (outer, outerTaken) = (_claims, _taken);
+        var taken = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        (_claims, _taken) = (claims, taken);
         try
         {
-            return compile();
+            return (compile(), taken);
         }
         finally
         {
-            _claims = outer;
+            (_claims, _taken) = (outer, outerTaken);
         }
     }
 
@@ -215,11 +236,19 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         return hash.GetHashAndReset();
     }
 
+    /// <summary>
+    /// Writes coefficient blob <paramref name="c"/> to <paramref name="output"/> from the weight file, hashing it into
+    /// <paramref name="into"/> when given. Otherwise it checks what it streams (<paramref name="sha"/> given): by the
+    /// CRC-32 of each whole entry when compile computed the sha256 from these bytes and the blob is made of whole entries
+    /// (<paramref name="entries"/>), else by the sha256.
+    /// </summary>
     private static void Stream(CoeffReference c, string weights, IReadOnlyDictionary<string, long> offsets, byte[]? sha, Stream output, string bmodelPath,
-        IncrementalHash? into = null)
+        IncrementalHash? into = null, IReadOnlyList<WeightFileEntry>? entries = null, IReadOnlyDictionary<string, long>? npyOffsets = null)
     {
-        using var own = into is null ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
-        IncrementalHash hash = into ?? own!;
+        Dictionary<string, WeightFileEntry>? whole = into is null && sha is not null && c.Sha256Computed && entries is not null && npyOffsets is not null
+            ? WholeEntries(c, entries) : null;
+        using var own = into is null && sha is not null && whole is null ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+        IncrementalHash? hash = into ?? own;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
         try
         {
@@ -231,7 +260,7 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
                 {
                     int n = (int)Math.Min(upTo - pos, buffer.Length);
                     buffer.AsSpan(0, n).Clear();
-                    hash.AppendData(buffer, 0, n);
+                    hash?.AppendData(buffer, 0, n);
                     output.Write(buffer, 0, n);
                     pos += n;
                 }
@@ -239,6 +268,15 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
             foreach (CoeffSegment s in c.Segments.OrderBy(s => s.At))
             {
                 Zeros(s.At);
+                uint crc = 0;
+                if (whole is not null)
+                {
+                    // The entry's CRC-32 runs over its .npy header, then the data.
+                    long npy = npyOffsets![s.Key], header = offsets[s.Key] - npy;
+                    if (header < 0 || header > buffer.Length || RandomAccess.Read(file.SafeFileHandle, buffer.AsSpan(0, (int)header), npy) != header)
+                        throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, $"'{weights}': the .npy header of entry '{s.Key}' cannot be read: the weight file changed after '{bmodelPath}' was compiled.", bmodelPath);
+                    crc = Crc32.Append(0, buffer.AsSpan(0, (int)header));
+                }
                 for (long k = 0; k < s.Count; k++)
                 {
                     long at = offsets[s.Key] + s.Offset + k * s.Stride, left = s.Run;
@@ -246,11 +284,15 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
                     {
                         int n = RandomAccess.Read(file.SafeFileHandle, buffer.AsSpan(0, (int)Math.Min(left, buffer.Length)), at);
                         if (n <= 0) throw new LlmBuildException(ErrorCodes.StaleCoefficientReference, $"'{weights}' ended while streaming {c.Where} of '{bmodelPath}': the weight file changed after the piece was compiled.", bmodelPath);
-                        hash.AppendData(buffer, 0, n);
+                        hash?.AppendData(buffer, 0, n);
+                        if (whole is not null) crc = Crc32.Append(crc, buffer.AsSpan(0, n));
                         output.Write(buffer, 0, n);
                         at += n; left -= n; pos += n;
                     }
                 }
+                if (whole is not null && crc != whole[s.Key].Crc32)
+                    throw new LlmBuildException(ErrorCodes.StaleCoefficientReference,
+                        $"Entry '{s.Key}' of '{weights}', streamed for {c.Where} of '{bmodelPath}', has CRC-32 {crc:x8}, not the {whole[s.Key].Crc32:x8} its directory and the piece were made with: the weight file changed after the piece was compiled.", bmodelPath);
             }
             Zeros(c.Size);
         }
@@ -258,9 +300,22 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-        if (sha is not null && !hash.GetHashAndReset().AsSpan().SequenceEqual(sha))
+        if (own is not null && !own.GetHashAndReset().AsSpan().SequenceEqual(sha))
             throw new LlmBuildException(ErrorCodes.StaleCoefficientReference,
                 $"The coefficients of {c.Where} streamed from '{weights}' do not match the sha256 '{bmodelPath}' was compiled with: the weight file changed after the piece was compiled.", bmodelPath);
+    }
+
+    /// <summary>
+    /// The entries of blob <paramref name="c"/> by key when each of its segments is one whole entry read straight through
+    /// (so the CRC-32 of the streamed segment is the entry's), else null.
+    /// </summary>
+    private static Dictionary<string, WeightFileEntry>? WholeEntries(CoeffReference c, IReadOnlyList<WeightFileEntry> entries)
+    {
+        var byKey = new Dictionary<string, WeightFileEntry>(StringComparer.Ordinal);
+        foreach (WeightFileEntry e in entries) byKey.TryAdd(e.Key, e);
+        foreach (CoeffSegment s in c.Segments)
+            if (!byKey.TryGetValue(s.Key, out var e) || s.Offset != 0 || s.Count != 1 || s.Run != e.DataLength) return null;
+        return c.Segments.Select(s => s.Key).Distinct().Count() == c.Segments.Count ? byKey : null;
     }
 
     /// <summary>A path from <paramref name="fromDirectory"/> to <paramref name="file"/>, with '/' separators.</summary>

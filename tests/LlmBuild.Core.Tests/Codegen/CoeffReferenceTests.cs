@@ -60,12 +60,18 @@ public sealed class CoeffReferenceTests
         Directory.Delete(dir, recursive: true);
     }
 
+    /// <summary>
+    /// Same entries, same directory CRCs, one data byte flipped in place: only a check of the streamed bytes can see it.
+    /// On one device a block's blob is made of whole entries and compile computed its sha256, so combine checks each
+    /// entry's CRC-32; on two each device's blob takes rows of the entries, so combine hashes it.
+    /// </summary>
     [TestMethod]
-    public void AChangedWeightFileIsRefusedAndItsPiecesDeleted()
+    [DataRow(1, "CRC-32")]
+    [DataRow(2, "sha256")]
+    public void AChangedWeightFileIsRefusedAndItsPiecesDeleted(int devices, string check)
     {
-        var built = ExampleBuild.Get("w4bf16");
-        string dir = BuildReferencing(built, "stale");
-        // Same entries, same directory CRCs, one data byte flipped in place: only the streamed sha256 can see it.
+        var built = devices == 1 ? ExampleBuild.Get("w4bf16") : ExampleBuild.Get("w4bf16", 64, 32, "bm1684x", ("NumDevice", devices.ToString()));
+        string dir = BuildReferencing(built, "stale" + devices);
         string block = Path.Combine(dir, "weights", "block_2_top_weights.npz");
         long at;
         using (var npz = new NpzReader(block)) at = npz.Entries.First(e => e.Key.EndsWith(".qweight", StringComparison.Ordinal)).DataOffset + 5;
@@ -79,6 +85,7 @@ public sealed class CoeffReferenceTests
         string output = Path.Combine(dir, "bin", "model.bmodel");
         var e = Assert.ThrowsExactly<LlmBuildException>(() => Combine(built, dir, output));
         Assert.AreEqual(ErrorCodes.StaleCoefficientReference, e.Code, e.Message);
+        StringAssert.Contains(e.Message, check);
         Assert.IsFalse(File.Exists(output), "nothing written from stale references");
         Assert.IsFalse(File.Exists(Path.Combine(dir, "bm1684x", "block_2.bmodel")));
         Assert.IsFalse(File.Exists(Path.Combine(dir, "bm1684x", "block_cache_2.bmodel")));
@@ -97,9 +104,17 @@ public sealed class CoeffReferenceTests
         string weights = Path.Combine(dir, "weights", model.Owner(piece.WeightOwner!).FileName);
         string bmodel = Path.Combine(dir, "bm1684x", piece.Name + ".bmodel");
         byte[] first = File.ReadAllBytes(bmodel);
-        // Compiled again over its own bmodel: same bytes (the claimed sha256 is the one it computed).
+        var computed = PieceCoeffReferences.TryRead(bmodel)!;
+        Assert.IsTrue(computed.Coefficients.All(c => c.Sha256Computed), "a first compile hashes the bytes itself");
+        // Compiled again over its own bmodel: the same bmodel and sha256s (the claimed sha256 is the one it computed),
+        // now marked as claims, which combine checks by hashing.
         CompileStage.RunReferencing(model, piece, mlir, weights, bmodel);
-        CollectionAssert.AreEqual(first, File.ReadAllBytes(bmodel));
+        var again = PieceCoeffReferences.TryRead(bmodel)!;
+        byte[] second = File.ReadAllBytes(bmodel);
+        CollectionAssert.AreEqual(first.AsSpan(0, first.Length - computed.ToTrailer().Length).ToArray(), second.AsSpan(0, second.Length - again.ToTrailer().Length).ToArray());
+        CollectionAssert.AreEqual(computed.Coefficients.Select(c => c.Sha256).ToArray(), again.Coefficients.Select(c => c.Sha256).ToArray());
+        Assert.IsTrue(again.Coefficients.All(c => !c.Sha256Computed), "taken from the previous bmodel: a claim");
+        first = second;
 
         // A previous bmodel whose claim is wrong: the piece takes it, combine refuses it and deletes the owner's pieces.
         var refs = PieceCoeffReferences.TryRead(bmodel)!;
