@@ -9,12 +9,8 @@ using LlmBuild.Core.Numpy;
 
 namespace LlmBuild.Core.Codegen;
 
-/// <summary>
-/// One coefficient memory a piece bmodel references instead of holding: its size, sha256 and byte sources.
-/// <see cref="Sha256Computed"/>: the compile stage hashed these very bytes (false: it took the sha256 from the piece's
-/// previous bmodel, a claim, or an older trailer says nothing), see <see cref="PieceCoeffReferences"/>.
-/// </summary>
-public sealed record CoeffReference(string Where, long Size, string Sha256, IReadOnlyList<CoeffSegment> Segments, bool Sha256Computed = false);
+/// <summary>One coefficient memory a piece bmodel references instead of holding: its size, sha256 and byte sources.</summary>
+public sealed record CoeffReference(string Where, long Size, string Sha256, IReadOnlyList<CoeffSegment> Segments);
 
 /// <summary>
 /// The coefficient references of a built-in piece bmodel (DESIGN §14). The compile stage writes a piece's bmodel
@@ -25,10 +21,11 @@ public sealed record CoeffReference(string Where, long Size, string Sha256, IRea
 /// renamed into place like every artifact, so the bmodel and its references never disagree. The combine stage checks
 /// the entries' CRC-32s against the weight file's directory, then streams the bytes into the final bmodel and checks
 /// them on the way: a weight file that changed after the piece was compiled is a coded error
-/// (<see cref="ErrorCodes.StaleCoefficientReference"/>), never a wrong model. A sha256 compile computed from the bytes
-/// is checked through the CRC-32 of each whole entry the blob is made of (the zip directory's, which compile read
-/// beside the bytes it hashed): it sees any change of those bytes, at a tenth of a second sha256's cost. A claimed
-/// sha256, or a blob made of parts of entries, is checked by hashing the streamed bytes.
+/// (<see cref="ErrorCodes.StaleCoefficientReference"/>), never a wrong model. A sha256 this process computed from the
+/// same file (same length, write time, entries' CRC-32s and lengths: <see cref="Hash"/>'s cache, so a build whose compile
+/// and combine run in one MSBuild node) is checked through the CRC-32 of each whole entry the blob is made of: it sees
+/// any change of those bytes at a tenth of a second sha256's cost. Any other sha256 — a claim taken from a previous
+/// piece bmodel, one from another process — or a blob made of parts of entries is checked by hashing the streamed bytes.
 /// </summary>
 public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<WeightFileEntry> Entries, IReadOnlyList<CoeffReference> Coefficients)
 {
@@ -135,7 +132,8 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         foreach (CoeffReference c in Coefficients)
         {
             byte[] sha = Convert.FromHexString(c.Sha256);
-            payloads[c.Where] = new ExternalPayload((ulong)c.Size, sha, output => Stream(c, weights, offsets, sha, output, bmodelPath, entries: Entries, npyOffsets: npyOffsets));
+            var whole = ComputedHere(weights, c, sha) ? WholeEntries(c, Entries) : null;
+            payloads[c.Where] = new ExternalPayload((ulong)c.Size, sha, output => Stream(c, weights, offsets, sha, output, bmodelPath, whole: whole, npyOffsets: npyOffsets));
         }
         return payloads;
     }
@@ -151,30 +149,35 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         var file = new FileInfo(Path.GetFullPath(npzPath));
         if (!file.Exists) return HashUncached(npzPath, entries, segments, size);
         string blob = BlobKey(file.FullName, size, entries, segments);
-        if (_claims is not null && _claims.TryGetValue(blob, out byte[]? claimed))
-        {
-            _taken?.Add(Convert.ToHexString(claimed));
-            return (byte[])claimed.Clone();
-        }
-        var key = new System.Text.StringBuilder().Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(blob);
+        if (_claims is not null && _claims.TryGetValue(blob, out byte[]? claimed)) return (byte[])claimed.Clone();
+        string key = CacheKey(file, blob);
         if (HashCache.Count > 4096) HashCache.Clear();
-        var lazy = HashCache.GetOrAdd(key.ToString(), _ => new Lazy<byte[]>(() => HashUncached(npzPath, entries, segments, size)));
+        var lazy = HashCache.GetOrAdd(key, _ => new Lazy<byte[]>(() => HashUncached(npzPath, entries, segments, size)));
         try
         {
             return (byte[])lazy.Value.Clone();
         }
         catch
         {
-            HashCache.TryRemove(key.ToString(), out _);
+            HashCache.TryRemove(key, out _);
             throw;
         }
+    }
+
+    private static string CacheKey(FileInfo file, string blob) =>
+        new System.Text.StringBuilder().Append(file.Length).Append('|').Append(file.LastWriteTimeUtc.Ticks).Append('|').Append(blob).ToString();
+
+    /// <summary>True when this process hashed blob <paramref name="c"/> of <paramref name="weights"/>, as it is now, to <paramref name="sha"/> (not a claim).</summary>
+    private bool ComputedHere(string weights, CoeffReference c, byte[] sha)
+    {
+        var file = new FileInfo(Path.GetFullPath(weights));
+        return file.Exists && HashCache.TryGetValue(CacheKey(file, BlobKey(file.FullName, c.Size, Entries, c.Segments)), out var lazy)
+            && lazy.IsValueCreated && lazy.Value.AsSpan().SequenceEqual(sha);
     }
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<byte[]>> HashCache = new(StringComparer.Ordinal);
     /// <summary>The claims of the piece this thread is compiling (<see cref="UsingHashesOf"/>).</summary>
     [ThreadStatic] private static Dictionary<string, byte[]>? _claims;
-    /// <summary>The claims <see cref="Hash"/> returned to the piece this thread is compiling (sha256 in hex).</summary>
-    [ThreadStatic] private static HashSet<string>? _taken;
 
     /// <summary>What a coefficient blob's bytes are made of: the weight file, the segments and the CRC-32 and length of each entry they read.</summary>
     private static string BlobKey(string weightFile, long size, IReadOnlyList<WeightFileEntry> entries, IReadOnlyList<CoeffSegment> segments)
@@ -193,10 +196,9 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     /// a blob made of the same segments of entries with the same CRC-32s and lengths in the same weight file is not
     /// hashed again. A claim, not a proof: the combine stage checks every streamed blob against its sha256, and a
     /// mismatch is a coded error that deletes the pieces (the next build compiles and hashes them afresh). A bmodel
-    /// without references or with unreadable ones claims nothing. The claims serve this compile only; the sha256s (hex)
-    /// of those taken come back with the result, so the new references say which of their sha256s are claims.
+    /// without references or with unreadable ones claims nothing. The claims serve this compile only.
     /// </summary>
-    public static (T Result, IReadOnlySet<string> ClaimsTaken) UsingHashesOf<T>(string bmodelPath, Func<T> compile)
+    public static T UsingHashesOf<T>(string bmodelPath, Func<T> compile)
     {
         var claims = new Dictionary<string, byte[]>(StringComparer.Ordinal);
         try
@@ -213,16 +215,15 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
         {
             claims.Clear(); // an unreadable previous bmodel claims nothing: the blobs are hashed
         }
-        var (outer, outerTaken) = (_claims, _taken);
-        var taken = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-        (_claims, _taken) = (claims, taken);
+        var outer = _claims;
+        _claims = claims;
         try
         {
-            return (compile(), taken);
+            return compile();
         }
         finally
         {
-            (_claims, _taken) = (outer, outerTaken);
+            _claims = outer;
         }
     }
 
@@ -239,14 +240,13 @@ public sealed record PieceCoeffReferences(string WeightFile, IReadOnlyList<Weigh
     /// <summary>
     /// Writes coefficient blob <paramref name="c"/> to <paramref name="output"/> from the weight file, hashing it into
     /// <paramref name="into"/> when given. Otherwise it checks what it streams (<paramref name="sha"/> given): by the
-    /// CRC-32 of each whole entry when compile computed the sha256 from these bytes and the blob is made of whole entries
-    /// (<paramref name="entries"/>), else by the sha256.
+    /// CRC-32 of each of its entries when <paramref name="whole"/> gives them (a sha256 computed here from the bytes of
+    /// a blob of whole entries), else by the sha256.
     /// </summary>
     private static void Stream(CoeffReference c, string weights, IReadOnlyDictionary<string, long> offsets, byte[]? sha, Stream output, string bmodelPath,
-        IncrementalHash? into = null, IReadOnlyList<WeightFileEntry>? entries = null, IReadOnlyDictionary<string, long>? npyOffsets = null)
+        IncrementalHash? into = null, Dictionary<string, WeightFileEntry>? whole = null, IReadOnlyDictionary<string, long>? npyOffsets = null)
     {
-        Dictionary<string, WeightFileEntry>? whole = into is null && sha is not null && c.Sha256Computed && entries is not null && npyOffsets is not null
-            ? WholeEntries(c, entries) : null;
+        if (into is not null || sha is null || npyOffsets is null) whole = null;
         using var own = into is null && sha is not null && whole is null ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
         IncrementalHash? hash = into ?? own;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);

@@ -39,7 +39,7 @@ public static class CompileStage
     public static bool RunReferencing(ResolvedModel model, Piece piece, string mlirPath, string weightFilePath, string bmodelPath)
     {
         // A piece compiled again from the same weights (SeqLength changed) does not hash them again.
-        var ((file, blob, compiled), claimsTaken) = PieceCoeffReferences.UsingHashesOf(bmodelPath, () => BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true));
+        var (file, blob, compiled) = PieceCoeffReferences.UsingHashesOf(bmodelPath, () => BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: true));
         if (compiled.Any(c => c.CoeffSize > 0 && c.CoeffSources is null))
         {
             (file, blob, _) = BuildCore(model, piece, mlirPath, weightFilePath, referenceCoeff: false);
@@ -50,9 +50,8 @@ public static class CompileStage
         for (int i = 0; i < file.Nets.Count; i++)
         {
             if (file.Nets[i].Stages[0].CoeffMem is not { } coeff || compiled[i].CoeffSize == 0) continue;
-            string sha = Convert.ToHexString(coeff.CheckCode.ToArray());
             coefficients.Add(new CoeffReference(BModelBinaries.CoeffWhere(file.Nets[i].Name, 0), compiled[i].CoeffSize,
-                sha, compiled[i].CoeffSources!, Sha256Computed: !claimsTaken.Contains(sha)));
+                Convert.ToHexString(coeff.CheckCode.ToArray()), compiled[i].CoeffSources!));
         }
         var references = new PieceCoeffReferences(
             PieceCoeffReferences.RelativePath(Path.GetDirectoryName(Path.GetFullPath(bmodelPath))!, weightFilePath),
