@@ -167,7 +167,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         var previousMs = new List<double>();
         for (int s = 0; s < (_ab ? 2 * steps : steps); s++)
         {
-            bool previous = _ab && s % 2 == 1;
+            bool previous = _ab && PreviousStep(s);
             Previous(previous);
             long t0 = Stopwatch.GetTimestamp();
             float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
@@ -200,6 +200,9 @@ public sealed class RuntimeBenchmark : IBenchmark
         Kernels.VectorTopK = !on;
     }
 
+    /// <summary>With --ab, which steps run the previous kernels: new, previous, previous, new, … (a step's place in a pair must not favour either).</summary>
+    private static bool PreviousStep(int s) => s % 4 is 1 or 2;
+
     private static double Median(List<double> values)
     {
         var sorted = values.Order().ToArray();
@@ -219,7 +222,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         int gen2 = GC.CollectionCount(2);
         for (int s = 0; s < (_ab ? 2 * steps : steps); s++)
         {
-            int which = _ab ? s % 2 : 0;
+            int which = _ab && PreviousStep(s) ? 1 : 0;
             Previous(which == 1);
             emu.Runtime.OpProfile = profiles[which];
             long t0 = Stopwatch.GetTimestamp();
