@@ -439,6 +439,17 @@ internal static unsafe class Kernels
     {
         /// <summary>Row <paramref name="j"/> of sequence <paramref name="b"/>, head <paramref name="kh"/>: in place, or widened into <paramref name="scratch"/> (dim floats).</summary>
         float* Row(int b, int j, int kh, float* scratch);
+
+        /// <summary>Asks for the cache lines of that row ahead of <see cref="Row"/> (a decode step's KV history comes from memory).</summary>
+        void Prefetch(int b, int j, int kh);
+    }
+
+    /// <summary>Prefetches <paramref name="bytes"/> from <paramref name="p"/> into every cache level, where the CPU has the instruction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchBytes(byte* p, int bytes)
+    {
+        if (!Sse.IsSupported) return;
+        for (int at = 0; at < bytes; at += 64) Sse.Prefetch0(p + at);
     }
 
     /// <summary>One f32 tensor [batch, mk, kvHeads, dim].</summary>
@@ -446,6 +457,9 @@ internal static unsafe class Kernels
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public float* Row(int b, int j, int kh, float* scratch) => p + (((long)b * mk + j) * kvHeads + kh) * dim;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(int b, int j, int kh) => PrefetchBytes((byte*)Row(b, j, kh, null), dim * 4);
     }
 
     /// <summary>History [batch, historyRows, kvHeads, dim] (bf16 or f32) followed by new rows [batch, freshRows, kvHeads, dim] (f32).</summary>
@@ -460,6 +474,15 @@ internal static unsafe class Kernels
             FloatFormats.BFloat16ToFloat(new ReadOnlySpan<ushort>((ushort*)history + at, dim), new Span<float>(scratch, dim));
             return scratch;
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(int b, int j, int kh)
+        {
+            if (j >= historyRows) return; // the new rows were just written: in cache
+            long at = (((long)b * historyRows + j) * kvHeads + kh) * dim;
+            if (historyType == BModelDataType.Float32) PrefetchBytes((byte*)((float*)history + at), dim * 4);
+            else PrefetchBytes((byte*)((ushort*)history + at), dim * 2);
+        }
     }
 
     /// <summary>
@@ -467,6 +490,9 @@ internal static unsafe class Kernels
     /// exp per score): the runtime benchmark's A/B switch for <see cref="AttendVectors"/>.
     /// </summary>
     internal static bool VectorAttention { get; set; } = true;
+
+    /// <summary>Off: the vector path reads the kept key and value rows without prefetching them first (an A/B switch).</summary>
+    internal static bool PrefetchKv { get; set; } = true;
 
     /// <summary>
     /// One work item per sequence and KV head: its keys and values are read (or widened) once for all the query heads that
@@ -567,6 +593,12 @@ internal static unsafe class Kernels
     private static void AttendVectors<TK, TV, TOps, TVec>(float* q0, TK keyRows, TV valueRows, float* maskRow, float* y0, int b, int kh, int group, int dim, int mk, int[] keys, int count, float scale, float* scratch, float* scores, float* values)
         where TK : struct, IKvRows where TV : struct, IKvRows where TOps : struct, ISimdOps<TVec> where TVec : struct
     {
+        if (PrefetchKv)
+            for (int t = 0; t < count; t++)
+            {
+                keyRows.Prefetch(b, keys[t], kh);
+                valueRows.Prefetch(b, keys[t], kh);
+            }
         for (int t = 0; t < count; t++)
         {
             int j = keys[t];
