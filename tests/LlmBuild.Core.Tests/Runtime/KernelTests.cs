@@ -1,6 +1,7 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Runtime;
+using System.Runtime.Intrinsics;
 
 namespace LlmBuild.Core.Tests.Runtime;
 
@@ -170,8 +171,9 @@ public sealed unsafe class KernelTests
     }
 
     /// <summary>
-    /// SiLU against x / (1 + e^−x), and in pieces (its scratch's length) exactly what one call on the whole span gives;
-    /// in place too (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²).
+    /// SiLU at every vector width against x / (1 + e^−x) in double; below Vector512 (and for the tail) exactly what
+    /// TensorPrimitives' sigmoid then product give on the whole span, in pieces of its scratch's length too; in place the
+    /// same as out of place (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²); NaN stays NaN.
     /// </summary>
     [TestMethod]
     [DataRow(100)]
@@ -181,17 +183,46 @@ public sealed unsafe class KernelTests
     {
         var rng = new Random(17);
         float[] x = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() - 0.5) * 20).ToArray();
-        float[] whole = new float[count], y = new float[count], inPlace = (float[])x.Clone();
+        x[0] = 100; x[1] = -100; x[2] = 0; x[3] = 88.5f; x[4] = -87.5f; x[5] = float.NaN; // e^−x overflowing, underflowing
+        float[] whole = new float[count];
         System.Numerics.Tensors.TensorPrimitives.Sigmoid(x, whole);
         System.Numerics.Tensors.TensorPrimitives.Multiply(x, whole, whole);
-        fixed (float* xp = x, yp = y, ip = inPlace)
+        foreach (SimdWidth width in Widths())
         {
-            Kernels.SiLU(xp, yp, count);
-            Kernels.SiLU(ip, ip, count);
+            float[] y = new float[count], inPlace = (float[])x.Clone();
+            fixed (float* xp = x, yp = y, ip = inPlace)
+            {
+                Kernels.SiLU(xp, yp, count, width);
+                Kernels.SiLU(ip, ip, count, width);
+            }
+            CollectionAssert.AreEqual(y, inPlace, $"{width} in place");
+            if (width != SimdWidth.Vector512) CollectionAssert.AreEqual(whole, y, $"{width}");
+            else CollectionAssert.AreEqual(whole[(count / 16 * 16)..], y[(count / 16 * 16)..], "the tail");
+            Assert.IsTrue(float.IsNaN(y[5]), $"{width} NaN");
+            for (int i = 0; i < count; i++)
+                if (i != 5) Assert.AreEqual(x[i] / (1 + Math.Exp(-x[i])), y[i], 1e-5 * (1 + Math.Abs(x[i])), $"{width} [{i}]");
         }
-        CollectionAssert.AreEqual(whole, y);
-        CollectionAssert.AreEqual(whole, inPlace);
-        for (int i = 0; i < count; i++) Assert.AreEqual(x[i] / (1 + Math.Exp(-x[i])), y[i], 1e-5 * (1 + Math.Abs(x[i])), $"[{i}]");
+    }
+
+    /// <summary>The one-pass SiLU's exp against Math.Exp over its range (and clamped past it): within 2 ulp.</summary>
+    [TestMethod]
+    public void Exp512IsWithinTwoUlp()
+    {
+        if (!Simd.IsSupported(SimdWidth.Vector512)) Assert.Inconclusive("no Vector512 on this CPU");
+        var rng = new Random(5);
+        float[] x = Enumerable.Range(0, 100_000).Select(i => i < 16 ? (float)(i - 8) * 0.5f : (float)(rng.NextDouble() * 175.7 - 87.33)).ToArray();
+        for (int at = 0; at + 16 <= x.Length; at += 16)
+        {
+            var e = Kernels.Exp512(Vector512.Create(x, at));
+            for (int l = 0; l < 16; l++)
+            {
+                double want = Math.Exp(x[at + l]), got = e.GetElement(l);
+                Assert.AreEqual(want, got, 2.0 * (MathF.BitIncrement((float)want) - (float)want) + 1e-45, $"e^{x[at + l]}");
+            }
+        }
+        var clamped = Kernels.Exp512(Vector512.Create(1000f));
+        Assert.IsTrue(float.IsFinite(clamped.GetElement(0)) && clamped.GetElement(0) > 1e38f, "clamped above: finite");
+        Assert.IsTrue(Kernels.Exp512(Vector512.Create(-1000f)).GetElement(0) is > 0f and < 1.2e-38f, "clamped below");
     }
 
     /// <summary>ArgMax at every vector width against the plain scan: the first of equal values, NaNs never chosen (unless first), −∞, tails.</summary>
