@@ -15,7 +15,9 @@ namespace LlmBuild.Benchmarks;
 /// figures say what one core does on a machine others are using] [--decode: only the few-row (decode) shapes, 4- and
 /// 8-bit and bf16 at m = 1 and 4] [--wide: only the widest vector width] [--ab-pairs: the A/B figure is one column at a
 /// time against two (MatMulKernels.ColumnPairs) instead of against the previous kernels] [--ab-byte-pairs: the A/B figure
-/// is 8-bit weights with several rows one column at a time against two (MatMulKernels.BytePairs)]
+/// is 8-bit weights with several rows one column at a time against two (MatMulKernels.BytePairs)] [--rest: a decode
+/// step's other kernels (attention, top-k, SiLU, greedy argmax) on the Qwen2.5-0.5B shapes at Batch 1 and 4, each
+/// against its previous path in alternate calls]
 /// </summary>
 public sealed unsafe class KernelBenchmark : IBenchmark
 {
@@ -26,6 +28,7 @@ public sealed unsafe class KernelBenchmark : IBenchmark
     {
         WorkerPool.Serial = args.Contains("--one-core");
         bool decodeOnly = args.Contains("--decode"), wideOnly = args.Contains("--wide");
+        if (args.Contains("--rest")) return Rest();
         _abPairs = args.Contains("--ab-pairs");
         _abBytePairs = args.Contains("--ab-byte-pairs");
         args = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
@@ -60,6 +63,89 @@ public sealed unsafe class KernelBenchmark : IBenchmark
             Bf16(width, 4, 896, 151936, reps);
         }
         return 0;
+    }
+
+    /// <summary>
+    /// A decode step's kernels other than matmuls on the Qwen2.5-0.5B shapes (attention: 14 query heads over 2 KV heads of
+    /// dim 64, 100 of a 512-row bf16 history visible plus the new row; top-k 1 of 151936; SiLU of 4864 a row), median µs
+    /// a call over alternate calls with the new path and the previous one (RuntimeBenchmark's switches).
+    /// </summary>
+    private static int Rest()
+    {
+        const int qHeads = 14, kvHeads = 2, dim = 64, history = 512, visible = 100, vocab = 151936, inter = 4864;
+        var rng = new Random(3);
+        foreach (int batch in new[] { 1, 4 })
+        {
+            int mk = history + 1;
+            float* q = Alloc<float>(batch * qHeads * dim), y = Alloc<float>(batch * qHeads * dim), fresh = Alloc<float>(batch * kvHeads * dim);
+            float* mask = Alloc<float>(batch * mk), logits = Alloc<float>((long)batch * vocab), act = Alloc<float>(batch * inter), gated = Alloc<float>(batch * inter);
+            ushort* kv = Alloc<ushort>((long)batch * history * kvHeads * dim);
+            float* values = Alloc<float>(batch);
+            int* ids = Alloc<int>(batch);
+            for (int i = 0; i < batch * qHeads * dim; i++) q[i] = (float)rng.NextDouble() - 0.5f;
+            for (int i = 0; i < batch * kvHeads * dim; i++) fresh[i] = (float)rng.NextDouble() - 0.5f;
+            for (long i = 0; i < (long)batch * history * kvHeads * dim; i++) kv[i] = (ushort)(0x3C00 + rng.Next(0x200));
+            for (int i = 0; i < batch * mk; i++) mask[i] = i % mk < visible || i % mk == history ? 0 : -10000f;
+            for (long i = 0; i < (long)batch * vocab; i++) logits[i] = (float)rng.NextDouble() * 20 - 10;
+            for (int i = 0; i < batch * inter; i++) act[i] = (float)rng.NextDouble() * 8 - 4;
+            var rows = new Kernels.SplitRows((byte*)kv, BModelDataType.BFloat16, history, fresh, 1, kvHeads, dim);
+            Console.WriteLine($"Batch={batch}:");
+            RestTime("attention", () => Kernels.Attention(q, rows, rows, mask, y, batch, qHeads, kvHeads, dim, 1, mk, false, 0.125f));
+            ColdAttention(() => Kernels.Attention(q, rows, rows, mask, y, batch, qHeads, kvHeads, dim, 1, mk, false, 0.125f));
+            RestTime("top-k 1 of 151936 a row", () => Kernels.TopK(logits, batch, vocab, 1, 1, values, (byte*)ids, BModelDataType.Int32));
+            RestTime("SiLU", () => Kernels.SiLU(act, gated, batch * inter));
+            RestTime("greedy argmax of each row", () =>
+            {
+                for (int b = 0; b < batch; b++) Kernels.ArgMax(new ReadOnlySpan<float>(logits + (long)b * vocab, vocab));
+            });
+            NativeMemory.Free(q); NativeMemory.Free(y); NativeMemory.Free(fresh); NativeMemory.Free(mask);
+            NativeMemory.Free(logits); NativeMemory.Free(act); NativeMemory.Free(gated); NativeMemory.Free(kv); NativeMemory.Free(values); NativeMemory.Free(ids);
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// Attention with the caches cold (48 MB read between calls, as a decode step's weights stream between two layers'
+    /// attention): the vector path with and without its KV prefetch, and the previous path, in turn; median µs.
+    /// </summary>
+    private static void ColdAttention(Action run)
+    {
+        const long evict = 48L << 20;
+        byte* other = Alloc<byte>(evict);
+        NativeMemory.Fill(other, (nuint)evict, 1);
+        long sink = 0;
+        var times = new[] { new List<double>(), new List<double>(), new List<double>() };
+        for (int i = 0; i < 600; i++)
+        {
+            for (long e = 0; e < evict; e += 64) sink += other[e];
+            Kernels.PrefetchKv = i % 3 == 0;
+            Kernels.VectorAttention = i % 3 != 2;
+            long t0 = Stopwatch.GetTimestamp();
+            run();
+            times[i % 3].Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
+        }
+        Kernels.PrefetchKv = Kernels.VectorAttention = true;
+        _sink += sink;
+        NativeMemory.Free(other);
+        double Median(List<double> t) => t.Order().ElementAt(t.Count / 2);
+        Console.WriteLine($"  attention, caches cold       {Median(times[0]),8:F1} µs a call (without the KV prefetch {Median(times[1]):F1} µs, previous {Median(times[2]):F1} µs)");
+    }
+
+    private static void RestTime(string label, Action run)
+    {
+        var times = new[] { new List<double>(), new List<double>() };
+        for (int i = 0; i < 4000; i++)
+        {
+            int which = i % 2;
+            if (i == 2000) times = [[], []]; // the first half warms up (tiered compilation)
+            RuntimeBenchmark.Previous(which == 1);
+            long t0 = Stopwatch.GetTimestamp();
+            run();
+            times[which].Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
+        }
+        RuntimeBenchmark.Previous(false);
+        double now = times[0].Order().ElementAt(times[0].Count / 2), before = times[1].Order().ElementAt(times[1].Count / 2);
+        Console.WriteLine($"  {label,-26} {now,8:F1} µs a call (previous {before,8:F1} µs -> {before / now:F2}x)");
     }
 
     private static void Quantized(SimdWidth width, int m, int k, int n, int reps, int bits = 4)

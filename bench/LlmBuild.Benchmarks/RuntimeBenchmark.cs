@@ -24,8 +24,8 @@ namespace LlmBuild.Benchmarks;
 ///   --keep-builds  reuse the bmodels of an earlier run (in the temp folder) instead of building them again
 ///   --lm-head-quant  also measure builds with an 8-bit (QuantizeLmHead=w8) and a 4-bit (true) lm_head: fidelity and decode
 ///   --profile      print where a decode step's time goes (wall time per kind of instruction)
-///   --ab           alternate decode steps with the previous kernels (one column at a time for several rows, the KV
-///                  history widened and concatenated whole) and print both
+///   --ab           alternate decode steps with the previous kernels (see Previous: the switches of the latest
+///                  changes) and print both
 /// </summary>
 public sealed class RuntimeBenchmark : IBenchmark
 {
@@ -167,7 +167,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         var previousMs = new List<double>();
         for (int s = 0; s < (_ab ? 2 * steps : steps); s++)
         {
-            bool previous = _ab && s % 2 == 1;
+            bool previous = _ab && PreviousStep(s);
             Previous(previous);
             long t0 = Stopwatch.GetTimestamp();
             float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
@@ -193,12 +193,16 @@ public sealed class RuntimeBenchmark : IBenchmark
         return new Figures(first.Min(), cold.Elapsed.TotalMilliseconds, tokensPerSecond, bound, bmodel);
     }
 
-    /// <summary>On: the emulator as it was before the latest changes (column pairs, the KV history read in place), for --ab.</summary>
-    private static void Previous(bool on)
+    /// <summary>On: the emulator as it was before the latest changes (attention's vector loops, top-k and argmax skipping vectors, one-pass SiLU), for --ab.</summary>
+    internal static void Previous(bool on)
     {
-        MatMulKernels.ColumnPairs = !on;
-        KvHistoryFusion.Enabled = !on;
+        Kernels.VectorAttention = !on;
+        Kernels.VectorTopK = !on;
+        Kernels.OnePassSiLU = !on;
     }
+
+    /// <summary>With --ab, which steps run the previous kernels: new, previous, previous, new, … (a step's place in a pair must not favour either).</summary>
+    private static bool PreviousStep(int s) => s % 4 is 1 or 2;
 
     private static double Median(List<double> values)
     {
@@ -206,27 +210,43 @@ public sealed class RuntimeBenchmark : IBenchmark
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    /// <summary>Where a decode step's time goes: wall time per kind of instruction over 8 steps, per step.</summary>
-    private static void Profile(LlmEmulator emu, int[] ids)
+    /// <summary>
+    /// Where a decode step's time goes: wall time per kind of instruction over 8 steps, per step. With --ab, 16 steps
+    /// alternating with the previous kernels, and each line gives both.
+    /// </summary>
+    private void Profile(LlmEmulator emu, int[] ids)
     {
         const int steps = 8;
-        var profile = new EmuOpProfile();
-        emu.Runtime.OpProfile = profile;
-        var wall = Stopwatch.StartNew();
-        for (int s = 0; s < steps; s++)
+        var profiles = new[] { new EmuOpProfile(), new EmuOpProfile() };
+        var wall = new double[2];
+        var paused = GC.GetTotalPauseDuration();
+        int gen2 = GC.CollectionCount(2);
+        for (int s = 0; s < (_ab ? 2 * steps : steps); s++)
         {
+            int which = _ab && PreviousStep(s) ? 1 : 0;
+            Previous(which == 1);
+            emu.Runtime.OpProfile = profiles[which];
+            long t0 = Stopwatch.GetTimestamp();
             float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
             for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+            wall[which] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         }
-        wall.Stop();
+        Previous(false);
         emu.Runtime.OpProfile = null;
-        var entries = profile.Entries().ToList();
-        double total = wall.Elapsed.TotalMilliseconds / steps, kernels = entries.Sum(e => e.Ms) / steps;
-        double matmuls = entries.Where(e => e.Kind.Contains("MatMul", StringComparison.Ordinal)).Sum(e => e.Ms) / steps;
-        Console.WriteLine($"  decode step profile: {total:F2} ms a step, {kernels:F2} ms in instructions ({total - kernels:F2} ms between them); "
-            + $"matmuls {matmuls:F2} ms, the rest {total - matmuls:F2} ms ({100 * (total - matmuls) / total:F0} %)");
-        foreach (var (kind, ms, count) in entries.Take(12))
-            Console.WriteLine($"    {kind,-34} {ms / steps,7:F2} ms  {count / steps,4} calls");
+        int profiled = _ab ? 2 * steps : steps;
+        Console.WriteLine($"  garbage collection: {(GC.GetTotalPauseDuration() - paused).TotalMilliseconds / profiled:F2} ms paused a step, {(double)(GC.CollectionCount(2) - gen2) / profiled:F2} gen2 collections a step");
+        for (int which = 0; which < (_ab ? 2 : 1); which++)
+        {
+            var entries = profiles[which].Entries().ToList();
+            var other = profiles[1 - which].Entries().ToDictionary(e => e.Kind, e => e.Ms);
+            double total = wall[which] / steps, kernels = entries.Sum(e => e.Ms) / steps;
+            double matmuls = entries.Where(e => e.Kind.Contains("MatMul", StringComparison.Ordinal)).Sum(e => e.Ms) / steps;
+            Console.WriteLine($"  decode step profile{(which == 1 ? " (previous kernels)" : "")}: {total:F2} ms a step, {kernels:F2} ms in instructions ({total - kernels:F2} ms between them); "
+                + $"matmuls {matmuls:F2} ms, the rest {total - matmuls:F2} ms ({100 * (total - matmuls) / total:F0} %)");
+            if (which == 1) break;
+            foreach (var (kind, ms, count) in entries.Take(12))
+                Console.WriteLine($"    {kind,-34} {ms / steps,7:F2} ms  {count / steps,4} calls" + (_ab ? $"  (previous {other.GetValueOrDefault(kind) / steps:F2} ms)" : ""));
+        }
     }
 
     private void Fidelity(string modelDir, int groupSize, params (string Name, string Value)[] extra)

@@ -578,7 +578,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 case EmuOp.Compare:
                 {
                     int rank = (int)n[1];
-                    Kernels.Binary((BinaryMode)n[0], F(a[0]), F(a[1]), F(o[0]), n[2..(2 + rank)], n[(2 + rank)..(2 + 2 * rank)], n[(2 + 2 * rank)..(2 + 3 * rank)]);
+                    Kernels.Binary((BinaryMode)n[0], F(a[0]), F(a[1]), F(o[0]), n.AsSpan(2, rank), n.AsSpan(2 + rank, rank), n.AsSpan(2 + 2 * rank, rank));
                     break;
                 }
                 case EmuOp.MulConst:
@@ -609,7 +609,7 @@ public sealed unsafe class EmulatorRuntime : IDisposable
                 case EmuOp.Slice:
                 {
                     int rank = (int)n[0];
-                    Kernels.Slice(F(a[0]), F(o[0]), n[1..(1 + rank)], n[(1 + rank)..(1 + 2 * rank)], n[1 + 2 * rank]);
+                    Kernels.Slice(F(a[0]), F(o[0]), n.AsSpan(1, rank), n.AsSpan(1 + rank, rank), n[1 + 2 * rank]);
                     break;
                 }
                 case EmuOp.Concat:

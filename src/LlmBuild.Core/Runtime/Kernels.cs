@@ -59,7 +59,8 @@ internal static unsafe class Kernels
 
     public static float[] ToFloat(byte* p, BModelDataType t, long count)
     {
-        var r = new float[count];
+        // Every element is written: no zeroing first (a step's logits are 0.6–2.4 MB).
+        var r = GC.AllocateUninitializedArray<float>(checked((int)count));
         fixed (float* d = r) Convert(p, t, (byte*)d, BModelDataType.Float32, count);
         return r;
     }
@@ -274,14 +275,15 @@ internal static unsafe class Kernels
 
     // ------------------------------------------------------------------ elementwise
 
-    public static void Binary(BinaryMode mode, float* a, float* b, float* y, long[] shape, long[] sa, long[] sb)
+    /// <summary>y = a ∘ b over <paramref name="shape"/>, a and b read through their strides (0 where broadcast); no allocation (a decode step runs hundreds).</summary>
+    public static void Binary(BinaryMode mode, float* a, float* b, float* y, ReadOnlySpan<long> shape, ReadOnlySpan<long> sa, ReadOnlySpan<long> sb)
     {
         int rank = shape.Length;
         long inner = rank == 0 ? 1 : shape[rank - 1];
         long outer = 1;
         for (int d = 0; d < rank - 1; d++) outer *= shape[d];
         long ia = rank == 0 ? 0 : sa[rank - 1], ib = rank == 0 ? 0 : sb[rank - 1];
-        var idx = new long[Math.Max(rank - 1, 0)];
+        Span<long> idx = stackalloc long[Math.Max(rank - 1, 0)];
         for (long o = 0; o < outer; o++)
         {
             long offA = 0, offB = 0;
@@ -367,15 +369,30 @@ internal static unsafe class Kernels
     internal const int SiLUChunk = 1 << 12;
 
     /// <summary>
+    /// Off: SiLU always takes TensorPrimitives' sigmoid and product (the runtime benchmark's A/B switch for the one-pass
+    /// Vector512 loop with its own exp).
+    /// </summary>
+    internal static bool OnePassSiLU { get; set; } = true;
+
+    /// <summary>
     /// y = x·sigmoid(x), element by element, on the calling thread (split over the cores, a Batch=4 step's 4 × 4864 took
     /// 13–41 µs against 13–14 µs on one core at load 7: under load the hand-over loses more than the second core saves).
-    /// The sigmoid goes to a scratch, not to y: with y = x (in place) x is still needed for the product.
+    /// At Vector512: one pass of x / (1 + e^−x) with <see cref="Exp512"/> (TensorPrimitives' float exp, which goes
+    /// through double precision, made SiLU ~0.9 ns an element: exp-bound). Otherwise, and for the tail, TensorPrimitives:
+    /// the sigmoid goes to a scratch, not to y: with y = x (in place) x is still needed for the product.
     /// </summary>
-    public static void SiLU(float* x, float* y, long count)
+    public static void SiLU(float* x, float* y, long count, SimdWidth? width = null)
     {
-        int n = checked((int)count);
+        int n = checked((int)count), at = 0;
+        if (OnePassSiLU && (width ?? Simd.Best) == SimdWidth.Vector512)
+            for (; at <= n - 16; at += 16)
+            {
+                var v = Vector512.Load(x + at);
+                var silu = v / (Vector512<float>.One + Exp512(-v));
+                Vector512.ConditionalSelect(Vector512.Equals(v, v), silu, v).Store(y + at); // NaN stays NaN
+            }
         float* sigmoid = stackalloc float[SiLUChunk];
-        for (int at = 0; at < n; at += SiLUChunk)
+        for (; at < n; at += SiLUChunk)
         {
             int len = Math.Min(SiLUChunk, n - at);
             var xs = new ReadOnlySpan<float>(x + at, len);
@@ -385,13 +402,37 @@ internal static unsafe class Kernels
         }
     }
 
-    public static void Slice(float* x, float* y, long[] outShape, long[] inStrides, long start)
+    /// <summary>
+    /// e^x in f32 for x in [−126·ln 2, 127.5·ln 2] (clamped there: 2^−126 up to ~2^127.5, finite): x = k·ln 2 + r with |r| ≤ ½ln 2
+    /// (ln 2 in two parts), e^r by its Taylor polynomial to r⁷ (truncation below 1e−8 relative), scaled by 2^k through the
+    /// exponent bits. Within 2 ulp of e^x.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Exp512(Vector512<float> x)
+    {
+        x = Vector512.Min(Vector512.Max(x, Vector512.Create(-87.33654f)), Vector512.Create(88.37626f));
+        var k = Vector512.Round(x * Vector512.Create(1.44269504f));
+        var r = Vector512.FusedMultiplyAdd(k, Vector512.Create(-0.693145752f), x);
+        r = Vector512.FusedMultiplyAdd(k, Vector512.Create(-1.42860677e-6f), r);
+        var p = Vector512.Create(1f / 5040);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 720));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 120));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        var scale = Vector512.ShiftLeft(Vector512.ConvertToInt32(k) + Vector512.Create(127), 23).AsSingle();
+        return p * scale;
+    }
+
+    public static void Slice(float* x, float* y, ReadOnlySpan<long> outShape, ReadOnlySpan<long> inStrides, long start)
     {
         int rank = outShape.Length;
         long inner = outShape[rank - 1], innerStride = inStrides[rank - 1];
         long outer = 1;
         for (int d = 0; d < rank - 1; d++) outer *= outShape[d];
-        var idx = new long[rank - 1];
+        Span<long> idx = stackalloc long[rank - 1];
         for (long o = 0; o < outer; o++)
         {
             long off = start;
@@ -421,22 +462,33 @@ internal static unsafe class Kernels
     /// Grouped-query attention: q [B,Mq,Hq,D], k/v [B,Mk,Hkv,D], additive mask [B,1,Mq,Mk] (or causal: key j visible to
     /// query i iff j ≤ i + Mk − Mq); softmax in f32; output [B,Mq,Hq·D].
     /// </summary>
-    public static void Attention(float* q, float* k, float* v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale) =>
-        Attention(q, new ContiguousRows(k, mk, kvHeads, dim), new ContiguousRows(v, mk, kvHeads, dim), mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+    public static void Attention(float* q, float* k, float* v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale, SimdWidth? width = null) =>
+        Attention(q, new ContiguousRows(k, mk, kvHeads, dim), new ContiguousRows(v, mk, kvHeads, dim), mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale, width ?? Simd.Best);
 
     /// <summary>
     /// <see cref="Attention(float*, float*, float*, float*, float*, int, int, int, int, int, int, bool, float)"/> with keys
     /// and values given as their history rows followed by the new ones (see <see cref="KvHistoryFusion"/>): the same
     /// f32 numbers, only the rows the mask keeps are read (bf16 history rows widened as they are).
     /// </summary>
-    public static void Attention(float* q, SplitRows k, SplitRows v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale) =>
-        Attention<SplitRows, SplitRows>(q, k, v, mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
+    public static void Attention(float* q, SplitRows k, SplitRows v, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale, SimdWidth? width = null) =>
+        Attention<SplitRows, SplitRows>(q, k, v, mask, y, batch, qHeads, kvHeads, dim, mq, mk, causal, scale, width ?? Simd.Best);
 
     /// <summary>Rows of keys or values [batch, rows, kvHeads, dim] as f32, wherever they lie.</summary>
     internal interface IKvRows
     {
         /// <summary>Row <paramref name="j"/> of sequence <paramref name="b"/>, head <paramref name="kh"/>: in place, or widened into <paramref name="scratch"/> (dim floats).</summary>
         float* Row(int b, int j, int kh, float* scratch);
+
+        /// <summary>Asks for the cache lines of that row ahead of <see cref="Row"/> (a decode step's KV history comes from memory).</summary>
+        void Prefetch(int b, int j, int kh);
+    }
+
+    /// <summary>Prefetches <paramref name="bytes"/> from <paramref name="p"/> into every cache level, where the CPU has the instruction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchBytes(byte* p, int bytes)
+    {
+        if (!Sse.IsSupported) return;
+        for (int at = 0; at < bytes; at += 64) Sse.Prefetch0(p + at);
     }
 
     /// <summary>One f32 tensor [batch, mk, kvHeads, dim].</summary>
@@ -444,6 +496,9 @@ internal static unsafe class Kernels
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public float* Row(int b, int j, int kh, float* scratch) => p + (((long)b * mk + j) * kvHeads + kh) * dim;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(int b, int j, int kh) => PrefetchBytes((byte*)Row(b, j, kh, null), dim * 4);
     }
 
     /// <summary>History [batch, historyRows, kvHeads, dim] (bf16 or f32) followed by new rows [batch, freshRows, kvHeads, dim] (f32).</summary>
@@ -458,27 +513,50 @@ internal static unsafe class Kernels
             FloatFormats.BFloat16ToFloat(new ReadOnlySpan<ushort>((ushort*)history + at, dim), new Span<float>(scratch, dim));
             return scratch;
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(int b, int j, int kh)
+        {
+            if (j >= historyRows) return; // the new rows were just written: in cache
+            long at = (((long)b * historyRows + j) * kvHeads + kh) * dim;
+            if (historyType == BModelDataType.Float32) PrefetchBytes((byte*)((float*)history + at), dim * 4);
+            else PrefetchBytes((byte*)((ushort*)history + at), dim * 2);
+        }
     }
 
     /// <summary>
-    /// One work item per sequence and KV head: its keys and values are read (or widened) once for all the query heads that
-    /// share them. Per query head the operations and their order are those of a plain softmax(q·Kᵀ)·V over the kept keys.
+    /// Off: attention takes the general path at every dim (one TensorPrimitives call per key and query head, a scalar
+    /// exp per score): the runtime benchmark's A/B switch for <see cref="AttendVectors"/>.
     /// </summary>
-    private static void Attention<TK, TV>(float* q, TK keyRows, TV valueRows, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale)
+    internal static bool VectorAttention { get; set; } = true;
+
+    /// <summary>Off: the vector path reads the kept key and value rows without prefetching them first (an A/B switch).</summary>
+    internal static bool PrefetchKv { get; set; } = true;
+
+    /// <summary>
+    /// One work item per sequence and KV head: its keys and values are read (or widened) once for all the query heads that
+    /// share them. Per query head the numbers are those of a plain softmax(q·Kᵀ)·V over the kept keys in f32. With a
+    /// dim a multiple of the vector width (<paramref name="width"/>; Qwen's 64) the dot products and the weighted sum of
+    /// values run as vector loops inline (<see cref="AttendVectors"/>: at decode the calls of the general path cost more
+    /// than their 64 multiply-adds); other dims, and <see cref="SimdWidth.Scalar"/>, take the general path.
+    /// </summary>
+    private static void Attention<TK, TV>(float* q, TK keyRows, TV valueRows, float* mask, float* y, int batch, int qHeads, int kvHeads, int dim, int mq, int mk, bool causal, float scale, SimdWidth width)
         where TK : struct, IKvRows where TV : struct, IKvRows
     {
         int group = qHeads / kvHeads;
         nint qp = (nint)q, mp = (nint)mask, yp = (nint)y;
+        int lanes = !VectorAttention ? 0 : width == SimdWidth.Vector512 && dim % 16 == 0 ? 16 : width >= SimdWidth.Vector256 && dim % 8 == 0 ? 8 : 0;
         WorkerPool.For((long)batch * qHeads * mq * mk * dim * 2, batch * kvHeads, bk =>
         {
             if (_scores is null || _scores.Length < group * mk) (_scores, _keys) = (new float[group * mk], new int[mk]);
             if (_keys!.Length < mk) _keys = new int[mk];
             if (_row is null || _row.Length < dim + 2 * group) _row = new float[dim + 2 * group];
+            if (lanes != 0 && (_values is null || _values.Length < ValueBlock * dim)) _values = new float[ValueBlock * dim];
             float[] scores = _scores;
             int[] keys = _keys;
             int b = bk / kvHeads, kh = bk % kvHeads;
             float* qs = (float*)qp, ms = (float*)mp, ys = (float*)yp;
-            fixed (float* scratch = _row)
+            fixed (float* scratch = _row, sp = scores, vp = _values)
             {
                 float* max = scratch + dim, inv = max + group;
                 for (int i = 0; i < mq; i++)
@@ -495,6 +573,16 @@ internal static unsafe class Kernels
                             for (int j = 0; j < mk; j++) keys[count++] = j;
                     }
                     float* q0 = qs + (((long)b * mq + i) * qHeads + kh * group) * dim, y0 = ys + (((long)b * mq + i) * qHeads + kh * group) * dim;
+                    if (lanes == 16)
+                    {
+                        AttendVectors<TK, TV, Simd512, Vector512<float>>(q0, keyRows, valueRows, maskRow, y0, b, kh, group, dim, mk, keys, count, scale, scratch, sp, vp);
+                        continue;
+                    }
+                    if (lanes == 8)
+                    {
+                        AttendVectors<TK, TV, Simd256, Vector256<float>>(q0, keyRows, valueRows, maskRow, y0, b, kh, group, dim, mk, keys, count, scale, scratch, sp, vp);
+                        continue;
+                    }
                     for (int g = 0; g < group; g++) max[g] = float.NegativeInfinity;
                     for (int t = 0; t < count; t++)
                     {
@@ -534,45 +622,206 @@ internal static unsafe class Kernels
         });
     }
 
+    /// <summary>
+    /// One query row of one KV head's <paramref name="group"/> query heads over the kept keys (<paramref name="keys"/>,
+    /// <paramref name="count"/> of them), dim a multiple of the vector width: each key row is read (or widened into
+    /// <paramref name="scratch"/>) once and dotted with four query heads at a time; a head's scores are exponentiated as
+    /// one span; the value rows are taken a block at a time (widened into <paramref name="values"/>) and added, weighted,
+    /// into four heads' outputs held in registers. <paramref name="scores"/> holds group rows of mk.
+    /// </summary>
+    private static void AttendVectors<TK, TV, TOps, TVec>(float* q0, TK keyRows, TV valueRows, float* maskRow, float* y0, int b, int kh, int group, int dim, int mk, int[] keys, int count, float scale, float* scratch, float* scores, float* values)
+        where TK : struct, IKvRows where TV : struct, IKvRows where TOps : struct, ISimdOps<TVec> where TVec : struct
+    {
+        if (PrefetchKv)
+            for (int t = 0; t < count; t++)
+            {
+                keyRows.Prefetch(b, keys[t], kh);
+                valueRows.Prefetch(b, keys[t], kh);
+            }
+        for (int t = 0; t < count; t++)
+        {
+            int j = keys[t];
+            float* key = keyRows.Row(b, j, kh, scratch);
+            float masked = maskRow is null ? 0 : maskRow[j];
+            for (int g = 0; g < group; g += 4)
+            {
+                // Four query heads a pass over the key (a head past the group repeats the last one, its dot unused).
+                int last = group - 1;
+                float* qa = q0 + (long)g * dim, qb = q0 + (long)Math.Min(g + 1, last) * dim;
+                float* qc = q0 + (long)Math.Min(g + 2, last) * dim, qd = q0 + (long)Math.Min(g + 3, last) * dim;
+                TVec sa = TOps.Zero, sb = TOps.Zero, sc = TOps.Zero, sd = TOps.Zero;
+                for (int d = 0; d < dim; d += TOps.Count)
+                {
+                    TVec k = TOps.Load(key + d);
+                    sa = TOps.MultiplyAdd(TOps.Load(qa + d), k, sa);
+                    sb = TOps.MultiplyAdd(TOps.Load(qb + d), k, sb);
+                    sc = TOps.MultiplyAdd(TOps.Load(qc + d), k, sc);
+                    sd = TOps.MultiplyAdd(TOps.Load(qd + d), k, sd);
+                }
+                Vector128<float> dots = TOps.Sum4(sa, sb, sc, sd);
+                for (int h = 0; h < 4 && g + h < group; h++)
+                {
+                    float score = dots.GetElement(h) * scale;
+                    if (maskRow is not null) score += masked;
+                    scores[(long)(g + h) * mk + t] = score;
+                }
+            }
+        }
+        for (int g = 0; g < group; g++)
+        {
+            var s = new Span<float>(scores + (long)g * mk, count);
+            TensorPrimitives.Subtract(s, TensorPrimitives.Max(s), s);
+            TensorPrimitives.Exp(s, s);
+            TensorPrimitives.Multiply(s, 1f / TensorPrimitives.Sum(s), s);
+            new Span<float>(y0 + (long)g * dim, dim).Clear();
+        }
+        // y += w·v in key order, as a plain loop adds them, each output vector of four heads in registers over a block.
+        float** rows = stackalloc float*[ValueBlock];
+        for (int t0 = 0; t0 < count; t0 += ValueBlock)
+        {
+            int n = Math.Min(ValueBlock, count - t0);
+            for (int t = 0; t < n; t++) rows[t] = valueRows.Row(b, keys[t0 + t], kh, values + (long)t * dim);
+            for (int g = 0; g < group; g += 4)
+            {
+                int heads = Math.Min(4, group - g);
+                float* wa = scores + (long)g * mk + t0, wb = wa + (heads > 1 ? mk : 0), wc = wa + (heads > 2 ? 2 * mk : 0), wd = wa + (heads > 3 ? 3 * mk : 0);
+                for (int d = 0; d < dim; d += TOps.Count)
+                {
+                    float* y = y0 + (long)g * dim + d;
+                    TVec ya = TOps.Load(y), yb = heads > 1 ? TOps.Load(y + dim) : TOps.Zero;
+                    TVec yc = heads > 2 ? TOps.Load(y + 2 * dim) : TOps.Zero, yd = heads > 3 ? TOps.Load(y + 3 * dim) : TOps.Zero;
+                    for (int t = 0; t < n; t++)
+                    {
+                        TVec v = TOps.Load(rows[t] + d);
+                        ya = TOps.MultiplyAdd(v, TOps.Broadcast(wa[t]), ya);
+                        yb = TOps.MultiplyAdd(v, TOps.Broadcast(wb[t]), yb);
+                        yc = TOps.MultiplyAdd(v, TOps.Broadcast(wc[t]), yc);
+                        yd = TOps.MultiplyAdd(v, TOps.Broadcast(wd[t]), yd);
+                    }
+                    TOps.Store(y, ya);
+                    if (heads > 1) TOps.Store(y + dim, yb);
+                    if (heads > 2) TOps.Store(y + 2 * dim, yc);
+                    if (heads > 3) TOps.Store(y + 3 * dim, yd);
+                }
+            }
+        }
+    }
+
+    /// <summary>Value rows <see cref="AttendVectors"/> gathers (and widens) at a time.</summary>
+    internal const int ValueBlock = 64;
+
     [ThreadStatic] private static float[]? _row;
+    [ThreadStatic] private static float[]? _values;
     [ThreadStatic] private static float[]? _scores;
     [ThreadStatic] private static int[]? _keys;
 
     // ------------------------------------------------------------------ heads
 
-    /// <summary>Top-k over the last axis, largest first, ties to the lower index. With a run-time k below K, the values past k are −∞.</summary>
-    public static void TopK(float* x, long rows, int n, int kMax, int kLimit, float* values, byte* indices, BModelDataType indexType)
+    /// <summary>Off: top-k scans every value one at a time, the rows one after another (the runtime benchmark's A/B switch).</summary>
+    internal static bool VectorTopK { get; set; } = true;
+
+    /// <summary>
+    /// Top-k over the last axis, largest first, ties to the lower index, NaNs left out. With a run-time k below K, the
+    /// values past k are −∞. Once k values are held, a vector of 16 (or 8) values none of which beats the k-th best is
+    /// skipped whole (a NaN beats nothing, as in the scalar scan), so a row of 151936 logits costs about one compare per
+    /// vector; several rows are split over the cores.
+    /// </summary>
+    public static void TopK(float* x, long rows, int n, int kMax, int kLimit, float* values, byte* indices, BModelDataType indexType, SimdWidth? width = null)
     {
-        var bestV = new float[kMax];
-        var bestI = new int[kMax];
-        for (long r = 0; r < rows; r++)
+        SimdWidth w = VectorTopK ? width ?? Simd.Best : SimdWidth.Scalar;
+        nint xp = (nint)x, vp = (nint)values, ip = (nint)indices;
+        WorkerPool.For(VectorTopK ? rows * n : 0, checked((int)rows), r =>
         {
-            float* row = x + r * n;
-            int count = 0;
-            for (int j = 0; j < n; j++)
-            {
-                float val = row[j];
-                if (float.IsNaN(val)) continue;
-                if (count == kMax && !(val > bestV[kMax - 1])) continue;
-                int pos = count < kMax ? count++ : kMax - 1;
-                while (pos > 0 && val > bestV[pos - 1])
-                {
-                    bestV[pos] = bestV[pos - 1];
-                    bestI[pos] = bestI[pos - 1];
-                    pos--;
-                }
-                bestV[pos] = val;
-                bestI[pos] = j;
-            }
+            var bestV = new float[kMax];
+            var bestI = new int[kMax];
+            float* row = (float*)xp + (long)r * n;
+            int count = TopKRow(row, n, kMax, bestV, bestI, w);
             for (int t = 0; t < kMax; t++)
             {
                 bool valid = t < count && t < kLimit;
-                values[r * kMax + t] = valid ? bestV[t] : float.NegativeInfinity;
+                ((float*)vp)[(long)r * kMax + t] = valid ? bestV[t] : float.NegativeInfinity;
                 int id = t < count ? bestI[t] : 0;
-                if (indexType == BModelDataType.Int32) ((int*)indices)[r * kMax + t] = id;
-                else ((float*)indices)[r * kMax + t] = id;
+                if (indexType == BModelDataType.Int32) ((int*)ip)[(long)r * kMax + t] = id;
+                else ((float*)ip)[(long)r * kMax + t] = id;
             }
+        });
+    }
+
+    /// <summary>The k best of one row into bestV/bestI (largest first, ties to the lower index); returns how many it holds.</summary>
+    private static int TopKRow(float* row, int n, int kMax, float[] bestV, int[] bestI, SimdWidth width)
+    {
+        int count = 0, j = 0;
+        int lanes = width == SimdWidth.Vector512 ? 16 : width == SimdWidth.Vector256 ? 8 : 0;
+        while (j < n)
+        {
+            if (lanes != 0 && count == kMax && j + lanes <= n)
+            {
+                // Skip whole vectors none of which beats the k-th best, then scan the one that does.
+                float kth = bestV[kMax - 1];
+                if (lanes == 16)
+                {
+                    var threshold = Vector512.Create(kth);
+                    while (j + 16 <= n && !Vector512.GreaterThanAny(Vector512.Load(row + j), threshold)) j += 16;
+                }
+                else
+                {
+                    var threshold = Vector256.Create(kth);
+                    while (j + 8 <= n && !Vector256.GreaterThanAny(Vector256.Load(row + j), threshold)) j += 8;
+                }
+                for (int end = Math.Min(n, j + lanes); j < end; j++) Offer(row[j], j, kMax, bestV, bestI, ref count);
+                continue;
+            }
+            Offer(row[j], j, kMax, bestV, bestI, ref count);
+            j++;
         }
+        return count;
+    }
+
+    /// <summary>One value into the k best so far (kept sorted, largest first; an equal later value goes after).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Offer(float val, int j, int kMax, float[] bestV, int[] bestI, ref int count)
+    {
+        if (float.IsNaN(val)) return;
+        if (count == kMax && !(val > bestV[kMax - 1])) return;
+        int pos = count < kMax ? count++ : kMax - 1;
+        while (pos > 0 && val > bestV[pos - 1])
+        {
+            bestV[pos] = bestV[pos - 1];
+            bestI[pos] = bestI[pos - 1];
+            pos--;
+        }
+        bestV[pos] = val;
+        bestI[pos] = j;
+    }
+
+    /// <summary>
+    /// The index of the largest value, the first of equal ones; a NaN never wins (a NaN first stays: nothing beats it),
+    /// as the plain scan <c>if (x[i] &gt; x[best]) best = i</c>. A vector none of whose values beats the best so far is
+    /// skipped whole.
+    /// </summary>
+    public static int ArgMax(ReadOnlySpan<float> x, SimdWidth? width = null)
+    {
+        int n = x.Length, best = 0, i = 1;
+        if (n == 0) return 0;
+        SimdWidth w = VectorTopK ? width ?? Simd.Best : SimdWidth.Scalar;
+        fixed (float* p = x)
+        {
+            float top = p[0];
+            int lanes = w == SimdWidth.Vector512 ? 16 : w == SimdWidth.Vector256 ? 8 : 1;
+            while (i + lanes <= n && lanes > 1)
+            {
+                bool beats = lanes == 16
+                    ? Vector512.GreaterThanAny(Vector512.Load(p + i), Vector512.Create(top))
+                    : Vector256.GreaterThanAny(Vector256.Load(p + i), Vector256.Create(top));
+                if (beats)
+                    for (int j = i; j < i + lanes; j++)
+                        if (p[j] > top) (top, best) = (p[j], j);
+                i += lanes;
+            }
+            for (; i < n; i++)
+                if (p[i] > top) (top, best) = (p[i], i);
+        }
+        return best;
     }
 
     public static void Softmax(float* x, float* y, long rows, int n)

@@ -482,12 +482,8 @@ public sealed class LlmEmulator : IDisposable
         return all is null ? last : all.SelectMany(a => a).ToArray();
     }
 
-    public static int ArgMax(ReadOnlySpan<float> logits)
-    {
-        int best = 0;
-        for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
-        return best;
-    }
+    /// <summary>The greedy token: the first index of the largest logit (see <see cref="Kernels.ArgMax"/>).</summary>
+    public static int ArgMax(ReadOnlySpan<float> logits) => Kernels.ArgMax(logits);
 
     /// <summary>
     /// Copies <paramref name="rows"/> rows of a block's k/v outputs (from row <paramref name="outputRow"/>) into a slot's

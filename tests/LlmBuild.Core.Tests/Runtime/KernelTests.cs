@@ -1,6 +1,7 @@
 using LlmBuild.Core.BModel;
 using LlmBuild.Core.Numerics;
 using LlmBuild.Core.Runtime;
+using System.Runtime.Intrinsics;
 
 namespace LlmBuild.Core.Tests.Runtime;
 
@@ -170,8 +171,9 @@ public sealed unsafe class KernelTests
     }
 
     /// <summary>
-    /// SiLU against x / (1 + e^−x), and in pieces (its scratch's length) exactly what one call on the whole span gives;
-    /// in place too (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²).
+    /// SiLU at every vector width against x / (1 + e^−x) in double; below Vector512 (and for the tail) exactly what
+    /// TensorPrimitives' sigmoid then product give on the whole span, in pieces of its scratch's length too; in place the
+    /// same as out of place (it used to write the sigmoid over x before multiplying by it: sigmoid(x)²); NaN stays NaN.
     /// </summary>
     [TestMethod]
     [DataRow(100)]
@@ -181,17 +183,73 @@ public sealed unsafe class KernelTests
     {
         var rng = new Random(17);
         float[] x = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() - 0.5) * 20).ToArray();
-        float[] whole = new float[count], y = new float[count], inPlace = (float[])x.Clone();
+        x[0] = 100; x[1] = -100; x[2] = 0; x[3] = 88.5f; x[4] = -87.5f; x[5] = float.NaN; // e^−x overflowing, underflowing
+        float[] whole = new float[count];
         System.Numerics.Tensors.TensorPrimitives.Sigmoid(x, whole);
         System.Numerics.Tensors.TensorPrimitives.Multiply(x, whole, whole);
-        fixed (float* xp = x, yp = y, ip = inPlace)
+        foreach (SimdWidth width in Widths())
         {
-            Kernels.SiLU(xp, yp, count);
-            Kernels.SiLU(ip, ip, count);
+            float[] y = new float[count], inPlace = (float[])x.Clone();
+            fixed (float* xp = x, yp = y, ip = inPlace)
+            {
+                Kernels.SiLU(xp, yp, count, width);
+                Kernels.SiLU(ip, ip, count, width);
+            }
+            CollectionAssert.AreEqual(y, inPlace, $"{width} in place");
+            if (width != SimdWidth.Vector512) CollectionAssert.AreEqual(whole, y, $"{width}");
+            else CollectionAssert.AreEqual(whole[(count / 16 * 16)..], y[(count / 16 * 16)..], "the tail");
+            Assert.IsTrue(float.IsNaN(y[5]), $"{width} NaN");
+            for (int i = 0; i < count; i++)
+                if (i != 5) Assert.AreEqual(x[i] / (1 + Math.Exp(-x[i])), y[i], 1e-5 * (1 + Math.Abs(x[i])), $"{width} [{i}]");
         }
-        CollectionAssert.AreEqual(whole, y);
-        CollectionAssert.AreEqual(whole, inPlace);
-        for (int i = 0; i < count; i++) Assert.AreEqual(x[i] / (1 + Math.Exp(-x[i])), y[i], 1e-5 * (1 + Math.Abs(x[i])), $"[{i}]");
+    }
+
+    /// <summary>The one-pass SiLU's exp against Math.Exp over its range (and clamped past it): within 2 ulp.</summary>
+    [TestMethod]
+    public void Exp512IsWithinTwoUlp()
+    {
+        if (!Simd.IsSupported(SimdWidth.Vector512)) Assert.Inconclusive("no Vector512 on this CPU");
+        var rng = new Random(5);
+        float[] x = Enumerable.Range(0, 100_000).Select(i => i < 16 ? (float)(i - 8) * 0.5f : (float)(rng.NextDouble() * 175.7 - 87.33)).ToArray();
+        for (int at = 0; at + 16 <= x.Length; at += 16)
+        {
+            var e = Kernels.Exp512(Vector512.Create(x, at));
+            for (int l = 0; l < 16; l++)
+            {
+                double want = Math.Exp(x[at + l]), got = e.GetElement(l);
+                Assert.AreEqual(want, got, 2.0 * (MathF.BitIncrement((float)want) - (float)want) + 1e-45, $"e^{x[at + l]}");
+            }
+        }
+        var clamped = Kernels.Exp512(Vector512.Create(1000f));
+        Assert.IsTrue(float.IsFinite(clamped.GetElement(0)) && clamped.GetElement(0) > 1e38f, "clamped above: finite");
+        Assert.IsTrue(Kernels.Exp512(Vector512.Create(-1000f)).GetElement(0) is > 0f and < 1.2e-38f, "clamped below");
+    }
+
+    /// <summary>ArgMax at every vector width against the plain scan: the first of equal values, NaNs never chosen (unless first), −∞, tails.</summary>
+    [TestMethod]
+    [DataRow(1)]
+    [DataRow(15)]
+    [DataRow(151936)]
+    [DataRow(1000)]
+    public void ArgMaxMatchesScanAtEveryWidth(int n)
+    {
+        var rng = new Random(n);
+        for (int trial = 0; trial < 20; trial++)
+        {
+            float[] x = Enumerable.Range(0, n).Select(i => rng.Next(6) switch
+            {
+                0 => float.NaN,
+                1 => float.NegativeInfinity,
+                2 => rng.Next(3), // ties
+                _ => (float)rng.NextDouble() * 3 + i * (trial % 2) * 1e-3f, // rising: the best keeps changing
+            }).ToArray();
+            if (trial == 1) x[0] = float.NaN;
+            if (trial == 2 && n > 1) x[^1] = 1e9f;
+            int want = 0;
+            for (int i = 1; i < n; i++) if (x[i] > x[want]) want = i;
+            foreach (SimdWidth width in Widths())
+                Assert.AreEqual(want, Kernels.ArgMax(x, width), $"{width} trial {trial}");
+        }
     }
 
     /// <summary>Concat against a scalar loop: small (serial) and large (chunks over the cores that span inputs and rows).</summary>
@@ -337,5 +395,118 @@ public sealed unsafe class KernelTests
             Kernels.Attention(qp, keys, values, causal ? null : mp, gp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale);
         }
         CollectionAssert.AreEqual(want, got);
+    }
+
+    /// <summary>
+    /// Attention at every vector width (the vector loops where dim is a multiple of the width, the general path otherwise
+    /// and at Scalar) against a plain scalar softmax(q·Kᵀ + mask)·V in double: a bf16 history plus new f32 rows, query
+    /// heads sharing KV heads, masked history slots, dims that are and are not multiples of 16.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 1, 60, 1, 64, false)] // a Qwen2.5-0.5B decode step: dim 64, 7 query heads a KV head
+    [DataRow(4, 1, 30, 1, 64, false)] // Batch=4
+    [DataRow(2, 3, 9, 3, 16, true)]
+    [DataRow(2, 1, 20, 1, 24, false)] // a multiple of 8, not of 16
+    [DataRow(1, 2, 7, 2, 12, false)] // neither
+    public void AttentionMatchesScalarOracleAtEveryWidth(int batch, int mq, int historyRows, int freshRows, int dim, bool causal)
+    {
+        const int qHeads = 14, kvHeads = 2, group = qHeads / kvHeads;
+        float scale = 1 / MathF.Sqrt(dim);
+        int mk = historyRows + freshRows, row = kvHeads * dim;
+        var rng = new Random(23);
+        float[] Values(int count) => Enumerable.Range(0, count).Select(_ => (float)rng.NextDouble() * 4 - 2).ToArray();
+        float[] q = Values(batch * mq * qHeads * dim);
+        ushort[] kh = Values(batch * historyRows * row).Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        ushort[] vh = Values(batch * historyRows * row).Select(FloatFormats.FloatToBFloat16Scalar).ToArray();
+        float[] kf = Values(batch * freshRows * row), vf = Values(batch * freshRows * row);
+        float Key(ushort[] h, float[] f, int b, int j, int head, int d) => j < historyRows
+            ? FloatFormats.BFloat16ToFloatScalar(h[((b * historyRows + j) * kvHeads + head) * dim + d])
+            : f[((b * freshRows + j - historyRows) * kvHeads + head) * dim + d];
+        var mask = new float[batch * mq * mk];
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < mq; i++)
+                for (int j = 0; j < mk; j++)
+                    mask[(b * mq + i) * mk + j] = j < historyRows * 2 / 3 + b || j >= historyRows ? (j % 5) * 0.25f : -10000f;
+        foreach (SimdWidth width in Widths())
+        {
+            var y = new float[batch * mq * qHeads * dim];
+            fixed (float* qp = q, mp = mask, yp = y, kfp = kf, vfp = vf)
+            fixed (ushort* khp = kh, vhp = vh)
+            {
+                var keys = new Kernels.SplitRows((byte*)khp, BModelDataType.BFloat16, historyRows, kfp, freshRows, kvHeads, dim);
+                var values = new Kernels.SplitRows((byte*)vhp, BModelDataType.BFloat16, historyRows, vfp, freshRows, kvHeads, dim);
+                Kernels.Attention(qp, keys, values, causal ? null : mp, yp, batch, qHeads, kvHeads, dim, mq, mk, causal, scale, width);
+            }
+            for (int b = 0; b < batch; b++)
+                for (int i = 0; i < mq; i++)
+                    for (int h = 0; h < qHeads; h++)
+                    {
+                        int head = h / group;
+                        var s = new double[mk];
+                        for (int j = 0; j < mk; j++)
+                        {
+                            double dot = 0;
+                            for (int d = 0; d < dim; d++) dot += q[((b * mq + i) * qHeads + h) * dim + d] * (double)Key(kh, kf, b, j, head, d);
+                            s[j] = dot * scale + (causal ? (j <= i + mk - mq ? 0 : double.NegativeInfinity) : mask[(b * mq + i) * mk + j]);
+                        }
+                        double max = s.Max(), sum = s.Sum(x => Math.Exp(x - max));
+                        for (int d = 0; d < dim; d++)
+                        {
+                            double want = 0;
+                            for (int j = 0; j < mk; j++) want += Math.Exp(s[j] - max) / sum * Key(vh, vf, b, j, head, d);
+                            Assert.AreEqual(want, y[((b * mq + i) * qHeads + h) * dim + d], 2e-5, $"{width} [{b},{i},{h},{d}]");
+                        }
+                    }
+        }
+    }
+
+    /// <summary>
+    /// TopK at every vector width (whole vectors skipped once k values are held) against a plain sort: largest first,
+    /// ties to the lower index, NaNs left out, −∞ kept, k above the row's non-NaN values (−∞ and index 0 past them), a
+    /// run-time k below K (−∞ values past it), several rows (split over the cores), f32 and i32 indices.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 151936, 1, 1)] // a greedy lm_head's row
+    [DataRow(4, 5000, 1, 1)]
+    [DataRow(3, 1000, 8, 8)]
+    [DataRow(2, 777, 5, 3)] // run-time k below K
+    [DataRow(2, 20, 40, 40)] // k above the row's length
+    public void TopKMatchesSortAtEveryWidth(int rows, int n, int kMax, int kLimit)
+    {
+        var rng = new Random(n + kMax);
+        var x = new float[rows * n];
+        for (int i = 0; i < x.Length; i++)
+            x[i] = rng.Next(10) switch
+            {
+                0 => float.NaN,
+                1 => float.NegativeInfinity,
+                2 or 3 => rng.Next(4) * 0.5f, // ties
+                _ => (float)rng.NextDouble() * 4 - 2 + (i % n) * 1e-4f, // rising along the row: the k-th best keeps changing
+            };
+        x[n - 1] = float.NaN;
+        if (n > 40) x[n / 2] = 1e6f; // one value far above the rest, then exact copies of it later: ties to the first
+        if (n > 40) x[n - 2] = x[n - 3] = 1e6f;
+        foreach (SimdWidth width in Widths())
+            foreach (BModelDataType indexType in new[] { BModelDataType.Int32, BModelDataType.Float32 })
+            {
+                var values = new float[rows * kMax];
+                var indices = new int[rows * kMax];
+                fixed (float* xp = x, vp = values)
+                fixed (int* ip = indices)
+                    Kernels.TopK(xp, rows, n, kMax, kLimit, vp, (byte*)ip, indexType, width);
+                for (int r = 0; r < rows; r++)
+                {
+                    var want = Enumerable.Range(0, n).Where(j => !float.IsNaN(x[r * n + j]))
+                        .OrderByDescending(j => x[r * n + j]).ThenBy(j => j).Take(kMax).ToArray();
+                    for (int t = 0; t < kMax; t++)
+                    {
+                        float value = t < want.Length && t < kLimit ? x[r * n + want[t]] : float.NegativeInfinity;
+                        int id = t < want.Length ? want[t] : 0;
+                        int got = indexType == BModelDataType.Int32 ? indices[r * kMax + t] : (int)BitConverter.Int32BitsToSingle(indices[r * kMax + t]);
+                        Assert.AreEqual(value, values[r * kMax + t], $"{width} row {r} value {t}");
+                        Assert.AreEqual(id, got, $"{width} {indexType} row {r} index {t}");
+                    }
+                }
+            }
     }
 }
