@@ -157,6 +157,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         }
         int steps = 32;
         var ids = Enumerable.Repeat(1, emu.Batch).ToArray();
+        var logits = new float[emu.Batch * emu.VocabSize];
         for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
         if (emu.Batch == 1) emu.Decode(1); else emu.DecodeBatch(ids); // warm up the decode path too
         for (int slot = 0; slot < emu.Batch; slot++) emu.Prefill(prompt, slot: slot);
@@ -170,8 +171,7 @@ public sealed class RuntimeBenchmark : IBenchmark
             bool previous = _ab && PreviousStep(s);
             Previous(previous);
             long t0 = Stopwatch.GetTimestamp();
-            float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
-            for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+            Step(emu, ids, logits);
             (previous ? previousMs : stepMs).Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
         Previous(false);
@@ -180,7 +180,7 @@ public sealed class RuntimeBenchmark : IBenchmark
         double tokensPerSecond = emu.Batch * 1000 / medianMs;
         long transferPerStep = (emu.Runtime.TransferredBytes - transferred) / (stepMs.Count + previousMs.Count);
 
-        if (_profile) Profile(emu, ids);
+        if (_profile) Profile(emu, ids, logits);
         long bytesPerStep = DecodeBytes(bmodel, emu);
         double bound = bandwidth / bytesPerStep * emu.Batch;
         Console.WriteLine($"{label}: w4bf16 g{groupSize}, SeqLength {seqLength}, MaxInputLength 128{options} ({(reused ? "build reused" : $"built in {build.Elapsed.TotalSeconds:F1} s")})");
@@ -204,6 +204,19 @@ public sealed class RuntimeBenchmark : IBenchmark
     /// <summary>With --ab, which steps run the previous kernels: new, previous, previous, new, … (a step's place in a pair must not favour either).</summary>
     private static bool PreviousStep(int s) => s % 4 is 1 or 2;
 
+    /// <summary>
+    /// One greedy decode step of every slot, as the server's batching loop runs it: the logits land in one reused
+    /// buffer (Batch=1 and Batch=4 alike), then each slot takes its argmax.
+    /// </summary>
+    private static void Step(LlmEmulator emu, int[] ids, float[] logits)
+    {
+        emu.DecodeBatch(ids, AllActive(emu.Batch), logits);
+        for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+    }
+
+    private static bool[] AllActive(int batch) => _allActive.Length == batch ? _allActive : _allActive = Enumerable.Repeat(true, batch).ToArray();
+    private static bool[] _allActive = [];
+
     private static double Median(List<double> values)
     {
         var sorted = values.Order().ToArray();
@@ -214,7 +227,7 @@ public sealed class RuntimeBenchmark : IBenchmark
     /// Where a decode step's time goes: wall time per kind of instruction over 8 steps, per step. With --ab, 16 steps
     /// alternating with the previous kernels, and each line gives both.
     /// </summary>
-    private void Profile(LlmEmulator emu, int[] ids)
+    private void Profile(LlmEmulator emu, int[] ids, float[] logits)
     {
         const int steps = 8;
         var profiles = new[] { new EmuOpProfile(), new EmuOpProfile() };
@@ -227,8 +240,7 @@ public sealed class RuntimeBenchmark : IBenchmark
             Previous(which == 1);
             emu.Runtime.OpProfile = profiles[which];
             long t0 = Stopwatch.GetTimestamp();
-            float[] logits = emu.Batch == 1 ? emu.Decode(ids[0]) : emu.DecodeBatch(ids);
-            for (int b = 0; b < emu.Batch; b++) ids[b] = LlmEmulator.ArgMax(logits.AsSpan(b * emu.VocabSize, emu.VocabSize));
+            Step(emu, ids, logits);
             wall[which] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         }
         Previous(false);

@@ -488,6 +488,13 @@ public sealed unsafe class EmulatorRuntime : IDisposable
         return Kernels.ToFloat(Memory.Pointer(mem.Offset), dtype, count);
     }
 
+    /// <summary>As <see cref="ReadFloat(DeviceMem, BModelDataType, long)"/>, into <paramref name="destination"/> (its length is the count).</summary>
+    public void ReadFloat(DeviceMem mem, BModelDataType dtype, Span<float> destination)
+    {
+        if (destination.Length * TensorRef.ElementSize(dtype) > mem.Size) throw new ArgumentOutOfRangeException(nameof(destination));
+        fixed (float* d = destination) Kernels.Convert(Memory.Pointer(mem.Offset), dtype, (byte*)d, BModelDataType.Float32, destination.Length);
+    }
+
     /// <summary>Writes f32 values into a device buffer as <paramref name="dtype"/>.</summary>
     public void WriteFloat(DeviceMem mem, BModelDataType dtype, ReadOnlySpan<float> values)
     {

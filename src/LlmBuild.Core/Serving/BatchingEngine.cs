@@ -16,6 +16,8 @@ namespace LlmBuild.Core.Serving;
 public sealed class BatchingEngine : IDisposable
 {
     private readonly LlmEmulator _emulator;
+    /// <summary>The decode step's [Batch, vocab] logits, one buffer for every step (the step loop runs one step at a time).</summary>
+    private float[]? _logits;
     private readonly IReadOnlySet<int> _eosIds;
     private readonly object _gate = new();
     private readonly Queue<Generation> _waiting = new();
@@ -243,11 +245,11 @@ public sealed class BatchingEngine : IDisposable
                 active[slot] = true;
             }
         if (!active.Contains(true)) return;
-        float[] logits;
+        float[] logits = _logits ??= new float[(long)batch * _emulator.VocabSize];
         try
         {
             long start = Stopwatch.GetTimestamp();
-            logits = _emulator.DecodeBatch(ids, active);
+            _emulator.DecodeBatch(ids, active, logits);
             lock (_gate)
             {
                 _decodeSteps++;

@@ -48,12 +48,22 @@ public sealed class EmulatorOptionTests
         float[] la = two.Prefill(a, slot: 0), lb = two.Prefill(b, slot: 1);
         int[] next = [LlmEmulator.ArgMax(la), LlmEmulator.ArgMax(lb)];
         var batchedSteps = new List<float[]>();
+        var reused = new float[2 * vocab + 3];
         for (int step = 0; step < 4; step++)
         {
-            float[] both = two.DecodeBatch(next);
+            // Every other step into one reused buffer (the serving loop's call): the same logits as a fresh array.
+            float[] both;
+            if (step % 2 == 0) both = two.DecodeBatch(next);
+            else
+            {
+                two.DecodeBatch(next, [true, true], reused);
+                both = reused.AsSpan(0, 2 * vocab).ToArray();
+            }
             batchedSteps.Add(both);
             next = [LlmEmulator.ArgMax(both.AsSpan(0, vocab)), LlmEmulator.ArgMax(both.AsSpan(vocab, vocab))];
         }
+        Assert.AreEqual(ErrorCodes.RuntimeBadInput,
+            Assert.ThrowsExactly<LlmBuildException>(() => two.DecodeBatch(next, [true, true], new float[2 * vocab - 1])).Code, "a buffer too short is refused");
         Assert.AreEqual(a.Length + 4, two.PositionOf(0));
         Assert.AreEqual(b.Length + 4, two.PositionOf(1));
 
