@@ -1,9 +1,6 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using LlmBuild.Core.Diagnostics;
-using LlmBuild.Core.IO;
-using LlmBuild.Core.Numerics;
-using Microsoft.Win32.SafeHandles;
 
 namespace LlmBuild.Core.BModel;
 
@@ -174,11 +171,6 @@ public sealed class BModelBlobBuilder
     /// </summary>
     internal void WriteTo(Stream output, ulong from = 0)
     {
-        if (output is FileStream file && StreamsInParallel && _segments.Count(s => s.External is not null && s.Start >= from) > 1)
-        {
-            WriteToFile(file, from);
-            return;
-        }
         ulong pos = from;
         Span<byte> zeros = stackalloc byte[64];
         zeros.Clear();
@@ -215,58 +207,6 @@ public sealed class BModelBlobBuilder
         }
     }
 
-    /// <summary>Off: a file's streamed payloads are written one after another (the combine benchmark's A/B switch).</summary>
-    internal static bool StreamsInParallel = true;
-
-    /// <summary>
-    /// <see cref="WriteTo"/> into a file: the same bytes at the same offsets, the streamed payloads over the cores. Each
-    /// of those is read, sha256-checked and written on its own (a hash runs through one payload in order, so a payload is
-    /// the unit of work), largest first so the cores finish together; everything else is written first, on this thread.
-    /// </summary>
-    private void WriteToFile(FileStream file, ulong from)
-    {
-        file.Flush();
-        long origin = file.Position - (long)from; // the file offset of the blob's offset 0
-        SafeFileHandle handle = file.SafeFileHandle;
-        var streamed = new List<(ulong Start, ExternalPayload Payload)>();
-        ulong pos = from;
-        foreach (var s in _segments)
-        {
-            if (s.Start < from)
-            {
-                if (s.Start + SizeOf(s) > from) throw new ArgumentOutOfRangeException(nameof(from), $"Offset {from} cuts the payload at {s.Start}.");
-                continue;
-            }
-            WriteZeros(handle, origin + (long)pos, s.Start - pos);
-            if (s.External is { } external) streamed.Add((s.Start, external));
-            else RandomAccess.Write(handle, s.Data.Span, origin + (long)s.Start);
-            pos = s.Start + SizeOf(s);
-        }
-        WriteZeros(handle, origin + (long)pos, Length - pos);
-        streamed.Sort((a, b) => b.Payload.Length != a.Payload.Length ? b.Payload.Length.CompareTo(a.Payload.Length) : a.Start.CompareTo(b.Start));
-        Parallelism.ForEachInOrder(streamed.Count, i =>
-        {
-            var (start, payload) = streamed[i];
-            var at = new PositionedStream(handle, origin + (long)start);
-            payload.Write(at);
-            if ((ulong)at.Count != payload.Length)
-                throw new LlmBuildException(ErrorCodes.WriteFailed, $"A streamed payload wrote {at.Count} bytes instead of {payload.Length}.");
-        });
-        file.Position = origin + (long)Length;
-    }
-
-    private static readonly byte[] Zeros = new byte[1 << 16];
-
-    private static void WriteZeros(SafeFileHandle handle, long at, ulong count)
-    {
-        for (ulong done = 0; done < count;)
-        {
-            int n = (int)Math.Min(count - done, (ulong)Zeros.Length);
-            RandomAccess.Write(handle, Zeros.AsSpan(0, n), at + (long)done);
-            done += (ulong)n;
-        }
-    }
-
     private static ulong SizeOf((ReadOnlyMemory<byte> Data, ulong Start, byte[] Sha256, ExternalPayload? External) s) =>
         s.External?.Length ?? (ulong)s.Data.Length;
 
@@ -277,10 +217,11 @@ public sealed class BModelBlobBuilder
          BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(16)), BinaryPrimitives.ReadUInt64LittleEndian(sha.AsSpan(24)), size);
 }
 
-/// <summary>A forward-only sink for a payload's bytes that counts them (the writer must write exactly its length).</summary>
-internal abstract class CountedSink : Stream
+/// <summary>Passes writes through to another stream, counting the bytes.</summary>
+internal sealed class CountingStream(Stream inner) : Stream
 {
-    public long Count { get; protected set; }
+    public long Count { get; private set; }
+    public override void Write(ReadOnlySpan<byte> buffer) { inner.Write(buffer); Count += buffer.Length; }
     public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
     public override void WriteByte(byte value) => Write([value]);
     public override bool CanRead => false;
@@ -288,33 +229,10 @@ internal abstract class CountedSink : Stream
     public override bool CanWrite => true;
     public override long Length => throw new NotSupportedException();
     public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
+    public override void Flush() => inner.Flush();
     public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
     public override void SetLength(long value) => throw new NotSupportedException();
-}
-
-/// <summary>Passes writes through to another stream, counting the bytes.</summary>
-internal sealed class CountingStream(Stream inner) : CountedSink
-{
-    public override void Write(ReadOnlySpan<byte> buffer) { inner.Write(buffer); Count += buffer.Length; }
-    public override void Flush() => inner.Flush();
-}
-
-/// <summary>
-/// Writes through to a file handle from a given offset on (positioned writes: several may fill one file at once, each
-/// starting the writeback of what it wrote), counting the bytes.
-/// </summary>
-internal sealed class PositionedStream(SafeFileHandle handle, long offset) : CountedSink
-{
-    private readonly Writeback _writeback = new(offset);
-
-    public override void Write(ReadOnlySpan<byte> buffer)
-    {
-        RandomAccess.Write(handle, buffer, offset + Count);
-        Count += buffer.Length;
-        _writeback.Advance(handle, offset + Count);
-    }
 }
 
 /// <summary>

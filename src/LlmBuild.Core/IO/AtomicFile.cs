@@ -184,57 +184,46 @@ public static class AtomicFile
 
     /// <summary>
     /// The stream artifacts are written through: a file stream that, on Linux, asks the kernel to start writing each
-    /// finished 16 MiB back while the writer computes the next (<see cref="Writeback"/>), so the fsync before the
+    /// finished 16 MiB back while the writer computes the next (sync_file_range, asynchronous), so the fsync before the
     /// rename finds little left to write instead of the whole file. Elsewhere, or when the call is refused, a plain stream.
     /// </summary>
     private sealed class WritebackFileStream(string path, FileMode mode)
         : FileStream(path, mode, FileAccess.ReadWrite, FileShare.None, 1 << 16)
     {
-        private readonly Writeback _writeback = new(0);
+        private const long Step = 16L << 20;
+        private const uint SyncFileRangeWrite = 2;
+        private long _started;
+        private bool _refused = !OperatingSystem.IsLinux();
+
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
+        private static extern int SyncFileRange(int fd, long offset, long count, uint flags);
 
         public override void Write(ReadOnlySpan<byte> buffer)
         {
             base.Write(buffer);
-            _writeback.Advance(SafeFileHandle, Position);
+            StartWriteback();
         }
 
         public override void Write(byte[] buffer, int offset, int count)
         {
             base.Write(buffer, offset, count);
-            _writeback.Advance(SafeFileHandle, Position);
+            StartWriteback();
         }
-    }
-}
 
-/// <summary>
-/// Starts the kernel writing a file's finished bytes back to disk, 16 MiB at a time, while the writer goes on
-/// (Linux sync_file_range, asynchronous): the fsync before the rename then finds little left to write. One per
-/// sequential writer, from <c>start</c> on; several may cover distinct ranges of one file. Only a head start for
-/// the fsync: off Linux, or when the call is refused, nothing is done and the fsync writes everything.
-/// </summary>
-internal sealed class Writeback(long start)
-{
-    private const long Step = 16L << 20;
-    private const uint SyncFileRangeWrite = 2;
-    private long _started = start;
-    private bool _refused = !OperatingSystem.IsLinux();
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
-    private static extern int SyncFileRange(int fd, long offset, long count, uint flags);
-
-    /// <summary>The writer has written up to <paramref name="end"/>: starts the writeback of the whole steps before it.</summary>
-    public void Advance(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long end)
-    {
-        if (_refused || end - _started < Step) return;
-        long upTo = _started + (end - _started) / Step * Step;
-        try
+        private void StartWriteback()
         {
-            _refused = SyncFileRange((int)handle.DangerousGetHandle(), _started, upTo - _started, SyncFileRangeWrite) != 0;
+            if (_refused) return;
+            long end = Position - Position % Step;
+            if (end - _started < Step) return;
+            try
+            {
+                _refused = SyncFileRange((int)SafeFileHandle.DangerousGetHandle(), _started, end - _started, SyncFileRangeWrite) != 0;
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+                _refused = true; // only a head start for the fsync: without it the fsync writes everything
+            }
+            _started = end;
         }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
-        {
-            _refused = true;
-        }
-        _started = upTo;
     }
 }
