@@ -44,6 +44,8 @@ internal static unsafe class KernelWarmup
             Kernels.Convert(q, BModelDataType.BFloat16, (byte*)y, BModelDataType.Float32, k);
             Kernels.RmsNorm(x, 1, k, new float[k], 1e-6f, y);
             Kernels.SiLU(x, y, k);
+            Kernels.TopK(x, 1, k, 4, 4, y, (byte*)(y + 4), BModelDataType.Int32); // the sampling head and the greedy pick
+            Kernels.ArgMax(new ReadOnlySpan<float>(x, k));
             Kernels.Attention(x, x + 32, x + 64, null, y, 1, 2, 1, 16, 1, 2, true, 0.3f);
             var history = new Kernels.SplitRows(q, BModelDataType.BFloat16, 1, x + 32, 1, 1, 16); // a decode step's keys and values
             Kernels.Attention(x, history, history, null, y, 1, 2, 1, 16, 1, 2, true, 0.3f);
