@@ -193,12 +193,11 @@ public sealed class RuntimeBenchmark : IBenchmark
         return new Figures(first.Min(), cold.Elapsed.TotalMilliseconds, tokensPerSecond, bound, bmodel);
     }
 
-    /// <summary>On: the emulator as it was before the latest changes (attention's vector loops, top-k and argmax skipping vectors, one-pass SiLU), for --ab.</summary>
+    /// <summary>On: the emulator as it was before the latest changes (attention's vector loops, top-k and argmax skipping vectors), for --ab.</summary>
     internal static void Previous(bool on)
     {
         Kernels.VectorAttention = !on;
         Kernels.VectorTopK = !on;
-        Kernels.OnePassSiLU = !on;
     }
 
     /// <summary>With --ab, which steps run the previous kernels: new, previous, previous, new, … (a step's place in a pair must not favour either).</summary>
