@@ -399,13 +399,7 @@ public sealed class LlmEmulator : IDisposable
     }
 
     /// <summary>Decodes one token for every slot at once (each at its own position); returns [Batch, vocab].</summary>
-    public float[] DecodeBatch(ReadOnlySpan<int> ids)
-    {
-        if (ids.Length != Batch)
-            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The model decodes {Batch} sequence(s) at once (Batch); got {ids.Length} ids.");
-        DecodeCore(ids.ToArray(), Enumerable.Repeat(true, Batch).ToArray(), null, 0);
-        return ReadLogits(Batch);
-    }
+    public float[] DecodeBatch(ReadOnlySpan<int> ids) => DecodeBatch(ids, Enumerable.Repeat(true, Batch).ToArray());
 
     /// <summary>
     /// Decodes one token for each active slot in one pass (continuous batching: idle slots keep their cache and
@@ -413,10 +407,9 @@ public sealed class LlmEmulator : IDisposable
     /// </summary>
     public float[] DecodeBatch(ReadOnlySpan<int> ids, ReadOnlySpan<bool> active)
     {
-        if (ids.Length != Batch || active.Length != Batch)
-            throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"The model decodes {Batch} sequence(s) at once (Batch); got {ids.Length} ids and {active.Length} flags.");
-        DecodeCore(ids.ToArray(), active.ToArray(), null, 0);
-        return ReadLogits(Batch);
+        var logits = GC.AllocateUninitializedArray<float>(checked(Batch * VocabSize));
+        DecodeBatch(ids, active, logits);
+        return logits;
     }
 
     /// <summary>
