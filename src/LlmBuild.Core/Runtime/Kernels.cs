@@ -713,24 +713,13 @@ internal static unsafe class Kernels
     /// <summary>The k best of one row into bestV/bestI (largest first, ties to the lower index); returns how many it holds.</summary>
     private static int TopKRow(float* row, int n, int kMax, float[] bestV, int[] bestI, SimdWidth width)
     {
-        int count = 0, j = 0;
-        int lanes = width == SimdWidth.Vector512 ? 16 : width == SimdWidth.Vector256 ? 8 : 0;
+        int count = 0, j = 0, lanes = SkipLanes(width);
         while (j < n)
         {
             if (lanes != 0 && count == kMax && j + lanes <= n)
             {
                 // Skip whole vectors none of which beats the k-th best, then scan the one that does.
-                float kth = bestV[kMax - 1];
-                if (lanes == 16)
-                {
-                    var threshold = Vector512.Create(kth);
-                    while (j + 16 <= n && !Vector512.GreaterThanAny(Vector512.Load(row + j), threshold)) j += 16;
-                }
-                else
-                {
-                    var threshold = Vector256.Create(kth);
-                    while (j + 8 <= n && !Vector256.GreaterThanAny(Vector256.Load(row + j), threshold)) j += 8;
-                }
+                j = SkipNotAbove(row, j, n, bestV[kMax - 1], lanes);
                 for (int end = Math.Min(n, j + lanes); j < end; j++) Offer(row[j], j, kMax, bestV, bestI, ref count);
                 continue;
             }
@@ -738,6 +727,29 @@ internal static unsafe class Kernels
             j++;
         }
         return count;
+    }
+
+    /// <summary>Lanes <see cref="SkipNotAbove"/> steps by at <paramref name="width"/> (0: no skipping).</summary>
+    private static int SkipLanes(SimdWidth width) => width == SimdWidth.Vector512 ? 16 : width == SimdWidth.Vector256 ? 8 : 0;
+
+    /// <summary>
+    /// From <paramref name="j"/> on, the start of the first whole vector of <paramref name="lanes"/> (16 or 8) values with
+    /// one above <paramref name="threshold"/>, or of the tail shorter than a vector (a NaN is above nothing).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int SkipNotAbove(float* p, int j, int n, float threshold, int lanes)
+    {
+        if (lanes == 16)
+        {
+            var t = Vector512.Create(threshold);
+            while (j + 16 <= n && !Vector512.GreaterThanAny(Vector512.Load(p + j), t)) j += 16;
+        }
+        else
+        {
+            var t = Vector256.Create(threshold);
+            while (j + 8 <= n && !Vector256.GreaterThanAny(Vector256.Load(p + j), t)) j += 8;
+        }
+        return j;
     }
 
     /// <summary>One value into the k best so far (kept sorted, largest first; an equal later value goes after).</summary>
@@ -770,16 +782,12 @@ internal static unsafe class Kernels
         fixed (float* p = x)
         {
             float top = p[0];
-            int lanes = w == SimdWidth.Vector512 ? 16 : w == SimdWidth.Vector256 ? 8 : 1;
-            while (i + lanes <= n && lanes > 1)
+            int lanes = SkipLanes(w);
+            while (lanes != 0 && i + lanes <= n)
             {
-                bool beats = lanes == 16
-                    ? Vector512.GreaterThanAny(Vector512.Load(p + i), Vector512.Create(top))
-                    : Vector256.GreaterThanAny(Vector256.Load(p + i), Vector256.Create(top));
-                if (beats)
-                    for (int j = i; j < i + lanes; j++)
-                        if (p[j] > top) (top, best) = (p[j], j);
-                i += lanes;
+                i = SkipNotAbove(p, i, n, top, lanes);
+                for (int end = Math.Min(n, i + lanes); i < end; i++)
+                    if (p[i] > top) (top, best) = (p[i], i);
             }
             for (; i < n; i++)
                 if (p[i] > top) (top, best) = (p[i], i);
