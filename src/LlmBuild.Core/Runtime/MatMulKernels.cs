@@ -230,16 +230,19 @@ internal static unsafe class MatMulKernels
 
     // ------------------------------------------------------------------ few rows: fused dequantize-dot
 
-    /// <summary>Bytes of x rows a few-rows pass keeps in L1 while the weights stream past (several rows of a long K are split).</summary>
-    private const int FewRowsXBytes = 16 << 10;
+    /// <summary>
+    /// Bytes of x rows up to which a few-rows pass reads every weight row whole; beyond it K is walked in blocks (whole
+    /// groups) and the blocks' sums added. The rows are read from L2 beside the weights, so the bound is a share of L2,
+    /// not L1: a block split reads each weight row in pieces, one pass over the columns per block, and with the weights
+    /// streaming from memory those strided pieces cost more than x's L2 reads (Batch=4's down projection, 4 rows of
+    /// 4864: 0.35 ms a call split at 16 KB, 0.25 ms whole). The kernel benchmark's A/B switch sets it back.
+    /// </summary>
+    internal static int FewRowsXBytes { get; set; } = 256 << 10;
 
     private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, bool table, float[]? bias, float* y)
         where TOps : struct, ISimdOps<TVec> where TVec : struct
     {
-        // Every column re-reads all of x: when m rows of K do not fit L1, walk K in blocks (whole groups) and add up.
         int unit = w.Group > 0 ? w.Group : 2 * TOps.Count;
-        // One row of x is read in order beside the weights (L2 keeps up), so it is never split: a split would read each
-        // weight row in pieces, one pass per block, which the hardware prefetcher follows worse than one sweep.
         int kBlock = m == 1 || m * (long)k * sizeof(float) <= FewRowsXBytes ? k : Math.Max(unit, FewRowsXBytes / (sizeof(float) * m) / unit * unit);
         int chunk = ChunkColumns(n), chunks = (n + chunk - 1) / chunk;
         nint xp = (nint)x, yp = (nint)y, gp = (nint)groupSums;

@@ -21,7 +21,7 @@ public sealed unsafe class KernelTests
     [DataRow(6, 160, 70)]
     [DataRow(9, 200, 37)]
     [DataRow(128, 96, 48)]
-    [DataRow(3, 1500, 5)] // x rows beyond L1: walked in K blocks
+    [DataRow(3, 22000, 3)] // x rows beyond MatMulKernels.FewRowsXBytes: walked in K blocks
     public void Bf16MatMulMatchesScalar(int m, int k, int n)
     {
         foreach (SimdWidth width in Widths()) Bf16MatMulMatchesScalar(m, k, n, width);
@@ -61,13 +61,14 @@ public sealed unsafe class KernelTests
     [DataRow(4, 128, 128, 64, 40)]
     [DataRow(8, 6, 63, 21, 19)]
     [DataRow(8, 12, 96, 48, 33)]
-    [DataRow(4, 4, 1280, 64, 9)] // x rows beyond L1: walked in K blocks
-    [DataRow(4, 2, 4160, 40, 3)]
-    [DataRow(8, 3, 2100, 70, 5)]
-    [DataRow(4, 1, 4864, 64, 13)] // Vector512: the table path (groups of a multiple of 64), K blocks too
+    [DataRow(4, 4, 16640, 64, 3)] // x rows beyond MatMulKernels.FewRowsXBytes: walked in K blocks
+    [DataRow(4, 2, 33000, 40, 3)]
+    [DataRow(8, 3, 22050, 70, 3)]
+    [DataRow(4, 1, 4864, 64, 13)] // Vector512: the table path (groups of a multiple of 64), one row of a long K in one pass
     [DataRow(4, 2, 896, 128, 70)]
     [DataRow(4, 4, 896, 64, 9)] // Vector512, several rows: the table path two columns at a time, an odd one left
-    [DataRow(4, 3, 4864, 64, 5)] // ... and in K blocks
+    [DataRow(4, 3, 4864, 64, 5)] // ... a Batch=4 down projection whole
+    [DataRow(4, 3, 21888, 64, 3)] // ... and in K blocks
     [DataRow(8, 4, 896, 64, 9)]
     [DataRow(4, 1, 896, 64, 9)] // one row: the table path two columns at a time, an odd one left
     [DataRow(8, 1, 896, 64, 9)] // one row, 8 bits: two columns at a time, an odd one left
@@ -75,7 +76,8 @@ public sealed unsafe class KernelTests
     [DataRow(8, 1, 4864, 64, 5)] // ... one row of a long K in one pass
     [DataRow(8, 4, 200, 100, 7)] // several rows, 8 bits (Vector512): two columns at a time, scalar tails in each group, an odd one left
     [DataRow(8, 3, 896, 64, 6)]
-    [DataRow(8, 2, 4864, 64, 5)] // ... in K blocks
+    [DataRow(8, 2, 4864, 64, 5)]
+    [DataRow(8, 2, 32832, 64, 3)] // ... in K blocks
     public void QuantizedMatMulMatchesDequantizedScalar(int bits, int m, int k, int group, int n)
     {
         foreach (SimdWidth width in Widths()) QuantizedMatMulMatchesDequantizedScalar(bits, m, k, group, n, width);
