@@ -194,7 +194,7 @@ public sealed class RuntimeBenchmark : IBenchmark
     }
 
     /// <summary>On: the emulator as it was before the latest changes (few-rows matmuls splitting K once x's rows pass 16 KB), for --ab.</summary>
-    internal static void Previous(bool on) => MatMulKernels.FewRowsXBytes = on ? 16 << 10 : 256 << 10;
+    internal static void Previous(bool on) => MatMulKernels.FewRowsXBytes = on ? 16 << 10 : MatMulKernels.FewRowsXBytesDefault;
 
     /// <summary>With --ab, which steps run the previous kernels: new, previous, previous, new, … (a step's place in a pair must not favour either).</summary>
     private static bool PreviousStep(int s) => s % 4 is 1 or 2;

@@ -232,12 +232,15 @@ internal static unsafe class MatMulKernels
 
     /// <summary>
     /// Bytes of x rows up to which a few-rows pass reads every weight row whole; beyond it K is walked in blocks (whole
-    /// groups) and the blocks' sums added. The rows are read from L2 beside the weights, so the bound is a share of L2,
-    /// not L1: a block split reads each weight row in pieces, one pass over the columns per block, and with the weights
-    /// streaming from memory those strided pieces cost more than x's L2 reads (Batch=4's down projection, 4 rows of
-    /// 4864: 0.35 ms a call split at 16 KB, 0.25 ms whole). The kernel benchmark's A/B switch sets it back.
+    /// groups) and the blocks' sums added. One row is never split (it is read in order beside the weights). The rows
+    /// are read from L2 beside the weights, so the bound is a share of L2, not L1: a block split reads each weight row in
+    /// pieces, one pass over the columns per block, and with the weights streaming from memory those strided pieces cost
+    /// more than x's L2 reads (Batch=4's down projection, 4 rows of 4864: 0.35 ms a call split at 16 KB, 0.25 ms whole).
     /// </summary>
-    internal static int FewRowsXBytes { get; set; } = 256 << 10;
+    internal const int FewRowsXBytesDefault = 256 << 10;
+
+    /// <summary><see cref="FewRowsXBytesDefault"/>, or another bound for the runtime benchmark's A/B switch.</summary>
+    internal static int FewRowsXBytes { get; set; } = FewRowsXBytesDefault;
 
     private static void FewRowsMatMul<TOps, TVec>(float* x, int m, int k, int n, Weights w, float* groupSums, bool table, float[]? bias, float* y)
         where TOps : struct, ISimdOps<TVec> where TVec : struct

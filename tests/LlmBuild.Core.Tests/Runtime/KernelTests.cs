@@ -114,6 +114,20 @@ public sealed unsafe class KernelTests
             }
     }
 
+    /// <summary>The shapes the matmul tests mark "in K blocks" do pass the few-rows bound (else they would test the whole-row path twice).</summary>
+    [TestMethod]
+    [DataRow(3, 22000)]
+    [DataRow(4, 16640)]
+    [DataRow(2, 33000)]
+    [DataRow(3, 22050)]
+    [DataRow(3, 21888)]
+    [DataRow(2, 32832)]
+    public void KBlockShapesPassTheFewRowsBound(int m, int k)
+    {
+        Assert.IsTrue(m <= MatMulKernels.FewRows && m > 1);
+        Assert.IsTrue((long)m * k * sizeof(float) > MatMulKernels.FewRowsXBytesDefault, $"{m} rows of {k}");
+    }
+
     /// <summary>The table path's x order: in each block of 64, x'[16t + l] = x[4l + t], every row (vector permutes or scalar).</summary>
     [TestMethod]
     public void InterleaveNibbleBlocksFollowsItsDefinition()
