@@ -32,15 +32,19 @@ public sealed class QuantizeLlmWeights : LlmTask
         var stale = Owners.Where(o => !Freshness.IsUpToDate([o.Path("Npz")], [o.Path("Spec"), .. shared])).ToList();
         foreach (var o in Owners.Except(stale)) LogPieceUpToDate(o.ItemSpec);
         string widthsPath = PrecisionChoice.PathBeside(ResolvedFile);
-        if (stale.Count == 0 && (model.Calibration?.Budget is null || File.Exists(widthsPath))) return;
+        if (stale.Count == 0 && (model.Calibration?.Budget is null || File.Exists(widthsPath)))
+        {
+            // Every weight file is current: the target ran for a missing identity sidecar (its Outputs list them), as a
+            // build killed between the last weight file and its sidecar leaves. The sidecars name the chosen widths.
+            RestoreIdentities(model.Calibration?.Budget is null ? model : ResolvedModel.Load(ResolvedFile), Owners);
+            return;
+        }
         string calibrationDir = CalibrationDirectory.Length > 0 ? CalibrationDirectory : System.IO.Path.Combine(System.IO.Path.GetDirectoryName(ResolvedFile)!, "calibration");
         var warnings = new List<LlmBuildWarning>();
         string? stats = QuantizeStage.Calibrate(model, calibrationDir, warnings, line => LogProgress($"{Stage}: {line}"));
         foreach (var w in warnings) LogWarning(w);
         model = QuantizeStage.ChooseWidths(model, stats, widthsPath, line => LogProgress($"{Stage}: {line}"));
-        foreach (var o in Owners.Except(stale))
-            if (QuantizeStage.RestoreIdentity(model, o.ItemSpec, o.Path("Npz"), WeightsIdentity(o.Path("Spec"))))
-                LogProgress($"{o.ItemSpec}: identity of its up-to-date weight file restored");
+        RestoreIdentities(model, Owners.Except(stale));
         if (stale.Count == 0) return;
         using ICheckpoint checkpoint = QuantizeStage.OpenSource(model);
         // Each weight file's fsync and rename run on I/O threads while the cores quantize the next owners (ConcurrentCommits).
@@ -52,6 +56,14 @@ public sealed class QuantizeLlmWeights : LlmTask
         if (stats is not null && !Log.HasLoggedErrors)
             LogProgress($"{Stage}: {model.Calibration!.Method} quantization (output error on the calibration data, per linear; {System.IO.Path.Combine(calibrationDir, "quantization.json")}):\n" +
                 QuantizeStage.WriteCalibrationReport(model, calibrationDir));
+    }
+
+    /// <summary>Writes the missing identity sidecars of up-to-date owners (<see cref="QuantizeStage.RestoreIdentity"/>).</summary>
+    private void RestoreIdentities(ResolvedModel model, IEnumerable<ITaskItem> upToDate)
+    {
+        foreach (var o in upToDate)
+            if (QuantizeStage.RestoreIdentity(model, o.ItemSpec, o.Path("Npz"), WeightsIdentity(o.Path("Spec"))))
+                LogProgress($"{o.ItemSpec}: identity of its up-to-date weight file restored");
     }
 
     /// <summary>The owner spec's digest of what its stored weights depend on.</summary>

@@ -286,6 +286,23 @@ public sealed class IncrementalBuildTests
     }
 
     [TestMethod]
+    public void AMissingIdentityWithEveryWeightFileCurrentIsRestored()
+    {
+        // What a kill between the last weight file's rename and its identity's leaves: no owner is out of date, so only
+        // the sidecars among the quantize target's Outputs make it run (a resumed SeqLength change lost one this way).
+        string dir = CopyOfBaseline("identity-only");
+        string weights = Path.Combine(dir, "obj", "Debug", "llm", "weights");
+        File.Delete(Path.Combine(weights, "block_0_top_weights.npz.identity"));
+        var result = BuildHarness.Build(dir);
+        result.AssertSucceeded();
+        StringAssert.Contains(result.Output, "block_0: identity of its up-to-date weight file restored");
+        CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "same bytes as the clean build, sidecars included");
+        var again = BuildHarness.Build(dir);
+        again.AssertSucceeded();
+        Assert.AreEqual(0, again.RanTasks.Count, "the next build is a no-op:\n" + again.Output);
+    }
+
+    [TestMethod]
     public void DeletingOnePieceIntermediateRebuildsThatPieceOnly()
     {
         string dir = CopyOfBaseline("piece");
