@@ -34,12 +34,15 @@ public sealed class QuantizeLlmWeights : LlmTask
         string widthsPath = PrecisionChoice.PathBeside(ResolvedFile);
         if (stale.Count == 0 && (model.Calibration?.Budget is null || File.Exists(widthsPath)))
         {
-            // Every weight file is current: the target ran for a missing identity sidecar (its Outputs list them), as a
-            // build killed between the last weight file and its sidecar leaves. The sidecars name the chosen widths.
-            RestoreIdentities(model.Calibration?.Budget is null ? model : ResolvedModel.Load(ResolvedFile), Owners);
+            // Every weight file is current: the target ran for a missing identity sidecar or calibration report (its
+            // Outputs list them), as a build killed between the last weight file and those leaves. Both name the chosen
+            // widths; the report is gathered from the owners' report lines, written with their weight files.
+            var current = model.Calibration?.Budget is null ? model : ResolvedModel.Load(ResolvedFile);
+            RestoreIdentities(current, Owners);
+            if (current.Calibration is not null) QuantizeStage.WriteCalibrationReport(current, CalibrationDirectoryPath);
             return;
         }
-        string calibrationDir = CalibrationDirectory.Length > 0 ? CalibrationDirectory : System.IO.Path.Combine(System.IO.Path.GetDirectoryName(ResolvedFile)!, "calibration");
+        string calibrationDir = CalibrationDirectoryPath;
         var warnings = new List<LlmBuildWarning>();
         string? stats = QuantizeStage.Calibrate(model, calibrationDir, warnings, line => LogProgress($"{Stage}: {line}"));
         foreach (var w in warnings) LogWarning(w);
@@ -57,6 +60,9 @@ public sealed class QuantizeLlmWeights : LlmTask
             LogProgress($"{Stage}: {model.Calibration!.Method} quantization (output error on the calibration data, per linear; {System.IO.Path.Combine(calibrationDir, "quantization.json")}):\n" +
                 QuantizeStage.WriteCalibrationReport(model, calibrationDir));
     }
+
+    private string CalibrationDirectoryPath =>
+        CalibrationDirectory.Length > 0 ? CalibrationDirectory : System.IO.Path.Combine(System.IO.Path.GetDirectoryName(ResolvedFile)!, "calibration");
 
     /// <summary>Writes the missing identity sidecars of up-to-date owners (<see cref="QuantizeStage.RestoreIdentity"/>).</summary>
     private void RestoreIdentities(ResolvedModel model, IEnumerable<ITaskItem> upToDate)

@@ -57,6 +57,16 @@ public sealed class CalibratedBuildTests
         again.AssertSucceeded();
         Assert.AreEqual(0, again.RanTasks.Count(t => t != Stages.Resolve), "a no-op rebuild runs no stage task: " + string.Join(", ", again.RanTasks));
 
+        // What a kill between the last weight file and the report leaves: the report comes back, the same bytes.
+        string reportPath = Path.Combine(calibration, "quantization.json");
+        string reportText = File.ReadAllText(reportPath);
+        File.Delete(reportPath);
+        BuildHarness.Build(dir).AssertSucceeded();
+        Assert.AreEqual(reportText, File.ReadAllText(reportPath), "the report written again");
+        var afterReport = BuildHarness.Build(dir);
+        afterReport.AssertSucceeded();
+        Assert.AreEqual(0, afterReport.RanTasks.Count(t => t != Stages.Resolve), "no-op after the report came back: " + string.Join(", ", afterReport.RanTasks));
+
         File.Delete(widths);
         var rechosen = BuildHarness.Build(dir);
         rechosen.AssertSucceeded();
