@@ -16,7 +16,7 @@ namespace LlmBuild.Benchmarks;
 /// 8-bit and bf16 at m = 1 and 4] [--wide: only the widest vector width] [--ab-pairs: the A/B figure is one column at a
 /// time against two (MatMulKernels.ColumnPairs) instead of against the previous kernels] [--ab-byte-pairs: the A/B figure
 /// is 8-bit weights with several rows one column at a time against two (MatMulKernels.BytePairs)] [--rest: a decode
-/// step's other kernels (attention, top-k, SiLU, greedy argmax) on the Qwen2.5-0.5B shapes at Batch 1 and 4, each
+/// step's other kernels (attention, top-k, SiLU, greedy argmax) on the Qwen2.5-0.5B shapes at Batch 1 and 4, each but SiLU
 /// against its previous path in alternate calls]
 /// </summary>
 public sealed unsafe class KernelBenchmark : IBenchmark
@@ -68,7 +68,7 @@ public sealed unsafe class KernelBenchmark : IBenchmark
     /// <summary>
     /// A decode step's kernels other than matmuls on the Qwen2.5-0.5B shapes (attention: 14 query heads over 2 KV heads of
     /// dim 64, 100 of a 512-row bf16 history visible plus the new row; top-k 1 of 151936; SiLU of 4864 a row), median µs
-    /// a call over alternate calls with the new path and the previous one (RuntimeBenchmark's switches).
+    /// a call over alternate calls with the new path and the previous one (Kernels.VectorAttention, Kernels.VectorTopK).
     /// </summary>
     private static int Rest()
     {
@@ -93,7 +93,7 @@ public sealed unsafe class KernelBenchmark : IBenchmark
             RestTime("attention", () => Kernels.Attention(q, rows, rows, mask, y, batch, qHeads, kvHeads, dim, 1, mk, false, 0.125f));
             ColdAttention(() => Kernels.Attention(q, rows, rows, mask, y, batch, qHeads, kvHeads, dim, 1, mk, false, 0.125f));
             RestTime("top-k 1 of 151936 a row", () => Kernels.TopK(logits, batch, vocab, 1, 1, values, (byte*)ids, BModelDataType.Int32));
-            RestTime("SiLU", () => Kernels.SiLU(act, gated, batch * inter));
+            RestTime("SiLU", () => Kernels.SiLU(act, gated, batch * inter), previous: false);
             RestTime("greedy argmax of each row", () =>
             {
                 for (int b = 0; b < batch; b++) Kernels.ArgMax(new ReadOnlySpan<float>(logits + (long)b * vocab, vocab));
@@ -131,21 +131,25 @@ public sealed unsafe class KernelBenchmark : IBenchmark
         Console.WriteLine($"  attention, caches cold       {Median(times[0]),8:F1} µs a call (without the KV prefetch {Median(times[1]):F1} µs, previous {Median(times[2]):F1} µs)");
     }
 
-    private static void RestTime(string label, Action run)
+    /// <summary>On: the previous paths of the step's other kernels (attention's general path, top-k and argmax scanning one value at a time).</summary>
+    private static void RestPrevious(bool on) => Kernels.VectorAttention = Kernels.VectorTopK = !on;
+
+    /// <summary>Median µs a call; with <paramref name="previous"/>, alternate calls take the previous paths (<see cref="RestPrevious"/>).</summary>
+    private static void RestTime(string label, Action run, bool previous = true)
     {
         var times = new[] { new List<double>(), new List<double>() };
         for (int i = 0; i < 4000; i++)
         {
             int which = i % 2;
             if (i == 2000) times = [[], []]; // the first half warms up (tiered compilation)
-            RuntimeBenchmark.Previous(which == 1);
+            RestPrevious(previous && which == 1);
             long t0 = Stopwatch.GetTimestamp();
             run();
             times[which].Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
         }
-        RuntimeBenchmark.Previous(false);
+        RestPrevious(false);
         double now = times[0].Order().ElementAt(times[0].Count / 2), before = times[1].Order().ElementAt(times[1].Count / 2);
-        Console.WriteLine($"  {label,-26} {now,8:F1} µs a call (previous {before,8:F1} µs -> {before / now:F2}x)");
+        Console.WriteLine(previous ? $"  {label,-26} {now,8:F1} µs a call (previous {before,8:F1} µs -> {before / now:F2}x)" : $"  {label,-26} {now,8:F1} µs a call");
     }
 
     private static void Quantized(SimdWidth width, int m, int k, int n, int reps, int bits = 4)

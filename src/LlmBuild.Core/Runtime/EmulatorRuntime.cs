@@ -476,10 +476,22 @@ public sealed unsafe class EmulatorRuntime : IDisposable
     /// <summary>A named tensor the last launch of <paramref name="net"/> left in ctx memory (see <see cref="EmuProbe"/>), as f32.</summary>
     public float[] ReadProbe(EmulatorNet net, string name)
     {
-        EmuProbe probe = net.Program.Probes.FirstOrDefault(p => p.Name == name)
-            ?? throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Net '{net.Name}' keeps no tensor '{name}' after it runs.");
+        EmuProbe probe = Probe(net, name);
         return Kernels.ToFloat(Memory.Pointer(_ctx[net.Device].Offset + probe.Tensor.Offset), probe.Tensor.DType, probe.Tensor.Count);
     }
+
+    /// <summary>As <see cref="ReadProbe(EmulatorNet, string)"/>, its first <paramref name="destination"/>.Length elements into <paramref name="destination"/>.</summary>
+    public void ReadProbe(EmulatorNet net, string name, Span<float> destination)
+    {
+        EmuProbe probe = Probe(net, name);
+        if (destination.Length > probe.Tensor.Count) throw new ArgumentOutOfRangeException(nameof(destination));
+        fixed (float* d = destination)
+            Kernels.Convert(Memory.Pointer(_ctx[net.Device].Offset + probe.Tensor.Offset), probe.Tensor.DType, (byte*)d, BModelDataType.Float32, destination.Length);
+    }
+
+    private static EmuProbe Probe(EmulatorNet net, string name) =>
+        net.Program.Probes.FirstOrDefault(p => p.Name == name)
+            ?? throw new LlmBuildException(ErrorCodes.RuntimeBadInput, $"Net '{net.Name}' keeps no tensor '{name}' after it runs.");
 
     /// <summary>Reads a device buffer holding <paramref name="count"/> elements of <paramref name="dtype"/> as f32.</summary>
     public float[] ReadFloat(DeviceMem mem, BModelDataType dtype, long count)

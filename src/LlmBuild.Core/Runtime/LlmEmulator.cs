@@ -616,15 +616,20 @@ public sealed class LlmEmulator : IDisposable
     /// <summary>The logits of lm_head's first <paramref name="rows"/> rows: its output (DoSample) or the tensor before its TopK.</summary>
     private float[] ReadLogits(int rows)
     {
-        if (LmHeadOutputsLogits) return _rt.ReadFloat(_lmHead.OutputMem(0), BModelDataType.Float32, (long)rows * VocabSize);
-        float[] all = _rt.ReadProbe(_lmHead.Steps[0][0], "logits");
-        return rows * VocabSize == all.Length ? all : all.AsSpan(0, rows * VocabSize).ToArray();
+        var logits = GC.AllocateUninitializedArray<float>(checked(rows * VocabSize));
+        ReadLogits(rows, logits);
+        return logits;
     }
 
+    /// <summary>
+    /// <see cref="ReadLogits(int)"/> into <paramref name="destination"/>, converted straight from device memory (a
+    /// decode step's buffer is not filled from a fresh array).
+    /// </summary>
     private void ReadLogits(int rows, Span<float> destination)
     {
-        if (LmHeadOutputsLogits) _rt.ReadFloat(_lmHead.OutputMem(0), BModelDataType.Float32, destination[..(rows * VocabSize)]);
-        else _rt.ReadProbe(_lmHead.Steps[0][0], "logits").AsSpan(0, rows * VocabSize).CopyTo(destination);
+        Span<float> logits = destination[..(rows * VocabSize)];
+        if (LmHeadOutputsLogits) _rt.ReadFloat(_lmHead.OutputMem(0), BModelDataType.Float32, logits);
+        else _rt.ReadProbe(_lmHead.Steps[0][0], "logits", logits);
     }
 
     private void CheckIds(ReadOnlySpan<int> ids)
