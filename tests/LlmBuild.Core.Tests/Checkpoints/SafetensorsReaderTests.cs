@@ -29,6 +29,28 @@ public sealed class SafetensorsReaderTests
     }
 
     [TestMethod]
+    public void RawReadsCopyTheFilesBytesAndAFileCutShortWhileOpenIsACodedError()
+    {
+        string dir = TestFiles.TempDir();
+        string path = Path.Combine(dir, "model.safetensors");
+        byte[] data = Enumerable.Range(0, 3 << 20).Select(i => (byte)(i * 7 + (i >> 9))).ToArray();
+        TestFiles.WriteSafetensors(path, [new("w", "U8", [data.Length], data)]);
+        using var c = CheckpointLoader.Open(dir);
+        var whole = new byte[data.Length];
+        c.ReadRaw("w", whole);
+        CollectionAssert.AreEqual(data, whole);
+        var part = new byte[1000];
+        c.ReadRaw("w", (2 << 20) + 5, part);
+        CollectionAssert.AreEqual(data.AsSpan((2 << 20) + 5, 1000).ToArray(), part);
+        // Cut short after opening (another program rewriting it): a read past the new end is a coded error, not a crash
+        // (a mapped read of a page past the end of a file is a SIGBUS).
+        using (var f = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete)) f.SetLength(f.Length - (2 << 20));
+        var e = Assert.ThrowsExactly<LlmBuildException>(() => c.ReadRaw("w", (2 << 20) + 5, part));
+        Assert.AreEqual(ErrorCodes.ReadFailed, e.Code);
+        StringAssert.Contains(e.Message, "changed while it was read");
+    }
+
+    [TestMethod]
     public void ReadsEveryDtypeExactly()
     {
         string dir = TestFiles.TempDir();
