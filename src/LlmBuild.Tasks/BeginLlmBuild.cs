@@ -1,4 +1,5 @@
 using Microsoft.Build.Framework;
+using LlmBuild.Core.Diagnostics;
 using LlmBuild.Core.IO;
 
 namespace LlmBuild.Tasks;
@@ -17,7 +18,7 @@ public sealed class BeginLlmBuild : BuildLockTask
     public string OptionsHash { get; set; } = "";
     /// <summary>One item per option: Identity = property name, metadata Value = its value.</summary>
     public ITaskItem[]? Options { get; set; }
-    /// <summary>obj/…/llm/sdk.identity: the SDK files' paths-and-times key and their content hash (see _LlmHashSdk).</summary>
+    /// <summary>The SDK identity cache (the user's, else obj/…/llm/sdk.identity): the SDK files' paths-and-times key and their content hash (see _LlmHashSdk).</summary>
     public string SdkIdentityCache { get; set; } = "";
     /// <summary>The cache line to write after a miss (the targets hashed the SDK files again); empty: the cache holds.</summary>
     public string SdkIdentityLine { get; set; } = "";
@@ -32,7 +33,18 @@ public sealed class BeginLlmBuild : BuildLockTask
         try
         {
             AtomicFile.WriteAllTextIfChanged(StampFile, StampText(OptionsHash, Options ?? []));
-            if (SdkIdentityCache.Length > 0 && SdkIdentityLine.Length > 0) AtomicFile.WriteAllTextIfChanged(SdkIdentityCache, SdkIdentityLine + "\n");
+            if (SdkIdentityCache.Length > 0 && SdkIdentityLine.Length > 0)
+            {
+                try
+                {
+                    AtomicFile.WriteAllTextIfChanged(SdkIdentityCache, SdkIdentityLine + "\n");
+                }
+                catch (LlmBuildException e) when (e.Code == ErrorCodes.WriteFailed)
+                {
+                    // Only a cache: a folder this user cannot write costs the next build the hashing again.
+                    Log.LogMessage(MessageImportance.Low, $"LlmBuild: SDK identity not cached: {e.Message}");
+                }
+            }
         }
         catch
         {

@@ -175,6 +175,46 @@ public sealed class IncrementalBuildTests
         Assert.IsFalse(result.Output.Contains("Restored ", StringComparison.Ordinal), "nothing restored");
     }
 
+    /// <summary>
+    /// The SDK's content hash is cached in the user's data folder (issue 15: hashing the task assemblies was ~40 ms of
+    /// every cold build): a build without obj/ finds it there and reads no task assembly; a cache that cannot be
+    /// written is no error (the next build hashes again). The built bytes are the same either way.
+    /// </summary>
+    [TestMethod]
+    public void ACleanBuildTakesTheSdkIdentityFromTheUsersCacheAndAnUnwritableCacheIsNoError()
+    {
+        string dir = CopyOfBaseline("sdkcache");
+        string obj = Path.Combine(dir, "obj");
+        string data = BuildHarness.NewTempDirectory("sdkcache-data");
+        BuildResult Clean(string dataHome)
+        {
+            Directory.Delete(obj, recursive: true);
+            Directory.Delete(Path.Combine(dir, "bin"), recursive: true);
+            // Detailed output names each task that runs or is skipped (the harness's own flags say normal).
+            var r = BuildHarness.Dotnet(dir, ["build", "model.llmproj", "-nologo", "-tl:off", "-v:d", "-nodeReuse:false"], buildFlags: false,
+                environment: new Dictionary<string, string> { ["XDG_DATA_HOME"] = dataHome });
+            r.AssertSucceeded();
+            CollectionAssert.AreEqual(_baselineHashes, Artifacts(dir), "the cold build's bytes");
+            return r;
+        }
+        const string Hashed = "Task \"GetFileHash\""; // detailed output names a task that runs, not one its condition skips
+
+        var first = Clean(data);
+        StringAssert.Contains(first.Output, Hashed, "an empty cache: the SDK files are hashed");
+        string[] cached = Directory.GetFiles(Path.Combine(data, "LlmBuild", "sdk-identity"));
+        Assert.AreEqual(1, cached.Length, string.Join(", ", cached));
+        StringAssert.Matches(File.ReadAllText(cached[0]), new System.Text.RegularExpressions.Regex(@"^sdk-files=[0-9a-f]+/[0-9a-f]+ sha256=[0-9a-f]{64}\n$"));
+
+        var second = Clean(data);
+        Assert.IsFalse(second.Output.Contains(Hashed, StringComparison.Ordinal), "the user's cache serves a build without obj/:\n" + second.Output);
+
+        string file = Path.Combine(data, "not-a-folder");
+        File.WriteAllText(file, "");
+        var third = Clean(file);
+        StringAssert.Contains(third.Output, Hashed, "no cache: hashed");
+        StringAssert.Contains(third.Output, "SDK identity not cached");
+    }
+
     [TestMethod]
     public void ChangingSeqLengthRerunsExportOnwardAndQuantizesNothing()
     {
