@@ -27,6 +27,7 @@ internal sealed class MappedFile : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            _map?.Dispose(); // opened before the handle failed
             throw new LlmBuildException(ErrorCodes.ReadFailed, $"Cannot open '{path}': {e.Message}", path, e);
         }
     }
